@@ -1,0 +1,271 @@
+//! The kinds Weft reads, by API group, version and kind, and the typed object for each.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_with::skip_serializing_none;
+
+use crate::de::{Context, DeError, from_node};
+use crate::path::FieldPath;
+use crate::types::common::ObjectMeta;
+use crate::types::destination_rule::DestinationRule;
+use crate::types::envoy_filter::EnvoyFilter;
+use crate::types::gateway::Gateway;
+use crate::types::kube::{
+    ConfigMap, EndpointSlice, Endpoints, GatewayApiObject, MetaOnly, Pod, Secret, Service, Workload,
+};
+use crate::types::security::{AuthorizationPolicy, PeerAuthentication, RequestAuthentication};
+use crate::types::service_entry::{ServiceEntry, WorkloadEntry, WorkloadGroup};
+use crate::types::sidecar::Sidecar;
+use crate::types::telemetry::Telemetry;
+use crate::types::virtual_service::VirtualService;
+use crate::yaml::Node;
+
+/// An Istio custom resource: Kubernetes envelope around a typed `spec`.
+#[skip_serializing_none]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IstioObject<S> {
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: S,
+    pub status: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Resource {
+    VirtualService(IstioObject<VirtualService>),
+    DestinationRule(IstioObject<DestinationRule>),
+    Gateway(IstioObject<Gateway>),
+    ServiceEntry(IstioObject<ServiceEntry>),
+    Sidecar(IstioObject<Sidecar>),
+    WorkloadEntry(IstioObject<WorkloadEntry>),
+    WorkloadGroup(IstioObject<WorkloadGroup>),
+    EnvoyFilter(IstioObject<EnvoyFilter>),
+    PeerAuthentication(IstioObject<PeerAuthentication>),
+    RequestAuthentication(IstioObject<RequestAuthentication>),
+    AuthorizationPolicy(IstioObject<AuthorizationPolicy>),
+    Telemetry(IstioObject<Telemetry>),
+    Namespace(MetaOnly),
+    ServiceAccount(MetaOnly),
+    Service(Service),
+    Endpoints(Endpoints),
+    EndpointSlice(EndpointSlice),
+    Pod(Pod),
+    /// Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob.
+    Workload(Workload),
+    ConfigMap(ConfigMap),
+    Secret(Secret),
+    /// Gateway API Gateway and HTTPRoute.
+    GatewayApi(GatewayApiObject),
+}
+
+impl Resource {
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Resource::VirtualService(o) => &o.metadata,
+            Resource::DestinationRule(o) => &o.metadata,
+            Resource::Gateway(o) => &o.metadata,
+            Resource::ServiceEntry(o) => &o.metadata,
+            Resource::Sidecar(o) => &o.metadata,
+            Resource::WorkloadEntry(o) => &o.metadata,
+            Resource::WorkloadGroup(o) => &o.metadata,
+            Resource::EnvoyFilter(o) => &o.metadata,
+            Resource::PeerAuthentication(o) => &o.metadata,
+            Resource::RequestAuthentication(o) => &o.metadata,
+            Resource::AuthorizationPolicy(o) => &o.metadata,
+            Resource::Telemetry(o) => &o.metadata,
+            Resource::Namespace(o) | Resource::ServiceAccount(o) => &o.metadata,
+            Resource::Service(o) => &o.metadata,
+            Resource::Endpoints(o) => &o.metadata,
+            Resource::EndpointSlice(o) => &o.metadata,
+            Resource::Pod(o) => &o.metadata,
+            Resource::Workload(o) => &o.metadata,
+            Resource::ConfigMap(o) => &o.metadata,
+            Resource::Secret(o) => &o.metadata,
+            Resource::GatewayApi(o) => &o.metadata,
+        }
+    }
+
+    fn type_meta(&self) -> (&str, &str) {
+        match self {
+            Resource::VirtualService(o) => (&o.api_version, &o.kind),
+            Resource::DestinationRule(o) => (&o.api_version, &o.kind),
+            Resource::Gateway(o) => (&o.api_version, &o.kind),
+            Resource::ServiceEntry(o) => (&o.api_version, &o.kind),
+            Resource::Sidecar(o) => (&o.api_version, &o.kind),
+            Resource::WorkloadEntry(o) => (&o.api_version, &o.kind),
+            Resource::WorkloadGroup(o) => (&o.api_version, &o.kind),
+            Resource::EnvoyFilter(o) => (&o.api_version, &o.kind),
+            Resource::PeerAuthentication(o) => (&o.api_version, &o.kind),
+            Resource::RequestAuthentication(o) => (&o.api_version, &o.kind),
+            Resource::AuthorizationPolicy(o) => (&o.api_version, &o.kind),
+            Resource::Telemetry(o) => (&o.api_version, &o.kind),
+            Resource::Namespace(o) | Resource::ServiceAccount(o) => (&o.api_version, &o.kind),
+            Resource::Service(o) => (&o.api_version, &o.kind),
+            Resource::Endpoints(o) => (&o.api_version, &o.kind),
+            Resource::EndpointSlice(o) => (&o.api_version, &o.kind),
+            Resource::Pod(o) => (&o.api_version, &o.kind),
+            Resource::Workload(o) => (&o.api_version, &o.kind),
+            Resource::ConfigMap(o) => (&o.api_version, &o.kind),
+            Resource::Secret(o) => (&o.api_version, &o.kind),
+            Resource::GatewayApi(o) => (&o.api_version, &o.kind),
+        }
+    }
+
+    /// The kind as written (`Deployment`, `VirtualService`...).
+    pub fn kind(&self) -> &str {
+        self.type_meta().1
+    }
+
+    pub fn api_version(&self) -> &str {
+        self.type_meta().0
+    }
+
+    pub fn name(&self) -> &str {
+        self.metadata().name.as_deref().unwrap_or("")
+    }
+
+    /// The namespace, `default` when unset (as `kubectl apply` would place it).
+    pub fn namespace(&self) -> &str {
+        self.metadata().namespace.as_deref().unwrap_or("default")
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+type ParseFn = fn(&Node, &Context) -> Result<Resource, DeError>;
+
+/// One kind Weft reads.
+pub struct KindInfo {
+    pub group: &'static str,
+    pub kind: &'static str,
+    pub versions: &'static [&'static str],
+    parse: ParseFn,
+}
+
+impl KindInfo {
+    pub fn parse(&self, node: &Node, ctx: &Context) -> Result<Resource, DeError> {
+        (self.parse)(node, ctx)
+    }
+}
+
+fn typed<T: DeserializeOwned>(node: &Node, ctx: &Context) -> Result<T, DeError> {
+    from_node(node, FieldPath::root(), ctx)
+}
+
+const NETWORKING: &[&str] = &["v1", "v1beta1", "v1alpha3"];
+const SECURITY: &[&str] = &["v1", "v1beta1"];
+const TELEMETRY: &[&str] = &["v1", "v1alpha1"];
+const APPS: &[&str] = &["v1", "v1beta2", "v1beta1"];
+
+macro_rules! kinds {
+    ($($group:literal $kind:literal $versions:expr => $variant:ident;)*) => {
+        /// Every kind Weft reads.
+        pub static KINDS: &[KindInfo] = &[$(
+            KindInfo {
+                group: $group,
+                kind: $kind,
+                versions: $versions,
+                parse: |n, c| typed(n, c).map(Resource::$variant),
+            },
+        )*];
+    };
+}
+
+kinds! {
+    "networking.istio.io" "VirtualService" NETWORKING => VirtualService;
+    "networking.istio.io" "DestinationRule" NETWORKING => DestinationRule;
+    "networking.istio.io" "Gateway" NETWORKING => Gateway;
+    "networking.istio.io" "ServiceEntry" NETWORKING => ServiceEntry;
+    "networking.istio.io" "Sidecar" NETWORKING => Sidecar;
+    "networking.istio.io" "WorkloadEntry" NETWORKING => WorkloadEntry;
+    "networking.istio.io" "WorkloadGroup" NETWORKING => WorkloadGroup;
+    "networking.istio.io" "EnvoyFilter" &["v1alpha3"] => EnvoyFilter;
+    "security.istio.io" "PeerAuthentication" SECURITY => PeerAuthentication;
+    "security.istio.io" "RequestAuthentication" SECURITY => RequestAuthentication;
+    "security.istio.io" "AuthorizationPolicy" SECURITY => AuthorizationPolicy;
+    "telemetry.istio.io" "Telemetry" TELEMETRY => Telemetry;
+    "" "Namespace" &["v1"] => Namespace;
+    "" "ServiceAccount" &["v1"] => ServiceAccount;
+    "" "Service" &["v1"] => Service;
+    "" "Endpoints" &["v1"] => Endpoints;
+    "discovery.k8s.io" "EndpointSlice" &["v1", "v1beta1"] => EndpointSlice;
+    "" "Pod" &["v1"] => Pod;
+    "apps" "Deployment" APPS => Workload;
+    "extensions" "Deployment" &["v1beta1"] => Workload;
+    "apps" "StatefulSet" APPS => Workload;
+    "apps" "DaemonSet" APPS => Workload;
+    "extensions" "DaemonSet" &["v1beta1"] => Workload;
+    "apps" "ReplicaSet" APPS => Workload;
+    "batch" "Job" &["v1"] => Workload;
+    "batch" "CronJob" &["v1", "v1beta1"] => Workload;
+    "" "ConfigMap" &["v1"] => ConfigMap;
+    "" "Secret" &["v1"] => Secret;
+    "gateway.networking.k8s.io" "Gateway" &["v1", "v1beta1"] => GatewayApi;
+    "gateway.networking.k8s.io" "HTTPRoute" &["v1", "v1beta1"] => GatewayApi;
+}
+
+/// What an `apiVersion`/`kind` pair names.
+pub enum Lookup {
+    Known(&'static KindInfo),
+    /// A kind Weft reads, in a version it does not serve.
+    UnsupportedVersion(&'static KindInfo),
+    /// Not a kind Weft reads: skipped, not an error.
+    Unknown,
+}
+
+/// Splits `group/version` (`v1` alone is the core group).
+pub fn split_api_version(api_version: &str) -> (&str, &str) {
+    match api_version.rsplit_once('/') {
+        Some((g, v)) => (g, v),
+        None => ("", api_version),
+    }
+}
+
+pub fn lookup(api_version: &str, kind: &str) -> Lookup {
+    let (group, version) = split_api_version(api_version);
+    let mut same_kind = None;
+    for info in KINDS {
+        if info.group == group && info.kind == kind {
+            if info.versions.contains(&version) {
+                return Lookup::Known(info);
+            }
+            same_kind = Some(info);
+        }
+    }
+    same_kind.map_or(Lookup::Unknown, Lookup::UnsupportedVersion)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_by_group_version_kind() {
+        assert!(
+            matches!(lookup("networking.istio.io/v1alpha3", "Gateway"), Lookup::Known(i) if i.group == "networking.istio.io")
+        );
+        assert!(
+            matches!(lookup("gateway.networking.k8s.io/v1", "Gateway"), Lookup::Known(i) if i.group == "gateway.networking.k8s.io")
+        );
+        assert!(matches!(
+            lookup("networking.istio.io/v2", "VirtualService"),
+            Lookup::UnsupportedVersion(_)
+        ));
+        assert!(matches!(
+            lookup("install.istio.io/v1alpha1", "IstioOperator"),
+            Lookup::Unknown
+        ));
+        assert!(matches!(lookup("v1", "Service"), Lookup::Known(_)));
+        assert!(matches!(
+            lookup("apps/v1beta1", "Deployment"),
+            Lookup::Known(_)
+        ));
+    }
+}
