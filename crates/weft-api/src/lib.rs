@@ -7,6 +7,7 @@ pub mod load;
 pub mod path;
 pub mod resource;
 pub mod types;
+pub mod validate;
 pub mod yaml;
 
 pub use load::{LoadResult, Loaded, Origin, Problem, Severity};

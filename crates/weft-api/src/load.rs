@@ -125,6 +125,9 @@ pub struct LoadResult {
     pub problems: Vec<Problem>,
     /// Objects of kinds Weft does not read, by `apiVersion` and kind.
     pub skipped: BTreeMap<(String, String), Vec<Origin>>,
+    /// Documents that are not Kubernetes objects at all (no apiVersion and no kind: an OpenAPI
+    /// file, a Prometheus config...), with what they are instead.
+    pub not_objects: Vec<(Origin, String)>,
 }
 
 impl LoadResult {
@@ -252,31 +255,34 @@ impl LoadResult {
             message,
         };
         if !matches!(node.value, Value::Map(_)) {
-            self.problems.push(doc_problem(
-                format!(
-                    "not a Kubernetes object: expected a mapping with apiVersion and kind, found a {}",
-                    node.type_name()
-                ),
-                node.pos,
-            ));
+            let what = format!(
+                "a {}, not a mapping with apiVersion and kind",
+                node.type_name()
+            );
+            self.not_objects.push((origin, what));
             return;
         }
         let api_version = node.get("apiVersion").and_then(Node::as_str);
         let kind = node.get("kind").and_then(Node::as_str);
-        let (Some(api_version), Some(kind)) = (api_version, kind) else {
-            let missing: Vec<&str> = [("apiVersion", api_version), ("kind", kind)]
-                .iter()
-                .filter(|(_, v)| v.is_none())
-                .map(|(k, _)| *k)
-                .collect();
-            self.problems.push(doc_problem(
-                format!(
-                    "not a Kubernetes object: {} must be set to a string",
-                    missing.join(" and ")
-                ),
-                node.pos,
-            ));
-            return;
+        let (api_version, kind) = match (api_version, kind) {
+            (Some(a), Some(k)) => (a, k),
+            (None, None) if node.get("apiVersion").is_none() && node.get("kind").is_none() => {
+                self.not_objects
+                    .push((origin, "a mapping without apiVersion and kind".to_string()));
+                return;
+            }
+            _ => {
+                let missing: Vec<&str> = [("apiVersion", api_version), ("kind", kind)]
+                    .iter()
+                    .filter(|(_, v)| v.is_none())
+                    .map(|(k, _)| *k)
+                    .collect();
+                self.problems.push(doc_problem(
+                    format!("{} must be set to a string", missing.join(" and ")),
+                    node.pos,
+                ));
+                return;
+            }
         };
         if kind == "List" || kind.ends_with("List") && api_version == "v1" {
             self.load_list(&node, &origin);
