@@ -54,10 +54,15 @@ impl de::Error for DeError {
     }
 
     fn invalid_type(unexp: de::Unexpected, exp: &dyn de::Expected) -> Self {
+        let found = match unexp {
+            de::Unexpected::Map => "a mapping".to_string(),
+            de::Unexpected::Seq => "a list".to_string(),
+            de::Unexpected::Unit => "null".to_string(),
+            other => other.to_string(),
+        };
         Self::custom(format_args!(
-            "expected {}, found {}",
-            plain_expected(&exp.to_string()),
-            unexp
+            "expected {}, found {found}",
+            plain_expected(&exp.to_string())
         ))
     }
 
@@ -485,7 +490,13 @@ impl<'de, 'a> MapAccess<'de> for MapDe<'a> {
             path: path.clone(),
             ctx: self.ctx,
         })
-        .map_err(|err| err.at(&path, e.key_pos))
+        .map_err(|mut err| {
+            // A wrong value is reported on the line of its key, where the user looks for it.
+            if err.path.as_ref() == Some(&path) {
+                err.pos = e.key_pos;
+            }
+            err.at(&path, e.key_pos)
+        })
     }
 
     fn size_hint(&self) -> Option<usize> {
