@@ -462,19 +462,16 @@ mod tests {
     #[test]
     fn not_an_object() {
         let mut r = LoadResult::default();
-        r.load_str("m.yaml", "- job_name: x\n");
+        r.load_str("m.yaml", "- job_name: x\n---\nspec:\n  hosts: [a]\n");
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+        assert_eq!(r.not_objects.len(), 2);
+        assert!(r.not_objects[0].1.contains("a list"), "{:?}", r.not_objects);
+        assert_eq!(r.not_objects[1].0.document, 2);
+        let mut r = LoadResult::default();
+        r.load_str("m.yaml", "kind: VirtualService\nspec:\n  hosts: [a]\n");
         assert_eq!(r.problems.len(), 1);
         assert!(
-            r.problems[0].message.contains("found a list"),
-            "{}",
-            r.problems[0]
-        );
-        let mut r = LoadResult::default();
-        r.load_str("m.yaml", "spec:\n  hosts: [a]\n");
-        assert!(
-            r.problems[0]
-                .message
-                .contains("apiVersion and kind must be set"),
+            r.problems[0].message.contains("apiVersion must be set"),
             "{}",
             r.problems[0]
         );

@@ -37,30 +37,30 @@ pub struct IstioObject<S> {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Resource {
-    VirtualService(IstioObject<VirtualService>),
-    DestinationRule(IstioObject<DestinationRule>),
-    Gateway(IstioObject<Gateway>),
-    ServiceEntry(IstioObject<ServiceEntry>),
-    Sidecar(IstioObject<Sidecar>),
-    WorkloadEntry(IstioObject<WorkloadEntry>),
-    WorkloadGroup(IstioObject<WorkloadGroup>),
-    EnvoyFilter(IstioObject<EnvoyFilter>),
-    PeerAuthentication(IstioObject<PeerAuthentication>),
-    RequestAuthentication(IstioObject<RequestAuthentication>),
-    AuthorizationPolicy(IstioObject<AuthorizationPolicy>),
-    Telemetry(IstioObject<Telemetry>),
-    Namespace(MetaOnly),
-    ServiceAccount(MetaOnly),
-    Service(Service),
-    Endpoints(Endpoints),
-    EndpointSlice(EndpointSlice),
-    Pod(Pod),
+    VirtualService(Box<IstioObject<VirtualService>>),
+    DestinationRule(Box<IstioObject<DestinationRule>>),
+    Gateway(Box<IstioObject<Gateway>>),
+    ServiceEntry(Box<IstioObject<ServiceEntry>>),
+    Sidecar(Box<IstioObject<Sidecar>>),
+    WorkloadEntry(Box<IstioObject<WorkloadEntry>>),
+    WorkloadGroup(Box<IstioObject<WorkloadGroup>>),
+    EnvoyFilter(Box<IstioObject<EnvoyFilter>>),
+    PeerAuthentication(Box<IstioObject<PeerAuthentication>>),
+    RequestAuthentication(Box<IstioObject<RequestAuthentication>>),
+    AuthorizationPolicy(Box<IstioObject<AuthorizationPolicy>>),
+    Telemetry(Box<IstioObject<Telemetry>>),
+    Namespace(Box<MetaOnly>),
+    ServiceAccount(Box<MetaOnly>),
+    Service(Box<Service>),
+    Endpoints(Box<Endpoints>),
+    EndpointSlice(Box<EndpointSlice>),
+    Pod(Box<Pod>),
     /// Deployment, StatefulSet, DaemonSet, ReplicaSet, Job, CronJob.
-    Workload(Workload),
-    ConfigMap(ConfigMap),
-    Secret(Secret),
+    Workload(Box<Workload>),
+    ConfigMap(Box<ConfigMap>),
+    Secret(Box<Secret>),
     /// Gateway API Gateway and HTTPRoute.
-    GatewayApi(GatewayApiObject),
+    GatewayApi(Box<GatewayApiObject>),
 }
 
 impl Resource {
@@ -172,7 +172,7 @@ macro_rules! kinds {
                 group: $group,
                 kind: $kind,
                 versions: $versions,
-                parse: |n, c| typed(n, c).map(Resource::$variant),
+                parse: |n, c| typed(n, c).map(|o| Resource::$variant(Box::new(o))),
             },
         )*];
     };

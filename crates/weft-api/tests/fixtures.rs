@@ -13,6 +13,8 @@
 //!
 //! Errors must match the expectations exactly: an unexpected extra error fails the test.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic
+
 use std::path::{Path, PathBuf};
 
 use weft_api::load::{LoadResult, Problem, Severity};
@@ -137,7 +139,7 @@ fn check_fixture(file: &Path) -> Result<(), String> {
             return Err(format!("expected {k} to be skipped"));
         }
     }
-    if h.not_object != !loaded.not_objects.is_empty() {
+    if h.not_object == loaded.not_objects.is_empty() {
         return Err(format!(
             "not-object expectation {} but found {:?}",
             h.not_object, loaded.not_objects

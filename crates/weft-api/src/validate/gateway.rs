@@ -118,11 +118,11 @@ fn server_port(f: &mut Findings, p: &FieldPath, port: &Port, bind: &str) -> bool
         ok = false;
     }
     let number = port.number.unwrap_or(0);
-    if number > 0 || !bind.starts_with("unix://") {
-        if let Err(e) = rules::validate_port(number) {
-            f.err(&p.key("number"), e);
-            ok = false;
-        }
+    if (number > 0 || !bind.starts_with("unix://"))
+        && let Err(e) = rules::validate_port(number)
+    {
+        f.err(&p.key("number"), e);
+        ok = false;
     }
     if port.target_port.is_some_and(|t| t > 0) {
         f.err(&p.key("targetPort"), "targetPort has no impact on Gateways");
@@ -164,18 +164,17 @@ pub(super) fn server_tls(f: &mut Findings, p: &FieldPath, t: &ServerTlsSettings)
             }
             return;
         }
-        Some(ServerTlsMode::Passthrough | ServerTlsMode::AutoPassthrough) => {
+        Some(ServerTlsMode::Passthrough | ServerTlsMode::AutoPassthrough)
             if set(&t.ca_crl)
                 || set(&t.server_certificate)
                 || set(&t.private_key)
                 || set(&t.ca_certificates)
-                || set(&t.credential_name)
-            {
-                f.warn(
-                    p,
-                    "PASSTHROUGH mode does not use certificates, they will be ignored",
-                );
-            }
+                || set(&t.credential_name) =>
+        {
+            f.warn(
+                p,
+                "PASSTHROUGH mode does not use certificates, they will be ignored",
+            );
         }
         _ => {}
     }

@@ -238,11 +238,7 @@ pub fn validate_regex(re: &str) -> Rule {
         Ok(_) => Ok(()),
         Err(e) => {
             let detail = e.to_string();
-            let last = detail
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .next_back()
-                .unwrap_or("");
+            let last = detail.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("");
             let reason = last.trim().trim_start_matches("error:").trim();
             Err(format!(
                 "invalid regex {re:?}: {reason}; Istio uses RE2 style regex-based match (https://github.com/google/re2/wiki/Syntax)"
