@@ -68,7 +68,7 @@ fn every_error_is_printed_with_file_line_object_and_field() {
         out.lines()
             .last()
             .unwrap()
-            .starts_with("2 errors in 1 objects"),
+            .starts_with("2 errors in 1 object"),
         "{out}"
     );
 }

@@ -201,7 +201,14 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             if errors == 0 {
                 writeln!(out, "{}", summary(&report))?;
             } else {
-                writeln!(out, "{errors} errors in {} objects", report.objects)?;
+                let plural =
+                    |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+                writeln!(
+                    out,
+                    "{} in {}",
+                    plural(errors, "error"),
+                    plural(report.objects, "object")
+                )?;
             }
         }
     }
