@@ -193,7 +193,7 @@ fn seed_examples_behave_as_stated() {
 #[test]
 fn invalid_fixtures_are_rejected_at_the_expected_field() {
     let n = check_all("invalid");
-    assert!(n >= 80, "only {n} invalid fixtures");
+    assert!(n >= 200, "only {n} invalid fixtures");
     for f in fixtures("invalid") {
         let text = std::fs::read_to_string(&f).unwrap();
         assert!(
@@ -204,6 +204,12 @@ fn invalid_fixtures_are_rejected_at_the_expected_field() {
             f.display()
         );
     }
+}
+
+#[test]
+fn warnings_are_reported_without_rejecting() {
+    let n = check_all("warnings");
+    assert!(n >= 10, "only {n} warning fixtures");
 }
 
 /// The fixtures were extracted from the seed documents; this keeps them complete: every YAML
