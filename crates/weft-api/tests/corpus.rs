@@ -119,6 +119,7 @@ fn parse_serialize_parse_is_lossless() {
         shared("istio/samples"),
         fixtures("seeds"),
         fixtures("invalid"),
+        fixtures("warnings"),
     ]);
     assert!(r.objects.len() > 300, "{} objects", r.objects.len());
     for o in &r.objects {
