@@ -131,9 +131,7 @@ pub fn check_loaded(obj: &Loaded, strict: bool) -> Vec<Problem> {
             } else {
                 Severity::Warning
             };
-            let mut p = obj.problem(severity, u.path.clone(), "unknown field".to_string());
-            p.line = u.pos.line;
-            p
+            obj.problem(severity, u.path.clone(), "unknown field".to_string())
         })
         .collect();
     out.extend(

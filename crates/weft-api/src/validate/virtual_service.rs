@@ -61,11 +61,7 @@ pub(super) fn validate(f: &mut Findings, spec: &FieldPath, vs: &VirtualService) 
     let mut all_hosts_valid = true;
     for (i, host) in vs.hosts.iter().enumerate() {
         let p = spec.key("hosts").index(i);
-        let r = if applies_to_gateway {
-            gateway_bound_host(host)
-        } else {
-            rules::validate_wildcard_domain(host)
-        };
+        let r = rules::validate_wildcard_domain(host);
         match r {
             Err(e) if !rules::is_ip(host) => {
                 f.err(&p, e);
@@ -100,26 +96,16 @@ pub(super) fn validate(f: &mut Findings, spec: &FieldPath, vs: &VirtualService) 
         f.err(spec, "http, tcp or tls must be provided in virtual service");
     }
     for (i, r) in vs.http.iter().enumerate() {
-        http_route(
-            f,
-            &spec.key("http").index(i),
-            r,
-            delegate,
-            applies_to_gateway,
-        );
+        http_route(f, &spec.key("http").index(i), r, delegate);
     }
     for (i, r) in vs.tls.iter().enumerate() {
-        tls_route(f, &spec.key("tls").index(i), r, vs, applies_to_gateway);
+        tls_route(f, &spec.key("tls").index(i), r, vs);
     }
     for (i, r) in vs.tcp.iter().enumerate() {
         tcp_route(f, &spec.key("tcp").index(i), r);
     }
     export_to(f, &spec.key("exportTo"), &vs.export_to, false);
     unreachable_rules(f, spec, vs);
-}
-
-fn gateway_bound_host(host: &str) -> Rule {
-    rules::validate_wildcard_domain(host)
 }
 
 /// `namespace/name`, `name`, or the legacy FQDN form `name.namespace.svc.cluster.local`.
@@ -174,7 +160,7 @@ fn match_map(
     }
 }
 
-fn http_route(f: &mut Findings, p: &FieldPath, r: &HttpRoute, delegate_vs: bool, _gateway: bool) {
+fn http_route(f: &mut Findings, p: &FieldPath, r: &HttpRoute, delegate_vs: bool) {
     let has_route = r.route.as_ref().is_some_and(|v| !v.is_empty());
     if r.delegate.is_some() {
         if delegate_vs {
@@ -745,7 +731,7 @@ fn tcp_route(f: &mut Findings, p: &FieldPath, r: &TcpRoute) {
     route_destinations(f, &p.key("route"), &r.route);
 }
 
-fn tls_route(f: &mut Findings, p: &FieldPath, r: &TlsRoute, vs: &VirtualService, gateway: bool) {
+fn tls_route(f: &mut Findings, p: &FieldPath, r: &TlsRoute, vs: &VirtualService) {
     if r.matches.is_empty() {
         f.err(
             &p.key("match"),
@@ -762,11 +748,7 @@ fn tls_route(f: &mut Findings, p: &FieldPath, r: &TlsRoute, vs: &VirtualService,
         }
         for (j, sni) in m.sni_hosts.iter().enumerate() {
             let sp = mp.key("sniHosts").index(j);
-            let r = if gateway {
-                gateway_bound_host(sni)
-            } else {
-                rules::validate_wildcard_domain(sni)
-            };
+            let r = rules::validate_wildcard_domain(sni);
             if let Err(e) = r {
                 if rules::is_ip(sni) {
                     f.warn(&sp, format!("using an IP address ({sni:?}) goes against SNI spec and most clients do not support this"));
