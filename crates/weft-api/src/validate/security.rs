@@ -139,13 +139,31 @@ fn jwt_rule(f: &mut Findings, p: &FieldPath, r: &JwtRule) {
     }
 }
 
-fn non_empty_values(f: &mut Findings, p: &FieldPath, field: &str, values: Option<&Vec<String>>) {
-    for (i, v) in values.into_iter().flatten().enumerate() {
-        if v.is_empty() {
-            f.err(
-                &p.key(field).index(i),
-                format!("empty value not allowed, found in {field}"),
-            );
+/// A `source` or `operation`: at least one of its lists set, and no empty string in any.
+fn attribute_lists(
+    f: &mut Findings,
+    p: &FieldPath,
+    lists: &[(&str, &Option<Vec<String>>)],
+    what: &str,
+    rule: usize,
+) {
+    if lists
+        .iter()
+        .all(|(_, l)| l.as_ref().is_none_or(Vec::is_empty))
+    {
+        f.err(
+            p,
+            format!("`{what}` must not be empty, found at rule {rule}"),
+        );
+    }
+    for (field, values) in lists {
+        for (i, v) in values.iter().flatten().enumerate() {
+            if v.is_empty() {
+                f.err(
+                    &p.key(*field).index(i),
+                    format!("empty value not allowed, found in {field}"),
+                );
+            }
         }
     }
 }
@@ -236,18 +254,7 @@ pub(super) fn validate_authz(f: &mut Findings, spec: &FieldPath, ap: &Authorizat
                 ("remoteIpBlocks", &s.remote_ip_blocks),
                 ("notRemoteIpBlocks", &s.not_remote_ip_blocks),
             ];
-            if lists
-                .iter()
-                .all(|(_, l)| l.as_ref().is_none_or(Vec::is_empty))
-            {
-                f.err(
-                    &sp,
-                    format!("`from.source` must not be empty, found at rule {i}"),
-                );
-            }
-            for (name, l) in lists {
-                non_empty_values(f, &sp, name, l.as_ref());
-            }
+            attribute_lists(f, &sp, &lists, "from.source", i);
             for (name, l) in [
                 ("ipBlocks", &s.ip_blocks),
                 ("notIpBlocks", &s.not_ip_blocks),
@@ -291,18 +298,7 @@ pub(super) fn validate_authz(f: &mut Findings, spec: &FieldPath, ap: &Authorizat
                 ("paths", &op.paths),
                 ("notPaths", &op.not_paths),
             ];
-            if lists
-                .iter()
-                .all(|(_, l)| l.as_ref().is_none_or(Vec::is_empty))
-            {
-                f.err(
-                    &opp,
-                    format!("`to.operation` must not be empty, found at rule {i}"),
-                );
-            }
-            for (name, l) in lists {
-                non_empty_values(f, &opp, name, l.as_ref());
-            }
+            attribute_lists(f, &opp, &lists, "to.operation", i);
             ports(f, &opp, "ports", op.ports.as_ref());
             ports(f, &opp, "notPorts", op.not_ports.as_ref());
         }

@@ -59,23 +59,14 @@ fn traffic_policy(f: &mut Findings, p: &FieldPath, tp: &TrafficPolicy) {
     if tp.tunnel.is_some() && tp.proxy_protocol.is_some() {
         f.err(p, "tunnel and proxyProtocol must not be set together");
     }
-    if let Some(o) = &tp.outlier_detection {
-        outlier(f, &p.key("outlierDetection"), o);
-    }
-    if let Some(c) = &tp.connection_pool {
-        connection_pool(f, &p.key("connectionPool"), c);
-    }
-    if let Some(lb) = &tp.load_balancer {
-        load_balancer(
-            f,
-            &p.key("loadBalancer"),
-            lb,
-            tp.outlier_detection.is_some(),
-        );
-    }
-    if let Some(t) = &tp.tls {
-        client_tls(f, &p.key("tls"), t);
-    }
+    shared_settings(
+        f,
+        p,
+        tp.outlier_detection.as_ref(),
+        tp.connection_pool.as_ref(),
+        tp.load_balancer.as_ref(),
+        tp.tls.as_ref(),
+    );
     for (i, pl) in tp.port_level_settings.iter().enumerate() {
         let pp = p.key("portLevelSettings").index(i);
         match pl.port.as_ref().and_then(|x| x.number) {
@@ -90,23 +81,14 @@ fn traffic_policy(f: &mut Findings, p: &FieldPath, tp: &TrafficPolicy) {
             f.err(&pp, "port traffic policy must have at least one field");
             continue;
         }
-        if let Some(o) = &pl.outlier_detection {
-            outlier(f, &pp.key("outlierDetection"), o);
-        }
-        if let Some(c) = &pl.connection_pool {
-            connection_pool(f, &pp.key("connectionPool"), c);
-        }
-        if let Some(lb) = &pl.load_balancer {
-            load_balancer(
-                f,
-                &pp.key("loadBalancer"),
-                lb,
-                pl.outlier_detection.is_some(),
-            );
-        }
-        if let Some(t) = &pl.tls {
-            client_tls(f, &pp.key("tls"), t);
-        }
+        shared_settings(
+            f,
+            &pp,
+            pl.outlier_detection.as_ref(),
+            pl.connection_pool.as_ref(),
+            pl.load_balancer.as_ref(),
+            pl.tls.as_ref(),
+        );
     }
     if let Some(t) = &tp.tunnel {
         let tp_ = p.key("tunnel");
@@ -154,6 +136,29 @@ fn traffic_policy(f: &mut Findings, p: &FieldPath, tp: &TrafficPolicy) {
         if let Some(d) = &b.budget_interval {
             f.check(&bp.key("budgetInterval"), rules::validate_duration(d));
         }
+    }
+}
+
+/// The settings a traffic policy and a port-level policy have in common.
+fn shared_settings(
+    f: &mut Findings,
+    p: &FieldPath,
+    outlier_detection: Option<&OutlierDetection>,
+    pool: Option<&ConnectionPoolSettings>,
+    lb: Option<&LoadBalancerSettings>,
+    tls: Option<&ClientTlsSettings>,
+) {
+    if let Some(o) = outlier_detection {
+        outlier(f, &p.key("outlierDetection"), o);
+    }
+    if let Some(c) = pool {
+        connection_pool(f, &p.key("connectionPool"), c);
+    }
+    if let Some(lb) = lb {
+        load_balancer(f, &p.key("loadBalancer"), lb, outlier_detection.is_some());
+    }
+    if let Some(t) = tls {
+        client_tls(f, &p.key("tls"), t);
     }
 }
 

@@ -654,34 +654,37 @@ fn weight(f: &mut Findings, p: &FieldPath, w: Option<i64>) -> i64 {
 }
 
 fn http_destinations(f: &mut Findings, p: &FieldPath, routes: &[HttpRouteDestination]) {
-    let mut total = 0;
-    for (i, r) in routes.iter().enumerate() {
-        let rp = p.index(i);
-        match &r.destination {
-            None => f.err(&rp.key("destination"), "destination is required"),
-            Some(d) => destination(f, &rp.key("destination"), d),
-        }
-        headers(f, &rp.key("headers"), r.headers.as_ref());
-        total += weight(f, &rp.key("weight"), r.weight);
-    }
-    total_weight(f, p, routes.len(), total);
+    let items = routes
+        .iter()
+        .map(|r| (r.destination.as_ref(), r.weight, r.headers.as_ref()));
+    weighted_destinations(f, p, items);
 }
 
 fn route_destinations(f: &mut Findings, p: &FieldPath, routes: &[RouteDestination]) {
+    let items = routes
+        .iter()
+        .map(|r| (r.destination.as_ref(), r.weight, None));
+    weighted_destinations(f, p, items);
+}
+
+/// Destinations with weights (and, for HTTP, header operations). With several destinations
+/// the weights split the traffic and must add up to 100.
+fn weighted_destinations<'a>(
+    f: &mut Findings,
+    p: &FieldPath,
+    items: impl ExactSizeIterator<Item = (Option<&'a Destination>, Option<i64>, Option<&'a Headers>)>,
+) {
+    let n = items.len();
     let mut total = 0;
-    for (i, r) in routes.iter().enumerate() {
+    for (i, (dest, w, hdrs)) in items.enumerate() {
         let rp = p.index(i);
-        match &r.destination {
+        match dest {
             None => f.err(&rp.key("destination"), "destination is required"),
             Some(d) => destination(f, &rp.key("destination"), d),
         }
-        total += weight(f, &rp.key("weight"), r.weight);
+        headers(f, &rp.key("headers"), hdrs);
+        total += weight(f, &rp.key("weight"), w);
     }
-    total_weight(f, p, routes.len(), total);
-}
-
-/// With several destinations the weights split the traffic and must add up to 100.
-fn total_weight(f: &mut Findings, p: &FieldPath, n: usize, total: i64) {
     if n > 1 && total != 100 {
         f.err(p, format!("total destination weight {total} != 100"));
     }
