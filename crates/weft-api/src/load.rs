@@ -217,10 +217,10 @@ impl LoadResult {
 
     /// Reads a YAML or JSON stream; `file` is the name used in messages.
     pub fn load_str(&mut self, file: &str, text: &str) {
+        let numbering = DocNumbering::new(text);
         let docs = match yaml::parse_stream(text) {
             Ok(d) => d,
             Err(e) => {
-                let numbering = DocNumbering::new(text);
                 self.problems.push(Problem {
                     severity: Severity::Error,
                     file: file.to_string(),
@@ -233,7 +233,6 @@ impl LoadResult {
                 return;
             }
         };
-        let numbering = DocNumbering::new(text);
         for doc in docs {
             let origin = Origin {
                 file: file.to_string(),
@@ -285,7 +284,7 @@ impl LoadResult {
             }
         };
         if kind == "List" || kind.ends_with("List") && api_version == "v1" {
-            self.load_list(&node, &origin);
+            self.load_list(node, &origin);
             return;
         }
         let (api_version, kind) = (api_version.to_string(), kind.to_string());
@@ -352,22 +351,30 @@ impl LoadResult {
         }
     }
 
-    fn load_list(&mut self, node: &Node, origin: &Origin) {
-        match node.get("items").map(|n| &n.value) {
-            Some(Value::Seq(items)) => {
+    /// Loads the items of a `kind: List`, moving them out of the list document.
+    fn load_list(&mut self, node: Node, origin: &Origin) {
+        let items_line = FieldPath::root().key("items").locate(&node).line;
+        let Value::Map(entries) = node.value else {
+            return;
+        };
+        let Some(items) = entries.into_iter().find(|e| e.key == "items") else {
+            return;
+        };
+        match items.value.value {
+            Value::Seq(items) => {
                 for item in items {
                     let o = Origin {
                         line: item.pos.line,
                         ..origin.clone()
                     };
-                    self.load_object(item.clone(), o);
+                    self.load_object(item, o);
                 }
             }
-            None | Some(Value::Null) => {}
-            Some(other) => self.problems.push(Problem {
+            Value::Null => {}
+            other => self.problems.push(Problem {
                 severity: Severity::Error,
                 file: origin.file.clone(),
-                line: FieldPath::root().key("items").locate(node).line,
+                line: items_line,
                 document: origin.document,
                 object: None,
                 path: Some(FieldPath::root().key("items")),

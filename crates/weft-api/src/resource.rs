@@ -65,64 +65,45 @@ pub enum Resource {
 
 impl Resource {
     pub fn metadata(&self) -> &ObjectMeta {
-        match self {
-            Resource::VirtualService(o) => &o.metadata,
-            Resource::DestinationRule(o) => &o.metadata,
-            Resource::Gateway(o) => &o.metadata,
-            Resource::ServiceEntry(o) => &o.metadata,
-            Resource::Sidecar(o) => &o.metadata,
-            Resource::WorkloadEntry(o) => &o.metadata,
-            Resource::WorkloadGroup(o) => &o.metadata,
-            Resource::EnvoyFilter(o) => &o.metadata,
-            Resource::PeerAuthentication(o) => &o.metadata,
-            Resource::RequestAuthentication(o) => &o.metadata,
-            Resource::AuthorizationPolicy(o) => &o.metadata,
-            Resource::Telemetry(o) => &o.metadata,
-            Resource::Namespace(o) | Resource::ServiceAccount(o) => &o.metadata,
-            Resource::Service(o) => &o.metadata,
-            Resource::Endpoints(o) => &o.metadata,
-            Resource::EndpointSlice(o) => &o.metadata,
-            Resource::Pod(o) => &o.metadata,
-            Resource::Workload(o) => &o.metadata,
-            Resource::ConfigMap(o) => &o.metadata,
-            Resource::Secret(o) => &o.metadata,
-            Resource::GatewayApi(o) => &o.metadata,
-        }
+        self.parts().2
     }
 
-    fn type_meta(&self) -> (&str, &str) {
+    /// apiVersion, kind and metadata: every variant carries the Kubernetes envelope.
+    fn parts(&self) -> (&str, &str, &ObjectMeta) {
         match self {
-            Resource::VirtualService(o) => (&o.api_version, &o.kind),
-            Resource::DestinationRule(o) => (&o.api_version, &o.kind),
-            Resource::Gateway(o) => (&o.api_version, &o.kind),
-            Resource::ServiceEntry(o) => (&o.api_version, &o.kind),
-            Resource::Sidecar(o) => (&o.api_version, &o.kind),
-            Resource::WorkloadEntry(o) => (&o.api_version, &o.kind),
-            Resource::WorkloadGroup(o) => (&o.api_version, &o.kind),
-            Resource::EnvoyFilter(o) => (&o.api_version, &o.kind),
-            Resource::PeerAuthentication(o) => (&o.api_version, &o.kind),
-            Resource::RequestAuthentication(o) => (&o.api_version, &o.kind),
-            Resource::AuthorizationPolicy(o) => (&o.api_version, &o.kind),
-            Resource::Telemetry(o) => (&o.api_version, &o.kind),
-            Resource::Namespace(o) | Resource::ServiceAccount(o) => (&o.api_version, &o.kind),
-            Resource::Service(o) => (&o.api_version, &o.kind),
-            Resource::Endpoints(o) => (&o.api_version, &o.kind),
-            Resource::EndpointSlice(o) => (&o.api_version, &o.kind),
-            Resource::Pod(o) => (&o.api_version, &o.kind),
-            Resource::Workload(o) => (&o.api_version, &o.kind),
-            Resource::ConfigMap(o) => (&o.api_version, &o.kind),
-            Resource::Secret(o) => (&o.api_version, &o.kind),
-            Resource::GatewayApi(o) => (&o.api_version, &o.kind),
+            Resource::VirtualService(o) => (&o.api_version, &o.kind, &o.metadata),
+            Resource::DestinationRule(o) => (&o.api_version, &o.kind, &o.metadata),
+            Resource::Gateway(o) => (&o.api_version, &o.kind, &o.metadata),
+            Resource::ServiceEntry(o) => (&o.api_version, &o.kind, &o.metadata),
+            Resource::Sidecar(o) => (&o.api_version, &o.kind, &o.metadata),
+            Resource::WorkloadEntry(o) => (&o.api_version, &o.kind, &o.metadata),
+            Resource::WorkloadGroup(o) => (&o.api_version, &o.kind, &o.metadata),
+            Resource::EnvoyFilter(o) => (&o.api_version, &o.kind, &o.metadata),
+            Resource::PeerAuthentication(o) => (&o.api_version, &o.kind, &o.metadata),
+            Resource::RequestAuthentication(o) => (&o.api_version, &o.kind, &o.metadata),
+            Resource::AuthorizationPolicy(o) => (&o.api_version, &o.kind, &o.metadata),
+            Resource::Telemetry(o) => (&o.api_version, &o.kind, &o.metadata),
+            Resource::Namespace(o) | Resource::ServiceAccount(o) => {
+                (&o.api_version, &o.kind, &o.metadata)
+            }
+            Resource::Service(o) => (&o.api_version, &o.kind, &o.metadata),
+            Resource::Endpoints(o) => (&o.api_version, &o.kind, &o.metadata),
+            Resource::EndpointSlice(o) => (&o.api_version, &o.kind, &o.metadata),
+            Resource::Pod(o) => (&o.api_version, &o.kind, &o.metadata),
+            Resource::Workload(o) => (&o.api_version, &o.kind, &o.metadata),
+            Resource::ConfigMap(o) => (&o.api_version, &o.kind, &o.metadata),
+            Resource::Secret(o) => (&o.api_version, &o.kind, &o.metadata),
+            Resource::GatewayApi(o) => (&o.api_version, &o.kind, &o.metadata),
         }
     }
 
     /// The kind as written (`Deployment`, `VirtualService`...).
     pub fn kind(&self) -> &str {
-        self.type_meta().1
+        self.parts().1
     }
 
     pub fn api_version(&self) -> &str {
-        self.type_meta().0
+        self.parts().0
     }
 
     pub fn name(&self) -> &str {
