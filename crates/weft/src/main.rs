@@ -18,12 +18,15 @@ struct Cli {
 enum Command {
     /// Check Istio and Kubernetes YAML as Istio's admission webhook would, reporting every error.
     Validate(cmd::validate::Args),
+    /// Run the proxy from an Envoy v3 bootstrap file (the one `envoy -c` accepts).
+    Proxy(cmd::proxy::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Validate(args) => cmd::validate::run(&args),
+        Command::Proxy(args) => cmd::proxy::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,298 @@
+//! The admin endpoint (bootstrap `admin.address`, 15000 in Istio): readiness, config dump,
+//! clusters and stats in Envoy's formats, and `/quitquitquit`.
+
+use crate::server::Shared;
+use crate::stats::ClusterStats;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tokio::net::TcpListener;
+
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: http::Request<Incoming>| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(handle(&req, &shared)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn reply(status: u16, content_type: &'static str, body: String) -> http::Response<Full<Bytes>> {
+    let mut resp = http::Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK);
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    resp
+}
+
+pub fn handle(req: &http::Request<Incoming>, shared: &Shared) -> http::Response<Full<Bytes>> {
+    let text = "text/plain; charset=UTF-8";
+    let json = "application/json";
+    match req.uri().path() {
+        "/ready" => reply(200, text, "LIVE\n".into()),
+        "/healthz" | "/healthz/ready" => reply(200, text, "OK\n".into()),
+        "/server_info" => reply(200, json, server_info(shared).to_string()),
+        "/config_dump" => reply(200, json, pretty(&config_dump(shared))),
+        "/clusters" => reply(200, text, clusters(shared)),
+        "/stats" => reply(200, text, stats_text(shared)),
+        "/stats/prometheus" => reply(200, "text/plain; version=0.0.4", prometheus(shared)),
+        "/quitquitquit" if req.method() == http::Method::POST => {
+            shared.request_shutdown();
+            reply(200, text, "OK\n".into())
+        }
+        "/quitquitquit" => reply(405, text, "use POST\n".into()),
+        _ => reply(404, text, "unknown admin path\n".into()),
+    }
+}
+
+fn pretty(v: &serde_json::Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default()
+}
+
+fn server_info(shared: &Shared) -> serde_json::Value {
+    serde_json::json!({
+        "version": concat!("weft/", env!("CARGO_PKG_VERSION")),
+        "state": "LIVE",
+        "uptime_current_epoch": format!("{}s", shared.started.elapsed().as_secs()),
+        "uptime_all_epochs": format!("{}s", shared.started.elapsed().as_secs()),
+        "command_line_options": { "concurrency": shared.concurrency },
+        "node": shared.node,
+    })
+}
+
+/// Envoy's `/config_dump` shape: bootstrap, then static listeners and clusters.
+fn config_dump(shared: &Shared) -> serde_json::Value {
+    let snapshot = shared.snapshot.load();
+    let bootstrap = &snapshot.config_dump;
+    let last_updated = snapshot.last_updated.map(crate::access_log::format_time);
+    let statics = |key: &str, item: &str| -> Vec<serde_json::Value> {
+        bootstrap
+            .pointer(&format!("/static_resources/{key}"))
+            .and_then(|v| v.as_array())
+            .map(|items| {
+                items
+                    .iter()
+                    .map(|i| serde_json::json!({ item: i, "last_updated": last_updated }))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    serde_json::json!({
+        "configs": [
+            {
+                "@type": "type.googleapis.com/envoy.admin.v3.BootstrapConfigDump",
+                "bootstrap": bootstrap,
+                "last_updated": last_updated,
+            },
+            {
+                "@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump",
+                "version_info": snapshot.version,
+                "static_clusters": statics("clusters", "cluster"),
+            },
+            {
+                "@type": "type.googleapis.com/envoy.admin.v3.ListenersConfigDump",
+                "version_info": snapshot.version,
+                "static_listeners": statics("listeners", "listener"),
+            },
+        ]
+    })
+}
+
+/// Envoy's text `/clusters`: `cluster::host::stat::value` lines.
+fn clusters(shared: &Shared) -> String {
+    let snapshot = shared.snapshot.load();
+    let mut names: Vec<&String> = snapshot.clusters.keys().collect();
+    names.sort();
+    let mut out = String::new();
+    for name in names {
+        let Some(cluster) = snapshot.clusters.get(name) else {
+            continue;
+        };
+        let _ = writeln!(
+            out,
+            "{name}::observability_name::{}",
+            cluster.config.stat_name
+        );
+        let _ = writeln!(out, "{name}::default_priority::max_connections::1024");
+        let _ = writeln!(out, "{name}::default_priority::max_pending_requests::1024");
+        let _ = writeln!(out, "{name}::default_priority::max_requests::1024");
+        let _ = writeln!(out, "{name}::default_priority::max_retries::3");
+        let _ = writeln!(out, "{name}::added_via_api::false");
+        for host in cluster.hosts.load().all() {
+            let a = host.address;
+            let s = &host.stats;
+            let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}::{a}::cx_active::0");
+            let _ = writeln!(
+                out,
+                "{name}::{a}::cx_connect_fail::{}",
+                get(&s.cx_connect_fail)
+            );
+            let _ = writeln!(out, "{name}::{a}::cx_total::{}", get(&s.cx_total));
+            let _ = writeln!(
+                out,
+                "{name}::{a}::rq_active::{}",
+                get(&host.active_requests)
+            );
+            let _ = writeln!(out, "{name}::{a}::rq_error::{}", get(&s.rq_error));
+            let _ = writeln!(out, "{name}::{a}::rq_success::{}", get(&s.rq_success));
+            let _ = writeln!(out, "{name}::{a}::rq_timeout::0");
+            let _ = writeln!(out, "{name}::{a}::rq_total::{}", get(&s.rq_total));
+            let _ = writeln!(out, "{name}::{a}::hostname::{}", host.hostname);
+            let health = match host.health {
+                crate::cluster::Health::Healthy => "healthy",
+                crate::cluster::Health::Unhealthy => "/eds_health_status/unhealthy",
+                crate::cluster::Health::Degraded => "/eds_health_status/degraded",
+            };
+            let _ = writeln!(out, "{name}::{a}::health_flags::{health}");
+            let _ = writeln!(out, "{name}::{a}::weight::{}", host.weight);
+            let _ = writeln!(out, "{name}::{a}::region::");
+            let _ = writeln!(out, "{name}::{a}::zone::");
+            let _ = writeln!(out, "{name}::{a}::sub_zone::");
+            let _ = writeln!(out, "{name}::{a}::canary::false");
+            let _ = writeln!(out, "{name}::{a}::priority::{}", host.priority);
+            let _ = writeln!(out, "{name}::{a}::success_rate::-1");
+            let _ = writeln!(out, "{name}::{a}::local_origin_success_rate::-1");
+        }
+    }
+    out
+}
+
+/// (stat name, value, counter?) for every stat, Envoy's dotted names.
+/// (dotted name, value, counter?, Prometheus labels, Prometheus family)
+type StatLine = (String, u64, bool, Vec<(&'static str, String)>, String);
+
+fn all_stats(shared: &Shared) -> Vec<StatLine> {
+    let mut out = Vec::new();
+    let snapshot = shared.snapshot.load();
+    let mut push =
+        |scope: &str, label: &'static str, key: &str, entries: Vec<(&'static str, u64, bool)>| {
+            for (stat, value, counter) in entries {
+                out.push((
+                    format!("{scope}.{key}.{stat}"),
+                    value,
+                    counter,
+                    vec![(label, key.to_string())],
+                    format!("envoy_{scope}_{stat}"),
+                ));
+            }
+        };
+    let mut clusters: Vec<_> = snapshot.clusters.values().collect();
+    clusters.sort_by(|a, b| a.config.stat_name.cmp(&b.config.stat_name));
+    for c in clusters {
+        push(
+            "cluster",
+            "envoy_cluster_name",
+            &c.config.stat_name,
+            ClusterStats::entries(&c.stats),
+        );
+    }
+    for (prefix, s) in lock(&shared.stats.http).iter() {
+        push(
+            "http",
+            "envoy_http_conn_manager_prefix",
+            prefix,
+            s.entries(),
+        );
+    }
+    for (key, s) in lock(&shared.stats.listeners).iter() {
+        push("listener", "envoy_listener_address", key, s.entries());
+    }
+    for (prefix, s) in lock(&shared.stats.tcp).iter() {
+        push("tcp", "envoy_tcp_prefix", prefix, s.entries());
+    }
+    let uptime = shared.started.elapsed().as_secs();
+    for (stat, value) in [
+        ("live", 1),
+        ("uptime", uptime),
+        ("concurrency", shared.concurrency as u64),
+    ] {
+        out.push((
+            format!("server.{stat}"),
+            value,
+            false,
+            Vec::new(),
+            format!("envoy_server_{stat}"),
+        ));
+    }
+    out
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+fn stats_text(shared: &Shared) -> String {
+    let mut stats = all_stats(shared);
+    stats.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = String::new();
+    for (name, value, _, _, _) in stats {
+        let _ = writeln!(out, "{name}: {value}");
+    }
+    let snapshot = shared.snapshot.load();
+    let mut names: Vec<_> = snapshot.clusters.values().collect();
+    names.sort_by(|a, b| a.config.stat_name.cmp(&b.config.stat_name));
+    for c in names {
+        let h = &c.rq_time;
+        let _ = writeln!(
+            out,
+            "cluster.{}.upstream_rq_time: count={}",
+            c.config.stat_name,
+            h.count()
+        );
+    }
+    out
+}
+
+fn prometheus(shared: &Shared) -> String {
+    let mut stats = all_stats(shared);
+    stats.sort_by(|a, b| a.4.cmp(&b.4).then(a.0.cmp(&b.0)));
+    let mut out = String::new();
+    let mut last_family = String::new();
+    for (_, value, counter, labels, family) in stats {
+        if family != last_family {
+            let _ = writeln!(
+                out,
+                "# TYPE {family} {}",
+                if counter { "counter" } else { "gauge" }
+            );
+            last_family.clone_from(&family);
+        }
+        let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        if labels.is_empty() {
+            let _ = writeln!(out, "{family} {value}");
+        } else {
+            let _ = writeln!(out, "{family}{{{}}} {value}", labels.join(","));
+        }
+    }
+    let snapshot = shared.snapshot.load();
+    let mut clusters: Vec<_> = snapshot.clusters.values().collect();
+    clusters.sort_by(|a, b| a.config.stat_name.cmp(&b.config.stat_name));
+    let _ = writeln!(out, "# TYPE envoy_cluster_upstream_rq_time histogram");
+    for c in clusters {
+        let labels = format!("envoy_cluster_name=\"{}\"", c.config.stat_name);
+        c.rq_time
+            .prometheus("envoy_cluster_upstream_rq_time", &labels, &mut out);
+    }
+    out
+}

@@ -1,0 +1,139 @@
+//! The one body type the proxy passes around, so no request needs a boxed body: a client's or
+//! an upstream's streaming body, a fixed local reply, or nothing. A `Guard` rides along with a
+//! streamed response and does the end-of-request work (access log, counters, returning the
+//! upstream connection to its pool) when the last byte is sent or the stream is dropped.
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Called once when a proxied stream ends: `complete` is true when the body reached its end.
+pub trait Finish: Send {
+    fn finish(&mut self, complete: bool, bytes: u64);
+}
+
+pub struct Guard {
+    finish: Option<Box<dyn Finish>>,
+    bytes: u64,
+}
+
+impl Guard {
+    pub fn new(finish: Box<dyn Finish>) -> Self {
+        Guard {
+            finish: Some(finish),
+            bytes: 0,
+        }
+    }
+
+    fn done(&mut self, complete: bool) {
+        if let Some(mut f) = self.finish.take() {
+            f.finish(complete, self.bytes);
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.done(false);
+    }
+}
+
+pub enum ProxyBody {
+    Empty,
+    Full(Option<Bytes>),
+    Stream {
+        inner: Incoming,
+        guard: Option<Guard>,
+    },
+}
+
+impl ProxyBody {
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        let b: Bytes = bytes.into();
+        if b.is_empty() {
+            ProxyBody::Empty
+        } else {
+            ProxyBody::Full(Some(b))
+        }
+    }
+
+    pub fn stream(inner: Incoming) -> Self {
+        ProxyBody::Stream { inner, guard: None }
+    }
+
+    pub fn with_guard(inner: Incoming, guard: Guard) -> Self {
+        ProxyBody::Stream {
+            inner,
+            guard: Some(guard),
+        }
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        // An upstream body hyper knows is over (empty, or all of Content-Length read) may never
+        // be polled to its end: it still counts as complete, so its connection is reused.
+        if let ProxyBody::Stream {
+            inner,
+            guard: Some(g),
+        } = self
+        {
+            g.done(inner.is_end_stream());
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ProxyBody::Empty => Poll::Ready(None),
+            ProxyBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            ProxyBody::Stream { inner, guard } => match Pin::new(inner).poll_frame(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let (Some(g), Some(d)) = (guard.as_mut(), frame.data_ref()) {
+                        g.bytes += d.len() as u64;
+                    }
+                    Poll::Ready(Some(Ok(frame)))
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    if let Some(mut g) = guard.take() {
+                        g.done(false);
+                    }
+                    Poll::Ready(Some(Err(Box::new(e))))
+                }
+                Poll::Ready(None) => {
+                    if let Some(mut g) = guard.take() {
+                        g.done(true);
+                    }
+                    Poll::Ready(None)
+                }
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Empty => true,
+            ProxyBody::Full(d) => d.is_none(),
+            ProxyBody::Stream { inner, .. } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Empty => SizeHint::with_exact(0),
+            ProxyBody::Full(d) => SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
+            ProxyBody::Stream { inner, .. } => inner.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! Host selection: Envoy's priority levels (with the 1.4 overprovisioning factor and the 50 %
+//! panic threshold), then round robin, least request (power of two choices) or random within a
+//! level. Everything here is lock-free: a host set is immutable and replaced whole.
+
+use super::{Health, Host, LbPolicy};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+const OVERPROVISIONING: u64 = 140;
+const PANIC_THRESHOLD_PERCENT: u64 = 50;
+/// Largest smooth weighted round robin schedule precomputed; beyond it, weighted random.
+const MAX_SCHEDULE: u64 = 4096;
+
+#[derive(Debug)]
+pub struct HostSet {
+    levels: Vec<Level>,
+    policy: LbPolicy,
+}
+
+#[derive(Debug)]
+struct Level {
+    hosts: Vec<Arc<Host>>,
+    /// Indices of healthy hosts (degraded hosts count as healthy).
+    healthy: Vec<usize>,
+    /// Round robin order over `healthy` (or over all hosts in panic), weights applied.
+    schedule_healthy: Vec<usize>,
+    schedule_all: Vec<usize>,
+    cursor: AtomicUsize,
+}
+
+impl HostSet {
+    pub fn new(mut hosts: Vec<Arc<Host>>, policy: LbPolicy) -> Self {
+        hosts.sort_by_key(|h| h.priority);
+        let mut levels: Vec<Level> = Vec::new();
+        let mut current: Vec<Arc<Host>> = Vec::new();
+        let mut priority = None;
+        for host in hosts {
+            if priority.is_some_and(|p| p != host.priority) {
+                levels.push(Level::new(std::mem::take(&mut current)));
+            }
+            priority = Some(host.priority);
+            current.push(host);
+        }
+        if !current.is_empty() {
+            levels.push(Level::new(current));
+        }
+        HostSet { levels, policy }
+    }
+
+    pub fn len(&self) -> usize {
+        self.levels.iter().map(|l| l.hosts.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn healthy_count(&self) -> usize {
+        self.levels.iter().map(|l| l.healthy.len()).sum()
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Arc<Host>> {
+        self.levels.iter().flat_map(|l| l.hosts.iter())
+    }
+
+    /// Picks a host, or `None` when the cluster has no host at all (Envoy's "no healthy upstream").
+    /// `hash` is for the hash-based policies (not yet implemented: ignored).
+    pub fn choose(&self) -> Option<&Arc<Host>> {
+        let level = self.pick_level()?;
+        let panic =
+            (level.healthy.len() as u64) * 100 < PANIC_THRESHOLD_PERCENT * level.hosts.len() as u64;
+        let (candidates, schedule): (&[usize], &[usize]) = if panic || level.healthy.is_empty() {
+            (&[], &level.schedule_all)
+        } else {
+            (&level.healthy, &level.schedule_healthy)
+        };
+        let pick = |i: usize| -> usize {
+            if candidates.is_empty() {
+                i
+            } else {
+                candidates[i]
+            }
+        };
+        let n = if candidates.is_empty() {
+            level.hosts.len()
+        } else {
+            candidates.len()
+        };
+        if n == 0 {
+            return None;
+        }
+        let index = match self.policy {
+            LbPolicy::RoundRobin => {
+                let turn = level.cursor.fetch_add(1, Ordering::Relaxed);
+                schedule[turn % schedule.len()]
+            }
+            LbPolicy::Random => {
+                if schedule.len() == n {
+                    pick(fastrand::usize(..n))
+                } else {
+                    schedule[fastrand::usize(..schedule.len())]
+                }
+            }
+            LbPolicy::LeastRequest => {
+                let a = pick(fastrand::usize(..n));
+                let b = pick(fastrand::usize(..n));
+                let score = |i: usize| {
+                    let h = &level.hosts[i];
+                    // Active-request weighting: weight / (active + 1), compared without division.
+                    (
+                        h.active_requests.load(Ordering::Relaxed) + 1,
+                        u64::from(h.weight),
+                    )
+                };
+                let ((ra, wa), (rb, wb)) = (score(a), score(b));
+                if rb * wa < ra * wb { b } else { a }
+            }
+        };
+        level.hosts.get(index)
+    }
+
+    /// Envoy's priority load: each level takes min(100, 1.4 × healthy share) of the traffic, in
+    /// order, until 100 % is placed; what no level can take is spread by normalising.
+    fn pick_level(&self) -> Option<&Level> {
+        match self.levels.len() {
+            0 => return None,
+            1 => return self.levels.first(),
+            _ => {}
+        }
+        let health: Vec<u64> = self
+            .levels
+            .iter()
+            .map(|l| {
+                if l.hosts.is_empty() {
+                    0
+                } else {
+                    (OVERPROVISIONING * l.healthy.len() as u64 / l.hosts.len() as u64).min(100)
+                }
+            })
+            .collect();
+        let total: u64 = health.iter().sum::<u64>().min(100);
+        if total == 0 {
+            return self.levels.first();
+        }
+        let mut remaining = 100u64;
+        let mut loads = Vec::with_capacity(health.len());
+        for h in &health {
+            let scaled = h * 100 / total;
+            let take = scaled.min(remaining);
+            loads.push(take);
+            remaining -= take;
+        }
+        if let (Some(first), true) = (loads.first_mut(), remaining > 0) {
+            *first += remaining;
+        }
+        let mut roll = fastrand::u64(..100);
+        for (level, load) in self.levels.iter().zip(loads) {
+            if roll < load {
+                return Some(level);
+            }
+            roll -= load;
+        }
+        self.levels.first()
+    }
+}
+
+impl Level {
+    fn new(hosts: Vec<Arc<Host>>) -> Self {
+        let healthy: Vec<usize> = (0..hosts.len())
+            .filter(|&i| hosts[i].health != Health::Unhealthy)
+            .collect();
+        let all: Vec<usize> = (0..hosts.len()).collect();
+        let schedule_healthy = schedule(&hosts, &healthy);
+        let schedule_all = schedule(&hosts, &all);
+        // Start each level at a random place, as Envoy does, so that many proxies do not all
+        // send their first request to the same host.
+        let start = if hosts.is_empty() {
+            0
+        } else {
+            fastrand::usize(..hosts.len())
+        };
+        Level {
+            hosts,
+            healthy,
+            schedule_healthy,
+            schedule_all,
+            cursor: AtomicUsize::new(start),
+        }
+    }
+}
+
+/// Smooth weighted round robin over `members`: each host appears `weight / gcd` times, spread out.
+fn schedule(hosts: &[Arc<Host>], members: &[usize]) -> Vec<usize> {
+    if members.is_empty() {
+        return Vec::new();
+    }
+    let weights: Vec<u64> = members
+        .iter()
+        .map(|&i| u64::from(hosts[i].weight))
+        .collect();
+    let divisor = weights.iter().copied().fold(0, gcd).max(1);
+    let weights: Vec<u64> = weights.iter().map(|w| w / divisor).collect();
+    let total: u64 = weights.iter().sum();
+    if total > MAX_SCHEDULE {
+        // Too long to precompute: a weighted sample of MAX_SCHEDULE slots keeps proportions.
+        return (0..MAX_SCHEDULE)
+            .map(|slot| {
+                let mut target = slot * total / MAX_SCHEDULE;
+                for (k, w) in weights.iter().enumerate() {
+                    if target < *w {
+                        return members[k];
+                    }
+                    target -= w;
+                }
+                members[members.len() - 1]
+            })
+            .collect();
+    }
+    let mut current = vec![0i64; weights.len()];
+    let mut order = Vec::with_capacity(total as usize);
+    for _ in 0..total {
+        let mut best = 0;
+        for k in 0..weights.len() {
+            current[k] += weights[k] as i64;
+            if current[k] > current[best] {
+                best = k;
+            }
+        }
+        current[best] -= total as i64;
+        order.push(members[best]);
+    }
+    order
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{EndpointAddress, EndpointConfig};
+
+    fn host(port: u16, weight: u32, health: Health, priority: u32) -> Arc<Host> {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let e = EndpointConfig {
+            address: EndpointAddress::Ip(addr),
+            weight,
+            health,
+            hostname: String::new(),
+        };
+        Arc::new(Host::new(addr, &e, priority))
+    }
+
+    fn counts(set: &HostSet, n: usize) -> std::collections::BTreeMap<u16, usize> {
+        let mut m = std::collections::BTreeMap::new();
+        for _ in 0..n {
+            let h = set.choose().unwrap();
+            *m.entry(h.address.port()).or_insert(0) += 1;
+        }
+        m
+    }
+
+    #[test]
+    fn weighted_round_robin_is_exact_over_a_cycle() {
+        let set = HostSet::new(
+            vec![
+                host(1, 1, Health::Healthy, 0),
+                host(2, 3, Health::Healthy, 0),
+            ],
+            LbPolicy::RoundRobin,
+        );
+        assert_eq!(
+            counts(&set, 400),
+            [(1, 100), (2, 300)].into_iter().collect()
+        );
+    }
+
+    #[test]
+    fn unhealthy_hosts_are_skipped_until_panic() {
+        let set = HostSet::new(
+            vec![
+                host(1, 1, Health::Healthy, 0),
+                host(2, 1, Health::Healthy, 0),
+                host(3, 1, Health::Unhealthy, 0),
+            ],
+            LbPolicy::RoundRobin,
+        );
+        assert_eq!(counts(&set, 100).get(&3), None);
+        // One healthy host of three is below the 50 % panic threshold: all three get traffic.
+        let panic = HostSet::new(
+            vec![
+                host(1, 1, Health::Healthy, 0),
+                host(2, 1, Health::Unhealthy, 0),
+                host(3, 1, Health::Unhealthy, 0),
+            ],
+            LbPolicy::RoundRobin,
+        );
+        assert_eq!(counts(&panic, 99).len(), 3);
+    }
+
+    #[test]
+    fn failover_to_the_next_priority_follows_the_overprovisioning_factor() {
+        // Priority 0 is half healthy: 1.4 × 50 % = 70 % stays there, 30 % goes to priority 1.
+        let set = HostSet::new(
+            vec![
+                host(1, 1, Health::Healthy, 0),
+                host(2, 1, Health::Unhealthy, 0),
+                host(3, 1, Health::Healthy, 1),
+            ],
+            LbPolicy::RoundRobin,
+        );
+        let c = counts(&set, 10_000);
+        let p1 = *c.get(&3).unwrap_or(&0) as f64 / 10_000.0;
+        assert!((p1 - 0.30).abs() < 0.03, "priority 1 share {p1}");
+    }
+
+    #[test]
+    fn least_request_prefers_the_idle_host() {
+        let busy = host(1, 1, Health::Healthy, 0);
+        busy.active_requests.store(100, Ordering::Relaxed);
+        let set = HostSet::new(
+            vec![busy, host(2, 1, Health::Healthy, 0)],
+            LbPolicy::LeastRequest,
+        );
+        let c = counts(&set, 1000);
+        // The busy host wins only when both random choices land on it: about a quarter.
+        let busy_share = *c.get(&1).unwrap_or(&0) as f64 / 1000.0;
+        assert!(busy_share < 0.35, "busy host share {busy_share}");
+    }
+
+    #[test]
+    fn no_hosts_means_none() {
+        let set = HostSet::new(Vec::new(), LbPolicy::RoundRobin);
+        assert!(set.choose().is_none());
+    }
+}

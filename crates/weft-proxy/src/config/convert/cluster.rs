@@ -1,0 +1,205 @@
+//! Cluster → `cluster::ClusterConfig`.
+
+use super::{Result, decode_any, duration, type_name};
+use crate::cluster::{
+    ClusterConfig, Discovery, DnsFamily, EndpointAddress, EndpointConfig, Health, LbPolicy,
+    LocalityConfig, UpstreamProtocol,
+};
+use crate::config::FieldError;
+use envoy_types::pb::envoy::config::cluster::v3 as pb;
+use envoy_types::pb::envoy::config::core::v3::{Address, address, socket_address};
+use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::{
+    UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
+};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+pub fn cluster(c: &pb::Cluster, path: &str) -> Result<ClusterConfig> {
+    if c.name.is_empty() {
+        return Err(FieldError::new(format!("{path}.name"), "is required"));
+    }
+    let discovery = match &c.cluster_discovery_type {
+        None | Some(pb::cluster::ClusterDiscoveryType::Type(0)) => Discovery::Static,
+        Some(pb::cluster::ClusterDiscoveryType::Type(1)) => Discovery::StrictDns,
+        Some(pb::cluster::ClusterDiscoveryType::Type(2)) => Discovery::LogicalDns,
+        Some(_) => {
+            return Err(FieldError::new(
+                format!("{path}.type"),
+                "not supported by the Weft proxy",
+            ));
+        }
+    };
+    let lb_policy = match c.lb_policy {
+        0 => LbPolicy::RoundRobin,
+        1 => LbPolicy::LeastRequest,
+        3 => LbPolicy::Random,
+        other => {
+            return Err(FieldError::new(
+                format!("{path}.lb_policy"),
+                format!("value {other} is not supported"),
+            ));
+        }
+    };
+    let mut protocol = UpstreamProtocol::Http1;
+    let mut h2_max_concurrent_streams = None;
+    #[allow(deprecated)]
+    if let Some(h2) = &c.http2_protocol_options {
+        protocol = UpstreamProtocol::Http2;
+        h2_max_concurrent_streams = h2.max_concurrent_streams.as_ref().map(|v| v.value);
+    }
+    for (key, any) in &c.typed_extension_protocol_options {
+        let opath = format!("{path}.typed_extension_protocol_options[{key}]");
+        if type_name(any) != HTTP_PROTOCOL_OPTIONS || key != HTTP_PROTOCOL_OPTIONS {
+            return Err(FieldError::new(
+                opath,
+                format!("{key} is not supported by the Weft proxy"),
+            ));
+        }
+        let options: HttpProtocolOptions = decode_any(any, &opath)?;
+        match options.upstream_protocol_options {
+            Some(UpstreamProtocolOptions::ExplicitHttpConfig(e)) => match e.protocol_config {
+                Some(ProtocolConfig::Http2ProtocolOptions(h2)) => {
+                    protocol = UpstreamProtocol::Http2;
+                    h2_max_concurrent_streams = h2.max_concurrent_streams.as_ref().map(|v| v.value);
+                }
+                Some(ProtocolConfig::HttpProtocolOptions(_)) => protocol = UpstreamProtocol::Http1,
+                _ => {
+                    return Err(FieldError::new(
+                        format!("{opath}.explicit_http_config"),
+                        "one of http_protocol_options or http2_protocol_options is required",
+                    ));
+                }
+            },
+            Some(UpstreamProtocolOptions::UseDownstreamProtocolConfig(d)) => {
+                protocol = if d.http2_protocol_options.is_some() {
+                    UpstreamProtocol::Downstream
+                } else {
+                    UpstreamProtocol::Http1
+                };
+                h2_max_concurrent_streams = d
+                    .http2_protocol_options
+                    .as_ref()
+                    .and_then(|h2| h2.max_concurrent_streams.as_ref())
+                    .map(|v| v.value);
+            }
+            _ => {}
+        }
+    }
+    let dns_family = match c.dns_lookup_family {
+        1 => DnsFamily::V4Only,
+        3 => DnsFamily::V4Preferred,
+        _ => DnsFamily::Auto,
+    };
+    let mut localities = Vec::new();
+    if let Some(la) = &c.load_assignment {
+        for (i, l) in la.endpoints.iter().enumerate() {
+            let lpath = format!("{path}.load_assignment.endpoints[{i}]");
+            let mut endpoints = Vec::new();
+            for (j, e) in l.lb_endpoints.iter().enumerate() {
+                let epath = format!("{lpath}.lb_endpoints[{j}]");
+                let Some(HostIdentifier::Endpoint(endpoint)) = &e.host_identifier else {
+                    return Err(FieldError::new(format!("{epath}.endpoint"), "is required"));
+                };
+                let address = endpoint_address(
+                    endpoint.address.as_ref(),
+                    &format!("{epath}.endpoint.address"),
+                    discovery,
+                )?;
+                let health = match e.health_status {
+                    2..=4 => Health::Unhealthy, // UNHEALTHY, DRAINING, TIMEOUT
+                    5 => Health::Degraded,
+                    _ => Health::Healthy,
+                };
+                endpoints.push(EndpointConfig {
+                    address,
+                    weight: e.load_balancing_weight.as_ref().map_or(1, |w| w.value),
+                    health,
+                    hostname: endpoint.hostname.clone(),
+                });
+            }
+            localities.push(LocalityConfig {
+                priority: l.priority,
+                endpoints,
+            });
+        }
+    }
+    if discovery == Discovery::LogicalDns
+        && localities.iter().map(|l| l.endpoints.len()).sum::<usize>() != 1
+    {
+        return Err(FieldError::new(
+            format!("{path}.load_assignment"),
+            "LOGICAL_DNS clusters must have a single locality with a single endpoint",
+        ));
+    }
+    Ok(ClusterConfig {
+        name: c.name.clone(),
+        stat_name: if c.alt_stat_name.is_empty() {
+            c.name.clone()
+        } else {
+            c.alt_stat_name.clone()
+        },
+        discovery,
+        connect_timeout: duration(c.connect_timeout.as_ref()).unwrap_or(Duration::from_secs(5)),
+        lb_policy,
+        protocol,
+        h2_max_concurrent_streams,
+        dns_family,
+        localities,
+    })
+}
+
+fn endpoint_address(
+    address: Option<&Address>,
+    path: &str,
+    discovery: Discovery,
+) -> Result<EndpointAddress> {
+    let (host, port) = socket_address(address, path)?;
+    match host.parse::<IpAddr>() {
+        Ok(ip) => Ok(EndpointAddress::Ip(SocketAddr::new(ip, port))),
+        Err(_) if discovery != Discovery::Static => Ok(EndpointAddress::Dns { host, port }),
+        Err(_) => Err(FieldError::new(
+            format!("{path}.socket_address.address"),
+            format!(
+                "{host:?} is not an IP address (STATIC clusters need IP addresses; use STRICT_DNS for names)"
+            ),
+        )),
+    }
+}
+
+/// The host and port of an `Address` that must be a TCP socket address.
+pub(crate) fn socket_address(address: Option<&Address>, path: &str) -> Result<(String, u16)> {
+    let Some(Address {
+        address: Some(address::Address::SocketAddress(sa)),
+    }) = address
+    else {
+        return Err(FieldError::new(
+            format!("{path}.socket_address"),
+            "is required",
+        ));
+    };
+    let port = match &sa.port_specifier {
+        Some(socket_address::PortSpecifier::PortValue(p)) => u16::try_from(*p).map_err(|_| {
+            FieldError::new(
+                format!("{path}.socket_address.port_value"),
+                "must be at most 65535",
+            )
+        })?,
+        _ => {
+            return Err(FieldError::new(
+                format!("{path}.socket_address.port_value"),
+                "is required",
+            ));
+        }
+    };
+    if sa.address.is_empty() {
+        return Err(FieldError::new(
+            format!("{path}.socket_address.address"),
+            "is required",
+        ));
+    }
+    Ok((sa.address.clone(), port))
+}

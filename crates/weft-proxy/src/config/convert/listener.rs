@@ -1,0 +1,371 @@
+//! Listener (with its filter chains and network filters) → `listener::Listener`.
+
+use super::cluster::socket_address;
+use super::{Result, decode_any, duration, route_configuration, type_name};
+use crate::access_log::{self, AccessLog, Format, Sink};
+use crate::config::FieldError;
+use crate::http::{Codec, HttpConnectionManager, ServerHeader};
+use crate::listener::{Cidr, FilterChain, FilterChainMatch, Listener, NetworkFilter};
+use crate::server::StatsStore;
+use crate::tcp::TcpProxy;
+use envoy_types::pb::envoy::config::accesslog::v3::{
+    AccessLog as PbAccessLog, access_log as pb_access_log,
+};
+use envoy_types::pb::envoy::config::core::v3::{
+    SubstitutionFormatString, data_source, substitution_format_string,
+};
+use envoy_types::pb::envoy::config::listener::v3 as pb;
+use envoy_types::pb::envoy::extensions::access_loggers::file::v3::{
+    FileAccessLog, file_access_log,
+};
+use envoy_types::pb::envoy::extensions::access_loggers::stream::v3::{
+    StderrAccessLog, StdoutAccessLog, stderr_access_log, stdout_access_log,
+};
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3 as tcp;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+const HCM: &str =
+    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+const TCP_PROXY: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
+const ROUTER: &str = "envoy.extensions.filters.http.router.v3.Router";
+
+pub fn listener(l: &pb::Listener, path: &str, store: &StatsStore) -> Result<Listener> {
+    let (host, port) = socket_address(l.address.as_ref(), &format!("{path}.address"))?;
+    let ip: IpAddr = host.parse().map_err(|_| {
+        FieldError::new(
+            format!("{path}.address.socket_address.address"),
+            format!("{host:?} is not an IP address"),
+        )
+    })?;
+    let address = SocketAddr::new(ip, port);
+    let name = if l.name.is_empty() {
+        address.to_string()
+    } else {
+        l.name.clone()
+    };
+    let mut filter_chains = Vec::new();
+    for (i, fc) in l.filter_chains.iter().enumerate() {
+        filter_chains.push(filter_chain(
+            fc,
+            &format!("{path}.filter_chains[{i}]"),
+            store,
+        )?);
+    }
+    if filter_chains.is_empty() {
+        return Err(FieldError::new(
+            format!("{path}.filter_chains"),
+            "at least one filter chain is required",
+        ));
+    }
+    let stat_key = if l.stat_prefix.is_empty() {
+        format!("{}_{}", address.ip(), address.port())
+    } else {
+        l.stat_prefix.clone()
+    };
+    Ok(Listener {
+        name,
+        address,
+        filter_chains,
+        stats: store.listener(&stat_key),
+    })
+}
+
+fn filter_chain(fc: &pb::FilterChain, path: &str, store: &StatsStore) -> Result<FilterChain> {
+    let mut matcher = FilterChainMatch::default();
+    if let Some(m) = &fc.filter_chain_match {
+        if let Some(p) = &m.destination_port {
+            matcher.destination_port = Some(u16::try_from(p.value).map_err(|_| {
+                FieldError::new(
+                    format!("{path}.filter_chain_match.destination_port"),
+                    "must be at most 65535",
+                )
+            })?);
+        }
+        for (i, r) in m.prefix_ranges.iter().enumerate() {
+            let rpath = format!("{path}.filter_chain_match.prefix_ranges[{i}]");
+            let address: IpAddr = r.address_prefix.parse().map_err(|_| {
+                FieldError::new(format!("{rpath}.address_prefix"), "not an IP address")
+            })?;
+            let len = r
+                .prefix_len
+                .as_ref()
+                .map_or(if address.is_ipv4() { 32 } else { 128 }, |v| v.value);
+            let max = if address.is_ipv4() { 32 } else { 128 };
+            if len > max {
+                return Err(FieldError::new(
+                    format!("{rpath}.prefix_len"),
+                    format!("must be at most {max}"),
+                ));
+            }
+            matcher.prefix_ranges.push(Cidr {
+                address,
+                len: len as u8,
+            });
+        }
+    }
+    let [filter] = fc.filters.as_slice() else {
+        return Err(FieldError::new(
+            format!("{path}.filters"),
+            "exactly one network filter (http_connection_manager or tcp_proxy) is supported",
+        ));
+    };
+    let fpath = format!("{path}.filters[0]");
+    let Some(pb::filter::ConfigType::TypedConfig(any)) = &filter.config_type else {
+        return Err(FieldError::new(
+            format!("{fpath}.typed_config"),
+            "is required",
+        ));
+    };
+    let tpath = format!("{fpath}.typed_config");
+    let filter = match type_name(any) {
+        HCM => NetworkFilter::Http(Arc::new(connection_manager(
+            &decode_any(any, &tpath)?,
+            &tpath,
+            store,
+        )?)),
+        TCP_PROXY => NetworkFilter::Tcp(Arc::new(tcp_proxy(
+            &decode_any(any, &tpath)?,
+            &tpath,
+            store,
+        )?)),
+        other => {
+            return Err(FieldError::new(
+                tpath,
+                format!("network filter {other} is not supported by the Weft proxy"),
+            ));
+        }
+    };
+    Ok(FilterChain {
+        name: fc.name.clone(),
+        matcher,
+        filter,
+    })
+}
+
+fn connection_manager(
+    h: &hcm::HttpConnectionManager,
+    path: &str,
+    store: &StatsStore,
+) -> Result<HttpConnectionManager> {
+    let codec = match h.codec_type {
+        0 => Codec::Auto,
+        1 => Codec::Http1,
+        2 => Codec::Http2,
+        _ => {
+            return Err(FieldError::new(
+                format!("{path}.codec_type"),
+                "HTTP/3 is not supported by the Weft proxy",
+            ));
+        }
+    };
+    let route_config = match &h.route_specifier {
+        Some(hcm::http_connection_manager::RouteSpecifier::RouteConfig(rc)) => {
+            route_configuration(rc, &format!("{path}.route_config"))?
+        }
+        _ => {
+            return Err(FieldError::new(
+                format!("{path}.route_config"),
+                "is required (rds is not supported yet)",
+            ));
+        }
+    };
+    let Some((last, others)) = h.http_filters.split_last() else {
+        return Err(FieldError::new(
+            format!("{path}.http_filters"),
+            "must end with envoy.filters.http.router",
+        ));
+    };
+    if let Some((i, f)) = others.iter().enumerate().next() {
+        return Err(FieldError::new(
+            format!("{path}.http_filters[{i}]"),
+            format!("HTTP filter {} is not supported by the Weft proxy", f.name),
+        ));
+    }
+    let rpath = format!("{path}.http_filters[{}]", h.http_filters.len() - 1);
+    let suppress_envoy_headers = match &last.config_type {
+        Some(hcm::http_filter::ConfigType::TypedConfig(any)) if type_name(any) == ROUTER => {
+            let router: Router = decode_any(any, &rpath)?;
+            router.suppress_envoy_headers
+        }
+        _ => {
+            return Err(FieldError::new(
+                rpath,
+                "the last HTTP filter must be envoy.filters.http.router",
+            ));
+        }
+    };
+    let server_header = match h.server_header_transformation {
+        1 => ServerHeader::AppendIfAbsent,
+        2 => ServerHeader::PassThrough,
+        _ => ServerHeader::Overwrite,
+    };
+    let server_name = if h.server_name.is_empty() {
+        "envoy"
+    } else {
+        h.server_name.as_str()
+    };
+    let server_name = http::HeaderValue::from_str(server_name)
+        .map_err(|_| FieldError::new(format!("{path}.server_name"), "not a valid header value"))?;
+    let stream_idle_timeout = match duration(h.stream_idle_timeout.as_ref()) {
+        None => Some(Duration::from_secs(300)),
+        Some(d) if d.is_zero() => None,
+        Some(d) => Some(d),
+    };
+    let request_timeout = duration(h.request_timeout.as_ref()).filter(|d| !d.is_zero());
+    Ok(HttpConnectionManager {
+        stat_prefix: h.stat_prefix.clone(),
+        codec,
+        route_config: Arc::new(route_config),
+        access_logs: access_logs(&h.access_log, &format!("{path}.access_log"))?,
+        generate_request_id: h.generate_request_id.as_ref().is_none_or(|b| b.value),
+        use_remote_address: h.use_remote_address.as_ref().is_some_and(|b| b.value),
+        xff_num_trusted_hops: h.xff_num_trusted_hops,
+        request_timeout,
+        stream_idle_timeout,
+        server_name,
+        server_header,
+        suppress_envoy_headers,
+        stats: store.http(&h.stat_prefix),
+    })
+}
+
+fn tcp_proxy(t: &tcp::TcpProxy, path: &str, store: &StatsStore) -> Result<TcpProxy> {
+    let clusters = match &t.cluster_specifier {
+        Some(tcp::tcp_proxy::ClusterSpecifier::Cluster(c)) if !c.is_empty() => vec![(c.clone(), 1)],
+        Some(tcp::tcp_proxy::ClusterSpecifier::WeightedClusters(w)) => {
+            let list: Vec<(String, u64)> = w
+                .clusters
+                .iter()
+                .map(|c| (c.name.clone(), u64::from(c.weight)))
+                .collect();
+            if list.iter().map(|(_, w)| w).sum::<u64>() == 0 {
+                return Err(FieldError::new(
+                    format!("{path}.weighted_clusters.clusters"),
+                    "at least one weight must be positive",
+                ));
+            }
+            list
+        }
+        _ => {
+            return Err(FieldError::new(
+                path,
+                "one of cluster or weighted_clusters is required",
+            ));
+        }
+    };
+    let idle_timeout = match duration(t.idle_timeout.as_ref()) {
+        None => Some(Duration::from_secs(3600)),
+        Some(d) if d.is_zero() => None,
+        Some(d) => Some(d),
+    };
+    Ok(TcpProxy {
+        stat_prefix: t.stat_prefix.clone(),
+        clusters,
+        idle_timeout,
+        access_logs: access_logs(&t.access_log, &format!("{path}.access_log"))?,
+        stats: store.tcp(&t.stat_prefix),
+    })
+}
+
+fn access_logs(list: &[PbAccessLog], path: &str) -> Result<Vec<AccessLog>> {
+    let mut out = Vec::new();
+    for (i, log) in list.iter().enumerate() {
+        let lpath = format!("{path}[{i}].typed_config");
+        let Some(pb_access_log::ConfigType::TypedConfig(any)) = &log.config_type else {
+            return Err(FieldError::new(lpath, "is required"));
+        };
+        let (sink, format) = match type_name(any) {
+            "envoy.extensions.access_loggers.file.v3.FileAccessLog" => {
+                let f: FileAccessLog = decode_any(any, &lpath)?;
+                let format = match &f.access_log_format {
+                    Some(file_access_log::AccessLogFormat::LogFormat(s)) => Some(s.clone()),
+                    Some(_) => return Err(FieldError::new(&lpath, "only log_format is supported")),
+                    None => None,
+                };
+                let sink = match f.path.as_str() {
+                    "/dev/stdout" => Sink::Stdout,
+                    "/dev/stderr" => Sink::Stderr,
+                    "" => return Err(FieldError::new(format!("{lpath}.path"), "is required")),
+                    p => Sink::File(p.to_string()),
+                };
+                (sink, format)
+            }
+            "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog" => {
+                let f: StdoutAccessLog = decode_any(any, &lpath)?;
+                let stdout_access_log::AccessLogFormat::LogFormat(s) = f
+                    .access_log_format
+                    .unwrap_or(stdout_access_log::AccessLogFormat::LogFormat(
+                        SubstitutionFormatString::default(),
+                    ));
+                (Sink::Stdout, Some(s))
+            }
+            "envoy.extensions.access_loggers.stream.v3.StderrAccessLog" => {
+                let f: StderrAccessLog = decode_any(any, &lpath)?;
+                let stderr_access_log::AccessLogFormat::LogFormat(s) = f
+                    .access_log_format
+                    .unwrap_or(stderr_access_log::AccessLogFormat::LogFormat(
+                        SubstitutionFormatString::default(),
+                    ));
+                (Sink::Stderr, Some(s))
+            }
+            other => {
+                return Err(FieldError::new(
+                    lpath,
+                    format!("access logger {other} is not supported by the Weft proxy"),
+                ));
+            }
+        };
+        let format = log_format(format.as_ref(), &format!("{lpath}.log_format"))?;
+        let sender = access_log::open(&sink)
+            .map_err(|e| FieldError::new(&lpath, format!("cannot open {sink:?}: {e}")))?;
+        out.push(AccessLog { format, sender });
+    }
+    Ok(out)
+}
+
+fn log_format(f: Option<&SubstitutionFormatString>, path: &str) -> Result<Format> {
+    let text = |s: &str| {
+        access_log::parse_format(s)
+            .map(Format::Text)
+            .map_err(|e| FieldError::new(path, e))
+    };
+    let Some(f) = f else {
+        return text(access_log::DEFAULT_FORMAT);
+    };
+    match &f.format {
+        None => text(access_log::DEFAULT_FORMAT),
+        Some(substitution_format_string::Format::TextFormatSource(ds)) => match &ds.specifier {
+            Some(data_source::Specifier::InlineString(s)) => text(s),
+            Some(data_source::Specifier::InlineBytes(b)) => text(&String::from_utf8_lossy(b)),
+            _ => Err(FieldError::new(
+                format!("{path}.text_format_source"),
+                "only inline_string is supported",
+            )),
+        },
+        Some(substitution_format_string::Format::JsonFormat(s)) => {
+            let mut fields = Vec::new();
+            for (k, v) in &s.fields {
+                let Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(t)) = &v.kind
+                else {
+                    return Err(FieldError::new(
+                        format!("{path}.json_format.{k}"),
+                        "only string values are supported",
+                    ));
+                };
+                let tokens = access_log::parse_format(t)
+                    .map_err(|e| FieldError::new(format!("{path}.json_format.{k}"), e))?;
+                fields.push((k.clone(), tokens));
+            }
+            fields.sort_by(|a, b| a.0.cmp(&b.0));
+            Ok(Format::Json(fields))
+        }
+        Some(_) => Err(FieldError::new(
+            path,
+            "only text_format_source and json_format are supported",
+        )),
+    }
+}

@@ -1,0 +1,94 @@
+//! From `envoy-types` protos to the proxy's runtime types. Fields are already known to be
+//! supported (`supported::check`); what is left to reject here are values: a bad regex, a
+//! missing cluster name, a listener without an address.
+
+mod cluster;
+mod listener;
+mod route;
+
+pub use cluster::cluster;
+pub use listener::listener;
+pub use route::route_configuration;
+
+use super::FieldError;
+use crate::server::{Snapshot, StatsStore};
+use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
+use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
+use std::collections::HashMap;
+use std::time::Duration;
+
+pub(crate) type Result<T> = std::result::Result<T, FieldError>;
+
+pub(crate) fn duration(d: Option<&PbDuration>) -> Option<Duration> {
+    d.map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
+}
+
+pub(crate) fn decode_any<M: prost::Message + Default>(any: &Any, path: &str) -> Result<M> {
+    M::decode(any.value.as_slice())
+        .map_err(|e| FieldError::new(path, format!("cannot decode {}: {e}", any.type_url)))
+}
+
+pub(crate) fn type_name(any: &Any) -> &str {
+    any.type_url.rsplit('/').next().unwrap_or(&any.type_url)
+}
+
+/// Regexes in Envoy config are RE2 and must match the whole input.
+pub(crate) fn full_regex(re: &str, path: &str) -> Result<regex::Regex> {
+    regex::Regex::new(&format!("^(?:{re})$"))
+        .map_err(|e| FieldError::new(path, format!("invalid regex: {e}")))
+}
+
+pub(crate) fn regex(re: &str, path: &str) -> Result<regex::Regex> {
+    regex::Regex::new(re).map_err(|e| FieldError::new(path, format!("invalid regex: {e}")))
+}
+
+/// The snapshot a static bootstrap describes.
+pub fn static_snapshot(
+    bootstrap: &Bootstrap,
+    store: &StatsStore,
+) -> std::result::Result<Snapshot, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let mut snapshot = Snapshot::default();
+    let Some(resources) = &bootstrap.static_resources else {
+        return Ok(snapshot);
+    };
+    let mut seen = HashMap::new();
+    for (i, c) in resources.clusters.iter().enumerate() {
+        let path = format!("static_resources.clusters[{i}]");
+        match cluster(c, &path) {
+            Ok(config) => {
+                if seen.insert(config.name.clone(), i).is_some() {
+                    errors.push(FieldError::new(
+                        format!("{path}.name"),
+                        format!("duplicate cluster {}", config.name),
+                    ));
+                }
+                snapshot
+                    .clusters
+                    .insert(config.name.clone(), crate::cluster::Cluster::new(config));
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    let mut names = HashMap::new();
+    for (i, l) in resources.listeners.iter().enumerate() {
+        let path = format!("static_resources.listeners[{i}]");
+        match listener(l, &path, store) {
+            Ok(l) => {
+                if names.insert(l.name.clone(), i).is_some() {
+                    errors.push(FieldError::new(
+                        format!("{path}.name"),
+                        format!("duplicate listener {}", l.name),
+                    ));
+                }
+                snapshot.listeners.push(std::sync::Arc::new(l));
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(snapshot)
+    } else {
+        Err(errors)
+    }
+}

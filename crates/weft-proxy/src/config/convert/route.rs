@@ -1,0 +1,593 @@
+//! RouteConfiguration → `route::RouteConfig`.
+
+use super::{Result, duration, full_regex, regex};
+use crate::config::FieldError;
+use crate::route::{
+    Action, AppendMode, ClusterTarget, Forward, HeaderAdd, HeaderCheck, HeaderMatch, HeaderOps,
+    PathMatch, PathRedirect, QueryMatch, Redirect, Route, RouteConfig, RouteMatch, StringMatch,
+    VirtualHost, WeightedCluster,
+};
+use envoy_types::pb::envoy::config::core::v3::{HeaderValueOption, data_source};
+use envoy_types::pb::envoy::config::route::v3 as pb;
+use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
+use http::{HeaderName, HeaderValue, StatusCode};
+use std::time::Duration;
+
+/// Envoy's route timeout when none is given.
+const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub fn route_configuration(rc: &pb::RouteConfiguration, path: &str) -> Result<RouteConfig> {
+    let mut config = RouteConfig {
+        name: rc.name.clone(),
+        exact: Default::default(),
+        suffixes: Vec::new(),
+        prefixes: Vec::new(),
+        catch_all: None,
+        virtual_hosts: Vec::new(),
+        headers: header_ops(
+            &rc.request_headers_to_add,
+            &rc.request_headers_to_remove,
+            &rc.response_headers_to_add,
+            &rc.response_headers_to_remove,
+            path,
+        )?,
+    };
+    for (i, vh) in rc.virtual_hosts.iter().enumerate() {
+        let vpath = format!("{path}.virtual_hosts[{i}]");
+        if vh.domains.is_empty() {
+            return Err(FieldError::new(
+                format!("{vpath}.domains"),
+                "at least one domain is required",
+            ));
+        }
+        for (d, domain) in vh.domains.iter().enumerate() {
+            let domain = domain.to_ascii_lowercase();
+            let dpath = format!("{vpath}.domains[{d}]");
+            let duplicate = || {
+                FieldError::new(
+                    &dpath,
+                    format!("domain {domain} is already used by another virtual host"),
+                )
+            };
+            if domain == "*" {
+                if config.catch_all.replace(i).is_some() {
+                    return Err(duplicate());
+                }
+            } else if let Some(suffix) = domain.strip_prefix('*') {
+                if config.suffixes.iter().any(|(s, _)| s == suffix) {
+                    return Err(duplicate());
+                }
+                config.suffixes.push((suffix.to_string(), i));
+            } else if let Some(prefix) = domain.strip_suffix('*') {
+                if config.prefixes.iter().any(|(p, _)| p == prefix) {
+                    return Err(duplicate());
+                }
+                config.prefixes.push((prefix.to_string(), i));
+            } else if domain.contains('*') {
+                return Err(FieldError::new(
+                    dpath,
+                    "a wildcard must be the first or last character",
+                ));
+            } else if config.exact.insert(domain.clone(), i).is_some() {
+                return Err(duplicate());
+            }
+        }
+        let mut routes = Vec::new();
+        for (r, route) in vh.routes.iter().enumerate() {
+            routes.push(convert_route(route, &format!("{vpath}.routes[{r}]"))?);
+        }
+        config.virtual_hosts.push(VirtualHost {
+            name: vh.name.clone(),
+            routes,
+            headers: header_ops(
+                &vh.request_headers_to_add,
+                &vh.request_headers_to_remove,
+                &vh.response_headers_to_add,
+                &vh.response_headers_to_remove,
+                &vpath,
+            )?,
+        });
+    }
+    // Longest wildcard wins.
+    config
+        .suffixes
+        .sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+    config
+        .prefixes
+        .sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+    Ok(config)
+}
+
+fn convert_route(route: &pb::Route, path: &str) -> Result<Route> {
+    let m = route
+        .r#match
+        .as_ref()
+        .ok_or_else(|| FieldError::new(format!("{path}.match"), "is required"))?;
+    let mpath = format!("{path}.match");
+    let case_sensitive = m.case_sensitive.as_ref().is_none_or(|b| b.value);
+    let path_match = match &m.path_specifier {
+        Some(pb::route_match::PathSpecifier::Prefix(p)) => PathMatch::Prefix {
+            prefix: p.clone(),
+            case_sensitive,
+        },
+        Some(pb::route_match::PathSpecifier::Path(p)) => PathMatch::Exact {
+            path: p.clone(),
+            case_sensitive,
+        },
+        Some(pb::route_match::PathSpecifier::SafeRegex(re)) => {
+            PathMatch::Regex(full_regex(&re.regex, &format!("{mpath}.safe_regex.regex"))?)
+        }
+        Some(pb::route_match::PathSpecifier::PathSeparatedPrefix(p)) => {
+            if p.contains(['?', '#']) || (p.ends_with('/') && p.len() > 1) {
+                return Err(FieldError::new(
+                    format!("{mpath}.path_separated_prefix"),
+                    "must not contain ? or # or end with /",
+                ));
+            }
+            PathMatch::SeparatedPrefix {
+                prefix: p.clone(),
+                case_sensitive,
+            }
+        }
+        Some(_) => {
+            return Err(FieldError::new(
+                &mpath,
+                "this path specifier is not supported by the Weft proxy",
+            ));
+        }
+        None => {
+            return Err(FieldError::new(
+                &mpath,
+                "one of prefix, path, safe_regex or path_separated_prefix is required",
+            ));
+        }
+    };
+    let mut headers = Vec::new();
+    for (i, h) in m.headers.iter().enumerate() {
+        headers.push(header_matcher(h, &format!("{mpath}.headers[{i}]"))?);
+    }
+    let mut query = Vec::new();
+    for (i, q) in m.query_parameters.iter().enumerate() {
+        let qpath = format!("{mpath}.query_parameters[{i}]");
+        let value = match &q.query_parameter_match_specifier {
+            Some(pb::query_parameter_matcher::QueryParameterMatchSpecifier::StringMatch(sm)) => {
+                Some(string_match(sm, &format!("{qpath}.string_match"))?)
+            }
+            Some(pb::query_parameter_matcher::QueryParameterMatchSpecifier::PresentMatch(_))
+            | None => None,
+        };
+        query.push(QueryMatch {
+            name: q.name.clone(),
+            value,
+        });
+    }
+    let action = match &route.action {
+        Some(pb::route::Action::Route(ra)) => Action::Forward(Box::new(forward(
+            ra,
+            &format!("{path}.route"),
+            &path_match,
+        )?)),
+        Some(pb::route::Action::Redirect(ra)) => {
+            Action::Redirect(Box::new(redirect(ra, &format!("{path}.redirect"))?))
+        }
+        Some(pb::route::Action::DirectResponse(dr)) => {
+            let dpath = format!("{path}.direct_response");
+            let status = u16::try_from(dr.status)
+                .ok()
+                .filter(|s| (200..600).contains(s))
+                .and_then(|s| StatusCode::from_u16(s).ok())
+                .ok_or_else(|| {
+                    FieldError::new(format!("{dpath}.status"), "must be between 200 and 599")
+                })?;
+            let body = match dr.body.as_ref().and_then(|b| b.specifier.as_ref()) {
+                Some(data_source::Specifier::InlineString(s)) => {
+                    Some(bytes::Bytes::from(s.clone()))
+                }
+                Some(data_source::Specifier::InlineBytes(b)) => Some(bytes::Bytes::from(b.clone())),
+                Some(_) => {
+                    return Err(FieldError::new(
+                        format!("{dpath}.body"),
+                        "only inline_string and inline_bytes are supported",
+                    ));
+                }
+                None => None,
+            };
+            Action::Direct { status, body }
+        }
+        Some(_) => {
+            return Err(FieldError::new(
+                path,
+                "this route action is not supported by the Weft proxy",
+            ));
+        }
+        None => {
+            return Err(FieldError::new(
+                path,
+                "one of route, redirect or direct_response is required",
+            ));
+        }
+    };
+    Ok(Route {
+        name: route.name.clone(),
+        matcher: RouteMatch {
+            path: path_match,
+            headers,
+            query,
+        },
+        action,
+        headers: header_ops(
+            &route.request_headers_to_add,
+            &route.request_headers_to_remove,
+            &route.response_headers_to_add,
+            &route.response_headers_to_remove,
+            path,
+        )?,
+    })
+}
+
+fn forward(ra: &pb::RouteAction, path: &str, path_match: &PathMatch) -> Result<Forward> {
+    let target = match &ra.cluster_specifier {
+        Some(pb::route_action::ClusterSpecifier::Cluster(c)) if !c.is_empty() => {
+            ClusterTarget::Named(c.clone())
+        }
+        Some(pb::route_action::ClusterSpecifier::ClusterHeader(h)) => {
+            ClusterTarget::Header(HeaderName::from_bytes(h.as_bytes()).map_err(|_| {
+                FieldError::new(format!("{path}.cluster_header"), "not a valid header name")
+            })?)
+        }
+        Some(pb::route_action::ClusterSpecifier::WeightedClusters(wc)) => {
+            let wpath = format!("{path}.weighted_clusters");
+            let mut clusters = Vec::new();
+            for (i, c) in wc.clusters.iter().enumerate() {
+                let cpath = format!("{wpath}.clusters[{i}]");
+                if c.name.is_empty() {
+                    return Err(FieldError::new(format!("{cpath}.name"), "is required"));
+                }
+                let host_rewrite = match &c.host_rewrite_specifier {
+                    Some(pb::weighted_cluster::cluster_weight::HostRewriteSpecifier::HostRewriteLiteral(h)) => {
+                        Some(header_value(h, &format!("{cpath}.host_rewrite_literal"))?)
+                    }
+                    None => None,
+                };
+                clusters.push(WeightedCluster {
+                    name: c.name.clone(),
+                    weight: u64::from(c.weight.as_ref().map_or(0, |w| w.value)),
+                    headers: header_ops(
+                        &c.request_headers_to_add,
+                        &c.request_headers_to_remove,
+                        &c.response_headers_to_add,
+                        &c.response_headers_to_remove,
+                        &cpath,
+                    )?,
+                    host_rewrite,
+                });
+            }
+            let sum: u64 = clusters.iter().map(|c| c.weight).sum();
+            #[allow(deprecated)]
+            let total = wc.total_weight.as_ref().map_or(sum, |t| u64::from(t.value));
+            if clusters.is_empty() || sum == 0 {
+                return Err(FieldError::new(
+                    format!("{wpath}.clusters"),
+                    "at least one cluster with a weight is required",
+                ));
+            }
+            if total != sum {
+                return Err(FieldError::new(
+                    format!("{wpath}.total_weight"),
+                    format!("is {total} but the cluster weights add up to {sum}"),
+                ));
+            }
+            ClusterTarget::Weighted { clusters, total }
+        }
+        _ => {
+            return Err(FieldError::new(
+                path,
+                "one of cluster, cluster_header or weighted_clusters is required",
+            ));
+        }
+    };
+    let (prefix_rewrite, regex_rewrite) = match &ra.path_rewrite_specifier_for_weft() {
+        (Some(p), None) => {
+            if matches!(path_match, PathMatch::Regex(_)) {
+                return Err(FieldError::new(
+                    format!("{path}.prefix_rewrite"),
+                    "cannot be used with a safe_regex match",
+                ));
+            }
+            (Some(p.to_string()), None)
+        }
+        (None, Some(r)) => {
+            let re = regex(
+                &r.pattern
+                    .as_ref()
+                    .map(|p| p.regex.clone())
+                    .unwrap_or_default(),
+                &format!("{path}.regex_rewrite.pattern.regex"),
+            )?;
+            (None, Some((re, envoy_substitution(&r.substitution))))
+        }
+        _ => (None, None),
+    };
+    let host_rewrite = match &ra.host_rewrite_specifier {
+        Some(pb::route_action::HostRewriteSpecifier::HostRewriteLiteral(h)) => {
+            Some(header_value(h, &format!("{path}.host_rewrite_literal"))?)
+        }
+        Some(_) => {
+            return Err(FieldError::new(
+                path,
+                "only host_rewrite_literal is supported by the Weft proxy",
+            ));
+        }
+        None => None,
+    };
+    let timeout = match duration(ra.timeout.as_ref()) {
+        None => Some(DEFAULT_ROUTE_TIMEOUT),
+        Some(d) if d.is_zero() => None,
+        Some(d) => Some(d),
+    };
+    let cluster_not_found = match ra.cluster_not_found_response_code {
+        1 => StatusCode::NOT_FOUND,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    Ok(Forward {
+        target,
+        prefix_rewrite,
+        regex_rewrite,
+        host_rewrite,
+        timeout,
+        cluster_not_found,
+    })
+}
+
+trait RewriteSpecifier {
+    fn path_rewrite_specifier_for_weft(
+        &self,
+    ) -> (
+        Option<&String>,
+        Option<&envoy_types::pb::envoy::r#type::matcher::v3::RegexMatchAndSubstitute>,
+    );
+}
+
+impl RewriteSpecifier for pb::RouteAction {
+    fn path_rewrite_specifier_for_weft(
+        &self,
+    ) -> (
+        Option<&String>,
+        Option<&envoy_types::pb::envoy::r#type::matcher::v3::RegexMatchAndSubstitute>,
+    ) {
+        let prefix = (!self.prefix_rewrite.is_empty()).then_some(&self.prefix_rewrite);
+        (prefix, self.regex_rewrite.as_ref())
+    }
+}
+
+/// RE2 substitutions write groups as `\1`; the regex crate wants `${1}`.
+fn envoy_substitution(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if chars.peek().is_some_and(char::is_ascii_digit) => {
+                let d = chars.next().unwrap_or('0');
+                out.push_str(&format!("${{{d}}}"));
+            }
+            '$' => out.push_str("$$"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn redirect(r: &pb::RedirectAction, path: &str) -> Result<Redirect> {
+    let scheme = match &r.scheme_rewrite_specifier {
+        Some(pb::redirect_action::SchemeRewriteSpecifier::HttpsRedirect(true)) => {
+            Some("https".to_string())
+        }
+        Some(pb::redirect_action::SchemeRewriteSpecifier::SchemeRedirect(s)) if !s.is_empty() => {
+            Some(s.to_ascii_lowercase())
+        }
+        _ => None,
+    };
+    let path_redirect = match &r.path_rewrite_specifier {
+        Some(pb::redirect_action::PathRewriteSpecifier::PathRedirect(p)) => {
+            PathRedirect::Path(p.clone())
+        }
+        Some(pb::redirect_action::PathRewriteSpecifier::PrefixRewrite(p)) => {
+            PathRedirect::Prefix(p.clone())
+        }
+        Some(pb::redirect_action::PathRewriteSpecifier::RegexRewrite(rr)) => {
+            let re = regex(
+                &rr.pattern
+                    .as_ref()
+                    .map(|p| p.regex.clone())
+                    .unwrap_or_default(),
+                &format!("{path}.regex_rewrite.pattern.regex"),
+            )?;
+            PathRedirect::Regex(re, envoy_substitution(&rr.substitution))
+        }
+        Some(_) => {
+            return Err(FieldError::new(
+                path,
+                "path_rewrite is not supported by the Weft proxy",
+            ));
+        }
+        None => PathRedirect::Keep,
+    };
+    let status = match r.response_code {
+        0 => StatusCode::MOVED_PERMANENTLY,
+        1 => StatusCode::FOUND,
+        2 => StatusCode::SEE_OTHER,
+        3 => StatusCode::TEMPORARY_REDIRECT,
+        4 => StatusCode::PERMANENT_REDIRECT,
+        other => {
+            return Err(FieldError::new(
+                format!("{path}.response_code"),
+                format!("unknown value {other}"),
+            ));
+        }
+    };
+    let port = match r.port_redirect {
+        0 => None,
+        p => Some(u16::try_from(p).map_err(|_| {
+            FieldError::new(format!("{path}.port_redirect"), "must be a port number")
+        })?),
+    };
+    Ok(Redirect {
+        scheme,
+        host: (!r.host_redirect.is_empty()).then(|| r.host_redirect.clone()),
+        port,
+        path: path_redirect,
+        strip_query: r.strip_query,
+        status,
+    })
+}
+
+fn header_matcher(h: &pb::HeaderMatcher, path: &str) -> Result<HeaderMatch> {
+    use pb::header_matcher::HeaderMatchSpecifier as S;
+    let s = |value: &str| StringMatch::Exact {
+        value: value.to_string(),
+        ignore_case: false,
+    };
+    #[allow(deprecated)]
+    let check = match &h.header_match_specifier {
+        Some(S::ExactMatch(v)) => HeaderCheck::Value(s(v)),
+        Some(S::PrefixMatch(v)) => HeaderCheck::Value(StringMatch::Prefix {
+            value: v.clone(),
+            ignore_case: false,
+        }),
+        Some(S::SuffixMatch(v)) => HeaderCheck::Value(StringMatch::Suffix {
+            value: v.clone(),
+            ignore_case: false,
+        }),
+        Some(S::ContainsMatch(v)) => HeaderCheck::Value(StringMatch::Contains {
+            value: v.clone(),
+            ignore_case: false,
+        }),
+        Some(S::SafeRegexMatch(re)) => HeaderCheck::Value(StringMatch::Regex(full_regex(
+            &re.regex,
+            &format!("{path}.safe_regex_match.regex"),
+        )?)),
+        Some(S::PresentMatch(p)) => HeaderCheck::Present(*p),
+        Some(S::StringMatch(sm)) => {
+            HeaderCheck::Value(string_match(sm, &format!("{path}.string_match"))?)
+        }
+        Some(_) => {
+            return Err(FieldError::new(
+                path,
+                "this header match is not supported by the Weft proxy",
+            ));
+        }
+        // No specifier: the header must be present.
+        None => HeaderCheck::Present(true),
+    };
+    if h.name.is_empty() {
+        return Err(FieldError::new(format!("{path}.name"), "is required"));
+    }
+    Ok(HeaderMatch {
+        name: h.name.to_ascii_lowercase(),
+        check,
+        invert: h.invert_match,
+        missing_as_empty: h.treat_missing_header_as_empty,
+    })
+}
+
+pub(crate) fn string_match(sm: &StringMatcher, path: &str) -> Result<StringMatch> {
+    let ignore_case = sm.ignore_case;
+    Ok(match &sm.match_pattern {
+        Some(string_matcher::MatchPattern::Exact(v)) => StringMatch::Exact {
+            value: v.clone(),
+            ignore_case,
+        },
+        Some(string_matcher::MatchPattern::Prefix(v)) => StringMatch::Prefix {
+            value: v.clone(),
+            ignore_case,
+        },
+        Some(string_matcher::MatchPattern::Suffix(v)) => StringMatch::Suffix {
+            value: v.clone(),
+            ignore_case,
+        },
+        Some(string_matcher::MatchPattern::Contains(v)) => StringMatch::Contains {
+            value: v.clone(),
+            ignore_case,
+        },
+        Some(string_matcher::MatchPattern::SafeRegex(re)) => {
+            StringMatch::Regex(full_regex(&re.regex, &format!("{path}.safe_regex.regex"))?)
+        }
+        Some(_) => {
+            return Err(FieldError::new(
+                path,
+                "this string match is not supported by the Weft proxy",
+            ));
+        }
+        None => {
+            return Err(FieldError::new(
+                path,
+                "one of exact, prefix, suffix, contains or safe_regex is required",
+            ));
+        }
+    })
+}
+
+fn header_value(v: &str, path: &str) -> Result<HeaderValue> {
+    HeaderValue::from_str(v).map_err(|_| FieldError::new(path, "not a valid header value"))
+}
+
+fn header_name(n: &str, path: &str) -> Result<HeaderName> {
+    HeaderName::from_bytes(n.as_bytes())
+        .map_err(|_| FieldError::new(path, format!("{n:?} is not a valid header name")))
+}
+
+pub(crate) fn header_ops(
+    request_add: &[HeaderValueOption],
+    request_remove: &[String],
+    response_add: &[HeaderValueOption],
+    response_remove: &[String],
+    path: &str,
+) -> Result<HeaderOps> {
+    let adds = |list: &[HeaderValueOption], field: &str| -> Result<Vec<HeaderAdd>> {
+        let mut out = Vec::new();
+        for (i, o) in list.iter().enumerate() {
+            let opath = format!("{path}.{field}[{i}]");
+            let h = o
+                .header
+                .as_ref()
+                .ok_or_else(|| FieldError::new(format!("{opath}.header"), "is required"))?;
+            #[allow(deprecated)]
+            let mode = match (&o.append, o.append_action) {
+                (Some(a), _) if a.value => AppendMode::AppendIfExistsOrAdd,
+                (Some(_), _) => AppendMode::OverwriteIfExistsOrAdd,
+                (None, 1) => AppendMode::AddIfAbsent,
+                (None, 2) => AppendMode::OverwriteIfExistsOrAdd,
+                (None, _) => AppendMode::AppendIfExistsOrAdd,
+            };
+            let value = if h.value.is_empty() && !h.raw_value.is_empty() {
+                HeaderValue::from_bytes(&h.raw_value).map_err(|_| {
+                    FieldError::new(
+                        format!("{opath}.header.raw_value"),
+                        "not a valid header value",
+                    )
+                })?
+            } else {
+                header_value(&h.value, &format!("{opath}.header.value"))?
+            };
+            out.push(HeaderAdd {
+                name: header_name(&h.key, &format!("{opath}.header.key"))?,
+                value,
+                mode,
+                keep_empty: o.keep_empty_value,
+            });
+        }
+        Ok(out)
+    };
+    let removes = |list: &[String], field: &str| -> Result<Vec<HeaderName>> {
+        list.iter()
+            .enumerate()
+            .map(|(i, n)| header_name(n, &format!("{path}.{field}[{i}]")))
+            .collect()
+    };
+    Ok(HeaderOps {
+        request_add: adds(request_add, "request_headers_to_add")?,
+        request_remove: removes(request_remove, "request_headers_to_remove")?,
+        response_add: adds(response_add, "response_headers_to_add")?,
+        response_remove: removes(response_remove, "response_headers_to_remove")?,
+    })
+}

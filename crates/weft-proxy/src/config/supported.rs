@@ -1,0 +1,414 @@
+//! The fields of Envoy's config that the Weft proxy implements, and the walk that names every
+//! other field a config sets.
+//!
+//! DESIGN.md §1: the proxy never silently ignores config. A field that is set but not listed here
+//! makes a static bootstrap fail and an xDS update NACK, naming the field. Listing a field here is a
+//! promise that `convert` reads it and the data path honours it.
+
+use super::{FieldError, join, pool};
+use prost_reflect::{DynamicMessage, Kind, MapKey, ReflectMessage, Value};
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+/// Message full name → the fields it may set. `*` accepts every field (messages the proxy keeps
+/// as data, such as metadata). `field=A|B` restricts an enum field to the listed values.
+const TABLE: &[(&str, &str)] = &[
+    // Bootstrap
+    (
+        "envoy.config.bootstrap.v3.Bootstrap",
+        "node static_resources admin",
+    ),
+    (
+        "envoy.config.bootstrap.v3.Bootstrap.StaticResources",
+        "listeners clusters",
+    ),
+    ("envoy.config.bootstrap.v3.Admin", "address"),
+    ("envoy.config.core.v3.Node", "*"),
+    ("envoy.config.core.v3.Metadata", "*"),
+    ("envoy.config.core.v3.Locality", "*"),
+    // Addresses
+    ("envoy.config.core.v3.Address", "socket_address"),
+    (
+        "envoy.config.core.v3.SocketAddress",
+        "address port_value protocol=TCP",
+    ),
+    // Listeners
+    (
+        "envoy.config.listener.v3.Listener",
+        "name address filter_chains stat_prefix traffic_direction metadata",
+    ),
+    (
+        "envoy.config.listener.v3.FilterChain",
+        "name filter_chain_match filters metadata",
+    ),
+    (
+        "envoy.config.listener.v3.FilterChainMatch",
+        "destination_port prefix_ranges",
+    ),
+    (
+        "envoy.config.core.v3.CidrRange",
+        "address_prefix prefix_len",
+    ),
+    ("envoy.config.listener.v3.Filter", "name typed_config"),
+    // Network filters
+    (
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix codec_type route_config http_filters access_log generate_request_id \
+         use_remote_address xff_num_trusted_hops request_timeout stream_idle_timeout server_name \
+         server_header_transformation=OVERWRITE|APPEND_IF_ABSENT|PASS_THROUGH",
+    ),
+    (
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter",
+        "name typed_config",
+    ),
+    (
+        "envoy.extensions.filters.http.router.v3.Router",
+        "suppress_envoy_headers",
+    ),
+    (
+        "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+        "stat_prefix cluster weighted_clusters idle_timeout access_log",
+    ),
+    (
+        "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster",
+        "clusters",
+    ),
+    (
+        "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster.ClusterWeight",
+        "name weight",
+    ),
+    // Access logs
+    ("envoy.config.accesslog.v3.AccessLog", "name typed_config"),
+    (
+        "envoy.extensions.access_loggers.file.v3.FileAccessLog",
+        "path log_format",
+    ),
+    (
+        "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+        "log_format",
+    ),
+    (
+        "envoy.extensions.access_loggers.stream.v3.StderrAccessLog",
+        "log_format",
+    ),
+    (
+        "envoy.config.core.v3.SubstitutionFormatString",
+        "text_format_source json_format",
+    ),
+    (
+        "envoy.config.core.v3.DataSource",
+        "inline_string inline_bytes",
+    ),
+    // Routes
+    (
+        "envoy.config.route.v3.RouteConfiguration",
+        "name virtual_hosts request_headers_to_add request_headers_to_remove \
+         response_headers_to_add response_headers_to_remove validate_clusters",
+    ),
+    (
+        "envoy.config.route.v3.VirtualHost",
+        "name domains routes request_headers_to_add request_headers_to_remove \
+         response_headers_to_add response_headers_to_remove",
+    ),
+    (
+        "envoy.config.route.v3.Route",
+        "name match route redirect direct_response metadata request_headers_to_add \
+         request_headers_to_remove response_headers_to_add response_headers_to_remove",
+    ),
+    (
+        "envoy.config.route.v3.RouteMatch",
+        "prefix path safe_regex path_separated_prefix case_sensitive headers query_parameters",
+    ),
+    (
+        "envoy.config.route.v3.HeaderMatcher",
+        "name exact_match safe_regex_match prefix_match suffix_match contains_match \
+         present_match string_match invert_match treat_missing_header_as_empty",
+    ),
+    (
+        "envoy.config.route.v3.QueryParameterMatcher",
+        "name string_match present_match",
+    ),
+    (
+        "envoy.type.matcher.v3.StringMatcher",
+        "exact prefix suffix contains safe_regex ignore_case",
+    ),
+    ("envoy.type.matcher.v3.RegexMatcher", "regex google_re2"),
+    ("envoy.type.matcher.v3.RegexMatcher.GoogleRE2", ""),
+    (
+        "envoy.config.route.v3.RouteAction",
+        "cluster weighted_clusters cluster_header prefix_rewrite regex_rewrite \
+         host_rewrite_literal timeout cluster_not_found_response_code=SERVICE_UNAVAILABLE|NOT_FOUND",
+    ),
+    (
+        "envoy.type.matcher.v3.RegexMatchAndSubstitute",
+        "pattern substitution",
+    ),
+    (
+        "envoy.config.route.v3.WeightedCluster",
+        "clusters total_weight",
+    ),
+    (
+        "envoy.config.route.v3.WeightedCluster.ClusterWeight",
+        "name weight request_headers_to_add request_headers_to_remove response_headers_to_add \
+         response_headers_to_remove host_rewrite_literal",
+    ),
+    (
+        "envoy.config.route.v3.RedirectAction",
+        "https_redirect scheme_redirect host_redirect port_redirect path_redirect prefix_rewrite \
+         regex_rewrite response_code strip_query",
+    ),
+    ("envoy.config.route.v3.DirectResponseAction", "status body"),
+    (
+        "envoy.config.core.v3.HeaderValueOption",
+        "header append append_action=APPEND_IF_EXISTS_OR_ADD|ADD_IF_ABSENT|OVERWRITE_IF_EXISTS_OR_ADD \
+         keep_empty_value",
+    ),
+    ("envoy.config.core.v3.HeaderValue", "key value"),
+    // Clusters
+    (
+        "envoy.config.cluster.v3.Cluster",
+        "name alt_stat_name type=STATIC|STRICT_DNS|LOGICAL_DNS connect_timeout \
+         lb_policy=ROUND_ROBIN|LEAST_REQUEST|RANDOM load_assignment \
+         typed_extension_protocol_options http2_protocol_options http_protocol_options \
+         dns_lookup_family=AUTO|V4_ONLY|V4_PREFERRED metadata",
+    ),
+    (
+        "envoy.config.endpoint.v3.ClusterLoadAssignment",
+        "cluster_name endpoints",
+    ),
+    (
+        "envoy.config.endpoint.v3.LocalityLbEndpoints",
+        "locality lb_endpoints load_balancing_weight priority",
+    ),
+    (
+        "envoy.config.endpoint.v3.LbEndpoint",
+        "endpoint health_status=UNKNOWN|HEALTHY|UNHEALTHY|DRAINING|TIMEOUT|DEGRADED \
+         load_balancing_weight metadata",
+    ),
+    ("envoy.config.endpoint.v3.Endpoint", "address hostname"),
+    (
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        "explicit_http_config use_downstream_protocol_config",
+    ),
+    (
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig",
+        "http_protocol_options http2_protocol_options",
+    ),
+    (
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.UseDownstreamHttpConfig",
+        "http_protocol_options http2_protocol_options",
+    ),
+    ("envoy.config.core.v3.Http1ProtocolOptions", ""),
+    (
+        "envoy.config.core.v3.Http2ProtocolOptions",
+        "max_concurrent_streams",
+    ),
+];
+
+enum Allowed {
+    Any,
+    Fields(HashMap<&'static str, Option<Vec<&'static str>>>),
+}
+
+fn table() -> &'static HashMap<&'static str, Allowed> {
+    static TABLE_MAP: OnceLock<HashMap<&'static str, Allowed>> = OnceLock::new();
+    TABLE_MAP.get_or_init(|| {
+        TABLE
+            .iter()
+            .map(|(message, fields)| {
+                let allowed = if *fields == "*" {
+                    Allowed::Any
+                } else {
+                    Allowed::Fields(
+                        fields
+                            .split_whitespace()
+                            .map(|spec| match spec.split_once('=') {
+                                Some((name, values)) => (name, Some(values.split('|').collect())),
+                                None => (spec, None),
+                            })
+                            .collect(),
+                    )
+                };
+                (*message, allowed)
+            })
+            .collect()
+    })
+}
+
+/// Message types that are data, accepted whole wherever a listed field holds them.
+fn is_plain_data(full_name: &str) -> bool {
+    matches!(
+        full_name,
+        "google.protobuf.Duration"
+            | "google.protobuf.Struct"
+            | "google.protobuf.Value"
+            | "google.protobuf.ListValue"
+            | "google.protobuf.Empty"
+            | "google.protobuf.BoolValue"
+            | "google.protobuf.UInt32Value"
+            | "google.protobuf.UInt64Value"
+            | "google.protobuf.Int32Value"
+            | "google.protobuf.Int64Value"
+            | "google.protobuf.StringValue"
+            | "google.protobuf.DoubleValue"
+    )
+}
+
+/// Every field of `message` (and of the messages inside it, `Any` included) that is set but not
+/// implemented, with its path below `path`.
+pub fn check(message: &DynamicMessage, path: &str) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    walk(message, path, &mut errors);
+    errors
+}
+
+fn walk(message: &DynamicMessage, path: &str, errors: &mut Vec<FieldError>) {
+    let descriptor = message.descriptor();
+    let name = descriptor.full_name();
+    if is_plain_data(name) {
+        return;
+    }
+    if name == "google.protobuf.Any" {
+        walk_any(message, path, errors);
+        return;
+    }
+    for unknown in message.unknown_fields() {
+        errors.push(FieldError::new(
+            join(path, &format!("#{}", unknown.number())),
+            "field unknown to this version of the Weft proxy",
+        ));
+    }
+    let allowed = match table().get(name) {
+        Some(Allowed::Any) => return,
+        Some(Allowed::Fields(fields)) => fields,
+        None => {
+            // Reached only through a listed field whose message type has no entry: a gap in TABLE.
+            errors.push(FieldError::new(
+                path,
+                format!("{name} is not supported by the Weft proxy"),
+            ));
+            return;
+        }
+    };
+    for (field, value) in message.fields() {
+        let field_path = join(path, field.name());
+        let Some(values) = allowed.get(field.name()) else {
+            errors.push(FieldError::new(
+                field_path,
+                "not supported by the Weft proxy",
+            ));
+            continue;
+        };
+        if let (Some(values), Kind::Enum(kind)) = (values, field.kind()) {
+            for number in enum_numbers(value) {
+                let value_name = kind.get_value(number).map(|v| v.name().to_string());
+                let ok = value_name.as_deref().is_some_and(|n| values.contains(&n));
+                if !ok {
+                    errors.push(FieldError::new(
+                        field_path.clone(),
+                        format!(
+                            "value {} is not supported by the Weft proxy (supported: {})",
+                            value_name.unwrap_or_else(|| number.to_string()),
+                            values.join(", ")
+                        ),
+                    ));
+                }
+            }
+        }
+        walk_value(value, &field_path, errors);
+    }
+}
+
+fn enum_numbers(value: &Value) -> Vec<i32> {
+    match value {
+        Value::EnumNumber(n) => vec![*n],
+        Value::List(items) => items.iter().filter_map(Value::as_enum_number).collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn walk_value(value: &Value, path: &str, errors: &mut Vec<FieldError>) {
+    match value {
+        Value::Message(m) => walk(m, path, errors),
+        Value::List(items) => {
+            for (i, item) in items.iter().enumerate() {
+                walk_value(item, &format!("{path}[{i}]"), errors);
+            }
+        }
+        Value::Map(entries) => {
+            for (key, item) in entries {
+                let key = match key {
+                    MapKey::String(s) => s.clone(),
+                    other => format!("{other:?}"),
+                };
+                walk_value(item, &format!("{path}[{key}]"), errors);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn walk_any(any: &DynamicMessage, path: &str, errors: &mut Vec<FieldError>) {
+    let type_url = any
+        .get_field_by_name("type_url")
+        .and_then(|v| v.as_str().map(str::to_string));
+    let value = any
+        .get_field_by_name("value")
+        .and_then(|v| v.as_bytes().cloned());
+    let (Some(type_url), Some(value)) = (type_url, value) else {
+        return;
+    };
+    match decode_any(&type_url, &value) {
+        Ok(inner) => walk(&inner, path, errors),
+        Err(e) => errors.push(FieldError::new(path, e)),
+    }
+}
+
+/// Decodes the payload of an `Any` by its type URL, if the type is one the proxy knows.
+pub fn decode_any(type_url: &str, value: &[u8]) -> Result<DynamicMessage, String> {
+    let type_name = type_url.rsplit('/').next().unwrap_or(type_url);
+    let known = table().contains_key(type_name) || is_plain_data(type_name);
+    let Some(descriptor) = pool().get_message_by_name(type_name).filter(|_| known) else {
+        return Err(format!(
+            "type {type_name} is not supported by the Weft proxy"
+        ));
+    };
+    DynamicMessage::decode(descriptor, value).map_err(|e| format!("cannot decode {type_name}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_listed_message_and_field_exists_in_the_descriptors() {
+        for (message, fields) in TABLE {
+            let descriptor = pool()
+                .get_message_by_name(message)
+                .unwrap_or_else(|| panic!("{message} is not in envoy.bin"));
+            if *fields == "*" {
+                continue;
+            }
+            for spec in fields.split_whitespace() {
+                let (name, values) = match spec.split_once('=') {
+                    Some((n, v)) => (n, Some(v)),
+                    None => (spec, None),
+                };
+                let field = descriptor
+                    .get_field_by_name(name)
+                    .unwrap_or_else(|| panic!("{message} has no field {name}"));
+                if let Some(values) = values {
+                    let Kind::Enum(kind) = field.kind() else {
+                        panic!("{message}.{name} is not an enum")
+                    };
+                    for v in values.split('|') {
+                        assert!(
+                            kind.get_value_by_name(v).is_some(),
+                            "{message}.{name} has no value {v}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! Header work Envoy does on every request and response: hop-by-hop removal, `x-request-id`,
+//! `x-forwarded-for`/`-proto`, and the `server` header.
+
+use super::{HttpConnectionManager, ServerHeader};
+use http::HeaderMap;
+use http::header::{CONNECTION, HeaderName, HeaderValue, SERVER, TE, TRANSFER_ENCODING, UPGRADE};
+use std::net::SocketAddr;
+
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// Removes the connection-specific headers a proxy must not forward (RFC 9110 §7.6.1), and any
+/// header the `Connection` header names. `te: trailers` survives: gRPC needs it.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        if name != TE {
+            headers.remove(&name);
+        }
+    }
+    headers.remove(CONNECTION);
+    headers.remove(&KEEP_ALIVE);
+    headers.remove(&PROXY_CONNECTION);
+    headers.remove(TRANSFER_ENCODING);
+    headers.remove(UPGRADE);
+    let te_trailers = headers
+        .get(TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    if !te_trailers {
+        headers.remove(TE);
+    }
+}
+
+/// Request headers the connection manager sets before routing.
+pub fn on_request(headers: &mut HeaderMap, hcm: &HttpConnectionManager, peer: SocketAddr) {
+    if hcm.generate_request_id && !headers.contains_key(&X_REQUEST_ID) {
+        headers.insert(X_REQUEST_ID.clone(), request_id());
+    }
+    if hcm.use_remote_address {
+        let ip = peer.ip().to_string();
+        let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(existing) if !existing.is_empty() => format!("{existing},{ip}"),
+            _ => ip,
+        };
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(X_FORWARDED_FOR.clone(), v);
+        }
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    } else if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    }
+}
+
+/// The `server` header of a response, by `server_header_transformation`.
+pub fn on_response(headers: &mut HeaderMap, hcm: &HttpConnectionManager) {
+    match hcm.server_header {
+        ServerHeader::Overwrite => {
+            headers.insert(SERVER, hcm.server_name.clone());
+        }
+        ServerHeader::AppendIfAbsent => {
+            if !headers.contains_key(SERVER) {
+                headers.insert(SERVER, hcm.server_name.clone());
+            }
+        }
+        ServerHeader::PassThrough => {}
+    }
+}
+
+/// A random (version 4) UUID, as Envoy generates for `x-request-id`.
+pub fn request_id() -> HeaderValue {
+    let mut bytes = fastrand::u128(..).to_be_bytes();
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 36];
+    let mut j = 0;
+    for (i, b) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out[j] = b'-';
+            j += 1;
+        }
+        out[j] = HEX[(b >> 4) as usize];
+        out[j + 1] = HEX[(b & 0xf) as usize];
+        j += 2;
+    }
+    // 36 ASCII hex digits and dashes are always a valid header value.
+    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_version_4_uuids() {
+        let id = request_id();
+        let s = id.to_str().unwrap();
+        assert_eq!(s.len(), 36);
+        assert_eq!(&s[14..15], "4");
+        assert!(matches!(&s[19..20], "8" | "9" | "a" | "b"));
+        assert_ne!(request_id(), request_id());
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_the_ones_connection_names_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(TE, HeaderValue::from_static("trailers"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["te", "x-kept"]);
+    }
+}

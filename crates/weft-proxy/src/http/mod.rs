@@ -1,0 +1,122 @@
+//! The HTTP connection manager: serves HTTP/1.1 and HTTP/2 (prior knowledge or by the client's
+//! preface) on a connection and hands each request to the router.
+
+mod headers;
+pub mod router;
+
+use crate::access_log::AccessLog;
+use crate::body::ProxyBody;
+use crate::route::RouteConfig;
+use crate::server::Shared;
+use crate::stats::{self, HttpStats};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// Envoy's default limit on request headers: 60 KiB.
+pub const MAX_REQUEST_HEADERS: usize = 60 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    Auto,
+    Http1,
+    Http2,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerHeader {
+    Overwrite,
+    AppendIfAbsent,
+    PassThrough,
+}
+
+#[derive(Debug)]
+pub struct HttpConnectionManager {
+    pub stat_prefix: String,
+    pub codec: Codec,
+    pub route_config: Arc<RouteConfig>,
+    pub access_logs: Vec<AccessLog>,
+    pub generate_request_id: bool,
+    pub use_remote_address: bool,
+    pub xff_num_trusted_hops: u32,
+    pub request_timeout: Option<Duration>,
+    pub stream_idle_timeout: Option<Duration>,
+    pub server_name: http::HeaderValue,
+    pub server_header: ServerHeader,
+    pub suppress_envoy_headers: bool,
+    pub stats: Arc<HttpStats>,
+}
+
+/// Per-connection facts every request of the connection needs.
+#[derive(Clone)]
+pub struct Connection {
+    pub hcm: Arc<HttpConnectionManager>,
+    pub shared: Arc<Shared>,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+}
+
+pub async fn serve<I>(io: I, conn: Connection)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let hcm = conn.hcm.clone();
+    let s = &hcm.stats;
+    stats::inc(&s.downstream_cx_total);
+    stats::inc(&s.downstream_cx_active);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    match hcm.codec {
+        Codec::Http1 => builder = builder.http1_only(),
+        Codec::Http2 => builder = builder.http2_only(),
+        Codec::Auto => {}
+    }
+    builder
+        .http1()
+        .max_buf_size(MAX_REQUEST_HEADERS + 4096)
+        .timer(TokioTimer::new())
+        .header_read_timeout(hcm.request_timeout.or(Some(Duration::from_secs(60))));
+    builder
+        .http2()
+        .max_header_list_size(MAX_REQUEST_HEADERS as u32)
+        .timer(TokioTimer::new())
+        .enable_connect_protocol();
+    let service = service_fn(move |req: http::Request<Incoming>| {
+        let conn = conn.clone();
+        async move { Ok::<_, Infallible>(router::handle(req, conn).await) }
+    });
+    let result = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .await;
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "downstream connection ended with an error");
+        if is_protocol_error(&*e) {
+            stats::inc(&s.downstream_cx_protocol_error);
+        }
+    }
+    stats::dec(&s.downstream_cx_active);
+    stats::inc(&s.downstream_cx_destroy);
+}
+
+fn is_protocol_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    e.downcast_ref::<hyper::Error>()
+        .is_some_and(|h| h.is_parse() || h.is_parse_too_large())
+}
+
+/// A response the proxy makes itself.
+pub fn local_reply(status: http::StatusCode, body: &'static str) -> http::Response<ProxyBody> {
+    let mut resp = http::Response::new(ProxyBody::full(body));
+    *resp.status_mut() = status;
+    if !body.is_empty() {
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain"),
+        );
+    }
+    resp
+}

@@ -1,0 +1,635 @@
+//! The router filter: picks the route, then answers locally (direct response, redirect, errors
+//! as Envoy words them) or forwards to a host of the route's cluster.
+
+use super::{Connection, headers, local_reply};
+use crate::access_log::{Entry, RequestInfo, flags};
+use crate::body::{Finish, Guard, ProxyBody};
+use crate::cluster::{Cluster, Host, UpstreamProtocol};
+use crate::route::{
+    Action, ClusterTarget, PathMatch, PathRedirect, Redirect, RequestView, Route, RouteConfig,
+    VirtualHost, apply_header_ops,
+};
+use crate::stats;
+use crate::upstream::{self, Sender, Version};
+use http::header::{HOST, LOCATION};
+use http::{HeaderValue, Request, Response, StatusCode, Uri};
+use hyper::body::Incoming;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+static X_ENVOY_UPSTREAM_SERVICE_TIME: http::HeaderName =
+    http::HeaderName::from_static("x-envoy-upstream-service-time");
+static X_ENVOY_EXPECTED_RQ_TIMEOUT_MS: http::HeaderName =
+    http::HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
+static X_ENVOY_ORIGINAL_PATH: http::HeaderName =
+    http::HeaderName::from_static("x-envoy-original-path");
+
+/// What the end of a request needs: for the access log, the counters, and the pool.
+struct Finisher {
+    conn: Connection,
+    start: Instant,
+    start_wall: SystemTime,
+    protocol: &'static str,
+    request: Option<RequestInfo>,
+    response_headers: Option<http::HeaderMap>,
+    status: u16,
+    flags: u32,
+    bytes_received: u64,
+    cluster: Option<Arc<Cluster>>,
+    host: Option<Arc<Host>>,
+    route_name: String,
+    /// An HTTP/1.1 connection to give back once its response was read to the end.
+    release: Option<hyper::client::conn::http1::SendRequest<ProxyBody>>,
+}
+
+impl Finish for Finisher {
+    fn finish(&mut self, complete: bool, bytes: u64) {
+        let hcm = &self.conn.hcm;
+        let s = &hcm.stats;
+        stats::dec(&s.downstream_rq_active);
+        stats::inc(&s.downstream_rq_completed);
+        s.count_status(self.status);
+        if let (Some(cluster), Some(host)) = (&self.cluster, &self.host) {
+            stats::dec(&cluster.stats.upstream_rq_active);
+            stats::dec(&host.active_requests);
+            stats::inc(&cluster.stats.upstream_rq_completed);
+            cluster.rq_time.record(self.start.elapsed());
+            if complete {
+                if let Some(sender) = self.release.take() {
+                    upstream::release_http1(host.address, sender);
+                }
+            } else {
+                stats::inc(&cluster.stats.upstream_rq_rx_reset);
+            }
+        }
+        if !complete && self.cluster.is_some() {
+            self.flags |= flags::DC;
+        }
+        if hcm.access_logs.is_empty() {
+            return;
+        }
+        let entry = Entry {
+            start: self.start_wall,
+            protocol: self.protocol,
+            request: self.request.as_ref(),
+            response: self.response_headers.as_ref(),
+            status: self.status,
+            flags: self.flags,
+            bytes_received: self.bytes_received,
+            bytes_sent: bytes,
+            duration: self.start.elapsed(),
+            upstream_host: self.host.as_ref().map(|h| h.address),
+            upstream_cluster: self.cluster.as_ref().map_or("", |c| c.config.name.as_str()),
+            downstream_remote: self.conn.peer,
+            downstream_local: self.conn.local,
+            route_name: &self.route_name,
+        };
+        for log in &hcm.access_logs {
+            log.log(&entry);
+        }
+    }
+}
+
+pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyBody> {
+    let start = Instant::now();
+    let start_wall = SystemTime::now();
+    let hcm = conn.hcm.clone();
+    let s = &hcm.stats;
+    stats::inc(&s.downstream_rq_total);
+    stats::inc(&s.downstream_rq_active);
+    let protocol = match req.version() {
+        http::Version::HTTP_2 => {
+            stats::inc(&s.downstream_rq_http2_total);
+            "HTTP/2"
+        }
+        http::Version::HTTP_10 => {
+            stats::inc(&s.downstream_rq_http1_total);
+            "HTTP/1.0"
+        }
+        _ => {
+            stats::inc(&s.downstream_rq_http1_total);
+            "HTTP/1.1"
+        }
+    };
+    let (mut parts, body) = req.into_parts();
+    let authority: String = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            parts
+                .headers
+                .get(HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    headers::on_request(&mut parts.headers, &hcm, conn.peer);
+    let mut finisher = Finisher {
+        conn: conn.clone(),
+        start,
+        start_wall,
+        protocol,
+        request: None,
+        response_headers: None,
+        status: 0,
+        flags: 0,
+        bytes_received: 0,
+        cluster: None,
+        host: None,
+        route_name: String::new(),
+        release: None,
+    };
+    let route_config = hcm.route_config.clone();
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_and_query.as_str(), None),
+    };
+    let scheme = parts.uri.scheme_str().unwrap_or("http").to_string();
+    let view = RequestView {
+        method: parts.method.as_str(),
+        scheme: &scheme,
+        authority: &authority,
+        path,
+        query,
+        path_and_query: &path_and_query,
+        headers: &parts.headers,
+    };
+    let selected = select(&route_config, &view);
+    let Some((vi, ri)) = selected else {
+        stats::inc(&s.no_route);
+        finisher.flags |= flags::NR;
+        return local(finisher, &parts, StatusCode::NOT_FOUND, "", None);
+    };
+    let vhost = &route_config.virtual_hosts[vi];
+    let route = &vhost.routes[ri];
+    finisher.route_name.clone_from(&route.name);
+    match &route.action {
+        Action::Direct {
+            status,
+            body: reply,
+        } => {
+            stats::inc(&s.rq_direct_response);
+            let mut resp = Response::new(reply.clone().map_or(ProxyBody::Empty, ProxyBody::full));
+            *resp.status_mut() = *status;
+            if reply.is_some() {
+                resp.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain"),
+                );
+            }
+            response_header_ops(resp.headers_mut(), &route_config, vhost, route, None);
+            finish_local(finisher, &parts, resp)
+        }
+        Action::Redirect(redirect) => {
+            stats::inc(&s.rq_redirect);
+            let mut resp = Response::new(ProxyBody::Empty);
+            *resp.status_mut() = redirect.status;
+            match HeaderValue::from_str(&location(
+                redirect, route, &scheme, &authority, path, query,
+            )) {
+                Ok(v) => {
+                    resp.headers_mut().insert(LOCATION, v);
+                }
+                Err(_) => return local(finisher, &parts, StatusCode::BAD_REQUEST, "", None),
+            }
+            response_header_ops(resp.headers_mut(), &route_config, vhost, route, None);
+            finish_local(finisher, &parts, resp)
+        }
+        Action::Forward(_) => {
+            let at = (vi, ri);
+            forward_request(
+                parts,
+                body,
+                conn,
+                finisher,
+                route_config.clone(),
+                at,
+                authority,
+                path_and_query,
+            )
+            .await
+        }
+    }
+}
+
+fn select(config: &RouteConfig, view: &RequestView<'_>) -> Option<(usize, usize)> {
+    let vi = config.virtual_host_index(view.authority)?;
+    let ri = config.virtual_hosts.get(vi)?.route_index(view)?;
+    Some((vi, ri))
+}
+
+fn local(
+    mut finisher: Finisher,
+    parts: &http::request::Parts,
+    status: StatusCode,
+    body: &'static str,
+    extra: Option<(&'static str, &'static str)>,
+) -> Response<ProxyBody> {
+    let mut resp = local_reply(status, body);
+    if let Some((k, v)) = extra {
+        resp.headers_mut().insert(k, HeaderValue::from_static(v));
+    }
+    finisher.status = status.as_u16();
+    finish_local(finisher, parts, resp)
+}
+
+fn finish_local(
+    mut finisher: Finisher,
+    parts: &http::request::Parts,
+    mut resp: Response<ProxyBody>,
+) -> Response<ProxyBody> {
+    headers::on_response(resp.headers_mut(), &finisher.conn.hcm);
+    finisher.status = resp.status().as_u16();
+    if !finisher.conn.hcm.access_logs.is_empty() {
+        finisher.request = Some(RequestInfo {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+        });
+        finisher.response_headers = Some(resp.headers().clone());
+    }
+    let bytes = match resp.body() {
+        ProxyBody::Full(Some(b)) => b.len() as u64,
+        _ => 0,
+    };
+    finisher.finish(true, bytes);
+    resp
+}
+
+fn response_header_ops(
+    headers: &mut http::HeaderMap,
+    config: &RouteConfig,
+    vhost: &VirtualHost,
+    route: &Route,
+    weighted: Option<&crate::route::HeaderOps>,
+) {
+    // Most specific first, so that the route configuration's own additions win.
+    if let Some(w) = weighted {
+        apply_header_ops(headers, &w.response_remove, &w.response_add);
+    }
+    apply_header_ops(
+        headers,
+        &route.headers.response_remove,
+        &route.headers.response_add,
+    );
+    apply_header_ops(
+        headers,
+        &vhost.headers.response_remove,
+        &vhost.headers.response_add,
+    );
+    apply_header_ops(
+        headers,
+        &config.headers.response_remove,
+        &config.headers.response_add,
+    );
+}
+
+fn location(
+    r: &Redirect,
+    route: &Route,
+    scheme: &str,
+    authority: &str,
+    path: &str,
+    query: Option<&str>,
+) -> String {
+    let scheme = r.scheme.as_deref().unwrap_or(scheme);
+    let (orig_host, orig_port) = split_port(authority);
+    let host = r.host.as_deref().unwrap_or(orig_host);
+    let port = match (r.port, r.scheme.is_some()) {
+        (Some(p), _) => Some(p.to_string()),
+        // A scheme change drops the original port, as Envoy does.
+        (None, true) => None,
+        (None, false) => orig_port.map(str::to_string),
+    };
+    let port =
+        port.filter(|p| !((scheme == "http" && p == "80") || (scheme == "https" && p == "443")));
+    let mut new_path = match &r.path {
+        PathRedirect::Keep => path.to_string(),
+        PathRedirect::Path(p) => p.clone(),
+        PathRedirect::Prefix(p) => rewrite_prefix(&route.matcher.path, path, p),
+        PathRedirect::Regex(re, sub) => re.replace_all(path, sub.as_str()).into_owned(),
+    };
+    let path_has_query = matches!(&r.path, PathRedirect::Path(p) if p.contains('?'));
+    if let (false, false, Some(q)) = (r.strip_query, path_has_query, query) {
+        new_path.push('?');
+        new_path.push_str(q);
+    }
+    match port {
+        Some(p) => format!("{scheme}://{host}:{p}{new_path}"),
+        None => format!("{scheme}://{host}{new_path}"),
+    }
+}
+
+fn split_port(authority: &str) -> (&str, Option<&str>) {
+    if authority.starts_with('[') {
+        return match authority.rfind("]:") {
+            Some(i) => (&authority[..=i], Some(&authority[i + 2..])),
+            None => (authority, None),
+        };
+    }
+    match authority.rsplit_once(':') {
+        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => (h, Some(p)),
+        _ => (authority, None),
+    }
+}
+
+/// Replaces the prefix the route matched with `replacement`.
+fn rewrite_prefix(matcher: &PathMatch, path: &str, replacement: &str) -> String {
+    let matched = match matcher {
+        PathMatch::Prefix { prefix, .. } | PathMatch::SeparatedPrefix { prefix, .. } => {
+            prefix.len()
+        }
+        PathMatch::Exact { path: p, .. } => p.len(),
+        PathMatch::Regex(_) => 0,
+    };
+    let rest = path.get(matched.min(path.len())..).unwrap_or("");
+    format!("{replacement}{rest}")
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn forward_request(
+    mut parts: http::request::Parts,
+    body: Incoming,
+    conn: Connection,
+    mut finisher: Finisher,
+    route_config: Arc<RouteConfig>,
+    (vi, ri): (usize, usize),
+    authority: String,
+    path_and_query: String,
+) -> Response<ProxyBody> {
+    let hcm = conn.hcm.clone();
+    let vhost = &route_config.virtual_hosts[vi];
+    let route = &vhost.routes[ri];
+    let Action::Forward(forward) = &route.action else {
+        return local(
+            finisher,
+            &parts,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "",
+            None,
+        );
+    };
+    // The cluster, and for weighted routes the header operations that come with it.
+    let (cluster_name, weighted) = match &forward.target {
+        ClusterTarget::Named(n) => (n.clone(), None),
+        ClusterTarget::Header(h) => match parts.headers.get(h).and_then(|v| v.to_str().ok()) {
+            Some(v) => (v.to_string(), None),
+            None => (String::new(), None),
+        },
+        ClusterTarget::Weighted { clusters, total } => {
+            let mut roll = fastrand::u64(..(*total).max(1));
+            let mut chosen = clusters.last();
+            for c in clusters {
+                if roll < c.weight {
+                    chosen = Some(c);
+                    break;
+                }
+                roll -= c.weight;
+            }
+            match chosen {
+                Some(c) => (c.name.clone(), Some(c.clone())),
+                None => (String::new(), None),
+            }
+        }
+    };
+    let cluster = conn
+        .shared
+        .snapshot
+        .load()
+        .clusters
+        .get(&cluster_name)
+        .cloned();
+    let Some(cluster) = cluster else {
+        stats::inc(&hcm.stats.no_cluster);
+        finisher.flags |= flags::NC;
+        return local(finisher, &parts, forward.cluster_not_found, "", None);
+    };
+    let hosts = cluster.hosts.load_full();
+    let Some(host) = hosts.choose().cloned() else {
+        stats::inc(&cluster.stats.upstream_cx_none_healthy);
+        finisher.flags |= flags::UH;
+        return local(
+            finisher,
+            &parts,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no healthy upstream",
+            None,
+        );
+    };
+    drop(hosts);
+
+    // Rewrites.
+    let (path, query) = match path_and_query.split_once('?') {
+        Some((p, q)) => (p.to_string(), Some(q.to_string())),
+        None => (path_and_query.clone(), None),
+    };
+    let mut new_path = path.clone();
+    if let Some(prefix) = &forward.prefix_rewrite {
+        new_path = rewrite_prefix(&route.matcher.path, &path, prefix);
+    } else if let Some((re, sub)) = &forward.regex_rewrite {
+        new_path = re.replace_all(&path, sub.as_str()).into_owned();
+    }
+    if let (true, Ok(v)) = (new_path != path, HeaderValue::from_str(&path_and_query)) {
+        parts.headers.insert(X_ENVOY_ORIGINAL_PATH.clone(), v);
+    }
+    let new_path_and_query = match &query {
+        Some(q) => format!("{new_path}?{q}"),
+        None => new_path,
+    };
+    let mut upstream_authority = authority.clone();
+    let host_rewrite = weighted
+        .as_ref()
+        .and_then(|w| w.host_rewrite.clone())
+        .or_else(|| forward.host_rewrite.clone());
+    if let Some(h) = host_rewrite {
+        upstream_authority = h.to_str().unwrap_or_default().to_string();
+    }
+
+    // Header operations, most specific first so that the outer levels win.
+    headers::strip_hop_by_hop(&mut parts.headers);
+    if let Some(w) = &weighted {
+        apply_header_ops(
+            &mut parts.headers,
+            &w.headers.request_remove,
+            &w.headers.request_add,
+        );
+    }
+    apply_header_ops(
+        &mut parts.headers,
+        &route.headers.request_remove,
+        &route.headers.request_add,
+    );
+    apply_header_ops(
+        &mut parts.headers,
+        &vhost.headers.request_remove,
+        &vhost.headers.request_add,
+    );
+    apply_header_ops(
+        &mut parts.headers,
+        &route_config.headers.request_remove,
+        &route_config.headers.request_add,
+    );
+    if let (Some(t), false) = (forward.timeout, hcm.suppress_envoy_headers) {
+        parts.headers.insert(
+            X_ENVOY_EXPECTED_RQ_TIMEOUT_MS.clone(),
+            HeaderValue::from(t.as_millis() as u64),
+        );
+    }
+
+    let version = match cluster.config.protocol {
+        UpstreamProtocol::Http1 => Version::Http1,
+        UpstreamProtocol::Http2 => Version::Http2,
+        UpstreamProtocol::Downstream if parts.version == http::Version::HTTP_2 => Version::Http2,
+        UpstreamProtocol::Downstream => Version::Http1,
+    };
+    let uri = match version {
+        Version::Http1 => Uri::try_from(new_path_and_query.as_str()),
+        Version::Http2 => Uri::try_from(format!("http://{upstream_authority}{new_path_and_query}")),
+    };
+    let Ok(uri) = uri else {
+        return local(finisher, &parts, StatusCode::BAD_REQUEST, "", None);
+    };
+    parts.uri = uri;
+    match version {
+        Version::Http1 => {
+            parts.version = http::Version::HTTP_11;
+            if let Ok(v) = HeaderValue::from_str(&upstream_authority) {
+                parts.headers.insert(HOST, v);
+            }
+        }
+        Version::Http2 => {
+            parts.version = http::Version::HTTP_2;
+            parts.headers.remove(HOST);
+        }
+    }
+    if !hcm.access_logs.is_empty() {
+        finisher.request = Some(RequestInfo {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+        });
+    }
+
+    finisher.cluster = Some(cluster.clone());
+    finisher.host = Some(host.clone());
+    let cs = &cluster.stats;
+    stats::inc(&cs.upstream_rq_total);
+    stats::inc(&cs.upstream_rq_active);
+    stats::inc(&host.active_requests);
+    stats::inc(&host.stats.rq_total);
+
+    let request = Request::from_parts(parts, ProxyBody::stream(body));
+    let upstream_start = Instant::now();
+    let exchange = async {
+        let sender = upstream::checkout(&cluster, &host, version)
+            .await
+            .map_err(Failure::Connect)?;
+        match sender {
+            Sender::Http1(mut s) => {
+                let resp = s.send_request(request).await.map_err(Failure::Exchange)?;
+                Ok((resp, Some(s)))
+            }
+            Sender::Http2(mut s) => {
+                let resp = s.send_request(request).await.map_err(Failure::Exchange)?;
+                Ok((resp, None))
+            }
+        }
+    };
+    let outcome = match forward.timeout {
+        Some(t) => tokio::time::timeout(t, exchange)
+            .await
+            .unwrap_or(Err(Failure::Timeout)),
+        None => exchange.await,
+    };
+    let (resp, release) = match outcome {
+        Ok(r) => r,
+        Err(failure) => {
+            stats::inc(&host.stats.rq_error);
+            let (status, flag, body): (StatusCode, u32, &'static str) = match failure {
+                Failure::Connect(e) => (
+                    {
+                        tracing::debug!(cluster = %cluster.config.name, host = %host.address, error = %e, "upstream connect failed");
+                        StatusCode::SERVICE_UNAVAILABLE
+                    },
+                    flags::UF,
+                    "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+                ),
+                #[allow(unreachable_patterns)]
+                Failure::Connect(_) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    flags::UF,
+                    "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+                ),
+                Failure::Timeout => {
+                    stats::inc(&cs.upstream_rq_timeout);
+                    (
+                        StatusCode::GATEWAY_TIMEOUT,
+                        flags::UT,
+                        "upstream request timeout",
+                    )
+                }
+                Failure::Exchange(e) if e.is_parse() => (
+                    StatusCode::BAD_GATEWAY,
+                    flags::UPE,
+                    "upstream connect error or disconnect/reset before headers. reset reason: protocol error",
+                ),
+                Failure::Exchange(_) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    flags::UC,
+                    "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+                ),
+            };
+            finisher.flags |= flag;
+            cs.count_status(status.as_u16());
+            let parts_for_log = finisher.request.clone();
+            let mut resp = local_reply(status, body);
+            headers::on_response(resp.headers_mut(), &hcm);
+            finisher.status = status.as_u16();
+            finisher.request = parts_for_log;
+            finisher.response_headers =
+                (!hcm.access_logs.is_empty()).then(|| resp.headers().clone());
+            finisher.finish(true, body.len() as u64);
+            return resp;
+        }
+    };
+    let (mut rparts, rbody) = resp.into_parts();
+    cs.count_status(rparts.status.as_u16());
+    stats::inc(&host.stats.rq_success);
+    headers::strip_hop_by_hop(&mut rparts.headers);
+    if !hcm.suppress_envoy_headers {
+        rparts.headers.insert(
+            X_ENVOY_UPSTREAM_SERVICE_TIME.clone(),
+            HeaderValue::from(upstream_start.elapsed().as_millis() as u64),
+        );
+    }
+    headers::on_response(&mut rparts.headers, &hcm);
+    response_header_ops(
+        &mut rparts.headers,
+        &route_config,
+        vhost,
+        route,
+        weighted.as_ref().map(|w| &w.headers),
+    );
+    rparts.version = http::Version::default();
+    finisher.status = rparts.status.as_u16();
+    finisher.release = release;
+    if !hcm.access_logs.is_empty() {
+        finisher.response_headers = Some(rparts.headers.clone());
+    }
+    Response::from_parts(
+        rparts,
+        ProxyBody::with_guard(rbody, Guard::new(Box::new(finisher))),
+    )
+}
+
+enum Failure {
+    Connect(upstream::ConnectError),
+    Exchange(hyper::Error),
+    Timeout,
+}

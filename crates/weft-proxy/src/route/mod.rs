@@ -1,0 +1,210 @@
+//! Route tables as the data path reads them: virtual host selection by authority, route matching
+//! by path, headers and query, and the action to take. Built once per config by `config::convert`.
+
+mod matcher;
+
+pub use matcher::{HeaderCheck, HeaderMatch, PathMatch, QueryMatch, RequestView, StringMatch};
+
+use http::{HeaderName, HeaderValue, StatusCode};
+use regex::Regex;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub name: String,
+    /// Exact domains, lowercased, looked up first.
+    pub exact: std::collections::HashMap<String, usize>,
+    /// `*.suffix` and `suffix` wildcards, longest first: (suffix incl. the dot or dash, vhost).
+    pub suffixes: Vec<(String, usize)>,
+    /// `prefix.*` wildcards, longest first.
+    pub prefixes: Vec<(String, usize)>,
+    pub catch_all: Option<usize>,
+    pub virtual_hosts: Vec<VirtualHost>,
+    pub headers: HeaderOps,
+}
+
+#[derive(Debug, Clone)]
+pub struct VirtualHost {
+    pub name: String,
+    pub routes: Vec<Route>,
+    pub headers: HeaderOps,
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    pub matcher: RouteMatch,
+    pub action: Action,
+    pub headers: HeaderOps,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteMatch {
+    pub path: PathMatch,
+    pub headers: Vec<HeaderMatch>,
+    pub query: Vec<QueryMatch>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Action {
+    Forward(Box<Forward>),
+    Redirect(Box<Redirect>),
+    Direct {
+        status: StatusCode,
+        body: Option<bytes::Bytes>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Forward {
+    pub target: ClusterTarget,
+    pub prefix_rewrite: Option<String>,
+    pub regex_rewrite: Option<(Regex, String)>,
+    pub host_rewrite: Option<HeaderValue>,
+    /// Route timeout; `None` means disabled (Envoy's `0s`). Envoy's default is 15 s.
+    pub timeout: Option<Duration>,
+    pub cluster_not_found: StatusCode,
+}
+
+#[derive(Debug, Clone)]
+pub enum ClusterTarget {
+    Named(String),
+    Header(HeaderName),
+    Weighted {
+        clusters: Vec<WeightedCluster>,
+        total: u64,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct WeightedCluster {
+    pub name: String,
+    pub weight: u64,
+    pub headers: HeaderOps,
+    pub host_rewrite: Option<HeaderValue>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Redirect {
+    pub scheme: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub path: PathRedirect,
+    pub strip_query: bool,
+    pub status: StatusCode,
+}
+
+#[derive(Debug, Clone)]
+pub enum PathRedirect {
+    Keep,
+    Path(String),
+    Prefix(String),
+    Regex(Regex, String),
+}
+
+/// Header additions and removals at one level (route, virtual host, route configuration).
+#[derive(Debug, Clone, Default)]
+pub struct HeaderOps {
+    pub request_add: Vec<HeaderAdd>,
+    pub request_remove: Vec<HeaderName>,
+    pub response_add: Vec<HeaderAdd>,
+    pub response_remove: Vec<HeaderName>,
+}
+
+impl HeaderOps {
+    pub fn is_empty(&self) -> bool {
+        self.request_add.is_empty()
+            && self.request_remove.is_empty()
+            && self.response_add.is_empty()
+            && self.response_remove.is_empty()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HeaderAdd {
+    pub name: HeaderName,
+    pub value: HeaderValue,
+    pub mode: AppendMode,
+    pub keep_empty: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendMode {
+    AppendIfExistsOrAdd,
+    AddIfAbsent,
+    OverwriteIfExistsOrAdd,
+}
+
+/// Applies additions after removals, as Envoy does.
+pub fn apply_header_ops(headers: &mut http::HeaderMap, remove: &[HeaderName], add: &[HeaderAdd]) {
+    for name in remove {
+        headers.remove(name);
+    }
+    for h in add {
+        if h.value.is_empty() && !h.keep_empty {
+            continue;
+        }
+        match h.mode {
+            AppendMode::AppendIfExistsOrAdd => {
+                headers.append(h.name.clone(), h.value.clone());
+            }
+            AppendMode::AddIfAbsent => {
+                if !headers.contains_key(&h.name) {
+                    headers.insert(h.name.clone(), h.value.clone());
+                }
+            }
+            AppendMode::OverwriteIfExistsOrAdd => {
+                headers.insert(h.name.clone(), h.value.clone());
+            }
+        }
+    }
+}
+
+impl RouteConfig {
+    /// The virtual host for an authority, Envoy's order: exact, longest suffix wildcard, longest
+    /// prefix wildcard, then `*`.
+    pub fn virtual_host(&self, authority: &str) -> Option<&VirtualHost> {
+        self.virtual_hosts.get(self.virtual_host_index(authority)?)
+    }
+
+    pub fn virtual_host_index(&self, authority: &str) -> Option<usize> {
+        let host = authority.to_ascii_lowercase();
+        let index = self
+            .exact
+            .get(&host)
+            .copied()
+            .or_else(|| {
+                self.suffixes
+                    .iter()
+                    .find(|(s, _)| host.len() > s.len() && host.ends_with(s.as_str()))
+                    .map(|(_, i)| *i)
+            })
+            .or_else(|| {
+                self.prefixes
+                    .iter()
+                    .find(|(p, _)| host.len() > p.len() && host.starts_with(p.as_str()))
+                    .map(|(_, i)| *i)
+            })
+            .or(self.catch_all)?;
+        Some(index)
+    }
+}
+
+impl VirtualHost {
+    /// The first route whose match accepts the request.
+    pub fn route(&self, req: &RequestView<'_>) -> Option<&Route> {
+        self.routes.get(self.route_index(req)?)
+    }
+
+    pub fn route_index(&self, req: &RequestView<'_>) -> Option<usize> {
+        self.routes.iter().position(|r| r.matcher.matches(req))
+    }
+}
+
+impl RouteMatch {
+    pub fn matches(&self, req: &RequestView<'_>) -> bool {
+        self.path.matches(req.path)
+            && self.headers.iter().all(|h| h.matches(req))
+            && self.query.iter().all(|q| q.matches(req.query))
+    }
+}

@@ -1,0 +1,140 @@
+//! The running proxy: one immutable config snapshot, worker threads that each run a
+//! current-thread runtime and accept their share of connections, and the admin endpoint on a
+//! runtime of its own.
+
+use crate::cluster::Cluster;
+use crate::listener::Listener;
+use crate::stats::{HttpStats, ListenerStats, TcpStats};
+use arc_swap::ArcSwap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+/// Everything the data path reads, published whole: a route and the clusters it names always
+/// come from the same snapshot.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub listeners: Vec<Arc<Listener>>,
+    pub clusters: HashMap<String, Arc<Cluster>>,
+    /// The config as given, JSON, for `/config_dump`.
+    pub config_dump: serde_json::Value,
+    pub version: String,
+    pub last_updated: Option<SystemTime>,
+}
+
+/// Stats that outlive a snapshot: a listener or connection manager keeps its counters when the
+/// config around it changes.
+#[derive(Debug, Default)]
+pub struct StatsStore {
+    pub http: Mutex<BTreeMap<String, Arc<HttpStats>>>,
+    pub listeners: Mutex<BTreeMap<String, Arc<ListenerStats>>>,
+    pub tcp: Mutex<BTreeMap<String, Arc<TcpStats>>>,
+}
+
+fn get_or_insert<T: Default>(map: &Mutex<BTreeMap<String, Arc<T>>>, key: &str) -> Arc<T> {
+    let mut map = match map.lock() {
+        Ok(m) => m,
+        Err(poisoned) => poisoned.into_inner(),
+    };
+    map.entry(key.to_string()).or_default().clone()
+}
+
+impl StatsStore {
+    pub fn http(&self, prefix: &str) -> Arc<HttpStats> {
+        get_or_insert(&self.http, prefix)
+    }
+    pub fn listener(&self, key: &str) -> Arc<ListenerStats> {
+        get_or_insert(&self.listeners, key)
+    }
+    pub fn tcp(&self, prefix: &str) -> Arc<TcpStats> {
+        get_or_insert(&self.tcp, prefix)
+    }
+}
+
+#[derive(Debug)]
+pub struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub stats: StatsStore,
+    pub started: Instant,
+    pub concurrency: usize,
+    pub node: serde_json::Value,
+    pub admin: Option<SocketAddr>,
+    pub shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl Shared {
+    pub fn new(
+        concurrency: usize,
+        node: serde_json::Value,
+        admin: Option<SocketAddr>,
+    ) -> Arc<Self> {
+        let (shutdown, _) = tokio::sync::watch::channel(false);
+        Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            stats: StatsStore::default(),
+            started: Instant::now(),
+            concurrency,
+            node,
+            admin,
+            shutdown,
+        })
+    }
+
+    pub fn request_shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+/// Binds every listener of the snapshot once; each worker accepts on a clone of the socket.
+pub fn bind(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let domain = if address.is_ipv4() {
+        socket2::Domain::IPV4
+    } else {
+        socket2::Domain::IPV6
+    };
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+/// Starts `concurrency` worker threads serving the bound listeners. Returns their handles.
+pub fn start_workers(
+    shared: &Arc<Shared>,
+    sockets: &[(String, std::net::TcpListener)],
+) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+    let mut handles = Vec::new();
+    for worker in 0..shared.concurrency.max(1) {
+        let mut mine = Vec::new();
+        for (name, socket) in sockets {
+            mine.push((name.clone(), socket.try_clone()?));
+        }
+        let shared = shared.clone();
+        let handle = std::thread::Builder::new().name(format!("weft-worker-{worker}")).spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot start a worker runtime");
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let mut shutdown = shared.shutdown.subscribe();
+                for (name, socket) in mine {
+                    match tokio::net::TcpListener::from_std(socket) {
+                        Ok(listener) => {
+                            tokio::spawn(crate::listener::accept::run(name, listener, shared.clone()));
+                        }
+                        Err(e) => tracing::error!(listener = %name, error = %e, "cannot register listener"),
+                    }
+                }
+                let _ = shutdown.wait_for(|stop| *stop).await;
+            });
+        })?;
+        handles.push(handle);
+    }
+    Ok(handles)
+}

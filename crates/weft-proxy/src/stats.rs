@@ -1,0 +1,178 @@
+//! Counters, gauges and histograms under Envoy's names, so dashboards and alerts written for
+//! Envoy read Weft's `/stats` and `/stats/prometheus` unchanged. Plain relaxed atomics: a worker
+//! never waits for another to count.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! stat_block {
+    ($(#[$m:meta])* $name:ident { counters: [$($c:ident),* $(,)?], gauges: [$($g:ident),* $(,)?] }) => {
+        $(#[$m])*
+        #[derive(Debug, Default)]
+        pub struct $name {
+            $(pub $c: AtomicU64,)*
+            $(pub $g: AtomicU64,)*
+        }
+        impl $name {
+            /// (name, value, is_counter) for every stat of the block.
+            pub fn entries(&self) -> Vec<(&'static str, u64, bool)> {
+                vec![
+                    $((stringify!($c), self.$c.load(Ordering::Relaxed), true),)*
+                    $((stringify!($g), self.$g.load(Ordering::Relaxed), false),)*
+                ]
+            }
+        }
+    };
+}
+
+stat_block!(
+    /// `cluster.<name>.*`
+    ClusterStats {
+        counters: [
+            upstream_cx_total, upstream_cx_http1_total, upstream_cx_http2_total,
+            upstream_cx_connect_fail, upstream_cx_connect_timeout, upstream_cx_destroy,
+            upstream_cx_rx_bytes_total, upstream_cx_tx_bytes_total,
+            upstream_rq_total, upstream_rq_completed, upstream_rq_timeout,
+            upstream_rq_1xx, upstream_rq_2xx, upstream_rq_3xx, upstream_rq_4xx, upstream_rq_5xx,
+            upstream_cx_none_healthy, upstream_rq_rx_reset, upstream_rq_tx_reset,
+        ],
+        gauges: [upstream_cx_active, upstream_rq_active, membership_healthy, membership_total]
+    }
+);
+
+stat_block!(
+    /// `http.<stat_prefix>.*`
+    HttpStats {
+        counters: [
+            downstream_cx_total, downstream_cx_http1_total, downstream_cx_http2_total,
+            downstream_cx_protocol_error, downstream_cx_destroy,
+            downstream_rq_total, downstream_rq_http1_total, downstream_rq_http2_total,
+            downstream_rq_completed, downstream_rq_timeout,
+            downstream_rq_1xx, downstream_rq_2xx, downstream_rq_3xx, downstream_rq_4xx,
+            downstream_rq_5xx, no_route, no_cluster, rq_direct_response, rq_redirect,
+            downstream_cx_upgrades_total,
+        ],
+        gauges: [downstream_cx_active, downstream_rq_active]
+    }
+);
+
+stat_block!(
+    /// `listener.<address>.*`
+    ListenerStats {
+        counters: [downstream_cx_total, downstream_cx_destroy, no_filter_chain_match],
+        gauges: [downstream_cx_active]
+    }
+);
+
+stat_block!(
+    /// `tcp.<stat_prefix>.*`
+    TcpStats {
+        counters: [
+            downstream_cx_total, downstream_cx_rx_bytes_total, downstream_cx_tx_bytes_total,
+            idle_timeout, upstream_flush_total, downstream_cx_no_route,
+        ],
+        gauges: [downstream_cx_rx_bytes_buffered, downstream_cx_tx_bytes_buffered]
+    }
+);
+
+/// Counts a response status into the 1xx..5xx family counters of a block.
+pub fn status_class(code: u16) -> usize {
+    match code {
+        100..=199 => 1,
+        200..=299 => 2,
+        300..=399 => 3,
+        400..=499 => 4,
+        _ => 5,
+    }
+}
+
+impl ClusterStats {
+    pub fn count_status(&self, code: u16) {
+        let c = match status_class(code) {
+            1 => &self.upstream_rq_1xx,
+            2 => &self.upstream_rq_2xx,
+            3 => &self.upstream_rq_3xx,
+            4 => &self.upstream_rq_4xx,
+            _ => &self.upstream_rq_5xx,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl HttpStats {
+    pub fn count_status(&self, code: u16) {
+        let c = match status_class(code) {
+            1 => &self.downstream_rq_1xx,
+            2 => &self.downstream_rq_2xx,
+            3 => &self.downstream_rq_3xx,
+            4 => &self.downstream_rq_4xx,
+            _ => &self.downstream_rq_5xx,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Envoy's default histogram bucket bounds, in milliseconds.
+pub const BUCKETS_MS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+
+/// A latency histogram in Envoy's buckets (values in microseconds internally).
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; 19],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    pub fn record(&self, elapsed: std::time::Duration) {
+        let us = elapsed.as_micros().min(u128::from(u64::MAX)) as u64;
+        let ms = us as f64 / 1000.0;
+        if let Some(i) = BUCKETS_MS.iter().position(|b| ms <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Prometheus text lines for `name` (cumulative buckets, sum in ms as Envoy exports).
+    pub fn prometheus(&self, name: &str, labels: &str, out: &mut String) {
+        let mut cumulative = 0;
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (i, bound) in BUCKETS_MS.iter().enumerate() {
+            cumulative += self.buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {cumulative}"
+            );
+        }
+        let count = self.count();
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {count}");
+        let sum_ms = self.sum_us.load(Ordering::Relaxed) as f64 / 1000.0;
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braces} {sum_ms}");
+        let _ = writeln!(out, "{name}_count{braces} {count}");
+    }
+}
+
+pub fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+pub fn inc(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+pub fn dec(c: &AtomicU64) {
+    c.fetch_sub(1, Ordering::Relaxed);
+}

@@ -1,0 +1,160 @@
+//! The `tcp_proxy` network filter: one upstream connection per downstream connection, bytes
+//! copied both ways until either side closes or the idle timeout passes.
+
+use crate::access_log::{AccessLog, Entry, flags};
+use crate::server::Shared;
+use crate::stats::{self, TcpStats};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[derive(Debug)]
+pub struct TcpProxy {
+    pub stat_prefix: String,
+    /// (cluster, weight); one entry with weight 1 for `cluster`.
+    pub clusters: Vec<(String, u64)>,
+    /// Envoy's default is one hour; `None` disables it.
+    pub idle_timeout: Option<Duration>,
+    pub access_logs: Vec<AccessLog>,
+    pub stats: Arc<TcpStats>,
+}
+
+impl TcpProxy {
+    fn pick_cluster(&self) -> Option<&str> {
+        let total: u64 = self.clusters.iter().map(|(_, w)| w).sum();
+        let mut roll = fastrand::u64(..total.max(1));
+        for (name, weight) in &self.clusters {
+            if roll < *weight {
+                return Some(name);
+            }
+            roll -= weight;
+        }
+        self.clusters.first().map(|(n, _)| n.as_str())
+    }
+}
+
+pub async fn serve<I>(
+    mut downstream: I,
+    proxy: Arc<TcpProxy>,
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    local: SocketAddr,
+) where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let start = Instant::now();
+    let start_wall = SystemTime::now();
+    stats::inc(&proxy.stats.downstream_cx_total);
+    let mut flags_seen = 0;
+    let cluster = proxy
+        .pick_cluster()
+        .and_then(|name| shared.snapshot.load().clusters.get(name).cloned());
+    let mut upstream_host = None;
+    let (mut rx, mut tx) = (0u64, 0u64);
+    let cluster_name = cluster
+        .as_ref()
+        .map(|c| c.config.name.clone())
+        .unwrap_or_default();
+    match &cluster {
+        None => {
+            stats::inc(&proxy.stats.downstream_cx_no_route);
+            flags_seen |= flags::NC;
+        }
+        Some(cluster) => {
+            let host = cluster.hosts.load().choose().cloned();
+            match host {
+                None => flags_seen |= flags::UH,
+                Some(host) => {
+                    upstream_host = Some(host.address);
+                    stats::inc(&cluster.stats.upstream_cx_total);
+                    stats::inc(&host.stats.cx_total);
+                    let connect = tokio::time::timeout(
+                        cluster.config.connect_timeout,
+                        TcpStream::connect(host.address),
+                    );
+                    match connect.await {
+                        Ok(Ok(mut upstream)) => {
+                            let _ = upstream.set_nodelay(true);
+                            stats::inc(&cluster.stats.upstream_cx_active);
+                            let (r, t, idle) =
+                                copy_both(&mut downstream, &mut upstream, proxy.idle_timeout).await;
+                            rx = r;
+                            tx = t;
+                            if idle {
+                                stats::inc(&proxy.stats.idle_timeout);
+                            }
+                            stats::add(&proxy.stats.downstream_cx_rx_bytes_total, rx);
+                            stats::add(&proxy.stats.downstream_cx_tx_bytes_total, tx);
+                            stats::add(&cluster.stats.upstream_cx_tx_bytes_total, rx);
+                            stats::add(&cluster.stats.upstream_cx_rx_bytes_total, tx);
+                            stats::dec(&cluster.stats.upstream_cx_active);
+                            stats::inc(&cluster.stats.upstream_cx_destroy);
+                        }
+                        _ => {
+                            stats::inc(&cluster.stats.upstream_cx_connect_fail);
+                            stats::inc(&host.stats.cx_connect_fail);
+                            flags_seen |= flags::UF;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let _ = downstream.shutdown().await;
+    if proxy.access_logs.is_empty() {
+        return;
+    }
+    let entry = Entry {
+        start: start_wall,
+        protocol: "",
+        request: None,
+        response: None,
+        status: 0,
+        flags: flags_seen,
+        bytes_received: rx,
+        bytes_sent: tx,
+        duration: start.elapsed(),
+        upstream_host,
+        upstream_cluster: &cluster_name,
+        downstream_remote: peer,
+        downstream_local: local,
+        route_name: "",
+    };
+    for log in &proxy.access_logs {
+        log.log(&entry);
+    }
+}
+
+/// Copies both directions; returns bytes (downstream→upstream, upstream→downstream) and whether
+/// the idle timeout ended it. A half-close is passed on, as Envoy does.
+async fn copy_both<A, B>(a: &mut A, b: &mut B, idle: Option<Duration>) -> (u64, u64, bool)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut ar, mut aw) = tokio::io::split(a);
+    let (mut br, mut bw) = tokio::io::split(b);
+    let mut up = 0u64;
+    let mut down = 0u64;
+    let mut buf_a = vec![0u8; 16 * 1024];
+    let mut buf_b = vec![0u8; 16 * 1024];
+    let (mut a_open, mut b_open) = (true, true);
+    let far = Duration::from_secs(86_400 * 365);
+    while a_open || b_open {
+        let sleep = tokio::time::sleep(idle.unwrap_or(far));
+        tokio::select! {
+            n = ar.read(&mut buf_a), if a_open => match n {
+                Ok(0) | Err(_) => { a_open = false; let _ = bw.shutdown().await; }
+                Ok(n) => { if bw.write_all(&buf_a[..n]).await.is_err() { break; } up += n as u64; }
+            },
+            n = br.read(&mut buf_b), if b_open => match n {
+                Ok(0) | Err(_) => { b_open = false; let _ = aw.shutdown().await; }
+                Ok(n) => { if aw.write_all(&buf_b[..n]).await.is_err() { break; } down += n as u64; }
+            },
+            _ = sleep => return (up, down, true),
+        }
+    }
+    (up, down, false)
+}

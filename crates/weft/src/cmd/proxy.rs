@@ -1,0 +1,56 @@
+//! `weft proxy`: the data plane, configured by an Envoy v3 bootstrap.
+
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Envoy v3 bootstrap (YAML or JSON): the same file `envoy -c` takes.
+    #[arg(short = 'c', long = "config-path")]
+    config: String,
+    /// Worker threads, as Envoy's --concurrency (Istio runs sidecars with 2).
+    #[arg(long, default_value_t = default_concurrency())]
+    concurrency: usize,
+    /// `serve` (default) or `validate`: check the bootstrap and exit, as `envoy --mode validate`.
+    #[arg(long, default_value = "serve", value_parser = ["serve", "validate"])]
+    mode: String,
+    /// Log level for the proxy's own log (not the access log).
+    #[arg(short = 'l', long = "log-level", default_value = "info")]
+    log_level: String,
+}
+
+fn default_concurrency() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
+            "weft_proxy={0},weft={0}",
+            args.log_level
+        )))
+        .init();
+    if args.mode == "validate" {
+        return match weft_proxy::run::validate(&args.config) {
+            Ok(()) => {
+                println!("configuration '{}' OK", args.config);
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(ExitCode::from(1))
+            }
+        };
+    }
+    let options = weft_proxy::run::Options {
+        config_path: args.config.clone(),
+        concurrency: args.concurrency.max(1),
+    };
+    match weft_proxy::run::run(&options) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
