@@ -137,7 +137,7 @@ const TABLE: &[(&str, &str)] = &[
     (
         "envoy.config.route.v3.RouteAction",
         "cluster weighted_clusters cluster_header prefix_rewrite regex_rewrite \
-         host_rewrite_literal timeout cluster_not_found_response_code=SERVICE_UNAVAILABLE|NOT_FOUND",
+         host_rewrite_literal timeout cluster_not_found_response_code=SERVICE_UNAVAILABLE|NOT_FOUND|INTERNAL_SERVER_ERROR",
     ),
     (
         "envoy.type.matcher.v3.RegexMatchAndSubstitute",

@@ -229,11 +229,12 @@ fn local(
     parts: &http::request::Parts,
     status: StatusCode,
     body: &'static str,
-    extra: Option<(&'static str, &'static str)>,
+    route: Option<(&RouteConfig, &VirtualHost, &Route)>,
 ) -> Response<ProxyBody> {
     let mut resp = local_reply(status, body);
-    if let Some((k, v)) = extra {
-        resp.headers_mut().insert(k, HeaderValue::from_static(v));
+    // Envoy adds the route's response headers to its own replies on a matched route too.
+    if let Some((config, vhost, route)) = route {
+        response_header_ops(resp.headers_mut(), config, vhost, route, None);
     }
     finisher.status = status.as_u16();
     finish_local(finisher, parts, resp)
@@ -301,14 +302,12 @@ fn location(
     let scheme = r.scheme.as_deref().unwrap_or(scheme);
     let (orig_host, orig_port) = split_port(authority);
     let host = r.host.as_deref().unwrap_or(orig_host);
-    let port = match (r.port, r.scheme.is_some()) {
-        (Some(p), _) => Some(p.to_string()),
-        // A scheme change drops the original port, as Envoy does.
-        (None, true) => None,
-        (None, false) => orig_port.map(str::to_string),
-    };
-    let port =
-        port.filter(|p| !((scheme == "http" && p == "80") || (scheme == "https" && p == "443")));
+    let port = r
+        .port
+        .map(|p| p.to_string())
+        .or_else(|| orig_port.map(str::to_string));
+    // The default port of either scheme is left out of the new URL.
+    let port = port.filter(|p| p != "80" && p != "443");
     let mut new_path = match &r.path {
         PathRedirect::Keep => path.to_string(),
         PathRedirect::Path(p) => p.clone(),
@@ -372,7 +371,7 @@ async fn forward_request(
             &parts,
             StatusCode::INTERNAL_SERVER_ERROR,
             "",
-            None,
+            Some((&route_config, vhost, route)),
         );
     };
     // The cluster, and for weighted routes the header operations that come with it.
@@ -408,7 +407,13 @@ async fn forward_request(
     let Some(cluster) = cluster else {
         stats::inc(&hcm.stats.no_cluster);
         finisher.flags |= flags::NC;
-        return local(finisher, &parts, forward.cluster_not_found, "", None);
+        return local(
+            finisher,
+            &parts,
+            forward.cluster_not_found,
+            "",
+            Some((&route_config, vhost, route)),
+        );
     };
     let hosts = cluster.hosts.load_full();
     let Some(host) = hosts.choose().cloned() else {
@@ -419,7 +424,7 @@ async fn forward_request(
             &parts,
             StatusCode::SERVICE_UNAVAILABLE,
             "no healthy upstream",
-            None,
+            Some((&route_config, vhost, route)),
         );
     };
     drop(hosts);
@@ -493,7 +498,13 @@ async fn forward_request(
         Version::Http2 => Uri::try_from(format!("http://{upstream_authority}{new_path_and_query}")),
     };
     let Ok(uri) = uri else {
-        return local(finisher, &parts, StatusCode::BAD_REQUEST, "", None);
+        return local(
+            finisher,
+            &parts,
+            StatusCode::BAD_REQUEST,
+            "",
+            Some((&route_config, vhost, route)),
+        );
     };
     parts.uri = uri;
     match version {
@@ -589,6 +600,7 @@ async fn forward_request(
             cs.count_status(status.as_u16());
             let parts_for_log = finisher.request.clone();
             let mut resp = local_reply(status, body);
+            response_header_ops(resp.headers_mut(), &route_config, vhost, route, None);
             headers::on_response(resp.headers_mut(), &hcm);
             finisher.status = status.as_u16();
             finisher.request = parts_for_log;

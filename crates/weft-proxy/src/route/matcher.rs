@@ -188,7 +188,8 @@ impl QueryMatch {
             if k == self.name {
                 return match &self.value {
                     None => true,
-                    Some(m) => m.matches(&percent_decode(v)),
+                    // Envoy compares the raw (still percent-encoded) value.
+                    Some(m) => m.matches(v),
                 };
             }
         }
@@ -196,41 +197,9 @@ impl QueryMatch {
     }
 }
 
-fn percent_decode(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.contains('%') {
-        return s.into();
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        if let (true, Some(h), Some(l)) = (
-            bytes[i] == b'%' && i + 2 < bytes.len(),
-            bytes.get(i + 1).and_then(|b| hex(*b)),
-            bytes.get(i + 2).and_then(|b| hex(*b)),
-        ) {
-            out.push((h * 16 + l) as u8);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned().into()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percent_decoding_handles_truncated_escapes() {
-        assert_eq!(percent_decode("a%20b"), "a b");
-        assert_eq!(percent_decode("a%2"), "a%2");
-        assert_eq!(percent_decode("%"), "%");
-        assert_eq!(percent_decode("%41%"), "A%");
-    }
 
     #[test]
     fn separated_prefix_needs_a_slash_or_the_end() {

