@@ -156,4 +156,5 @@ for (proto, load), targets in groups.items():
         print(f"| {proto} {load} | {t} | {rps:.0f} | {ratio} | {f(p50)} | {f(p90)} | {f(p99)} | {add50} | {add99} | {'' if t == 'direct' else f(cpu, '{:.1f}')} | {'' if t == 'direct' else f(rss / 1024, '{:.1f}')} |")
 print()
 print(f"Idle RSS: Envoy {idle_envoy / 1024:.1f} MiB, Weft {idle_weft / 1024:.1f} MiB")
+print("h2c rows: the p50 column holds h2load's mean request time (h2load reports no percentiles).")
 PY
