@@ -508,3 +508,69 @@ async fn tcp_proxy_and_malformed_http_agree() {
         "envoy {e:?} weft {w:?}"
     );
 }
+
+/// A websocket upgrade through each proxy: 101 with the upgrade headers, then bytes both ways
+/// through the tunnel (a masked text frame, echoed by the upstream). An upgrade type the
+/// connection manager does not list must get the same answer from both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrade_agrees() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pair = start_pair().await;
+    let mut other_upgrade = Vec::new();
+    for proxy in [&pair.envoy, &pair.weft] {
+        let mut s = tokio::net::TcpStream::connect(proxy.addr("HTTP"))
+            .await
+            .unwrap();
+        s.write_all(
+            b"GET /ws HTTP/1.1\r\nHost: main\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            s.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        if !head.starts_with("http/1.1 101") {
+            let mut rest = vec![0u8; 2000];
+            let n = s.read(&mut rest).await.unwrap_or(0);
+            panic!(
+                "{:?}: {head}{}",
+                proxy.kind,
+                String::from_utf8_lossy(&rest[..n])
+            );
+        }
+        assert!(
+            head.contains("upgrade: websocket"),
+            "{:?}: {head}",
+            proxy.kind
+        );
+        assert!(head.contains("x-upstream: v1"), "{:?}: {head}", proxy.kind);
+        // A masked text frame "hello" (RFC 6455 §5.7), then raw bytes after it.
+        let frame = [
+            0x81u8, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+        ];
+        s.write_all(&frame).await.unwrap();
+        let mut back = [0u8; 11];
+        s.read_exact(&mut back).await.unwrap();
+        assert_eq!(back, frame, "{:?}", proxy.kind);
+
+        let mut r = Req::get("main", "/other-upgrade");
+        r.headers = vec![
+            ("connection".into(), "upgrade".into()),
+            ("upgrade".into(), "foo".into()),
+        ];
+        let resp = request(proxy.addr("HTTP"), &r).await;
+        other_upgrade.push((
+            resp.status,
+            resp.json().map(|j| j["headers"]["upgrade"].clone()),
+        ));
+    }
+    assert_eq!(
+        other_upgrade[0], other_upgrade[1],
+        "envoy vs weft for an unlisted upgrade type"
+    );
+}

@@ -50,6 +50,8 @@ pub struct HttpConnectionManager {
     pub server_name: http::HeaderValue,
     pub server_header: ServerHeader,
     pub suppress_envoy_headers: bool,
+    /// `upgrade_configs`: upgrade types (e.g. `websocket`) passed through, lowercase.
+    pub upgrades: Vec<String>,
     pub stats: Arc<HttpStats>,
 }
 

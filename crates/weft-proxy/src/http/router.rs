@@ -160,6 +160,12 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
         path_and_query: &path_and_query,
         headers: &parts.headers,
     };
+    // Envoy refuses an upgrade the connection manager does not list.
+    if upgrade_type(&parts)
+        .is_some_and(|t| !hcm.upgrades.iter().any(|u| u.eq_ignore_ascii_case(&t)))
+    {
+        return local(finisher, &parts, StatusCode::FORBIDDEN, "", None);
+    }
     let selected = select(&route_config, &view);
     let Some((vi, ri)) = selected else {
         stats::inc(&s.no_route);
@@ -456,8 +462,25 @@ async fn forward_request(
         upstream_authority = h.to_str().unwrap_or_default().to_string();
     }
 
+    // An upgrade (websocket) the connection manager allows goes through as HTTP/1.1 with its
+    // Connection and Upgrade headers; any other upgrade request is forwarded as a plain request.
+    let upgrade = upgrade_type(&parts)
+        .filter(|t| hcm.upgrades.iter().any(|u| u.eq_ignore_ascii_case(t)))
+        .and_then(|t| HeaderValue::from_str(&t).ok());
+    let downstream_upgrade = match upgrade {
+        Some(_) => parts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
+        None => None,
+    };
+
     // Header operations, most specific first so that the outer levels win.
     headers::strip_hop_by_hop(&mut parts.headers);
+    if let Some(u) = &upgrade {
+        parts.headers.insert(
+            http::header::CONNECTION,
+            HeaderValue::from_static("upgrade"),
+        );
+        parts.headers.insert(http::header::UPGRADE, u.clone());
+    }
     if let Some(w) = &weighted {
         apply_header_ops(
             &mut parts.headers,
@@ -492,6 +515,11 @@ async fn forward_request(
         UpstreamProtocol::Http2 => Version::Http2,
         UpstreamProtocol::Downstream if parts.version == http::Version::HTTP_2 => Version::Http2,
         UpstreamProtocol::Downstream => Version::Http1,
+    };
+    let version = if upgrade.is_some() {
+        Version::Http1
+    } else {
+        version
     };
     let uri = match version {
         Version::Http1 => Uri::try_from(new_path_and_query.as_str()),
@@ -558,7 +586,7 @@ async fn forward_request(
             .unwrap_or(Err(Failure::Timeout)),
         None => exchange.await,
     };
-    let (resp, release) = match outcome {
+    let (mut resp, release) = match outcome {
         Ok(r) => r,
         Err(failure) => {
             stats::inc(&host.stats.rq_error);
@@ -568,12 +596,6 @@ async fn forward_request(
                         tracing::debug!(cluster = %cluster.config.name, host = %host.address, error = %e, "upstream connect failed");
                         StatusCode::SERVICE_UNAVAILABLE
                     },
-                    flags::UF,
-                    "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
-                ),
-                #[allow(unreachable_patterns)]
-                Failure::Connect(_) => (
-                    StatusCode::SERVICE_UNAVAILABLE,
                     flags::UF,
                     "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
                 ),
@@ -610,6 +632,33 @@ async fn forward_request(
             return resp;
         }
     };
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if let (true, Some(downstream), Some(u)) = (switching, downstream_upgrade, &upgrade) {
+        stats::inc(&hcm.stats.downstream_cx_upgrades_total);
+        // The upstream connection now belongs to this tunnel, not to the pool.
+        drop(release);
+        let upstream = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            if let (Ok(d), Ok(u)) = (downstream.await, upstream.await) {
+                let mut d = hyper_util::rt::TokioIo::new(d);
+                let mut u = hyper_util::rt::TokioIo::new(u);
+                let _ = tokio::io::copy_bidirectional(&mut d, &mut u).await;
+            }
+        });
+        let (mut rparts, rbody) = resp.into_parts();
+        headers::strip_hop_by_hop(&mut rparts.headers);
+        rparts.headers.insert(
+            http::header::CONNECTION,
+            HeaderValue::from_static("upgrade"),
+        );
+        rparts.headers.insert(http::header::UPGRADE, u.clone());
+        headers::on_response(&mut rparts.headers, &hcm);
+        finisher.status = 101;
+        return Response::from_parts(
+            rparts,
+            ProxyBody::with_guard(rbody, Guard::new(Box::new(finisher))),
+        );
+    }
     let (mut rparts, rbody) = resp.into_parts();
     cs.count_status(rparts.status.as_u16());
     stats::inc(&host.stats.rq_success);
@@ -644,4 +693,27 @@ enum Failure {
     Connect(upstream::ConnectError),
     Exchange(hyper::Error),
     Timeout,
+}
+
+/// The protocol an HTTP/1.1 request asks to upgrade to (`Connection: upgrade` + `Upgrade: X`).
+fn upgrade_type(parts: &http::request::Parts) -> Option<String> {
+    if parts.version != http::Version::HTTP_11 {
+        return None;
+    }
+    let asks = parts
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    if !asks {
+        return None;
+    }
+    parts
+        .headers
+        .get(http::header::UPGRADE)?
+        .to_str()
+        .ok()
+        .map(str::to_string)
 }

@@ -140,7 +140,8 @@ async fn connect(
                 ConnectError::Handshake(e)
             })?;
             tokio::spawn(async move {
-                let _ = conn.await;
+                // with_upgrades: a 101 answer hands the connection to a websocket tunnel.
+                let _ = conn.with_upgrades().await;
                 stats::dec(&cluster_for_task.stats.upstream_cx_active);
                 stats::inc(&cluster_for_task.stats.upstream_cx_destroy);
             });

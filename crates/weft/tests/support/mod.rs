@@ -60,7 +60,7 @@ pub async fn start_echo(name: &'static str) -> SocketAddr {
             tokio::spawn(async move {
                 let service = service_fn(move |req: http::Request<Incoming>| echo(name, req));
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
                     .await;
             });
         }
@@ -70,8 +70,27 @@ pub async fn start_echo(name: &'static str) -> SocketAddr {
 
 async fn echo(
     name: &'static str,
-    req: http::Request<Incoming>,
+    mut req: http::Request<Incoming>,
 ) -> Result<http::Response<Full<Bytes>>, hyper::Error> {
+    // An upgrade (websocket) is accepted and the tunnel echoes every byte back.
+    if req.headers().contains_key("upgrade") {
+        let upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            if let Ok(io) = upgrade.await {
+                let (mut r, mut w) = tokio::io::split(TokioIo::new(io));
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            }
+        });
+        let mut resp = http::Response::new(Full::new(Bytes::new()));
+        *resp.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+        resp.headers_mut()
+            .insert("connection", http::HeaderValue::from_static("upgrade"));
+        let protocol = req.headers()["upgrade"].clone();
+        resp.headers_mut().insert("upgrade", protocol);
+        resp.headers_mut()
+            .insert("x-upstream", http::HeaderValue::from_static(name));
+        return Ok(resp);
+    }
     let (parts, body) = req.into_parts();
     let body = body.collect().await?.to_bytes();
     let path = parts

@@ -229,6 +229,12 @@ fn connection_manager(
         server_name,
         server_header,
         suppress_envoy_headers,
+        upgrades: h
+            .upgrade_configs
+            .iter()
+            .filter(|u| u.enabled.as_ref().is_none_or(|b| b.value))
+            .map(|u| u.upgrade_type.to_ascii_lowercase())
+            .collect(),
         stats: store.http(&h.stat_prefix),
     })
 }
