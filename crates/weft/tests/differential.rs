@@ -574,3 +574,27 @@ async fn websocket_upgrade_agrees() {
         "envoy vs weft for an unlisted upgrade type"
     );
 }
+
+/// gRPC over h2c to an HTTP/2 upstream: a bidirectional stream where each message is sent only
+/// after the previous one came back, then the upstream's trailers (`grpc-status`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_bidirectional_stream_agrees() {
+    let pair = start_pair().await;
+    let messages: [&[u8]; 3] = [b"first", b"second message", &[0u8; 20_000]];
+    let mut seen = Vec::new();
+    for proxy in [&pair.envoy, &pair.weft] {
+        let (status, echoed, trailers) =
+            support::grpc_stream(proxy.addr("HTTP"), "/echo.Echo/Chat", &messages).await;
+        assert_eq!(status, 200, "{:?}", proxy.kind);
+        let expected: Vec<Vec<u8>> = messages.iter().map(|m| m.to_vec()).collect();
+        assert_eq!(echoed, expected, "{:?}", proxy.kind);
+        assert_eq!(
+            trailers.get("grpc-status").map(|v| v.to_str().unwrap()),
+            Some("0"),
+            "{:?}",
+            proxy.kind
+        );
+        seen.push(trailers.get("x-upstream").cloned());
+    }
+    assert_eq!(seen[0], seen[1]);
+}

@@ -68,10 +68,56 @@ pub async fn start_echo(name: &'static str) -> SocketAddr {
     addr
 }
 
+type EchoBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+
+fn full(b: impl Into<Bytes>) -> EchoBody {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+/// gRPC-shaped streaming echo: every data frame comes back as it arrives, then trailers with
+/// `grpc-status: 0` and the upstream's name.
+fn grpc_echo(name: &'static str, body: Incoming) -> http::Response<EchoBody> {
+    let (tx, rx) =
+        tokio::sync::mpsc::channel::<Result<hyper::body::Frame<Bytes>, hyper::Error>>(16);
+    tokio::spawn(async move {
+        let mut body = body;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) if f.is_data() => {
+                    if tx.send(Ok(f)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        trailers.insert("x-upstream", http::HeaderValue::from_static(name));
+        let _ = tx.send(Ok(hyper::body::Frame::trailers(trailers))).await;
+    });
+    let stream =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+    let mut resp = http::Response::new(http_body_util::StreamBody::new(stream).boxed());
+    resp.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    resp
+}
+
 async fn echo(
     name: &'static str,
     mut req: http::Request<Incoming>,
-) -> Result<http::Response<Full<Bytes>>, hyper::Error> {
+) -> Result<http::Response<EchoBody>, hyper::Error> {
+    if req
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+    {
+        return Ok(grpc_echo(name, req.into_body()));
+    }
     // An upgrade (websocket) is accepted and the tunnel echoes every byte back.
     if req.headers().contains_key("upgrade") {
         let upgrade = hyper::upgrade::on(&mut req);
@@ -81,7 +127,7 @@ async fn echo(
                 let _ = tokio::io::copy(&mut r, &mut w).await;
             }
         });
-        let mut resp = http::Response::new(Full::new(Bytes::new()));
+        let mut resp = http::Response::new(full(Bytes::new()));
         *resp.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
         resp.headers_mut()
             .insert("connection", http::HeaderValue::from_static("upgrade"));
@@ -132,7 +178,7 @@ async fn echo(
         "headers": headers,
         "body_len": body.len(),
     });
-    let mut resp = http::Response::new(Full::new(Bytes::from(json.to_string())));
+    let mut resp = http::Response::new(full(json.to_string()));
     *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
     resp.headers_mut().insert(
         "content-type",
@@ -373,4 +419,81 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
         .next()
         .unwrap_or("")
         .to_string()
+}
+
+/// A bidirectional gRPC-style stream over h2c: sends `messages` one at a time, each only after
+/// the previous one came back, so the proxy must stream both ways. Returns the echoed messages
+/// and the trailers.
+pub async fn grpc_stream(
+    addr: SocketAddr,
+    path: &str,
+    messages: &[&[u8]],
+) -> (u16, Vec<Vec<u8>>, http::HeaderMap) {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let (tx, rx) = tokio::sync::mpsc::channel::<
+        Result<hyper::body::Frame<Bytes>, std::convert::Infallible>,
+    >(4);
+    let stream =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+    let body = http_body_util::StreamBody::new(Box::pin(stream));
+    let req = http::Request::post(format!("http://main{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(body)
+        .unwrap();
+    let frame = |m: &[u8]| {
+        let mut b = vec![0u8];
+        b.extend_from_slice(&(m.len() as u32).to_be_bytes());
+        b.extend_from_slice(m);
+        Bytes::from(b)
+    };
+    tx.send(Ok(hyper::body::Frame::data(frame(messages[0]))))
+        .await
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let mut body = resp.into_body();
+    let mut echoed = Vec::new();
+    let mut trailers = http::HeaderMap::new();
+    let mut next = 1;
+    let mut pending: Vec<u8> = Vec::new();
+    while let Some(f) = tokio::time::timeout(Duration::from_secs(5), body.frame())
+        .await
+        .unwrap()
+    {
+        let f = f.unwrap();
+        if let Some(d) = f.data_ref() {
+            pending.extend_from_slice(d);
+            while pending.len() >= 5 {
+                let len =
+                    u32::from_be_bytes([pending[1], pending[2], pending[3], pending[4]]) as usize;
+                if pending.len() < 5 + len {
+                    break;
+                }
+                echoed.push(pending[5..5 + len].to_vec());
+                pending.drain(..5 + len);
+                if next < messages.len() {
+                    tx.send(Ok(hyper::body::Frame::data(frame(messages[next]))))
+                        .await
+                        .unwrap();
+                    next += 1;
+                } else if next == messages.len() {
+                    next += 1;
+                    // End of the client stream: the upstream then sends its trailers.
+                    let _ = tx
+                        .send(Ok(hyper::body::Frame::trailers(http::HeaderMap::new())))
+                        .await;
+                }
+            }
+        } else if let Ok(t) = f.into_trailers() {
+            trailers = t;
+        }
+    }
+    drop(tx);
+    (status, echoed, trailers)
 }
