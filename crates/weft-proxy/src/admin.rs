@@ -1,7 +1,7 @@
 //! The admin endpoint (bootstrap `admin.address`, 15000 in Istio): readiness, config dump,
 //! clusters and stats in Envoy's formats, and `/quitquitquit`.
 
-use crate::server::Shared;
+use crate::server::{Shared, lock};
 use crate::stats::ClusterStats;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -233,13 +233,6 @@ fn all_stats(shared: &Shared) -> Vec<StatLine> {
         ));
     }
     out
-}
-
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
-    }
 }
 
 fn stats_text(shared: &Shared) -> String {

@@ -58,10 +58,14 @@ pub fn run(options: &Options) -> Result<(), RunError> {
         .as_ref()
         .and_then(|a| a.address.as_ref())
     {
-        Some(address) => {
-            let (host, port) = convert_admin_address(address)?;
-            Some(SocketAddr::new(host, port))
-        }
+        Some(address) => Some(
+            convert::ip_socket_address(Some(address), "admin.address").map_err(|e| {
+                ConfigError::Fields {
+                    origin: options.config_path.clone(),
+                    errors: vec![e],
+                }
+            })?,
+        ),
         None => None,
     };
     let node = config_json
@@ -152,33 +156,6 @@ pub fn run(options: &Options) -> Result<(), RunError> {
     }
     control.shutdown_timeout(Duration::from_millis(100));
     Ok(())
-}
-
-fn convert_admin_address(
-    address: &envoy_types::pb::envoy::config::core::v3::Address,
-) -> Result<(std::net::IpAddr, u16), ConfigError> {
-    use envoy_types::pb::envoy::config::core::v3::{address, socket_address};
-    let bad = |reason: &str| ConfigError::Fields {
-        origin: String::new(),
-        errors: vec![crate::config::FieldError::new(
-            "admin.address.socket_address",
-            reason,
-        )],
-    };
-    let Some(address::Address::SocketAddress(sa)) = &address.address else {
-        return Err(bad("is required"));
-    };
-    let ip = sa
-        .address
-        .parse()
-        .map_err(|_| bad("address must be an IP address"))?;
-    let Some(socket_address::PortSpecifier::PortValue(port)) = sa.port_specifier else {
-        return Err(bad("port_value is required"));
-    };
-    Ok((
-        ip,
-        u16::try_from(port).map_err(|_| bad("port_value must be at most 65535"))?,
-    ))
 }
 
 async fn resolve(cluster: &Arc<Cluster>) {

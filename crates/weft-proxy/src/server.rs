@@ -32,12 +32,17 @@ pub struct StatsStore {
     pub tcp: Mutex<BTreeMap<String, Arc<TcpStats>>>,
 }
 
-fn get_or_insert<T: Default>(map: &Mutex<BTreeMap<String, Arc<T>>>, key: &str) -> Arc<T> {
-    let mut map = match map.lock() {
-        Ok(m) => m,
+/// Locks a stats map. A panic while it was held cannot leave counters half-written, so a
+/// poisoned lock is used as it is.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
         Err(poisoned) => poisoned.into_inner(),
-    };
-    map.entry(key.to_string()).or_default().clone()
+    }
+}
+
+fn get_or_insert<T: Default>(map: &Mutex<BTreeMap<String, Arc<T>>>, key: &str) -> Arc<T> {
+    lock(map).entry(key.to_string()).or_default().clone()
 }
 
 impl StatsStore {

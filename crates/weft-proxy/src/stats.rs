@@ -75,40 +75,42 @@ stat_block!(
     }
 );
 
-/// Counts a response status into the 1xx..5xx family counters of a block.
-pub fn status_class(code: u16) -> usize {
-    match code {
-        100..=199 => 1,
-        200..=299 => 2,
-        300..=399 => 3,
-        400..=499 => 4,
-        _ => 5,
-    }
+/// Counts a response status into the counter of its family, `[1xx, 2xx, 3xx, 4xx, 5xx]`; codes
+/// outside 100..=499 count as 5xx.
+fn count_class(families: [&AtomicU64; 5], code: u16) {
+    let index = match code {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    };
+    inc(families[index]);
 }
 
 impl ClusterStats {
     pub fn count_status(&self, code: u16) {
-        let c = match status_class(code) {
-            1 => &self.upstream_rq_1xx,
-            2 => &self.upstream_rq_2xx,
-            3 => &self.upstream_rq_3xx,
-            4 => &self.upstream_rq_4xx,
-            _ => &self.upstream_rq_5xx,
-        };
-        c.fetch_add(1, Ordering::Relaxed);
+        let families = [
+            &self.upstream_rq_1xx,
+            &self.upstream_rq_2xx,
+            &self.upstream_rq_3xx,
+            &self.upstream_rq_4xx,
+            &self.upstream_rq_5xx,
+        ];
+        count_class(families, code);
     }
 }
 
 impl HttpStats {
     pub fn count_status(&self, code: u16) {
-        let c = match status_class(code) {
-            1 => &self.downstream_rq_1xx,
-            2 => &self.downstream_rq_2xx,
-            3 => &self.downstream_rq_3xx,
-            4 => &self.downstream_rq_4xx,
-            _ => &self.downstream_rq_5xx,
-        };
-        c.fetch_add(1, Ordering::Relaxed);
+        let families = [
+            &self.downstream_rq_1xx,
+            &self.downstream_rq_2xx,
+            &self.downstream_rq_3xx,
+            &self.downstream_rq_4xx,
+            &self.downstream_rq_5xx,
+        ];
+        count_class(families, code);
     }
 }
 

@@ -64,7 +64,6 @@ impl HostSet {
     }
 
     /// Picks a host, or `None` when the cluster has no host at all (Envoy's "no healthy upstream").
-    /// `hash` is for the hash-based policies (not yet implemented: ignored).
     pub fn choose(&self) -> Option<&Arc<Host>> {
         let level = self.pick_level()?;
         let panic =
@@ -94,13 +93,8 @@ impl HostSet {
                 let turn = level.cursor.fetch_add(1, Ordering::Relaxed);
                 schedule[turn % schedule.len()]
             }
-            LbPolicy::Random => {
-                if schedule.len() == n {
-                    pick(fastrand::usize(..n))
-                } else {
-                    schedule[fastrand::usize(..schedule.len())]
-                }
-            }
+            // The schedule holds each host weight/gcd times: a uniform slot is a weighted pick.
+            LbPolicy::Random => schedule[fastrand::usize(..schedule.len())],
             LbPolicy::LeastRequest => {
                 let a = pick(fastrand::usize(..n));
                 let b = pick(fastrand::usize(..n));

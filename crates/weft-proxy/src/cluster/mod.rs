@@ -140,19 +140,14 @@ impl Cluster {
             }
         }
         let set = lb::HostSet::new(hosts, config.lb_policy);
-        let stats = ClusterStats::default();
-        stats
-            .membership_total
-            .store(set.len() as u64, Ordering::Relaxed);
-        stats
-            .membership_healthy
-            .store(set.healthy_count() as u64, Ordering::Relaxed);
-        Arc::new(Cluster {
+        let cluster = Cluster {
             config,
-            hosts: ArcSwap::from_pointee(set),
-            stats,
+            hosts: ArcSwap::from_pointee(lb::HostSet::new(Vec::new(), LbPolicy::RoundRobin)),
+            stats: ClusterStats::default(),
             rq_time: Default::default(),
-        })
+        };
+        cluster.publish(set);
+        Arc::new(cluster)
     }
 
     /// Replaces the hosts after a DNS answer, keeping the hosts (and their counters) that stay.
@@ -168,12 +163,15 @@ impl Cluster {
                     .unwrap_or_else(|| Arc::new(Host::new(addr, &endpoint, priority)))
             })
             .collect();
-        let set = lb::HostSet::new(hosts, self.config.lb_policy);
-        self.stats
-            .membership_total
+        self.publish(lb::HostSet::new(hosts, self.config.lb_policy));
+    }
+
+    /// Makes `set` the cluster's hosts, with the membership gauges that describe it.
+    fn publish(&self, set: lb::HostSet) {
+        let s = &self.stats;
+        s.membership_total
             .store(set.len() as u64, Ordering::Relaxed);
-        self.stats
-            .membership_healthy
+        s.membership_healthy
             .store(set.healthy_count() as u64, Ordering::Relaxed);
         self.hosts.store(Arc::new(set));
     }

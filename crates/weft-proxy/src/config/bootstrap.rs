@@ -15,7 +15,7 @@ pub struct LoadedBootstrap {
     pub dynamic: DynamicMessage,
 }
 
-/// Reads and checks a bootstrap file. `origin` names it in errors.
+/// Reads and checks a bootstrap file; errors name the file.
 pub fn load_file(path: &str) -> Result<LoadedBootstrap, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
         path: path.to_string(),

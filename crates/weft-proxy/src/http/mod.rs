@@ -22,6 +22,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 /// Envoy's default limit on request headers: 60 KiB.
 pub const MAX_REQUEST_HEADERS: usize = 60 * 1024;
 
+/// How long a client may take to send request headers: a bound against slow clients until
+/// `request_timeout` is implemented.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Codec {
     Auto,
@@ -44,9 +48,6 @@ pub struct HttpConnectionManager {
     pub access_logs: Vec<AccessLog>,
     pub generate_request_id: bool,
     pub use_remote_address: bool,
-    pub xff_num_trusted_hops: u32,
-    pub request_timeout: Option<Duration>,
-    pub stream_idle_timeout: Option<Duration>,
     pub server_name: http::HeaderValue,
     pub server_header: ServerHeader,
     pub suppress_envoy_headers: bool,
@@ -82,7 +83,7 @@ where
         .http1()
         .max_buf_size(MAX_REQUEST_HEADERS + 4096)
         .timer(TokioTimer::new())
-        .header_read_timeout(hcm.request_timeout.or(Some(Duration::from_secs(60))));
+        .header_read_timeout(HEADER_READ_TIMEOUT);
     builder
         .http2()
         .max_header_list_size(MAX_REQUEST_HEADERS as u32)

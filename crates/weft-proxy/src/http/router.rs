@@ -6,8 +6,8 @@ use crate::access_log::{Entry, RequestInfo, flags};
 use crate::body::{Finish, Guard, ProxyBody};
 use crate::cluster::{Cluster, Host, UpstreamProtocol};
 use crate::route::{
-    Action, ClusterTarget, PathMatch, PathRedirect, Redirect, RequestView, Route, RouteConfig,
-    VirtualHost, apply_header_ops,
+    Action, ClusterTarget, Forward, HeaderOps, PathMatch, PathRedirect, Redirect, RequestView,
+    Route, RouteConfig, VirtualHost, apply_header_ops,
 };
 use crate::stats;
 use crate::upstream::{self, Sender, Version};
@@ -146,14 +146,10 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_string();
-    let (path, query) = match path_and_query.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (path_and_query.as_str(), None),
-    };
-    let scheme = parts.uri.scheme_str().unwrap_or("http").to_string();
+    let (path, query) = split_query(&path_and_query);
     let view = RequestView {
         method: parts.method.as_str(),
-        scheme: &scheme,
+        scheme: parts.uri.scheme_str().unwrap_or("http"),
         authority: &authority,
         path,
         query,
@@ -164,16 +160,17 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
     if upgrade_type(&parts)
         .is_some_and(|t| !hcm.upgrades.iter().any(|u| u.eq_ignore_ascii_case(&t)))
     {
-        return local(finisher, &parts, StatusCode::FORBIDDEN, "", None);
+        return local(finisher, Some(&parts), StatusCode::FORBIDDEN, "", None);
     }
-    let selected = select(&route_config, &view);
-    let Some((vi, ri)) = selected else {
+    let scheme = view.scheme;
+    let selected = route_config
+        .virtual_host(&authority)
+        .and_then(|vhost| Some((vhost, vhost.route(&view)?)));
+    let Some((vhost, route)) = selected else {
         stats::inc(&s.no_route);
         finisher.flags |= flags::NR;
-        return local(finisher, &parts, StatusCode::NOT_FOUND, "", None);
+        return local(finisher, Some(&parts), StatusCode::NOT_FOUND, "", None);
     };
-    let vhost = &route_config.virtual_hosts[vi];
-    let route = &vhost.routes[ri];
     finisher.route_name.clone_from(&route.name);
     match &route.action {
         Action::Direct {
@@ -189,76 +186,115 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
                     HeaderValue::from_static("text/plain"),
                 );
             }
-            response_header_ops(resp.headers_mut(), &route_config, vhost, route, None);
-            finish_local(finisher, &parts, resp)
+            header_levels(
+                resp.headers_mut(),
+                &route_config,
+                vhost,
+                route,
+                None,
+                Side::Response,
+            );
+            finish_local(finisher, Some(&parts), resp)
         }
         Action::Redirect(redirect) => {
             stats::inc(&s.rq_redirect);
             let mut resp = Response::new(ProxyBody::Empty);
             *resp.status_mut() = redirect.status;
-            match HeaderValue::from_str(&location(
-                redirect, route, &scheme, &authority, path, query,
-            )) {
+            match HeaderValue::from_str(&location(redirect, route, scheme, &authority, path, query))
+            {
                 Ok(v) => {
                     resp.headers_mut().insert(LOCATION, v);
                 }
-                Err(_) => return local(finisher, &parts, StatusCode::BAD_REQUEST, "", None),
+                Err(_) => {
+                    return local(finisher, Some(&parts), StatusCode::BAD_REQUEST, "", None);
+                }
             }
-            response_header_ops(resp.headers_mut(), &route_config, vhost, route, None);
-            finish_local(finisher, &parts, resp)
+            header_levels(
+                resp.headers_mut(),
+                &route_config,
+                vhost,
+                route,
+                None,
+                Side::Response,
+            );
+            finish_local(finisher, Some(&parts), resp)
         }
-        Action::Forward(_) => {
-            let at = (vi, ri);
+        Action::Forward(forward) => {
+            let matched = Matched {
+                config: &route_config,
+                vhost,
+                route,
+                forward,
+            };
             forward_request(
                 parts,
                 body,
                 conn,
                 finisher,
-                route_config.clone(),
-                at,
+                matched,
                 authority,
-                path_and_query,
+                &path_and_query,
             )
             .await
         }
     }
 }
 
-fn select(config: &RouteConfig, view: &RequestView<'_>) -> Option<(usize, usize)> {
-    let vi = config.virtual_host_index(view.authority)?;
-    let ri = config.virtual_hosts.get(vi)?.route_index(view)?;
-    Some((vi, ri))
+/// The route a request matched, with the levels around it whose header operations apply.
+#[derive(Clone, Copy)]
+struct Matched<'a> {
+    config: &'a RouteConfig,
+    vhost: &'a VirtualHost,
+    route: &'a Route,
+    forward: &'a Forward,
 }
 
+fn split_query(path_and_query: &str) -> (&str, Option<&str>) {
+    match path_and_query.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path_and_query, None),
+    }
+}
+
+/// A reply the proxy makes itself. `parts` is the request for the access log, unless the
+/// finisher already holds it.
 fn local(
-    mut finisher: Finisher,
-    parts: &http::request::Parts,
+    finisher: Finisher,
+    parts: Option<&http::request::Parts>,
     status: StatusCode,
     body: &'static str,
-    route: Option<(&RouteConfig, &VirtualHost, &Route)>,
+    matched: Option<Matched<'_>>,
 ) -> Response<ProxyBody> {
     let mut resp = local_reply(status, body);
     // Envoy adds the route's response headers to its own replies on a matched route too.
-    if let Some((config, vhost, route)) = route {
-        response_header_ops(resp.headers_mut(), config, vhost, route, None);
+    if let Some(m) = matched {
+        header_levels(
+            resp.headers_mut(),
+            m.config,
+            m.vhost,
+            m.route,
+            None,
+            Side::Response,
+        );
     }
-    finisher.status = status.as_u16();
     finish_local(finisher, parts, resp)
 }
 
 fn finish_local(
     mut finisher: Finisher,
-    parts: &http::request::Parts,
+    parts: Option<&http::request::Parts>,
     mut resp: Response<ProxyBody>,
 ) -> Response<ProxyBody> {
     headers::on_response(resp.headers_mut(), &finisher.conn.hcm);
     finisher.status = resp.status().as_u16();
-    if !finisher.conn.hcm.access_logs.is_empty() {
+    if let (false, Some(parts)) = (finisher.conn.hcm.access_logs.is_empty(), parts) {
         finisher.request = Some(RequestInfo {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
             headers: parts.headers.clone(),
         });
+    }
+    if !finisher.conn.hcm.access_logs.is_empty() {
         finisher.response_headers = Some(resp.headers().clone());
     }
     let bytes = match resp.body() {
@@ -269,32 +305,34 @@ fn finish_local(
     resp
 }
 
-fn response_header_ops(
+#[derive(Clone, Copy)]
+enum Side {
+    Request,
+    Response,
+}
+
+/// Header operations of every level, most specific first (weighted cluster, route, virtual host,
+/// route configuration), so that the outer levels win, as in Envoy.
+fn header_levels(
     headers: &mut http::HeaderMap,
     config: &RouteConfig,
     vhost: &VirtualHost,
     route: &Route,
-    weighted: Option<&crate::route::HeaderOps>,
+    weighted: Option<&HeaderOps>,
+    side: Side,
 ) {
-    // Most specific first, so that the route configuration's own additions win.
-    if let Some(w) = weighted {
-        apply_header_ops(headers, &w.response_remove, &w.response_add);
+    let levels = [
+        weighted,
+        Some(&route.headers),
+        Some(&vhost.headers),
+        Some(&config.headers),
+    ];
+    for ops in levels.into_iter().flatten() {
+        match side {
+            Side::Request => apply_header_ops(headers, &ops.request_remove, &ops.request_add),
+            Side::Response => apply_header_ops(headers, &ops.response_remove, &ops.response_add),
+        }
     }
-    apply_header_ops(
-        headers,
-        &route.headers.response_remove,
-        &route.headers.response_add,
-    );
-    apply_header_ops(
-        headers,
-        &vhost.headers.response_remove,
-        &vhost.headers.response_add,
-    );
-    apply_header_ops(
-        headers,
-        &config.headers.response_remove,
-        &config.headers.response_add,
-    );
 }
 
 fn location(
@@ -357,29 +395,22 @@ fn rewrite_prefix(matcher: &PathMatch, path: &str, replacement: &str) -> String 
     format!("{replacement}{rest}")
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn forward_request(
     mut parts: http::request::Parts,
     body: Incoming,
     conn: Connection,
     mut finisher: Finisher,
-    route_config: Arc<RouteConfig>,
-    (vi, ri): (usize, usize),
+    matched: Matched<'_>,
     authority: String,
-    path_and_query: String,
+    path_and_query: &str,
 ) -> Response<ProxyBody> {
-    let hcm = conn.hcm.clone();
-    let vhost = &route_config.virtual_hosts[vi];
-    let route = &vhost.routes[ri];
-    let Action::Forward(forward) = &route.action else {
-        return local(
-            finisher,
-            &parts,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "",
-            Some((&route_config, vhost, route)),
-        );
-    };
+    let hcm = &conn.hcm;
+    let Matched {
+        config: route_config,
+        vhost,
+        route,
+        forward,
+    } = matched;
     // The cluster, and for weighted routes the header operations that come with it.
     let (cluster_name, weighted) = match &forward.target {
         ClusterTarget::Named(n) => (n.clone(), None),
@@ -415,10 +446,10 @@ async fn forward_request(
         finisher.flags |= flags::NC;
         return local(
             finisher,
-            &parts,
+            Some(&parts),
             forward.cluster_not_found,
             "",
-            Some((&route_config, vhost, route)),
+            Some(matched),
         );
     };
     let hosts = cluster.hosts.load_full();
@@ -427,52 +458,50 @@ async fn forward_request(
         finisher.flags |= flags::UH;
         return local(
             finisher,
-            &parts,
+            Some(&parts),
             StatusCode::SERVICE_UNAVAILABLE,
             "no healthy upstream",
-            Some((&route_config, vhost, route)),
+            Some(matched),
         );
     };
     drop(hosts);
 
-    // Rewrites.
-    let (path, query) = match path_and_query.split_once('?') {
-        Some((p, q)) => (p.to_string(), Some(q.to_string())),
-        None => (path_and_query.clone(), None),
+    // Rewrites. The query string is kept; the original path goes upstream in a header.
+    let (path, query) = split_query(path_and_query);
+    let rewritten = match (&forward.prefix_rewrite, &forward.regex_rewrite) {
+        (Some(prefix), _) => Some(rewrite_prefix(&route.matcher.path, path, prefix)),
+        (None, Some((re, sub))) => Some(re.replace_all(path, sub.as_str()).into_owned()),
+        (None, None) => None,
     };
-    let mut new_path = path.clone();
-    if let Some(prefix) = &forward.prefix_rewrite {
-        new_path = rewrite_prefix(&route.matcher.path, &path, prefix);
-    } else if let Some((re, sub)) = &forward.regex_rewrite {
-        new_path = re.replace_all(&path, sub.as_str()).into_owned();
-    }
-    if let (true, Ok(v)) = (new_path != path, HeaderValue::from_str(&path_and_query)) {
-        parts.headers.insert(X_ENVOY_ORIGINAL_PATH.clone(), v);
-    }
-    let new_path_and_query = match &query {
-        Some(q) => format!("{new_path}?{q}"),
-        None => new_path,
+    let new_path_and_query = match rewritten.filter(|p| p != path) {
+        None => path_and_query.to_string(),
+        Some(new_path) => {
+            if let Ok(v) = HeaderValue::from_str(path_and_query) {
+                parts.headers.insert(X_ENVOY_ORIGINAL_PATH.clone(), v);
+            }
+            match query {
+                Some(q) => format!("{new_path}?{q}"),
+                None => new_path,
+            }
+        }
     };
-    let mut upstream_authority = authority.clone();
     let host_rewrite = weighted
         .as_ref()
-        .and_then(|w| w.host_rewrite.clone())
-        .or_else(|| forward.host_rewrite.clone());
-    if let Some(h) = host_rewrite {
-        upstream_authority = h.to_str().unwrap_or_default().to_string();
-    }
+        .and_then(|w| w.host_rewrite.as_ref())
+        .or(forward.host_rewrite.as_ref());
+    let upstream_authority = match host_rewrite {
+        Some(h) => h.to_str().unwrap_or_default().to_string(),
+        None => authority,
+    };
 
-    // An upgrade (websocket) the connection manager allows goes through as HTTP/1.1 with its
-    // Connection and Upgrade headers; any other upgrade request is forwarded as a plain request.
-    let upgrade = upgrade_type(&parts)
-        .filter(|t| hcm.upgrades.iter().any(|u| u.eq_ignore_ascii_case(t)))
-        .and_then(|t| HeaderValue::from_str(&t).ok());
+    // An upgrade (websocket) goes through as HTTP/1.1 with its Connection and Upgrade headers;
+    // `handle` has already refused the types the connection manager does not list.
+    let upgrade = upgrade_type(&parts).and_then(|t| HeaderValue::from_str(&t).ok());
     let downstream_upgrade = match upgrade {
         Some(_) => parts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
         None => None,
     };
 
-    // Header operations, most specific first so that the outer levels win.
     headers::strip_hop_by_hop(&mut parts.headers);
     if let Some(u) = &upgrade {
         parts.headers.insert(
@@ -481,27 +510,14 @@ async fn forward_request(
         );
         parts.headers.insert(http::header::UPGRADE, u.clone());
     }
-    if let Some(w) = &weighted {
-        apply_header_ops(
-            &mut parts.headers,
-            &w.headers.request_remove,
-            &w.headers.request_add,
-        );
-    }
-    apply_header_ops(
+    let weighted_ops = weighted.as_ref().map(|w| &w.headers);
+    header_levels(
         &mut parts.headers,
-        &route.headers.request_remove,
-        &route.headers.request_add,
-    );
-    apply_header_ops(
-        &mut parts.headers,
-        &vhost.headers.request_remove,
-        &vhost.headers.request_add,
-    );
-    apply_header_ops(
-        &mut parts.headers,
-        &route_config.headers.request_remove,
-        &route_config.headers.request_add,
+        route_config,
+        vhost,
+        route,
+        weighted_ops,
+        Side::Request,
     );
     if let (Some(t), false) = (forward.timeout, hcm.suppress_envoy_headers) {
         parts.headers.insert(
@@ -511,15 +527,12 @@ async fn forward_request(
     }
 
     let version = match cluster.config.protocol {
+        // A tunnel is opened by an HTTP/1.1 upgrade, whatever the cluster speaks otherwise.
+        _ if upgrade.is_some() => Version::Http1,
         UpstreamProtocol::Http1 => Version::Http1,
         UpstreamProtocol::Http2 => Version::Http2,
         UpstreamProtocol::Downstream if parts.version == http::Version::HTTP_2 => Version::Http2,
         UpstreamProtocol::Downstream => Version::Http1,
-    };
-    let version = if upgrade.is_some() {
-        Version::Http1
-    } else {
-        version
     };
     let uri = match version {
         Version::Http1 => Uri::try_from(new_path_and_query.as_str()),
@@ -528,10 +541,10 @@ async fn forward_request(
     let Ok(uri) = uri else {
         return local(
             finisher,
-            &parts,
+            Some(&parts),
             StatusCode::BAD_REQUEST,
             "",
-            Some((&route_config, vhost, route)),
+            Some(matched),
         );
     };
     parts.uri = uri;
@@ -590,12 +603,12 @@ async fn forward_request(
         Ok(r) => r,
         Err(failure) => {
             stats::inc(&host.stats.rq_error);
+            if let Failure::Connect(e) = &failure {
+                tracing::debug!(cluster = %cluster.config.name, host = %host.address, error = %e, "upstream connect failed");
+            }
             let (status, flag, body): (StatusCode, u32, &'static str) = match failure {
-                Failure::Connect(e) => (
-                    {
-                        tracing::debug!(cluster = %cluster.config.name, host = %host.address, error = %e, "upstream connect failed");
-                        StatusCode::SERVICE_UNAVAILABLE
-                    },
+                Failure::Connect(_) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
                     flags::UF,
                     "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
                 ),
@@ -620,16 +633,8 @@ async fn forward_request(
             };
             finisher.flags |= flag;
             cs.count_status(status.as_u16());
-            let parts_for_log = finisher.request.clone();
-            let mut resp = local_reply(status, body);
-            response_header_ops(resp.headers_mut(), &route_config, vhost, route, None);
-            headers::on_response(resp.headers_mut(), &hcm);
-            finisher.status = status.as_u16();
-            finisher.request = parts_for_log;
-            finisher.response_headers =
-                (!hcm.access_logs.is_empty()).then(|| resp.headers().clone());
-            finisher.finish(true, body.len() as u64);
-            return resp;
+            // The request is already in the finisher, as forwarded.
+            return local(finisher, None, status, body, Some(matched));
         }
     };
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -652,7 +657,7 @@ async fn forward_request(
             HeaderValue::from_static("upgrade"),
         );
         rparts.headers.insert(http::header::UPGRADE, u.clone());
-        headers::on_response(&mut rparts.headers, &hcm);
+        headers::on_response(&mut rparts.headers, hcm);
         finisher.status = 101;
         return Response::from_parts(
             rparts,
@@ -669,13 +674,14 @@ async fn forward_request(
             HeaderValue::from(upstream_start.elapsed().as_millis() as u64),
         );
     }
-    headers::on_response(&mut rparts.headers, &hcm);
-    response_header_ops(
+    headers::on_response(&mut rparts.headers, hcm);
+    header_levels(
         &mut rparts.headers,
-        &route_config,
+        route_config,
         vhost,
         route,
-        weighted.as_ref().map(|w| &w.headers),
+        weighted_ops,
+        Side::Response,
     );
     rparts.version = http::Version::default();
     finisher.status = rparts.status.as_u16();

@@ -113,15 +113,6 @@ pub struct HeaderOps {
     pub response_remove: Vec<HeaderName>,
 }
 
-impl HeaderOps {
-    pub fn is_empty(&self) -> bool {
-        self.request_add.is_empty()
-            && self.request_remove.is_empty()
-            && self.response_add.is_empty()
-            && self.response_remove.is_empty()
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct HeaderAdd {
     pub name: HeaderName,
@@ -185,10 +176,6 @@ impl RouteConfig {
     /// The virtual host for an authority, Envoy's order: exact, longest suffix wildcard, longest
     /// prefix wildcard, then `*`.
     pub fn virtual_host(&self, authority: &str) -> Option<&VirtualHost> {
-        self.virtual_hosts.get(self.virtual_host_index(authority)?)
-    }
-
-    pub fn virtual_host_index(&self, authority: &str) -> Option<usize> {
         let host = authority.to_ascii_lowercase();
         let index = self
             .exact
@@ -207,18 +194,14 @@ impl RouteConfig {
                     .map(|(_, i)| *i)
             })
             .or(self.catch_all)?;
-        Some(index)
+        self.virtual_hosts.get(index)
     }
 }
 
 impl VirtualHost {
     /// The first route whose match accepts the request.
     pub fn route(&self, req: &RequestView<'_>) -> Option<&Route> {
-        self.routes.get(self.route_index(req)?)
-    }
-
-    pub fn route_index(&self, req: &RequestView<'_>) -> Option<usize> {
-        self.routes.iter().position(|r| r.matcher.matches(req))
+        self.routes.iter().find(|r| r.matcher.matches(req))
     }
 }
 

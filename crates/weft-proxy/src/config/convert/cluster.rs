@@ -170,6 +170,18 @@ fn endpoint_address(
     }
 }
 
+/// An `Address` that must be a TCP socket address with an IP (listeners, admin).
+pub fn ip_socket_address(address: Option<&Address>, path: &str) -> Result<SocketAddr> {
+    let (host, port) = socket_address(address, path)?;
+    let ip: IpAddr = host.parse().map_err(|_| {
+        FieldError::new(
+            format!("{path}.socket_address.address"),
+            format!("{host:?} is not an IP address"),
+        )
+    })?;
+    Ok(SocketAddr::new(ip, port))
+}
+
 /// The host and port of an `Address` that must be a TCP socket address.
 pub(crate) fn socket_address(address: Option<&Address>, path: &str) -> Result<(String, u16)> {
     let Some(Address {

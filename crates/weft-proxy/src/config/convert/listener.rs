@@ -1,6 +1,6 @@
 //! Listener (with its filter chains and network filters) → `listener::Listener`.
 
-use super::cluster::socket_address;
+use super::cluster::ip_socket_address;
 use super::{Result, decode_any, duration, route_configuration, type_name};
 use crate::access_log::{self, AccessLog, Format, Sink};
 use crate::config::FieldError;
@@ -24,7 +24,7 @@ use envoy_types::pb::envoy::extensions::access_loggers::stream::v3::{
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3 as tcp;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,14 +34,7 @@ const TCP_PROXY: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 const ROUTER: &str = "envoy.extensions.filters.http.router.v3.Router";
 
 pub fn listener(l: &pb::Listener, path: &str, store: &StatsStore) -> Result<Listener> {
-    let (host, port) = socket_address(l.address.as_ref(), &format!("{path}.address"))?;
-    let ip: IpAddr = host.parse().map_err(|_| {
-        FieldError::new(
-            format!("{path}.address.socket_address.address"),
-            format!("{host:?} is not an IP address"),
-        )
-    })?;
-    let address = SocketAddr::new(ip, port);
+    let address = ip_socket_address(l.address.as_ref(), &format!("{path}.address"))?;
     let name = if l.name.is_empty() {
         address.to_string()
     } else {
@@ -179,9 +172,9 @@ fn connection_manager(
             "must end with envoy.filters.http.router",
         ));
     };
-    if let Some((i, f)) = others.iter().enumerate().next() {
+    if let Some(f) = others.first() {
         return Err(FieldError::new(
-            format!("{path}.http_filters[{i}]"),
+            format!("{path}.http_filters[0]"),
             format!("HTTP filter {} is not supported by the Weft proxy", f.name),
         ));
     }
@@ -210,12 +203,6 @@ fn connection_manager(
     };
     let server_name = http::HeaderValue::from_str(server_name)
         .map_err(|_| FieldError::new(format!("{path}.server_name"), "not a valid header value"))?;
-    let stream_idle_timeout = match duration(h.stream_idle_timeout.as_ref()) {
-        None => Some(Duration::from_secs(300)),
-        Some(d) if d.is_zero() => None,
-        Some(d) => Some(d),
-    };
-    let request_timeout = duration(h.request_timeout.as_ref()).filter(|d| !d.is_zero());
     Ok(HttpConnectionManager {
         stat_prefix: h.stat_prefix.clone(),
         codec,
@@ -223,9 +210,6 @@ fn connection_manager(
         access_logs: access_logs(&h.access_log, &format!("{path}.access_log"))?,
         generate_request_id: h.generate_request_id.as_ref().is_none_or(|b| b.value),
         use_remote_address: h.use_remote_address.as_ref().is_some_and(|b| b.value),
-        xff_num_trusted_hops: h.xff_num_trusted_hops,
-        request_timeout,
-        stream_idle_timeout,
         server_name,
         server_header,
         suppress_envoy_headers,

@@ -6,7 +6,7 @@ mod cluster;
 mod listener;
 mod route;
 
-pub use cluster::cluster;
+pub use cluster::{cluster, ip_socket_address};
 pub use listener::listener;
 pub use route::route_configuration;
 

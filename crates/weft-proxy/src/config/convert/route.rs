@@ -9,7 +9,9 @@ use crate::route::{
 };
 use envoy_types::pb::envoy::config::core::v3::{HeaderValueOption, data_source};
 use envoy_types::pb::envoy::config::route::v3 as pb;
-use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
+use envoy_types::pb::envoy::r#type::matcher::v3::{
+    RegexMatchAndSubstitute, StringMatcher, string_matcher,
+};
 use http::{HeaderName, HeaderValue, StatusCode};
 use std::time::Duration;
 
@@ -287,7 +289,8 @@ fn forward(ra: &pb::RouteAction, path: &str, path_match: &PathMatch) -> Result<F
             ));
         }
     };
-    let (prefix_rewrite, regex_rewrite) = match &ra.path_rewrite_specifier_for_weft() {
+    let prefix_rewrite = (!ra.prefix_rewrite.is_empty()).then_some(&ra.prefix_rewrite);
+    let (prefix_rewrite, regex_rewrite) = match (prefix_rewrite, &ra.regex_rewrite) {
         (Some(p), None) => {
             if matches!(path_match, PathMatch::Regex(_)) {
                 return Err(FieldError::new(
@@ -295,18 +298,9 @@ fn forward(ra: &pb::RouteAction, path: &str, path_match: &PathMatch) -> Result<F
                     "cannot be used with a safe_regex match",
                 ));
             }
-            (Some(p.to_string()), None)
+            (Some(p.clone()), None)
         }
-        (None, Some(r)) => {
-            let re = regex(
-                &r.pattern
-                    .as_ref()
-                    .map(|p| p.regex.clone())
-                    .unwrap_or_default(),
-                &format!("{path}.regex_rewrite.pattern.regex"),
-            )?;
-            (None, Some((re, envoy_substitution(&r.substitution))))
-        }
+        (None, Some(r)) => (None, Some(regex_rewrite(r, path)?)),
         _ => (None, None),
     };
     let host_rewrite = match &ra.host_rewrite_specifier {
@@ -341,25 +335,11 @@ fn forward(ra: &pb::RouteAction, path: &str, path_match: &PathMatch) -> Result<F
     })
 }
 
-trait RewriteSpecifier {
-    fn path_rewrite_specifier_for_weft(
-        &self,
-    ) -> (
-        Option<&String>,
-        Option<&envoy_types::pb::envoy::r#type::matcher::v3::RegexMatchAndSubstitute>,
-    );
-}
-
-impl RewriteSpecifier for pb::RouteAction {
-    fn path_rewrite_specifier_for_weft(
-        &self,
-    ) -> (
-        Option<&String>,
-        Option<&envoy_types::pb::envoy::r#type::matcher::v3::RegexMatchAndSubstitute>,
-    ) {
-        let prefix = (!self.prefix_rewrite.is_empty()).then_some(&self.prefix_rewrite);
-        (prefix, self.regex_rewrite.as_ref())
-    }
+/// `regex_rewrite` of a route or redirect: the pattern compiled, the substitution translated.
+fn regex_rewrite(r: &RegexMatchAndSubstitute, path: &str) -> Result<(regex::Regex, String)> {
+    let pattern = r.pattern.as_ref().map_or("", |p| p.regex.as_str());
+    let re = regex(pattern, &format!("{path}.regex_rewrite.pattern.regex"))?;
+    Ok((re, envoy_substitution(&r.substitution)))
 }
 
 /// RE2 substitutions write groups as `\1`; the regex crate wants `${1}`.
@@ -397,14 +377,8 @@ fn redirect(r: &pb::RedirectAction, path: &str) -> Result<Redirect> {
             PathRedirect::Prefix(p.clone())
         }
         Some(pb::redirect_action::PathRewriteSpecifier::RegexRewrite(rr)) => {
-            let re = regex(
-                &rr.pattern
-                    .as_ref()
-                    .map(|p| p.regex.clone())
-                    .unwrap_or_default(),
-                &format!("{path}.regex_rewrite.pattern.regex"),
-            )?;
-            PathRedirect::Regex(re, envoy_substitution(&rr.substitution))
+            let (re, substitution) = regex_rewrite(rr, path)?;
+            PathRedirect::Regex(re, substitution)
         }
         Some(_) => {
             return Err(FieldError::new(
