@@ -301,7 +301,13 @@ fn forward(ra: &pb::RouteAction, path: &str, path_match: &PathMatch) -> Result<F
             (Some(p.clone()), None)
         }
         (None, Some(r)) => (None, Some(regex_rewrite(r, path)?)),
-        _ => (None, None),
+        (Some(_), Some(_)) => {
+            return Err(FieldError::new(
+                format!("{path}.regex_rewrite"),
+                "only one of prefix_rewrite or regex_rewrite may be set",
+            ));
+        }
+        (None, None) => (None, None),
     };
     let host_rewrite = match &ra.host_rewrite_specifier {
         Some(pb::route_action::HostRewriteSpecifier::HostRewriteLiteral(h)) => {
@@ -566,4 +572,35 @@ pub(crate) fn header_ops(
         response_add: adds(response_add, "response_headers_to_add")?,
         response_remove: removes(response_remove, "response_headers_to_remove")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::r#type::matcher::v3::RegexMatcher;
+
+    #[test]
+    fn prefix_and_regex_rewrite_together_are_refused() {
+        let action = pb::RouteAction {
+            cluster_specifier: Some(pb::route_action::ClusterSpecifier::Cluster("c".into())),
+            prefix_rewrite: "/new".into(),
+            regex_rewrite: Some(RegexMatchAndSubstitute {
+                pattern: Some(RegexMatcher {
+                    regex: "^/old".into(),
+                    ..Default::default()
+                }),
+                substitution: "/new".into(),
+            }),
+            ..Default::default()
+        };
+        let matcher = PathMatch::Prefix {
+            prefix: "/".into(),
+            case_sensitive: true,
+        };
+        let err = forward(&action, "r.route", &matcher).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "r.route.regex_rewrite: only one of prefix_rewrite or regex_rewrite may be set"
+        );
+    }
 }
