@@ -1,6 +1,7 @@
 //! The admin endpoint (bootstrap `admin.address`, 15000 in Istio): readiness, config dump,
 //! clusters and stats in Envoy's formats, and `/quitquitquit`.
 
+use crate::server::DumpEntry;
 use crate::server::{Shared, lock};
 use crate::stats::ClusterStats;
 use bytes::Bytes;
@@ -46,10 +47,19 @@ pub fn handle(req: &http::Request<Incoming>, shared: &Shared) -> http::Response<
     let text = "text/plain; charset=UTF-8";
     let json = "application/json";
     match req.uri().path() {
-        "/ready" => reply(200, text, "LIVE\n".into()),
+        "/ready" if shared.ready.load(std::sync::atomic::Ordering::Relaxed) => {
+            reply(200, text, "LIVE\n".into())
+        }
+        "/ready" => reply(503, text, "PRE_INITIALIZING\n".into()),
         "/healthz" | "/healthz/ready" => reply(200, text, "OK\n".into()),
         "/server_info" => reply(200, json, server_info(shared).to_string()),
-        "/config_dump" => reply(200, json, pretty(&config_dump(shared))),
+        "/config_dump" => {
+            let include_eds = req.uri().query().is_some_and(|q| {
+                q.split('&')
+                    .any(|p| p == "include_eds" || p.starts_with("include_eds="))
+            });
+            reply(200, json, pretty(&config_dump(shared, include_eds)))
+        }
         "/clusters" => reply(200, text, clusters(shared)),
         "/stats" => reply(200, text, stats_text(shared)),
         "/stats/prometheus" => reply(200, "text/plain; version=0.0.4", prometheus(shared)),
@@ -77,8 +87,11 @@ fn server_info(shared: &Shared) -> serde_json::Value {
     })
 }
 
-/// Envoy's `/config_dump` shape: bootstrap, then static listeners and clusters.
-fn config_dump(shared: &Shared) -> serde_json::Value {
+/// Envoy's `/config_dump` shape: bootstrap, then clusters, listeners and routes, each split into
+/// static (from the bootstrap) and dynamic (from the control plane, with versions). Endpoints
+/// only with `?include_eds`, as in Envoy.
+fn config_dump(shared: &Shared, include_eds: bool) -> serde_json::Value {
+    use serde_json::json;
     let snapshot = shared.snapshot.load();
     let bootstrap = &snapshot.config_dump;
     let last_updated = snapshot.last_updated.map(crate::access_log::format_time);
@@ -89,30 +102,68 @@ fn config_dump(shared: &Shared) -> serde_json::Value {
             .map(|items| {
                 items
                     .iter()
-                    .map(|i| serde_json::json!({ item: i, "last_updated": last_updated }))
+                    .map(|i| json!({ item: i, "last_updated": last_updated }))
                     .collect()
             })
             .unwrap_or_default()
     };
-    serde_json::json!({
-        "configs": [
-            {
-                "@type": "type.googleapis.com/envoy.admin.v3.BootstrapConfigDump",
-                "bootstrap": bootstrap,
-                "last_updated": last_updated,
-            },
-            {
-                "@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump",
-                "version_info": snapshot.version,
-                "static_clusters": statics("clusters", "cluster"),
-            },
-            {
-                "@type": "type.googleapis.com/envoy.admin.v3.ListenersConfigDump",
-                "version_info": snapshot.version,
-                "static_listeners": statics("listeners", "listener"),
-            },
-        ]
-    })
+    let dynamic = |entries: &[DumpEntry], item: &str| -> Vec<serde_json::Value> {
+        entries
+            .iter()
+            .map(|e| {
+                json!({
+                    "version_info": e.version,
+                    item: e.json,
+                    "last_updated": crate::access_log::format_time(e.last_updated),
+                })
+            })
+            .collect()
+    };
+    let d = &snapshot.dynamic;
+    let listeners: Vec<serde_json::Value> = d
+        .listeners
+        .iter()
+        .map(|e| {
+            json!({
+                "name": e.name,
+                "active_state": {
+                    "version_info": e.version,
+                    "listener": e.json,
+                    "last_updated": crate::access_log::format_time(e.last_updated),
+                }
+            })
+        })
+        .collect();
+    let mut configs = vec![
+        json!({
+            "@type": "type.googleapis.com/envoy.admin.v3.BootstrapConfigDump",
+            "bootstrap": bootstrap,
+            "last_updated": last_updated,
+        }),
+        json!({
+            "@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump",
+            "version_info": snapshot.version,
+            "static_clusters": statics("clusters", "cluster"),
+            "dynamic_active_clusters": dynamic(&d.clusters, "cluster"),
+        }),
+        json!({
+            "@type": "type.googleapis.com/envoy.admin.v3.ListenersConfigDump",
+            "version_info": snapshot.version,
+            "static_listeners": statics("listeners", "listener"),
+            "dynamic_listeners": listeners,
+        }),
+        json!({
+            "@type": "type.googleapis.com/envoy.admin.v3.RoutesConfigDump",
+            "dynamic_route_configs": dynamic(&d.routes, "route_config"),
+        }),
+    ];
+    if include_eds {
+        configs.push(json!({
+            "@type": "type.googleapis.com/envoy.admin.v3.EndpointsConfigDump",
+            "dynamic_endpoint_configs": dynamic(&d.endpoints, "endpoint_config"),
+        }));
+    }
+    json!({ "configs": configs })
 }
 
 /// Envoy's text `/clusters`: `cluster::host::stat::value` lines.
@@ -217,6 +268,15 @@ fn all_stats(shared: &Shared) -> Vec<StatLine> {
     }
     for (prefix, s) in lock(&shared.stats.tcp).iter() {
         push("tcp", "envoy_tcp_prefix", prefix, s.entries());
+    }
+    for (name, value, counter) in shared.xds.entries() {
+        out.push((
+            name.to_string(),
+            value,
+            counter,
+            Vec::new(),
+            format!("envoy_{}", name.replace('.', "_")),
+        ));
     }
     let uptime = shared.started.elapsed().as_secs();
     for (stat, value) in [

@@ -1,8 +1,13 @@
 //! `weft proxy -c bootstrap.yaml`: load, check, bind, serve until told to stop.
 
 use crate::cluster::{Cluster, Discovery, DnsFamily};
-use crate::config::{ConfigError, bootstrap, convert};
+use crate::config::{ConfigError, FieldError, bootstrap, convert};
+use crate::listener::manager::ListenerManager;
 use crate::server::{self, Shared};
+use crate::xds::AdsConfig;
+use crate::xds::state::Dynamic;
+use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
+use envoy_types::pb::envoy::config::core::v3::grpc_service::TargetSpecifier as GrpcTarget;
 use prost_reflect::SerializeOptions;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,10 +16,19 @@ use std::time::{Duration, SystemTime};
 /// How often STRICT_DNS and LOGICAL_DNS clusters resolve again (Envoy's default).
 const DNS_REFRESH: Duration = Duration::from_secs(5);
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
-    pub config_path: String,
+    /// The bootstrap; without one the proxy starts empty and takes everything from `xds`.
+    pub config_path: Option<String>,
     pub concurrency: usize,
+    /// `--drain-time-s`: how long connections of a removed listener may take to finish.
+    pub drain_time: Duration,
+    /// `--xds ADDR`: the ADS server, instead of (or in addition to) the bootstrap's.
+    pub xds_address: Option<String>,
+    /// `--xds-delta`: use delta xDS with `--xds`.
+    pub xds_delta: bool,
+    /// `--node-id`: replaces the bootstrap's `node.id`.
+    pub node_id: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +41,8 @@ pub enum RunError {
         address: SocketAddr,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Listen(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -43,15 +59,43 @@ pub fn validate(path: &str) -> Result<(), ConfigError> {
         })
 }
 
+fn field_error(origin: &str, e: FieldError) -> ConfigError {
+    ConfigError::Fields {
+        origin: origin.to_string(),
+        errors: vec![e],
+    }
+}
+
 pub fn run(options: &Options) -> Result<(), RunError> {
-    let loaded = bootstrap::load_file(&options.config_path)?;
-    let config_json = loaded
+    let origin = options
+        .config_path
+        .clone()
+        .unwrap_or_else(|| "--xds".into());
+    let mut loaded = match &options.config_path {
+        Some(path) => bootstrap::load_file(path)?,
+        None => bootstrap::parse(&origin, "{}")?,
+    };
+    if let Some(id) = &options.node_id {
+        loaded
+            .bootstrap
+            .node
+            .get_or_insert_with(Default::default)
+            .id
+            .clone_from(id);
+    }
+    let mut config_json = loaded
         .dynamic
         .serialize_with_options(
             serde_json::value::Serializer,
             &SerializeOptions::new().use_proto_field_name(true),
         )
         .unwrap_or_default();
+    if let (Some(id), Some(map)) = (&options.node_id, config_json.as_object_mut()) {
+        let node = map.entry("node").or_insert_with(|| serde_json::json!({}));
+        if let Some(node) = node.as_object_mut() {
+            node.insert("id".into(), serde_json::Value::String(id.clone()));
+        }
+    }
     let admin = match loaded
         .bootstrap
         .admin
@@ -59,12 +103,8 @@ pub fn run(options: &Options) -> Result<(), RunError> {
         .and_then(|a| a.address.as_ref())
     {
         Some(address) => Some(
-            convert::ip_socket_address(Some(address), "admin.address").map_err(|e| {
-                ConfigError::Fields {
-                    origin: options.config_path.clone(),
-                    errors: vec![e],
-                }
-            })?,
+            convert::ip_socket_address(Some(address), "admin.address")
+                .map_err(|e| field_error(&origin, e))?,
         ),
         None => None,
     };
@@ -72,18 +112,16 @@ pub fn run(options: &Options) -> Result<(), RunError> {
         .get("node")
         .cloned()
         .unwrap_or(serde_json::Value::Null);
-    let shared = Shared::new(options.concurrency, node, admin);
+    let shared = Shared::new(options.concurrency, node, admin, options.drain_time);
     let mut snapshot =
         convert::static_snapshot(&loaded.bootstrap, &shared.stats).map_err(|errors| {
             ConfigError::Fields {
-                origin: options.config_path.clone(),
+                origin: origin.clone(),
                 errors,
             }
         })?;
-    snapshot.config_dump = config_json;
-    snapshot.version = String::new();
+    snapshot.config_dump = config_json.clone();
     snapshot.last_updated = Some(SystemTime::now());
-
     let control = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -93,7 +131,12 @@ pub fn run(options: &Options) -> Result<(), RunError> {
     let dns_clusters: Vec<Arc<Cluster>> = snapshot
         .clusters
         .values()
-        .filter(|c| c.config.discovery != Discovery::Static)
+        .filter(|c| {
+            matches!(
+                c.config.discovery,
+                Discovery::StrictDns | Discovery::LogicalDns
+            )
+        })
         .cloned()
         .collect();
     control.block_on(async {
@@ -109,18 +152,29 @@ pub fn run(options: &Options) -> Result<(), RunError> {
             }
         });
     }
-
-    let mut sockets = Vec::new();
-    for listener in &snapshot.listeners {
-        let socket = server::bind(listener.address).map_err(|source| RunError::Bind {
-            what: format!("listener {}", listener.name),
-            address: listener.address,
-            source,
-        })?;
-        tracing::info!(listener = %listener.name, address = %listener.address, "listening");
-        sockets.push((listener.name.clone(), socket));
-    }
+    let ads = ads_config(&loaded.bootstrap, &snapshot, options, &origin)?;
     shared.snapshot.store(Arc::new(snapshot));
+
+    let workers = server::start_workers(&shared)?;
+    let manager = ListenerManager::new(workers.runtimes.clone(), shared.clone());
+    let mut dynamic = Dynamic::new(shared.clone(), manager, config_json);
+    dynamic.start().map_err(RunError::Listen)?;
+    match ads {
+        Some(ads) => {
+            tracing::info!(uri = %ads.uri, delta = ads.delta, "subscribing to the control plane");
+            control.spawn(crate::xds::run(ads, dynamic, shared.clone()));
+        }
+        None => {
+            shared
+                .ready
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            // Keeps the listeners it manages.
+            control.spawn(async move {
+                let _dynamic = dynamic;
+                std::future::pending::<()>().await;
+            });
+        }
+    }
     if let Some(address) = admin {
         let socket = server::bind(address).map_err(|source| RunError::Bind {
             what: "admin".into(),
@@ -136,7 +190,6 @@ pub fn run(options: &Options) -> Result<(), RunError> {
         });
         tracing::info!(%address, "admin listening");
     }
-    let workers = server::start_workers(&shared, &sockets)?;
     let stop = shared.clone();
     control.spawn(async move {
         let _ = tokio::signal::ctrl_c().await;
@@ -151,11 +204,76 @@ pub fn run(options: &Options) -> Result<(), RunError> {
         }
     });
     shared.request_shutdown();
-    for w in workers {
+    for w in workers.threads {
         let _ = w.join();
     }
     control.shutdown_timeout(Duration::from_millis(100));
     Ok(())
+}
+
+/// Where the ADS server is: `--xds`, or the cluster that `dynamic_resources.ads_config` names.
+fn ads_config(
+    bootstrap: &Bootstrap,
+    snapshot: &server::Snapshot,
+    options: &Options,
+    origin: &str,
+) -> Result<Option<AdsConfig>, ConfigError> {
+    let node = bootstrap.node.clone().unwrap_or_default();
+    if let Some(address) = &options.xds_address {
+        let uri = if address.contains("://") {
+            address.clone()
+        } else {
+            format!("http://{address}")
+        };
+        return Ok(Some(AdsConfig {
+            uri,
+            delta: options.xds_delta,
+            node,
+        }));
+    }
+    let Some(ads) = bootstrap
+        .dynamic_resources
+        .as_ref()
+        .and_then(|d| d.ads_config.as_ref())
+    else {
+        return Ok(None);
+    };
+    let path = "dynamic_resources.ads_config.grpc_services";
+    let Some(GrpcTarget::EnvoyGrpc(target)) = ads
+        .grpc_services
+        .first()
+        .and_then(|g| g.target_specifier.as_ref())
+    else {
+        return Err(field_error(
+            origin,
+            FieldError::new(path, "one grpc_services entry with envoy_grpc is required"),
+        ));
+    };
+    let cpath = format!("{path}[0].envoy_grpc.cluster_name");
+    let Some(cluster) = snapshot.clusters.get(&target.cluster_name) else {
+        return Err(field_error(
+            origin,
+            FieldError::new(
+                cpath,
+                format!("unknown static cluster '{}'", target.cluster_name),
+            ),
+        ));
+    };
+    let Some(host) = cluster.hosts.load().choose().map(|h| h.address) else {
+        return Err(field_error(
+            origin,
+            FieldError::new(
+                cpath,
+                format!("cluster '{}' has no endpoint", target.cluster_name),
+            ),
+        ));
+    };
+    Ok(Some(AdsConfig {
+        uri: format!("http://{host}"),
+        // DELTA_GRPC
+        delta: ads.api_type == 3,
+        node,
+    }))
 }
 
 async fn resolve(cluster: &Arc<Cluster>) {

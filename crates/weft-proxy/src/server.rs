@@ -4,12 +4,14 @@
 
 use crate::cluster::Cluster;
 use crate::listener::Listener;
-use crate::stats::{HttpStats, ListenerStats, TcpStats};
+use crate::route::RouteConfig;
+use crate::stats::{HttpStats, ListenerStats, TcpStats, XdsStats};
 use arc_swap::ArcSwap;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Everything the data path reads, published whole: a route and the clusters it names always
 /// come from the same snapshot.
@@ -17,10 +19,31 @@ use std::time::{Instant, SystemTime};
 pub struct Snapshot {
     pub listeners: Vec<Arc<Listener>>,
     pub clusters: HashMap<String, Arc<Cluster>>,
-    /// The config as given, JSON, for `/config_dump`.
+    /// Route tables delivered by RDS, by name.
+    pub routes: HashMap<String, Arc<RouteConfig>>,
+    /// The bootstrap as given, JSON, for `/config_dump`.
     pub config_dump: serde_json::Value,
+    /// What the control plane sent, for `/config_dump`.
+    pub dynamic: Arc<DynamicDump>,
     pub version: String,
     pub last_updated: Option<SystemTime>,
+}
+
+/// One resource from the control plane as `/config_dump` shows it.
+#[derive(Debug, Clone)]
+pub struct DumpEntry {
+    pub name: String,
+    pub version: String,
+    pub last_updated: SystemTime,
+    pub json: serde_json::Value,
+}
+
+#[derive(Debug, Default)]
+pub struct DynamicDump {
+    pub listeners: Vec<DumpEntry>,
+    pub clusters: Vec<DumpEntry>,
+    pub routes: Vec<DumpEntry>,
+    pub endpoints: Vec<DumpEntry>,
 }
 
 /// Stats that outlive a snapshot: a listener or connection manager keeps its counters when the
@@ -66,6 +89,12 @@ pub struct Shared {
     pub node: serde_json::Value,
     pub admin: Option<SocketAddr>,
     pub shutdown: tokio::sync::watch::Sender<bool>,
+    /// How long a removed listener's connections may take to finish (`--drain-time-s`).
+    pub drain_time: Duration,
+    /// `/ready`: set once the static config serves, or the first clusters and listeners from
+    /// the control plane were accepted.
+    pub ready: AtomicBool,
+    pub xds: XdsStats,
 }
 
 impl Shared {
@@ -73,6 +102,7 @@ impl Shared {
         concurrency: usize,
         node: serde_json::Value,
         admin: Option<SocketAddr>,
+        drain_time: Duration,
     ) -> Arc<Self> {
         let (shutdown, _) = tokio::sync::watch::channel(false);
         Arc::new(Shared {
@@ -83,6 +113,9 @@ impl Shared {
             node,
             admin,
             shutdown,
+            drain_time,
+            ready: AtomicBool::new(false),
+            xds: XdsStats::default(),
         })
     }
 
@@ -106,40 +139,34 @@ pub fn bind(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
-/// Starts `concurrency` worker threads serving the bound listeners. Returns their handles.
-pub fn start_workers(
-    shared: &Arc<Shared>,
-    sockets: &[(String, std::net::TcpListener)],
-) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
-    let mut handles = Vec::new();
+/// The worker threads: each runs a current-thread runtime that listeners are handed to (see
+/// `listener::manager`).
+#[derive(Debug)]
+pub struct Workers {
+    pub runtimes: Vec<tokio::runtime::Handle>,
+    pub threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Starts `concurrency` worker threads that run until shutdown.
+pub fn start_workers(shared: &Arc<Shared>) -> std::io::Result<Workers> {
+    let mut workers = Workers {
+        runtimes: Vec::new(),
+        threads: Vec::new(),
+    };
     for worker in 0..shared.concurrency.max(1) {
-        let mut mine = Vec::new();
-        for (name, socket) in sockets {
-            mine.push((name.clone(), socket.try_clone()?));
-        }
-        let shared = shared.clone();
-        let handle = std::thread::Builder::new().name(format!("weft-worker-{worker}")).spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot start a worker runtime");
-                    return;
-                }
-            };
-            runtime.block_on(async move {
-                let mut shutdown = shared.shutdown.subscribe();
-                for (name, socket) in mine {
-                    match tokio::net::TcpListener::from_std(socket) {
-                        Ok(listener) => {
-                            tokio::spawn(crate::listener::accept::run(name, listener, shared.clone()));
-                        }
-                        Err(e) => tracing::error!(listener = %name, error = %e, "cannot register listener"),
-                    }
-                }
-                let _ = shutdown.wait_for(|stop| *stop).await;
-            });
-        })?;
-        handles.push(handle);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        workers.runtimes.push(runtime.handle().clone());
+        let mut shutdown = shared.shutdown.subscribe();
+        let thread = std::thread::Builder::new()
+            .name(format!("weft-worker-{worker}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let _ = shutdown.wait_for(|stop| *stop).await;
+                });
+            })?;
+        workers.threads.push(thread);
     }
-    Ok(handles)
+    Ok(workers)
 }

@@ -40,6 +40,60 @@ stat_block!(
     }
 );
 
+/// The control plane connection and the fate of its updates. Envoy spreads these over
+/// `control_plane.*`, `cluster_manager.cds.*`, `listener_manager.lds.*` and per-resource RDS/EDS
+/// scopes; `/stats` prints them under those names, with RDS and EDS totalled.
+#[derive(Debug, Default)]
+pub struct XdsStats {
+    pub connected_state: AtomicU64,
+    pub cds_update_success: AtomicU64,
+    pub cds_update_rejected: AtomicU64,
+    pub lds_update_success: AtomicU64,
+    pub lds_update_rejected: AtomicU64,
+    pub rds_update_success: AtomicU64,
+    pub rds_update_rejected: AtomicU64,
+    pub eds_update_success: AtomicU64,
+    pub eds_update_rejected: AtomicU64,
+}
+
+impl XdsStats {
+    /// (Envoy name, value, is_counter)
+    pub fn entries(&self) -> Vec<(&'static str, u64, bool)> {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        vec![
+            (
+                "control_plane.connected_state",
+                get(&self.connected_state),
+                false,
+            ),
+            (
+                "cluster_manager.cds.update_success",
+                get(&self.cds_update_success),
+                true,
+            ),
+            (
+                "cluster_manager.cds.update_rejected",
+                get(&self.cds_update_rejected),
+                true,
+            ),
+            (
+                "listener_manager.lds.update_success",
+                get(&self.lds_update_success),
+                true,
+            ),
+            (
+                "listener_manager.lds.update_rejected",
+                get(&self.lds_update_rejected),
+                true,
+            ),
+            ("rds.update_success", get(&self.rds_update_success), true),
+            ("rds.update_rejected", get(&self.rds_update_rejected), true),
+            ("eds.update_success", get(&self.eds_update_success), true),
+            ("eds.update_rejected", get(&self.eds_update_rejected), true),
+        ]
+    }
+}
+
 stat_block!(
     /// `http.<stat_prefix>.*`
     HttpStats {

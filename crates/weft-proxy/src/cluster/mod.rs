@@ -15,6 +15,8 @@ pub enum Discovery {
     Static,
     StrictDns,
     LogicalDns,
+    /// Endpoints pushed by the control plane (`ClusterLoadAssignment`s).
+    Eds,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +82,9 @@ pub struct ClusterConfig {
     pub h2_max_concurrent_streams: Option<u32>,
     pub dns_family: DnsFamily,
     pub localities: Vec<LocalityConfig>,
+    /// The `ClusterLoadAssignment` an EDS cluster takes: `eds_cluster_config.service_name`, or
+    /// the cluster's name.
+    pub eds_service_name: String,
 }
 
 /// One upstream host as the load balancer sees it.
@@ -124,27 +129,38 @@ impl Host {
 pub struct Cluster {
     pub config: ClusterConfig,
     pub hosts: ArcSwap<lb::HostSet>,
-    pub stats: ClusterStats,
+    /// Shared with the cluster's next version when the control plane changes it, as Envoy's
+    /// stats outlive a cluster update.
+    pub stats: Arc<ClusterStats>,
     /// `cluster.<name>.upstream_rq_time`
-    pub rq_time: crate::stats::Histogram,
+    pub rq_time: Arc<crate::stats::Histogram>,
 }
 
 impl Cluster {
     pub fn new(config: ClusterConfig) -> Arc<Self> {
-        let mut hosts = Vec::new();
-        for locality in &config.localities {
-            for endpoint in &locality.endpoints {
-                if let EndpointAddress::Ip(addr) = endpoint.address {
-                    hosts.push(Arc::new(Host::new(addr, endpoint, locality.priority)));
-                }
+        Self::succeeding(config, None)
+    }
+
+    /// A cluster that takes the place of `previous` (same name, new config): it keeps the
+    /// stats, and the hosts too when the endpoints come from elsewhere (DNS, EDS).
+    pub fn succeeding(config: ClusterConfig, previous: Option<&Cluster>) -> Arc<Self> {
+        let keep_hosts = previous.is_some_and(|p| {
+            config.discovery != Discovery::Static
+                && p.config.discovery == config.discovery
+                && p.config.localities == config.localities
+                && p.config.eds_service_name == config.eds_service_name
+        });
+        let set = match previous {
+            Some(p) if keep_hosts => {
+                lb::HostSet::new(p.hosts.load().all().cloned().collect(), config.lb_policy)
             }
-        }
-        let set = lb::HostSet::new(hosts, config.lb_policy);
+            _ => lb::HostSet::new(ip_hosts(&config.localities, None), config.lb_policy),
+        };
         let cluster = Cluster {
-            config,
             hosts: ArcSwap::from_pointee(lb::HostSet::new(Vec::new(), LbPolicy::RoundRobin)),
-            stats: ClusterStats::default(),
-            rq_time: Default::default(),
+            stats: previous.map(|p| p.stats.clone()).unwrap_or_default(),
+            rq_time: previous.map(|p| p.rq_time.clone()).unwrap_or_default(),
+            config,
         };
         cluster.publish(set);
         Arc::new(cluster)
@@ -155,14 +171,15 @@ impl Cluster {
         let current = self.hosts.load();
         let hosts: Vec<Arc<Host>> = resolved
             .into_iter()
-            .map(|(addr, endpoint, priority)| {
-                current
-                    .all()
-                    .find(|h| h.address == addr && h.priority == priority)
-                    .cloned()
-                    .unwrap_or_else(|| Arc::new(Host::new(addr, &endpoint, priority)))
-            })
+            .map(|(addr, endpoint, priority)| reuse(&current, addr, &endpoint, priority))
             .collect();
+        self.publish(lb::HostSet::new(hosts, self.config.lb_policy));
+    }
+
+    /// Replaces the hosts with a `ClusterLoadAssignment` from EDS.
+    pub fn set_endpoints(&self, localities: &[LocalityConfig]) {
+        let current = self.hosts.load();
+        let hosts = ip_hosts(localities, Some(&current));
         self.publish(lb::HostSet::new(hosts, self.config.lb_policy));
     }
 
@@ -188,4 +205,39 @@ impl Cluster {
         }
         out
     }
+}
+
+/// The hosts of IP endpoints, reusing those of `current` that stay (same address, priority,
+/// weight and health), so that their counters and in-flight counts carry over.
+fn ip_hosts(localities: &[LocalityConfig], current: Option<&lb::HostSet>) -> Vec<Arc<Host>> {
+    let mut hosts = Vec::new();
+    for locality in localities {
+        for endpoint in &locality.endpoints {
+            if let EndpointAddress::Ip(addr) = endpoint.address {
+                hosts.push(match current {
+                    Some(current) => reuse(current, addr, endpoint, locality.priority),
+                    None => Arc::new(Host::new(addr, endpoint, locality.priority)),
+                });
+            }
+        }
+    }
+    hosts
+}
+
+fn reuse(
+    current: &lb::HostSet,
+    addr: SocketAddr,
+    endpoint: &EndpointConfig,
+    priority: u32,
+) -> Arc<Host> {
+    current
+        .all()
+        .find(|h| {
+            h.address == addr
+                && h.priority == priority
+                && h.weight == endpoint.weight.max(1)
+                && h.health == endpoint.health
+        })
+        .cloned()
+        .unwrap_or_else(|| Arc::new(Host::new(addr, endpoint, priority)))
 }

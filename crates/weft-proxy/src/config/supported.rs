@@ -16,8 +16,25 @@ const TABLE: &[(&str, &str)] = &[
     // Bootstrap
     (
         "envoy.config.bootstrap.v3.Bootstrap",
-        "node static_resources admin",
+        "node static_resources dynamic_resources admin",
     ),
+    (
+        "envoy.config.bootstrap.v3.Bootstrap.DynamicResources",
+        "lds_config cds_config ads_config",
+    ),
+    // xDS: only ADS over gRPC, which is what Istio's proxies use.
+    (
+        "envoy.config.core.v3.ConfigSource",
+        "ads resource_api_version=V3 initial_fetch_timeout",
+    ),
+    ("envoy.config.core.v3.AggregatedConfigSource", ""),
+    (
+        "envoy.config.core.v3.ApiConfigSource",
+        "api_type=GRPC|DELTA_GRPC transport_api_version=V3 grpc_services \
+         set_node_on_first_message_only",
+    ),
+    ("envoy.config.core.v3.GrpcService", "envoy_grpc timeout"),
+    ("envoy.config.core.v3.GrpcService.EnvoyGrpc", "cluster_name"),
     (
         "envoy.config.bootstrap.v3.Bootstrap.StaticResources",
         "listeners clusters",
@@ -53,10 +70,14 @@ const TABLE: &[(&str, &str)] = &[
     // Network filters
     (
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-        "stat_prefix codec_type route_config http_filters access_log generate_request_id \
+        "stat_prefix codec_type route_config rds http_filters access_log generate_request_id \
          use_remote_address server_name \
          upgrade_configs \
          server_header_transformation=OVERWRITE|APPEND_IF_ABSENT|PASS_THROUGH",
+    ),
+    (
+        "envoy.extensions.filters.network.http_connection_manager.v3.Rds",
+        "config_source route_config_name",
     ),
     (
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.UpgradeConfig",
@@ -172,10 +193,14 @@ const TABLE: &[(&str, &str)] = &[
     // Clusters
     (
         "envoy.config.cluster.v3.Cluster",
-        "name alt_stat_name type=STATIC|STRICT_DNS|LOGICAL_DNS connect_timeout \
+        "name alt_stat_name type=STATIC|STRICT_DNS|LOGICAL_DNS|EDS eds_cluster_config connect_timeout \
          lb_policy=ROUND_ROBIN|LEAST_REQUEST|RANDOM load_assignment \
          typed_extension_protocol_options http2_protocol_options http_protocol_options \
          dns_lookup_family=AUTO|V4_ONLY|V4_PREFERRED metadata",
+    ),
+    (
+        "envoy.config.cluster.v3.Cluster.EdsClusterConfig",
+        "eds_config service_name",
     ),
     (
         "envoy.config.endpoint.v3.ClusterLoadAssignment",

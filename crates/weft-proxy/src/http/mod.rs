@@ -44,7 +44,7 @@ pub enum ServerHeader {
 pub struct HttpConnectionManager {
     pub stat_prefix: String,
     pub codec: Codec,
-    pub route_config: Arc<RouteConfig>,
+    pub route: RouteSource,
     pub access_logs: Vec<AccessLog>,
     pub generate_request_id: bool,
     pub use_remote_address: bool,
@@ -56,6 +56,15 @@ pub struct HttpConnectionManager {
     pub stats: Arc<HttpStats>,
 }
 
+/// Where a connection manager's routes come from.
+#[derive(Debug)]
+pub enum RouteSource {
+    /// `route_config`, inline.
+    Static(Arc<RouteConfig>),
+    /// `rds`: the named `RouteConfiguration` of the current snapshot.
+    Rds(String),
+}
+
 /// Per-connection facts every request of the connection needs.
 #[derive(Clone)]
 pub struct Connection {
@@ -65,7 +74,7 @@ pub struct Connection {
     pub local: SocketAddr,
 }
 
-pub async fn serve<I>(io: I, conn: Connection)
+pub async fn serve<I>(io: I, conn: Connection, drain: tokio::sync::watch::Receiver<bool>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -89,13 +98,25 @@ where
         .max_header_list_size(MAX_REQUEST_HEADERS as u32)
         .timer(TokioTimer::new())
         .enable_connect_protocol();
+    let drain_time = conn.shared.drain_time;
     let service = service_fn(move |req: http::Request<Incoming>| {
         let conn = conn.clone();
         async move { Ok::<_, Infallible>(router::handle(req, conn).await) }
     });
-    let result = builder
-        .serve_connection_with_upgrades(TokioIo::new(io), service)
-        .await;
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        true = crate::listener::accept::draining(drain.clone()) => {
+            // HTTP/1.1: the response in flight says `connection: close`; HTTP/2: GOAWAY.
+            connection.as_mut().graceful_shutdown();
+            let drained = crate::listener::accept::drained(drain, drain_time);
+            tokio::select! {
+                result = connection.as_mut() => result,
+                () = drained => Ok(()),
+            }
+        }
+    };
     if let Err(e) = result {
         tracing::debug!(error = %e, "downstream connection ended with an error");
         if is_protocol_error(&*e) {

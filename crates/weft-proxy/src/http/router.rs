@@ -1,7 +1,7 @@
 //! The router filter: picks the route, then answers locally (direct response, redirect, errors
 //! as Envoy words them) or forwards to a host of the route's cluster.
 
-use super::{Connection, headers, local_reply};
+use super::{Connection, RouteSource, headers, local_reply};
 use crate::access_log::{Entry, RequestInfo, flags};
 use crate::body::{Finish, Guard, ProxyBody};
 use crate::cluster::{Cluster, Host, UpstreamProtocol};
@@ -140,7 +140,6 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
         route_name: String::new(),
         release: None,
     };
-    let route_config = hcm.route_config.clone();
     let path_and_query = parts
         .uri
         .path_and_query()
@@ -162,6 +161,16 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
     {
         return local(finisher, Some(&parts), StatusCode::FORBIDDEN, "", None);
     }
+    let route_config = match &hcm.route {
+        RouteSource::Static(rc) => Some(rc.clone()),
+        RouteSource::Rds(name) => conn.shared.snapshot.load().routes.get(name).cloned(),
+    };
+    // An RDS table that has not arrived yet routes nothing, as in Envoy.
+    let Some(route_config) = route_config else {
+        stats::inc(&s.no_route);
+        finisher.flags |= flags::NR;
+        return local(finisher, Some(&parts), StatusCode::NOT_FOUND, "", None);
+    };
     let scheme = view.scheme;
     let selected = route_config
         .virtual_host(&authority)

@@ -8,11 +8,20 @@ use crate::tcp;
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 
-/// Accepts until the task is dropped. The listener config is read from the snapshot per
-/// connection, so a config update reaches new connections at once.
-pub async fn run(name: String, socket: TcpListener, shared: Arc<Shared>) {
+/// Accepts until `stop` is set. The listener config is read from the snapshot per connection,
+/// so a config update reaches new connections at once.
+pub async fn run(
+    name: String,
+    socket: TcpListener,
+    shared: Arc<Shared>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     loop {
-        let (stream, peer) = match socket.accept().await {
+        let accepted = tokio::select! {
+            accepted = socket.accept() => accepted,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.
@@ -56,12 +65,34 @@ async fn connection(
                 peer,
                 local,
             };
-            http::serve(stream, conn).await;
+            http::serve(stream, conn, listener.drain.subscribe()).await;
         }
         Some(NetworkFilter::Tcp(proxy)) => {
-            tcp::serve(stream, proxy.clone(), shared.clone(), peer, local).await;
+            let drain = listener.drain.subscribe();
+            tokio::select! {
+                () = tcp::serve(stream, proxy.clone(), shared.clone(), peer, local) => {}
+                () = drained(drain, shared.drain_time) => {}
+            }
         }
     }
     stats::dec(&s.downstream_cx_active);
     stats::inc(&s.downstream_cx_destroy);
+}
+
+/// True once the listener starts draining; false if it is dropped without.
+pub(crate) async fn draining(mut drain: tokio::sync::watch::Receiver<bool>) -> bool {
+    drain.wait_for(|d| *d).await.is_ok()
+}
+
+/// Resolves once the listener has been draining for `drain_time`: what is still open then is
+/// closed, as Envoy does at the end of its drain period.
+pub(crate) async fn drained(
+    drain: tokio::sync::watch::Receiver<bool>,
+    drain_time: std::time::Duration,
+) {
+    if !draining(drain).await {
+        // The listener is gone without draining: nothing will ever ask to close.
+        std::future::pending::<()>().await;
+    }
+    tokio::time::sleep(drain_time).await;
 }

@@ -1,6 +1,7 @@
 //! Listeners: where connections arrive, and which filter chain takes each one.
 
 pub mod accept;
+pub mod manager;
 
 use crate::http::HttpConnectionManager;
 use crate::stats::ListenerStats;
@@ -14,6 +15,10 @@ pub struct Listener {
     pub address: SocketAddr,
     pub filter_chains: Vec<FilterChain>,
     pub stats: Arc<ListenerStats>,
+    /// Set when this version of the listener is removed or replaced: its connections finish
+    /// what they are doing and close (HTTP/1.1 `connection: close`, HTTP/2 GOAWAY), and are
+    /// closed outright after the drain time.
+    pub drain: tokio::sync::watch::Sender<bool>,
 }
 
 #[derive(Debug)]
@@ -64,6 +69,10 @@ impl Cidr {
 }
 
 impl Listener {
+    pub fn start_draining(&self) {
+        self.drain.send_replace(true);
+    }
+
     /// Envoy's filter chain selection, most specific criterion first: a chain naming the
     /// destination port beats one that does not; then the longest matching destination prefix.
     pub fn filter_chain(&self, destination: SocketAddr) -> Option<&FilterChain> {

@@ -5,8 +5,21 @@ use std::process::ExitCode;
 #[derive(clap::Args)]
 pub struct Args {
     /// Envoy v3 bootstrap (YAML or JSON): the same file `envoy -c` takes.
-    #[arg(short = 'c', long = "config-path")]
-    config: String,
+    #[arg(short = 'c', long = "config-path", required_unless_present = "xds")]
+    config: Option<String>,
+    /// ADS server (HOST:PORT) to take listeners, routes, clusters and endpoints from, instead of
+    /// the bootstrap's `dynamic_resources.ads_config`.
+    #[arg(long)]
+    xds: Option<String>,
+    /// With --xds: use delta xDS instead of state of the world.
+    #[arg(long, requires = "xds")]
+    xds_delta: bool,
+    /// The node id sent to the control plane (replaces the bootstrap's `node.id`).
+    #[arg(long)]
+    node_id: Option<String>,
+    /// Seconds a removed listener's connections may take to finish, as Envoy's --drain-time-s.
+    #[arg(long = "drain-time-s", default_value_t = 600)]
+    drain_time_s: u64,
     /// Worker threads, as Envoy's --concurrency (Istio runs sidecars with 2).
     #[arg(long, default_value_t = default_concurrency())]
     concurrency: usize,
@@ -31,9 +44,13 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         )))
         .init();
     if args.mode == "validate" {
-        return match weft_proxy::run::validate(&args.config) {
+        let Some(config) = &args.config else {
+            eprintln!("--mode validate needs -c FILE");
+            return Ok(ExitCode::from(2));
+        };
+        return match weft_proxy::run::validate(config) {
             Ok(()) => {
-                println!("configuration '{}' OK", args.config);
+                println!("configuration '{config}' OK");
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {
@@ -45,6 +62,10 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     let options = weft_proxy::run::Options {
         config_path: args.config.clone(),
         concurrency: args.concurrency.max(1),
+        drain_time: std::time::Duration::from_secs(args.drain_time_s),
+        xds_address: args.xds.clone(),
+        xds_delta: args.xds_delta,
+        node_id: args.node_id.clone(),
     };
     match weft_proxy::run::run(&options) {
         Ok(()) => Ok(ExitCode::SUCCESS),

@@ -8,6 +8,7 @@ use crate::cluster::{
 use crate::config::FieldError;
 use envoy_types::pb::envoy::config::cluster::v3 as pb;
 use envoy_types::pb::envoy::config::core::v3::{Address, address, socket_address};
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::{
@@ -26,6 +27,7 @@ pub fn cluster(c: &pb::Cluster, path: &str) -> Result<ClusterConfig> {
         None | Some(pb::cluster::ClusterDiscoveryType::Type(0)) => Discovery::Static,
         Some(pb::cluster::ClusterDiscoveryType::Type(1)) => Discovery::StrictDns,
         Some(pb::cluster::ClusterDiscoveryType::Type(2)) => Discovery::LogicalDns,
+        Some(pb::cluster::ClusterDiscoveryType::Type(3)) => Discovery::Eds,
         Some(_) => {
             return Err(FieldError::new(
                 format!("{path}.type"),
@@ -94,38 +96,19 @@ pub fn cluster(c: &pb::Cluster, path: &str) -> Result<ClusterConfig> {
         3 => DnsFamily::V4Preferred,
         _ => DnsFamily::Auto,
     };
-    let mut localities = Vec::new();
-    if let Some(la) = &c.load_assignment {
-        for (i, l) in la.endpoints.iter().enumerate() {
-            let lpath = format!("{path}.load_assignment.endpoints[{i}]");
-            let mut endpoints = Vec::new();
-            for (j, e) in l.lb_endpoints.iter().enumerate() {
-                let epath = format!("{lpath}.lb_endpoints[{j}]");
-                let Some(HostIdentifier::Endpoint(endpoint)) = &e.host_identifier else {
-                    return Err(FieldError::new(format!("{epath}.endpoint"), "is required"));
-                };
-                let address = endpoint_address(
-                    endpoint.address.as_ref(),
-                    &format!("{epath}.endpoint.address"),
-                    discovery,
-                )?;
-                let health = match e.health_status {
-                    2..=4 => Health::Unhealthy, // UNHEALTHY, DRAINING, TIMEOUT
-                    5 => Health::Degraded,
-                    _ => Health::Healthy,
-                };
-                endpoints.push(EndpointConfig {
-                    address,
-                    weight: e.load_balancing_weight.as_ref().map_or(1, |w| w.value),
-                    health,
-                    hostname: endpoint.hostname.clone(),
-                });
-            }
-            localities.push(LocalityConfig {
-                priority: l.priority,
-                endpoints,
-            });
-        }
+    let localities = match &c.load_assignment {
+        Some(la) => load_assignment(la, &format!("{path}.load_assignment"), discovery)?,
+        None => Vec::new(),
+    };
+    let eds_service_name = match (&c.eds_cluster_config, discovery) {
+        (Some(eds), Discovery::Eds) if !eds.service_name.is_empty() => eds.service_name.clone(),
+        _ => c.name.clone(),
+    };
+    if discovery == Discovery::Eds && !localities.is_empty() {
+        return Err(FieldError::new(
+            format!("{path}.load_assignment"),
+            "an EDS cluster takes its endpoints from EDS, not from load_assignment",
+        ));
     }
     if discovery == Discovery::LogicalDns
         && localities.iter().map(|l| l.endpoints.len()).sum::<usize>() != 1
@@ -149,7 +132,48 @@ pub fn cluster(c: &pb::Cluster, path: &str) -> Result<ClusterConfig> {
         h2_max_concurrent_streams,
         dns_family,
         localities,
+        eds_service_name,
     })
+}
+
+/// The endpoints of a `ClusterLoadAssignment`, from a cluster's `load_assignment` or from EDS.
+pub fn load_assignment(
+    la: &ClusterLoadAssignment,
+    path: &str,
+    discovery: Discovery,
+) -> Result<Vec<LocalityConfig>> {
+    let mut localities = Vec::new();
+    for (i, l) in la.endpoints.iter().enumerate() {
+        let lpath = format!("{path}.endpoints[{i}]");
+        let mut endpoints = Vec::new();
+        for (j, e) in l.lb_endpoints.iter().enumerate() {
+            let epath = format!("{lpath}.lb_endpoints[{j}]");
+            let Some(HostIdentifier::Endpoint(endpoint)) = &e.host_identifier else {
+                return Err(FieldError::new(format!("{epath}.endpoint"), "is required"));
+            };
+            let address = endpoint_address(
+                endpoint.address.as_ref(),
+                &format!("{epath}.endpoint.address"),
+                discovery,
+            )?;
+            let health = match e.health_status {
+                2..=4 => Health::Unhealthy, // UNHEALTHY, DRAINING, TIMEOUT
+                5 => Health::Degraded,
+                _ => Health::Healthy,
+            };
+            endpoints.push(EndpointConfig {
+                address,
+                weight: e.load_balancing_weight.as_ref().map_or(1, |w| w.value),
+                health,
+                hostname: endpoint.hostname.clone(),
+            });
+        }
+        localities.push(LocalityConfig {
+            priority: l.priority,
+            endpoints,
+        });
+    }
+    Ok(localities)
 }
 
 fn endpoint_address(
@@ -160,11 +184,13 @@ fn endpoint_address(
     let (host, port) = socket_address(address, path)?;
     match host.parse::<IpAddr>() {
         Ok(ip) => Ok(EndpointAddress::Ip(SocketAddr::new(ip, port))),
-        Err(_) if discovery != Discovery::Static => Ok(EndpointAddress::Dns { host, port }),
+        Err(_) if matches!(discovery, Discovery::StrictDns | Discovery::LogicalDns) => {
+            Ok(EndpointAddress::Dns { host, port })
+        }
         Err(_) => Err(FieldError::new(
             format!("{path}.socket_address.address"),
             format!(
-                "{host:?} is not an IP address (STATIC clusters need IP addresses; use STRICT_DNS for names)"
+                "{host:?} is not an IP address (STATIC and EDS clusters need IP addresses; use STRICT_DNS for names)"
             ),
         )),
     }

@@ -4,7 +4,7 @@ use super::cluster::ip_socket_address;
 use super::{Result, decode_any, duration, route_configuration, type_name};
 use crate::access_log::{self, AccessLog, Format, Sink};
 use crate::config::FieldError;
-use crate::http::{Codec, HttpConnectionManager, ServerHeader};
+use crate::http::{Codec, HttpConnectionManager, RouteSource, ServerHeader};
 use crate::listener::{Cidr, FilterChain, FilterChainMatch, Listener, NetworkFilter};
 use crate::server::StatsStore;
 use crate::tcp::TcpProxy;
@@ -64,6 +64,7 @@ pub fn listener(l: &pb::Listener, path: &str, store: &StatsStore) -> Result<List
         address,
         filter_chains,
         stats: store.listener(&stat_key),
+        drain: tokio::sync::watch::channel(false).0,
     })
 }
 
@@ -155,14 +156,37 @@ fn connection_manager(
             ));
         }
     };
-    let route_config = match &h.route_specifier {
+    let route = match &h.route_specifier {
         Some(hcm::http_connection_manager::RouteSpecifier::RouteConfig(rc)) => {
-            route_configuration(rc, &format!("{path}.route_config"))?
+            RouteSource::Static(Arc::new(route_configuration(
+                rc,
+                &format!("{path}.route_config"),
+                true,
+            )?))
+        }
+        Some(hcm::http_connection_manager::RouteSpecifier::Rds(rds)) => {
+            if rds.route_config_name.is_empty() {
+                return Err(FieldError::new(
+                    format!("{path}.rds.route_config_name"),
+                    "is required",
+                ));
+            }
+            if rds
+                .config_source
+                .as_ref()
+                .is_none_or(|c| c.config_source_specifier.is_none())
+            {
+                return Err(FieldError::new(
+                    format!("{path}.rds.config_source"),
+                    "must be {ads: {}}",
+                ));
+            }
+            RouteSource::Rds(rds.route_config_name.clone())
         }
         _ => {
             return Err(FieldError::new(
                 format!("{path}.route_config"),
-                "is required (rds is not supported yet)",
+                "one of route_config or rds is required",
             ));
         }
     };
@@ -206,7 +230,7 @@ fn connection_manager(
     Ok(HttpConnectionManager {
         stat_prefix: h.stat_prefix.clone(),
         codec,
-        route_config: Arc::new(route_config),
+        route,
         access_logs: access_logs(&h.access_log, &format!("{path}.access_log"))?,
         generate_request_id: h.generate_request_id.as_ref().is_none_or(|b| b.value),
         use_remote_address: h.use_remote_address.as_ref().is_some_and(|b| b.value),

@@ -6,7 +6,7 @@ mod cluster;
 mod listener;
 mod route;
 
-pub use cluster::{cluster, ip_socket_address};
+pub use cluster::{cluster, ip_socket_address, load_assignment};
 pub use listener::listener;
 pub use route::route_configuration;
 
@@ -102,10 +102,13 @@ fn check_route_clusters(snapshot: &Snapshot, errors: &mut Vec<FieldError>) {
             let crate::listener::NetworkFilter::Http(hcm) = &chain.filter else {
                 continue;
             };
-            if !hcm.route_config.validate_clusters {
+            let crate::http::RouteSource::Static(route_config) = &hcm.route else {
+                continue;
+            };
+            if !route_config.validate_clusters {
                 continue;
             }
-            for (v, r, name) in hcm.route_config.named_clusters() {
+            for (v, r, name) in route_config.named_clusters() {
                 if !snapshot.clusters.contains_key(name) {
                     errors.push(FieldError::new(
                         format!(

@@ -18,10 +18,19 @@ use std::time::Duration;
 /// Envoy's route timeout when none is given.
 const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
 
-pub fn route_configuration(rc: &pb::RouteConfiguration, path: &str) -> Result<RouteConfig> {
+/// `validate_by_default`: Envoy checks the clusters of a static route table unless told not to,
+/// and those of an RDS one only when told to.
+pub fn route_configuration(
+    rc: &pb::RouteConfiguration,
+    path: &str,
+    validate_by_default: bool,
+) -> Result<RouteConfig> {
     let mut config = RouteConfig {
         name: rc.name.clone(),
-        validate_clusters: rc.validate_clusters.as_ref().is_none_or(|b| b.value),
+        validate_clusters: rc
+            .validate_clusters
+            .as_ref()
+            .map_or(validate_by_default, |b| b.value),
         exact: Default::default(),
         suffixes: Vec::new(),
         prefixes: Vec::new(),

@@ -1,0 +1,142 @@
+//! A state-of-the-world ADS stream.
+
+use super::state::{Dynamic, Update};
+use super::{AdsConfig, StreamError, connect, count, nack, type_url};
+use crate::server::Shared;
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::Ordering;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+struct Requests {
+    tx: mpsc::Sender<DiscoveryRequest>,
+    /// Type → the nonce of the last response, echoed in the next request of the type.
+    nonces: HashMap<String, String>,
+    /// What RDS and EDS were last asked for.
+    routes: BTreeSet<String>,
+    endpoints: BTreeSet<String>,
+    node_sent: bool,
+    node: envoy_types::pb::envoy::config::core::v3::Node,
+}
+
+impl Requests {
+    async fn send(
+        &mut self,
+        type_url: &str,
+        version: String,
+        names: Vec<String>,
+        error: Option<String>,
+    ) -> Result<(), StreamError> {
+        let request = DiscoveryRequest {
+            version_info: version,
+            // The node goes with the first request of a stream only.
+            node: (!self.node_sent).then(|| self.node.clone()),
+            resource_names: names,
+            type_url: type_url.to_string(),
+            response_nonce: self.nonces.get(type_url).cloned().unwrap_or_default(),
+            error_detail: error.map(nack),
+            ..Default::default()
+        };
+        self.node_sent = true;
+        self.tx.send(request).await.map_err(|_| StreamError::Closed)
+    }
+
+    fn names(&self, type_url: &str) -> Vec<String> {
+        match type_url {
+            type_url::ROUTE => self.routes.iter().cloned().collect(),
+            type_url::ENDPOINT => self.endpoints.iter().cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Asks RDS and EDS for what the listeners and clusters now name, if that changed.
+    async fn follow(&mut self, dynamic: &Dynamic) -> Result<(), StreamError> {
+        for (type_url, wanted) in [
+            (type_url::ENDPOINT, dynamic.endpoint_names()),
+            (type_url::ROUTE, dynamic.route_names()),
+        ] {
+            let current = if type_url == type_url::ROUTE {
+                &mut self.routes
+            } else {
+                &mut self.endpoints
+            };
+            if *current == wanted {
+                continue;
+            }
+            *current = wanted;
+            let version = dynamic.versions.get(type_url).cloned().unwrap_or_default();
+            let names = self.names(type_url);
+            self.send(type_url, version, names, None).await?;
+        }
+        Ok(())
+    }
+}
+
+pub(super) async fn session(
+    config: &AdsConfig,
+    dynamic: &mut Dynamic,
+    shared: &Shared,
+    established: &mut bool,
+) -> Result<(), StreamError> {
+    let mut client = AggregatedDiscoveryServiceClient::new(connect(config).await?);
+    let (tx, rx) = mpsc::channel(16);
+    let mut requests = Requests {
+        tx,
+        nonces: HashMap::new(),
+        routes: BTreeSet::new(),
+        endpoints: BTreeSet::new(),
+        node_sent: false,
+        node: config.node.clone(),
+    };
+    // Clusters and listeners first (wildcard), with the versions held, then what they name.
+    for type_url in [type_url::CLUSTER, type_url::LISTENER] {
+        let version = dynamic.versions.get(type_url).cloned().unwrap_or_default();
+        requests.send(type_url, version, Vec::new(), None).await?;
+    }
+    requests.follow(dynamic).await?;
+    let mut responses = client
+        .stream_aggregated_resources(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    shared.xds.connected_state.store(1, Ordering::Relaxed);
+    tracing::info!(uri = %config.uri, "xDS stream established (state of the world)");
+    while let Some(response) = responses.message().await? {
+        *established = true;
+        let type_url = response.type_url.as_str();
+        let update = Update {
+            type_url,
+            version: &response.version_info,
+            resources: response
+                .resources
+                .iter()
+                .map(|any| (None, response.version_info.as_str(), any))
+                .collect(),
+            removed: Vec::new(),
+            complete: type_url == type_url::LISTENER || type_url == type_url::CLUSTER,
+        };
+        let result = dynamic.apply(&update);
+        count(shared, type_url, result.is_ok());
+        requests
+            .nonces
+            .insert(type_url.to_string(), response.nonce.clone());
+        let names = requests.names(type_url);
+        match result {
+            Ok(()) => {
+                requests
+                    .send(type_url, response.version_info.clone(), names, None)
+                    .await?;
+            }
+            Err(message) => {
+                tracing::warn!(type_url, version = %response.version_info, error = %message, "xDS update rejected");
+                let version = dynamic.versions.get(type_url).cloned().unwrap_or_default();
+                requests
+                    .send(type_url, version, names, Some(message))
+                    .await?;
+            }
+        }
+        requests.follow(dynamic).await?;
+    }
+    Err(StreamError::Closed)
+}

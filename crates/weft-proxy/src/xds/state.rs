@@ -1,0 +1,496 @@
+//! What the proxy accepted from the control plane, and how an update becomes a new snapshot.
+//!
+//! An update is all or nothing: every resource in it is checked against the supported fields,
+//! converted, and (for listeners) bound before anything is published. If one fails, the update
+//! is refused with a message naming the resource and the field, and the last good config keeps
+//! serving.
+
+use super::type_url;
+use crate::cluster::{Cluster, Discovery, LocalityConfig};
+use crate::config::{FieldError, convert, supported};
+use crate::http::RouteSource;
+use crate::listener::manager::ListenerManager;
+use crate::listener::{Listener, NetworkFilter};
+use crate::route::RouteConfig;
+use crate::server::{DumpEntry, DynamicDump, Shared, Snapshot};
+use envoy_types::pb::envoy::config::cluster::v3::Cluster as PbCluster;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Listener as PbListener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::google::protobuf::Any;
+use prost::Message;
+use prost_reflect::{DynamicMessage, ReflectMessage, SerializeOptions};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// One accepted resource.
+#[derive(Debug, Clone)]
+pub struct Accepted<T> {
+    pub version: String,
+    pub bytes: Vec<u8>,
+    pub json: serde_json::Value,
+    pub last_updated: SystemTime,
+    pub built: T,
+}
+
+/// An update for one type, as either protocol delivers it.
+#[derive(Debug)]
+pub struct Update<'a> {
+    pub type_url: &'a str,
+    /// The version reported for the type (state of the world) or the system version (delta).
+    pub version: &'a str,
+    /// (name if the protocol says it, per-resource version, resource)
+    pub resources: Vec<(Option<&'a str>, &'a str, &'a Any)>,
+    pub removed: Vec<&'a str>,
+    /// State of the world for listeners and clusters: what is not listed is gone.
+    pub complete: bool,
+}
+
+#[derive(Debug)]
+pub struct Dynamic {
+    shared: Arc<Shared>,
+    manager: ListenerManager,
+    static_listeners: Vec<Arc<Listener>>,
+    static_clusters: HashMap<String, Arc<Cluster>>,
+    pub listeners: BTreeMap<String, Accepted<Arc<Listener>>>,
+    pub clusters: BTreeMap<String, Accepted<Arc<Cluster>>>,
+    pub routes: BTreeMap<String, Accepted<Arc<RouteConfig>>>,
+    pub endpoints: BTreeMap<String, Accepted<Arc<Vec<LocalityConfig>>>>,
+    /// The last accepted version of each type, for state-of-the-world NACKs.
+    pub versions: HashMap<String, String>,
+    bootstrap_dump: serde_json::Value,
+}
+
+/// Built but not yet committed.
+enum Built {
+    Listener(Arc<Listener>),
+    Cluster(Arc<Cluster>),
+    Route(Arc<RouteConfig>),
+    Endpoints(Arc<Vec<LocalityConfig>>),
+}
+
+fn kind(type_url: &str) -> &'static str {
+    match type_url {
+        type_url::LISTENER => "Listener",
+        type_url::CLUSTER => "Cluster",
+        type_url::ROUTE => "RouteConfiguration",
+        type_url::ENDPOINT => "ClusterLoadAssignment",
+        _ => "resource",
+    }
+}
+
+impl Dynamic {
+    /// Starts from the static part of the bootstrap, which is serving already.
+    pub fn new(
+        shared: Arc<Shared>,
+        manager: ListenerManager,
+        bootstrap_dump: serde_json::Value,
+    ) -> Self {
+        let snapshot = shared.snapshot.load_full();
+        Dynamic {
+            static_listeners: snapshot.listeners.clone(),
+            static_clusters: snapshot.clusters.clone(),
+            shared,
+            manager,
+            listeners: BTreeMap::new(),
+            clusters: BTreeMap::new(),
+            routes: BTreeMap::new(),
+            endpoints: BTreeMap::new(),
+            versions: HashMap::new(),
+            bootstrap_dump,
+        }
+    }
+
+    /// Publishes the static bootstrap alone (no control plane yet, or none at all).
+    pub fn start(&mut self) -> Result<(), String> {
+        self.publish(None)
+    }
+
+    /// The route tables the listeners ask RDS for.
+    pub fn route_names(&self) -> BTreeSet<String> {
+        let mut names = BTreeSet::new();
+        let all = self
+            .static_listeners
+            .iter()
+            .chain(self.listeners.values().map(|a| &a.built));
+        for l in all {
+            for chain in &l.filter_chains {
+                if let NetworkFilter::Http(hcm) = &chain.filter
+                    && let RouteSource::Rds(name) = &hcm.route
+                {
+                    names.insert(name.clone());
+                }
+            }
+        }
+        names
+    }
+
+    /// The load assignments the EDS clusters ask for.
+    pub fn endpoint_names(&self) -> BTreeSet<String> {
+        self.static_clusters
+            .values()
+            .chain(self.clusters.values().map(|a| &a.built))
+            .filter(|c| c.config.discovery == Discovery::Eds)
+            .map(|c| c.config.eds_service_name.clone())
+            .collect()
+    }
+
+    /// Versions of what is held of one type, for a delta stream's `initial_resource_versions`.
+    pub fn resource_versions(&self, type_url: &str) -> HashMap<String, String> {
+        fn versions<T>(m: &BTreeMap<String, Accepted<T>>) -> HashMap<String, String> {
+            m.iter()
+                .map(|(k, a)| (k.clone(), a.version.clone()))
+                .collect()
+        }
+        match type_url {
+            type_url::LISTENER => versions(&self.listeners),
+            type_url::CLUSTER => versions(&self.clusters),
+            type_url::ROUTE => versions(&self.routes),
+            type_url::ENDPOINT => versions(&self.endpoints),
+            _ => HashMap::new(),
+        }
+    }
+
+    /// Applies an update, or refuses it whole with the reason.
+    pub fn apply(&mut self, update: &Update<'_>) -> Result<(), String> {
+        let now = SystemTime::now();
+        let mut errors = Vec::new();
+        let mut built: Vec<(String, Accepted<Built>)> = Vec::new();
+        let mut listed = BTreeSet::new();
+        for (name, version, any) in &update.resources {
+            match self.build(update.type_url, *name, version, any, now) {
+                Ok((name, accepted)) => {
+                    if !listed.insert(name.clone()) {
+                        errors.push(format!("{} {name}: listed twice", kind(update.type_url)));
+                    }
+                    built.push((name, accepted));
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors.join("; "));
+        }
+        let mut removed: Vec<String> = update.removed.iter().map(|s| s.to_string()).collect();
+        if update.complete {
+            let held = self.resource_versions(update.type_url);
+            removed.extend(held.into_keys().filter(|n| !listed.contains(n)));
+        }
+        let mut next = self.clone_maps();
+        for name in &removed {
+            next.remove(update.type_url, name);
+        }
+        for (name, accepted) in built {
+            next.insert(name, accepted);
+        }
+        if update.type_url == type_url::ROUTE {
+            next.check_routes(&self.static_clusters)?;
+        }
+        let saved = self.replace_maps(next);
+        if let Err(e) = self.publish(Some(update.type_url)) {
+            self.replace_maps(saved);
+            return Err(e);
+        }
+        self.versions
+            .insert(update.type_url.to_string(), update.version.to_string());
+        Ok(())
+    }
+
+    fn replace_maps(&mut self, maps: Maps) -> Maps {
+        Maps {
+            listeners: std::mem::replace(&mut self.listeners, maps.listeners),
+            clusters: std::mem::replace(&mut self.clusters, maps.clusters),
+            routes: std::mem::replace(&mut self.routes, maps.routes),
+            endpoints: std::mem::replace(&mut self.endpoints, maps.endpoints),
+        }
+    }
+
+    fn clone_maps(&self) -> Maps {
+        Maps {
+            listeners: self.listeners.clone(),
+            clusters: self.clusters.clone(),
+            routes: self.routes.clone(),
+            endpoints: self.endpoints.clone(),
+        }
+    }
+
+    /// Checks, decodes and converts one resource. A resource byte for byte like the one held
+    /// keeps its built form (and so its connections, pools and counters).
+    fn build(
+        &self,
+        type_url: &str,
+        name: Option<&str>,
+        version: &str,
+        any: &Any,
+        now: SystemTime,
+    ) -> Result<(String, Accepted<Built>), String> {
+        let kind = kind(type_url);
+        let label = name.unwrap_or("(unnamed)");
+        if any.type_url != type_url {
+            return Err(format!(
+                "{kind} {label}: resource of type {} in a {type_url} response",
+                any.type_url
+            ));
+        }
+        let message = supported::decode_any(&any.type_url, &any.value)
+            .map_err(|e| format!("{kind} {label}: {e}"))?;
+        let errors = supported::check(&message, "");
+        let name = match name {
+            Some(n) => n.to_string(),
+            None => resource_name(&message),
+        };
+        let fail = |errors: Vec<FieldError>| -> String {
+            let list: Vec<String> = errors
+                .iter()
+                .map(|e| format!("{kind} {name}: {e}"))
+                .collect();
+            list.join("; ")
+        };
+        if !errors.is_empty() {
+            return Err(fail(errors));
+        }
+        if let Some(held) = self.held(type_url, &name, &any.value) {
+            return Ok((
+                name,
+                Accepted {
+                    version: version.to_string(),
+                    ..held
+                },
+            ));
+        }
+        let decode_error = |e: prost::DecodeError| format!("{kind} {name}: {e}");
+        let built = match type_url {
+            type_url::LISTENER => {
+                let pb = PbListener::decode(any.value.as_slice()).map_err(decode_error)?;
+                let l =
+                    convert::listener(&pb, "", &self.shared.stats).map_err(|e| fail(vec![e]))?;
+                if self.static_listeners.iter().any(|s| s.name == l.name) {
+                    return Err(format!("{kind} {name}: a static listener has this name"));
+                }
+                if l.name != name {
+                    return Err(format!(
+                        "{kind} {name}: name does not match the resource name"
+                    ));
+                }
+                Built::Listener(Arc::new(l))
+            }
+            type_url::CLUSTER => {
+                let pb = PbCluster::decode(any.value.as_slice()).map_err(decode_error)?;
+                let config = convert::cluster(&pb, "").map_err(|e| fail(vec![e]))?;
+                if self.static_clusters.contains_key(&config.name) {
+                    return Err(format!("{kind} {name}: a static cluster has this name"));
+                }
+                let previous = self.clusters.get(&config.name).map(|a| &*a.built);
+                let cluster = Cluster::succeeding(config, previous);
+                if cluster.config.discovery == Discovery::Eds
+                    && let Some(e) = self.endpoints.get(&cluster.config.eds_service_name)
+                {
+                    cluster.set_endpoints(&e.built);
+                }
+                Built::Cluster(cluster)
+            }
+            type_url::ROUTE => {
+                let pb = RouteConfiguration::decode(any.value.as_slice()).map_err(decode_error)?;
+                let rc = convert::route_configuration(&pb, "", false).map_err(|e| fail(vec![e]))?;
+                Built::Route(Arc::new(rc))
+            }
+            type_url::ENDPOINT => {
+                let pb =
+                    ClusterLoadAssignment::decode(any.value.as_slice()).map_err(decode_error)?;
+                let localities =
+                    convert::load_assignment(&pb, "", Discovery::Eds).map_err(|e| fail(vec![e]))?;
+                Built::Endpoints(Arc::new(localities))
+            }
+            other => return Err(format!("type {other} is not supported by the Weft proxy")),
+        };
+        let json = message
+            .serialize_with_options(
+                serde_json::value::Serializer,
+                &SerializeOptions::new().use_proto_field_name(true),
+            )
+            .unwrap_or_default();
+        Ok((
+            name,
+            Accepted {
+                version: version.to_string(),
+                bytes: any.value.clone(),
+                json,
+                last_updated: now,
+                built,
+            },
+        ))
+    }
+
+    /// The held resource of that name, if its bytes are `bytes`.
+    fn held(&self, type_url: &str, name: &str, bytes: &[u8]) -> Option<Accepted<Built>> {
+        fn same<T: Clone>(
+            m: &BTreeMap<String, Accepted<T>>,
+            name: &str,
+            bytes: &[u8],
+            wrap: fn(T) -> Built,
+        ) -> Option<Accepted<Built>> {
+            let a = m.get(name).filter(|a| a.bytes == bytes)?;
+            Some(with(a.clone(), wrap(a.built.clone())))
+        }
+        match type_url {
+            type_url::LISTENER => same(&self.listeners, name, bytes, Built::Listener),
+            type_url::CLUSTER => same(&self.clusters, name, bytes, Built::Cluster),
+            type_url::ROUTE => same(&self.routes, name, bytes, Built::Route),
+            type_url::ENDPOINT => same(&self.endpoints, name, bytes, Built::Endpoints),
+            _ => None,
+        }
+    }
+
+    /// Builds the snapshot from the static and accepted resources and makes it current. An
+    /// update of `changed` type that adds a listener whose port cannot be bound is refused here.
+    fn publish(&mut self, changed: Option<&str>) -> Result<(), String> {
+        let mut listeners = self.static_listeners.clone();
+        listeners.extend(self.listeners.values().map(|a| a.built.clone()));
+        let prepared = self
+            .manager
+            .prepare(&listeners)
+            .map_err(|e| format!("{} {e}", kind(changed.unwrap_or(type_url::LISTENER))))?;
+        let mut clusters = self.static_clusters.clone();
+        for (name, a) in &self.clusters {
+            clusters.insert(name.clone(), a.built.clone());
+        }
+        // Endpoints reach the clusters here, whichever of the two arrived last.
+        if changed == Some(type_url::ENDPOINT) {
+            for c in clusters.values() {
+                if c.config.discovery == Discovery::Eds {
+                    match self.endpoints.get(&c.config.eds_service_name) {
+                        Some(e) => c.set_endpoints(&e.built),
+                        None => c.set_endpoints(&[]),
+                    }
+                }
+            }
+        }
+        let routes = self
+            .routes
+            .iter()
+            .map(|(name, a)| (name.clone(), a.built.clone()))
+            .collect();
+        let previous = self.shared.snapshot.load();
+        let version = changed
+            .map(|t| self.versions.get(t).cloned().unwrap_or_default())
+            .unwrap_or_default();
+        let snapshot = Snapshot {
+            listeners: listeners.clone(),
+            clusters,
+            routes,
+            config_dump: self.bootstrap_dump.clone(),
+            dynamic: Arc::new(self.dump()),
+            version: if version.is_empty() {
+                previous.version.clone()
+            } else {
+                version
+            },
+            last_updated: Some(SystemTime::now()),
+        };
+        self.shared.snapshot.store(Arc::new(snapshot));
+        self.manager.commit(prepared, &listeners);
+        Ok(())
+    }
+
+    fn dump(&self) -> DynamicDump {
+        fn entries<T>(m: &BTreeMap<String, Accepted<T>>) -> Vec<DumpEntry> {
+            m.iter()
+                .map(|(name, a)| DumpEntry {
+                    name: name.clone(),
+                    version: a.version.clone(),
+                    last_updated: a.last_updated,
+                    json: a.json.clone(),
+                })
+                .collect()
+        }
+        DynamicDump {
+            listeners: entries(&self.listeners),
+            clusters: entries(&self.clusters),
+            routes: entries(&self.routes),
+            endpoints: entries(&self.endpoints),
+        }
+    }
+}
+
+/// The accepted resources while an update is being put together.
+struct Maps {
+    listeners: BTreeMap<String, Accepted<Arc<Listener>>>,
+    clusters: BTreeMap<String, Accepted<Arc<Cluster>>>,
+    routes: BTreeMap<String, Accepted<Arc<RouteConfig>>>,
+    endpoints: BTreeMap<String, Accepted<Arc<Vec<LocalityConfig>>>>,
+}
+
+fn with<T, U>(a: Accepted<U>, built: T) -> Accepted<T> {
+    Accepted {
+        version: a.version,
+        bytes: a.bytes,
+        json: a.json,
+        last_updated: a.last_updated,
+        built,
+    }
+}
+
+impl Maps {
+    fn remove(&mut self, type_url: &str, name: &str) {
+        match type_url {
+            type_url::LISTENER => drop(self.listeners.remove(name)),
+            type_url::CLUSTER => drop(self.clusters.remove(name)),
+            type_url::ROUTE => drop(self.routes.remove(name)),
+            type_url::ENDPOINT => drop(self.endpoints.remove(name)),
+            _ => {}
+        }
+    }
+
+    fn insert(&mut self, name: String, a: Accepted<Built>) {
+        match &a.built {
+            Built::Listener(l) => {
+                let l = l.clone();
+                self.listeners.insert(name, with(a, l));
+            }
+            Built::Cluster(c) => {
+                let c = c.clone();
+                self.clusters.insert(name, with(a, c));
+            }
+            Built::Route(r) => {
+                let r = r.clone();
+                self.routes.insert(name, with(a, r));
+            }
+            Built::Endpoints(e) => {
+                let e = e.clone();
+                self.endpoints.insert(name, with(a, e));
+            }
+        }
+    }
+
+    /// A route table that asks for cluster validation must name only known clusters.
+    fn check_routes(&self, static_clusters: &HashMap<String, Arc<Cluster>>) -> Result<(), String> {
+        for (name, a) in &self.routes {
+            if !a.built.validate_clusters {
+                continue;
+            }
+            for (_, _, cluster) in a.built.named_clusters() {
+                if !self.clusters.contains_key(cluster) && !static_clusters.contains_key(cluster) {
+                    return Err(format!(
+                        "RouteConfiguration {name}: unknown cluster '{cluster}' (validate_clusters is set)"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The name inside a resource: what state-of-the-world responses identify it by.
+fn resource_name(message: &DynamicMessage) -> String {
+    let field =
+        if message.descriptor().full_name() == "envoy.config.endpoint.v3.ClusterLoadAssignment" {
+            "cluster_name"
+        } else {
+            "name"
+        };
+    message
+        .get_field_by_name(field)
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}

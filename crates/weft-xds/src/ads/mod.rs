@@ -1,0 +1,296 @@
+//! The ADS server: every proxy holds one gRPC stream, asks for resource types, and gets them from
+//! the cache, again whenever the cache changes. Both of Envoy's protocols are served: state of the
+//! world (`StreamAggregatedResources`, each response the full set of a type) and delta
+//! (`DeltaAggregatedResources`, only what changed and what went away).
+//!
+//! Each response's acceptance is tracked per connection and type, so that a NACK, with the
+//! proxy's own error message, can be shown to the operator.
+
+mod delta;
+mod sotw;
+
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use envoy_types::pb::google::protobuf::Any;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// The resources of one type, with the version a state-of-the-world response reports.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Resources {
+    pub version: String,
+    pub items: BTreeMap<String, Any>,
+}
+
+/// What a proxy should have: resources by type URL.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    pub types: BTreeMap<String, Resources>,
+}
+
+impl Snapshot {
+    /// Sets the resources of one type, each message encoded into the `Any` sent on the wire.
+    pub fn set<M: prost::Message>(
+        &mut self,
+        type_url: &str,
+        version: impl Into<String>,
+        resources: impl IntoIterator<Item = (String, M)>,
+    ) -> &mut Self {
+        let items = resources
+            .into_iter()
+            .map(|(name, message)| {
+                let any = Any {
+                    type_url: type_url.to_string(),
+                    value: message.encode_to_vec(),
+                };
+                (name, any)
+            })
+            .collect();
+        self.types.insert(
+            type_url.to_string(),
+            Resources {
+                version: version.into(),
+                items,
+            },
+        );
+        self
+    }
+
+    pub fn resources(&self, type_url: &str) -> Option<&Resources> {
+        self.types.get(type_url)
+    }
+}
+
+/// A resource's version in delta xDS: a hash of its bytes, so that an unchanged resource is
+/// never sent again, even across control plane restarts.
+pub(crate) fn resource_version(any: &Any) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    any.value.hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+/// Snapshots per node. A node without one of its own gets the default.
+#[derive(Debug)]
+pub struct Cache {
+    default: watch::Sender<Arc<Snapshot>>,
+    nodes: Mutex<HashMap<String, watch::Sender<Arc<Snapshot>>>>,
+    own: Mutex<HashSet<String>>,
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Cache {
+            default: watch::channel(Arc::new(Snapshot::default())).0,
+            nodes: Mutex::new(HashMap::new()),
+            own: Mutex::new(HashSet::new()),
+        }
+    }
+}
+
+/// A panic while a map was held cannot leave it half-written; keep using it.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Cache {
+    /// The snapshot for every node that has none of its own.
+    pub fn set_default(&self, snapshot: Snapshot) {
+        let snapshot = Arc::new(snapshot);
+        self.default.send_replace(snapshot.clone());
+        let own = lock(&self.own);
+        for (node, sender) in lock(&self.nodes).iter() {
+            if !own.contains(node) {
+                sender.send_replace(snapshot.clone());
+            }
+        }
+    }
+
+    /// The snapshot of one node.
+    pub fn set_node(&self, node: &str, snapshot: Snapshot) {
+        lock(&self.own).insert(node.to_string());
+        self.sender(node).send_replace(Arc::new(snapshot));
+    }
+
+    fn sender(&self, node: &str) -> watch::Sender<Arc<Snapshot>> {
+        lock(&self.nodes)
+            .entry(node.to_string())
+            .or_insert_with(|| watch::channel(self.default.borrow().clone()).0)
+            .clone()
+    }
+
+    pub(crate) fn watch(&self, node: &str) -> watch::Receiver<Arc<Snapshot>> {
+        self.sender(node).subscribe()
+    }
+}
+
+/// Where a proxy stands with one resource type.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TypeStatus {
+    /// Version of the last response sent.
+    pub sent: String,
+    /// Version of the last response the proxy accepted.
+    pub acked: Option<String>,
+    /// The proxy's error message if it rejected the last response.
+    pub nack: Option<String>,
+}
+
+/// One connected proxy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectionStatus {
+    pub node: String,
+    pub delta: bool,
+    pub types: BTreeMap<String, TypeStatus>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Tracker {
+    next: AtomicU64,
+    connections: Mutex<BTreeMap<u64, ConnectionStatus>>,
+}
+
+impl Tracker {
+    fn open(&self, delta: bool) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        lock(&self.connections).insert(
+            id,
+            ConnectionStatus {
+                delta,
+                ..Default::default()
+            },
+        );
+        id
+    }
+
+    fn close(&self, id: u64) {
+        lock(&self.connections).remove(&id);
+    }
+
+    pub(crate) fn update(&self, id: u64, f: impl FnOnce(&mut ConnectionStatus)) {
+        if let Some(c) = lock(&self.connections).get_mut(&id) {
+            f(c);
+        }
+    }
+
+    pub(crate) fn type_status(&self, id: u64, type_url: &str, f: impl FnOnce(&mut TypeStatus)) {
+        self.update(id, |c| f(c.types.entry(type_url.to_string()).or_default()));
+    }
+}
+
+/// The ADS service. Clone it to keep a handle on the cache and the status while tonic owns the
+/// service.
+#[derive(Debug, Clone, Default)]
+pub struct AdsServer {
+    cache: Arc<Cache>,
+    tracker: Arc<Tracker>,
+}
+
+impl AdsServer {
+    pub fn new(cache: Arc<Cache>) -> Self {
+        AdsServer {
+            cache,
+            tracker: Arc::default(),
+        }
+    }
+
+    pub fn cache(&self) -> &Arc<Cache> {
+        &self.cache
+    }
+
+    /// The connected proxies, in connection order.
+    pub fn status(&self) -> Vec<ConnectionStatus> {
+        lock(&self.tracker.connections).values().cloned().collect()
+    }
+
+    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
+        AggregatedDiscoveryServiceServer::new(self)
+    }
+}
+
+/// Messages a stream may have in flight before the sender waits for the proxy to read.
+const RESPONSE_BUFFER: usize = 16;
+
+/// The node id of a stream, taken from its first request as the protocol prescribes.
+fn node_id(node: Option<&envoy_types::pb::envoy::config::core::v3::Node>) -> String {
+    node.map(|n| n.id.clone()).unwrap_or_default()
+}
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for AdsServer {
+    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
+    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let mut requests = request.into_inner();
+        let Some(first) = requests.message().await? else {
+            return Err(Status::invalid_argument(
+                "stream closed before the first request",
+            ));
+        };
+        let node = node_id(first.node.as_ref());
+        let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
+        let id = self.tracker.open(false);
+        self.tracker.update(id, |c| c.node.clone_from(&node));
+        let tracker = self.tracker.clone();
+        let snapshots = self.cache.watch(&node);
+        tokio::spawn(async move {
+            sotw::serve(first, requests, snapshots, tx, &tracker, id).await;
+            tracker.close(id);
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        let mut requests = request.into_inner();
+        let Some(first) = requests.message().await? else {
+            return Err(Status::invalid_argument(
+                "stream closed before the first request",
+            ));
+        };
+        let node = node_id(first.node.as_ref());
+        let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
+        let id = self.tracker.open(true);
+        self.tracker.update(id, |c| c.node.clone_from(&node));
+        let tracker = self.tracker.clone();
+        let snapshots = self.cache.watch(&node);
+        tokio::spawn(async move {
+            delta::serve(first, requests, snapshots, tx, &tracker, id).await;
+            tracker.close(id);
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// The message a proxy put in `error_detail`.
+pub(crate) fn nack_message(detail: Option<&envoy_types::pb::google::rpc::Status>) -> String {
+    detail.map(|s| s.message.clone()).unwrap_or_default()
+}
+
+/// Runs the ADS server on `listener` until `shutdown` resolves.
+pub async fn serve(
+    server: AdsServer,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    tonic::transport::Server::builder()
+        .add_service(server.into_service())
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
+        .await
+}
