@@ -250,14 +250,9 @@ impl Dynamic {
         if !errors.is_empty() {
             return Err(fail(errors));
         }
+        // Unchanged: it keeps the version it came with, as Envoy reports it.
         if let Some(held) = self.held(type_url, &name, &any.value) {
-            return Ok((
-                name,
-                Accepted {
-                    version: version.to_string(),
-                    ..held
-                },
-            ));
+            return Ok((name, held));
         }
         let decode_error = |e: prost::DecodeError| format!("{kind} {name}: {e}");
         let built = match type_url {

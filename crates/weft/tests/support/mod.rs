@@ -236,6 +236,11 @@ impl Proxy {
     /// Renders `template` with `{NAME}` placeholders: the given values, and a fresh port for every
     /// other placeholder; starts the proxy and waits until its admin `/ready` answers 200.
     pub fn start(kind: Kind, template: &str, given: &[(&str, u16)]) -> Proxy {
+        Self::start_with(kind, template, given, &[])
+    }
+
+    /// `start`, with more command-line arguments for the proxy.
+    pub fn start_with(kind: Kind, template: &str, given: &[(&str, u16)], args: &[&str]) -> Proxy {
         let mut ports: BTreeMap<String, u16> =
             given.iter().map(|(k, v)| (k.to_string(), *v)).collect();
         let mut text = template.to_string();
@@ -260,13 +265,15 @@ impl Proxy {
                     "warning",
                     "-c",
                 ])
-                .arg(&config);
+                .arg(&config)
+                .args(args);
                 c
             }
             Kind::Weft => {
                 let mut c = Command::new(weft_binary());
                 c.args(["proxy", "--concurrency", "1", "-l", "warn", "-c"])
-                    .arg(&config);
+                    .arg(&config)
+                    .args(args);
                 c
             }
         };
@@ -368,7 +375,14 @@ impl Resp {
 
 /// One request on a new connection (HTTP/1.1, or h2c with prior knowledge).
 pub async fn request(addr: SocketAddr, req: &Req) -> Resp {
-    let stream = TcpStream::connect(addr).await.unwrap();
+    try_request(addr, req)
+        .await
+        .unwrap_or_else(|e| panic!("request to {addr} failed: {e}"))
+}
+
+/// `request`, with a failure to connect or to get a response as an error.
+pub async fn try_request(addr: SocketAddr, req: &Req) -> Result<Resp, String> {
+    let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let io = TokioIo::new(stream);
     let mut builder = http::Request::builder().method(req.method);
     for (k, v) in &req.headers {
@@ -378,22 +392,24 @@ pub async fn request(addr: SocketAddr, req: &Req) -> Resp {
     let resp = if req.h2 {
         let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
             .await
-            .unwrap();
+            .map_err(|e| e.to_string())?;
         tokio::spawn(conn);
         let uri = format!("http://{}{}", req.authority, req.path);
         sender
             .send_request(builder.uri(uri).body(body).unwrap())
             .await
-            .unwrap()
+            .map_err(|e| e.to_string())?
     } else {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| e.to_string())?;
         tokio::spawn(conn);
         let r = builder
             .uri(req.path.as_str())
             .header("host", req.authority.as_str())
             .body(body)
             .unwrap();
-        sender.send_request(r).await.unwrap()
+        sender.send_request(r).await.map_err(|e| e.to_string())?
     };
     let (parts, body) = resp.into_parts();
     let body = body
@@ -401,11 +417,11 @@ pub async fn request(addr: SocketAddr, req: &Req) -> Resp {
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
-    Resp {
+    Ok(Resp {
         status: parts.status.as_u16(),
         headers: parts.headers,
         body,
-    }
+    })
 }
 
 /// Raw bytes in, the first response line out (for malformed requests).

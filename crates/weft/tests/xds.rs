@@ -1,0 +1,401 @@
+//! The proxy configured over ADS by Weft's own ADS server (weft-xds), next to real Envoy 1.40
+//! fed by the same server: both protocols (state of the world and delta), listeners with RDS
+//! routes, CDS clusters with EDS endpoints, updates, NACKs, reconnects and listener removal.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use envoy_types::pb::google::protobuf::Any;
+use prost::Message;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::{Kind, Proxy, Req, Resp, try_request};
+use weft_xds::ads::{AdsServer, Cache, ConnectionStatus, Resources, Snapshot};
+use weft_xds::type_url;
+
+/// The bootstrap both proxies start from: an admin port, and ADS at {XDS}.
+const BOOTSTRAP: &str = r#"
+node: { id: NODE_ID, cluster: weft-test }
+admin:
+  address: { socket_address: { address: 127.0.0.1, port_value: {ADMIN} } }
+dynamic_resources:
+  ads_config:
+    api_type: API_TYPE
+    transport_api_version: V3
+    grpc_services: [ { envoy_grpc: { cluster_name: xds } } ]
+  cds_config: { ads: {}, resource_api_version: V3 }
+  lds_config: { ads: {}, resource_api_version: V3 }
+static_resources:
+  clusters:
+  - name: xds
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: { http2_protocol_options: {} }
+    load_assignment:
+      cluster_name: xds
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: {XDS} } } }
+"#;
+
+/// A named Envoy resource.
+type Named = (String, Any);
+
+/// An Envoy resource written in its JSON form, encoded as it travels.
+fn any(message: &str, value: Value) -> Named {
+    let name = value
+        .get("name")
+        .or_else(|| value.get("cluster_name"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let dynamic = weft_proxy::config::bootstrap::from_json(message, value)
+        .unwrap_or_else(|e| panic!("{message}: {e}"));
+    let any = Any {
+        type_url: format!("type.googleapis.com/{message}"),
+        value: dynamic.encode_to_vec(),
+    };
+    (name, any)
+}
+
+fn listener(name: &str, port: u16, routes: &str) -> Named {
+    any(
+        "envoy.config.listener.v3.Listener",
+        json!({
+            "name": name,
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+            "filter_chains": [{"filters": [{
+                "name": "envoy.filters.network.http_connection_manager",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                    "stat_prefix": name,
+                    "rds": {"route_config_name": routes, "config_source": {"ads": {}, "resource_api_version": "V3"}},
+                    "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]
+                }
+            }]}]
+        }),
+    )
+}
+
+/// A route table: (path prefix, cluster) in order, plus `extra` merged into the first route.
+fn routes(name: &str, table: &[(&str, &str)], extra: Value) -> Named {
+    let mut list: Vec<Value> = table
+        .iter()
+        .map(
+            |(prefix, cluster)| json!({"match": {"prefix": prefix}, "route": {"cluster": cluster}}),
+        )
+        .collect();
+    if let (Some(first), Value::Object(extra)) = (list.first_mut(), extra) {
+        for (k, v) in extra {
+            first[&k] = v;
+        }
+    }
+    any(
+        "envoy.config.route.v3.RouteConfiguration",
+        json!({"name": name, "virtual_hosts": [{"name": "all", "domains": ["*"], "routes": list}]}),
+    )
+}
+
+fn eds_cluster(name: &str) -> Named {
+    any(
+        "envoy.config.cluster.v3.Cluster",
+        json!({"name": name, "type": "EDS", "connect_timeout": "1s",
+               "eds_cluster_config": {"eds_config": {"ads": {}, "resource_api_version": "V3"}}}),
+    )
+}
+
+fn static_cluster(name: &str, upstream: SocketAddr) -> Named {
+    any(
+        "envoy.config.cluster.v3.Cluster",
+        json!({"name": name, "type": "STATIC", "connect_timeout": "1s", "load_assignment": {
+            "cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {"address": {"socket_address": {
+                "address": "127.0.0.1", "port_value": upstream.port()}}}}]}]}}),
+    )
+}
+
+fn endpoints(cluster: &str, upstreams: &[SocketAddr]) -> Named {
+    let lb: Vec<Value> = upstreams
+        .iter()
+        .map(|u| json!({"endpoint": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": u.port()}}}}))
+        .collect();
+    any(
+        "envoy.config.endpoint.v3.ClusterLoadAssignment",
+        json!({"cluster_name": cluster, "endpoints": [{"lb_endpoints": lb}]}),
+    )
+}
+
+/// A snapshot at `version` holding the given resources, sorted by type.
+fn snapshot(version: &str, resources: Vec<Named>) -> Snapshot {
+    let mut s = Snapshot::default();
+    for t in [
+        type_url::LISTENER,
+        type_url::ROUTE,
+        type_url::CLUSTER,
+        type_url::ENDPOINT,
+    ] {
+        s.types.insert(
+            t.to_string(),
+            Resources {
+                version: version.to_string(),
+                items: BTreeMap::new(),
+            },
+        );
+    }
+    for (name, r) in resources {
+        let entry = s.types.get_mut(&r.type_url).unwrap();
+        entry.items.insert(name, r);
+    }
+    s
+}
+
+struct ControlPlane {
+    server: AdsServer,
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ControlPlane {
+    async fn start(port: u16, cache: Arc<Cache>) -> ControlPlane {
+        let server = AdsServer::new(cache);
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = weft_xds::ads::serve(server.clone(), listener, async {
+            let _ = stopped.await;
+        });
+        let task = tokio::spawn(async move {
+            let _ = serving.await;
+        });
+        ControlPlane {
+            server,
+            addr,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// Stops serving and drops every stream, as a control plane that goes away.
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.abort();
+        let _ = self.task.await;
+    }
+
+    fn status(&self, node: &str) -> Option<ConnectionStatus> {
+        self.server.status().into_iter().find(|c| c.node == node)
+    }
+}
+
+/// Waits until `check` holds, or fails with what it last saw.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match check().await {
+            Ok(()) => return,
+            Err(e) if Instant::now() > deadline => panic!("{what}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// Which upstream answered `path` on `addr`, or the status if it was not a 200.
+async fn upstream(addr: SocketAddr, path: &str) -> Result<String, String> {
+    let r: Resp = try_request(addr, &Req::get("test.local", path)).await?;
+    if r.status != 200 {
+        return Ok(format!("status {}", r.status));
+    }
+    let json = r.json().ok_or("not JSON")?;
+    Ok(json["upstream"].as_str().unwrap_or("?").to_string())
+}
+
+async fn serves(addr: SocketAddr, path: &str, expected: &str) -> Result<(), String> {
+    match upstream(addr, path).await {
+        Ok(u) if u == expected => Ok(()),
+        other => Err(format!("{path} gave {other:?}, want {expected}")),
+    }
+}
+
+async fn start_proxy(kind: Kind, api: &str, node: &str, xds: u16, args: &[&str]) -> Proxy {
+    let template = BOOTSTRAP.replace("API_TYPE", api).replace("NODE_ID", node);
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Proxy::start_with(kind, &template, &[("XDS", xds)], &args)
+    })
+    .await
+    .unwrap()
+}
+
+/// The scenario every proxy and protocol goes through: initial config with an EDS and a
+/// STATIC cluster behind RDS routes; endpoints move; routes change; a listener is added.
+async fn configure_and_update(api: &str) {
+    let a1 = support::start_echo("a1").await;
+    let a2 = support::start_echo("a2").await;
+    let b = support::start_echo("b").await;
+    let cache = Arc::new(Cache::default());
+    let cp = ControlPlane::start(0, cache.clone()).await;
+    let kinds = [(Kind::Envoy, "envoy"), (Kind::Weft, "weft")];
+    let ports: BTreeMap<&str, (u16, u16)> = kinds
+        .iter()
+        .map(|(_, node)| (*node, (support::free_port(), support::free_port())))
+        .collect();
+    let config = |version: &str, node: &str, step: u8| {
+        let (http, extra) = ports[node];
+        let mut resources = vec![
+            listener("http", http, "main"),
+            eds_cluster("a"),
+            static_cluster("b", b),
+            endpoints("a", &[if step == 0 { a1 } else { a2 }]),
+        ];
+        let table: &[(&str, &str)] = if step < 2 {
+            &[("/a", "a"), ("/b", "b")]
+        } else {
+            &[("/a", "b"), ("/b", "a")]
+        };
+        resources.push(routes("main", table, json!({})));
+        if step >= 2 {
+            resources.push(listener("extra", extra, "main"));
+        }
+        snapshot(version, resources)
+    };
+    for (_, node) in kinds {
+        cache.set_node(node, config("1", node, 0));
+    }
+    let mut proxies = Vec::new();
+    for (kind, node) in kinds {
+        proxies.push((
+            node,
+            start_proxy(kind, api, node, cp.addr.port(), &[]).await,
+        ));
+    }
+    for (node, _) in &proxies {
+        let http = SocketAddr::from(([127, 0, 0, 1], ports[node].0));
+        eventually(&format!("{node} {api}: first config"), || async move {
+            serves(http, "/a", "a1").await?;
+            serves(http, "/b", "b").await
+        })
+        .await;
+        // Every type was acknowledged at the version sent.
+        eventually(&format!("{node} {api}: ACKs"), || async {
+            let status = cp.status(node).ok_or("not connected")?;
+            for t in [
+                type_url::CLUSTER,
+                type_url::ENDPOINT,
+                type_url::LISTENER,
+                type_url::ROUTE,
+            ] {
+                let s = status.types.get(t).ok_or(format!("{t} not subscribed"))?;
+                if s.acked.as_deref() != Some("1") || s.nack.is_some() {
+                    return Err(format!("{t}: {s:?}"));
+                }
+            }
+            Ok(())
+        })
+        .await;
+    }
+    // Endpoints move; then the routes swap and a second listener appears.
+    for (step, version) in [(1, "2"), (2, "3")] {
+        for (_, node) in kinds {
+            cache.set_node(node, config(version, node, step));
+        }
+        for (node, _) in &proxies {
+            let (http, extra) = ports[node];
+            let http = SocketAddr::from(([127, 0, 0, 1], http));
+            let extra = SocketAddr::from(([127, 0, 0, 1], extra));
+            eventually(&format!("{node} {api}: version {version}"), || async move {
+                if step == 1 {
+                    serves(http, "/a", "a2").await?;
+                    serves(http, "/b", "b").await
+                } else {
+                    serves(http, "/a", "b").await?;
+                    serves(http, "/b", "a2").await?;
+                    serves(extra, "/a", "b").await
+                }
+            })
+            .await;
+        }
+    }
+    // /config_dump shows the same dynamic resources in both proxies, at the same versions in
+    // state of the world (delta versions hash each node's own resource, so only their presence
+    // is compared).
+    let version = |v: &Value| -> String {
+        let v = v.as_str().unwrap();
+        assert!(!v.is_empty());
+        if api == "GRPC" {
+            v.to_string()
+        } else {
+            "(hash)".into()
+        }
+    };
+    let mut dumps = Vec::new();
+    for (node, proxy) in &proxies {
+        let dump: Value = serde_json::from_str(&proxy.admin("/config_dump").await).unwrap();
+        let mut seen = Vec::new();
+        for config in dump["configs"].as_array().unwrap() {
+            for l in config["dynamic_listeners"].as_array().into_iter().flatten() {
+                seen.push(format!(
+                    "listener {} {}",
+                    l["name"].as_str().unwrap(),
+                    version(&l["active_state"]["version_info"])
+                ));
+            }
+            for c in config["dynamic_active_clusters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                seen.push(format!(
+                    "cluster {} {}",
+                    c["cluster"]["name"].as_str().unwrap(),
+                    version(&c["version_info"])
+                ));
+            }
+            for r in config["dynamic_route_configs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                seen.push(format!(
+                    "route {}",
+                    r["route_config"]["name"].as_str().unwrap()
+                ));
+            }
+        }
+        seen.sort();
+        dumps.push((node, seen));
+    }
+    assert_eq!(dumps[0].1, dumps[1].1, "config dumps differ: {dumps:?}");
+    let extra = if api == "GRPC" {
+        "listener extra 3"
+    } else {
+        "listener extra (hash)"
+    };
+    assert!(dumps[1].1.contains(&extra.to_string()), "{dumps:?}");
+    cp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_of_the_world_configures_and_updates_like_envoy() {
+    configure_and_update("GRPC").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_configures_and_updates_like_envoy() {
+    configure_and_update("DELTA_GRPC").await;
+}
