@@ -155,46 +155,53 @@ fn snapshot(version: &str, resources: Vec<Named>) -> Snapshot {
     s
 }
 
+/// The ADS server on a runtime of its own, so that stopping it drops every stream at once, as a
+/// control plane process that goes away.
 struct ControlPlane {
     server: AdsServer,
     addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl ControlPlane {
     async fn start(port: u16, cache: Arc<Cache>) -> ControlPlane {
         let server = AdsServer::new(cache);
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
             .unwrap();
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let serving = weft_xds::ads::serve(server.clone(), listener, async {
-            let _ = stopped.await;
-        });
-        let task = tokio::spawn(async move {
-            let _ = serving.await;
+        let serving = server.clone();
+        runtime.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let _ = weft_xds::ads::serve(serving, listener, std::future::pending()).await;
         });
         ControlPlane {
             server,
             addr,
-            stop: Some(stop),
-            task,
+            runtime: Some(runtime),
         }
     }
 
-    /// Stops serving and drops every stream, as a control plane that goes away.
     async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
         }
-        self.task.abort();
-        let _ = self.task.await;
     }
 
     fn status(&self, node: &str) -> Option<ConnectionStatus> {
         self.server.status().into_iter().find(|c| c.node == node)
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 
@@ -398,4 +405,331 @@ async fn state_of_the_world_configures_and_updates_like_envoy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delta_configures_and_updates_like_envoy() {
     configure_and_update("DELTA_GRPC").await;
+}
+
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// The last response of `type_url` that `node` rejected, if it did.
+fn nack(cp: &ControlPlane, node: &str, type_url: &str) -> Option<String> {
+    cp.status(node)?.types.get(type_url)?.nack.clone()
+}
+
+fn acked(cp: &ControlPlane, node: &str, type_url: &str, version: &str) -> Result<(), String> {
+    let status = cp.status(node).ok_or("not connected")?;
+    let s = status.types.get(type_url).ok_or("not subscribed")?;
+    if s.acked.as_deref() == Some(version) && s.nack.is_none() {
+        Ok(())
+    } else {
+        Err(format!("{node} {type_url}: {s:?}"))
+    }
+}
+
+/// A config that both proxies refuse (a regex that does not compile) and one that only Weft
+/// refuses (a field it does not implement) are NACKed with the reason, while the last good
+/// config keeps serving; the next good config is ACKed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_updates_are_nacked_and_the_last_good_config_serves() {
+    let a1 = support::start_echo("a1").await;
+    let b = support::start_echo("b").await;
+    let cache = Arc::new(Cache::default());
+    let cp = ControlPlane::start(0, cache.clone()).await;
+    let nodes = [
+        (Kind::Envoy, "envoy", "GRPC", support::free_port()),
+        (Kind::Weft, "weft", "GRPC", support::free_port()),
+        (Kind::Weft, "weft-delta", "DELTA_GRPC", support::free_port()),
+    ];
+    let config = |version: &str, port: u16, route_extra: Value, cluster: Named| {
+        snapshot(
+            version,
+            vec![
+                listener("http", port, "main"),
+                cluster,
+                static_cluster("b", b),
+                endpoints("a", &[a1]),
+                routes("main", &[("/a", "a"), ("/b", "b")], route_extra),
+            ],
+        )
+    };
+    for (_, node, _, port) in nodes {
+        cache.set_node(node, config("1", port, json!({}), eds_cluster("a")));
+    }
+    let mut proxies = Vec::new();
+    for (kind, node, api, _) in nodes {
+        proxies.push(start_proxy(kind, api, node, cp.addr.port(), &[]).await);
+    }
+    for (_, node, _, port) in nodes {
+        eventually(node, || serves(local(port), "/a", "a1")).await;
+    }
+
+    // Version 2: a route whose regex does not compile.
+    let bad_regex = json!({"match": {"safe_regex": {"regex": "(unclosed"}}});
+    for (_, node, _, port) in nodes {
+        cache.set_node(node, config("2", port, bad_regex.clone(), eds_cluster("a")));
+    }
+    for (_, node, _, port) in nodes {
+        eventually(&format!("{node}: RDS NACK"), || async {
+            nack(&cp, node, type_url::ROUTE)
+                .map(|_| ())
+                .ok_or("no NACK".to_string())
+        })
+        .await;
+        serves(local(port), "/a", "a1").await.unwrap();
+        serves(local(port), "/b", "b").await.unwrap();
+    }
+    for node in ["weft", "weft-delta"] {
+        let message = nack(&cp, node, type_url::ROUTE).unwrap();
+        assert!(
+            message.starts_with(
+                "RouteConfiguration main: virtual_hosts[0].routes[0].match.safe_regex.regex: invalid regex"
+            ),
+            "{message}"
+        );
+    }
+
+    // Version 3: outlier detection on cluster a, which Envoy takes and Weft does not implement.
+    let with_outlier = any(
+        "envoy.config.cluster.v3.Cluster",
+        json!({"name": "a", "type": "EDS", "connect_timeout": "1s",
+               "eds_cluster_config": {"eds_config": {"ads": {}, "resource_api_version": "V3"}},
+               "outlier_detection": {"consecutive_5xx": 2}}),
+    );
+    for (_, node, _, port) in nodes {
+        cache.set_node(node, config("3", port, json!({}), with_outlier.clone()));
+    }
+    eventually("envoy accepts outlier_detection", || async {
+        acked(&cp, "envoy", type_url::CLUSTER, "3")
+    })
+    .await;
+    for (_, node, _, port) in &nodes[1..] {
+        eventually(&format!("{node}: CDS NACK"), || async {
+            match nack(&cp, node, type_url::CLUSTER) {
+                Some(m) if m == "Cluster a: outlier_detection: not supported by the Weft proxy" => {
+                    Ok(())
+                }
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+        serves(local(*port), "/a", "a1").await.unwrap();
+    }
+
+    // Version 4: good again, everywhere.
+    for (_, node, _, port) in nodes {
+        cache.set_node(node, config("4", port, json!({}), eds_cluster("a")));
+    }
+    for (_, node, _, port) in nodes {
+        // Delta sends routes again only if they changed since the last ACK (at 3).
+        eventually(&format!("{node}: version 4 ACKed"), || async {
+            acked(&cp, node, type_url::CLUSTER, "4")?;
+            match nack(&cp, node, type_url::ROUTE) {
+                None => Ok(()),
+                Some(m) => Err(m),
+            }
+        })
+        .await;
+        serves(local(port), "/a", "a1").await.unwrap();
+    }
+    let stats = proxies[1].admin("/stats").await;
+    for line in [
+        "cluster_manager.cds.update_rejected: 1",
+        "rds.update_rejected: 1",
+        "control_plane.connected_state: 1",
+    ] {
+        assert!(
+            stats.lines().any(|l| l == line),
+            "{line} missing from\n{stats}"
+        );
+    }
+    cp.stop().await;
+}
+
+/// The control plane goes away: the proxies keep serving what they have. It comes back on the
+/// same address with a newer config: they reconnect and take it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_ride_out_a_control_plane_restart() {
+    let a1 = support::start_echo("a1").await;
+    let b = support::start_echo("b").await;
+    let cache = Arc::new(Cache::default());
+    let cp = ControlPlane::start(0, cache.clone()).await;
+    let xds_port = cp.addr.port();
+    let nodes = [
+        (Kind::Envoy, "envoy", "GRPC", support::free_port()),
+        (Kind::Weft, "weft", "GRPC", support::free_port()),
+        (Kind::Weft, "weft-delta", "DELTA_GRPC", support::free_port()),
+    ];
+    let config = |version: &str, port: u16, target: &str| {
+        snapshot(
+            version,
+            vec![
+                listener("http", port, "main"),
+                eds_cluster("a"),
+                static_cluster("b", b),
+                endpoints("a", &[a1]),
+                routes("main", &[("/", target)], json!({})),
+            ],
+        )
+    };
+    for (_, node, _, port) in nodes {
+        cache.set_node(node, config("1", port, "a"));
+    }
+    let mut proxies = Vec::new();
+    for (kind, node, api, _) in nodes {
+        proxies.push(start_proxy(kind, api, node, xds_port, &[]).await);
+    }
+    for (_, node, _, port) in nodes {
+        eventually(node, || serves(local(port), "/", "a1")).await;
+    }
+    cp.stop().await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    for (_, node, _, port) in nodes {
+        serves(local(port), "/", "a1")
+            .await
+            .unwrap_or_else(|e| panic!("{node} without its control plane: {e}"));
+    }
+    for proxy in &proxies[1..] {
+        let stats = proxy.admin("/stats").await;
+        assert!(
+            stats
+                .lines()
+                .any(|l| l == "control_plane.connected_state: 0"),
+            "{stats}"
+        );
+    }
+    let cache = Arc::new(Cache::default());
+    for (_, node, _, port) in nodes {
+        cache.set_node(node, config("2", port, "b"));
+    }
+    let cp = ControlPlane::start(xds_port, cache).await;
+    for (_, node, _, port) in nodes {
+        eventually(&format!("{node} after the restart"), || async {
+            serves(local(port), "/", "b").await?;
+            acked(&cp, node, type_url::ROUTE, "2")
+        })
+        .await;
+    }
+    cp.stop().await;
+}
+
+/// A listener removed by LDS stops accepting at once; a request in flight on it finishes, and
+/// its connection is closed rather than kept alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_listener_stops_accepting_and_drains() {
+    let a1 = support::start_echo("a1").await;
+    let cache = Arc::new(Cache::default());
+    let cp = ControlPlane::start(0, cache.clone()).await;
+    let nodes = [
+        (
+            Kind::Envoy,
+            "envoy",
+            support::free_port(),
+            support::free_port(),
+        ),
+        (
+            Kind::Weft,
+            "weft",
+            support::free_port(),
+            support::free_port(),
+        ),
+    ];
+    let config = |version: &str, keep: u16, gone: Option<u16>| {
+        let mut r = vec![
+            listener("keep", keep, "main"),
+            static_cluster("a", a1),
+            routes("main", &[("/", "a")], json!({})),
+        ];
+        if let Some(gone) = gone {
+            r.push(listener("gone", gone, "main"));
+        }
+        snapshot(version, r)
+    };
+    for (_, node, keep, gone) in nodes {
+        cache.set_node(node, config("1", keep, Some(gone)));
+    }
+    let drain = ["--drain-time-s", "2", "--drain-strategy", "immediate"];
+    let mut proxies = Vec::new();
+    for (kind, node, _, _) in nodes {
+        let args: &[&str] = if kind == Kind::Envoy {
+            &drain
+        } else {
+            &drain[..2]
+        };
+        proxies.push(start_proxy(kind, "GRPC", node, cp.addr.port(), args).await);
+    }
+    let mut in_flight = Vec::new();
+    for (_, node, _, gone) in nodes {
+        eventually(node, || serves(local(gone), "/", "a1")).await;
+        // A request that takes 1.5 s, sent on the listener about to go.
+        in_flight.push(tokio::spawn(async move {
+            try_request(local(gone), &Req::get("test.local", "/slow/1500")).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (_, node, keep, _) in nodes {
+        cache.set_node(node, config("2", keep, None));
+    }
+    for (_, node, keep, gone) in nodes {
+        eventually(&format!("{node}: listener removed"), || async move {
+            match tokio::net::TcpStream::connect(local(gone)).await {
+                Err(_) => Ok(()),
+                Ok(_) => Err("still accepting".to_string()),
+            }
+        })
+        .await;
+        serves(local(keep), "/", "a1").await.unwrap();
+    }
+    for ((_, node, _, _), request) in nodes.iter().zip(in_flight) {
+        let r = request
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{node}: {e}"));
+        assert_eq!(r.status, 200, "{node}");
+        assert_eq!(
+            r.headers.get("connection").map(|v| v.to_str().unwrap()),
+            Some("close"),
+            "{node}"
+        );
+    }
+    cp.stop().await;
+}
+
+/// `weft proxy --xds ADDR --node-id ID --xds-delta` needs no bootstrap at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xds_from_the_command_line_without_a_bootstrap() {
+    let a1 = support::start_echo("a1").await;
+    let cache = Arc::new(Cache::default());
+    let cp = ControlPlane::start(0, cache.clone()).await;
+    let port = support::free_port();
+    cache.set_node(
+        "cli",
+        snapshot(
+            "1",
+            vec![
+                listener("http", port, "main"),
+                eds_cluster("a"),
+                endpoints("a", &[a1]),
+                routes("main", &[("/", "a")], json!({})),
+            ],
+        ),
+    );
+    let mut child = std::process::Command::new(support::weft_binary())
+        .args([
+            "proxy",
+            "--concurrency",
+            "1",
+            "--node-id",
+            "cli",
+            "--xds-delta",
+            "--xds",
+        ])
+        .arg(cp.addr.to_string())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("served from --xds", || serves(local(port), "/", "a1")).await;
+    assert!(cp.status("cli").unwrap().delta);
+    let _ = child.kill();
+    let _ = child.wait();
+    cp.stop().await;
 }

@@ -243,7 +243,14 @@ impl Dynamic {
         let fail = |errors: Vec<FieldError>| -> String {
             let list: Vec<String> = errors
                 .iter()
-                .map(|e| format!("{kind} {name}: {e}"))
+                .map(|e| {
+                    // Paths are built from the resource's root, so they start with a dot.
+                    let field = e.field.trim_start_matches('.');
+                    format!(
+                        "{kind} {name}: {}",
+                        FieldError::new(field, e.reason.clone())
+                    )
+                })
                 .collect();
             list.join("; ")
         };
