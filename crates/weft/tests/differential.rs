@@ -64,6 +64,30 @@ impl Case {
         self.response_headers = names;
         self
     }
+    /// A CORS exchange: the CORS response headers must agree too.
+    fn cors(mut self, origin: &str, request_method: Option<&str>) -> Case {
+        self.req.headers.push(("origin".into(), origin.into()));
+        if let Some(m) = request_method {
+            self.req.method = "OPTIONS";
+            self.req
+                .headers
+                .push(("access-control-request-method".into(), m.into()));
+            self.req
+                .headers
+                .push(("access-control-request-headers".into(), "x-custom".into()));
+        }
+        self.response_headers = &[
+            "access-control-allow-origin",
+            "access-control-allow-methods",
+            "access-control-allow-headers",
+            "access-control-allow-credentials",
+            "access-control-expose-headers",
+            "access-control-max-age",
+            "content-type",
+            "server",
+        ];
+        self
+    }
     fn listener(mut self, l: &'static str) -> Case {
         self.listener = l;
         self
@@ -286,6 +310,64 @@ fn cases() -> Vec<Case> {
             .method("POST")
             .body(&[7u8; 100_000]),
         case("HTTP/1.1-only listener", "main", "/", 200).listener("HTTP1ONLY"),
+        case(
+            "CORS preflight from an allowed origin",
+            "cors.test",
+            "/",
+            200,
+        )
+        .cors("https://app.example", Some("PUT")),
+        case("CORS preflight, origin by regex", "cors.test", "/x", 200)
+            .cors("https://shop.regex.example", Some("GET")),
+        case(
+            "CORS preflight, route policy over vhost",
+            "cors.test",
+            "/route-policy",
+            200,
+        )
+        .cors("https://route.example", Some("DELETE")),
+        case(
+            "CORS preflight from another origin goes upstream",
+            "cors.test",
+            "/",
+            200,
+        )
+        .cors("https://evil.example", Some("GET")),
+        case(
+            "CORS preflight refused, not forwarded",
+            "cors.test",
+            "/strict",
+            200,
+        )
+        .cors("https://evil.example", Some("GET")),
+        case(
+            "CORS simple request from an allowed origin",
+            "cors.test",
+            "/",
+            200,
+        )
+        .cors("https://app.example", None),
+        case(
+            "CORS simple request from another origin",
+            "cors.test",
+            "/",
+            200,
+        )
+        .cors("https://evil.example", None),
+        case(
+            "CORS disabled by filter_enabled 0%",
+            "cors.test",
+            "/disabled",
+            200,
+        )
+        .cors("https://app.example", Some("GET")),
+        case(
+            "CORS headers on a local reply",
+            "cors.test",
+            "/strict/status",
+            200,
+        )
+        .cors("https://app.example", None),
     ]
 }
 

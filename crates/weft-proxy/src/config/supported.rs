@@ -91,6 +91,18 @@ const TABLE: &[(&str, &str)] = &[
         "envoy.extensions.filters.http.router.v3.Router",
         "suppress_envoy_headers",
     ),
+    ("envoy.extensions.filters.http.cors.v3.Cors", ""),
+    (
+        "envoy.extensions.filters.http.cors.v3.CorsPolicy",
+        "allow_origin_string_match allow_methods allow_headers expose_headers max_age \
+         allow_credentials filter_enabled allow_private_network_access \
+         forward_not_matching_preflights",
+    ),
+    (
+        "envoy.config.core.v3.RuntimeFractionalPercent",
+        "default_value",
+    ),
+    ("envoy.type.v3.FractionalPercent", "numerator denominator"),
     (
         "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
         "stat_prefix cluster weighted_clusters idle_timeout access_log",
@@ -134,12 +146,13 @@ const TABLE: &[(&str, &str)] = &[
     (
         "envoy.config.route.v3.VirtualHost",
         "name domains routes request_headers_to_add request_headers_to_remove \
-         response_headers_to_add response_headers_to_remove",
+         response_headers_to_add response_headers_to_remove typed_per_filter_config",
     ),
     (
         "envoy.config.route.v3.Route",
         "name match route redirect direct_response metadata request_headers_to_add \
-         request_headers_to_remove response_headers_to_add response_headers_to_remove",
+         request_headers_to_remove response_headers_to_add response_headers_to_remove \
+         typed_per_filter_config",
     ),
     (
         "envoy.config.route.v3.RouteMatch",

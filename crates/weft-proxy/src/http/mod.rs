@@ -1,6 +1,7 @@
 //! The HTTP connection manager: serves HTTP/1.1 and HTTP/2 (prior knowledge or by the client's
 //! preface) on a connection and hands each request to the router.
 
+pub mod cors;
 mod headers;
 pub mod router;
 
@@ -51,6 +52,8 @@ pub struct HttpConnectionManager {
     pub server_name: http::HeaderValue,
     pub server_header: ServerHeader,
     pub suppress_envoy_headers: bool,
+    /// The `envoy.filters.http.cors` filter is in the chain: routes' CORS policies apply.
+    pub cors: bool,
     /// `upgrade_configs`: upgrade types (e.g. `websocket`) passed through, lowercase.
     pub upgrades: Vec<String>,
     pub stats: Arc<HttpStats>,

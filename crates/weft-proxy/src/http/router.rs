@@ -1,7 +1,7 @@
 //! The router filter: picks the route, then answers locally (direct response, redirect, errors
 //! as Envoy words them) or forwards to a host of the route's cluster.
 
-use super::{Connection, RouteSource, headers, local_reply};
+use super::{Connection, RouteSource, cors, headers, local_reply};
 use crate::access_log::{Entry, RequestInfo, flags};
 use crate::body::{Finish, Guard, ProxyBody};
 use crate::cluster::{Cluster, Host, UpstreamProtocol};
@@ -40,6 +40,8 @@ struct Finisher {
     route_name: String,
     /// An HTTP/1.1 connection to give back once its response was read to the end.
     release: Option<hyper::client::conn::http1::SendRequest<ProxyBody>>,
+    /// CORS headers the response gets (an allowed cross-origin request).
+    cors: Option<cors::Simple>,
 }
 
 impl Finish for Finisher {
@@ -139,6 +141,7 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
         host: None,
         route_name: String::new(),
         release: None,
+        cors: None,
     };
     let path_and_query = parts
         .uri
@@ -181,6 +184,21 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
         return local(finisher, Some(&parts), StatusCode::NOT_FOUND, "", None);
     };
     finisher.route_name.clone_from(&route.name);
+    if hcm.cors {
+        match cors::on_request(
+            route.cors.as_deref(),
+            vhost.cors.as_deref(),
+            &parts.method,
+            &parts.headers,
+        ) {
+            cors::Decision::Continue(simple) => finisher.cors = simple,
+            cors::Decision::Preflight(headers) => {
+                let mut resp = Response::new(ProxyBody::Empty);
+                *resp.headers_mut() = headers;
+                return finish_local(finisher, Some(&parts), resp);
+            }
+        }
+    }
     match &route.action {
         Action::Direct {
             status,
@@ -294,6 +312,9 @@ fn finish_local(
     parts: Option<&http::request::Parts>,
     mut resp: Response<ProxyBody>,
 ) -> Response<ProxyBody> {
+    if let Some(c) = &finisher.cors {
+        c.apply(resp.headers_mut());
+    }
     headers::on_response(resp.headers_mut(), &finisher.conn.hcm);
     finisher.status = resp.status().as_u16();
     if let (false, Some(parts)) = (finisher.conn.hcm.access_logs.is_empty(), parts) {
@@ -692,6 +713,9 @@ async fn forward_request(
         weighted_ops,
         Side::Response,
     );
+    if let Some(c) = &finisher.cors {
+        c.apply(&mut rparts.headers);
+    }
     rparts.version = http::Version::default();
     finisher.status = rparts.status.as_u16();
     finisher.release = release;

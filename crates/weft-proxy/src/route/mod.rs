@@ -30,6 +30,7 @@ pub struct VirtualHost {
     pub name: String,
     pub routes: Vec<Route>,
     pub headers: HeaderOps,
+    pub cors: Option<std::sync::Arc<crate::http::cors::CorsPolicy>>,
 }
 
 #[derive(Debug, Clone)]
@@ -38,6 +39,7 @@ pub struct Route {
     pub matcher: RouteMatch,
     pub action: Action,
     pub headers: HeaderOps,
+    pub cors: Option<std::sync::Arc<crate::http::cors::CorsPolicy>>,
 }
 
 #[derive(Debug, Clone)]

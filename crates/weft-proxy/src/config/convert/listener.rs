@@ -21,6 +21,7 @@ use envoy_types::pb::envoy::extensions::access_loggers::file::v3::{
 use envoy_types::pb::envoy::extensions::access_loggers::stream::v3::{
     StderrAccessLog, StdoutAccessLog, stderr_access_log, stdout_access_log,
 };
+use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3 as tcp;
@@ -32,6 +33,7 @@ const HCM: &str =
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 const TCP_PROXY: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 const ROUTER: &str = "envoy.extensions.filters.http.router.v3.Router";
+const CORS: &str = "envoy.extensions.filters.http.cors.v3.Cors";
 
 pub fn listener(l: &pb::Listener, path: &str, store: &StatsStore) -> Result<Listener> {
     let address = ip_socket_address(l.address.as_ref(), &format!("{path}.address"))?;
@@ -196,11 +198,21 @@ fn connection_manager(
             "must end with envoy.filters.http.router",
         ));
     };
-    if let Some(f) = others.first() {
-        return Err(FieldError::new(
-            format!("{path}.http_filters[0]"),
-            format!("HTTP filter {} is not supported by the Weft proxy", f.name),
-        ));
+    let mut cors = false;
+    for (i, f) in others.iter().enumerate() {
+        let fpath = format!("{path}.http_filters[{i}]");
+        match &f.config_type {
+            Some(hcm::http_filter::ConfigType::TypedConfig(any)) if type_name(any) == CORS => {
+                let _: Cors = decode_any(any, &fpath)?;
+                cors = true;
+            }
+            _ => {
+                return Err(FieldError::new(
+                    fpath,
+                    format!("HTTP filter {} is not supported by the Weft proxy", f.name),
+                ));
+            }
+        }
     }
     let rpath = format!("{path}.http_filters[{}]", h.http_filters.len() - 1);
     let suppress_envoy_headers = match &last.config_type {
@@ -237,6 +249,7 @@ fn connection_manager(
         server_name,
         server_header,
         suppress_envoy_headers,
+        cors,
         upgrades: h
             .upgrade_configs
             .iter()

@@ -3,6 +3,7 @@
 //! missing cluster name, a listener without an address.
 
 mod cluster;
+mod cors;
 mod listener;
 mod route;
 

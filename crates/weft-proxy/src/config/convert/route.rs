@@ -98,6 +98,10 @@ pub fn route_configuration(
                 &vh.response_headers_to_remove,
                 &vpath,
             )?,
+            cors: super::cors::per_filter_config(
+                &vh.typed_per_filter_config,
+                &format!("{vpath}.typed_per_filter_config"),
+            )?,
         });
     }
     // Longest wildcard wins.
@@ -233,6 +237,10 @@ fn convert_route(route: &pb::Route, path: &str) -> Result<Route> {
             &route.response_headers_to_add,
             &route.response_headers_to_remove,
             path,
+        )?,
+        cors: super::cors::per_filter_config(
+            &route.typed_per_filter_config,
+            &format!("{path}.typed_per_filter_config"),
         )?,
     })
 }
