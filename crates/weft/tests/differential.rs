@@ -552,6 +552,44 @@ async fn round_robin_agrees() {
     }
 }
 
+/// RING_HASH and MAGLEV place each key on the same host in both proxies: the tables are built
+/// as Envoy builds them. Keys must spread over the hosts, and a generated cookie has Envoy's form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consistent_hashing_agrees_host_for_host() {
+    let pair = start_pair().await;
+    let upstream = |r: &Resp| r.json().unwrap()["upstream"].as_str().unwrap().to_string();
+    for path in ["/header", "/maglev", "/query", "/cookie", "/both"] {
+        let mut seen = BTreeMap::new();
+        for i in 0..40 {
+            let key = format!("user-{i}");
+            let mut req = Req::get("hash.test", &format!("{path}?user={key}"));
+            req.headers.push(("x-user".into(), key.clone()));
+            req.headers.push(("cookie".into(), format!("sticky={key}")));
+            let e = upstream(&request(pair.envoy.addr("HTTP"), &req).await);
+            let w = upstream(&request(pair.weft.addr("HTTP"), &req).await);
+            assert_eq!(e, w, "{path} key {key}: Envoy chose {e}, Weft {w}");
+            *seen.entry(e).or_insert(0) += 1;
+        }
+        assert!(seen.len() >= 2, "{path}: 40 keys all went to {seen:?}");
+    }
+    // Without the cookie, both create it (value aside, same form) and hash by it.
+    let re = regex::Regex::new(r#"^sticky="[0-9a-f]{16}"; Max-Age=60; Path=/; HttpOnly$"#).unwrap();
+    for proxy in [&pair.envoy, &pair.weft] {
+        let r = request(proxy.addr("HTTP"), &Req::get("hash.test", "/cookie")).await;
+        let cookie = r.headers["set-cookie"].to_str().unwrap().to_string();
+        assert!(re.is_match(&cookie), "{:?}: {cookie}", proxy.kind);
+        let value = cookie.split('"').nth(1).unwrap().to_string();
+        let mut again = Req::get("hash.test", "/cookie");
+        again
+            .headers
+            .push(("cookie".into(), format!("sticky={value}")));
+        let first = upstream(&request(proxy.addr("HTTP"), &again).await);
+        for _ in 0..5 {
+            assert_eq!(upstream(&request(proxy.addr("HTTP"), &again).await), first);
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_proxy_and_malformed_http_agree() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

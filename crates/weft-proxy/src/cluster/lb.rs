@@ -2,6 +2,7 @@
 //! panic threshold), then round robin, least request (power of two choices) or random within a
 //! level. Everything here is lock-free: a host set is immutable and replaced whole.
 
+use super::hash::{self, Table};
 use super::{Health, Host, LbPolicy};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,6 +27,9 @@ struct Level {
     schedule_healthy: Vec<usize>,
     schedule_all: Vec<usize>,
     cursor: AtomicUsize,
+    /// RING_HASH / MAGLEV tables over the healthy hosts and over all (for panic).
+    table_healthy: Option<Table>,
+    table_all: Option<Table>,
 }
 
 impl HostSet {
@@ -36,13 +40,13 @@ impl HostSet {
         let mut priority = None;
         for host in hosts {
             if priority.is_some_and(|p| p != host.priority) {
-                levels.push(Level::new(std::mem::take(&mut current)));
+                levels.push(Level::new(std::mem::take(&mut current), policy));
             }
             priority = Some(host.priority);
             current.push(host);
         }
         if !current.is_empty() {
-            levels.push(Level::new(current));
+            levels.push(Level::new(current, policy));
         }
         HostSet { levels, policy }
     }
@@ -65,9 +69,27 @@ impl HostSet {
 
     /// Picks a host, or `None` when the cluster has no host at all (Envoy's "no healthy upstream").
     pub fn choose(&self) -> Option<&Arc<Host>> {
+        self.choose_hashed(None)
+    }
+
+    /// `choose`, with the request's hash for RING_HASH and MAGLEV. Without one those pick at
+    /// random, as Envoy does.
+    pub fn choose_hashed(&self, request_hash: Option<u64>) -> Option<&Arc<Host>> {
         let level = self.pick_level()?;
         let panic =
             (level.healthy.len() as u64) * 100 < PANIC_THRESHOLD_PERCENT * level.hosts.len() as u64;
+        if self.policy.is_hashing() {
+            let table = if panic || level.healthy.is_empty() {
+                &level.table_all
+            } else {
+                &level.table_healthy
+            };
+            let h = request_hash.unwrap_or_else(|| fastrand::u64(..));
+            return table
+                .as_ref()
+                .and_then(|t| t.choose(h))
+                .and_then(|i| level.hosts.get(i));
+        }
         let (candidates, schedule): (&[usize], &[usize]) = if panic || level.healthy.is_empty() {
             (&[], &level.schedule_all)
         } else {
@@ -94,7 +116,10 @@ impl HostSet {
                 schedule[turn % schedule.len()]
             }
             // The schedule holds each host weight/gcd times: a uniform slot is a weighted pick.
-            LbPolicy::Random => schedule[fastrand::usize(..schedule.len())],
+            // (Hashing policies returned above.)
+            LbPolicy::Random | LbPolicy::RingHash { .. } | LbPolicy::Maglev { .. } => {
+                schedule[fastrand::usize(..schedule.len())]
+            }
             LbPolicy::LeastRequest => {
                 let a = pick(fastrand::usize(..n));
                 let b = pick(fastrand::usize(..n));
@@ -159,7 +184,7 @@ impl HostSet {
 }
 
 impl Level {
-    fn new(hosts: Vec<Arc<Host>>) -> Self {
+    fn new(hosts: Vec<Arc<Host>>, policy: LbPolicy) -> Self {
         let healthy: Vec<usize> = (0..hosts.len())
             .filter(|&i| hosts[i].health != Health::Unhealthy)
             .collect();
@@ -173,12 +198,23 @@ impl Level {
         } else {
             fastrand::usize(..hosts.len())
         };
+        let table = |members: &[usize]| match policy {
+            LbPolicy::RingHash { min_size, max_size } => {
+                Some(hash::ring(&hosts, members, min_size, max_size))
+            }
+            LbPolicy::Maglev { table_size } => Some(hash::maglev(&hosts, members, table_size)),
+            _ => None,
+        };
+        let table_healthy = table(&healthy);
+        let table_all = table(&all);
         Level {
             hosts,
             healthy,
             schedule_healthy,
             schedule_all,
             cursor: AtomicUsize::new(start),
+            table_healthy,
+            table_all,
         }
     }
 }

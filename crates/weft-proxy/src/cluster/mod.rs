@@ -1,6 +1,7 @@
 //! Clusters: the upstream hosts of a named service, how they are found (STATIC, STRICT_DNS,
 //! LOGICAL_DNS) and how one is picked per request (`lb`).
 
+pub mod hash;
 pub mod lb;
 
 use crate::stats::ClusterStats;
@@ -24,6 +25,15 @@ pub enum LbPolicy {
     RoundRobin,
     LeastRequest,
     Random,
+    RingHash { min_size: u64, max_size: u64 },
+    Maglev { table_size: u64 },
+}
+
+impl LbPolicy {
+    /// Whether the route's `hash_policy` is evaluated for this cluster.
+    pub fn is_hashing(self) -> bool {
+        matches!(self, LbPolicy::RingHash { .. } | LbPolicy::Maglev { .. })
+    }
 }
 
 /// Which HTTP version to speak to the upstream.

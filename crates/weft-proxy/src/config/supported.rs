@@ -176,7 +176,27 @@ const TABLE: &[(&str, &str)] = &[
     (
         "envoy.config.route.v3.RouteAction",
         "cluster weighted_clusters cluster_header prefix_rewrite regex_rewrite \
-         host_rewrite_literal timeout cluster_not_found_response_code=SERVICE_UNAVAILABLE|NOT_FOUND|INTERNAL_SERVER_ERROR",
+         host_rewrite_literal timeout hash_policy cluster_not_found_response_code=SERVICE_UNAVAILABLE|NOT_FOUND|INTERNAL_SERVER_ERROR",
+    ),
+    (
+        "envoy.config.route.v3.RouteAction.HashPolicy",
+        "header cookie connection_properties query_parameter terminal",
+    ),
+    (
+        "envoy.config.route.v3.RouteAction.HashPolicy.Header",
+        "header_name",
+    ),
+    (
+        "envoy.config.route.v3.RouteAction.HashPolicy.Cookie",
+        "name ttl path",
+    ),
+    (
+        "envoy.config.route.v3.RouteAction.HashPolicy.ConnectionProperties",
+        "source_ip",
+    ),
+    (
+        "envoy.config.route.v3.RouteAction.HashPolicy.QueryParameter",
+        "name",
     ),
     (
         "envoy.type.matcher.v3.RegexMatchAndSubstitute",
@@ -207,13 +227,22 @@ const TABLE: &[(&str, &str)] = &[
     (
         "envoy.config.cluster.v3.Cluster",
         "name alt_stat_name type=STATIC|STRICT_DNS|LOGICAL_DNS|EDS eds_cluster_config connect_timeout \
-         lb_policy=ROUND_ROBIN|LEAST_REQUEST|RANDOM load_assignment \
+         lb_policy=ROUND_ROBIN|LEAST_REQUEST|RANDOM|RING_HASH|MAGLEV ring_hash_lb_config \
+         maglev_lb_config load_assignment \
          typed_extension_protocol_options http2_protocol_options http_protocol_options \
          dns_lookup_family=AUTO|V4_ONLY|V4_PREFERRED metadata",
     ),
     (
         "envoy.config.cluster.v3.Cluster.EdsClusterConfig",
         "eds_config service_name",
+    ),
+    (
+        "envoy.config.cluster.v3.Cluster.RingHashLbConfig",
+        "minimum_ring_size maximum_ring_size hash_function=XX_HASH",
+    ),
+    (
+        "envoy.config.cluster.v3.Cluster.MaglevLbConfig",
+        "table_size",
     ),
     (
         "envoy.config.endpoint.v3.ClusterLoadAssignment",

@@ -7,7 +7,7 @@ use crate::body::{Finish, Guard, ProxyBody};
 use crate::cluster::{Cluster, Host, UpstreamProtocol};
 use crate::route::{
     Action, ClusterTarget, Forward, HeaderOps, PathMatch, PathRedirect, Redirect, RequestView,
-    Route, RouteConfig, VirtualHost, apply_header_ops,
+    Route, RouteConfig, VirtualHost, apply_header_ops, hash_policy,
 };
 use crate::stats;
 use crate::upstream::{self, Sender, Version};
@@ -42,6 +42,8 @@ struct Finisher {
     release: Option<hyper::client::conn::http1::SendRequest<ProxyBody>>,
     /// CORS headers the response gets (an allowed cross-origin request).
     cors: Option<cors::Simple>,
+    /// A hash policy cookie generated for this client.
+    set_cookie: Option<HeaderValue>,
 }
 
 impl Finish for Finisher {
@@ -142,6 +144,7 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
         route_name: String::new(),
         release: None,
         cors: None,
+        set_cookie: None,
     };
     let path_and_query = parts
         .uri
@@ -483,7 +486,20 @@ async fn forward_request(
         );
     };
     let hosts = cluster.hosts.load_full();
-    let Some(host) = hosts.choose().cloned() else {
+    let request_hash = if cluster.config.lb_policy.is_hashing() && !forward.hash_policy.is_empty() {
+        let (h, cookie) = hash_policy::request_hash(
+            &forward.hash_policy,
+            &parts.headers,
+            split_query(path_and_query).1,
+            conn.peer,
+            conn.local,
+        );
+        finisher.set_cookie = cookie;
+        h
+    } else {
+        None
+    };
+    let Some(host) = hosts.choose_hashed(request_hash).cloned() else {
         stats::inc(&cluster.stats.upstream_cx_none_healthy);
         finisher.flags |= flags::UH;
         return local(
@@ -715,6 +731,9 @@ async fn forward_request(
     );
     if let Some(c) = &finisher.cors {
         c.apply(&mut rparts.headers);
+    }
+    if let Some(cookie) = finisher.set_cookie.take() {
+        rparts.headers.append(http::header::SET_COOKIE, cookie);
     }
     rparts.version = http::Version::default();
     finisher.status = rparts.status.as_u16();

@@ -1,6 +1,7 @@
 //! Route tables as the data path reads them: virtual host selection by authority, route matching
 //! by path, headers and query, and the action to take. Built once per config by `config::convert`.
 
+pub mod hash_policy;
 mod matcher;
 
 pub use matcher::{HeaderCheck, HeaderMatch, PathMatch, QueryMatch, RequestView, StringMatch};
@@ -68,6 +69,7 @@ pub struct Forward {
     /// Route timeout; `None` means disabled (Envoy's `0s`). Envoy's default is 15 s.
     pub timeout: Option<Duration>,
     pub cluster_not_found: StatusCode,
+    pub hash_policy: Vec<hash_policy::HashPolicy>,
 }
 
 #[derive(Debug, Clone)]

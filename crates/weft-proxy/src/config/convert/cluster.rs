@@ -1,6 +1,7 @@
 //! Cluster → `cluster::ClusterConfig`.
 
 use super::{Result, decode_any, duration, type_name};
+use crate::cluster::hash;
 use crate::cluster::{
     ClusterConfig, Discovery, DnsFamily, EndpointAddress, EndpointConfig, Health, LbPolicy,
     LocalityConfig, UpstreamProtocol,
@@ -39,6 +40,36 @@ pub fn cluster(c: &pb::Cluster, path: &str) -> Result<ClusterConfig> {
         0 => LbPolicy::RoundRobin,
         1 => LbPolicy::LeastRequest,
         3 => LbPolicy::Random,
+        2 => {
+            let (mut min_size, mut max_size) = (hash::DEFAULT_MIN_RING, hash::DEFAULT_MAX_RING);
+            if let Some(pb::cluster::LbConfig::RingHashLbConfig(r)) = &c.lb_config {
+                min_size = r.minimum_ring_size.as_ref().map_or(min_size, |v| v.value);
+                max_size = r.maximum_ring_size.as_ref().map_or(max_size, |v| v.value);
+            }
+            if min_size > max_size || min_size == 0 {
+                return Err(FieldError::new(
+                    format!("{path}.ring_hash_lb_config"),
+                    format!(
+                        "minimum_ring_size ({min_size}) must be at least 1 and at most maximum_ring_size ({max_size})"
+                    ),
+                ));
+            }
+            LbPolicy::RingHash { min_size, max_size }
+        }
+        5 => {
+            let mut table_size = hash::DEFAULT_MAGLEV_TABLE;
+            if let Some(pb::cluster::LbConfig::MaglevLbConfig(m)) = &c.lb_config {
+                table_size = m.table_size.as_ref().map_or(table_size, |v| v.value);
+            }
+            // Envoy's limit, and the paper's requirement that the size be prime.
+            if table_size > 5_000_011 || !is_prime(table_size) {
+                return Err(FieldError::new(
+                    format!("{path}.maglev_lb_config.table_size"),
+                    "must be a prime number no larger than 5000011",
+                ));
+            }
+            LbPolicy::Maglev { table_size }
+        }
         other => {
             return Err(FieldError::new(
                 format!("{path}.lb_policy"),
@@ -134,6 +165,10 @@ pub fn cluster(c: &pb::Cluster, path: &str) -> Result<ClusterConfig> {
         localities,
         eds_service_name,
     })
+}
+
+fn is_prime(n: u64) -> bool {
+    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
 }
 
 /// The endpoints of a `ClusterLoadAssignment`, from a cluster's `load_assignment` or from EDS.

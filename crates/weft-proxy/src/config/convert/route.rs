@@ -2,6 +2,7 @@
 
 use super::{Result, duration, full_regex, regex};
 use crate::config::FieldError;
+use crate::route::hash_policy::{HashKey, HashPolicy};
 use crate::route::{
     Action, AppendMode, ClusterTarget, Forward, HeaderAdd, HeaderCheck, HeaderMatch, HeaderOps,
     PathMatch, PathRedirect, QueryMatch, Redirect, Route, RouteConfig, RouteMatch, StringMatch,
@@ -348,6 +349,10 @@ fn forward(ra: &pb::RouteAction, path: &str, path_match: &PathMatch) -> Result<F
         2 => StatusCode::INTERNAL_SERVER_ERROR,
         _ => StatusCode::SERVICE_UNAVAILABLE,
     };
+    let mut hash_policy = Vec::new();
+    for (i, h) in ra.hash_policy.iter().enumerate() {
+        hash_policy.push(hash_key(h, &format!("{path}.hash_policy[{i}]"))?);
+    }
     Ok(Forward {
         target,
         prefix_rewrite,
@@ -355,6 +360,44 @@ fn forward(ra: &pb::RouteAction, path: &str, path_match: &PathMatch) -> Result<F
         host_rewrite,
         timeout,
         cluster_not_found,
+        hash_policy,
+    })
+}
+
+fn hash_key(h: &pb::route_action::HashPolicy, path: &str) -> Result<HashPolicy> {
+    use pb::route_action::hash_policy::PolicySpecifier;
+    let key = match &h.policy_specifier {
+        Some(PolicySpecifier::Header(header)) => HashKey::Header(header_name(
+            &header.header_name,
+            &format!("{path}.header.header_name"),
+        )?),
+        Some(PolicySpecifier::Cookie(c)) => {
+            if c.name.is_empty() {
+                return Err(FieldError::new(
+                    format!("{path}.cookie.name"),
+                    "is required",
+                ));
+            }
+            HashKey::Cookie {
+                name: c.name.clone(),
+                ttl: duration(c.ttl.as_ref()),
+                path: (!c.path.is_empty()).then(|| c.path.clone()),
+            }
+        }
+        Some(PolicySpecifier::ConnectionProperties(p)) if p.source_ip => HashKey::SourceIp,
+        Some(PolicySpecifier::QueryParameter(q)) if !q.name.is_empty() => {
+            HashKey::QueryParameter(q.name.clone())
+        }
+        _ => {
+            return Err(FieldError::new(
+                path,
+                "one of header, cookie, connection_properties.source_ip or query_parameter.name is required",
+            ));
+        }
+    };
+    Ok(HashPolicy {
+        key,
+        terminal: h.terminal,
     })
 }
 
