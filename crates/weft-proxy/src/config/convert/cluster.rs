@@ -168,7 +168,10 @@ pub fn cluster(c: &pb::Cluster, path: &str) -> Result<ClusterConfig> {
 }
 
 fn is_prime(n: u64) -> bool {
-    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
+    n >= 2
+        && (2..)
+            .take_while(|d| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
 }
 
 /// The endpoints of a `ClusterLoadAssignment`, from a cluster's `load_assignment` or from EDS.
