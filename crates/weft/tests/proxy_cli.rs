@@ -61,8 +61,16 @@ fn bad_values_and_unknown_fields_are_refused_with_their_path() {
             "static_resources.clusters[0].conect_timeout: unknown field",
         ),
         (
-            "static_resources:\n  clusters:\n  - name: a\n    lb_policy: MAGLEV\n",
-            "static_resources.clusters[0].lb_policy: value MAGLEV is not supported",
+            "static_resources:\n  clusters:\n  - name: a\n    lb_policy: CLUSTER_PROVIDED\n",
+            "static_resources.clusters[0].lb_policy: value CLUSTER_PROVIDED is not supported",
+        ),
+        (
+            "static_resources:\n  clusters:\n  - name: a\n    lb_policy: MAGLEV\n    maglev_lb_config: { table_size: 100 }\n",
+            "static_resources.clusters[0].maglev_lb_config.table_size: must be a prime number",
+        ),
+        (
+            "static_resources:\n  clusters:\n  - name: a\n    lb_policy: RING_HASH\n    ring_hash_lb_config: { hash_function: MURMUR_HASH_2 }\n",
+            "static_resources.clusters[0].ring_hash_lb_config.hash_function: value MURMUR_HASH_2 is not supported",
         ),
         ("static_resources: [\n", "bad.yaml"),
         (
