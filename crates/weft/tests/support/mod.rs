@@ -42,9 +42,19 @@ pub fn weft_binary() -> PathBuf {
 }
 
 /// A port nobody listens on right now.
+/// A port nothing listens on now. The kernel may hand the same ephemeral port out again once it
+/// is released, so a port is never given twice in one test process (two placeholders of one
+/// bootstrap getting the same port made a proxy refuse its config).
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        if GIVEN.lock().unwrap().insert(port) {
+            return port;
+        }
+    }
 }
 
 /// An HTTP upstream (HTTP/1.1 and h2c) that answers with JSON describing what it received.
