@@ -1,15 +1,13 @@
 //! Delta ADS: a response carries only the resources the proxy does not have in their current
 //! version, and the names of those that went away.
 
-use super::{Snapshot, Tracker, nack_message, resource_version};
+use super::{Protocol, Snapshot, Stream, resource_version};
 use crate::type_url;
+use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
-use tokio::sync::{mpsc, watch};
-use tonic::{Status, Streaming};
 
 struct Subscription {
     wildcard: bool,
@@ -20,62 +18,30 @@ struct Subscription {
     in_flight: HashMap<String, String>,
 }
 
-struct Stream<'a> {
-    tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
-    tracker: &'a Tracker,
-    id: u64,
-    nonce: u64,
+/// The subscriptions of one delta stream.
+#[derive(Default)]
+pub(super) struct Delta {
     subscriptions: BTreeMap<String, Subscription>,
 }
 
-pub(super) async fn serve(
-    first: DeltaDiscoveryRequest,
-    mut requests: Streaming<DeltaDiscoveryRequest>,
-    mut snapshots: watch::Receiver<Arc<Snapshot>>,
-    tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
-    tracker: &Tracker,
-    id: u64,
-) {
-    let mut stream = Stream {
-        tx,
-        tracker,
-        id,
-        nonce: 0,
-        subscriptions: BTreeMap::new(),
-    };
-    let snapshot = snapshots.borrow_and_update().clone();
-    if !stream.request(first, &snapshot).await {
-        return;
-    }
-    loop {
-        tokio::select! {
-            request = requests.message() => {
-                let Ok(Some(request)) = request else { return };
-                let snapshot = snapshots.borrow().clone();
-                if !stream.request(request, &snapshot).await {
-                    return;
-                }
-            }
-            changed = snapshots.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                let snapshot = snapshots.borrow_and_update().clone();
-                for type_url in type_url::ORDER {
-                    if !stream.push(type_url, &snapshot, false).await {
-                        return;
-                    }
-                }
-            }
-        }
-    }
-}
+impl Protocol for Delta {
+    type Request = DeltaDiscoveryRequest;
+    type Response = DeltaDiscoveryResponse;
+    const DELTA: bool = true;
 
-impl Stream<'_> {
-    async fn request(&mut self, request: DeltaDiscoveryRequest, snapshot: &Snapshot) -> bool {
+    fn node(request: &DeltaDiscoveryRequest) -> Option<&Node> {
+        request.node.as_ref()
+    }
+
+    fn on_request(
+        &mut self,
+        request: DeltaDiscoveryRequest,
+        snapshot: &Snapshot,
+        stream: &mut Stream<'_>,
+    ) -> Option<DeltaDiscoveryResponse> {
         let type_url = request.type_url.clone();
         if type_url.is_empty() {
-            return true;
+            return None;
         }
         let first = !self.subscriptions.contains_key(&type_url);
         let sub = self
@@ -106,33 +72,38 @@ impl Stream<'_> {
         }
         if !request.response_nonce.is_empty() {
             let version = sub.in_flight.remove(&request.response_nonce);
-            if request.error_detail.is_some() {
-                let message = nack_message(request.error_detail.as_ref());
-                tracing::warn!(type_url = %type_url, error = %message, "proxy rejected configuration");
-                self.tracker
-                    .type_status(self.id, &type_url, |s| s.nack = Some(message));
-            } else if let Some(version) = version {
-                self.tracker.type_status(self.id, &type_url, |s| {
-                    s.acked = Some(version);
-                    s.nack = None;
-                });
-            }
+            stream.answered(&type_url, version, request.error_detail.as_ref());
         }
         let subscribed = first
             || !request.resource_names_subscribe.is_empty()
             || !request.resource_names_unsubscribe.is_empty();
         if !subscribed {
-            return true;
+            return None;
         }
-        self.push(&type_url, snapshot, first).await
+        self.push(&type_url, snapshot, first, stream)
     }
 
-    /// Sends what the proxy lacks of one type; with `force`, even an empty response (a proxy
-    /// waits for the first one before it finishes initializing).
-    async fn push(&mut self, type_url: &str, snapshot: &Snapshot, force: bool) -> bool {
-        let Some(sub) = self.subscriptions.get_mut(type_url) else {
-            return true;
-        };
+    fn on_change(
+        &mut self,
+        type_url: &str,
+        snapshot: &Snapshot,
+        stream: &mut Stream<'_>,
+    ) -> Option<DeltaDiscoveryResponse> {
+        self.push(type_url, snapshot, false, stream)
+    }
+}
+
+impl Delta {
+    /// What the proxy lacks of one type; with `force`, even an empty response (a proxy waits
+    /// for the first one before it finishes initializing).
+    fn push(
+        &mut self,
+        type_url: &str,
+        snapshot: &Snapshot,
+        force: bool,
+        stream: &mut Stream<'_>,
+    ) -> Option<DeltaDiscoveryResponse> {
+        let sub = self.subscriptions.get_mut(type_url)?;
         let empty = super::Resources::default();
         let resources = snapshot.resources(type_url).unwrap_or(&empty);
         let mut changed = Vec::new();
@@ -162,23 +133,18 @@ impl Stream<'_> {
             sub.known.remove(name);
         }
         if changed.is_empty() && removed.is_empty() && !force {
-            return true;
+            return None;
         }
-        self.nonce += 1;
-        let nonce = self.nonce.to_string();
+        let nonce = stream.next_nonce(type_url, &resources.version);
         sub.in_flight
             .insert(nonce.clone(), resources.version.clone());
-        let version = resources.version.clone();
-        self.tracker
-            .type_status(self.id, type_url, |s| s.sent = version);
-        let response = DeltaDiscoveryResponse {
+        Some(DeltaDiscoveryResponse {
             system_version_info: resources.version.clone(),
             resources: changed,
             type_url: type_url.to_string(),
             removed_resources: removed,
             nonce,
             ..Default::default()
-        };
-        self.tx.send(Ok(response)).await.is_ok()
+        })
     }
 }

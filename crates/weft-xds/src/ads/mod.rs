@@ -9,6 +9,7 @@
 mod delta;
 mod sotw;
 
+use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
     AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
 };
@@ -218,9 +219,142 @@ impl AdsServer {
 /// Messages a stream may have in flight before the sender waits for the proxy to read.
 const RESPONSE_BUFFER: usize = 16;
 
-/// The node id of a stream, taken from its first request as the protocol prescribes.
-fn node_id(node: Option<&envoy_types::pb::envoy::config::core::v3::Node>) -> String {
-    node.map(|n| n.id.clone()).unwrap_or_default()
+/// What sets state of the world and delta apart: how a request changes the subscriptions, and
+/// what a response holds. Each event calls for at most one response.
+pub(crate) trait Protocol: Default + Send + 'static {
+    type Request: Send + 'static;
+    type Response: Send + 'static;
+    const DELTA: bool;
+
+    /// The node the first request of a stream names.
+    fn node(request: &Self::Request) -> Option<&Node>;
+
+    fn on_request(
+        &mut self,
+        request: Self::Request,
+        snapshot: &Snapshot,
+        stream: &mut Stream<'_>,
+    ) -> Option<Self::Response>;
+
+    /// The response a new snapshot calls for on one type.
+    fn on_change(
+        &mut self,
+        type_url: &str,
+        snapshot: &Snapshot,
+        stream: &mut Stream<'_>,
+    ) -> Option<Self::Response>;
+}
+
+/// What both protocols keep per stream: the nonces and where acceptance is recorded.
+pub(crate) struct Stream<'a> {
+    tracker: &'a Tracker,
+    id: u64,
+    nonce: u64,
+}
+
+impl Stream<'_> {
+    /// A fresh nonce for a response of `type_url` at `version`, recorded as sent.
+    pub(crate) fn next_nonce(&mut self, type_url: &str, version: &str) -> String {
+        self.nonce += 1;
+        let version = version.to_string();
+        self.tracker
+            .type_status(self.id, type_url, |s| s.sent = version);
+        self.nonce.to_string()
+    }
+
+    /// Records the proxy's answer to a response: a NACK with its message, or an ACK of
+    /// `version` when the response is known.
+    pub(crate) fn answered(
+        &self,
+        type_url: &str,
+        version: Option<String>,
+        error: Option<&envoy_types::pb::google::rpc::Status>,
+    ) {
+        if let Some(error) = error {
+            let message = error.message.clone();
+            tracing::warn!(type_url, error = %message, "proxy rejected configuration");
+            self.tracker
+                .type_status(self.id, type_url, |s| s.nack = Some(message));
+        } else if let Some(version) = version {
+            self.tracker.type_status(self.id, type_url, |s| {
+                s.acked = Some(version);
+                s.nack = None;
+            });
+        }
+    }
+}
+
+type Responses<P> = ReceiverStream<Result<<P as Protocol>::Response, Status>>;
+
+impl AdsServer {
+    /// Opens a stream: the first request names the node, whose snapshots the stream follows
+    /// until the proxy or the cache goes away.
+    async fn open<P: Protocol>(
+        &self,
+        request: Request<Streaming<P::Request>>,
+    ) -> Result<Response<Responses<P>>, Status> {
+        let mut requests = request.into_inner();
+        let Some(first) = requests.message().await? else {
+            return Err(Status::invalid_argument(
+                "stream closed before the first request",
+            ));
+        };
+        let node = P::node(&first).map(|n| n.id.clone()).unwrap_or_default();
+        let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
+        let id = self.tracker.open(P::DELTA);
+        self.tracker.update(id, |c| c.node.clone_from(&node));
+        let tracker = self.tracker.clone();
+        let snapshots = self.cache.watch(&node);
+        tokio::spawn(async move {
+            run::<P>(first, requests, snapshots, tx, &tracker, id).await;
+            tracker.close(id);
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// A stream's life: answer each request, and push what each new snapshot changes, in Envoy's
+/// type order.
+async fn run<P: Protocol>(
+    first: P::Request,
+    mut requests: Streaming<P::Request>,
+    mut snapshots: watch::Receiver<Arc<Snapshot>>,
+    tx: mpsc::Sender<Result<P::Response, Status>>,
+    tracker: &Tracker,
+    id: u64,
+) {
+    let mut protocol = P::default();
+    let mut stream = Stream {
+        tracker,
+        id,
+        nonce: 0,
+    };
+    let snapshot = snapshots.borrow_and_update().clone();
+    let mut responses = Vec::new();
+    responses.extend(protocol.on_request(first, &snapshot, &mut stream));
+    loop {
+        for response in responses.drain(..) {
+            if tx.send(Ok(response)).await.is_err() {
+                return;
+            }
+        }
+        tokio::select! {
+            request = requests.message() => {
+                let Ok(Some(request)) = request else { return };
+                let snapshot = snapshots.borrow().clone();
+                responses.extend(protocol.on_request(request, &snapshot, &mut stream));
+            }
+            changed = snapshots.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let snapshot = snapshots.borrow_and_update().clone();
+                for type_url in crate::type_url::ORDER {
+                    responses.extend(protocol.on_change(type_url, &snapshot, &mut stream));
+                }
+            }
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -232,52 +366,15 @@ impl AggregatedDiscoveryService for AdsServer {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let mut requests = request.into_inner();
-        let Some(first) = requests.message().await? else {
-            return Err(Status::invalid_argument(
-                "stream closed before the first request",
-            ));
-        };
-        let node = node_id(first.node.as_ref());
-        let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
-        let id = self.tracker.open(false);
-        self.tracker.update(id, |c| c.node.clone_from(&node));
-        let tracker = self.tracker.clone();
-        let snapshots = self.cache.watch(&node);
-        tokio::spawn(async move {
-            sotw::serve(first, requests, snapshots, tx, &tracker, id).await;
-            tracker.close(id);
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        self.open::<sotw::Sotw>(request).await
     }
 
     async fn delta_aggregated_resources(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        let mut requests = request.into_inner();
-        let Some(first) = requests.message().await? else {
-            return Err(Status::invalid_argument(
-                "stream closed before the first request",
-            ));
-        };
-        let node = node_id(first.node.as_ref());
-        let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
-        let id = self.tracker.open(true);
-        self.tracker.update(id, |c| c.node.clone_from(&node));
-        let tracker = self.tracker.clone();
-        let snapshots = self.cache.watch(&node);
-        tokio::spawn(async move {
-            delta::serve(first, requests, snapshots, tx, &tracker, id).await;
-            tracker.close(id);
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        self.open::<delta::Delta>(request).await
     }
-}
-
-/// The message a proxy put in `error_detail`.
-pub(crate) fn nack_message(detail: Option<&envoy_types::pb::google::rpc::Status>) -> String {
-    detail.map(|s| s.message.clone()).unwrap_or_default()
 }
 
 /// Runs the ADS server on `listener` until `shutdown` resolves.

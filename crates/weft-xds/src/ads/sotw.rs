@@ -1,12 +1,10 @@
 //! State-of-the-world ADS: each response holds every requested resource of its type.
 
-use super::{Snapshot, Tracker, nack_message};
+use super::{Protocol, Snapshot, Stream};
 use crate::type_url;
+use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use tokio::sync::{mpsc, watch};
-use tonic::{Status, Streaming};
 
 /// One subscribed type on one stream.
 struct Subscription {
@@ -17,95 +15,52 @@ struct Subscription {
     nonce: String,
 }
 
-struct Stream<'a> {
-    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
-    tracker: &'a Tracker,
-    id: u64,
-    nonce: u64,
+/// The subscriptions of one state-of-the-world stream.
+#[derive(Default)]
+pub(super) struct Sotw {
     subscriptions: BTreeMap<String, Subscription>,
 }
 
-pub(super) async fn serve(
-    first: DiscoveryRequest,
-    mut requests: Streaming<DiscoveryRequest>,
-    mut snapshots: watch::Receiver<Arc<Snapshot>>,
-    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
-    tracker: &Tracker,
-    id: u64,
-) {
-    let mut stream = Stream {
-        tx,
-        tracker,
-        id,
-        nonce: 0,
-        subscriptions: BTreeMap::new(),
-    };
-    let snapshot = snapshots.borrow_and_update().clone();
-    if !stream.request(first, &snapshot).await {
-        return;
-    }
-    loop {
-        tokio::select! {
-            request = requests.message() => {
-                let Ok(Some(request)) = request else { return };
-                let snapshot = snapshots.borrow().clone();
-                if !stream.request(request, &snapshot).await {
-                    return;
-                }
-            }
-            changed = snapshots.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                let snapshot = snapshots.borrow_and_update().clone();
-                for type_url in type_url::ORDER {
-                    if !stream.push(type_url, &snapshot, false).await {
-                        return;
-                    }
-                }
-            }
-        }
-    }
-}
+impl Protocol for Sotw {
+    type Request = DiscoveryRequest;
+    type Response = DiscoveryResponse;
+    const DELTA: bool = false;
 
-impl Stream<'_> {
-    /// Handles one request; false when the stream is gone.
-    async fn request(&mut self, request: DiscoveryRequest, snapshot: &Snapshot) -> bool {
+    fn node(request: &DiscoveryRequest) -> Option<&Node> {
+        request.node.as_ref()
+    }
+
+    fn on_request(
+        &mut self,
+        request: DiscoveryRequest,
+        snapshot: &Snapshot,
+        stream: &mut Stream<'_>,
+    ) -> Option<DiscoveryResponse> {
         let type_url = request.type_url.clone();
         if type_url.is_empty() {
-            return true;
+            return None;
         }
         let names: BTreeSet<String> = request.resource_names.iter().cloned().collect();
         let wants_all =
             names.contains("*") || (names.is_empty() && type_url::is_wildcard_type(&type_url));
         let names = if wants_all { None } else { Some(names) };
-        let known = self.subscriptions.contains_key(&type_url);
-        if known && !request.response_nonce.is_empty() {
-            let Some(sub) = self.subscriptions.get_mut(&type_url) else {
-                return true;
-            };
+        if !request.response_nonce.is_empty()
+            && let Some(sub) = self.subscriptions.get_mut(&type_url)
+        {
             // A reply to an older response is superseded by the one in flight.
             if request.response_nonce != sub.nonce {
-                return true;
+                return None;
             }
-            if request.error_detail.is_some() {
-                let message = nack_message(request.error_detail.as_ref());
-                tracing::warn!(type_url = %type_url, error = %message, "proxy rejected configuration");
-                self.tracker.type_status(self.id, &type_url, |s| {
-                    s.nack = Some(message);
-                });
-            } else {
-                let version = request.version_info.clone();
-                self.tracker.type_status(self.id, &type_url, |s| {
-                    s.acked = Some(version);
-                    s.nack = None;
-                });
-            }
+            stream.answered(
+                &type_url,
+                Some(request.version_info.clone()),
+                request.error_detail.as_ref(),
+            );
             if sub.names == names {
-                return true;
+                return None;
             }
             sub.names = names;
-            return self.push(&type_url, snapshot, true).await;
+            return self.push(&type_url, snapshot, true, stream);
         }
         // A first request, or the first on a new stream after a reconnect.
         self.subscriptions.insert(
@@ -116,19 +71,34 @@ impl Stream<'_> {
                 nonce: String::new(),
             },
         );
-        self.push(&type_url, snapshot, true).await
+        self.push(&type_url, snapshot, true, stream)
     }
 
-    /// Sends the type's resources if the proxy subscribed and they changed (or `force`).
-    async fn push(&mut self, type_url: &str, snapshot: &Snapshot, force: bool) -> bool {
-        let Some(sub) = self.subscriptions.get_mut(type_url) else {
-            return true;
-        };
+    fn on_change(
+        &mut self,
+        type_url: &str,
+        snapshot: &Snapshot,
+        stream: &mut Stream<'_>,
+    ) -> Option<DiscoveryResponse> {
+        self.push(type_url, snapshot, false, stream)
+    }
+}
+
+impl Sotw {
+    /// The type's resources if the proxy subscribed and they changed (or `force`).
+    fn push(
+        &mut self,
+        type_url: &str,
+        snapshot: &Snapshot,
+        force: bool,
+        stream: &mut Stream<'_>,
+    ) -> Option<DiscoveryResponse> {
+        let sub = self.subscriptions.get_mut(type_url)?;
         let empty = super::Resources::default();
         let resources = snapshot.resources(type_url).unwrap_or(&empty);
         let state = (resources.version.clone(), sub.names.clone());
         if !force && sub.sent.as_ref() == Some(&state) {
-            return true;
+            return None;
         }
         let selected = resources
             .items
@@ -136,19 +106,14 @@ impl Stream<'_> {
             .filter(|(name, _)| sub.names.as_ref().is_none_or(|n| n.contains(*name)))
             .map(|(_, any)| any.clone())
             .collect();
-        self.nonce += 1;
-        sub.nonce = self.nonce.to_string();
+        sub.nonce = stream.next_nonce(type_url, &resources.version);
         sub.sent = Some(state);
-        let response = DiscoveryResponse {
+        Some(DiscoveryResponse {
             version_info: resources.version.clone(),
             resources: selected,
             type_url: type_url.to_string(),
             nonce: sub.nonce.clone(),
             ..Default::default()
-        };
-        let version = resources.version.clone();
-        self.tracker
-            .type_status(self.id, type_url, |s| s.sent = version);
-        self.tx.send(Ok(response)).await.is_ok()
+        })
     }
 }
