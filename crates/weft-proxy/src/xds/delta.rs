@@ -1,19 +1,17 @@
 //! A delta ADS stream: subscriptions change by difference, responses carry only changes.
 
 use super::state::{Dynamic, Update};
-use super::{AdsConfig, StreamError, connect, count, nack, type_url};
+use super::{AdsConfig, Followed, StreamError, connect, count, nack, type_url};
 use crate::server::Shared;
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 struct Requests {
     tx: mpsc::Sender<DeltaDiscoveryRequest>,
-    routes: BTreeSet<String>,
-    endpoints: BTreeSet<String>,
+    followed: Followed,
     node: Option<envoy_types::pb::envoy::config::core::v3::Node>,
 }
 
@@ -27,21 +25,10 @@ impl Requests {
     /// Subscribes RDS and EDS to what the listeners and clusters now name, and unsubscribes
     /// what they no longer do.
     async fn follow(&mut self, dynamic: &Dynamic, first: bool) -> Result<(), StreamError> {
-        for (type_url, wanted) in [
-            (type_url::ENDPOINT, dynamic.endpoint_names()),
-            (type_url::ROUTE, dynamic.route_names()),
-        ] {
-            let current = if type_url == type_url::ROUTE {
-                &mut self.routes
-            } else {
-                &mut self.endpoints
-            };
-            let subscribe: Vec<String> = wanted.difference(current).cloned().collect();
-            let unsubscribe: Vec<String> = current.difference(&wanted).cloned().collect();
-            if subscribe.is_empty() && unsubscribe.is_empty() {
-                continue;
-            }
-            *current = wanted;
+        for (type_url, before) in self.followed.update(dynamic) {
+            let now = self.followed.names(type_url);
+            let subscribe: Vec<String> = now.difference(&before).cloned().collect();
+            let unsubscribe: Vec<String> = before.difference(now).cloned().collect();
             let request = DeltaDiscoveryRequest {
                 type_url: type_url.to_string(),
                 resource_names_subscribe: subscribe,
@@ -69,8 +56,7 @@ pub(super) async fn session(
     let (tx, rx) = mpsc::channel(16);
     let mut requests = Requests {
         tx,
-        routes: BTreeSet::new(),
-        endpoints: BTreeSet::new(),
+        followed: Followed::default(),
         node: Some(config.node.clone()),
     };
     // Wildcard subscriptions to clusters and listeners, telling the server what is held so

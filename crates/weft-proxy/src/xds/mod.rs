@@ -12,6 +12,7 @@ use crate::server::Shared;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use state::Dynamic;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -45,6 +46,45 @@ pub enum StreamError {
     Status(#[from] tonic::Status),
     #[error("stream closed by the control plane")]
     Closed,
+}
+
+/// What a stream last asked RDS and EDS for. Both follow what the accepted listeners and
+/// clusters name, so they change after LDS and CDS updates.
+#[derive(Debug, Default)]
+pub(crate) struct Followed {
+    routes: BTreeSet<String>,
+    endpoints: BTreeSet<String>,
+}
+
+impl Followed {
+    /// The follow-up types whose names changed: (type, names asked for before), the new names
+    /// being recorded and readable through `names`.
+    pub(crate) fn update(&mut self, dynamic: &Dynamic) -> Vec<(&'static str, BTreeSet<String>)> {
+        let mut changed = Vec::new();
+        for (type_url, wanted) in [
+            (type_url::ENDPOINT, dynamic.endpoint_names()),
+            (type_url::ROUTE, dynamic.route_names()),
+        ] {
+            let current = match type_url {
+                type_url::ROUTE => &mut self.routes,
+                _ => &mut self.endpoints,
+            };
+            if *current != wanted {
+                changed.push((type_url, std::mem::replace(current, wanted)));
+            }
+        }
+        changed
+    }
+
+    /// The names asked for of a type; empty for the wildcard types.
+    pub(crate) fn names(&self, type_url: &str) -> &BTreeSet<String> {
+        static NONE: BTreeSet<String> = BTreeSet::new();
+        match type_url {
+            type_url::ROUTE => &self.routes,
+            type_url::ENDPOINT => &self.endpoints,
+            _ => &NONE,
+        }
+    }
 }
 
 /// A NACK's `error_detail`: INVALID_ARGUMENT with the reason, as Envoy sends it.

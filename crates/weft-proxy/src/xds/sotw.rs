@@ -1,11 +1,11 @@
 //! A state-of-the-world ADS stream.
 
 use super::state::{Dynamic, Update};
-use super::{AdsConfig, StreamError, connect, count, nack, type_url};
+use super::{AdsConfig, Followed, StreamError, connect, count, nack, type_url};
 use crate::server::Shared;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -14,9 +14,7 @@ struct Requests {
     tx: mpsc::Sender<DiscoveryRequest>,
     /// Type → the nonce of the last response, echoed in the next request of the type.
     nonces: HashMap<String, String>,
-    /// What RDS and EDS were last asked for.
-    routes: BTreeSet<String>,
-    endpoints: BTreeSet<String>,
+    followed: Followed,
     node_sent: bool,
     node: envoy_types::pb::envoy::config::core::v3::Node,
 }
@@ -44,28 +42,12 @@ impl Requests {
     }
 
     fn names(&self, type_url: &str) -> Vec<String> {
-        match type_url {
-            type_url::ROUTE => self.routes.iter().cloned().collect(),
-            type_url::ENDPOINT => self.endpoints.iter().cloned().collect(),
-            _ => Vec::new(),
-        }
+        self.followed.names(type_url).iter().cloned().collect()
     }
 
     /// Asks RDS and EDS for what the listeners and clusters now name, if that changed.
     async fn follow(&mut self, dynamic: &Dynamic) -> Result<(), StreamError> {
-        for (type_url, wanted) in [
-            (type_url::ENDPOINT, dynamic.endpoint_names()),
-            (type_url::ROUTE, dynamic.route_names()),
-        ] {
-            let current = if type_url == type_url::ROUTE {
-                &mut self.routes
-            } else {
-                &mut self.endpoints
-            };
-            if *current == wanted {
-                continue;
-            }
-            *current = wanted;
+        for (type_url, _) in self.followed.update(dynamic) {
             let version = dynamic.versions.get(type_url).cloned().unwrap_or_default();
             let names = self.names(type_url);
             self.send(type_url, version, names, None).await?;
@@ -85,8 +67,7 @@ pub(super) async fn session(
     let mut requests = Requests {
         tx,
         nonces: HashMap::new(),
-        routes: BTreeSet::new(),
-        endpoints: BTreeSet::new(),
+        followed: Followed::default(),
         node_sent: false,
         node: config.node.clone(),
     };
