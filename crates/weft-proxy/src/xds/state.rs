@@ -53,10 +53,7 @@ pub struct Dynamic {
     manager: ListenerManager,
     static_listeners: Vec<Arc<Listener>>,
     static_clusters: HashMap<String, Arc<Cluster>>,
-    pub listeners: BTreeMap<String, Accepted<Arc<Listener>>>,
-    pub clusters: BTreeMap<String, Accepted<Arc<Cluster>>>,
-    pub routes: BTreeMap<String, Accepted<Arc<RouteConfig>>>,
-    pub endpoints: BTreeMap<String, Accepted<Arc<Vec<LocalityConfig>>>>,
+    held: Held,
     /// The last accepted version of each type, for state-of-the-world NACKs.
     pub versions: HashMap<String, String>,
     bootstrap_dump: serde_json::Value,
@@ -93,10 +90,7 @@ impl Dynamic {
             static_clusters: snapshot.clusters.clone(),
             shared,
             manager,
-            listeners: BTreeMap::new(),
-            clusters: BTreeMap::new(),
-            routes: BTreeMap::new(),
-            endpoints: BTreeMap::new(),
+            held: Held::default(),
             versions: HashMap::new(),
             bootstrap_dump,
         }
@@ -113,7 +107,7 @@ impl Dynamic {
         let all = self
             .static_listeners
             .iter()
-            .chain(self.listeners.values().map(|a| &a.built));
+            .chain(self.held.listeners.values().map(|a| &a.built));
         for l in all {
             for chain in &l.filter_chains {
                 if let NetworkFilter::Http(hcm) = &chain.filter
@@ -130,7 +124,7 @@ impl Dynamic {
     pub fn endpoint_names(&self) -> BTreeSet<String> {
         self.static_clusters
             .values()
-            .chain(self.clusters.values().map(|a| &a.built))
+            .chain(self.held.clusters.values().map(|a| &a.built))
             .filter(|c| c.config.discovery == Discovery::Eds)
             .map(|c| c.config.eds_service_name.clone())
             .collect()
@@ -138,18 +132,7 @@ impl Dynamic {
 
     /// Versions of what is held of one type, for a delta stream's `initial_resource_versions`.
     pub fn resource_versions(&self, type_url: &str) -> HashMap<String, String> {
-        fn versions<T>(m: &BTreeMap<String, Accepted<T>>) -> HashMap<String, String> {
-            m.iter()
-                .map(|(k, a)| (k.clone(), a.version.clone()))
-                .collect()
-        }
-        match type_url {
-            type_url::LISTENER => versions(&self.listeners),
-            type_url::CLUSTER => versions(&self.clusters),
-            type_url::ROUTE => versions(&self.routes),
-            type_url::ENDPOINT => versions(&self.endpoints),
-            _ => HashMap::new(),
-        }
+        self.held.versions(type_url)
     }
 
     /// Applies an update, or refuses it whole with the reason.
@@ -177,7 +160,20 @@ impl Dynamic {
             let held = self.resource_versions(update.type_url);
             removed.extend(held.into_keys().filter(|n| !listed.contains(n)));
         }
-        let mut next = self.clone_maps();
+        let mut next = self.held.clone();
+        // Load assignments that changed or went away: only their clusters get new hosts.
+        let mut moved_endpoints: BTreeSet<String> = BTreeSet::new();
+        if update.type_url == type_url::ENDPOINT {
+            moved_endpoints.extend(removed.iter().cloned());
+            moved_endpoints.extend(built.iter().filter_map(|(name, a)| {
+                let same = self
+                    .held
+                    .endpoints
+                    .get(name)
+                    .is_some_and(|h| h.bytes == a.bytes);
+                (!same).then(|| name.clone())
+            }));
+        }
         for name in &removed {
             next.remove(update.type_url, name);
         }
@@ -187,31 +183,34 @@ impl Dynamic {
         if update.type_url == type_url::ROUTE {
             next.check_routes(&self.static_clusters)?;
         }
-        let saved = self.replace_maps(next);
+        let saved = std::mem::replace(&mut self.held, next);
         if let Err(e) = self.publish(Some(update.type_url)) {
-            self.replace_maps(saved);
+            self.held = saved;
             return Err(e);
         }
         self.versions
             .insert(update.type_url.to_string(), update.version.to_string());
+        if !moved_endpoints.is_empty() {
+            self.assign_endpoints(&moved_endpoints);
+        }
         Ok(())
     }
 
-    fn replace_maps(&mut self, maps: Maps) -> Maps {
-        Maps {
-            listeners: std::mem::replace(&mut self.listeners, maps.listeners),
-            clusters: std::mem::replace(&mut self.clusters, maps.clusters),
-            routes: std::mem::replace(&mut self.routes, maps.routes),
-            endpoints: std::mem::replace(&mut self.endpoints, maps.endpoints),
-        }
-    }
-
-    fn clone_maps(&self) -> Maps {
-        Maps {
-            listeners: self.listeners.clone(),
-            clusters: self.clusters.clone(),
-            routes: self.routes.clone(),
-            endpoints: self.endpoints.clone(),
+    /// Gives the EDS clusters of the named load assignments their new hosts (none if the
+    /// assignment was removed). The clusters are those of the published snapshot, so this
+    /// reaches the data path at once.
+    fn assign_endpoints(&self, names: &BTreeSet<String>) {
+        let clusters = self
+            .static_clusters
+            .values()
+            .chain(self.held.clusters.values().map(|a| &a.built));
+        for c in clusters {
+            if c.config.discovery == Discovery::Eds && names.contains(&c.config.eds_service_name) {
+                match self.held.endpoints.get(&c.config.eds_service_name) {
+                    Some(e) => c.set_endpoints(&e.built),
+                    None => c.set_endpoints(&[]),
+                }
+            }
         }
     }
 
@@ -258,7 +257,7 @@ impl Dynamic {
             return Err(fail(errors));
         }
         // Unchanged: it keeps the version it came with, as Envoy reports it.
-        if let Some(held) = self.held(type_url, &name, &any.value) {
+        if let Some(held) = self.held.same(type_url, &name, &any.value) {
             return Ok((name, held));
         }
         let decode_error = |e: prost::DecodeError| format!("{kind} {name}: {e}");
@@ -283,10 +282,10 @@ impl Dynamic {
                 if self.static_clusters.contains_key(&config.name) {
                     return Err(format!("{kind} {name}: a static cluster has this name"));
                 }
-                let previous = self.clusters.get(&config.name).map(|a| &*a.built);
+                let previous = self.held.clusters.get(&config.name).map(|a| &*a.built);
                 let cluster = Cluster::succeeding(config, previous);
                 if cluster.config.discovery == Discovery::Eds
-                    && let Some(e) = self.endpoints.get(&cluster.config.eds_service_name)
+                    && let Some(e) = self.held.endpoints.get(&cluster.config.eds_service_name)
                 {
                     cluster.set_endpoints(&e.built);
                 }
@@ -324,8 +323,85 @@ impl Dynamic {
         ))
     }
 
+    /// Builds the snapshot from the static and accepted resources and makes it current. An
+    /// update of `changed` type that adds a listener whose port cannot be bound is refused here.
+    fn publish(&mut self, changed: Option<&str>) -> Result<(), String> {
+        let mut listeners = self.static_listeners.clone();
+        listeners.extend(self.held.listeners.values().map(|a| a.built.clone()));
+        let prepared = self
+            .manager
+            .prepare(&listeners)
+            .map_err(|e| format!("{} {e}", kind(changed.unwrap_or(type_url::LISTENER))))?;
+        let mut clusters = self.static_clusters.clone();
+        for (name, a) in &self.held.clusters {
+            clusters.insert(name.clone(), a.built.clone());
+        }
+        let routes = self
+            .held
+            .routes
+            .iter()
+            .map(|(name, a)| (name.clone(), a.built.clone()))
+            .collect();
+        let previous = self.shared.snapshot.load();
+        let version = changed
+            .map(|t| self.versions.get(t).cloned().unwrap_or_default())
+            .unwrap_or_default();
+        let snapshot = Snapshot {
+            listeners: listeners.clone(),
+            clusters,
+            routes,
+            config_dump: self.bootstrap_dump.clone(),
+            dynamic: Arc::new(self.held.dump()),
+            version: if version.is_empty() {
+                previous.version.clone()
+            } else {
+                version
+            },
+            last_updated: Some(SystemTime::now()),
+        };
+        self.shared.snapshot.store(Arc::new(snapshot));
+        self.manager.commit(prepared, &listeners);
+        Ok(())
+    }
+}
+
+/// The accepted resources, by type and name.
+#[derive(Debug, Clone, Default)]
+struct Held {
+    listeners: BTreeMap<String, Accepted<Arc<Listener>>>,
+    clusters: BTreeMap<String, Accepted<Arc<Cluster>>>,
+    routes: BTreeMap<String, Accepted<Arc<RouteConfig>>>,
+    endpoints: BTreeMap<String, Accepted<Arc<Vec<LocalityConfig>>>>,
+}
+
+fn with<T, U>(a: Accepted<U>, built: T) -> Accepted<T> {
+    Accepted {
+        version: a.version,
+        bytes: a.bytes,
+        json: a.json,
+        last_updated: a.last_updated,
+        built,
+    }
+}
+
+impl Held {
+    fn versions(&self, type_url: &str) -> HashMap<String, String> {
+        fn versions<T>(m: &BTreeMap<String, Accepted<T>>) -> HashMap<String, String> {
+            m.iter()
+                .map(|(k, a)| (k.clone(), a.version.clone()))
+                .collect()
+        }
+        match type_url {
+            type_url::LISTENER => versions(&self.listeners),
+            type_url::CLUSTER => versions(&self.clusters),
+            type_url::ROUTE => versions(&self.routes),
+            type_url::ENDPOINT => versions(&self.endpoints),
+            _ => HashMap::new(),
+        }
+    }
+
     /// The held resource of that name, if its bytes are `bytes`.
-    fn held(&self, type_url: &str, name: &str, bytes: &[u8]) -> Option<Accepted<Built>> {
+    fn same(&self, type_url: &str, name: &str, bytes: &[u8]) -> Option<Accepted<Built>> {
         fn same<T: Clone>(
             m: &BTreeMap<String, Accepted<T>>,
             name: &str,
@@ -342,57 +418,6 @@ impl Dynamic {
             type_url::ENDPOINT => same(&self.endpoints, name, bytes, Built::Endpoints),
             _ => None,
         }
-    }
-
-    /// Builds the snapshot from the static and accepted resources and makes it current. An
-    /// update of `changed` type that adds a listener whose port cannot be bound is refused here.
-    fn publish(&mut self, changed: Option<&str>) -> Result<(), String> {
-        let mut listeners = self.static_listeners.clone();
-        listeners.extend(self.listeners.values().map(|a| a.built.clone()));
-        let prepared = self
-            .manager
-            .prepare(&listeners)
-            .map_err(|e| format!("{} {e}", kind(changed.unwrap_or(type_url::LISTENER))))?;
-        let mut clusters = self.static_clusters.clone();
-        for (name, a) in &self.clusters {
-            clusters.insert(name.clone(), a.built.clone());
-        }
-        // Endpoints reach the clusters here, whichever of the two arrived last.
-        if changed == Some(type_url::ENDPOINT) {
-            for c in clusters.values() {
-                if c.config.discovery == Discovery::Eds {
-                    match self.endpoints.get(&c.config.eds_service_name) {
-                        Some(e) => c.set_endpoints(&e.built),
-                        None => c.set_endpoints(&[]),
-                    }
-                }
-            }
-        }
-        let routes = self
-            .routes
-            .iter()
-            .map(|(name, a)| (name.clone(), a.built.clone()))
-            .collect();
-        let previous = self.shared.snapshot.load();
-        let version = changed
-            .map(|t| self.versions.get(t).cloned().unwrap_or_default())
-            .unwrap_or_default();
-        let snapshot = Snapshot {
-            listeners: listeners.clone(),
-            clusters,
-            routes,
-            config_dump: self.bootstrap_dump.clone(),
-            dynamic: Arc::new(self.dump()),
-            version: if version.is_empty() {
-                previous.version.clone()
-            } else {
-                version
-            },
-            last_updated: Some(SystemTime::now()),
-        };
-        self.shared.snapshot.store(Arc::new(snapshot));
-        self.manager.commit(prepared, &listeners);
-        Ok(())
     }
 
     fn dump(&self) -> DynamicDump {
@@ -413,27 +438,7 @@ impl Dynamic {
             endpoints: entries(&self.endpoints),
         }
     }
-}
 
-/// The accepted resources while an update is being put together.
-struct Maps {
-    listeners: BTreeMap<String, Accepted<Arc<Listener>>>,
-    clusters: BTreeMap<String, Accepted<Arc<Cluster>>>,
-    routes: BTreeMap<String, Accepted<Arc<RouteConfig>>>,
-    endpoints: BTreeMap<String, Accepted<Arc<Vec<LocalityConfig>>>>,
-}
-
-fn with<T, U>(a: Accepted<U>, built: T) -> Accepted<T> {
-    Accepted {
-        version: a.version,
-        bytes: a.bytes,
-        json: a.json,
-        last_updated: a.last_updated,
-        built,
-    }
-}
-
-impl Maps {
     fn remove(&mut self, type_url: &str, name: &str) {
         match type_url {
             type_url::LISTENER => drop(self.listeners.remove(name)),
