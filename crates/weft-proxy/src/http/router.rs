@@ -14,6 +14,7 @@ use crate::upstream::{self, Sender, Version};
 use http::header::{HOST, LOCATION};
 use http::{HeaderValue, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -167,9 +168,12 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
     {
         return local(finisher, Some(&parts), StatusCode::FORBIDDEN, "", None);
     }
+    // One snapshot for the whole request: the route table (from RDS) and the clusters it
+    // names always come from the same config.
+    let snapshot = conn.shared.snapshot.load_full();
     let route_config = match &hcm.route {
         RouteSource::Static(rc) => Some(rc.clone()),
-        RouteSource::Rds(name) => conn.shared.snapshot.load().routes.get(name).cloned(),
+        RouteSource::Rds(name) => snapshot.routes.get(name).cloned(),
     };
     // An RDS table that has not arrived yet routes nothing, as in Envoy.
     let Some(route_config) = route_config else {
@@ -251,6 +255,7 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
         }
         Action::Forward(forward) => {
             let matched = Matched {
+                clusters: &snapshot.clusters,
                 config: &route_config,
                 vhost,
                 route,
@@ -273,6 +278,8 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
 /// The route a request matched, with the levels around it whose header operations apply.
 #[derive(Clone, Copy)]
 struct Matched<'a> {
+    /// The clusters of the snapshot the route came from.
+    clusters: &'a HashMap<String, Arc<Cluster>>,
     config: &'a RouteConfig,
     vhost: &'a VirtualHost,
     route: &'a Route,
@@ -439,6 +446,7 @@ async fn forward_request(
 ) -> Response<ProxyBody> {
     let hcm = &conn.hcm;
     let Matched {
+        clusters,
         config: route_config,
         vhost,
         route,
@@ -467,13 +475,7 @@ async fn forward_request(
             }
         }
     };
-    let cluster = conn
-        .shared
-        .snapshot
-        .load()
-        .clusters
-        .get(&cluster_name)
-        .cloned();
+    let cluster = clusters.get(&cluster_name).cloned();
     let Some(cluster) = cluster else {
         stats::inc(&hcm.stats.no_cluster);
         finisher.flags |= flags::NC;
