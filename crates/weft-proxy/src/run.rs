@@ -159,22 +159,21 @@ pub fn run(options: &Options) -> Result<(), RunError> {
     let manager = ListenerManager::new(workers.runtimes.clone(), shared.clone());
     let mut dynamic = Dynamic::new(shared.clone(), manager, config_json);
     dynamic.start().map_err(RunError::Listen)?;
-    match ads {
+    // Without a control plane the static config stays as it is; holding it until shutdown
+    // keeps the listeners it manages open.
+    let _static_config = match ads {
         Some(ads) => {
             tracing::info!(uri = %ads.uri, delta = ads.delta, "subscribing to the control plane");
             control.spawn(crate::xds::run(ads, dynamic, shared.clone()));
+            None
         }
         None => {
             shared
                 .ready
                 .store(true, std::sync::atomic::Ordering::Relaxed);
-            // Keeps the listeners it manages.
-            control.spawn(async move {
-                let _dynamic = dynamic;
-                std::future::pending::<()>().await;
-            });
+            Some(dynamic)
         }
-    }
+    };
     if let Some(address) = admin {
         let socket = server::bind(address).map_err(|source| RunError::Bind {
             what: "admin".into(),
