@@ -206,7 +206,8 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
             }
         }
     }
-    match &route.action {
+    // Direct responses and redirects are the proxy's own replies, with the route's headers.
+    let mut resp = match &route.action {
         Action::Direct {
             status,
             body: reply,
@@ -220,15 +221,7 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
                     HeaderValue::from_static("text/plain"),
                 );
             }
-            header_levels(
-                resp.headers_mut(),
-                &route_config,
-                vhost,
-                route,
-                None,
-                Side::Response,
-            );
-            finish_local(finisher, Some(&parts), resp)
+            resp
         }
         Action::Redirect(redirect) => {
             stats::inc(&s.rq_redirect);
@@ -243,15 +236,7 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
                     return local(finisher, Some(&parts), StatusCode::BAD_REQUEST, "", None);
                 }
             }
-            header_levels(
-                resp.headers_mut(),
-                &route_config,
-                vhost,
-                route,
-                None,
-                Side::Response,
-            );
-            finish_local(finisher, Some(&parts), resp)
+            resp
         }
         Action::Forward(forward) => {
             let matched = Matched {
@@ -261,7 +246,7 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
                 route,
                 forward,
             };
-            forward_request(
+            return forward_request(
                 parts,
                 body,
                 conn,
@@ -270,9 +255,18 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
                 authority,
                 &path_and_query,
             )
-            .await
+            .await;
         }
-    }
+    };
+    header_levels(
+        resp.headers_mut(),
+        &route_config,
+        vhost,
+        route,
+        None,
+        Side::Response,
+    );
+    finish_local(finisher, Some(&parts), resp)
 }
 
 /// The route a request matched, with the levels around it whose header operations apply.
