@@ -3,9 +3,11 @@
 //! streamed response and does the end-of-request work (access log, counters, returning the
 //! upstream connection to its pool) when the last byte is sent or the stream is dropped.
 
+use crate::http::stream_timer::{Activity, IdleTimer};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -47,6 +49,10 @@ pub enum ProxyBody {
     Stream {
         inner: Incoming,
         guard: Option<Guard>,
+        /// The stream's activity record: a request body marks it on every frame and at its end.
+        activity: Option<Arc<Activity>>,
+        /// A response body's `stream_idle_timeout`.
+        idle: Option<IdleTimer>,
     },
 }
 
@@ -61,13 +67,36 @@ impl ProxyBody {
     }
 
     pub fn stream(inner: Incoming) -> Self {
-        ProxyBody::Stream { inner, guard: None }
+        ProxyBody::Stream {
+            inner,
+            guard: None,
+            activity: None,
+            idle: None,
+        }
+    }
+
+    /// A request body on its way upstream, recording its progress in `activity`.
+    pub fn request(inner: Incoming, activity: Option<Arc<Activity>>) -> Self {
+        ProxyBody::Stream {
+            inner,
+            guard: None,
+            activity,
+            idle: None,
+        }
     }
 
     pub fn with_guard(inner: Incoming, guard: Guard) -> Self {
+        Self::response(inner, guard, None)
+    }
+
+    /// A response body on its way downstream; with `idle`, the stream ends with an error once
+    /// no bytes moved either way for the timer's duration.
+    pub fn response(inner: Incoming, guard: Guard, idle: Option<IdleTimer>) -> Self {
         ProxyBody::Stream {
             inner,
             guard: Some(guard),
+            activity: None,
+            idle,
         }
     }
 }
@@ -79,6 +108,7 @@ impl Drop for ProxyBody {
         if let ProxyBody::Stream {
             inner,
             guard: Some(g),
+            ..
         } = self
         {
             g.done(inner.is_end_stream());
@@ -97,11 +127,35 @@ impl Body for ProxyBody {
         match self.get_mut() {
             ProxyBody::Empty => Poll::Ready(None),
             ProxyBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            ProxyBody::Stream { inner, guard } => match Pin::new(inner).poll_frame(cx) {
-                Poll::Pending => Poll::Pending,
+            ProxyBody::Stream {
+                inner,
+                guard,
+                activity,
+                idle,
+            } => match Pin::new(&mut *inner).poll_frame(cx) {
+                Poll::Pending => {
+                    if idle.as_mut().is_some_and(|t| t.poll_expired(cx)) {
+                        *idle = None;
+                        if let Some(mut g) = guard.take() {
+                            g.done(false);
+                        }
+                        return Poll::Ready(Some(Err("stream idle timeout".into())));
+                    }
+                    Poll::Pending
+                }
                 Poll::Ready(Some(Ok(frame))) => {
                     if let (Some(g), Some(d)) = (guard.as_mut(), frame.data_ref()) {
                         g.bytes += d.len() as u64;
+                    }
+                    if let Some(t) = idle {
+                        t.activity().touch();
+                    }
+                    if let Some(a) = activity {
+                        if inner.is_end_stream() {
+                            a.complete_request();
+                        } else {
+                            a.touch();
+                        }
                     }
                     Poll::Ready(Some(Ok(frame)))
                 }
@@ -112,6 +166,9 @@ impl Body for ProxyBody {
                     Poll::Ready(Some(Err(Box::new(e))))
                 }
                 Poll::Ready(None) => {
+                    if let Some(a) = activity {
+                        a.complete_request();
+                    }
                     if let Some(mut g) = guard.take() {
                         g.done(true);
                     }

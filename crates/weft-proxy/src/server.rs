@@ -8,7 +8,7 @@ use crate::route::RouteConfig;
 use crate::stats::{HttpStats, ListenerStats, TcpStats, XdsStats};
 use arc_swap::ArcSwap;
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -95,6 +95,22 @@ pub struct Shared {
     /// the control plane were accepted.
     pub ready: AtomicBool,
     pub xds: XdsStats,
+    /// This machine's address as Envoy picks it (the first non-loopback IPv4 interface): a
+    /// loopback peer is recorded in `x-forwarded-for` as this address.
+    pub local_address: IpAddr,
+}
+
+/// The first non-loopback IPv4 address of an interface, in the order the system lists them,
+/// else loopback: the address Envoy takes for its own.
+fn node_address() -> IpAddr {
+    if_addrs::get_if_addrs()
+        .ok()
+        .and_then(|list| {
+            list.into_iter()
+                .map(|i| i.ip())
+                .find(|ip| ip.is_ipv4() && !ip.is_loopback())
+        })
+        .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
 }
 
 impl Shared {
@@ -116,6 +132,7 @@ impl Shared {
             drain_time,
             ready: AtomicBool::new(false),
             xds: XdsStats::default(),
+            local_address: node_address(),
         })
     }
 

@@ -102,6 +102,13 @@ impl Case {
     }
 }
 
+const XFF_HEADERS: &[&str] = &[
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-envoy-external-address",
+    "x-envoy-internal",
+];
+
 fn cases() -> Vec<Case> {
     vec![
         // Virtual host selection.
@@ -361,6 +368,47 @@ fn cases() -> Vec<Case> {
             200,
         )
         .cors("https://app.example", Some("GET")),
+        // x-forwarded-for and the trusted client address (use_remote_address, xff_num_trusted_hops).
+        case("edge proxy appends the peer to XFF", "main", "/", 200)
+            .listener("EDGE0")
+            .header("x-forwarded-for", "203.0.113.7")
+            .header("x-forwarded-proto", "https")
+            .upstream(XFF_HEADERS),
+        case("edge proxy without XFF", "main", "/", 200)
+            .listener("EDGE0")
+            .upstream(XFF_HEADERS),
+        case(
+            "one trusted hop picks the client from XFF",
+            "main",
+            "/",
+            200,
+        )
+        .listener("EDGE")
+        .header("x-forwarded-for", "203.0.113.7, 198.51.100.2")
+        .header("x-forwarded-proto", "https")
+        .upstream(XFF_HEADERS),
+        case("one trusted hop, internal client in XFF", "main", "/", 200)
+            .listener("EDGE")
+            .header("x-forwarded-for", "10.1.2.3")
+            .header("x-envoy-internal", "true")
+            .upstream(XFF_HEADERS),
+        case("client x-envoy-internal is not trusted", "main", "/", 200)
+            .listener("EDGE0")
+            .header("x-envoy-internal", "true")
+            .header("x-envoy-external-address", "1.1.1.1")
+            .upstream(XFF_HEADERS),
+        case("no remote address: XFF passes unchanged", "main", "/", 200)
+            .listener("INNER")
+            .header("x-forwarded-for", "203.0.113.7, 198.51.100.2")
+            .header("x-forwarded-proto", "https")
+            .upstream(XFF_HEADERS),
+        case(
+            "stream idle timeout before the response",
+            "main",
+            "/slow/1500",
+            504,
+        )
+        .listener("EDGE"),
         case(
             "CORS headers on a local reply",
             "cors.test",
@@ -717,4 +765,122 @@ async fn grpc_bidirectional_stream_agrees() {
         seen.push(trailers.get("x-upstream").cloned());
     }
     assert_eq!(seen[0], seen[1]);
+}
+
+/// Sends `parts` one after another with `gap` between them, then reads the response until the
+/// proxy closes the connection (or 5 s pass). Returns the response text and when its first byte
+/// came (Envoy lingers up to its 1 s `delayed_close_timeout` before closing).
+async fn dribble(
+    addr: std::net::SocketAddr,
+    parts: &[&[u8]],
+    gap: std::time::Duration,
+) -> (String, std::time::Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let start = std::time::Instant::now();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut r, mut w) = s.split();
+    let write = async {
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                tokio::time::sleep(gap).await;
+            }
+            if w.write_all(part).await.is_err() {
+                return;
+            }
+        }
+        std::future::pending::<()>().await;
+    };
+    let mut out = Vec::new();
+    let mut first_byte = None;
+    let read = async {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = r.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            first_byte.get_or_insert_with(|| start.elapsed());
+            out.extend_from_slice(&buf[..n]);
+        }
+    };
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), read);
+    tokio::select! {
+        _ = read => {}
+        () = write => {}
+    }
+    let took = first_byte.unwrap_or_else(|| start.elapsed());
+    (String::from_utf8_lossy(&out).into_owned(), took)
+}
+
+fn counter(stats: &str, name: &str) -> u64 {
+    stats
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(": ")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// `request_timeout` (0.3 s) and `stream_idle_timeout` (0.5 s) on the EDGE listener end streams
+/// where Envoy ends them, with Envoy's statuses, bodies and counters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_timers_agree() {
+    let pair = start_pair().await;
+    let gap = std::time::Duration::from_millis(150);
+    for proxy in [&pair.envoy, &pair.weft] {
+        let addr = proxy.addr("EDGE");
+        let kind = format!("{:?}", proxy.kind);
+        // Half a body, then nothing: the request never completes.
+        let (resp, _) = dribble(
+            addr,
+            &[b"POST /post HTTP/1.1\r\nhost: main\r\ncontent-length: 10\r\n\r\nhalf."],
+            gap,
+        )
+        .await;
+        assert!(resp.starts_with("HTTP/1.1 408"), "{kind}: {resp}");
+        assert!(resp.ends_with("request timeout"), "{kind}: {resp}");
+        // A body that keeps moving is never idle, but it is still late.
+        let (resp, took) = dribble(
+            addr,
+            &[
+                b"POST /post HTTP/1.1\r\nhost: main\r\ncontent-length: 5\r\n\r\n",
+                b"a",
+                b"b",
+                b"c",
+                b"d",
+                b"e",
+            ],
+            gap,
+        )
+        .await;
+        assert!(resp.starts_with("HTTP/1.1 408"), "{kind}: {resp}");
+        assert!(resp.ends_with("request timeout"), "{kind}: {resp}");
+        assert!(
+            took < std::time::Duration::from_millis(700),
+            "{kind}: {took:?}"
+        );
+        // An upstream that stops halfway through its body: the response is cut off.
+        let (resp, _) = dribble(
+            addr,
+            &[b"GET /drip/2000 HTTP/1.1\r\nhost: main\r\n\r\n"],
+            gap,
+        )
+        .await;
+        assert!(resp.starts_with("HTTP/1.1 200"), "{kind}: {resp}");
+        assert!(resp.contains("first;"), "{kind}: {resp}");
+        assert!(!resp.contains("second;"), "{kind}: {resp}");
+        let stats = proxy.admin("/stats").await;
+        assert_eq!(
+            counter(&stats, "http.diff_edge.downstream_rq_timeout"),
+            2,
+            "{kind}"
+        );
+        assert!(
+            counter(&stats, "http.diff_edge.downstream_rq_idle_timeout") >= 1,
+            "{kind}"
+        );
+    }
 }

@@ -71,7 +71,7 @@ const TABLE: &[(&str, &str)] = &[
     (
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix codec_type route_config rds http_filters access_log generate_request_id \
-         use_remote_address server_name \
+         use_remote_address xff_num_trusted_hops request_timeout stream_idle_timeout server_name \
          upgrade_configs \
          server_header_transformation=OVERWRITE|APPEND_IF_ABSENT|PASS_THROUGH",
     ),

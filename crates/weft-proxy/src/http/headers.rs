@@ -4,13 +4,15 @@
 use super::{HttpConnectionManager, ServerHeader};
 use http::HeaderMap;
 use http::header::{CONNECTION, HeaderName, HeaderValue, SERVER, TE, TRANSFER_ENCODING, UPGRADE};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_ENVOY_INTERNAL: HeaderName = HeaderName::from_static("x-envoy-internal");
+static X_ENVOY_EXTERNAL_ADDRESS: HeaderName = HeaderName::from_static("x-envoy-external-address");
 
 /// Removes the connection-specific headers a proxy must not forward (RFC 9110 §7.6.1), and any
 /// header the `Connection` header names. `te: trailers` survives: gRPC needs it.
@@ -40,24 +42,69 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Request headers the connection manager sets before routing.
-pub fn on_request(headers: &mut HeaderMap, hcm: &HttpConnectionManager, peer: SocketAddr) {
+/// Request headers the connection manager sets before routing, as Envoy's connection manager
+/// sets them. Returns the trusted client address: the peer, or with `xff_num_trusted_hops` the
+/// address that many hops back in `x-forwarded-for` (port 0, as Envoy reports it).
+pub fn on_request(
+    headers: &mut HeaderMap,
+    hcm: &HttpConnectionManager,
+    peer: SocketAddr,
+    local_address: IpAddr,
+) -> SocketAddr {
     if hcm.generate_request_id && !headers.contains_key(&X_REQUEST_ID) {
         headers.insert(X_REQUEST_ID.clone(), request_id());
     }
+    let hops = hcm.xff_num_trusted_hops as usize;
     if hcm.use_remote_address {
-        let ip = peer.ip().to_string();
+        // The trusted client is read before this proxy appends its own peer.
+        let trusted = hops
+            .checked_sub(1)
+            .and_then(|skip| address_from_xff(headers, skip));
+        // A loopback peer is this machine: Envoy records the machine's own address.
+        let hop = if peer.ip().is_loopback() {
+            local_address
+        } else {
+            peer.ip()
+        };
         let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(existing) if !existing.is_empty() => format!("{existing},{ip}"),
-            _ => ip,
+            Some(existing) if !existing.is_empty() => format!("{existing},{hop}"),
+            _ => hop.to_string(),
         };
         if let Ok(v) = HeaderValue::from_str(&value) {
             headers.insert(X_FORWARDED_FOR.clone(), v);
         }
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    } else if !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        // Only a trusted hop may say how the client reached it.
+        if hops == 0 || !headers.contains_key(&X_FORWARDED_PROTO) {
+            headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        }
+        let remote = trusted.unwrap_or(peer);
+        // This proxy is the edge: what a client says about being internal is not believed, and
+        // the upstream learns the client's address. (Envoy 1.40 counts no address as internal
+        // unless `internal_address_config` says so, and that field is not supported.)
+        headers.remove(&X_ENVOY_INTERNAL);
+        if let Ok(v) = HeaderValue::from_str(&remote.ip().to_string()) {
+            headers.insert(X_ENVOY_EXTERNAL_ADDRESS.clone(), v);
+        }
+        remote
+    } else {
+        if !headers.contains_key(&X_FORWARDED_PROTO) {
+            headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        }
+        address_from_xff(headers, hops).unwrap_or(peer)
     }
+}
+
+/// The address `skip` entries from the right of `x-forwarded-for`, if it is an IP address.
+fn address_from_xff(headers: &HeaderMap, skip: usize) -> Option<SocketAddr> {
+    let all = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
+    let entry = all.rsplit(',').nth(skip)?;
+    let ip: IpAddr = entry.trim().parse().ok()?;
+    Some(SocketAddr::new(ip, 0))
 }
 
 /// The `server` header of a response, by `server_header_transformation`.

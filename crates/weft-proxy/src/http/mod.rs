@@ -4,6 +4,7 @@
 pub mod cors;
 mod headers;
 pub mod router;
+pub mod stream_timer;
 
 use crate::access_log::AccessLog;
 use crate::body::ProxyBody;
@@ -23,8 +24,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 /// Envoy's default limit on request headers: 60 KiB.
 pub const MAX_REQUEST_HEADERS: usize = 60 * 1024;
 
-/// How long a client may take to send request headers: a bound against slow clients until
-/// `request_timeout` is implemented.
+/// How long a client may take to send request headers. Envoy sets no bound unless
+/// `request_headers_timeout` is given (not supported); Weft keeps this one against slow clients.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +50,12 @@ pub struct HttpConnectionManager {
     pub access_logs: Vec<AccessLog>,
     pub generate_request_id: bool,
     pub use_remote_address: bool,
+    pub xff_num_trusted_hops: u32,
+    /// `request_timeout`: the whole request must arrive within it (none by default).
+    pub request_timeout: Option<Duration>,
+    /// `stream_idle_timeout`: a stream with no bytes either way for this long ends (5 min by
+    /// default, none when 0).
+    pub stream_idle_timeout: Option<Duration>,
     pub server_name: http::HeaderValue,
     pub server_header: ServerHeader,
     pub suppress_envoy_headers: bool,

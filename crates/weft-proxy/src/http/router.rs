@@ -1,6 +1,7 @@
 //! The router filter: picks the route, then answers locally (direct response, redirect, errors
 //! as Envoy words them) or forwards to a host of the route's cluster.
 
+use super::stream_timer::{Activity, Expired, IdleTimer};
 use super::{Connection, RouteSource, cors, headers, local_reply};
 use crate::access_log::{Entry, RequestInfo, flags};
 use crate::body::{Finish, Guard, ProxyBody};
@@ -13,7 +14,7 @@ use crate::stats;
 use crate::upstream::{self, Sender, Version};
 use http::header::{HOST, LOCATION};
 use http::{HeaderValue, Request, Response, StatusCode, Uri};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -28,6 +29,8 @@ static X_ENVOY_ORIGINAL_PATH: http::HeaderName =
 /// What the end of a request needs: for the access log, the counters, and the pool.
 struct Finisher {
     conn: Connection,
+    /// The trusted client address (`use_remote_address`, `xff_num_trusted_hops`).
+    remote: std::net::SocketAddr,
     start: Instant,
     start_wall: SystemTime,
     protocol: &'static str,
@@ -85,7 +88,7 @@ impl Finish for Finisher {
             duration: self.start.elapsed(),
             upstream_host: self.host.as_ref().map(|h| h.address),
             upstream_cluster: self.cluster.as_ref().map_or("", |c| c.config.name.as_str()),
-            downstream_remote: self.conn.peer,
+            downstream_remote: self.remote,
             downstream_local: self.conn.local,
             route_name: &self.route_name,
         };
@@ -129,9 +132,15 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
                 .map(str::to_string)
         })
         .unwrap_or_default();
-    headers::on_request(&mut parts.headers, &hcm, conn.peer);
+    let remote = headers::on_request(
+        &mut parts.headers,
+        &hcm,
+        conn.peer,
+        conn.shared.local_address,
+    );
     let mut finisher = Finisher {
         conn: conn.clone(),
+        remote,
         start,
         start_wall,
         protocol,
@@ -487,7 +496,7 @@ async fn forward_request(
             &forward.hash_policy,
             &parts.headers,
             split_query(path_and_query).1,
-            conn.peer,
+            finisher.remote,
             conn.local,
         );
         finisher.set_cookie = cookie;
@@ -618,7 +627,10 @@ async fn forward_request(
     stats::inc(&host.active_requests);
     stats::inc(&host.stats.rq_total);
 
-    let request = Request::from_parts(parts, ProxyBody::stream(body));
+    // The stream timers need to know when bytes last moved and whether the request is all in.
+    let activity = (hcm.stream_idle_timeout.is_some() || hcm.request_timeout.is_some())
+        .then(|| Arc::new(Activity::new(body.is_end_stream())));
+    let request = Request::from_parts(parts, ProxyBody::request(body, activity.clone()));
     let upstream_start = Instant::now();
     let exchange = async {
         let sender = upstream::checkout(&cluster, &host, version)
@@ -635,11 +647,22 @@ async fn forward_request(
             }
         }
     };
-    let outcome = match forward.timeout {
-        Some(t) => tokio::time::timeout(t, exchange)
-            .await
-            .unwrap_or(Err(Failure::Timeout)),
-        None => exchange.await,
+    let routed = async {
+        match forward.timeout {
+            Some(t) => tokio::time::timeout(t, exchange)
+                .await
+                .unwrap_or(Err(Failure::Timeout)),
+            None => exchange.await,
+        }
+    };
+    let outcome = match &activity {
+        Some(a) => tokio::select! {
+            outcome = routed => outcome,
+            expired = a.expired(hcm.stream_idle_timeout, hcm.request_timeout) => {
+                Err(Failure::Stream(expired, a.request_complete()))
+            }
+        },
+        None => routed.await,
     };
     let (mut resp, release) = match outcome {
         Ok(r) => r,
@@ -647,6 +670,27 @@ async fn forward_request(
             stats::inc(&host.stats.rq_error);
             if let Failure::Connect(e) = &failure {
                 tracing::debug!(cluster = %cluster.config.name, host = %host.address, error = %e, "upstream connect failed");
+            }
+            // Envoy's answer to a stream timer: 408 while the request is still arriving, 504
+            // once it is all in; a reply of the connection manager, not of the upstream.
+            if let Failure::Stream(expired, request_complete) = failure {
+                let status = if request_complete {
+                    StatusCode::GATEWAY_TIMEOUT
+                } else {
+                    StatusCode::REQUEST_TIMEOUT
+                };
+                let body = match expired {
+                    Expired::Idle => {
+                        stats::inc(&hcm.stats.downstream_rq_idle_timeout);
+                        finisher.flags |= flags::SI;
+                        "stream timeout"
+                    }
+                    Expired::Request => {
+                        stats::inc(&hcm.stats.downstream_rq_timeout);
+                        "request timeout"
+                    }
+                };
+                return local(finisher, None, status, body, Some(matched));
             }
             let (status, flag, body): (StatusCode, u32, &'static str) = match failure {
                 Failure::Connect(_) => (
@@ -667,7 +711,7 @@ async fn forward_request(
                     flags::UPE,
                     "upstream connect error or disconnect/reset before headers. reset reason: protocol error",
                 ),
-                Failure::Exchange(_) => (
+                Failure::Exchange(_) | Failure::Stream(..) => (
                     StatusCode::SERVICE_UNAVAILABLE,
                     flags::UC,
                     "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
@@ -737,9 +781,16 @@ async fn forward_request(
     if !hcm.access_logs.is_empty() {
         finisher.response_headers = Some(rparts.headers.clone());
     }
+    let idle = match (activity, hcm.stream_idle_timeout) {
+        (Some(a), Some(t)) => {
+            a.touch();
+            Some(IdleTimer::new(a, t, hcm.stats.clone()))
+        }
+        _ => None,
+    };
     Response::from_parts(
         rparts,
-        ProxyBody::with_guard(rbody, Guard::new(Box::new(finisher))),
+        ProxyBody::response(rbody, Guard::new(Box::new(finisher)), idle),
     )
 }
 
@@ -747,6 +798,8 @@ enum Failure {
     Connect(upstream::ConnectError),
     Exchange(hyper::Error),
     Timeout,
+    /// A stream timer expired; whether the request had fully arrived.
+    Stream(Expired, bool),
 }
 
 /// The protocol an HTTP/1.1 request asks to upgrade to (`Connection: upgrade` + `Upgrade: X`).

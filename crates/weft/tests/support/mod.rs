@@ -58,7 +58,8 @@ pub fn free_port() -> u16 {
 }
 
 /// An HTTP upstream (HTTP/1.1 and h2c) that answers with JSON describing what it received.
-/// `/slow/MS` waits first; `/status/CODE` answers with that status.
+/// `/slow/MS` waits first; `/status/CODE` answers with that status; `/drip/MS` pauses between
+/// two parts of its body.
 pub async fn start_echo(name: &'static str) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -117,6 +118,24 @@ fn grpc_echo(name: &'static str, body: Incoming) -> http::Response<EchoBody> {
     resp
 }
 
+/// `/drip/MS`: a body of `first;` at once and `second;` after the pause.
+fn drip(pause: Duration) -> http::Response<EchoBody> {
+    let frames = futures::stream::unfold(0u8, move |step| async move {
+        let data: &'static [u8] = match step {
+            0 => b"first;",
+            1 => {
+                tokio::time::sleep(pause).await;
+                b"second;"
+            }
+            _ => return None,
+        };
+        let frame: Result<hyper::body::Frame<Bytes>, hyper::Error> =
+            Ok(hyper::body::Frame::data(Bytes::from_static(data)));
+        Some((frame, step + 1))
+    });
+    http::Response::new(http_body_util::StreamBody::new(frames).boxed())
+}
+
 async fn echo(
     name: &'static str,
     mut req: http::Request<Incoming>,
@@ -146,6 +165,14 @@ async fn echo(
         resp.headers_mut()
             .insert("x-upstream", http::HeaderValue::from_static(name));
         return Ok(resp);
+    }
+    if let Some(ms) = req
+        .uri()
+        .path()
+        .strip_prefix("/drip/")
+        .and_then(|s| s.parse().ok())
+    {
+        return Ok(drip(Duration::from_millis(ms)));
     }
     let (parts, body) = req.into_parts();
     let body = body.collect().await?.to_bytes();

@@ -246,6 +246,13 @@ fn connection_manager(
         access_logs: access_logs(&h.access_log, &format!("{path}.access_log"))?,
         generate_request_id: h.generate_request_id.as_ref().is_none_or(|b| b.value),
         use_remote_address: h.use_remote_address.as_ref().is_some_and(|b| b.value),
+        xff_num_trusted_hops: h.xff_num_trusted_hops,
+        request_timeout: duration(h.request_timeout.as_ref()).filter(|d| !d.is_zero()),
+        stream_idle_timeout: match duration(h.stream_idle_timeout.as_ref()) {
+            None => Some(Duration::from_secs(300)),
+            Some(d) if d.is_zero() => None,
+            Some(d) => Some(d),
+        },
         server_name,
         server_header,
         suppress_envoy_headers,
