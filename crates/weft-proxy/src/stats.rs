@@ -113,7 +113,10 @@ stat_block!(
 stat_block!(
     /// `listener.<address>.*`
     ListenerStats {
-        counters: [downstream_cx_total, downstream_cx_destroy, no_filter_chain_match],
+        counters: [
+            downstream_cx_total, downstream_cx_destroy, no_filter_chain_match,
+            downstream_pre_cx_timeout,
+        ],
         gauges: [downstream_cx_active]
     }
 );

@@ -2,6 +2,7 @@
 //! copied both ways until either side closes or the idle timeout passes.
 
 use crate::access_log::{AccessLog, Entry, flags};
+use crate::cluster::Discovery;
 use crate::server::Shared;
 use crate::stats::{self, TcpStats};
 use std::net::SocketAddr;
@@ -35,15 +36,20 @@ impl TcpProxy {
     }
 }
 
-pub async fn serve<I>(
-    mut downstream: I,
-    proxy: Arc<TcpProxy>,
-    shared: Arc<Shared>,
-    peer: SocketAddr,
-    local: SocketAddr,
-) where
+/// The two addresses of a downstream connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Ends {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    /// The destination `original_dst` restored, if it did: where ORIGINAL_DST clusters go.
+    pub restored: Option<SocketAddr>,
+}
+
+pub async fn serve<I>(mut downstream: I, proxy: Arc<TcpProxy>, shared: Arc<Shared>, ends: Ends)
+where
     I: AsyncRead + AsyncWrite + Unpin,
 {
+    let Ends { peer, local, .. } = ends;
     let start = Instant::now();
     let start_wall = SystemTime::now();
     stats::inc(&proxy.stats.downstream_cx_total);
@@ -63,7 +69,13 @@ pub async fn serve<I>(
             flags_seen |= flags::NC;
         }
         Some(cluster) => {
-            let host = cluster.hosts.load().choose().cloned();
+            let host = if cluster.config.discovery == Discovery::OriginalDst {
+                cluster
+                    .original_destination(None, ends.restored)
+                    .map(|d| cluster.original_dst_host(d))
+            } else {
+                cluster.hosts.load().choose().cloned()
+            };
             match host {
                 None => flags_seen |= flags::UH,
                 Some(host) => {

@@ -6,6 +6,7 @@ pub mod lb;
 
 use crate::stats::ClusterStats;
 use arc_swap::ArcSwap;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +19,18 @@ pub enum Discovery {
     LogicalDns,
     /// Endpoints pushed by the control plane (`ClusterLoadAssignment`s).
     Eds,
+    /// ORIGINAL_DST: the host is where the client was going (its restored destination, or
+    /// `x-envoy-original-dst-host` when allowed). Hosts are made on first use.
+    OriginalDst,
+}
+
+/// `original_dst_lb_config`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OriginalDstConfig {
+    /// `use_http_header`: the header that may name the destination (`http_header_name`, by
+    /// default `x-envoy-original-dst-host`).
+    pub http_header: Option<http::HeaderName>,
+    pub port_override: Option<u16>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +108,7 @@ pub struct ClusterConfig {
     /// The `ClusterLoadAssignment` an EDS cluster takes: `eds_cluster_config.service_name`, or
     /// the cluster's name.
     pub eds_service_name: String,
+    pub original_dst: OriginalDstConfig,
 }
 
 /// One upstream host as the load balancer sees it.
@@ -144,7 +158,14 @@ pub struct Cluster {
     pub stats: Arc<ClusterStats>,
     /// `cluster.<name>.upstream_rq_time`
     pub rq_time: Arc<crate::stats::Histogram>,
+    /// ORIGINAL_DST: the hosts made so far, by address. Replaced whole on insert (rare), read
+    /// without a lock.
+    original_dst_hosts: ArcSwap<HashMap<SocketAddr, Arc<Host>>>,
 }
+
+/// ORIGINAL_DST hosts kept before unused ones are dropped (Envoy drops them on its
+/// `cleanup_interval`).
+const ORIGINAL_DST_HOSTS_KEPT: usize = 1024;
 
 impl Cluster {
     pub fn new(config: ClusterConfig) -> Arc<Self> {
@@ -170,10 +191,67 @@ impl Cluster {
             hosts: ArcSwap::from_pointee(lb::HostSet::new(Vec::new(), LbPolicy::RoundRobin)),
             stats: previous.map(|p| p.stats.clone()).unwrap_or_default(),
             rq_time: previous.map(|p| p.rq_time.clone()).unwrap_or_default(),
+            original_dst_hosts: ArcSwap::default(),
             config,
         };
         cluster.publish(set);
         Arc::new(cluster)
+    }
+
+    /// ORIGINAL_DST: where this request goes. The header wins when the cluster allows it and
+    /// the request has one; a header that is not `IP:port` gives no host, as in Envoy.
+    pub fn original_destination(
+        &self,
+        headers: Option<&http::HeaderMap>,
+        restored: Option<SocketAddr>,
+    ) -> Option<SocketAddr> {
+        let od = &self.config.original_dst;
+        let from_header = od
+            .http_header
+            .as_ref()
+            .zip(headers)
+            .and_then(|(name, h)| h.get(name));
+        let mut destination = match from_header {
+            Some(v) => v.to_str().ok()?.trim().parse().ok()?,
+            None => restored?,
+        };
+        if let Some(port) = od.port_override {
+            destination.set_port(port);
+        }
+        Some(destination)
+    }
+
+    /// ORIGINAL_DST: the host for `destination`, made on first use so that its pool and
+    /// counters carry over between requests.
+    pub fn original_dst_host(&self, destination: SocketAddr) -> Arc<Host> {
+        if let Some(h) = self.original_dst_hosts.load().get(&destination) {
+            return h.clone();
+        }
+        let endpoint = EndpointConfig {
+            address: EndpointAddress::Ip(destination),
+            weight: 1,
+            health: Health::Healthy,
+            hostname: String::new(),
+        };
+        let host = Arc::new(Host::new(destination, &endpoint, 0));
+        let mut chosen = host.clone();
+        self.original_dst_hosts.rcu(|current| {
+            let mut next = HashMap::clone(current);
+            if next.len() >= ORIGINAL_DST_HOSTS_KEPT {
+                // Hosts nobody holds: no request in flight, no connection checked out.
+                next.retain(|_, h| Arc::strong_count(h) > 1);
+            }
+            chosen = next
+                .entry(destination)
+                .or_insert_with(|| host.clone())
+                .clone();
+            next
+        });
+        let s = &self.stats;
+        let n = self.original_dst_hosts.load().len() as u64;
+        s.membership_total.store(n, Ordering::Relaxed);
+        s.membership_healthy.store(n, Ordering::Relaxed);
+        chosen
     }
 
     /// Replaces the hosts after a DNS answer, keeping the hosts (and their counters) that stay.

@@ -111,10 +111,10 @@ mod tests {
     fn unimplemented_fields_and_values_are_errors_not_ignored() {
         assert_eq!(
             errors(
-                "static_resources:\n  clusters:\n  - name: a\n    outlier_detection: {}\n    lb_policy: CLUSTER_PROVIDED\n"
+                "static_resources:\n  clusters:\n  - name: a\n    outlier_detection: {}\n    lb_policy: LOAD_BALANCING_POLICY_CONFIG\n"
             ),
             [
-                "b.yaml: static_resources.clusters[0].lb_policy: value CLUSTER_PROVIDED is not supported by the Weft proxy (supported: ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH, MAGLEV)",
+                "b.yaml: static_resources.clusters[0].lb_policy: value LOAD_BALANCING_POLICY_CONFIG is not supported by the Weft proxy (supported: ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH, MAGLEV, CLUSTER_PROVIDED)",
                 "b.yaml: static_resources.clusters[0].outlier_detection: not supported by the Weft proxy",
             ]
         );

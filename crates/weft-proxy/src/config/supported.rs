@@ -52,7 +52,25 @@ const TABLE: &[(&str, &str)] = &[
     // Listeners
     (
         "envoy.config.listener.v3.Listener",
-        "name address filter_chains stat_prefix traffic_direction metadata",
+        "name address filter_chains stat_prefix traffic_direction metadata listener_filters \
+         listener_filters_timeout continue_on_listener_filters_timeout use_original_dst \
+         bind_to_port",
+    ),
+    (
+        "envoy.config.listener.v3.ListenerFilter",
+        "name typed_config",
+    ),
+    (
+        "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
+        "",
+    ),
+    (
+        "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector",
+        "",
+    ),
+    (
+        "envoy.extensions.filters.listener.original_dst.v3.OriginalDst",
+        "",
     ),
     (
         "envoy.config.listener.v3.FilterChain",
@@ -60,7 +78,8 @@ const TABLE: &[(&str, &str)] = &[
     ),
     (
         "envoy.config.listener.v3.FilterChainMatch",
-        "destination_port prefix_ranges",
+        "destination_port prefix_ranges server_names transport_protocol application_protocols \
+         source_prefix_ranges source_ports",
     ),
     (
         "envoy.config.core.v3.CidrRange",
@@ -226,8 +245,10 @@ const TABLE: &[(&str, &str)] = &[
     // Clusters
     (
         "envoy.config.cluster.v3.Cluster",
-        "name alt_stat_name type=STATIC|STRICT_DNS|LOGICAL_DNS|EDS eds_cluster_config connect_timeout \
-         lb_policy=ROUND_ROBIN|LEAST_REQUEST|RANDOM|RING_HASH|MAGLEV ring_hash_lb_config \
+        "name alt_stat_name type=STATIC|STRICT_DNS|LOGICAL_DNS|EDS|ORIGINAL_DST eds_cluster_config \
+         connect_timeout original_dst_lb_config cleanup_interval \
+         lb_policy=ROUND_ROBIN|LEAST_REQUEST|RANDOM|RING_HASH|MAGLEV|CLUSTER_PROVIDED \
+         ring_hash_lb_config \
          maglev_lb_config load_assignment \
          typed_extension_protocol_options http2_protocol_options http_protocol_options \
          dns_lookup_family=AUTO|V4_ONLY|V4_PREFERRED metadata",
@@ -239,6 +260,10 @@ const TABLE: &[(&str, &str)] = &[
     (
         "envoy.config.cluster.v3.Cluster.RingHashLbConfig",
         "minimum_ring_size maximum_ring_size hash_function=XX_HASH",
+    ),
+    (
+        "envoy.config.cluster.v3.Cluster.OriginalDstLbConfig",
+        "use_http_header http_header_name upstream_port_override",
     ),
     (
         "envoy.config.cluster.v3.Cluster.MaglevLbConfig",

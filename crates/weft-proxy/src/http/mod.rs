@@ -81,7 +81,11 @@ pub struct Connection {
     pub hcm: Arc<HttpConnectionManager>,
     pub shared: Arc<Shared>,
     pub peer: SocketAddr,
+    /// The destination the client connected to (restored after an iptables redirect).
     pub local: SocketAddr,
+    /// Set when the destination was restored by `original_dst`: what ORIGINAL_DST clusters
+    /// connect to.
+    pub restored: Option<SocketAddr>,
 }
 
 pub async fn serve<I>(io: I, conn: Connection, drain: tokio::sync::watch::Receiver<bool>)

@@ -5,7 +5,7 @@ use super::stream_timer::{Activity, Expired, IdleTimer};
 use super::{Connection, RouteSource, cors, headers, local_reply};
 use crate::access_log::{Entry, RequestInfo, flags};
 use crate::body::{Finish, Guard, ProxyBody};
-use crate::cluster::{Cluster, Host, UpstreamProtocol};
+use crate::cluster::{Cluster, Discovery, Host, UpstreamProtocol};
 use crate::route::{
     Action, ClusterTarget, Forward, HeaderOps, PathMatch, PathRedirect, Redirect, RequestView,
     Route, RouteConfig, VirtualHost, apply_header_ops, hash_policy,
@@ -504,7 +504,14 @@ async fn forward_request(
     } else {
         None
     };
-    let Some(host) = hosts.choose_hashed(request_hash).cloned() else {
+    let chosen = if cluster.config.discovery == Discovery::OriginalDst {
+        cluster
+            .original_destination(Some(&parts.headers), conn.restored)
+            .map(|d| cluster.original_dst_host(d))
+    } else {
+        hosts.choose_hashed(request_hash).cloned()
+    };
+    let Some(host) = chosen else {
         stats::inc(&cluster.stats.upstream_cx_none_healthy);
         finisher.flags |= flags::UH;
         return local(

@@ -1,10 +1,12 @@
 //! Accepting connections on a worker and handing each to its filter chain.
 
-use super::{Listener, NetworkFilter};
+use super::inspect::{self, Detected, Peek};
+use super::{ConnectionFacts, Listener, NetworkFilter};
 use crate::http;
 use crate::server::Shared;
 use crate::stats;
 use crate::tcp;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
 
@@ -47,36 +49,171 @@ pub async fn run(
 
 async fn connection(
     stream: TcpStream,
-    peer: std::net::SocketAddr,
+    peer: SocketAddr,
     listener: Arc<Listener>,
     shared: Arc<Shared>,
 ) {
     let _ = stream.set_nodelay(true);
-    let local = stream.local_addr().unwrap_or(listener.address);
+    let mut local = stream.local_addr().unwrap_or(listener.address);
+    let mut listener = listener;
+    let mut inspect_tls = listener.listener_filters.tls_inspector;
+    let mut inspect_http = listener.listener_filters.http_inspector;
+    // The destination before an iptables redirect, and the listener that owns it.
+    let mut restored = None;
+    if listener.listener_filters.original_dst || listener.use_original_dst {
+        restored = original_destination(&stream);
+        if let Some(dst) = restored {
+            local = dst;
+            let target = owner_of(&shared, dst).filter(|t| t.name != listener.name);
+            if let (true, Some(target)) = (listener.use_original_dst, target) {
+                // What the first listener's inspectors find stays with the socket in Envoy, so
+                // both listeners' inspectors apply.
+                inspect_tls |= target.listener_filters.tls_inspector;
+                inspect_http |= target.listener_filters.http_inspector;
+                listener = target;
+            }
+        }
+    }
     let s = &listener.stats;
     stats::inc(&s.downstream_cx_total);
     stats::inc(&s.downstream_cx_active);
-    match listener.filter_chain(local).map(|c| &c.filter) {
-        None => stats::inc(&s.no_filter_chain_match),
+    let detected = if inspect_tls || inspect_http {
+        let inspection = inspect(&stream, inspect_tls, inspect_http);
+        match listener.listener_filters.timeout {
+            None => Some(inspection.await),
+            Some(t) => match tokio::time::timeout(t, inspection).await {
+                Ok(d) => Some(d),
+                Err(_) => {
+                    stats::inc(&s.downstream_pre_cx_timeout);
+                    listener
+                        .listener_filters
+                        .continue_on_timeout
+                        .then(Detected::default)
+                }
+            },
+        }
+    } else {
+        Some(Detected::default())
+    };
+    let facts = detected.as_ref().map(|detected| ConnectionFacts {
+        destination: local,
+        source: peer,
+        detected,
+    });
+    match facts
+        .and_then(|f| listener.filter_chain(f))
+        .map(|c| &c.filter)
+    {
+        None => {
+            if detected.is_some() {
+                stats::inc(&s.no_filter_chain_match);
+            }
+        }
         Some(NetworkFilter::Http(hcm)) => {
             let conn = http::Connection {
                 hcm: hcm.clone(),
                 shared: shared.clone(),
                 peer,
                 local,
+                restored,
             };
             http::serve(stream, conn, listener.drain.subscribe()).await;
         }
         Some(NetworkFilter::Tcp(proxy)) => {
             let drain = listener.drain.subscribe();
+            let ends = tcp::Ends {
+                peer,
+                local,
+                restored,
+            };
             tokio::select! {
-                () = tcp::serve(stream, proxy.clone(), shared.clone(), peer, local) => {}
+                () = tcp::serve(stream, proxy.clone(), shared.clone(), ends) => {}
                 () = drained(drain, shared.drain_time) => {}
             }
         }
     }
     stats::dec(&s.downstream_cx_active);
     stats::inc(&s.downstream_cx_destroy);
+}
+
+/// SO_ORIGINAL_DST: where the client was connecting before NAT sent it here. None for a
+/// connection that was not redirected (or not tracked).
+fn original_destination(stream: &TcpStream) -> Option<SocketAddr> {
+    let socket = socket2::SockRef::from(stream);
+    let addr = match stream.local_addr().ok()? {
+        SocketAddr::V4(_) => socket.original_dst_v4(),
+        SocketAddr::V6(_) => socket.original_dst_v6(),
+    };
+    addr.ok()?.as_socket()
+}
+
+/// The listener a handed-off connection belongs to: the one bound to exactly its original
+/// destination, else one on the wildcard address of the same port and family.
+fn owner_of(shared: &Shared, destination: SocketAddr) -> Option<Arc<Listener>> {
+    let snapshot = shared.snapshot.load();
+    let exact = snapshot.listeners.iter().find(|l| l.address == destination);
+    let wildcard = || {
+        snapshot.listeners.iter().find(|l| {
+            l.address.port() == destination.port()
+                && l.address.ip().is_unspecified()
+                && l.address.is_ipv4() == destination.is_ipv4()
+        })
+    };
+    exact.or_else(wildcard).cloned()
+}
+
+/// Runs the TLS and HTTP inspectors on the connection's first bytes, peeking so that the
+/// network filter still reads them. Stops at the end of the stream or when both have decided.
+async fn inspect(stream: &TcpStream, tls: bool, http: bool) -> Detected {
+    let mut detected = Detected::default();
+    let mut buf = vec![0u8; inspect::MAX_CLIENT_HELLO];
+    let (mut tls_open, mut http_open) = (tls, http);
+    let mut seen = 0;
+    let mut pause = std::time::Duration::from_millis(1);
+    while tls_open || http_open {
+        let n = match stream.peek(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let bytes = &buf[..n];
+        if tls_open {
+            match inspect::client_hello(bytes) {
+                Peek::NeedMore => {}
+                Peek::No => tls_open = false,
+                Peek::Yes(hello) => {
+                    detected.transport_protocol = "tls";
+                    detected.server_name = hello.server_name;
+                    detected.application_protocols = hello.alpn;
+                    tls_open = false;
+                    // The HTTP inspector has nothing to say about TLS.
+                    http_open = false;
+                }
+            }
+        }
+        if http_open && !tls_open {
+            match inspect::http_protocol(bytes) {
+                Peek::NeedMore => {}
+                Peek::No => http_open = false,
+                Peek::Yes(p) => {
+                    detected.application_protocols = vec![p.to_string()];
+                    http_open = false;
+                }
+            }
+        }
+        if n == buf.len() {
+            break;
+        }
+        if tls_open || http_open {
+            // A peek returns at once while bytes are waiting, so wait for more to arrive
+            // instead of spinning on the same ones.
+            if n == seen {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_millis(20));
+            }
+            seen = n;
+        }
+    }
+    detected
 }
 
 /// True once the listener starts draining; false if it is dropped without.

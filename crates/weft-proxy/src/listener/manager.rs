@@ -21,7 +21,7 @@ pub struct BindError {
 /// Sockets bound for an update that is not published yet.
 #[derive(Debug, Default)]
 pub struct Prepared {
-    sockets: HashMap<String, std::net::TcpListener>,
+    sockets: HashMap<String, Option<std::net::TcpListener>>,
 }
 
 #[derive(Debug)]
@@ -53,18 +53,21 @@ impl ListenerManager {
     pub fn prepare(&self, listeners: &[Arc<Listener>]) -> Result<Prepared, BindError> {
         let mut prepared = Prepared::default();
         for l in listeners {
-            if self
-                .bound
-                .get(&l.name)
-                .is_some_and(|b| b.address == l.address)
-            {
+            if self.bound.get(&l.name).is_some_and(|b| {
+                b.address == l.address && b.listener.bind_to_port == l.bind_to_port
+            }) {
                 continue;
             }
-            let socket = server::bind(l.address).map_err(|source| BindError {
-                name: l.name.clone(),
-                address: l.address,
-                source,
-            })?;
+            // `bind_to_port: false`: reached only by hand-off from a `use_original_dst` listener.
+            let socket = if l.bind_to_port {
+                Some(server::bind(l.address).map_err(|source| BindError {
+                    name: l.name.clone(),
+                    address: l.address,
+                    source,
+                })?)
+            } else {
+                None
+            };
             prepared.sockets.insert(l.name.clone(), socket);
         }
         Ok(prepared)
@@ -88,8 +91,13 @@ impl ListenerManager {
                     if let Some(old) = old {
                         retire(old);
                     }
-                    tracing::info!(listener = %l.name, address = %l.address, "listening");
-                    let stop = self.accept(&l.name, &socket);
+                    let stop = match socket {
+                        Some(socket) => {
+                            tracing::info!(listener = %l.name, address = %l.address, "listening");
+                            self.accept(&l.name, &socket)
+                        }
+                        None => watch::channel(false).0,
+                    };
                     next.insert(
                         l.name.clone(),
                         Bound {

@@ -255,6 +255,36 @@ pub async fn start_tcp_echo() -> SocketAddr {
     addr
 }
 
+/// A TCP upstream that names itself: it writes `NAME\n` at once, then reads (and drops) what
+/// comes until the client closes. Tells which upstream a TCP route reached.
+pub async fn start_tcp_banner(name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                if stream
+                    .write_all(format!("{name}\n").as_bytes())
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0 {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Envoy,

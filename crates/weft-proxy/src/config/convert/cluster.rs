@@ -4,7 +4,7 @@ use super::{Result, decode_any, duration, type_name};
 use crate::cluster::hash;
 use crate::cluster::{
     ClusterConfig, Discovery, DnsFamily, EndpointAddress, EndpointConfig, Health, LbPolicy,
-    LocalityConfig, UpstreamProtocol,
+    LocalityConfig, OriginalDstConfig, UpstreamProtocol,
 };
 use crate::config::FieldError;
 use envoy_types::pb::envoy::config::cluster::v3 as pb;
@@ -29,6 +29,7 @@ pub fn cluster(c: &pb::Cluster, path: &str) -> Result<ClusterConfig> {
         Some(pb::cluster::ClusterDiscoveryType::Type(1)) => Discovery::StrictDns,
         Some(pb::cluster::ClusterDiscoveryType::Type(2)) => Discovery::LogicalDns,
         Some(pb::cluster::ClusterDiscoveryType::Type(3)) => Discovery::Eds,
+        Some(pb::cluster::ClusterDiscoveryType::Type(4)) => Discovery::OriginalDst,
         Some(_) => {
             return Err(FieldError::new(
                 format!("{path}.type"),
@@ -56,6 +57,8 @@ pub fn cluster(c: &pb::Cluster, path: &str) -> Result<ClusterConfig> {
             }
             LbPolicy::RingHash { min_size, max_size }
         }
+        // CLUSTER_PROVIDED: ORIGINAL_DST picks its own host.
+        6 if discovery == Discovery::OriginalDst => LbPolicy::RoundRobin,
         5 => {
             let mut table_size = hash::DEFAULT_MAGLEV_TABLE;
             if let Some(pb::cluster::LbConfig::MaglevLbConfig(m)) = &c.lb_config {
@@ -141,6 +144,54 @@ pub fn cluster(c: &pb::Cluster, path: &str) -> Result<ClusterConfig> {
             "an EDS cluster takes its endpoints from EDS, not from load_assignment",
         ));
     }
+    let mut original_dst = OriginalDstConfig::default();
+    if discovery == Discovery::OriginalDst {
+        if c.lb_policy != 6 {
+            return Err(FieldError::new(
+                format!("{path}.lb_policy"),
+                "an ORIGINAL_DST cluster must use CLUSTER_PROVIDED",
+            ));
+        }
+        if !localities.is_empty() {
+            return Err(FieldError::new(
+                format!("{path}.load_assignment"),
+                "an ORIGINAL_DST cluster takes no endpoints",
+            ));
+        }
+        if let Some(pb::cluster::LbConfig::OriginalDstLbConfig(cfg)) = &c.lb_config {
+            let opath = format!("{path}.original_dst_lb_config");
+            if cfg.use_http_header {
+                let name = if cfg.http_header_name.is_empty() {
+                    "x-envoy-original-dst-host"
+                } else {
+                    cfg.http_header_name.as_str()
+                };
+                original_dst.http_header = Some(
+                    http::HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).map_err(
+                        |_| {
+                            FieldError::new(
+                                format!("{opath}.http_header_name"),
+                                "not a header name",
+                            )
+                        },
+                    )?,
+                );
+            }
+            if let Some(port) = &cfg.upstream_port_override {
+                original_dst.port_override = Some(u16::try_from(port.value).map_err(|_| {
+                    FieldError::new(
+                        format!("{opath}.upstream_port_override"),
+                        "must be at most 65535",
+                    )
+                })?);
+            }
+        }
+    } else if c.lb_policy == 6 {
+        return Err(FieldError::new(
+            format!("{path}.lb_policy"),
+            "CLUSTER_PROVIDED is for ORIGINAL_DST clusters",
+        ));
+    }
     if discovery == Discovery::LogicalDns
         && localities.iter().map(|l| l.endpoints.len()).sum::<usize>() != 1
     {
@@ -164,6 +215,7 @@ pub fn cluster(c: &pb::Cluster, path: &str) -> Result<ClusterConfig> {
         dns_family,
         localities,
         eds_service_name,
+        original_dst,
     })
 }
 

@@ -5,14 +5,16 @@ use super::{Result, decode_any, duration, route_configuration, type_name};
 use crate::access_log::{self, AccessLog, Format, Sink};
 use crate::config::FieldError;
 use crate::http::{Codec, HttpConnectionManager, RouteSource, ServerHeader};
-use crate::listener::{Cidr, FilterChain, FilterChainMatch, Listener, NetworkFilter};
+use crate::listener::{
+    Cidr, FilterChain, FilterChainMatch, Listener, ListenerFilters, NetworkFilter,
+};
 use crate::server::StatsStore;
 use crate::tcp::TcpProxy;
 use envoy_types::pb::envoy::config::accesslog::v3::{
     AccessLog as PbAccessLog, access_log as pb_access_log,
 };
 use envoy_types::pb::envoy::config::core::v3::{
-    SubstitutionFormatString, data_source, substitution_format_string,
+    CidrRange, SubstitutionFormatString, data_source, substitution_format_string,
 };
 use envoy_types::pb::envoy::config::listener::v3 as pb;
 use envoy_types::pb::envoy::extensions::access_loggers::file::v3::{
@@ -56,6 +58,7 @@ pub fn listener(l: &pb::Listener, path: &str, store: &StatsStore) -> Result<List
             "at least one filter chain is required",
         ));
     }
+    let listener_filters = listener_filters(l, path)?;
     let stat_key = if l.stat_prefix.is_empty() {
         format!("{}_{}", address.ip(), address.port())
     } else {
@@ -65,14 +68,100 @@ pub fn listener(l: &pb::Listener, path: &str, store: &StatsStore) -> Result<List
         name,
         address,
         filter_chains,
+        listener_filters,
+        use_original_dst: l.use_original_dst.as_ref().is_some_and(|b| b.value),
+        bind_to_port: l.bind_to_port.as_ref().is_none_or(|b| b.value),
         stats: store.listener(&stat_key),
         drain: tokio::sync::watch::channel(false).0,
     })
 }
 
+const TLS_INSPECTOR: &str = "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector";
+const HTTP_INSPECTOR: &str = "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector";
+const ORIGINAL_DST: &str = "envoy.extensions.filters.listener.original_dst.v3.OriginalDst";
+
+fn listener_filters(l: &pb::Listener, path: &str) -> Result<ListenerFilters> {
+    let mut out = ListenerFilters::default();
+    for (i, f) in l.listener_filters.iter().enumerate() {
+        let fpath = format!("{path}.listener_filters[{i}].typed_config");
+        let Some(pb::listener_filter::ConfigType::TypedConfig(any)) = &f.config_type else {
+            return Err(FieldError::new(fpath, "is required"));
+        };
+        match type_name(any) {
+            TLS_INSPECTOR => out.tls_inspector = true,
+            HTTP_INSPECTOR => out.http_inspector = true,
+            ORIGINAL_DST => out.original_dst = true,
+            other => {
+                return Err(FieldError::new(
+                    fpath,
+                    format!("listener filter {other} is not supported by the Weft proxy"),
+                ));
+            }
+        }
+    }
+    if let Some(t) = duration(l.listener_filters_timeout.as_ref()) {
+        out.timeout = (!t.is_zero()).then_some(t);
+    }
+    out.continue_on_timeout = l.continue_on_listener_filters_timeout;
+    Ok(out)
+}
+
+fn cidrs(list: &[CidrRange], path: &str) -> Result<Vec<Cidr>> {
+    let mut out = Vec::new();
+    for (i, r) in list.iter().enumerate() {
+        let rpath = format!("{path}[{i}]");
+        let address: IpAddr = r
+            .address_prefix
+            .parse()
+            .map_err(|_| FieldError::new(format!("{rpath}.address_prefix"), "not an IP address"))?;
+        let max = if address.is_ipv4() { 32 } else { 128 };
+        let len = r.prefix_len.as_ref().map_or(max, |v| v.value);
+        if len > max {
+            return Err(FieldError::new(
+                format!("{rpath}.prefix_len"),
+                format!("must be at most {max}"),
+            ));
+        }
+        out.push(Cidr {
+            address,
+            len: len as u8,
+        });
+    }
+    Ok(out)
+}
+
 fn filter_chain(fc: &pb::FilterChain, path: &str, store: &StatsStore) -> Result<FilterChain> {
     let mut matcher = FilterChainMatch::default();
     if let Some(m) = &fc.filter_chain_match {
+        let mpath = format!("{path}.filter_chain_match");
+        matcher.source_prefix_ranges = cidrs(
+            &m.source_prefix_ranges,
+            &format!("{mpath}.source_prefix_ranges"),
+        )?;
+        for (i, p) in m.source_ports.iter().enumerate() {
+            matcher.source_ports.push(u16::try_from(*p).map_err(|_| {
+                FieldError::new(
+                    format!("{mpath}.source_ports[{i}]"),
+                    "must be at most 65535",
+                )
+            })?);
+        }
+        matcher.server_names = m
+            .server_names
+            .iter()
+            .map(|n| n.to_ascii_lowercase())
+            .collect();
+        for (i, n) in matcher.server_names.iter().enumerate() {
+            if n.contains('*') && !(n.starts_with("*.") && n.matches('*').count() == 1) {
+                return Err(FieldError::new(
+                    format!("{mpath}.server_names[{i}]"),
+                    "a wildcard must be a leading `*.`",
+                ));
+            }
+        }
+        matcher.transport_protocol =
+            (!m.transport_protocol.is_empty()).then(|| m.transport_protocol.clone());
+        matcher.application_protocols = m.application_protocols.clone();
         if let Some(p) = &m.destination_port {
             matcher.destination_port = Some(u16::try_from(p.value).map_err(|_| {
                 FieldError::new(
@@ -81,27 +170,7 @@ fn filter_chain(fc: &pb::FilterChain, path: &str, store: &StatsStore) -> Result<
                 )
             })?);
         }
-        for (i, r) in m.prefix_ranges.iter().enumerate() {
-            let rpath = format!("{path}.filter_chain_match.prefix_ranges[{i}]");
-            let address: IpAddr = r.address_prefix.parse().map_err(|_| {
-                FieldError::new(format!("{rpath}.address_prefix"), "not an IP address")
-            })?;
-            let len = r
-                .prefix_len
-                .as_ref()
-                .map_or(if address.is_ipv4() { 32 } else { 128 }, |v| v.value);
-            let max = if address.is_ipv4() { 32 } else { 128 };
-            if len > max {
-                return Err(FieldError::new(
-                    format!("{rpath}.prefix_len"),
-                    format!("must be at most {max}"),
-                ));
-            }
-            matcher.prefix_ranges.push(Cidr {
-                address,
-                len: len as u8,
-            });
-        }
+        matcher.prefix_ranges = cidrs(&m.prefix_ranges, &format!("{mpath}.prefix_ranges"))?;
     }
     let [filter] = fc.filters.as_slice() else {
         return Err(FieldError::new(
