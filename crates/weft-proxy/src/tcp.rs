@@ -5,11 +5,11 @@ use crate::access_log::{AccessLog, Entry, flags};
 use crate::cluster::Discovery;
 use crate::server::Shared;
 use crate::stats::{self, TcpStats};
+use crate::upstream;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 #[derive(Debug)]
 pub struct TcpProxy {
@@ -82,13 +82,9 @@ where
                     upstream_host = Some(host.address);
                     stats::inc(&cluster.stats.upstream_cx_total);
                     stats::inc(&host.stats.cx_total);
-                    let connect = tokio::time::timeout(
-                        cluster.config.connect_timeout,
-                        TcpStream::connect(host.address),
-                    );
+                    let connect = upstream::open(cluster, &host, upstream::Purpose::Tcp);
                     match connect.await {
-                        Ok(Ok(mut upstream)) => {
-                            let _ = upstream.set_nodelay(true);
+                        Ok(mut upstream) => {
                             stats::inc(&cluster.stats.upstream_cx_active);
                             let (r, t, idle) =
                                 copy_both(&mut downstream, &mut upstream, proxy.idle_timeout).await;

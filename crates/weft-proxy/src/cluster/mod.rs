@@ -109,6 +109,8 @@ pub struct ClusterConfig {
     /// the cluster's name.
     pub eds_service_name: String,
     pub original_dst: OriginalDstConfig,
+    /// `transport_socket` TLS.
+    pub tls: Option<Arc<crate::upstream::tls::UpstreamTls>>,
 }
 
 /// One upstream host as the load balancer sees it.

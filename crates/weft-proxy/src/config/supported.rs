@@ -154,7 +154,29 @@ const TABLE: &[(&str, &str)] = &[
     ),
     (
         "envoy.config.core.v3.DataSource",
-        "inline_string inline_bytes",
+        "filename inline_string inline_bytes",
+    ),
+    // Upstream TLS
+    ("envoy.config.core.v3.TransportSocket", "name typed_config"),
+    (
+        "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "common_tls_context sni",
+    ),
+    (
+        "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext",
+        "tls_params tls_certificates validation_context alpn_protocols",
+    ),
+    (
+        "envoy.extensions.transport_sockets.tls.v3.TlsParameters",
+        "tls_minimum_protocol_version tls_maximum_protocol_version",
+    ),
+    (
+        "envoy.extensions.transport_sockets.tls.v3.TlsCertificate",
+        "certificate_chain private_key",
+    ),
+    (
+        "envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext",
+        "trusted_ca",
     ),
     // Routes
     (
@@ -249,7 +271,7 @@ const TABLE: &[(&str, &str)] = &[
          connect_timeout original_dst_lb_config cleanup_interval \
          lb_policy=ROUND_ROBIN|LEAST_REQUEST|RANDOM|RING_HASH|MAGLEV|CLUSTER_PROVIDED \
          ring_hash_lb_config \
-         maglev_lb_config load_assignment \
+         maglev_lb_config load_assignment transport_socket \
          typed_extension_protocol_options http2_protocol_options http_protocol_options \
          dns_lookup_family=AUTO|V4_ONLY|V4_PREFERRED metadata",
     ),

@@ -64,7 +64,7 @@ impl Finish for Finisher {
             cluster.rq_time.record(self.start.elapsed());
             if complete {
                 if let Some(sender) = self.release.take() {
-                    upstream::release_http1(host.address, sender);
+                    upstream::release_http1(cluster, host.address, sender);
                 }
             } else {
                 stats::inc(&cluster.stats.upstream_rq_rx_reset);

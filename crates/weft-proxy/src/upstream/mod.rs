@@ -3,6 +3,8 @@
 //! HTTP version: idle HTTP/1.1 connections are reused (keep-alive), one HTTP/2 connection per host
 //! carries many streams.
 
+pub mod tls;
+
 use crate::body::ProxyBody;
 use crate::cluster::{Cluster, Host};
 use crate::stats;
@@ -12,7 +14,6 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::TcpStream;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -35,6 +36,48 @@ pub enum ConnectError {
     Timeout,
     #[error("handshake: {0}")]
     Handshake(hyper::Error),
+    #[error("TLS error: {0}")]
+    Tls(std::io::Error),
+}
+
+/// What an upstream connection will carry, which decides its TLS ALPN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Http(Version),
+    /// `tcp_proxy`: bytes, with only the ALPN the cluster configures.
+    Tcp,
+}
+
+/// Opens a connection to `host`: TCP, then TLS when the cluster has a transport socket, both
+/// within the cluster's `connect_timeout` (Envoy counts a connection as made after its
+/// handshake). Counting is left to the caller.
+pub async fn open(
+    cluster: &Cluster,
+    host: &Host,
+    purpose: Purpose,
+) -> Result<tls::UpstreamStream, ConnectError> {
+    let attempt = async {
+        let stream = TcpStream::connect(host.address)
+            .await
+            .map_err(ConnectError::Refused)?;
+        let _ = stream.set_nodelay(true);
+        match &cluster.config.tls {
+            None => Ok(tls::UpstreamStream::Plain(stream)),
+            Some(t) => {
+                let config = match purpose {
+                    Purpose::Http(Version::Http1) => &t.http1,
+                    Purpose::Http(Version::Http2) => &t.http2,
+                    Purpose::Tcp => &t.raw,
+                };
+                t.connect(config, host.address, stream)
+                    .await
+                    .map_err(ConnectError::Tls)
+            }
+        }
+    };
+    tokio::time::timeout(cluster.config.connect_timeout, attempt)
+        .await
+        .unwrap_or(Err(ConnectError::Timeout))
 }
 
 #[derive(Default)]
@@ -43,18 +86,35 @@ struct Pool {
     http2: Option<http2::SendRequest<ProxyBody>>,
 }
 
+/// A pool per host address, HTTP version and TLS config (plaintext and TLS connections to one
+/// address never mix; the config is told apart by its address in memory).
+type PoolKey = (SocketAddr, Version, usize);
+
 thread_local! {
-    static POOLS: RefCell<HashMap<(SocketAddr, Version), Pool>> = RefCell::new(HashMap::new());
+    static POOLS: RefCell<HashMap<PoolKey, Pool>> = RefCell::new(HashMap::new());
+}
+
+fn pool_key(cluster: &Cluster, address: SocketAddr, version: Version) -> PoolKey {
+    let tls = cluster
+        .config
+        .tls
+        .as_ref()
+        .map_or(0, |t| Arc::as_ptr(t) as usize);
+    (address, version, tls)
 }
 
 /// Returns an HTTP/1.1 connection whose response was read to the end, for the next request.
-pub fn release_http1(address: SocketAddr, sender: http1::SendRequest<ProxyBody>) {
+pub fn release_http1(
+    cluster: &Cluster,
+    address: SocketAddr,
+    sender: http1::SendRequest<ProxyBody>,
+) {
     if sender.is_closed() {
         return;
     }
     POOLS.with(|p| {
         p.borrow_mut()
-            .entry((address, Version::Http1))
+            .entry(pool_key(cluster, address, Version::Http1))
             .or_default()
             .idle_http1
             .push(sender)
@@ -67,7 +127,7 @@ pub async fn checkout(
     host: &Arc<Host>,
     version: Version,
 ) -> Result<Sender, ConnectError> {
-    let key = (host.address, version);
+    let key = pool_key(cluster, host.address, version);
     loop {
         let pooled = POOLS.with(|p| {
             let mut pools = p.borrow_mut();
@@ -110,25 +170,20 @@ async fn connect(
     host: &Arc<Host>,
     version: Version,
 ) -> Result<Sender, ConnectError> {
-    let timeout: Duration = cluster.config.connect_timeout;
     let s = &cluster.stats;
     stats::inc(&s.upstream_cx_total);
     stats::inc(&host.stats.cx_total);
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(host.address)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(e)) => {
+    let stream = match open(cluster, host, Purpose::Http(version)).await {
+        Ok(stream) => stream,
+        Err(e) => {
             stats::inc(&s.upstream_cx_connect_fail);
             stats::inc(&host.stats.cx_connect_fail);
-            return Err(ConnectError::Refused(e));
-        }
-        Err(_) => {
-            stats::inc(&s.upstream_cx_connect_fail);
-            stats::inc(&s.upstream_cx_connect_timeout);
-            stats::inc(&host.stats.cx_connect_fail);
-            return Err(ConnectError::Timeout);
+            if matches!(e, ConnectError::Timeout) {
+                stats::inc(&s.upstream_cx_connect_timeout);
+            }
+            return Err(e);
         }
     };
-    let _ = stream.set_nodelay(true);
     let io = TokioIo::new(stream);
     let cluster_for_task = cluster.clone();
     stats::inc(&s.upstream_cx_active);

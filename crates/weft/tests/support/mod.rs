@@ -255,6 +255,46 @@ pub async fn start_tcp_echo() -> SocketAddr {
     addr
 }
 
+/// An HTTP upstream over TLS: the echo of `start_echo`, named after what the handshake showed:
+/// `tls sni=NAME alpn=PROTOCOL client=yes|no` (client: whether a client certificate came).
+pub async fn start_tls_echo(config: std::sync::Arc<rustls::ServerConfig>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let (_, conn) = tls.get_ref();
+                let name = format!(
+                    "tls sni={} alpn={} client={}",
+                    conn.server_name().unwrap_or(""),
+                    conn.alpn_protocol()
+                        .map(|p| String::from_utf8_lossy(p).into_owned())
+                        .unwrap_or_default(),
+                    if conn.peer_certificates().is_some() {
+                        "yes"
+                    } else {
+                        "no"
+                    },
+                );
+                let name: &'static str = Box::leak(name.into_boxed_str());
+                let service = service_fn(move |req: http::Request<Incoming>| echo(name, req));
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
 /// A TCP upstream that names itself: it writes `NAME\n` at once, then reads (and drops) what
 /// comes until the client closes. Tells which upstream a TCP route reached.
 pub async fn start_tcp_banner(name: &'static str) -> SocketAddr {

@@ -216,6 +216,10 @@ pub fn cluster(c: &pb::Cluster, path: &str) -> Result<ClusterConfig> {
         localities,
         eds_service_name,
         original_dst,
+        tls: match &c.transport_socket {
+            Some(t) => super::tls::transport_socket(t, &format!("{path}.transport_socket"))?,
+            None => None,
+        },
     })
 }
 

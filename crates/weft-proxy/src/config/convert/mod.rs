@@ -6,6 +6,7 @@ mod cluster;
 mod cors;
 mod listener;
 mod route;
+mod tls;
 
 pub use cluster::{cluster, ip_socket_address, load_assignment};
 pub use listener::listener;

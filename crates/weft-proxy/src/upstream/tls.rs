@@ -1,0 +1,314 @@
+//! TLS to upstream hosts (`transport_socket` `envoy.transport_sockets.tls` with an
+//! `UpstreamTlsContext`), with Envoy's semantics rather than a browser's:
+//! - with a `validation_context.trusted_ca`, the chain must lead to that CA, but the host name is
+//!   not compared with the certificate (Envoy checks names only when told which to expect);
+//! - without one, any certificate is accepted, as Envoy does;
+//! - SNI only when `sni` is set;
+//! - ALPN from `alpn_protocols`, else the HTTP version the pool speaks (`h2` / `http/1.1`).
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// A cluster's upstream TLS, ready to use.
+#[derive(Debug)]
+pub struct UpstreamTls {
+    /// The config as given, so that an unchanged cluster compares equal.
+    pub source: String,
+    pub sni: Option<ServerName<'static>>,
+    pub http1: Arc<ClientConfig>,
+    pub http2: Arc<ClientConfig>,
+    /// For `tcp_proxy`: only the configured ALPN.
+    pub raw: Arc<ClientConfig>,
+}
+
+impl PartialEq for UpstreamTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+/// What `convert` reads from the proto, before configs are built.
+#[derive(Debug, Default)]
+pub struct TlsSettings {
+    pub sni: Option<String>,
+    pub trusted_ca: Option<Vec<CertificateDer<'static>>>,
+    pub client_cert: Option<(
+        Vec<CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    )>,
+    pub alpn: Vec<Vec<u8>>,
+    pub versions: Vec<&'static rustls::SupportedProtocolVersion>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsConfigError {
+    #[error("{0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("not a usable server name: {0}")]
+    Sni(String),
+}
+
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+impl UpstreamTls {
+    pub fn build(settings: TlsSettings, source: String) -> Result<Self, TlsConfigError> {
+        let provider = provider();
+        let verifier: Arc<dyn ServerCertVerifier> = match &settings.trusted_ca {
+            Some(cas) => {
+                let mut roots = RootCertStore::empty();
+                for ca in cas {
+                    roots.add(ca.clone())?;
+                }
+                Arc::new(ChainOnly {
+                    roots: Arc::new(roots),
+                    provider: provider.clone(),
+                })
+            }
+            None => Arc::new(AnyCertificate {
+                provider: provider.clone(),
+            }),
+        };
+        let make = |fallback: &[&[u8]]| -> Result<Arc<ClientConfig>, TlsConfigError> {
+            let builder = ClientConfig::builder_with_provider(provider.clone())
+                .with_protocol_versions(&settings.versions)?
+                .dangerous()
+                .with_custom_certificate_verifier(verifier.clone());
+            let mut config = match &settings.client_cert {
+                Some((chain, key)) => {
+                    builder.with_client_auth_cert(chain.clone(), key.clone_key())?
+                }
+                None => builder.with_no_client_auth(),
+            };
+            config.alpn_protocols = if settings.alpn.is_empty() {
+                fallback.iter().map(|p| p.to_vec()).collect()
+            } else {
+                settings.alpn.clone()
+            };
+            config.enable_sni = settings.sni.is_some();
+            Ok(Arc::new(config))
+        };
+        let sni = match &settings.sni {
+            Some(name) => Some(
+                ServerName::try_from(name.clone())
+                    .map_err(|_| TlsConfigError::Sni(name.clone()))?,
+            ),
+            None => None,
+        };
+        Ok(UpstreamTls {
+            source,
+            sni,
+            http1: make(&[b"http/1.1"])?,
+            http2: make(&[b"h2"])?,
+            raw: make(&[])?,
+        })
+    }
+
+    /// Runs the TLS handshake over `tcp`.
+    pub async fn connect(
+        &self,
+        config: &Arc<ClientConfig>,
+        address: SocketAddr,
+        tcp: TcpStream,
+    ) -> io::Result<UpstreamStream> {
+        // Without `sni` the name is the address, which rustls never sends as SNI.
+        let name = self
+            .sni
+            .clone()
+            .unwrap_or_else(|| ServerName::IpAddress(address.ip().into()));
+        let stream = tokio_rustls::TlsConnector::from(config.clone())
+            .connect(name, tcp)
+            .await?;
+        Ok(UpstreamStream::Tls(Box::new(stream)))
+    }
+}
+
+/// Checks that the chain leads to a trusted CA; the name is not compared (see the module doc).
+#[derive(Debug)]
+struct ChainOnly {
+    roots: Arc<RootCertStore>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &cert,
+            &self.roots,
+            intermediates,
+            now,
+            self.provider.signature_verification_algorithms.all,
+        )?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// No `validation_context`: Envoy accepts whatever certificate the upstream shows. The
+/// handshake signature is still checked, so the peer holds the certificate's key.
+#[derive(Debug)]
+struct AnyCertificate {
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// An upstream connection, plain or TLS.
+pub enum UpstreamStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for UpstreamStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            UpstreamStream::Plain(s) => s.is_write_vectored(),
+            UpstreamStream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! TLS to upstreams (`transport_socket` with an `UpstreamTlsContext`) in real Envoy 1.40 and
+//! `weft proxy` with one bootstrap (tests/data/upstream_tls.yaml): SNI, CA validation, a CA that
+//! does not match, no validation at all, ALPN for HTTP/2, a client certificate for an upstream
+//! that requires one, and tcp_proxy over TLS. The upstreams are rustls servers that report what
+//! the handshake showed.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use std::sync::Arc;
+use support::{Kind, Proxy, Req, request};
+
+const TEMPLATE: &str = include_str!("data/upstream_tls.yaml");
+
+struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    pem: String,
+    der: CertificateDer<'static>,
+}
+
+fn ca(name: &str) -> Ca {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    Ca {
+        pem: cert.pem(),
+        der: cert.der().clone(),
+        issuer: Issuer::new(params, key),
+    }
+}
+
+/// A leaf certificate for `names` signed by `ca`: (PEM chain, PEM key, DER chain, DER key).
+fn leaf(
+    ca: &Ca,
+    names: &[&str],
+) -> (
+    String,
+    String,
+    Vec<CertificateDer<'static>>,
+    PrivateKeyDer<'static>,
+) {
+    let params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca.issuer).unwrap();
+    let der_key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+    (
+        cert.pem(),
+        key.serialize_pem(),
+        vec![cert.der().clone()],
+        der_key,
+    )
+}
+
+fn server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    client_ca: Option<&Ca>,
+) -> Arc<rustls::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = match client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(ca.der.clone()).unwrap();
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(chain, key).unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_tls_behaves_like_envoy() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca1 = ca("weft test CA");
+    let other = ca("another CA");
+    let (_, _, server_chain, server_key) = leaf(&ca1, &["upstream.test"]);
+    let (client_pem, client_key_pem, _, _) = leaf(&ca1, &["client.test"]);
+    for (file, text) in [
+        ("ca.pem", &ca1.pem),
+        ("other-ca.pem", &other.pem),
+        ("client.pem", &client_pem),
+        ("client-key.pem", &client_key_pem),
+    ] {
+        std::fs::write(dir.path().join(file), text).unwrap();
+    }
+    let tls = support::start_tls_echo(server_config(
+        server_chain.clone(),
+        server_key.clone_key(),
+        None,
+    ))
+    .await;
+    let mtls = support::start_tls_echo(server_config(server_chain, server_key, Some(&ca1))).await;
+    let template = TEMPLATE.replace("@DIR@", dir.path().to_str().unwrap());
+    let given = [("TLS", tls.port()), ("MTLS", mtls.port())];
+    let t = template.clone();
+    let envoy = tokio::task::spawn_blocking(move || Proxy::start(Kind::Envoy, &t, &given));
+    let weft = tokio::task::spawn_blocking(move || Proxy::start(Kind::Weft, &template, &given));
+    let (envoy, weft) = (envoy.await.unwrap(), weft.await.unwrap());
+
+    let cases: &[(&str, u16, Option<&str>)] = &[
+        (
+            "/verified",
+            200,
+            Some("tls sni=upstream.test alpn=http/1.1 client=no"),
+        ),
+        ("/wrong-ca", 503, None),
+        ("/unverified", 200, Some("tls sni= alpn=http/1.1 client=no")),
+        ("/h2", 200, Some("tls sni=upstream.test alpn=h2 client=no")),
+        (
+            "/mtls",
+            200,
+            Some("tls sni=upstream.test alpn=http/1.1 client=yes"),
+        ),
+        ("/no-client-cert", 503, None),
+    ];
+    let mut failures = Vec::new();
+    for (path, status, upstream) in cases {
+        for proxy in [&envoy, &weft] {
+            let r = request(proxy.addr("HTTP"), &Req::get("svc", path)).await;
+            let got = r
+                .json()
+                .and_then(|j| j["upstream"].as_str().map(str::to_string));
+            if r.status != *status || got.as_deref() != *upstream {
+                failures.push(format!(
+                    "{:?} {path}: {} {got:?}, want {status} {upstream:?}",
+                    proxy.kind, r.status
+                ));
+            }
+        }
+    }
+    // tcp_proxy originates TLS too; with no ALPN configured it offers none.
+    for proxy in [&envoy, &weft] {
+        let head = support::raw(
+            proxy.addr("TCP"),
+            b"GET /tcp HTTP/1.1\r\nhost: svc\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        if !head.starts_with("HTTP/1.1 200") {
+            failures.push(format!("{:?} tcp_proxy over TLS: {head}", proxy.kind));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let stats = weft.admin("/stats").await;
+    assert!(
+        stats
+            .lines()
+            .any(|l| l == "cluster.wrong_ca.upstream_cx_connect_fail: 1"),
+        "{stats}"
+    );
+}
