@@ -269,6 +269,21 @@ fn all_stats(shared: &Shared) -> Vec<StatLine> {
     for (prefix, s) in lock(&shared.stats.tcp).iter() {
         push("tcp", "envoy_tcp_prefix", prefix, s.entries());
     }
+    for (key, w) in lock(&shared.stats.listener_workers).iter() {
+        let workers = shared.concurrency.clamp(1, crate::stats::MAX_WORKERS);
+        for (i, total) in w.downstream_cx_total.iter().take(workers).enumerate() {
+            out.push((
+                format!("listener.{key}.worker_{i}.downstream_cx_total"),
+                total.load(std::sync::atomic::Ordering::Relaxed),
+                true,
+                vec![
+                    ("envoy_listener_address", key.clone()),
+                    ("envoy_worker_id", i.to_string()),
+                ],
+                "envoy_listener_worker_downstream_cx_total".to_string(),
+            ));
+        }
+    }
     for (name, value, counter) in shared.xds.entries() {
         out.push((
             name.to_string(),

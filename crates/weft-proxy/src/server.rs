@@ -5,7 +5,7 @@
 use crate::cluster::Cluster;
 use crate::listener::Listener;
 use crate::route::RouteConfig;
-use crate::stats::{HttpStats, ListenerStats, TcpStats, XdsStats};
+use crate::stats::{HttpStats, ListenerStats, TcpStats, WorkerStats, XdsStats};
 use arc_swap::ArcSwap;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -53,6 +53,7 @@ pub struct StatsStore {
     pub http: Mutex<BTreeMap<String, Arc<HttpStats>>>,
     pub listeners: Mutex<BTreeMap<String, Arc<ListenerStats>>>,
     pub tcp: Mutex<BTreeMap<String, Arc<TcpStats>>>,
+    pub listener_workers: Mutex<BTreeMap<String, Arc<WorkerStats>>>,
 }
 
 /// Locks a stats map. A panic while it was held cannot leave counters half-written, so a
@@ -74,6 +75,9 @@ impl StatsStore {
     }
     pub fn listener(&self, key: &str) -> Arc<ListenerStats> {
         get_or_insert(&self.listeners, key)
+    }
+    pub fn listener_workers(&self, key: &str) -> Arc<WorkerStats> {
+        get_or_insert(&self.listener_workers, key)
     }
     pub fn tcp(&self, prefix: &str) -> Arc<TcpStats> {
         get_or_insert(&self.tcp, prefix)
@@ -141,8 +145,28 @@ impl Shared {
     }
 }
 
-/// Binds every listener of the snapshot once; each worker accepts on a clone of the socket.
+/// Binds `address`.
 pub fn bind(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    bind_with(address, false)
+}
+
+/// Binds one socket per worker on `address` with SO_REUSEPORT, as Envoy does: the kernel
+/// spreads new connections over the workers by their addresses, instead of waking every worker
+/// for each one. A port of 0 is chosen by the first bind and shared by the others.
+pub fn bind_per_worker(
+    address: SocketAddr,
+    workers: usize,
+) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let first = bind_with(address, true)?;
+    let address = first.local_addr()?;
+    let mut sockets = vec![first];
+    for _ in 1..workers.max(1) {
+        sockets.push(bind_with(address, true)?);
+    }
+    Ok(sockets)
+}
+
+fn bind_with(address: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
     let domain = if address.is_ipv4() {
         socket2::Domain::IPV4
     } else {
@@ -150,6 +174,9 @@ pub fn bind(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     };
     let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&address.into())?;
     socket.listen(1024)?;

@@ -121,6 +121,32 @@ stat_block!(
     }
 );
 
+/// Most workers a listener counts connections for (`listener.<address>.worker_<N>.*`).
+pub const MAX_WORKERS: usize = 128;
+
+/// `listener.<address>.worker_<N>.downstream_cx_total`: how the connections of a listener
+/// spread over the workers.
+#[derive(Debug)]
+pub struct WorkerStats {
+    pub downstream_cx_total: Box<[AtomicU64]>,
+}
+
+impl Default for WorkerStats {
+    fn default() -> Self {
+        WorkerStats {
+            downstream_cx_total: (0..MAX_WORKERS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+impl WorkerStats {
+    pub fn count(&self, worker: usize) {
+        if let Some(c) = self.downstream_cx_total.get(worker) {
+            inc(c);
+        }
+    }
+}
+
 stat_block!(
     /// `tcp.<stat_prefix>.*`
     TcpStats {

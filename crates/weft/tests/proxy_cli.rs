@@ -62,7 +62,7 @@ fn bad_values_and_unknown_fields_are_refused_with_their_path() {
         ),
         (
             "static_resources:\n  clusters:\n  - name: a\n    lb_policy: CLUSTER_PROVIDED\n",
-            "static_resources.clusters[0].lb_policy: value CLUSTER_PROVIDED is not supported",
+            "static_resources.clusters[0].lb_policy: CLUSTER_PROVIDED is for ORIGINAL_DST clusters",
         ),
         (
             "static_resources:\n  clusters:\n  - name: a\n    lb_policy: MAGLEV\n    maglev_lb_config: { table_size: 100 }\n",
@@ -265,4 +265,50 @@ async fn serves_admin_stats_and_access_logs() {
     )
     .await;
     assert_eq!(r.status, 200);
+}
+
+/// `--concurrency 2`: each worker accepts on its own SO_REUSEPORT socket, so connections spread
+/// over both, and `listener.<address>.worker_<N>.downstream_cx_total` shows it. With 40
+/// connections the chance that the kernel's hash puts all on one worker is 2^-39.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_spread_over_the_workers() {
+    let v1 = support::start_echo("v1").await;
+    let logs = tempfile::tempdir().unwrap();
+    let template = SERVE.replace("{LOGDIR}", &logs.path().to_string_lossy());
+    let given = [("V1", v1.port()), ("DEAD", support::free_port())];
+    let proxy = tokio::task::spawn_blocking(move || {
+        Proxy::start_with(Kind::Weft, &template, &given, &["--concurrency", "2"])
+    })
+    .await
+    .unwrap();
+    let addr = proxy.addr("HTTP");
+    let mut held = Vec::new();
+    for _ in 0..40 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        s.write_all(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 12];
+        s.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"HTTP/1.1 200");
+        held.push(s);
+    }
+    let stats = proxy.admin("/stats").await;
+    let key = format!("listener.127.0.0.1_{}", addr.port());
+    let per_worker: Vec<u64> = (0..2)
+        .map(|w| {
+            let name = format!("{key}.worker_{w}.downstream_cx_total: ");
+            stats
+                .lines()
+                .find_map(|l| l.strip_prefix(&name)?.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in\n{stats}"))
+        })
+        .collect();
+    assert_eq!(per_worker.iter().sum::<u64>(), 40, "{per_worker:?}");
+    assert!(per_worker.iter().all(|&n| n > 0), "{per_worker:?}");
+    assert!(
+        stats.lines().any(|l| l == "server.concurrency: 2"),
+        "{stats}"
+    );
 }

@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 /// so a config update reaches new connections at once.
 pub async fn run(
     name: String,
+    worker: usize,
     socket: TcpListener,
     shared: Arc<Shared>,
     mut stop: tokio::sync::watch::Receiver<bool>,
@@ -43,7 +44,7 @@ pub async fn run(
             continue;
         };
         let shared = shared.clone();
-        tokio::spawn(async move { connection(stream, peer, listener, shared).await });
+        tokio::spawn(async move { connection(stream, peer, listener, shared, worker).await });
     }
 }
 
@@ -52,6 +53,7 @@ async fn connection(
     peer: SocketAddr,
     listener: Arc<Listener>,
     shared: Arc<Shared>,
+    worker: usize,
 ) {
     let _ = stream.set_nodelay(true);
     let mut local = stream.local_addr().unwrap_or(listener.address);
@@ -77,6 +79,7 @@ async fn connection(
     let s = &listener.stats;
     stats::inc(&s.downstream_cx_total);
     stats::inc(&s.downstream_cx_active);
+    listener.worker_stats.count(worker);
     let detected = if inspect_tls || inspect_http {
         let inspection = inspect(&stream, inspect_tls, inspect_http);
         match listener.listener_filters.timeout {

@@ -21,7 +21,7 @@ pub struct BindError {
 /// Sockets bound for an update that is not published yet.
 #[derive(Debug, Default)]
 pub struct Prepared {
-    sockets: HashMap<String, Option<std::net::TcpListener>>,
+    sockets: HashMap<String, Option<Vec<std::net::TcpListener>>>,
 }
 
 #[derive(Debug)]
@@ -60,11 +60,15 @@ impl ListenerManager {
             }
             // `bind_to_port: false`: reached only by hand-off from a `use_original_dst` listener.
             let socket = if l.bind_to_port {
-                Some(server::bind(l.address).map_err(|source| BindError {
-                    name: l.name.clone(),
-                    address: l.address,
-                    source,
-                })?)
+                Some(
+                    server::bind_per_worker(l.address, self.workers.len()).map_err(|source| {
+                        BindError {
+                            name: l.name.clone(),
+                            address: l.address,
+                            source,
+                        }
+                    })?,
+                )
             } else {
                 None
             };
@@ -94,7 +98,7 @@ impl ListenerManager {
                     let stop = match socket {
                         Some(socket) => {
                             tracing::info!(listener = %l.name, address = %l.address, "listening");
-                            self.accept(&l.name, &socket)
+                            self.accept(&l.name, socket)
                         }
                         None => watch::channel(false).0,
                     };
@@ -119,22 +123,16 @@ impl ListenerManager {
         self.bound = next;
     }
 
-    fn accept(&self, name: &str, socket: &std::net::TcpListener) -> watch::Sender<bool> {
+    /// Each worker accepts on its own socket of the listener.
+    fn accept(&self, name: &str, sockets: Vec<std::net::TcpListener>) -> watch::Sender<bool> {
         let (stop, _) = watch::channel(false);
-        for worker in &self.workers {
-            let socket = match socket.try_clone() {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(listener = %name, error = %e, "cannot share the listener socket");
-                    continue;
-                }
-            };
+        for (index, (worker, socket)) in self.workers.iter().zip(sockets).enumerate() {
             let name = name.to_string();
             let shared = self.shared.clone();
             let stop = stop.subscribe();
             worker.spawn(async move {
                 match tokio::net::TcpListener::from_std(socket) {
-                    Ok(listener) => super::accept::run(name, listener, shared, stop).await,
+                    Ok(listener) => super::accept::run(name, index, listener, shared, stop).await,
                     Err(e) => {
                         tracing::error!(listener = %name, error = %e, "cannot register listener")
                     }

@@ -22,6 +22,7 @@ pub struct Listener {
     /// `bind_to_port: false`: the listener only takes connections handed over by another.
     pub bind_to_port: bool,
     pub stats: Arc<ListenerStats>,
+    pub worker_stats: Arc<crate::stats::WorkerStats>,
     /// Set when this version of the listener is removed or replaced: its connections finish
     /// what they are doing and close (HTTP/1.1 `connection: close`, HTTP/2 GOAWAY), and are
     /// closed outright after the drain time.

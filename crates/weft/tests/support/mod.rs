@@ -378,9 +378,11 @@ impl Proxy {
             }
             Kind::Weft => {
                 let mut c = Command::new(weft_binary());
-                c.args(["proxy", "--concurrency", "1", "-l", "warn", "-c"])
-                    .arg(&config)
-                    .args(args);
+                c.arg("proxy");
+                if !args.contains(&"--concurrency") {
+                    c.args(["--concurrency", "1"]);
+                }
+                c.args(["-l", "warn", "-c"]).arg(&config).args(args);
                 c
             }
         };

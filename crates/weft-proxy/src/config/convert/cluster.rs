@@ -58,7 +58,7 @@ pub fn cluster(c: &pb::Cluster, path: &str) -> Result<ClusterConfig> {
             LbPolicy::RingHash { min_size, max_size }
         }
         // CLUSTER_PROVIDED: ORIGINAL_DST picks its own host.
-        6 if discovery == Discovery::OriginalDst => LbPolicy::RoundRobin,
+        6 => LbPolicy::RoundRobin,
         5 => {
             let mut table_size = hash::DEFAULT_MAGLEV_TABLE;
             if let Some(pb::cluster::LbConfig::MaglevLbConfig(m)) = &c.lb_config {

@@ -72,6 +72,7 @@ pub fn listener(l: &pb::Listener, path: &str, store: &StatsStore) -> Result<List
         use_original_dst: l.use_original_dst.as_ref().is_some_and(|b| b.value),
         bind_to_port: l.bind_to_port.as_ref().is_none_or(|b| b.value),
         stats: store.listener(&stat_key),
+        worker_stats: store.listener_workers(&stat_key),
         drain: tokio::sync::watch::channel(false).0,
     })
 }
