@@ -884,3 +884,82 @@ async fn stream_timers_agree() {
         );
     }
 }
+
+/// One gRPC call over h2c: (HTTP status, grpc-status, grpc-message, messages received), the
+/// status read from the trailers or, for a trailers-only answer, from the headers.
+async fn grpc_unary(
+    addr: std::net::SocketAddr,
+    authority: &str,
+    path: &str,
+) -> (u16, Option<String>, Option<String>, usize) {
+    use http_body_util::BodyExt;
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let mut message = vec![0u8, 0, 0, 0, 5];
+    message.extend_from_slice(b"hello");
+    let req = http::Request::post(format!("http://{authority}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(http_body_util::Full::new(bytes::Bytes::from(message)))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let collected = resp.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    let body = collected.to_bytes();
+    let get = |name: &str| {
+        trailers
+            .get(name)
+            .or_else(|| headers.get(name))
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    let messages = if body.is_empty() { 0 } else { 1 };
+    (status, get("grpc-status"), get("grpc-message"), messages)
+}
+
+/// gRPC unary calls: a success, a trailers-only failure from the upstream, and the proxy's own
+/// failures (no cluster host, no route), which Envoy answers as gRPC (HTTP 200, grpc-status).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_unary_and_errors_agree() {
+    let pair = start_pair().await;
+    let cases: &[(&str, &str, &str, u16, &str)] = &[
+        ("unary call", "main", "/echo.Echo/Say", 200, "0"),
+        (
+            "trailers-only failure",
+            "main",
+            "/echo.Echo/Fail",
+            200,
+            "14",
+        ),
+        (
+            "connection refused",
+            "main",
+            "/dead/echo.Echo/Say",
+            200,
+            "14",
+        ),
+        ("no route", "noroute.test", "/echo.Echo/Say", 200, "12"),
+    ];
+    let mut failures = Vec::new();
+    for (name, authority, path, status, grpc_status) in cases {
+        let envoy = grpc_unary(pair.envoy.addr("HTTP"), authority, path).await;
+        let weft = grpc_unary(pair.weft.addr("HTTP"), authority, path).await;
+        if envoy.0 != *status || envoy.1.as_deref() != Some(*grpc_status) {
+            failures.push(format!("{name}: Envoy gave {envoy:?}"));
+        }
+        // The message text of a proxy failure carries Envoy's transport details: compare its start.
+        let trim = |m: &Option<String>| m.as_ref().map(|m| m.chars().take(40).collect::<String>());
+        if (envoy.0, &envoy.1, trim(&envoy.2), envoy.3) != (weft.0, &weft.1, trim(&weft.2), weft.3)
+        {
+            failures.push(format!("{name}:\n  envoy: {envoy:?}\n  weft:  {weft:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

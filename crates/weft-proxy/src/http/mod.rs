@@ -2,7 +2,9 @@
 //! preface) on a connection and hands each request to the router.
 
 pub mod cors;
+mod grpc;
 mod headers;
+mod redirect;
 pub mod router;
 pub mod stream_timer;
 

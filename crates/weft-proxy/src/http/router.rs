@@ -7,8 +7,8 @@ use crate::access_log::{Entry, RequestInfo, flags};
 use crate::body::{Finish, Guard, ProxyBody};
 use crate::cluster::{Cluster, Discovery, Host, UpstreamProtocol};
 use crate::route::{
-    Action, ClusterTarget, Forward, HeaderOps, PathMatch, PathRedirect, Redirect, RequestView,
-    Route, RouteConfig, VirtualHost, apply_header_ops, hash_policy,
+    Action, ClusterTarget, Forward, HeaderOps, PathMatch, RequestView, Route, RouteConfig,
+    VirtualHost, apply_header_ops, hash_policy,
 };
 use crate::stats;
 use crate::upstream::{self, Sender, Version};
@@ -48,6 +48,8 @@ struct Finisher {
     cors: Option<cors::Simple>,
     /// A hash policy cookie generated for this client.
     set_cookie: Option<HeaderValue>,
+    /// A gRPC request: the proxy's own replies are gRPC replies.
+    grpc: bool,
 }
 
 impl Finish for Finisher {
@@ -155,6 +157,10 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
         release: None,
         cors: None,
         set_cookie: None,
+        grpc: parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc")),
     };
     let path_and_query = parts
         .uri
@@ -236,8 +242,9 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
             stats::inc(&s.rq_redirect);
             let mut resp = Response::new(ProxyBody::Empty);
             *resp.status_mut() = redirect.status;
-            match HeaderValue::from_str(&location(redirect, route, scheme, &authority, path, query))
-            {
+            match HeaderValue::from_str(&super::redirect::location(
+                redirect, route, scheme, &authority, path, query,
+            )) {
                 Ok(v) => {
                     resp.headers_mut().insert(LOCATION, v);
                 }
@@ -325,6 +332,9 @@ fn finish_local(
     parts: Option<&http::request::Parts>,
     mut resp: Response<ProxyBody>,
 ) -> Response<ProxyBody> {
+    if finisher.grpc && resp.status() != StatusCode::OK {
+        resp = super::grpc::local_reply(resp);
+    }
     if let Some(c) = &finisher.cors {
         c.apply(resp.headers_mut());
     }
@@ -378,55 +388,8 @@ fn header_levels(
     }
 }
 
-fn location(
-    r: &Redirect,
-    route: &Route,
-    scheme: &str,
-    authority: &str,
-    path: &str,
-    query: Option<&str>,
-) -> String {
-    let scheme = r.scheme.as_deref().unwrap_or(scheme);
-    let (orig_host, orig_port) = split_port(authority);
-    let host = r.host.as_deref().unwrap_or(orig_host);
-    let port = r
-        .port
-        .map(|p| p.to_string())
-        .or_else(|| orig_port.map(str::to_string));
-    // The default port of either scheme is left out of the new URL.
-    let port = port.filter(|p| p != "80" && p != "443");
-    let mut new_path = match &r.path {
-        PathRedirect::Keep => path.to_string(),
-        PathRedirect::Path(p) => p.clone(),
-        PathRedirect::Prefix(p) => rewrite_prefix(&route.matcher.path, path, p),
-        PathRedirect::Regex(re, sub) => re.replace_all(path, sub.as_str()).into_owned(),
-    };
-    let path_has_query = matches!(&r.path, PathRedirect::Path(p) if p.contains('?'));
-    if let (false, false, Some(q)) = (r.strip_query, path_has_query, query) {
-        new_path.push('?');
-        new_path.push_str(q);
-    }
-    match port {
-        Some(p) => format!("{scheme}://{host}:{p}{new_path}"),
-        None => format!("{scheme}://{host}{new_path}"),
-    }
-}
-
-fn split_port(authority: &str) -> (&str, Option<&str>) {
-    if authority.starts_with('[') {
-        return match authority.rfind("]:") {
-            Some(i) => (&authority[..=i], Some(&authority[i + 2..])),
-            None => (authority, None),
-        };
-    }
-    match authority.rsplit_once(':') {
-        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => (h, Some(p)),
-        _ => (authority, None),
-    }
-}
-
 /// Replaces the prefix the route matched with `replacement`.
-fn rewrite_prefix(matcher: &PathMatch, path: &str, replacement: &str) -> String {
+pub(super) fn rewrite_prefix(matcher: &PathMatch, path: &str, replacement: &str) -> String {
     let matched = match matcher {
         PathMatch::Prefix { prefix, .. } | PathMatch::SeparatedPrefix { prefix, .. } => {
             prefix.len()

@@ -145,6 +145,21 @@ async fn echo(
         .get("content-type")
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
     {
+        // A trailers-only answer: the status in the only HEADERS frame, as gRPC servers fail.
+        if req.uri().path().ends_with("/Fail") {
+            let mut resp = http::Response::new(full(Bytes::new()));
+            let h = resp.headers_mut();
+            h.insert(
+                "content-type",
+                http::HeaderValue::from_static("application/grpc"),
+            );
+            h.insert("grpc-status", http::HeaderValue::from_static("14"));
+            h.insert(
+                "grpc-message",
+                http::HeaderValue::from_static("backend down"),
+            );
+            return Ok(resp);
+        }
         return Ok(grpc_echo(name, req.into_body()));
     }
     // An upgrade (websocket) is accepted and the tunnel echoes every byte back.
