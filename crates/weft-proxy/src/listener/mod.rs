@@ -68,12 +68,6 @@ impl Default for ListenerFilters {
     }
 }
 
-impl ListenerFilters {
-    pub fn inspects(&self) -> bool {
-        self.tls_inspector || self.http_inspector
-    }
-}
-
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FilterChainMatch {
     pub destination_port: Option<u16>,
