@@ -64,21 +64,20 @@ pub fn provider() -> Arc<CryptoProvider> {
 impl UpstreamTls {
     pub fn build(settings: TlsSettings, source: String) -> Result<Self, TlsConfigError> {
         let provider = provider();
-        let verifier: Arc<dyn ServerCertVerifier> = match &settings.trusted_ca {
+        let roots = match &settings.trusted_ca {
             Some(cas) => {
                 let mut roots = RootCertStore::empty();
                 for ca in cas {
                     roots.add(ca.clone())?;
                 }
-                Arc::new(ChainOnly {
-                    roots: Arc::new(roots),
-                    provider: provider.clone(),
-                })
+                Some(Arc::new(roots))
             }
-            None => Arc::new(AnyCertificate {
-                provider: provider.clone(),
-            }),
+            None => None,
         };
+        let verifier: Arc<dyn ServerCertVerifier> = Arc::new(EnvoyVerifier {
+            roots,
+            provider: provider.clone(),
+        });
         let make = |fallback: &[&[u8]]| -> Result<Arc<ClientConfig>, TlsConfigError> {
             let builder = ClientConfig::builder_with_provider(provider.clone())
                 .with_protocol_versions(&settings.versions)?
@@ -133,14 +132,17 @@ impl UpstreamTls {
     }
 }
 
-/// Checks that the chain leads to a trusted CA; the name is not compared (see the module doc).
+/// Envoy's check of an upstream certificate: with `roots` (a `trusted_ca`), the chain must lead
+/// to one of them, and the name is not compared (see the module doc); without, any certificate
+/// is accepted. The handshake signature is checked either way, so the peer holds the
+/// certificate's key.
 #[derive(Debug)]
-struct ChainOnly {
-    roots: Arc<RootCertStore>,
+struct EnvoyVerifier {
+    roots: Option<Arc<RootCertStore>>,
     provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for EnvoyVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -149,68 +151,16 @@ impl ServerCertVerifier for ChainOnly {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
-            intermediates,
-            now,
-            self.provider.signature_verification_algorithms.all,
-        )?;
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-/// No `validation_context`: Envoy accepts whatever certificate the upstream shows. The
-/// handshake signature is still checked, so the peer holds the certificate's key.
-#[derive(Debug)]
-struct AnyCertificate {
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Some(roots) = &self.roots {
+            let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+            rustls::client::verify_server_cert_signed_by_trust_anchor(
+                &cert,
+                roots,
+                intermediates,
+                now,
+                self.provider.signature_verification_algorithms.all,
+            )?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 
