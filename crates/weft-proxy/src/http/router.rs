@@ -641,32 +641,13 @@ async fn forward_request(
             if let Failure::Connect(e) = &failure {
                 tracing::debug!(cluster = %cluster.config.name, host = %host.address, error = %e, "upstream connect failed");
             }
-            // Envoy's answer to a stream timer: 408 while the request is still arriving, 504
-            // once it is all in; a reply of the connection manager, not of the upstream.
-            if let Failure::Stream(expired, request_complete) = failure {
-                let status = if request_complete {
-                    StatusCode::GATEWAY_TIMEOUT
-                } else {
-                    StatusCode::REQUEST_TIMEOUT
-                };
-                let body = match expired {
-                    Expired::Idle => {
-                        stats::inc(&hcm.stats.downstream_rq_idle_timeout);
-                        finisher.flags |= flags::SI;
-                        "stream timeout"
-                    }
-                    Expired::Request => {
-                        stats::inc(&hcm.stats.downstream_rq_timeout);
-                        "request timeout"
-                    }
-                };
-                return local(finisher, None, status, body, Some(matched));
-            }
-            let (status, flag, body): (StatusCode, u32, &'static str) = match failure {
+            // Counted as an upstream status unless the connection manager itself gave up.
+            let (status, flag, body, upstream_status) = match failure {
                 Failure::Connect(_) => (
                     StatusCode::SERVICE_UNAVAILABLE,
                     flags::UF,
                     "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+                    true,
                 ),
                 Failure::Timeout => {
                     stats::inc(&cs.upstream_rq_timeout);
@@ -674,21 +655,45 @@ async fn forward_request(
                         StatusCode::GATEWAY_TIMEOUT,
                         flags::UT,
                         "upstream request timeout",
+                        true,
                     )
                 }
                 Failure::Exchange(e) if e.is_parse() => (
                     StatusCode::BAD_GATEWAY,
                     flags::UPE,
                     "upstream connect error or disconnect/reset before headers. reset reason: protocol error",
+                    true,
                 ),
-                Failure::Exchange(_) | Failure::Stream(..) => (
+                Failure::Exchange(_) => (
                     StatusCode::SERVICE_UNAVAILABLE,
                     flags::UC,
                     "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+                    true,
                 ),
+                // Envoy's answer to a stream timer: 408 while the request is still arriving,
+                // 504 once it is all in.
+                Failure::Stream(expired, request_complete) => {
+                    let status = if request_complete {
+                        StatusCode::GATEWAY_TIMEOUT
+                    } else {
+                        StatusCode::REQUEST_TIMEOUT
+                    };
+                    match expired {
+                        Expired::Idle => {
+                            stats::inc(&hcm.stats.downstream_rq_idle_timeout);
+                            (status, flags::SI, "stream timeout", false)
+                        }
+                        Expired::Request => {
+                            stats::inc(&hcm.stats.downstream_rq_timeout);
+                            (status, 0, "request timeout", false)
+                        }
+                    }
+                }
             };
             finisher.flags |= flag;
-            cs.count_status(status.as_u16());
+            if upstream_status {
+                cs.count_status(status.as_u16());
+            }
             // The request is already in the finisher, as forwarded.
             return local(finisher, None, status, body, Some(matched));
         }

@@ -63,7 +63,7 @@ async fn connection(
     // The destination before an iptables redirect, and the listener that owns it.
     let mut restored = None;
     if listener.listener_filters.original_dst || listener.use_original_dst {
-        restored = original_destination(&stream);
+        restored = original_destination(&stream, local);
         if let Some(dst) = restored {
             local = dst;
             let target = owner_of(&shared, dst).filter(|t| t.name != listener.name);
@@ -141,9 +141,9 @@ async fn connection(
 
 /// SO_ORIGINAL_DST: where the client was connecting before NAT sent it here. None for a
 /// connection that was not redirected (or not tracked).
-fn original_destination(stream: &TcpStream) -> Option<SocketAddr> {
+fn original_destination(stream: &TcpStream, local: SocketAddr) -> Option<SocketAddr> {
     let socket = socket2::SockRef::from(stream);
-    let addr = match stream.local_addr().ok()? {
+    let addr = match local {
         SocketAddr::V4(_) => socket.original_dst_v4(),
         SocketAddr::V6(_) => socket.original_dst_v6(),
     };
