@@ -57,26 +57,36 @@ pub fn free_port() -> u16 {
     }
 }
 
-/// An HTTP upstream (HTTP/1.1 and h2c) that answers with JSON describing what it received.
-/// `/slow/MS` waits first; `/status/CODE` answers with that status; `/drip/MS` pauses between
-/// two parts of its body.
-pub async fn start_echo(name: &'static str) -> SocketAddr {
+/// Binds an ephemeral port on 127.0.0.1 and runs `handle` on every connection, each in a task
+/// of its own.
+async fn serve_each<F, Fut>(handle: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let service = service_fn(move |req: http::Request<Incoming>| echo(name, req));
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .await;
-            });
+            if let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(handle(stream));
+            }
         }
     });
     addr
+}
+
+/// An HTTP upstream (HTTP/1.1 and h2c) that answers with JSON describing what it received.
+/// `/slow/MS` waits first; `/status/CODE` answers with that status; `/drip/MS` pauses between
+/// two parts of its body.
+pub async fn start_echo(name: &'static str) -> SocketAddr {
+    serve_each(move |stream| async move {
+        let service = service_fn(move |req: http::Request<Incoming>| echo(name, req));
+        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .await;
+    })
+    .await
 }
 
 type EchoBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
@@ -245,99 +255,74 @@ async fn echo(
 
 /// A TCP upstream that echoes what it reads.
 pub async fn start_tcp_echo() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
+    serve_each(|mut stream| async move {
+        let mut buf = [0u8; 4096];
         loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                loop {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            if stream.write_all(&buf[..n]).await.is_err() {
-                                return;
-                            }
-                        }
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    if stream.write_all(&buf[..n]).await.is_err() {
+                        return;
                     }
                 }
-            });
+            }
         }
-    });
-    addr
+    })
+    .await
 }
 
 /// An HTTP upstream over TLS: the echo of `start_echo`, named after what the handshake showed:
 /// `tls sni=NAME alpn=PROTOCOL client=yes|no` (client: whether a client certificate came).
 pub async fn start_tls_echo(config: std::sync::Arc<rustls::ServerConfig>) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+    serve_each(move |stream| {
+        let acceptor = acceptor.clone();
+        async move {
+            let Ok(tls) = acceptor.accept(stream).await else {
+                return;
             };
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(stream).await else {
-                    return;
-                };
-                let (_, conn) = tls.get_ref();
-                let name = format!(
-                    "tls sni={} alpn={} client={}",
-                    conn.server_name().unwrap_or(""),
-                    conn.alpn_protocol()
-                        .map(|p| String::from_utf8_lossy(p).into_owned())
-                        .unwrap_or_default(),
-                    if conn.peer_certificates().is_some() {
-                        "yes"
-                    } else {
-                        "no"
-                    },
-                );
-                let name: &'static str = Box::leak(name.into_boxed_str());
-                let service = service_fn(move |req: http::Request<Incoming>| echo(name, req));
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(tls), service)
-                    .await;
-            });
+            let (_, conn) = tls.get_ref();
+            let name = format!(
+                "tls sni={} alpn={} client={}",
+                conn.server_name().unwrap_or(""),
+                conn.alpn_protocol()
+                    .map(|p| String::from_utf8_lossy(p).into_owned())
+                    .unwrap_or_default(),
+                if conn.peer_certificates().is_some() {
+                    "yes"
+                } else {
+                    "no"
+                },
+            );
+            let name: &'static str = Box::leak(name.into_boxed_str());
+            let service = service_fn(move |req: http::Request<Incoming>| echo(name, req));
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(tls), service)
+                .await;
         }
-    });
-    addr
+    })
+    .await
 }
 
 /// A TCP upstream that names itself: it writes `NAME\n` at once, then reads (and drops) what
 /// comes until the client closes. Tells which upstream a TCP route reached.
 pub async fn start_tcp_banner(name: &'static str) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                if stream
-                    .write_all(format!("{name}\n").as_bytes())
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = stream.read(&mut buf).await {
-                    if n == 0 {
-                        return;
-                    }
-                }
-            });
+    serve_each(move |mut stream| async move {
+        if stream
+            .write_all(format!("{name}\n").as_bytes())
+            .await
+            .is_err()
+        {
+            return;
         }
-    });
-    addr
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut buf).await {
+            if n == 0 {
+                return;
+            }
+        }
+    })
+    .await
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
