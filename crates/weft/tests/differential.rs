@@ -743,6 +743,102 @@ async fn websocket_upgrade_agrees() {
     );
 }
 
+/// A masked websocket text frame "hello" (RFC 6455 §5.7): written into a tunnel, it must come
+/// back unchanged from the echoing upstream.
+const HELLO_FRAME: [u8; 11] = [
+    0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+];
+
+/// Writes the frame into a tunnel and reads it back; whether it came back whole.
+async fn frame_echoes<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(s: &mut S) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if s.write_all(&HELLO_FRAME).await.is_err() {
+        return false;
+    }
+    let mut back = [0u8; 11];
+    let read =
+        tokio::time::timeout(std::time::Duration::from_secs(5), s.read_exact(&mut back)).await;
+    matches!(read, Ok(Ok(_))) && back == HELLO_FRAME
+}
+
+/// Websockets across HTTP versions, as Envoy's codecs carry them. A client's HTTP/2 extended
+/// CONNECT (with `allow_connect`) reaches an HTTP/1.1 upstream as `GET` + `Upgrade` and its 101
+/// comes back as 200; towards an HTTP/2 upstream it stays an extended CONNECT; an HTTP/1.1
+/// upgrade towards an HTTP/2 upstream becomes one and its 200 comes back as 101. Without
+/// `allow_connect`, the extended CONNECT is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_over_http2_agrees() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pair = start_pair().await;
+    let mut seen = Vec::new();
+    for proxy in [&pair.envoy, &pair.weft] {
+        let mut observed = Vec::new();
+        for path in ["/chat", "/to-h2/chat"] {
+            let outcome = support::h2_websocket(proxy.addr("WS"), "ws.test", path).await;
+            let (status, headers, tunnel) =
+                outcome.unwrap_or_else(|e| panic!("{:?} {path}: {e}", proxy.kind));
+            let header = |n: &str| headers.get(n).map(|v| v.to_str().unwrap().to_string());
+            let echoed = match tunnel {
+                Some(mut t) => frame_echoes(&mut t).await,
+                None => false,
+            };
+            observed.push(format!(
+                "h2 {path}: {status} upgrade={:?} arrived={:?} from={:?} echoed={echoed}",
+                header("upgrade"),
+                header("x-upstream-upgrade"),
+                header("x-upstream"),
+            ));
+        }
+        // An HTTP/1.1 upgrade towards the HTTP/2 upstream.
+        let mut s = tokio::net::TcpStream::connect(proxy.addr("WS"))
+            .await
+            .unwrap();
+        s.write_all(
+            b"GET /to-h2/chat HTTP/1.1\r\nHost: ws.test\r\nConnection: Upgrade\r\n\
+              Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            if s.read_exact(&mut byte).await.is_err() {
+                break;
+            }
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+        let line = |name: &str| {
+            head.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(str::to_string))
+        };
+        let echoed = frame_echoes(&mut s).await;
+        observed.push(format!(
+            "h1 /to-h2/chat: {:?} upgrade={:?} connection={:?} arrived={:?} echoed={echoed}",
+            head.lines().next(),
+            line("upgrade"),
+            line("connection"),
+            line("x-upstream-upgrade"),
+        ));
+        // A listener without `allow_connect` does not take an extended CONNECT.
+        let refused = support::h2_websocket(proxy.addr("HTTP"), "main", "/ws").await;
+        observed.push(format!(
+            "h2 without allow_connect: took={}",
+            matches!(refused, Ok((200, _, Some(_))))
+        ));
+        seen.push(observed);
+    }
+    let expected = [
+        "h2 /chat: 200 upgrade=None arrived=Some(\"GET /chat upgrade=websocket\") from=Some(\"v1\") echoed=true",
+        "h2 /to-h2/chat: 200 upgrade=None arrived=Some(\"CONNECT /to-h2/chat :protocol=websocket\") from=Some(\"v1\") echoed=true",
+        "h1 /to-h2/chat: Some(\"http/1.1 101 switching protocols\") upgrade=Some(\"websocket\") connection=Some(\"upgrade\") arrived=Some(\"connect /to-h2/chat :protocol=websocket\") echoed=true",
+        "h2 without allow_connect: took=false",
+    ];
+    assert_eq!(seen[0], expected, "Envoy");
+    assert_eq!(seen[0], seen[1], "envoy vs weft");
+}
+
 /// gRPC over h2c to an HTTP/2 upstream: a bidirectional stream where each message is sent only
 /// after the previous one came back, then the upstream's trailers (`grpc-status`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -91,7 +91,7 @@ const TABLE: &[(&str, &str)] = &[
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix codec_type route_config rds http_filters access_log generate_request_id \
          use_remote_address xff_num_trusted_hops request_timeout stream_idle_timeout server_name \
-         upgrade_configs \
+         upgrade_configs http2_protocol_options \
          server_header_transformation=OVERWRITE|APPEND_IF_ABSENT|PASS_THROUGH",
     ),
     (
@@ -320,7 +320,7 @@ const TABLE: &[(&str, &str)] = &[
     ("envoy.config.core.v3.Http1ProtocolOptions", ""),
     (
         "envoy.config.core.v3.Http2ProtocolOptions",
-        "max_concurrent_streams",
+        "max_concurrent_streams allow_connect",
     ),
 ];
 

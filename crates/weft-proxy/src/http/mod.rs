@@ -7,6 +7,7 @@ mod headers;
 mod redirect;
 pub mod router;
 pub mod stream_timer;
+mod upgrade;
 
 use crate::access_log::AccessLog;
 use crate::body::ProxyBody;
@@ -65,6 +66,11 @@ pub struct HttpConnectionManager {
     pub cors: bool,
     /// `upgrade_configs`: upgrade types (e.g. `websocket`) passed through, lowercase.
     pub upgrades: Vec<String>,
+    /// `http2_protocol_options.allow_connect`: HTTP/2 clients may open upgrades with an
+    /// extended CONNECT (RFC 8441); off by default, as in Envoy.
+    pub allow_connect: bool,
+    /// `http2_protocol_options.max_concurrent_streams` for HTTP/2 clients.
+    pub h2_max_concurrent_streams: Option<u32>,
     pub stats: Arc<HttpStats>,
 }
 
@@ -109,11 +115,16 @@ where
         .max_buf_size(MAX_REQUEST_HEADERS + 4096)
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
-    builder
-        .http2()
+    let mut http2 = builder.http2();
+    http2
         .max_header_list_size(MAX_REQUEST_HEADERS as u32)
-        .timer(TokioTimer::new())
-        .enable_connect_protocol();
+        .timer(TokioTimer::new());
+    if hcm.allow_connect {
+        http2.enable_connect_protocol();
+    }
+    if let Some(n) = hcm.h2_max_concurrent_streams {
+        http2.max_concurrent_streams(n);
+    }
     let drain_time = conn.shared.drain_time;
     let service = service_fn(move |req: http::Request<Incoming>| {
         let conn = conn.clone();

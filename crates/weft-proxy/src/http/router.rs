@@ -2,7 +2,7 @@
 //! as Envoy words them) or forwards to a host of the route's cluster.
 
 use super::stream_timer::{Activity, Expired, IdleTimer};
-use super::{Connection, RouteSource, cors, headers, local_reply};
+use super::{Connection, RouteSource, cors, headers, local_reply, upgrade};
 use crate::access_log::{Entry, RequestInfo, flags};
 use crate::body::{Finish, Guard, ProxyBody};
 use crate::cluster::{Cluster, Discovery, Host, UpstreamProtocol};
@@ -122,6 +122,7 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
         }
     };
     let (mut parts, body) = req.into_parts();
+    upgrade::from_extended_connect(&mut parts);
     let authority: String = parts
         .uri
         .authority()
@@ -178,7 +179,7 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
         headers: &parts.headers,
     };
     // Envoy refuses an upgrade the connection manager does not list.
-    if upgrade_type(&parts)
+    if upgrade::requested(&parts)
         .is_some_and(|t| !hcm.upgrades.iter().any(|u| u.eq_ignore_ascii_case(&t)))
     {
         return local(finisher, Some(&parts), StatusCode::FORBIDDEN, "", None);
@@ -515,22 +516,16 @@ async fn forward_request(
         None => authority,
     };
 
-    // An upgrade (websocket) goes through as HTTP/1.1 with its Connection and Upgrade headers;
-    // `handle` has already refused the types the connection manager does not list.
-    let upgrade = upgrade_type(&parts).and_then(|t| HeaderValue::from_str(&t).ok());
+    // An upgrade (websocket) is carried in each side's own protocol; `handle` has already
+    // refused the types the connection manager does not list.
+    let upgrade = upgrade::requested(&parts).and_then(|t| HeaderValue::from_str(&t).ok());
     let downstream_upgrade = match upgrade {
         Some(_) => parts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
         None => None,
     };
+    let downstream_version = parts.version;
 
     headers::strip_hop_by_hop(&mut parts.headers);
-    if let Some(u) = &upgrade {
-        parts.headers.insert(
-            http::header::CONNECTION,
-            HeaderValue::from_static("upgrade"),
-        );
-        parts.headers.insert(http::header::UPGRADE, u.clone());
-    }
     let weighted_ops = weighted.as_ref().map(|w| &w.headers);
     header_levels(
         &mut parts.headers,
@@ -548,8 +543,6 @@ async fn forward_request(
     }
 
     let version = match cluster.config.protocol {
-        // A tunnel is opened by an HTTP/1.1 upgrade, whatever the cluster speaks otherwise.
-        _ if upgrade.is_some() => Version::Http1,
         UpstreamProtocol::Http1 => Version::Http1,
         UpstreamProtocol::Http2 => Version::Http2,
         UpstreamProtocol::Downstream if parts.version == http::Version::HTTP_2 => Version::Http2,
@@ -569,6 +562,9 @@ async fn forward_request(
         );
     };
     parts.uri = uri;
+    if let Some(u) = &upgrade {
+        upgrade::to_upstream(&mut parts, u, version == Version::Http2);
+    }
     match version {
         Version::Http1 => {
             parts.version = http::Version::HTTP_11;
@@ -698,28 +694,18 @@ async fn forward_request(
             return local(finisher, None, status, body, Some(matched));
         }
     };
-    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let switching = upgrade::accepted(resp.status(), version == Version::Http2);
     if let (true, Some(downstream), Some(u)) = (switching, downstream_upgrade, &upgrade) {
         stats::inc(&hcm.stats.downstream_cx_upgrades_total);
-        // The upstream connection now belongs to this tunnel, not to the pool.
+        // An HTTP/1.1 upstream connection now belongs to this tunnel, not to the pool.
         drop(release);
-        let upstream = hyper::upgrade::on(&mut resp);
-        tokio::spawn(async move {
-            if let (Ok(d), Ok(u)) = (downstream.await, upstream.await) {
-                let mut d = hyper_util::rt::TokioIo::new(d);
-                let mut u = hyper_util::rt::TokioIo::new(u);
-                let _ = tokio::io::copy_bidirectional(&mut d, &mut u).await;
-            }
-        });
+        upgrade::tunnel(downstream, hyper::upgrade::on(&mut resp));
         let (mut rparts, rbody) = resp.into_parts();
         headers::strip_hop_by_hop(&mut rparts.headers);
-        rparts.headers.insert(
-            http::header::CONNECTION,
-            HeaderValue::from_static("upgrade"),
-        );
-        rparts.headers.insert(http::header::UPGRADE, u.clone());
+        upgrade::to_downstream(&mut rparts, u, downstream_version);
         headers::on_response(&mut rparts.headers, hcm);
-        finisher.status = 101;
+        rparts.version = http::Version::default();
+        finisher.status = rparts.status.as_u16();
         return Response::from_parts(
             rparts,
             ProxyBody::with_guard(rbody, Guard::new(Box::new(finisher))),
@@ -775,27 +761,4 @@ enum Failure {
     Timeout,
     /// A stream timer expired; whether the request had fully arrived.
     Stream(Expired, bool),
-}
-
-/// The protocol an HTTP/1.1 request asks to upgrade to (`Connection: upgrade` + `Upgrade: X`).
-fn upgrade_type(parts: &http::request::Parts) -> Option<String> {
-    if parts.version != http::Version::HTTP_11 {
-        return None;
-    }
-    let asks = parts
-        .headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    if !asks {
-        return None;
-    }
-    parts
-        .headers
-        .get(http::header::UPGRADE)?
-        .to_str()
-        .ok()
-        .map(str::to_string)
 }

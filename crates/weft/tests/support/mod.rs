@@ -82,7 +82,9 @@ where
 pub async fn start_echo(name: &'static str) -> SocketAddr {
     serve_each(move |stream| async move {
         let service = service_fn(move |req: http::Request<Incoming>| echo(name, req));
-        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder.http2().enable_connect_protocol();
+        let _ = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .await;
     })
@@ -172,8 +174,13 @@ async fn echo(
         }
         return Ok(grpc_echo(name, req.into_body()));
     }
-    // An upgrade (websocket) is accepted and the tunnel echoes every byte back.
-    if req.headers().contains_key("upgrade") {
+    // An upgrade (websocket), over HTTP/1.1 or as an HTTP/2 extended CONNECT, is accepted and
+    // the tunnel echoes every byte back. `x-upstream-upgrade` tells how it arrived.
+    let protocol = req
+        .extensions()
+        .get::<hyper::ext::Protocol>()
+        .map(|p| p.as_str().to_string());
+    if req.headers().contains_key("upgrade") || protocol.is_some() {
         let upgrade = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {
             if let Ok(io) = upgrade.await {
@@ -182,13 +189,29 @@ async fn echo(
             }
         });
         let mut resp = http::Response::new(full(Bytes::new()));
-        *resp.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
-        resp.headers_mut()
-            .insert("connection", http::HeaderValue::from_static("upgrade"));
-        let protocol = req.headers()["upgrade"].clone();
-        resp.headers_mut().insert("upgrade", protocol);
+        let arrived = match protocol {
+            Some(p) => format!("{} {} :protocol={p}", req.method(), req.uri().path()),
+            None => {
+                *resp.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+                let upgrade = req.headers()["upgrade"].clone();
+                resp.headers_mut()
+                    .insert("connection", http::HeaderValue::from_static("upgrade"));
+                let arrived = format!(
+                    "{} {} upgrade={}",
+                    req.method(),
+                    req.uri().path(),
+                    upgrade.to_str().unwrap_or("?")
+                );
+                resp.headers_mut().insert("upgrade", upgrade);
+                arrived
+            }
+        };
         resp.headers_mut()
             .insert("x-upstream", http::HeaderValue::from_static(name));
+        resp.headers_mut().insert(
+            "x-upstream-upgrade",
+            http::HeaderValue::from_str(&arrived).unwrap(),
+        );
         return Ok(resp);
     }
     if let Some(ms) = req
@@ -531,6 +554,50 @@ pub async fn try_request(addr: SocketAddr, req: &Req) -> Result<Resp, String> {
         headers: parts.headers,
         body,
     })
+}
+
+/// A websocket opened over h2c with an extended CONNECT (RFC 8441): `:method CONNECT`,
+/// `:protocol websocket`. Returns the response status and headers, and the tunnel when the
+/// server took it; an error when the stream or connection was refused.
+pub async fn h2_websocket(
+    addr: SocketAddr,
+    authority: &str,
+    path: &str,
+) -> Result<
+    (
+        u16,
+        http::HeaderMap,
+        Option<TokioIo<hyper::upgrade::Upgraded>>,
+    ),
+    String,
+> {
+    let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let mut req = http::Request::connect(format!("http://{authority}{path}"))
+        .header("sec-websocket-version", "13")
+        .body(http_body_util::Empty::<Bytes>::new())
+        .unwrap();
+    req.extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let mut resp = tokio::time::timeout(Duration::from_secs(5), sender.send_request(req))
+        .await
+        .map_err(|_| "no response in 5s".to_string())?
+        .map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let tunnel = if resp.status().is_success() {
+        Some(TokioIo::new(
+            hyper::upgrade::on(&mut resp)
+                .await
+                .map_err(|e| e.to_string())?,
+        ))
+    } else {
+        None
+    };
+    Ok((status, resp.headers().clone(), tunnel))
 }
 
 /// Raw bytes in, the first response line out (for malformed requests).

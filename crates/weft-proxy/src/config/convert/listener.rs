@@ -333,6 +333,15 @@ fn connection_manager(
             .filter(|u| u.enabled.as_ref().is_none_or(|b| b.value))
             .map(|u| u.upgrade_type.to_ascii_lowercase())
             .collect(),
+        allow_connect: h
+            .http2_protocol_options
+            .as_ref()
+            .is_some_and(|o| o.allow_connect),
+        h2_max_concurrent_streams: h
+            .http2_protocol_options
+            .as_ref()
+            .and_then(|o| o.max_concurrent_streams.as_ref())
+            .map(|v| v.value),
         stats: store.http(&h.stat_prefix),
     })
 }
