@@ -120,19 +120,29 @@ fn config_dump(shared: &Shared, include_eds: bool) -> serde_json::Value {
             .collect()
     };
     let d = &snapshot.dynamic;
-    let listeners: Vec<serde_json::Value> = d
-        .listeners
-        .iter()
-        .map(|e| {
-            json!({
-                "name": e.name,
-                "active_state": {
+    // A listener is listed once, with the version serving and the one warming to replace it.
+    let mut by_name: std::collections::BTreeMap<&str, serde_json::Map<String, serde_json::Value>> =
+        std::collections::BTreeMap::new();
+    for (state, entries) in [
+        ("active_state", &d.listeners),
+        ("warming_state", &d.warming_listeners),
+    ] {
+        for e in entries {
+            let listener = by_name.entry(&e.name).or_default();
+            listener.insert("name".into(), json!(e.name));
+            listener.insert(
+                state.into(),
+                json!({
                     "version_info": e.version,
                     "listener": e.json,
                     "last_updated": crate::access_log::format_time(e.last_updated),
-                }
-            })
-        })
+                }),
+            );
+        }
+    }
+    let listeners: Vec<serde_json::Value> = by_name
+        .into_values()
+        .map(serde_json::Value::Object)
         .collect();
     let mut configs = vec![
         json!({
@@ -145,6 +155,7 @@ fn config_dump(shared: &Shared, include_eds: bool) -> serde_json::Value {
             "version_info": snapshot.version,
             "static_clusters": statics("clusters", "cluster"),
             "dynamic_active_clusters": dynamic(&d.clusters, "cluster"),
+            "dynamic_warming_clusters": dynamic(&d.warming_clusters, "cluster"),
         }),
         json!({
             "@type": "type.googleapis.com/envoy.admin.v3.ListenersConfigDump",

@@ -40,8 +40,12 @@ pub struct DumpEntry {
 
 #[derive(Debug, Default)]
 pub struct DynamicDump {
+    /// Listeners and clusters serving.
     pub listeners: Vec<DumpEntry>,
     pub clusters: Vec<DumpEntry>,
+    /// Accepted, waiting for their routes or endpoints.
+    pub warming_listeners: Vec<DumpEntry>,
+    pub warming_clusters: Vec<DumpEntry>,
     pub routes: Vec<DumpEntry>,
     pub endpoints: Vec<DumpEntry>,
 }

@@ -54,6 +54,12 @@ pub struct XdsStats {
     pub rds_update_rejected: AtomicU64,
     pub eds_update_success: AtomicU64,
     pub eds_update_rejected: AtomicU64,
+    /// `listener_manager.total_listeners_active` / `_warming`, `cluster_manager.active_clusters`
+    /// / `warming_clusters`: gauges.
+    pub listeners_active: AtomicU64,
+    pub listeners_warming: AtomicU64,
+    pub clusters_active: AtomicU64,
+    pub clusters_warming: AtomicU64,
 }
 
 impl XdsStats {
@@ -90,6 +96,26 @@ impl XdsStats {
             ("rds.update_rejected", get(&self.rds_update_rejected), true),
             ("eds.update_success", get(&self.eds_update_success), true),
             ("eds.update_rejected", get(&self.eds_update_rejected), true),
+            (
+                "listener_manager.total_listeners_active",
+                get(&self.listeners_active),
+                false,
+            ),
+            (
+                "listener_manager.total_listeners_warming",
+                get(&self.listeners_warming),
+                false,
+            ),
+            (
+                "cluster_manager.active_clusters",
+                get(&self.clusters_active),
+                false,
+            ),
+            (
+                "cluster_manager.warming_clusters",
+                get(&self.clusters_warming),
+                false,
+            ),
         ]
     }
 }

@@ -108,6 +108,9 @@ pub struct ClusterConfig {
     /// The `ClusterLoadAssignment` an EDS cluster takes: `eds_cluster_config.service_name`, or
     /// the cluster's name.
     pub eds_service_name: String,
+    /// How long a new EDS cluster waits (warming) for its first assignment:
+    /// `eds_config.initial_fetch_timeout`, 15 s by default, none when 0.
+    pub eds_initial_fetch_timeout: Option<Duration>,
     pub original_dst: OriginalDstConfig,
     /// `transport_socket` TLS.
     pub tls: Option<Arc<crate::upstream::tls::UpstreamTls>>,

@@ -79,8 +79,13 @@ pub struct HttpConnectionManager {
 pub enum RouteSource {
     /// `route_config`, inline.
     Static(Arc<RouteConfig>),
-    /// `rds`: the named `RouteConfiguration` of the current snapshot.
-    Rds(String),
+    /// `rds`: the named `RouteConfiguration` of the current snapshot. A listener that names
+    /// one not yet received is warming until it arrives or `initial_fetch_timeout` (15 s by
+    /// default, none when 0) runs out.
+    Rds {
+        name: String,
+        initial_fetch_timeout: Option<Duration>,
+    },
 }
 
 /// Per-connection facts every request of the connection needs.

@@ -189,7 +189,7 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
     let snapshot = conn.shared.snapshot.load_full();
     let route_config = match &hcm.route {
         RouteSource::Static(rc) => Some(rc.clone()),
-        RouteSource::Rds(name) => snapshot.routes.get(name).cloned(),
+        RouteSource::Rds { name, .. } => snapshot.routes.get(name).cloned(),
     };
     // An RDS table that has not arrived yet routes nothing, as in Envoy.
     let Some(route_config) = route_config else {

@@ -7,6 +7,7 @@
 mod delta;
 mod sotw;
 pub mod state;
+mod warming;
 
 use crate::server::Shared;
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -110,12 +111,13 @@ pub(crate) fn count(shared: &Shared, type_url: &str, accepted: bool) {
     } else {
         rejected.fetch_add(1, Ordering::Relaxed);
     }
-    // Envoy is initialized once it has its first clusters and listeners.
-    if accepted
-        && s.cds_update_success.load(Ordering::Relaxed) > 0
-        && s.lds_update_success.load(Ordering::Relaxed) > 0
-    {
-        shared.ready.store(true, Ordering::Relaxed);
+}
+
+/// Waits until the first warming resource's fetch timeout runs out (forever if none waits).
+pub(crate) async fn warming_timeout(dynamic: &Dynamic) {
+    match dynamic.warming_deadline() {
+        Some(d) => tokio::time::sleep_until(d.into()).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -3,9 +3,10 @@
 //! An update is all or nothing: every resource in it is checked against the supported fields,
 //! converted, and (for listeners) bound before anything is published. If one fails, the update
 //! is refused with a message naming the resource and the field, and the last good config keeps
-//! serving.
+//! serving. A listener or EDS cluster that still waits for what it names is warming
+//! (`warming`): the version it replaces serves until it is ready.
 
-use super::type_url;
+use super::{type_url, warming};
 use crate::cluster::{Cluster, Discovery, LocalityConfig};
 use crate::config::{FieldError, convert, supported};
 use crate::http::RouteSource;
@@ -22,7 +23,8 @@ use prost::Message;
 use prost_reflect::{DynamicMessage, ReflectMessage, SerializeOptions};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::sync::atomic::Ordering;
+use std::time::{Instant, SystemTime};
 
 /// One accepted resource.
 #[derive(Debug, Clone)]
@@ -31,6 +33,8 @@ pub struct Accepted<T> {
     pub bytes: Vec<u8>,
     pub json: serde_json::Value,
     pub last_updated: SystemTime,
+    /// When it was accepted: the start of its warming.
+    pub since: Instant,
     pub built: T,
 }
 
@@ -57,6 +61,8 @@ pub struct Dynamic {
     /// The last accepted version of each type, for state-of-the-world NACKs.
     pub versions: HashMap<String, String>,
     bootstrap_dump: serde_json::Value,
+    /// When the next warming resource's fetch timeout runs out.
+    deadline: Option<Instant>,
 }
 
 /// Built but not yet committed.
@@ -93,6 +99,7 @@ impl Dynamic {
             held: Held::default(),
             versions: HashMap::new(),
             bootstrap_dump,
+            deadline: None,
         }
     }
 
@@ -107,11 +114,12 @@ impl Dynamic {
         let all = self
             .static_listeners
             .iter()
-            .chain(self.held.listeners.values().map(|a| &a.built));
+            .chain(self.held.listeners.values().map(|a| &a.built))
+            .chain(self.held.active_listeners.values().map(|a| &a.built));
         for l in all {
             for chain in &l.filter_chains {
                 if let NetworkFilter::Http(hcm) = &chain.filter
-                    && let RouteSource::Rds(name) = &hcm.route
+                    && let RouteSource::Rds { name, .. } = &hcm.route
                 {
                     names.insert(name.clone());
                 }
@@ -125,6 +133,7 @@ impl Dynamic {
         self.static_clusters
             .values()
             .chain(self.held.clusters.values().map(|a| &a.built))
+            .chain(self.held.active_clusters.values().map(|a| &a.built))
             .filter(|c| c.config.discovery == Discovery::Eds)
             .map(|c| c.config.eds_service_name.clone())
             .collect()
@@ -183,17 +192,54 @@ impl Dynamic {
         if update.type_url == type_url::ROUTE {
             next.check_routes(&self.static_clusters)?;
         }
+        let deadline = next.settle(Instant::now());
         let saved = std::mem::replace(&mut self.held, next);
         if let Err(e) = self.publish(Some(update.type_url)) {
             self.held = saved;
             return Err(e);
         }
+        self.deadline = deadline;
         self.versions
             .insert(update.type_url.to_string(), update.version.to_string());
         if !moved_endpoints.is_empty() {
             self.assign_endpoints(&moved_endpoints);
         }
+        self.mark_initialized();
         Ok(())
+    }
+
+    /// When the next warming resource stops waiting, if any does.
+    pub fn warming_deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Lets the resources whose fetch timeout ran out serve without what they wait for.
+    pub fn warming_expired(&mut self) {
+        let mut next = self.held.clone();
+        let deadline = next.settle(Instant::now());
+        let saved = std::mem::replace(&mut self.held, next);
+        match self.publish(None) {
+            Ok(()) => self.deadline = deadline,
+            Err(e) => {
+                // A listener that cannot be bound stays warming; the next update retries it.
+                tracing::warn!(error = %e, "a listener done warming cannot start");
+                self.held = saved;
+                self.deadline = None;
+            }
+        }
+        self.mark_initialized();
+    }
+
+    /// Envoy is initialized (`/ready` says LIVE) once it has its first clusters and listeners
+    /// and none of them is warming any more.
+    fn mark_initialized(&self) {
+        if self.versions.contains_key(type_url::CLUSTER)
+            && self.versions.contains_key(type_url::LISTENER)
+            && self.held.warming_listeners().next().is_none()
+            && self.held.warming_clusters().next().is_none()
+        {
+            self.shared.ready.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Gives the EDS clusters of the named load assignments their new hosts (none if the
@@ -203,7 +249,8 @@ impl Dynamic {
         let clusters = self
             .static_clusters
             .values()
-            .chain(self.held.clusters.values().map(|a| &a.built));
+            .chain(self.held.clusters.values().map(|a| &a.built))
+            .chain(self.held.active_clusters.values().map(|a| &a.built));
         for c in clusters {
             if c.config.discovery == Discovery::Eds && names.contains(&c.config.eds_service_name) {
                 match self.held.endpoints.get(&c.config.eds_service_name) {
@@ -318,6 +365,7 @@ impl Dynamic {
                 bytes: any.value.clone(),
                 json,
                 last_updated: now,
+                since: Instant::now(),
                 built,
             },
         ))
@@ -327,13 +375,13 @@ impl Dynamic {
     /// update of `changed` type that adds a listener whose port cannot be bound is refused here.
     fn publish(&mut self, changed: Option<&str>) -> Result<(), String> {
         let mut listeners = self.static_listeners.clone();
-        listeners.extend(self.held.listeners.values().map(|a| a.built.clone()));
+        listeners.extend(self.held.active_listeners.values().map(|a| a.built.clone()));
         let prepared = self
             .manager
             .prepare(&listeners)
             .map_err(|e| format!("{} {e}", kind(changed.unwrap_or(type_url::LISTENER))))?;
         let mut clusters = self.static_clusters.clone();
-        for (name, a) in &self.held.clusters {
+        for (name, a) in &self.held.active_clusters {
             clusters.insert(name.clone(), a.built.clone());
         }
         let routes = self
@@ -361,17 +409,36 @@ impl Dynamic {
         };
         self.shared.snapshot.store(Arc::new(snapshot));
         self.manager.commit(prepared, &listeners);
+        let s = &self.shared.xds;
+        s.listeners_active
+            .store(listeners.len() as u64, Ordering::Relaxed);
+        s.listeners_warming.store(
+            self.held.warming_listeners().count() as u64,
+            Ordering::Relaxed,
+        );
+        s.clusters_active.store(
+            (self.static_clusters.len() + self.held.active_clusters.len()) as u64,
+            Ordering::Relaxed,
+        );
+        s.clusters_warming.store(
+            self.held.warming_clusters().count() as u64,
+            Ordering::Relaxed,
+        );
         Ok(())
     }
 }
 
-/// The accepted resources, by type and name.
+/// The accepted resources, by type and name, and which listeners and clusters serve.
 #[derive(Debug, Clone, Default)]
 struct Held {
     listeners: BTreeMap<String, Accepted<Arc<Listener>>>,
     clusters: BTreeMap<String, Accepted<Arc<Cluster>>>,
     routes: BTreeMap<String, Accepted<Arc<RouteConfig>>>,
     endpoints: BTreeMap<String, Accepted<Arc<Vec<LocalityConfig>>>>,
+    /// The listeners serving: the accepted version once it is warm, the one it replaces until
+    /// then.
+    active_listeners: BTreeMap<String, Accepted<Arc<Listener>>>,
+    active_clusters: BTreeMap<String, Accepted<Arc<Cluster>>>,
 }
 
 fn with<T, U>(a: Accepted<U>, built: T) -> Accepted<T> {
@@ -380,11 +447,60 @@ fn with<T, U>(a: Accepted<U>, built: T) -> Accepted<T> {
         bytes: a.bytes,
         json: a.json,
         last_updated: a.last_updated,
+        since: a.since,
         built,
     }
 }
 
 impl Held {
+    /// Promotes what is warm (or done waiting) to active, drops what was removed, and returns
+    /// when the next warming resource's timeout runs out.
+    fn settle(&mut self, now: Instant) -> Option<Instant> {
+        let mut deadline: Option<Instant> = None;
+        let mut earliest = |d: Option<Instant>| {
+            if let Some(d) = d {
+                deadline = Some(deadline.map_or(d, |x| x.min(d)));
+            }
+        };
+        self.active_listeners
+            .retain(|name, _| self.listeners.contains_key(name));
+        for (name, a) in &self.listeners {
+            let wait = warming::listener(&a.built, &self.routes, a.since, now);
+            if wait.waiting {
+                earliest(wait.deadline);
+            } else {
+                self.active_listeners.insert(name.clone(), a.clone());
+            }
+        }
+        self.active_clusters
+            .retain(|name, _| self.clusters.contains_key(name));
+        for (name, a) in &self.clusters {
+            let wait = warming::cluster(&a.built, &self.endpoints, a.since, now);
+            if wait.waiting {
+                earliest(wait.deadline);
+            } else {
+                self.active_clusters.insert(name.clone(), a.clone());
+            }
+        }
+        deadline
+    }
+
+    /// Accepted listeners not serving yet.
+    fn warming_listeners(&self) -> impl Iterator<Item = (&String, &Accepted<Arc<Listener>>)> {
+        self.listeners.iter().filter(|(name, a)| {
+            let active = self.active_listeners.get(*name);
+            !active.is_some_and(|x| Arc::ptr_eq(&x.built, &a.built))
+        })
+    }
+
+    /// Accepted clusters not serving yet.
+    fn warming_clusters(&self) -> impl Iterator<Item = (&String, &Accepted<Arc<Cluster>>)> {
+        self.clusters.iter().filter(|(name, a)| {
+            let active = self.active_clusters.get(*name);
+            !active.is_some_and(|x| Arc::ptr_eq(&x.built, &a.built))
+        })
+    }
+
     fn versions(&self, type_url: &str) -> HashMap<String, String> {
         fn versions<T>(m: &BTreeMap<String, Accepted<T>>) -> HashMap<String, String> {
             m.iter()
@@ -421,19 +537,28 @@ impl Held {
     }
 
     fn dump(&self) -> DynamicDump {
+        fn entry<T>(name: &str, a: &Accepted<T>) -> DumpEntry {
+            DumpEntry {
+                name: name.to_string(),
+                version: a.version.clone(),
+                last_updated: a.last_updated,
+                json: a.json.clone(),
+            }
+        }
         fn entries<T>(m: &BTreeMap<String, Accepted<T>>) -> Vec<DumpEntry> {
-            m.iter()
-                .map(|(name, a)| DumpEntry {
-                    name: name.clone(),
-                    version: a.version.clone(),
-                    last_updated: a.last_updated,
-                    json: a.json.clone(),
-                })
-                .collect()
+            m.iter().map(|(name, a)| entry(name, a)).collect()
         }
         DynamicDump {
-            listeners: entries(&self.listeners),
-            clusters: entries(&self.clusters),
+            listeners: entries(&self.active_listeners),
+            warming_listeners: self
+                .warming_listeners()
+                .map(|(name, a)| entry(name, a))
+                .collect(),
+            clusters: entries(&self.active_clusters),
+            warming_clusters: self
+                .warming_clusters()
+                .map(|(name, a)| entry(name, a))
+                .collect(),
             routes: entries(&self.routes),
             endpoints: entries(&self.endpoints),
         }

@@ -2,6 +2,8 @@
 //! template, and a small HTTP/1.1 and h2c client.
 #![allow(dead_code)]
 
+pub mod xds;
+
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;

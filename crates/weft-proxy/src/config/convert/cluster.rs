@@ -138,6 +138,14 @@ pub fn cluster(c: &pb::Cluster, path: &str) -> Result<ClusterConfig> {
         (Some(eds), Discovery::Eds) if !eds.service_name.is_empty() => eds.service_name.clone(),
         _ => c.name.clone(),
     };
+    let eds_initial_fetch_timeout = match c
+        .eds_cluster_config
+        .as_ref()
+        .and_then(|e| e.eds_config.as_ref())
+    {
+        Some(source) => super::initial_fetch_timeout(source),
+        None => Some(super::DEFAULT_INITIAL_FETCH_TIMEOUT),
+    };
     if discovery == Discovery::Eds && !localities.is_empty() {
         return Err(FieldError::new(
             format!("{path}.load_assignment"),
@@ -215,6 +223,7 @@ pub fn cluster(c: &pb::Cluster, path: &str) -> Result<ClusterConfig> {
         dns_family,
         localities,
         eds_service_name,
+        eds_initial_fetch_timeout,
         original_dst,
         tls: match &c.transport_socket {
             Some(t) => super::tls::transport_socket(t, &format!("{path}.transport_socket"))?,

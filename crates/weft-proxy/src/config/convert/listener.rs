@@ -243,17 +243,20 @@ fn connection_manager(
                     "is required",
                 ));
             }
-            if rds
+            let Some(source) = rds
                 .config_source
                 .as_ref()
-                .is_none_or(|c| c.config_source_specifier.is_none())
-            {
+                .filter(|c| c.config_source_specifier.is_some())
+            else {
                 return Err(FieldError::new(
                     format!("{path}.rds.config_source"),
                     "must be {ads: {}}",
                 ));
+            };
+            RouteSource::Rds {
+                name: rds.route_config_name.clone(),
+                initial_fetch_timeout: super::initial_fetch_timeout(source),
             }
-            RouteSource::Rds(rds.route_config_name.clone())
         }
         _ => {
             return Err(FieldError::new(

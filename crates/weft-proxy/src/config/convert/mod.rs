@@ -25,6 +25,20 @@ pub(crate) fn duration(d: Option<&PbDuration>) -> Option<Duration> {
     d.map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
 }
 
+/// Envoy's wait for the first response of a subscription before it gives up warming.
+pub(crate) const DEFAULT_INITIAL_FETCH_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A config source's `initial_fetch_timeout`: 15 s when unset, no limit when 0.
+pub(crate) fn initial_fetch_timeout(
+    source: &envoy_types::pb::envoy::config::core::v3::ConfigSource,
+) -> Option<Duration> {
+    match duration(source.initial_fetch_timeout.as_ref()) {
+        None => Some(DEFAULT_INITIAL_FETCH_TIMEOUT),
+        Some(d) if d.is_zero() => None,
+        Some(d) => Some(d),
+    }
+}
+
 pub(crate) fn decode_any<M: prost::Message + Default>(any: &Any, path: &str) -> Result<M> {
     M::decode(any.value.as_slice())
         .map_err(|e| FieldError::new(path, format!("cannot decode {}: {e}", any.type_url)))
