@@ -250,7 +250,11 @@ impl Dynamic {
             .static_clusters
             .values()
             .chain(self.held.clusters.values().map(|a| &a.built))
-            .chain(self.held.active_clusters.values().map(|a| &a.built));
+            // The version still serving while its successor warms (the same one otherwise).
+            .chain(self.held.active_clusters.iter().filter_map(|(name, a)| {
+                let held = self.held.clusters.get(name);
+                (!held.is_some_and(|h| Arc::ptr_eq(&h.built, &a.built))).then_some(&a.built)
+            }));
         for c in clusters {
             if c.config.discovery == Discovery::Eds && names.contains(&c.config.eds_service_name) {
                 match self.held.endpoints.get(&c.config.eds_service_name) {
