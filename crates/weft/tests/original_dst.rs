@@ -92,7 +92,12 @@ async fn in_namespace() {
         tokio::spawn(async move {
             while let Ok((mut s, _)) = l.accept().await {
                 tokio::spawn(async move {
+                    // Read the client's line first: closing with unread bytes would send a
+                    // reset, which may discard the answer before the proxy reads it.
+                    let mut line = [0u8; 3];
+                    let _ = s.read_exact(&mut line).await;
                     let _ = s.write_all(b"outside\n").await;
+                    let _ = s.shutdown().await;
                 });
             }
         });
