@@ -3,8 +3,8 @@
 //! write either, as under `weft up` — from the Pods its selector picks.
 
 use crate::{
-    Endpoint, Index, Origin, Registry, Resolution, Service, ServicePort, export_to, locality,
-    namespace, port_number, selects,
+    Endpoint, Index, Origin, Registry, Resolution, Service, ServicePort, endpoint, export_to,
+    namespace, pod_ip, pod_origin, port_number, selects, with_pod,
 };
 use crate::{Options, Protocol, host};
 use weft_api::types::common::Labels;
@@ -87,36 +87,6 @@ pub(crate) fn service(s: &KubeService, index: &Index<'_>, options: &Options, out
         endpoints,
         origin,
     });
-}
-
-fn endpoint(address: String, service_port: u16, port: u16, origin: &Origin) -> Endpoint {
-    Endpoint {
-        address,
-        service_port,
-        port,
-        labels: Labels::new(),
-        locality: None,
-        weight: 1,
-        service_account: None,
-        network: None,
-        ready: true,
-        origin: origin.clone(),
-    }
-}
-
-/// Labels, locality and service account of the Pod an address belongs to.
-fn with_pod(mut e: Endpoint, pod: Option<&Pod>) -> Endpoint {
-    if let Some(pod) = pod {
-        e.labels = pod.metadata.labels.clone();
-        e.locality = locality(&e.labels);
-        e.service_account = Some(
-            pod.spec
-                .as_ref()
-                .and_then(|s| s.service_account_name.clone())
-                .unwrap_or_else(|| "default".into()),
-        );
-    }
-    e
 }
 
 fn pod_named<'a>(index: &Index<'a>, ns: &str, name: Option<&str>) -> Option<&'a Pod> {
@@ -251,14 +221,10 @@ fn from_pods(
         .iter()
         .filter(|p| namespace(&p.metadata) == ns && selects(selector, &p.metadata.labels))
     {
-        let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
+        let Some(ip) = pod_ip(pod) else {
             continue;
         };
-        let origin = Origin {
-            kind: "Pod",
-            namespace: ns.to_string(),
-            name: pod.metadata.name.clone().unwrap_or_default(),
-        };
+        let origin = pod_origin(pod);
         for (p, kube_port) in ports {
             let target = match &kube_port.target_port {
                 None => Some(p.number),

@@ -170,6 +170,51 @@ impl<'a> Index<'a> {
     }
 }
 
+/// An endpoint with nothing known of its workload (an address from DNS, an Endpoints object
+/// without a Pod).
+pub(crate) fn endpoint(address: String, service_port: u16, port: u16, origin: &Origin) -> Endpoint {
+    Endpoint {
+        address,
+        service_port,
+        port,
+        labels: Labels::new(),
+        locality: None,
+        weight: 1,
+        service_account: None,
+        network: None,
+        ready: true,
+        origin: origin.clone(),
+    }
+}
+
+/// Labels, locality and service account of the Pod an address belongs to.
+pub(crate) fn with_pod(mut e: Endpoint, pod: Option<&weft_api::types::kube::Pod>) -> Endpoint {
+    if let Some(pod) = pod {
+        e.labels = pod.metadata.labels.clone();
+        e.locality = locality(&e.labels);
+        e.service_account = Some(
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.service_account_name.clone())
+                .unwrap_or_else(|| "default".into()),
+        );
+    }
+    e
+}
+
+/// A Pod's IP, once it has one.
+pub(crate) fn pod_ip(pod: &weft_api::types::kube::Pod) -> Option<String> {
+    pod.status.as_ref().and_then(|s| s.pod_ip.clone())
+}
+
+pub(crate) fn pod_origin(pod: &weft_api::types::kube::Pod) -> Origin {
+    Origin {
+        kind: "Pod",
+        namespace: namespace(&pod.metadata),
+        name: pod.metadata.name.clone().unwrap_or_default(),
+    }
+}
+
 /// A namespace as written, or Kubernetes' `default`.
 pub(crate) fn namespace(meta: &weft_api::types::common::ObjectMeta) -> String {
     meta.namespace.clone().unwrap_or_else(|| "default".into())

@@ -4,8 +4,8 @@
 
 use crate::Protocol;
 use crate::{
-    Endpoint, Index, Origin, Registry, Resolution, Service, ServicePort, locality, namespace,
-    port_number, selects,
+    Endpoint, Index, Origin, Registry, Resolution, Service, ServicePort, endpoint, namespace,
+    pod_ip, pod_origin, port_number, selects, with_pod,
 };
 use weft_api::resource::IstioObject;
 use weft_api::types::service_entry::{
@@ -82,33 +82,16 @@ pub(crate) fn services(se: &IstioObject<ServiceEntry>, index: &Index<'_>, out: &
             }
         }
         for pod in &pods {
-            let Some(ip) = pod.status.as_ref().and_then(|s| s.pod_ip.clone()) else {
+            let Some(ip) = pod_ip(pod) else {
                 continue;
             };
-            let o = Origin {
-                kind: "Pod",
-                namespace: ns.clone(),
-                name: pod.metadata.name.clone().unwrap_or_default(),
-            };
-            let labels = pod.metadata.labels.clone();
+            let o = pod_origin(pod);
             for (p, target) in &ports {
-                endpoints.push(Endpoint {
-                    address: ip.clone(),
-                    service_port: p.number,
-                    port: target.unwrap_or(p.number),
-                    locality: locality(&labels),
-                    labels: labels.clone(),
-                    weight: 1,
-                    service_account: Some(
-                        pod.spec
-                            .as_ref()
-                            .and_then(|s| s.service_account_name.clone())
-                            .unwrap_or_else(|| "default".into()),
-                    ),
-                    network: None,
-                    ready: true,
-                    origin: o.clone(),
-                });
+                let port = target.unwrap_or(p.number);
+                endpoints.push(with_pod(
+                    endpoint(ip.clone(), p.number, port, &o),
+                    Some(pod),
+                ));
             }
         }
         if workloads.is_empty()
@@ -116,18 +99,8 @@ pub(crate) fn services(se: &IstioObject<ServiceEntry>, index: &Index<'_>, out: &
             && matches!(resolution, Resolution::DnsLb | Resolution::DnsRoundRobin)
         {
             for (p, target) in &ports {
-                endpoints.push(Endpoint {
-                    address: host.clone(),
-                    service_port: p.number,
-                    port: target.unwrap_or(p.number),
-                    labels: Default::default(),
-                    locality: None,
-                    weight: 1,
-                    service_account: None,
-                    network: None,
-                    ready: true,
-                    origin: origin.clone(),
-                });
+                let port = target.unwrap_or(p.number);
+                endpoints.push(endpoint(host.clone(), p.number, port, &origin));
             }
         }
         out.services.push(Service {
