@@ -113,11 +113,23 @@ pub(crate) fn count(shared: &Shared, type_url: &str, accepted: bool) {
     }
 }
 
-/// Waits until the first warming resource's fetch timeout runs out (forever if none waits).
-pub(crate) async fn warming_timeout(dynamic: &Dynamic) {
-    match dynamic.warming_deadline() {
-        Some(d) => tokio::time::sleep_until(d.into()).await,
-        None => std::future::pending().await,
+/// The next response of a stream. While waiting for it, resources whose warming fetch timeout
+/// runs out are let serve.
+pub(crate) async fn next_response<T>(
+    responses: &mut tonic::Streaming<T>,
+    dynamic: &mut Dynamic,
+) -> Result<Option<T>, tonic::Status> {
+    loop {
+        let timeout = async {
+            match dynamic.warming_deadline() {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = responses.message() => return r,
+            () = timeout => dynamic.warming_expired(),
+        }
     }
 }
 

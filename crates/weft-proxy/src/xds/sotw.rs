@@ -83,17 +83,7 @@ pub(super) async fn session(
         .into_inner();
     shared.xds.connected_state.store(1, Ordering::Relaxed);
     tracing::info!(uri = %config.uri, "xDS stream established (state of the world)");
-    loop {
-        let response = tokio::select! {
-            r = responses.message() => match r? {
-                Some(r) => r,
-                None => break,
-            },
-            () = super::warming_timeout(dynamic) => {
-                dynamic.warming_expired();
-                continue;
-            }
-        };
+    while let Some(response) = super::next_response(&mut responses, dynamic).await? {
         *established = true;
         let type_url = response.type_url.as_str();
         let update = Update {

@@ -251,10 +251,7 @@ impl Dynamic {
             .values()
             .chain(self.held.clusters.values().map(|a| &a.built))
             // The version still serving while its successor warms (the same one otherwise).
-            .chain(self.held.active_clusters.iter().filter_map(|(name, a)| {
-                let held = self.held.clusters.get(name);
-                (!held.is_some_and(|h| Arc::ptr_eq(&h.built, &a.built))).then_some(&a.built)
-            }));
+            .chain(warming(&self.held.active_clusters, &self.held.clusters).map(|(_, a)| &a.built));
         for c in clusters {
             if c.config.discovery == Discovery::Eds && names.contains(&c.config.eds_service_name) {
                 match self.held.endpoints.get(&c.config.eds_service_name) {
@@ -460,49 +457,28 @@ impl Held {
     /// Promotes what is warm (or done waiting) to active, drops what was removed, and returns
     /// when the next warming resource's timeout runs out.
     fn settle(&mut self, now: Instant) -> Option<Instant> {
-        let mut deadline: Option<Instant> = None;
-        let mut earliest = |d: Option<Instant>| {
-            if let Some(d) = d {
-                deadline = Some(deadline.map_or(d, |x| x.min(d)));
-            }
-        };
-        self.active_listeners
-            .retain(|name, _| self.listeners.contains_key(name));
-        for (name, a) in &self.listeners {
-            let wait = warming::listener(&a.built, &self.routes, a.since, now);
-            if wait.waiting {
-                earliest(wait.deadline);
-            } else {
-                self.active_listeners.insert(name.clone(), a.clone());
-            }
+        let routes = &self.routes;
+        let listeners = promote(&self.listeners, &mut self.active_listeners, |a| {
+            warming::listener(&a.built, routes, a.since, now)
+        });
+        let endpoints = &self.endpoints;
+        let clusters = promote(&self.clusters, &mut self.active_clusters, |a| {
+            warming::cluster(&a.built, endpoints, a.since, now)
+        });
+        match (listeners, clusters) {
+            (Some(l), Some(c)) => Some(l.min(c)),
+            (l, c) => l.or(c),
         }
-        self.active_clusters
-            .retain(|name, _| self.clusters.contains_key(name));
-        for (name, a) in &self.clusters {
-            let wait = warming::cluster(&a.built, &self.endpoints, a.since, now);
-            if wait.waiting {
-                earliest(wait.deadline);
-            } else {
-                self.active_clusters.insert(name.clone(), a.clone());
-            }
-        }
-        deadline
     }
 
     /// Accepted listeners not serving yet.
     fn warming_listeners(&self) -> impl Iterator<Item = (&String, &Accepted<Arc<Listener>>)> {
-        self.listeners.iter().filter(|(name, a)| {
-            let active = self.active_listeners.get(*name);
-            !active.is_some_and(|x| Arc::ptr_eq(&x.built, &a.built))
-        })
+        warming(&self.listeners, &self.active_listeners)
     }
 
     /// Accepted clusters not serving yet.
     fn warming_clusters(&self) -> impl Iterator<Item = (&String, &Accepted<Arc<Cluster>>)> {
-        self.clusters.iter().filter(|(name, a)| {
-            let active = self.active_clusters.get(*name);
-            !active.is_some_and(|x| Arc::ptr_eq(&x.built, &a.built))
-        })
+        warming(&self.clusters, &self.active_clusters)
     }
 
     fn versions(&self, type_url: &str) -> HashMap<String, String> {
@@ -615,6 +591,41 @@ impl Held {
         }
         Ok(())
     }
+}
+
+type Map<T> = BTreeMap<String, Accepted<Arc<T>>>;
+
+/// Makes the accepted resources that no longer wait the serving ones, drops serving ones no
+/// longer accepted, and returns when the next waiting one's timeout runs out.
+fn promote<T>(
+    accepted: &Map<T>,
+    active: &mut Map<T>,
+    wait: impl Fn(&Accepted<Arc<T>>) -> warming::Wait,
+) -> Option<Instant> {
+    active.retain(|name, _| accepted.contains_key(name));
+    let mut deadline: Option<Instant> = None;
+    for (name, a) in accepted {
+        let w = wait(a);
+        if w.waiting {
+            if let Some(d) = w.deadline {
+                deadline = Some(deadline.map_or(d, |x| x.min(d)));
+            }
+        } else {
+            active.insert(name.clone(), a.clone());
+        }
+    }
+    deadline
+}
+
+/// Accepted resources that are not the ones serving under their name.
+fn warming<'a, T>(
+    accepted: &'a Map<T>,
+    active: &'a Map<T>,
+) -> impl Iterator<Item = (&'a String, &'a Accepted<Arc<T>>)> {
+    accepted.iter().filter(|(name, a)| {
+        let serving = active.get(*name);
+        !serving.is_some_and(|x| Arc::ptr_eq(&x.built, &a.built))
+    })
 }
 
 /// The name inside a resource: what state-of-the-world responses identify it by.
