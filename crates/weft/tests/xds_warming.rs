@@ -13,28 +13,6 @@ use support::xds::*;
 use support::{Kind, Req, try_request};
 use weft_xds::ads::Cache;
 
-/// A listener whose RDS subscription gives up waiting after `timeout`.
-fn listener_with_timeout(name: &str, port: u16, routes: &str, timeout: &str) -> Named {
-    any(
-        "envoy.config.listener.v3.Listener",
-        json!({
-            "name": name,
-            "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-            "filter_chains": [{"filters": [{
-                "name": "envoy.filters.network.http_connection_manager",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                    "stat_prefix": name,
-                    "rds": {"route_config_name": routes, "config_source": {
-                        "ads": {}, "resource_api_version": "V3", "initial_fetch_timeout": timeout}},
-                    "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]
-                }
-            }]}]
-        }),
-    )
-}
-
 /// What `/config_dump` says of dynamic listeners and clusters: `listener NAME STATE [VERSION]`
 /// per state, `cluster NAME active|warming VERSION`.
 fn dump_states(dump: &Value) -> Vec<String> {
@@ -114,7 +92,13 @@ async fn listeners_and_clusters_warm_before_they_serve() {
             // too, and a new EDS cluster has no endpoints yet.
             resources.push(listener("http", http, "main2"));
             resources.push(listener("extra", extra, "extra"));
-            resources.push(listener_with_timeout("late", late, "never", "1s"));
+            // Its RDS subscription gives up waiting after 1 s.
+            resources.push(listener_with_source(
+                "late",
+                late,
+                "never",
+                json!({"ads": {}, "resource_api_version": "V3", "initial_fetch_timeout": "1s"}),
+            ));
             resources.push(eds_cluster("c"));
         }
         if step == 2 {

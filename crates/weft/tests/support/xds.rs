@@ -61,6 +61,16 @@ pub fn any(message: &str, value: Value) -> Named {
 }
 
 pub fn listener(name: &str, port: u16, routes: &str) -> Named {
+    listener_with_source(
+        name,
+        port,
+        routes,
+        json!({"ads": {}, "resource_api_version": "V3"}),
+    )
+}
+
+/// A listener whose RDS subscription has the given `config_source`.
+pub fn listener_with_source(name: &str, port: u16, routes: &str, source: Value) -> Named {
     any(
         "envoy.config.listener.v3.Listener",
         json!({
@@ -71,7 +81,7 @@ pub fn listener(name: &str, port: u16, routes: &str) -> Named {
                 "typed_config": {
                     "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                     "stat_prefix": name,
-                    "rds": {"route_config_name": routes, "config_source": {"ads": {}, "resource_api_version": "V3"}},
+                    "rds": {"route_config_name": routes, "config_source": source},
                     "http_filters": [{"name": "envoy.filters.http.router", "typed_config": {
                         "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}]
                 }
