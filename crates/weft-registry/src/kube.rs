@@ -75,6 +75,7 @@ pub(crate) fn service(s: &KubeService, index: &Index<'_>, options: &Options, out
         && let Some(selector) = &spec.selector
     {
         from_pods(selector, &ns, &ports, index, &mut endpoints);
+        from_workload_entries(selector, &ns, &ports, index, &mut endpoints);
     }
     out.services.push(Service {
         hostname: host::kube_service(&name, &ns, &options.domain_suffix),
@@ -237,6 +238,43 @@ fn from_pods(
                     Some(pod),
                 ));
             }
+        }
+    }
+}
+
+/// WorkloadEntries a Service's selector picks, as Istio adds them (VMs behind a Kubernetes
+/// Service): each port on the entry's `ports` entry for the port name, else on `targetPort`.
+fn from_workload_entries(
+    selector: &Labels,
+    ns: &str,
+    ports: &[(ServicePort, &KubePort)],
+    index: &Index<'_>,
+    out: &mut Vec<Endpoint>,
+) {
+    for (meta, w) in &index.workload_entries {
+        if namespace(meta) != ns || !selects(selector, &w.labels) {
+            continue;
+        }
+        let Some(address) = w.address.clone().filter(|a| !a.is_empty()) else {
+            continue;
+        };
+        let origin = Origin {
+            kind: "WorkloadEntry",
+            namespace: ns.to_string(),
+            name: meta.name.clone().unwrap_or_default(),
+        };
+        for (p, kube_port) in ports {
+            let target = match &kube_port.target_port {
+                Some(IntOrString::Int(n)) => port_number(Some(*n)),
+                _ => None,
+            };
+            out.push(crate::service_entry::workload_endpoint(
+                w,
+                address.clone(),
+                p,
+                target,
+                &origin,
+            ));
         }
     }
 }

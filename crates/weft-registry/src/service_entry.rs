@@ -124,7 +124,7 @@ pub(crate) fn services(se: &IstioObject<ServiceEntry>, index: &Index<'_>, out: &
 
 /// A WorkloadEntry serving one ServiceEntry port: on the port its `ports` map gives for the
 /// port's name, else the port's `targetPort`, else the port's number.
-fn workload_endpoint(
+pub(crate) fn workload_endpoint(
     w: &WorkloadEntry,
     address: String,
     p: &ServicePort,

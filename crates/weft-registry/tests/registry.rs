@@ -330,3 +330,49 @@ spec:
     );
     assert_eq!(one(&r, "broken.ns1.svc.cluster.local").ports.len(), 1);
 }
+
+#[test]
+fn a_kubernetes_service_selects_workload_entries_of_its_namespace() {
+    let r = build(
+        r#"
+apiVersion: v1
+kind: Service
+metadata: { name: website, namespace: default }
+spec:
+  ports: [ { name: http, port: 80, targetPort: 8080 }, { name: tcp-admin, port: 9000 } ]
+  selector: { app: website }
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: { name: web-v1, namespace: default }
+spec:
+  address: 127.0.0.1
+  labels: { app: website, version: website-version-1 }
+  ports: { http: 18081 }
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: { name: web-v2, namespace: default }
+spec:
+  address: 127.0.0.2
+  labels: { app: website, version: website-version-2 }
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: { name: elsewhere, namespace: other }
+spec:
+  address: 127.0.0.3
+  labels: { app: website }
+"#,
+    );
+    let web = one(&r, "website.default.svc.cluster.local");
+    assert_eq!(
+        endpoints(web),
+        [
+            "127.0.0.1:18081->80 ready=true version=website-version-1 sa=- locality=- weight=1 from=WorkloadEntry",
+            "127.0.0.1:9000->9000 ready=true version=website-version-1 sa=- locality=- weight=1 from=WorkloadEntry",
+            "127.0.0.2:8080->80 ready=true version=website-version-2 sa=- locality=- weight=1 from=WorkloadEntry",
+            "127.0.0.2:9000->9000 ready=true version=website-version-2 sa=- locality=- weight=1 from=WorkloadEntry",
+        ]
+    );
+}
