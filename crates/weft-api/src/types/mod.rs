@@ -5,6 +5,7 @@ pub mod destination_rule;
 pub mod envoy_filter;
 pub mod gateway;
 pub mod kube;
+pub mod mesh;
 pub mod security;
 pub mod service_entry;
 pub mod sidecar;

@@ -1,0 +1,175 @@
+//! Istio's `MeshConfig`: the mesh-wide settings istiod reads from the `mesh` key of the `istio`
+//! ConfigMap (or from `--meshConfig`). Every field Weft reads is typed here with Istio's default;
+//! the rest is kept so that it can be reported instead of silently dropped.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_with::skip_serializing_none;
+
+use super::common::Duration;
+use super::sidecar::OutboundTrafficPolicyMode;
+
+#[skip_serializing_none]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MeshConfig {
+    pub root_namespace: Option<String>,
+    pub trust_domain: Option<String>,
+    pub outbound_traffic_policy: Option<MeshOutboundTrafficPolicy>,
+    pub connect_timeout: Option<Duration>,
+    pub access_log_file: Option<String>,
+    pub access_log_format: Option<String>,
+    pub access_log_encoding: Option<AccessLogEncoding>,
+    pub enable_tracing: Option<bool>,
+    pub enable_auto_mtls: Option<bool>,
+    pub default_config: Option<ProxyConfig>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub default_service_export_to: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub default_virtual_service_export_to: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub default_destination_rule_export_to: Vec<String>,
+    /// Fields Weft does not read.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_json::Value>,
+}
+
+#[skip_serializing_none]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct MeshOutboundTrafficPolicy {
+    pub mode: Option<OutboundTrafficPolicyMode>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AccessLogEncoding {
+    Text,
+    Json,
+}
+
+/// `defaultConfig`: the settings each proxy starts with.
+#[skip_serializing_none]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyConfig {
+    pub discovery_address: Option<String>,
+    pub proxy_admin_port: Option<i64>,
+    pub status_port: Option<i64>,
+    pub concurrency: Option<i64>,
+    pub drain_duration: Option<Duration>,
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_json::Value>,
+}
+
+/// A MeshConfig with Istio's defaults filled in, as translation reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mesh {
+    pub root_namespace: String,
+    pub trust_domain: String,
+    pub outbound_traffic_policy: OutboundTrafficPolicyMode,
+    pub connect_timeout: Duration,
+    /// Empty: no access log (Istio's default).
+    pub access_log_file: String,
+    pub access_log_format: Option<String>,
+    pub access_log_encoding: AccessLogEncoding,
+    pub enable_tracing: bool,
+    pub enable_auto_mtls: bool,
+    pub default_service_export_to: Vec<String>,
+    pub default_virtual_service_export_to: Vec<String>,
+    pub default_destination_rule_export_to: Vec<String>,
+}
+
+impl Default for Mesh {
+    fn default() -> Self {
+        MeshConfig::default().resolve()
+    }
+}
+
+impl MeshConfig {
+    /// The `mesh` text of an `istio` ConfigMap, or a file of the same YAML.
+    pub fn from_yaml(text: &str) -> Result<MeshConfig, String> {
+        if text.trim().is_empty() {
+            return Ok(MeshConfig::default());
+        }
+        serde_saphyr::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Istio's defaults where a field is unset.
+    pub fn resolve(&self) -> Mesh {
+        let export = |v: &Vec<String>| {
+            if v.is_empty() {
+                vec!["*".to_string()]
+            } else {
+                v.clone()
+            }
+        };
+        Mesh {
+            root_namespace: self
+                .root_namespace
+                .clone()
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "istio-system".into()),
+            trust_domain: self
+                .trust_domain
+                .clone()
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "cluster.local".into()),
+            outbound_traffic_policy: self
+                .outbound_traffic_policy
+                .as_ref()
+                .and_then(|p| p.mode)
+                .unwrap_or(OutboundTrafficPolicyMode::AllowAny),
+            connect_timeout: self.connect_timeout.unwrap_or(Duration::from_secs(10)),
+            access_log_file: self.access_log_file.clone().unwrap_or_default(),
+            access_log_format: self.access_log_format.clone().filter(|s| !s.is_empty()),
+            access_log_encoding: self.access_log_encoding.unwrap_or(AccessLogEncoding::Text),
+            enable_tracing: self.enable_tracing.unwrap_or(true),
+            enable_auto_mtls: self.enable_auto_mtls.unwrap_or(true),
+            default_service_export_to: export(&self.default_service_export_to),
+            default_virtual_service_export_to: export(&self.default_virtual_service_export_to),
+            default_destination_rule_export_to: export(&self.default_destination_rule_export_to),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unset_fields_take_istios_defaults() {
+        let mesh = MeshConfig::from_yaml("").unwrap().resolve();
+        assert_eq!(mesh.root_namespace, "istio-system");
+        assert_eq!(mesh.trust_domain, "cluster.local");
+        assert_eq!(
+            mesh.outbound_traffic_policy,
+            OutboundTrafficPolicyMode::AllowAny
+        );
+        assert_eq!(mesh.connect_timeout, Duration::from_secs(10));
+        assert!(mesh.enable_tracing);
+        assert_eq!(mesh.default_virtual_service_export_to, ["*"]);
+    }
+
+    #[test]
+    fn set_fields_win_and_unknown_ones_are_kept() {
+        let mesh = MeshConfig::from_yaml(
+            "rootNamespace: mesh-root\noutboundTrafficPolicy: { mode: REGISTRY_ONLY }\n\
+             accessLogFile: /dev/stdout\nconnectTimeout: 2s\ningressClass: istio\n",
+        )
+        .unwrap();
+        assert_eq!(
+            mesh.other.get("ingressClass"),
+            Some(&serde_json::json!("istio"))
+        );
+        let mesh = mesh.resolve();
+        assert_eq!(mesh.root_namespace, "mesh-root");
+        assert_eq!(
+            mesh.outbound_traffic_policy,
+            OutboundTrafficPolicyMode::RegistryOnly
+        );
+        assert_eq!(mesh.access_log_file, "/dev/stdout");
+        assert_eq!(mesh.connect_timeout, Duration::from_secs(2));
+        assert!(MeshConfig::from_yaml("connectTimeout: ten").is_err());
+    }
+}

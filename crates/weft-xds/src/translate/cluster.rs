@@ -1,0 +1,438 @@
+//! Clusters: one per visible service port (`outbound|PORT||HOST`) and one per DestinationRule
+//! subset (`outbound|PORT|SUBSET|HOST`), with the rule's traffic policy; Istio's fixed
+//! `BlackHoleCluster` and `PassthroughCluster`; and, for sidecars, `inbound|PORT||`.
+
+use super::config::{Obj, Scope};
+use super::endpoint;
+use super::pb;
+use super::{Generated, Inputs};
+use envoy_types::pb::envoy::config::cluster::v3::circuit_breakers::Thresholds;
+use envoy_types::pb::envoy::config::cluster::v3::cluster::{
+    ClusterDiscoveryType, CommonLbConfig, DiscoveryType, EdsClusterConfig, LbPolicy,
+    MaglevLbConfig, RingHashLbConfig,
+};
+use envoy_types::pb::envoy::config::cluster::v3::{CircuitBreakers, Cluster, OutlierDetection};
+use envoy_types::pb::envoy::config::core::v3::{
+    Http1ProtocolOptions, Http2ProtocolOptions, HttpProtocolOptions as CommonHttpOptions,
+};
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::{
+    ExplicitHttpConfig, UpstreamProtocolOptions, UseDownstreamHttpConfig,
+    explicit_http_config::ProtocolConfig,
+};
+use envoy_types::pb::envoy::r#type::v3::Percent;
+use envoy_types::pb::google::protobuf::UInt32Value;
+use weft_api::types::destination_rule::{
+    ClientTlsMode, ConnectionPoolSettings, DestinationRule, H2UpgradePolicy, LoadBalancerSettings,
+    OutlierDetection as IstioOutlier, SimpleLb, TrafficPolicy,
+};
+use weft_registry::{Protocol, Resolution, Service, ServicePort};
+
+pub const BLACK_HOLE: &str = "BlackHoleCluster";
+pub const PASSTHROUGH: &str = "PassthroughCluster";
+pub const INBOUND_PASSTHROUGH: &str = "InboundPassthroughCluster";
+
+/// `outbound|PORT|SUBSET|HOST`, Istio's cluster name.
+pub fn outbound_name(port: u16, subset: &str, host: &str) -> String {
+    format!("outbound|{port}|{subset}|{host}")
+}
+
+pub fn inbound_name(port: u16) -> String {
+    format!("inbound|{port}||")
+}
+
+/// The settings that apply to one cluster, after subset- and port-level overrides.
+#[derive(Default, Clone)]
+pub struct Policy<'a> {
+    pub load_balancer: Option<&'a LoadBalancerSettings>,
+    pub connection_pool: Option<&'a ConnectionPoolSettings>,
+    pub outlier_detection: Option<&'a IstioOutlier>,
+    pub tls: Option<&'a weft_api::types::destination_rule::ClientTlsSettings>,
+}
+
+impl<'a> Policy<'a> {
+    /// A traffic policy over `self`, its port-level settings for `port` over that, as Istio
+    /// merges them: each setting replaced whole, not field by field.
+    pub fn merge(mut self, tp: Option<&'a TrafficPolicy>, port: u16) -> Policy<'a> {
+        let Some(tp) = tp else { return self };
+        self.load_balancer = tp.load_balancer.as_ref().or(self.load_balancer);
+        self.connection_pool = tp.connection_pool.as_ref().or(self.connection_pool);
+        self.outlier_detection = tp.outlier_detection.as_ref().or(self.outlier_detection);
+        self.tls = tp.tls.as_ref().or(self.tls);
+        let port_level = tp.port_level_settings.iter().find(|p| {
+            p.port
+                .as_ref()
+                .and_then(|s| s.number)
+                .is_some_and(|n| n == i64::from(port))
+        });
+        if let Some(p) = port_level {
+            self.load_balancer = p.load_balancer.as_ref().or(self.load_balancer);
+            self.connection_pool = p.connection_pool.as_ref().or(self.connection_pool);
+            self.outlier_detection = p.outlier_detection.as_ref().or(self.outlier_detection);
+            self.tls = p.tls.as_ref().or(self.tls);
+        }
+        self
+    }
+}
+
+/// The DestinationRule policy for a service port and subset (`""` for none).
+pub fn policy<'a>(dr: Option<&'a Obj<DestinationRule>>, subset: &str, port: u16) -> Policy<'a> {
+    let Some(dr) = dr else {
+        return Policy::default();
+    };
+    let base = Policy::default().merge(dr.spec.traffic_policy.as_ref(), port);
+    if subset.is_empty() {
+        return base;
+    }
+    let sub = dr
+        .spec
+        .subsets
+        .iter()
+        .find(|s| s.name.as_deref() == Some(subset));
+    base.merge(sub.and_then(|s| s.traffic_policy.as_ref()), port)
+}
+
+/// Every outbound cluster the proxy may route to, with their load assignments.
+pub fn outbound(inputs: &Inputs, scope: &Scope<'_>, out: &mut Generated) {
+    for fixed in [black_hole(), passthrough(inputs, PASSTHROUGH)] {
+        out.clusters.insert(fixed.name.clone(), fixed);
+    }
+    for service in &scope.services {
+        let dr = scope.destination_rule(&service.hostname, &service.namespace);
+        for port in &service.ports {
+            if port.protocol == Protocol::Udp {
+                continue;
+            }
+            let mut subsets = vec![(String::new(), None)];
+            if let Some(dr) = dr {
+                for s in &dr.spec.subsets {
+                    if let Some(name) = s.name.clone().filter(|n| !n.is_empty()) {
+                        subsets.push((name, Some(&s.labels)));
+                    }
+                }
+            }
+            for (subset, labels) in subsets {
+                let name = outbound_name(port.number, &subset, &service.hostname);
+                let policy = policy(dr, &subset, port.number);
+                let Some(cluster) = build(inputs, scope, service, port, &name, &policy, dr) else {
+                    continue;
+                };
+                if is_eds(&cluster) {
+                    out.endpoints.insert(
+                        name.clone(),
+                        endpoint::assignment(&name, service, port.number, labels),
+                    );
+                }
+                out.clusters.insert(name, cluster);
+            }
+        }
+    }
+}
+
+fn is_eds(c: &Cluster) -> bool {
+    c.cluster_discovery_type == Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32))
+}
+
+fn build(
+    inputs: &Inputs,
+    scope: &Scope<'_>,
+    service: &Service,
+    port: &ServicePort,
+    name: &str,
+    policy: &Policy<'_>,
+    dr: Option<&Obj<DestinationRule>>,
+) -> Option<Cluster> {
+    let passthrough_lb = policy
+        .load_balancer
+        .and_then(|lb| lb.simple)
+        .is_some_and(|s| s == SimpleLb::Passthrough);
+    let mut c = Cluster {
+        name: name.to_string(),
+        connect_timeout: Some(pb::duration(
+            policy
+                .connection_pool
+                .and_then(|p| p.tcp.as_ref())
+                .and_then(|t| t.connect_timeout)
+                .unwrap_or(inputs.mesh.connect_timeout),
+        )),
+        ..Default::default()
+    };
+    let discovery = match service.resolution {
+        _ if passthrough_lb => DiscoveryType::OriginalDst,
+        Resolution::ClientSideLb => DiscoveryType::Eds,
+        Resolution::DnsLb => DiscoveryType::StrictDns,
+        Resolution::DnsRoundRobin => DiscoveryType::LogicalDns,
+        Resolution::Passthrough => DiscoveryType::OriginalDst,
+    };
+    c.cluster_discovery_type = Some(ClusterDiscoveryType::Type(discovery as i32));
+    match discovery {
+        DiscoveryType::Eds => {
+            c.eds_cluster_config = Some(EdsClusterConfig {
+                eds_config: Some(pb::ads()),
+                service_name: name.to_string(),
+            });
+        }
+        DiscoveryType::StrictDns | DiscoveryType::LogicalDns => {
+            let mut cla: ClusterLoadAssignment =
+                endpoint::assignment(name, service, port.number, None);
+            if discovery == DiscoveryType::LogicalDns {
+                // LOGICAL_DNS takes exactly one name.
+                for group in &mut cla.endpoints {
+                    group.lb_endpoints.truncate(1);
+                }
+                cla.endpoints.retain(|g| !g.lb_endpoints.is_empty());
+                cla.endpoints.truncate(1);
+            }
+            c.load_assignment = Some(cla);
+        }
+        _ => {}
+    }
+    c.lb_policy = if discovery == DiscoveryType::OriginalDst {
+        LbPolicy::ClusterProvided as i32
+    } else {
+        load_balancer(&mut c, policy.load_balancer) as i32
+    };
+    protocol_options(&mut c, port.protocol, policy.connection_pool);
+    connection_pool(&mut c, policy.connection_pool);
+    if let Some(od) = policy.outlier_detection {
+        c.outlier_detection = Some(outlier_detection(od));
+        // Istio turns Envoy's panic mode off unless minHealthPercent asks for it.
+        c.common_lb_config = Some(CommonLbConfig {
+            healthy_panic_threshold: Some(Percent {
+                value: od.min_health_percent.map_or(0.0, |p| p as f64),
+            }),
+            ..Default::default()
+        });
+    }
+    if let Some(tls) = policy.tls {
+        let mode = tls.mode.unwrap_or(ClientTlsMode::Disable);
+        if mode != ClientTlsMode::Disable {
+            let origin = dr.map(|d| d.label()).unwrap_or_default();
+            scope.problem(format!(
+                "{origin}: trafficPolicy.tls mode {mode:?} for {name}: TLS origination is not \
+                 translated yet; the cluster is left out rather than sent in plaintext"
+            ));
+            return None;
+        }
+    }
+    let mut meta = vec![(
+        "services",
+        pb::list(vec![pb::object([
+            ("host", pb::string(&service.hostname)),
+            ("name", pb::string(service_name(service))),
+            ("namespace", pb::string(&service.namespace)),
+        ])]),
+    )];
+    if let Some(dr) = dr {
+        meta.push(("config", pb::string(&dr.config_path())));
+    }
+    c.metadata = Some(pb::istio_metadata(meta));
+    Some(c)
+}
+
+/// The short name of a service (`reviews` of `reviews.default.svc.cluster.local`).
+fn service_name(s: &Service) -> &str {
+    s.hostname.split('.').next().unwrap_or(&s.hostname)
+}
+
+/// Istio's default is LEAST_REQUEST.
+fn load_balancer(c: &mut Cluster, lb: Option<&LoadBalancerSettings>) -> LbPolicy {
+    let Some(lb) = lb else {
+        return LbPolicy::LeastRequest;
+    };
+    if let Some(ch) = &lb.consistent_hash {
+        if let Some(m) = &ch.maglev {
+            c.lb_config = Some(
+                envoy_types::pb::envoy::config::cluster::v3::cluster::LbConfig::MaglevLbConfig(
+                    MaglevLbConfig {
+                        table_size: m
+                            .table_size
+                            .and_then(|n| u64::try_from(n).ok())
+                            .map(|value| envoy_types::pb::google::protobuf::UInt64Value { value }),
+                    },
+                ),
+            );
+            return LbPolicy::Maglev;
+        }
+        let min = ch
+            .ring_hash
+            .as_ref()
+            .and_then(|r| r.minimum_ring_size)
+            .or(ch.minimum_ring_size)
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(1024);
+        c.lb_config = Some(
+            envoy_types::pb::envoy::config::cluster::v3::cluster::LbConfig::RingHashLbConfig(
+                RingHashLbConfig {
+                    minimum_ring_size: Some(envoy_types::pb::google::protobuf::UInt64Value {
+                        value: min,
+                    }),
+                    ..Default::default()
+                },
+            ),
+        );
+        return LbPolicy::RingHash;
+    }
+    match lb.simple {
+        Some(SimpleLb::RoundRobin) => LbPolicy::RoundRobin,
+        Some(SimpleLb::Random) => LbPolicy::Random,
+        _ => LbPolicy::LeastRequest,
+    }
+}
+
+/// HTTP/2 towards http2 and gRPC ports (and HTTP ports a DestinationRule upgrades); the
+/// client's own protocol when `useClientProtocol` says so.
+fn protocol_options(c: &mut Cluster, protocol: Protocol, pool: Option<&ConnectionPoolSettings>) {
+    let http = pool.and_then(|p| p.http.as_ref());
+    let use_client = http.and_then(|h| h.use_client_protocol).unwrap_or(false);
+    let upgrade = http.and_then(|h| h.h2_upgrade_policy) == Some(H2UpgradePolicy::Upgrade);
+    let h2 = matches!(
+        protocol,
+        Protocol::Http2 | Protocol::Grpc | Protocol::GrpcWeb
+    ) || (protocol == Protocol::Http && upgrade);
+    let idle = http.and_then(|h| h.idle_timeout);
+    let per_connection = http
+        .and_then(|h| h.max_requests_per_connection)
+        .and_then(|n| u32::try_from(n).ok())
+        .filter(|n| *n > 0);
+    let common = (idle.is_some() || per_connection.is_some()).then(|| CommonHttpOptions {
+        idle_timeout: idle.map(pb::duration),
+        max_requests_per_connection: per_connection.map(|value| UInt32Value { value }),
+        ..Default::default()
+    });
+    let choice = if use_client && matches!(protocol, Protocol::Http | Protocol::Http2) {
+        Some(UpstreamProtocolOptions::UseDownstreamProtocolConfig(
+            UseDownstreamHttpConfig {
+                http_protocol_options: Some(Http1ProtocolOptions::default()),
+                http2_protocol_options: Some(Http2ProtocolOptions::default()),
+                ..Default::default()
+            },
+        ))
+    } else if h2 {
+        Some(UpstreamProtocolOptions::ExplicitHttpConfig(
+            ExplicitHttpConfig {
+                protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(Http2ProtocolOptions {
+                    max_concurrent_streams: http
+                        .and_then(|h| h.max_concurrent_streams)
+                        .and_then(|n| u32::try_from(n).ok())
+                        .map(|value| UInt32Value { value }),
+                    ..Default::default()
+                })),
+            },
+        ))
+    } else {
+        None
+    };
+    if choice.is_none() && common.is_none() {
+        return;
+    }
+    let options = HttpProtocolOptions {
+        common_http_protocol_options: common,
+        upstream_protocol_options: choice,
+        ..Default::default()
+    };
+    c.typed_extension_protocol_options.insert(
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".into(),
+        pb::any(&options),
+    );
+}
+
+/// connectionPool limits as circuit-breaker thresholds. Istio writes Envoy's maximum for the
+/// limits a rule leaves unset; those equal Envoy's behaviour with no limit, so they are left
+/// out unless a rule sets something.
+fn connection_pool(c: &mut Cluster, pool: Option<&ConnectionPoolSettings>) {
+    let Some(pool) = pool else { return };
+    let limit = |n: Option<i64>| {
+        n.and_then(|n| u32::try_from(n).ok())
+            .filter(|n| *n > 0)
+            .map(|value| UInt32Value { value })
+    };
+    let tcp = pool.tcp.as_ref();
+    let http = pool.http.as_ref();
+    let t = Thresholds {
+        max_connections: limit(tcp.and_then(|t| t.max_connections)),
+        max_pending_requests: limit(http.and_then(|h| h.http1_max_pending_requests)),
+        max_requests: limit(http.and_then(|h| h.http2_max_requests)),
+        max_retries: limit(http.and_then(|h| h.max_retries)),
+        ..Default::default()
+    };
+    if t != Thresholds::default() {
+        c.circuit_breakers = Some(CircuitBreakers {
+            thresholds: vec![t],
+            ..Default::default()
+        });
+    }
+}
+
+fn outlier_detection(od: &IstioOutlier) -> OutlierDetection {
+    let u32v = |n: Option<i64>| {
+        n.and_then(|n| u32::try_from(n).ok())
+            .map(|value| UInt32Value { value })
+    };
+    let mut out = OutlierDetection {
+        interval: od.interval.map(pb::duration),
+        base_ejection_time: od.base_ejection_time.map(pb::duration),
+        max_ejection_percent: u32v(od.max_ejection_percent),
+        split_external_local_origin_errors: od.split_external_local_origin_errors.unwrap_or(false),
+        consecutive_local_origin_failure: u32v(od.consecutive_local_origin_failures),
+        ..Default::default()
+    };
+    // As istiod: 5xx ejection is on only when asked for (consecutive5xxErrors, or the
+    // deprecated consecutiveErrors); gateway errors likewise; success rate stays off.
+    match od.consecutive_5xx_errors.or(od.consecutive_errors) {
+        Some(n) if n > 0 => {
+            out.consecutive_5xx = u32v(Some(n));
+            out.enforcing_consecutive_5xx = u32v(Some(100));
+        }
+        _ => out.enforcing_consecutive_5xx = u32v(Some(0)),
+    }
+    match od.consecutive_gateway_errors {
+        Some(n) if n > 0 => {
+            out.consecutive_gateway_failure = u32v(Some(n));
+            out.enforcing_consecutive_gateway_failure = u32v(Some(100));
+        }
+        _ => out.enforcing_consecutive_gateway_failure = u32v(Some(0)),
+    }
+    out.enforcing_success_rate = u32v(Some(0));
+    out
+}
+
+/// Nothing behind it: connections to it fail, as REGISTRY_ONLY wants.
+fn black_hole() -> Cluster {
+    Cluster {
+        name: BLACK_HOLE.into(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
+        connect_timeout: Some(pb::millis(10_000)),
+        load_assignment: Some(ClusterLoadAssignment {
+            cluster_name: BLACK_HOLE.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// The connection's original destination, as ALLOW_ANY wants.
+pub fn passthrough(inputs: &Inputs, name: &str) -> Cluster {
+    Cluster {
+        name: name.into(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(
+            DiscoveryType::OriginalDst as i32,
+        )),
+        connect_timeout: Some(pb::duration(inputs.mesh.connect_timeout)),
+        lb_policy: LbPolicy::ClusterProvided as i32,
+        ..Default::default()
+    }
+}
+
+/// A sidecar's cluster for one port of its own workload: the application on `address:port`.
+pub fn inbound(inputs: &Inputs, port: u16, address: &str, target: u16) -> Cluster {
+    let name = inbound_name(port);
+    Cluster {
+        name: name.clone(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
+        connect_timeout: Some(pb::duration(inputs.mesh.connect_timeout)),
+        load_assignment: Some(endpoint::single(&name, address, target)),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,322 @@
+//! The inputs of translation, indexed once per config version, and what one proxy can see of
+//! them: exportTo, the Sidecar resource that applies to it, and the DestinationRule for a host.
+
+use super::proxy::{Proxy, ProxyKind};
+use std::cell::RefCell;
+use weft_api::Resource;
+use weft_api::types::common::Labels;
+use weft_api::types::destination_rule::DestinationRule;
+use weft_api::types::gateway::Gateway;
+use weft_api::types::mesh::Mesh;
+use weft_api::types::sidecar::{OutboundTrafficPolicyMode, Sidecar};
+use weft_api::types::virtual_service::VirtualService;
+use weft_registry::{Registry, Service, host};
+
+/// The cluster's DNS suffix. Istio lets it be changed; Weft does not yet.
+pub const DOMAIN_SUFFIX: &str = "cluster.local";
+
+/// An Istio object of one kind, with where it lives.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Obj<T> {
+    pub kind: &'static str,
+    pub name: String,
+    pub namespace: String,
+    pub spec: T,
+}
+
+impl<T> Obj<T> {
+    /// Istio's provenance path (`/apis/networking.istio.io/v1/namespaces/NS/virtual-service/NAME`),
+    /// the form istiod writes into `metadata.filter_metadata.istio.config`.
+    pub fn config_path(&self) -> String {
+        let plural = match self.kind {
+            "VirtualService" => "virtual-service",
+            "DestinationRule" => "destination-rule",
+            "Gateway" => "gateway",
+            "Sidecar" => "sidecar",
+            "ServiceEntry" => "service-entry",
+            _ => "object",
+        };
+        format!(
+            "/apis/networking.istio.io/v1/namespaces/{}/{plural}/{}",
+            self.namespace, self.name
+        )
+    }
+
+    /// `Kind namespace/name`, as problems name objects.
+    pub fn label(&self) -> String {
+        format!("{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// The networking objects translation reads.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConfigIndex {
+    pub virtual_services: Vec<Obj<VirtualService>>,
+    pub destination_rules: Vec<Obj<DestinationRule>>,
+    pub gateways: Vec<Obj<Gateway>>,
+    pub sidecars: Vec<Obj<Sidecar>>,
+}
+
+/// One version of everything translation needs.
+#[derive(Debug, Clone, Default)]
+pub struct Inputs {
+    pub mesh: Mesh,
+    pub registry: Registry,
+    pub config: ConfigIndex,
+}
+
+impl Inputs {
+    pub fn new(resources: &[Resource], mesh: Mesh) -> Inputs {
+        let registry = Registry::build(
+            resources,
+            &weft_registry::Options {
+                domain_suffix: DOMAIN_SUFFIX.into(),
+            },
+        );
+        let mut config = ConfigIndex::default();
+        for r in resources {
+            let (name, namespace) = (r.name().to_string(), r.namespace().to_string());
+            match r {
+                Resource::VirtualService(o) => config.virtual_services.push(Obj {
+                    kind: "VirtualService",
+                    name,
+                    namespace,
+                    spec: o.spec.clone(),
+                }),
+                Resource::DestinationRule(o) => config.destination_rules.push(Obj {
+                    kind: "DestinationRule",
+                    name,
+                    namespace,
+                    spec: o.spec.clone(),
+                }),
+                Resource::Gateway(o) => config.gateways.push(Obj {
+                    kind: "Gateway",
+                    name,
+                    namespace,
+                    spec: o.spec.clone(),
+                }),
+                Resource::Sidecar(o) => config.sidecars.push(Obj {
+                    kind: "Sidecar",
+                    name,
+                    namespace,
+                    spec: o.spec.clone(),
+                }),
+                _ => {}
+            }
+        }
+        // Istio resolves conflicts by age, then by name; without creation times, by name.
+        config
+            .virtual_services
+            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        config
+            .destination_rules
+            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        config
+            .gateways
+            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        Inputs {
+            mesh,
+            registry,
+            config,
+        }
+    }
+}
+
+/// Whether an object with `export_to`, living in `owner`, is visible from `namespace`.
+pub fn exported(export_to: &[String], owner: &str, namespace: &str) -> bool {
+    export_to.iter().any(|e| match e.as_str() {
+        "*" => true,
+        "." => owner == namespace,
+        "~" => false,
+        ns => ns == namespace,
+    })
+}
+
+fn selects(selector: &Labels, labels: &Labels) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// What one proxy sees.
+pub struct Scope<'a> {
+    pub namespace: &'a str,
+    pub labels: &'a Labels,
+    /// `(namespace pattern, host pattern)` from the Sidecar's egress hosts; `*/*` without one.
+    egress: Vec<(String, String)>,
+    pub outbound_policy: OutboundTrafficPolicyMode,
+    /// Visible services, by host name then namespace.
+    pub services: Vec<&'a Service>,
+    /// VirtualServices that apply to this proxy, with their hosts as FQDNs.
+    pub virtual_services: Vec<(&'a Obj<VirtualService>, Vec<String>)>,
+    inputs: &'a Inputs,
+    pub problems: RefCell<Vec<String>>,
+}
+
+impl<'a> Scope<'a> {
+    pub fn new(inputs: &'a Inputs, proxy: &'a Proxy) -> Scope<'a> {
+        let ns = proxy.namespace.as_str();
+        let sidecar = match proxy.kind {
+            ProxyKind::Router => None,
+            ProxyKind::Sidecar => find_sidecar(inputs, proxy),
+        };
+        let mut egress = Vec::new();
+        if let Some(sc) = sidecar {
+            for listener in &sc.spec.egress {
+                for h in &listener.hosts {
+                    let (hns, hhost) = h.split_once('/').unwrap_or(("*", h.as_str()));
+                    let hns = if hns == "." {
+                        sc.namespace.clone()
+                    } else {
+                        hns.to_string()
+                    };
+                    egress.push((hns, hhost.to_string()));
+                }
+            }
+        }
+        if egress.is_empty() {
+            egress.push(("*".into(), "*".into()));
+        }
+        let outbound_policy = sidecar
+            .and_then(|s| s.spec.outbound_traffic_policy.as_ref())
+            .and_then(|p| p.mode)
+            .unwrap_or(inputs.mesh.outbound_traffic_policy);
+        let mut scope = Scope {
+            namespace: ns,
+            labels: &proxy.labels,
+            egress,
+            outbound_policy,
+            services: Vec::new(),
+            virtual_services: Vec::new(),
+            inputs,
+            problems: RefCell::new(Vec::new()),
+        };
+        scope.services = inputs
+            .registry
+            .services
+            .iter()
+            .filter(|s| exported(&s.export_to, &s.namespace, ns))
+            .filter(|s| scope.egress_allows(&s.namespace, &s.hostname))
+            .collect();
+        for vs in &inputs.config.virtual_services {
+            let export = if vs.spec.export_to.is_empty() {
+                &inputs.mesh.default_virtual_service_export_to
+            } else {
+                &vs.spec.export_to
+            };
+            if !exported(export, &vs.namespace, ns) {
+                continue;
+            }
+            let hosts: Vec<String> = vs
+                .spec
+                .hosts
+                .iter()
+                .map(|h| host::fqdn(h, &vs.namespace, DOMAIN_SUFFIX))
+                .collect();
+            if proxy.kind == ProxyKind::Sidecar {
+                let for_mesh =
+                    vs.spec.gateways.is_empty() || vs.spec.gateways.iter().any(|g| g == "mesh");
+                if !for_mesh || !hosts.iter().any(|h| scope.egress_allows(&vs.namespace, h)) {
+                    continue;
+                }
+            }
+            scope.virtual_services.push((vs, hosts));
+        }
+        scope
+    }
+
+    /// Whether the Sidecar's egress hosts let this proxy reach `host` of `namespace`.
+    pub fn egress_allows(&self, namespace: &str, hostname: &str) -> bool {
+        self.egress.iter().any(|(ens, ehost)| {
+            (ens == "*" || ens == namespace)
+                && (host::matches(ehost, hostname) || host::matches(hostname, ehost))
+        })
+    }
+
+    /// The visible service of a host name: the proxy's own namespace first, then any.
+    pub fn service(&self, hostname: &str) -> Option<&'a Service> {
+        let mut found = self.services.iter().filter(|s| s.hostname == hostname);
+        let first = found.next()?;
+        Some(
+            std::iter::once(first)
+                .chain(found)
+                .find(|s| s.namespace == self.namespace)
+                .unwrap_or(first),
+        )
+    }
+
+    /// The DestinationRule for `hostname` (a service of `service_namespace`): Istio looks in the
+    /// proxy's namespace, then the service's, then the root namespace, and within one takes the
+    /// most specific host.
+    pub fn destination_rule(
+        &self,
+        hostname: &str,
+        service_namespace: &str,
+    ) -> Option<&'a Obj<DestinationRule>> {
+        let mesh = &self.inputs.mesh;
+        let candidates: Vec<(&'a Obj<DestinationRule>, String)> = self
+            .inputs
+            .config
+            .destination_rules
+            .iter()
+            .filter_map(|dr| {
+                let h = host::fqdn(dr.spec.host.as_deref()?, &dr.namespace, DOMAIN_SUFFIX);
+                host::matches(&h, hostname).then_some((dr, h))
+            })
+            .filter(|(dr, _)| {
+                let export = if dr.spec.export_to.is_empty() {
+                    &mesh.default_destination_rule_export_to
+                } else {
+                    &dr.spec.export_to
+                };
+                exported(export, &dr.namespace, self.namespace)
+            })
+            .filter(|(dr, _)| match &dr.spec.workload_selector {
+                Some(sel) => {
+                    dr.namespace == self.namespace && selects(&sel.match_labels, self.labels)
+                }
+                None => true,
+            })
+            .collect();
+        for ns in [self.namespace, service_namespace, &mesh.root_namespace] {
+            let best = candidates
+                .iter()
+                .filter(|(dr, _)| dr.namespace == ns)
+                // An exact host beats a wildcard; a longer wildcard beats a shorter one.
+                .max_by_key(|(dr, h)| {
+                    (
+                        !h.starts_with('*'),
+                        h.len(),
+                        dr.spec.workload_selector.is_some(),
+                    )
+                });
+            if let Some((dr, _)) = best {
+                return Some(dr);
+            }
+        }
+        None
+    }
+
+    pub fn problem(&self, message: String) {
+        self.problems.borrow_mut().push(message);
+    }
+}
+
+/// The Sidecar resource of a workload: one in its namespace whose selector picks it, else its
+/// namespace's one without selector, else the root namespace's.
+fn find_sidecar<'a>(inputs: &'a Inputs, proxy: &Proxy) -> Option<&'a Obj<Sidecar>> {
+    let sidecars = &inputs.config.sidecars;
+    let selecting = sidecars.iter().find(|s| {
+        s.namespace == proxy.namespace
+            && s.spec
+                .workload_selector
+                .as_ref()
+                .is_some_and(|w| !w.labels.is_empty() && selects(&w.labels, &proxy.labels))
+    });
+    let namespace_wide = |ns: &str| {
+        sidecars
+            .iter()
+            .find(|s| s.namespace == ns && s.spec.workload_selector.is_none())
+    };
+    selecting
+        .or_else(|| namespace_wide(&proxy.namespace))
+        .or_else(|| namespace_wide(&inputs.mesh.root_namespace))
+}

@@ -1,0 +1,391 @@
+//! A sidecar's listeners. Under iptables capture (REDIRECT): `virtualOutbound` on 15001 hands
+//! each connection to the listener of its original destination (`0.0.0.0_PORT` for HTTP ports,
+//! `VIP_PORT` for TCP services) or passes it through; `virtualInbound` on 15006 serves the
+//! workload's own ports. Without capture (NONE): the HTTP proxy listener on 127.0.0.1, which
+//! applications name in `HTTP_PROXY`.
+
+use super::cluster::{self, BLACK_HOLE, INBOUND_PASSTHROUGH, PASSTHROUGH};
+use super::config::{DOMAIN_SUFFIX, Scope};
+use super::http_route::{CORS_FILTER, FAULT_FILTER};
+use super::pb;
+use super::proxy::{Interception, Proxy};
+use super::route::{self, is_http};
+use super::{Generated, Inputs};
+use envoy_types::pb::envoy::config::accesslog::v3::AccessLog;
+use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
+use envoy_types::pb::envoy::config::listener::v3::{
+    Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter, listener_filter,
+};
+use envoy_types::pb::envoy::config::route::v3::{
+    Route, RouteAction, RouteConfiguration, VirtualHost, route as envoy_route, route_action,
+};
+use envoy_types::pb::envoy::extensions::access_loggers::file::v3::FileAccessLog;
+use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors;
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, HttpFilter, Rds, http_connection_manager, http_filter,
+};
+use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
+use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
+use std::collections::BTreeSet;
+use weft_api::types::sidecar::OutboundTrafficPolicyMode;
+use weft_registry::host;
+
+pub const VIRTUAL_OUTBOUND: &str = "virtualOutbound";
+pub const VIRTUAL_INBOUND: &str = "virtualInbound";
+const HCM: &str = "envoy.filters.network.http_connection_manager";
+const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
+
+/// Where an HCM's routes come from.
+pub enum Routes {
+    Rds(String),
+    Inline(Box<RouteConfiguration>),
+}
+
+/// Istio's HTTP connection manager: fault (when a route asks for it), CORS, router; websocket
+/// upgrades allowed; the client address trusted only at gateways.
+pub fn http_connection_manager(
+    inputs: &Inputs,
+    scope: &Scope<'_>,
+    stat_prefix: String,
+    routes: Routes,
+    gateway: bool,
+) -> Filter {
+    let mut http_filters = Vec::new();
+    // Faults are injected by the client side (outbound and gateways), never inbound.
+    let inbound = matches!(routes, Routes::Inline(_));
+    let needs_fault = !inbound
+        && scope
+            .virtual_services
+            .iter()
+            .any(|(vs, _)| vs.spec.http.iter().any(|h| h.fault.is_some()));
+    if needs_fault {
+        http_filters.push(http_filter(FAULT_FILTER, pb::any(&HttpFault::default())));
+    }
+    http_filters.push(http_filter(CORS_FILTER, pb::any(&Cors {})));
+    http_filters.push(http_filter(
+        "envoy.filters.http.router",
+        pb::any(&Router::default()),
+    ));
+    let route_specifier = match routes {
+        Routes::Rds(name) => http_connection_manager::RouteSpecifier::Rds(Rds {
+            config_source: Some(pb::ads()),
+            route_config_name: name,
+        }),
+        Routes::Inline(rc) => http_connection_manager::RouteSpecifier::RouteConfig(*rc),
+    };
+    let hcm = HttpConnectionManager {
+        stat_prefix,
+        route_specifier: Some(route_specifier),
+        http_filters,
+        use_remote_address: Some(BoolValue { value: gateway }),
+        upgrade_configs: vec![http_connection_manager::UpgradeConfig {
+            upgrade_type: "websocket".into(),
+            ..Default::default()
+        }],
+        access_log: access_log(inputs),
+        ..Default::default()
+    };
+    network_filter(HCM, pb::any(&hcm))
+}
+
+fn http_filter(name: &str, config: envoy_types::pb::google::protobuf::Any) -> HttpFilter {
+    HttpFilter {
+        name: name.into(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(config)),
+        ..Default::default()
+    }
+}
+
+fn network_filter(name: &str, config: envoy_types::pb::google::protobuf::Any) -> Filter {
+    Filter {
+        name: name.into(),
+        config_type: Some(filter::ConfigType::TypedConfig(config)),
+    }
+}
+
+/// The mesh's `accessLogFile`, in Envoy's default format unless `accessLogFormat` is set.
+fn access_log(inputs: &Inputs) -> Vec<AccessLog> {
+    let mesh = &inputs.mesh;
+    if mesh.access_log_file.is_empty() {
+        return Vec::new();
+    }
+    let log = FileAccessLog {
+        path: mesh.access_log_file.clone(),
+        access_log_format: mesh.access_log_format.as_ref().map(|f| {
+            envoy_types::pb::envoy::extensions::access_loggers::file::v3::file_access_log::AccessLogFormat::LogFormat(
+                envoy_types::pb::envoy::config::core::v3::SubstitutionFormatString {
+                    format: Some(envoy_types::pb::envoy::config::core::v3::substitution_format_string::Format::TextFormatSource(
+                        envoy_types::pb::envoy::config::core::v3::DataSource {
+                            specifier: Some(envoy_types::pb::envoy::config::core::v3::data_source::Specifier::InlineString(f.clone())),
+                            ..Default::default()
+                        },
+                    )),
+                    ..Default::default()
+                },
+            )
+        }),
+    };
+    vec![AccessLog {
+        name: "envoy.access_loggers.file".into(),
+        config_type: Some(
+            envoy_types::pb::envoy::config::accesslog::v3::access_log::ConfigType::TypedConfig(
+                pb::any(&log),
+            ),
+        ),
+        ..Default::default()
+    }]
+}
+
+/// A TCP proxy to one cluster.
+pub fn tcp_proxy(stat_prefix: &str, cluster: &str) -> Filter {
+    network_filter(
+        TCP_PROXY,
+        pb::any(&TcpProxy {
+            stat_prefix: stat_prefix.to_string(),
+            cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster.to_string())),
+            ..Default::default()
+        }),
+    )
+}
+
+fn chain(
+    name: &str,
+    filters: Vec<Filter>,
+    filter_chain_match: Option<FilterChainMatch>,
+) -> FilterChain {
+    FilterChain {
+        name: name.to_string(),
+        filter_chain_match,
+        filters,
+        ..Default::default()
+    }
+}
+
+/// A sidecar's listeners, and the route tables and inbound clusters they name.
+pub fn sidecar(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy, out: &mut Generated) {
+    if let Some(port) = proxy.http_proxy_port {
+        let name = format!("127.0.0.1_{port}");
+        let hcm = http_connection_manager(
+            inputs,
+            scope,
+            name.clone(),
+            Routes::Rds("http_proxy".into()),
+            false,
+        );
+        out.listeners.insert(
+            name.clone(),
+            Listener {
+                name: name.clone(),
+                address: Some(pb::socket("127.0.0.1", port)),
+                filter_chains: vec![chain("", vec![hcm], None)],
+                traffic_direction: TrafficDirection::Outbound as i32,
+                ..Default::default()
+            },
+        );
+        out.routes
+            .insert("http_proxy".into(), route::http_proxy(scope));
+    }
+    if proxy.interception == Interception::None {
+        return;
+    }
+    outbound(inputs, scope, out);
+    inbound(inputs, scope, proxy, out);
+}
+
+fn outbound(inputs: &Inputs, scope: &Scope<'_>, out: &mut Generated) {
+    let fallback = match scope.outbound_policy {
+        OutboundTrafficPolicyMode::AllowAny => PASSTHROUGH,
+        OutboundTrafficPolicyMode::RegistryOnly => BLACK_HOLE,
+    };
+    out.listeners.insert(
+        VIRTUAL_OUTBOUND.into(),
+        Listener {
+            name: VIRTUAL_OUTBOUND.into(),
+            address: Some(pb::socket("0.0.0.0", 15001)),
+            use_original_dst: Some(BoolValue { value: true }),
+            filter_chains: vec![chain(fallback, vec![tcp_proxy(fallback, fallback)], None)],
+            traffic_direction: TrafficDirection::Outbound as i32,
+            ..Default::default()
+        },
+    );
+    let mut http_ports = BTreeSet::new();
+    for s in &scope.services {
+        for p in &s.ports {
+            if is_http(p.protocol) {
+                http_ports.insert(p.number);
+            } else if let Some(vip) = s.addresses.first() {
+                // A TCP service is told apart by its virtual IP; without one it is reached
+                // through the passthrough chain.
+                let name = format!("{vip}_{}", p.number);
+                let cluster = tcp_route(scope, &s.hostname, p.number)
+                    .unwrap_or_else(|| cluster::outbound_name(p.number, "", &s.hostname));
+                let prefix = format!("outbound|{}||{}", p.number, s.hostname);
+                out.listeners.insert(
+                    name.clone(),
+                    Listener {
+                        name,
+                        address: Some(pb::socket(vip, p.number)),
+                        bind_to_port: Some(BoolValue { value: false }),
+                        filter_chains: vec![chain("", vec![tcp_proxy(&prefix, &cluster)], None)],
+                        traffic_direction: TrafficDirection::Outbound as i32,
+                        ..Default::default()
+                    },
+                );
+            }
+        }
+    }
+    for port in http_ports {
+        let name = format!("0.0.0.0_{port}");
+        let hcm = http_connection_manager(
+            inputs,
+            scope,
+            format!("outbound_0.0.0.0_{port}"),
+            Routes::Rds(port.to_string()),
+            false,
+        );
+        out.listeners.insert(
+            name.clone(),
+            Listener {
+                name,
+                address: Some(pb::socket("0.0.0.0", port)),
+                bind_to_port: Some(BoolValue { value: false }),
+                filter_chains: vec![chain("", vec![hcm], None)],
+                traffic_direction: TrafficDirection::Outbound as i32,
+                ..Default::default()
+            },
+        );
+        out.routes
+            .insert(port.to_string(), route::sidecar(scope, port));
+    }
+}
+
+/// The cluster a VirtualService's first applicable `tcp` route sends a TCP service's port to.
+fn tcp_route(scope: &Scope<'_>, hostname: &str, port: u16) -> Option<String> {
+    for (vs, hosts) in &scope.virtual_services {
+        if !hosts.iter().any(|h| host::matches(h, hostname)) {
+            continue;
+        }
+        for tcp in &vs.spec.tcp {
+            let applies = tcp.matches.is_empty()
+                || tcp
+                    .matches
+                    .iter()
+                    .any(|m| m.port.is_none_or(|p| p == i64::from(port)));
+            if !applies {
+                continue;
+            }
+            let d = tcp.route.first()?.destination.as_ref()?;
+            let h = host::fqdn(d.host.as_deref()?, &vs.namespace, DOMAIN_SUFFIX);
+            let p = d
+                .port
+                .as_ref()
+                .and_then(|p| p.number)
+                .and_then(|n| u16::try_from(n).ok())
+                .unwrap_or(port);
+            return Some(cluster::outbound_name(
+                p,
+                d.subset.as_deref().unwrap_or(""),
+                &h,
+            ));
+        }
+    }
+    None
+}
+
+/// `virtualInbound`: one chain per port the workload serves, to the application on
+/// 127.0.0.1, and a passthrough chain for the rest.
+fn inbound(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy, out: &mut Generated) {
+    let mut chains = Vec::new();
+    let mut seen = BTreeSet::new();
+    for s in &inputs.registry.services {
+        for e in &s.endpoints {
+            let mine = (e.origin.name == proxy.name && e.origin.namespace == proxy.namespace)
+                || (!proxy.ip.is_empty() && e.address == proxy.ip);
+            if !mine || !seen.insert(e.port) {
+                continue;
+            }
+            let protocol = s
+                .ports
+                .iter()
+                .find(|p| p.number == e.service_port)
+                .map(|p| p.protocol);
+            let name = cluster::inbound_name(e.port);
+            out.clusters.insert(
+                name.clone(),
+                cluster::inbound(inputs, e.port, "127.0.0.1", e.port),
+            );
+            let filter = if protocol.is_some_and(is_http) {
+                let rc = RouteConfiguration {
+                    name: name.clone(),
+                    virtual_hosts: vec![VirtualHost {
+                        name: format!("inbound|http|{}", e.port),
+                        domains: vec!["*".into()],
+                        routes: vec![Route {
+                            name: "default".into(),
+                            r#match: Some(super::http_route::route_match(None)),
+                            action: Some(envoy_route::Action::Route(RouteAction {
+                                cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(
+                                    name.clone(),
+                                )),
+                                timeout: Some(pb::millis(0)),
+                                ..Default::default()
+                            })),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }],
+                    validate_clusters: Some(BoolValue { value: false }),
+                    ..Default::default()
+                };
+                http_connection_manager(
+                    inputs,
+                    scope,
+                    format!("inbound_0.0.0.0_{}", e.port),
+                    Routes::Inline(Box::new(rc)),
+                    false,
+                )
+            } else {
+                tcp_proxy(&name, &name)
+            };
+            chains.push(chain(
+                &format!("0.0.0.0_{}", e.port),
+                vec![filter],
+                Some(FilterChainMatch {
+                    destination_port: Some(UInt32Value {
+                        value: u32::from(e.port),
+                    }),
+                    ..Default::default()
+                }),
+            ));
+        }
+    }
+    out.clusters.insert(
+        INBOUND_PASSTHROUGH.into(),
+        cluster::passthrough(inputs, INBOUND_PASSTHROUGH),
+    );
+    chains.push(chain(
+        INBOUND_PASSTHROUGH,
+        vec![tcp_proxy(INBOUND_PASSTHROUGH, INBOUND_PASSTHROUGH)],
+        None,
+    ));
+    out.listeners.insert(
+        VIRTUAL_INBOUND.into(),
+        Listener {
+            name: VIRTUAL_INBOUND.into(),
+            address: Some(pb::socket("0.0.0.0", 15006)),
+            listener_filters: vec![ListenerFilter {
+                name: "envoy.filters.listener.original_dst".into(),
+                config_type: Some(listener_filter::ConfigType::TypedConfig(pb::any(
+                    &OriginalDst::default(),
+                ))),
+                ..Default::default()
+            }],
+            filter_chains: chains,
+            traffic_direction: TrafficDirection::Inbound as i32,
+            ..Default::default()
+        },
+    );
+}

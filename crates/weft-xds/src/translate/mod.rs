@@ -1,0 +1,73 @@
+//! Translation: Istio configuration plus the service registry, for one proxy, into the Envoy v3
+//! resources that proxy should have (DESIGN.md §2). Pure functions over plain values: no I/O,
+//! no clock, no randomness, so that the output is a function of the input and is golden-tested.
+//!
+//! The names are Istio's, so that what `istioctl proxy-config` users know carries over:
+//! clusters `outbound|PORT|SUBSET|HOST` and `inbound|PORT||`, listeners `virtualOutbound`,
+//! `virtualInbound`, `0.0.0.0_PORT`, route tables named by port (`80`) or `http.PORT` for
+//! gateways. Every resource carries, in `metadata.filter_metadata["istio"]["config"]`, the
+//! Istio objects it came from.
+
+mod cluster;
+mod config;
+mod endpoint;
+mod gateway;
+mod http_route;
+mod listener;
+mod pb;
+mod proxy;
+mod route;
+
+pub use config::{ConfigIndex, Inputs};
+pub use proxy::{Interception, Proxy, ProxyKind};
+
+use crate::ads::Snapshot;
+use crate::type_url;
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use envoy_types::pb::envoy::config::listener::v3::Listener;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use std::collections::BTreeMap;
+
+/// Everything one proxy should have, and what could not be translated.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Generated {
+    pub listeners: BTreeMap<String, Listener>,
+    pub routes: BTreeMap<String, RouteConfiguration>,
+    pub clusters: BTreeMap<String, Cluster>,
+    pub endpoints: BTreeMap<String, ClusterLoadAssignment>,
+    /// Each names the Istio object, the field and the reason; the rest of the config is still
+    /// generated, as istiod does.
+    pub problems: Vec<String>,
+}
+
+impl Generated {
+    /// The resources as an ADS snapshot, every type at `version`.
+    pub fn snapshot(&self, version: &str) -> Snapshot {
+        let mut s = Snapshot::default();
+        s.set(type_url::CLUSTER, version, self.clusters.clone())
+            .set(type_url::ENDPOINT, version, self.endpoints.clone())
+            .set(type_url::LISTENER, version, self.listeners.clone())
+            .set(type_url::ROUTE, version, self.routes.clone());
+        s
+    }
+}
+
+/// The resources for `proxy` under `inputs`.
+pub fn generate(inputs: &Inputs, proxy: &Proxy) -> Generated {
+    let mut out = Generated::default();
+    let scope = config::Scope::new(inputs, proxy);
+    cluster::outbound(inputs, &scope, &mut out);
+    match proxy.kind {
+        ProxyKind::Sidecar => {
+            listener::sidecar(inputs, &scope, proxy, &mut out);
+        }
+        ProxyKind::Router => {
+            gateway::listeners(inputs, &scope, proxy, &mut out);
+        }
+    }
+    out.problems.extend(scope.problems.into_inner());
+    out.problems.sort();
+    out.problems.dedup();
+    out
+}
