@@ -35,6 +35,8 @@ stat_block!(
             upstream_rq_total, upstream_rq_completed, upstream_rq_timeout,
             upstream_rq_1xx, upstream_rq_2xx, upstream_rq_3xx, upstream_rq_4xx, upstream_rq_5xx,
             upstream_cx_none_healthy, upstream_rq_rx_reset, upstream_rq_tx_reset,
+            upstream_rq_retry, upstream_rq_retry_success, upstream_rq_retry_limit_exceeded,
+            upstream_rq_retry_backoff_exponential, upstream_rq_per_try_timeout,
         ],
         gauges: [upstream_cx_active, upstream_rq_active, membership_healthy, membership_total]
     }

@@ -217,7 +217,24 @@ const TABLE: &[(&str, &str)] = &[
     (
         "envoy.config.route.v3.RouteAction",
         "cluster weighted_clusters cluster_header prefix_rewrite regex_rewrite \
-         host_rewrite_literal timeout hash_policy cluster_not_found_response_code=SERVICE_UNAVAILABLE|NOT_FOUND|INTERNAL_SERVER_ERROR",
+         host_rewrite_literal timeout hash_policy retry_policy cluster_not_found_response_code=SERVICE_UNAVAILABLE|NOT_FOUND|INTERNAL_SERVER_ERROR",
+    ),
+    (
+        "envoy.config.route.v3.RetryPolicy",
+        "retry_on num_retries per_try_timeout retriable_status_codes retry_host_predicate \
+         host_selection_retry_max_attempts retry_back_off",
+    ),
+    (
+        "envoy.config.route.v3.RetryPolicy.RetryHostPredicate",
+        "name typed_config",
+    ),
+    (
+        "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate",
+        "",
+    ),
+    (
+        "envoy.config.route.v3.RetryPolicy.RetryBackOff",
+        "base_interval max_interval",
     ),
     (
         "envoy.config.route.v3.RouteAction.HashPolicy",

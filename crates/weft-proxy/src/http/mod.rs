@@ -1,6 +1,7 @@
 //! The HTTP connection manager: serves HTTP/1.1 and HTTP/2 (prior knowledge or by the client's
 //! preface) on a connection and hands each request to the router.
 
+mod attempt;
 pub mod cors;
 mod grpc;
 mod headers;

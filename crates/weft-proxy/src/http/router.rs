@@ -1,6 +1,7 @@
 //! The router filter: picks the route, then answers locally (direct response, redirect, errors
 //! as Envoy words them) or forwards to a host of the route's cluster.
 
+use super::attempt::{self, Failure};
 use super::stream_timer::{Activity, Expired, IdleTimer};
 use super::{Connection, RouteSource, cors, headers, local_reply, upgrade};
 use crate::access_log::{Entry, RequestInfo, flags};
@@ -11,7 +12,7 @@ use crate::route::{
     VirtualHost, apply_header_ops, hash_policy,
 };
 use crate::stats;
-use crate::upstream::{self, Sender, Version};
+use crate::upstream::{self, Version};
 use http::header::{HOST, LOCATION};
 use http::{HeaderValue, Request, Response, StatusCode, Uri};
 use hyper::body::{Body as _, Incoming};
@@ -596,40 +597,44 @@ async fn forward_request(
     // The stream timers need to know when bytes last moved and whether the request is all in.
     let activity = (hcm.stream_idle_timeout.is_some() || hcm.request_timeout.is_some())
         .then(|| Arc::new(Activity::new(body.is_end_stream())));
+    // Retries resend the head; a request with a body is sent once (it is not buffered).
+    let retry = forward
+        .retry
+        .as_deref()
+        .filter(|_| upgrade.is_none() && body.is_end_stream())
+        .map(|policy| {
+            let head = attempt::Head {
+                method: parts.method.clone(),
+                uri: parts.uri.clone(),
+                version: parts.version,
+                headers: parts.headers.clone(),
+            };
+            (policy, head)
+        });
     let request = Request::from_parts(parts, ProxyBody::request(body, activity.clone()));
     let upstream_start = Instant::now();
-    let exchange = async {
-        let sender = upstream::checkout(&cluster, &host, version)
-            .await
-            .map_err(Failure::Connect)?;
-        match sender {
-            Sender::Http1(mut s) => {
-                let resp = s.send_request(request).await.map_err(Failure::Exchange)?;
-                Ok((resp, Some(s)))
-            }
-            Sender::Http2(mut s) => {
-                let resp = s.send_request(request).await.map_err(Failure::Exchange)?;
-                Ok((resp, None))
-            }
-        }
+    let attempts = attempt::Attempts {
+        cluster: &cluster,
+        version,
+        deadline: forward.timeout.map(|t| tokio::time::Instant::now() + t),
+        retry,
+        request_hash,
     };
-    let routed = async {
-        match forward.timeout {
-            Some(t) => tokio::time::timeout(t, exchange)
-                .await
-                .unwrap_or(Err(Failure::Timeout)),
-            None => exchange.await,
-        }
-    };
-    let outcome = match &activity {
+    let mut host = host;
+    let routed = attempt::send(attempts, &mut host, request);
+    let (outcome, exhausted) = match &activity {
         Some(a) => tokio::select! {
-            outcome = routed => outcome,
+            sent = routed => sent,
             expired = a.expired(hcm.stream_idle_timeout, hcm.request_timeout) => {
-                Err(Failure::Stream(expired, a.request_complete()))
+                (Err(Failure::Stream(expired, a.request_complete())), false)
             }
         },
         None => routed.await,
     };
+    finisher.host = Some(host.clone());
+    if exhausted {
+        finisher.flags |= flags::URX;
+    }
     let (mut resp, release) = match outcome {
         Ok(r) => r,
         Err(failure) => {
@@ -654,6 +659,12 @@ async fn forward_request(
                         true,
                     )
                 }
+                Failure::PerTryTimeout => (
+                    StatusCode::GATEWAY_TIMEOUT,
+                    flags::UT,
+                    "upstream request timeout",
+                    true,
+                ),
                 Failure::Exchange(e) if e.is_parse() => (
                     StatusCode::BAD_GATEWAY,
                     flags::UPE,
@@ -753,12 +764,4 @@ async fn forward_request(
         rparts,
         ProxyBody::response(rbody, Guard::new(Box::new(finisher)), idle),
     )
-}
-
-enum Failure {
-    Connect(upstream::ConnectError),
-    Exchange(hyper::Error),
-    Timeout,
-    /// A stream timer expired; whether the request had fully arrived.
-    Stream(Expired, bool),
 }

@@ -3,6 +3,7 @@
 
 pub mod hash_policy;
 mod matcher;
+pub mod retry;
 
 pub use matcher::{HeaderCheck, HeaderMatch, PathMatch, QueryMatch, RequestView, StringMatch};
 
@@ -70,6 +71,7 @@ pub struct Forward {
     pub timeout: Option<Duration>,
     pub cluster_not_found: StatusCode,
     pub hash_policy: Vec<hash_policy::HashPolicy>,
+    pub retry: Option<std::sync::Arc<retry::RetryPolicy>>,
 }
 
 #[derive(Debug, Clone)]

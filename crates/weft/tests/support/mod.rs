@@ -224,8 +224,35 @@ async fn echo(
     {
         return Ok(drip(Duration::from_millis(ms)));
     }
+    // `/flaky/KEY/N`: 503 for the first N requests of KEY, then 200; `x-upstream-attempt`
+    // counts them. Each test run uses keys of its own.
+    let flaky = req
+        .uri()
+        .path()
+        .strip_prefix("/flaky/")
+        .and_then(|rest| rest.rsplit_once('/'))
+        .and_then(|(key, n)| Some((key.to_string(), n.parse::<u32>().ok()?)));
     let (parts, body) = req.into_parts();
     let body = body.collect().await?.to_bytes();
+    if let Some((key, fail)) = flaky {
+        static SEEN: std::sync::Mutex<BTreeMap<String, u32>> =
+            std::sync::Mutex::new(BTreeMap::new());
+        let seen = {
+            let mut m = SEEN.lock().unwrap();
+            let n = m.entry(key).or_insert(0);
+            *n += 1;
+            *n
+        };
+        let mut resp = http::Response::new(full(format!("attempt {seen} of {name}")));
+        if seen <= fail {
+            *resp.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+        }
+        resp.headers_mut().insert(
+            "x-upstream-attempt",
+            http::HeaderValue::from_str(&seen.to_string()).unwrap(),
+        );
+        return Ok(resp);
+    }
     let path = parts
         .uri
         .path_and_query()

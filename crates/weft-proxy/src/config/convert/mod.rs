@@ -5,6 +5,7 @@
 mod cluster;
 mod cors;
 mod listener;
+mod retry;
 mod route;
 mod tls;
 

@@ -353,7 +353,15 @@ fn forward(ra: &pb::RouteAction, path: &str, path_match: &PathMatch) -> Result<F
     for (i, h) in ra.hash_policy.iter().enumerate() {
         hash_policy.push(hash_key(h, &format!("{path}.hash_policy[{i}]"))?);
     }
+    let retry = match &ra.retry_policy {
+        Some(p) => Some(std::sync::Arc::new(super::retry::retry_policy(
+            p,
+            &format!("{path}.retry_policy"),
+        )?)),
+        None => None,
+    };
     Ok(Forward {
+        retry,
         target,
         prefix_rewrite,
         regex_rewrite,

@@ -1,0 +1,213 @@
+//! Upstream attempts: one request to one host, and, under a retry policy, more to other hosts
+//! until an answer the policy accepts, the retries run out, or the route timeout (which covers
+//! every try) expires.
+
+use crate::body::ProxyBody;
+use crate::cluster::{Cluster, Discovery, Host};
+use crate::route::retry::{NoAnswer, RetryPolicy};
+use crate::stats;
+use crate::upstream::{self, Sender, Version};
+use http::{HeaderMap, Method, Request, Response, Uri};
+use hyper::body::Incoming;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+pub(super) enum Failure {
+    Connect(upstream::ConnectError),
+    Exchange(hyper::Error),
+    /// The route timeout.
+    Timeout,
+    PerTryTimeout,
+    /// A stream timer expired; whether the request had fully arrived.
+    Stream(super::stream_timer::Expired, bool),
+}
+
+/// An upstream's answer, with the HTTP/1.1 connection to give back once it is read.
+pub(super) type Answer = (
+    Response<Incoming>,
+    Option<hyper::client::conn::http1::SendRequest<ProxyBody>>,
+);
+
+/// What a retry needs to send the request again: its head (retries are only made for requests
+/// without a body, which need no buffering).
+pub(super) struct Head {
+    pub method: Method,
+    pub uri: Uri,
+    pub version: http::Version,
+    pub headers: HeaderMap,
+}
+
+impl Head {
+    fn request(&self) -> Request<ProxyBody> {
+        let mut r = Request::new(ProxyBody::Empty);
+        *r.method_mut() = self.method.clone();
+        *r.uri_mut() = self.uri.clone();
+        *r.version_mut() = self.version;
+        *r.headers_mut() = self.headers.clone();
+        r
+    }
+}
+
+pub(super) struct Attempts<'a> {
+    pub cluster: &'a Arc<Cluster>,
+    pub version: Version,
+    /// When the route timeout expires.
+    pub deadline: Option<Instant>,
+    /// The policy, and the head to resend; `None` when the request cannot be retried.
+    pub retry: Option<(&'a RetryPolicy, Head)>,
+    pub request_hash: Option<u64>,
+}
+
+/// One request to one host, within `timeout`.
+async fn once(
+    cluster: &Arc<Cluster>,
+    host: &Arc<Host>,
+    version: Version,
+    request: Request<ProxyBody>,
+    timeout: Option<(Duration, Failure)>,
+) -> Result<Answer, Failure> {
+    let exchange = async {
+        match upstream::checkout(cluster, host, version)
+            .await
+            .map_err(Failure::Connect)?
+        {
+            Sender::Http1(mut s) => {
+                let resp = s.send_request(request).await.map_err(Failure::Exchange)?;
+                Ok((resp, Some(s)))
+            }
+            Sender::Http2(mut s) => {
+                let resp = s.send_request(request).await.map_err(Failure::Exchange)?;
+                Ok((resp, None))
+            }
+        }
+    };
+    match timeout {
+        Some((t, on_expiry)) => tokio::time::timeout(t, exchange)
+            .await
+            .unwrap_or(Err(on_expiry)),
+        None => exchange.await,
+    }
+}
+
+/// Why an attempt that got no answer failed, in retry terms.
+fn no_answer(f: &Failure) -> Option<NoAnswer> {
+    match f {
+        Failure::Connect(_) => Some(NoAnswer::ConnectFailure),
+        Failure::PerTryTimeout => Some(NoAnswer::PerTryTimeout),
+        Failure::Exchange(e) => {
+            // h2 reports the peer's REFUSED_STREAM in its error's text.
+            let refused = format!("{e:?}").contains("REFUSED_STREAM");
+            Some(NoAnswer::Reset { refused })
+        }
+        Failure::Timeout | Failure::Stream(..) => None,
+    }
+}
+
+/// Another host for a retry: with previous_hosts, one not tried yet if host selection finds
+/// one within its attempts.
+fn next_host(
+    a: &Attempts<'_>,
+    policy: &RetryPolicy,
+    tried: &[Arc<Host>],
+    last: &Arc<Host>,
+) -> Option<Arc<Host>> {
+    if a.cluster.config.discovery == Discovery::OriginalDst {
+        return Some(last.clone());
+    }
+    let hosts = a.cluster.hosts.load_full();
+    let mut pick = None;
+    for _ in 0..policy.host_selection_max_attempts.max(1) {
+        let candidate = hosts.choose_hashed(a.request_hash).cloned();
+        let fresh = candidate
+            .as_ref()
+            .is_some_and(|c| !tried.iter().any(|t| Arc::ptr_eq(t, c)));
+        pick = candidate;
+        if !policy.avoid_previous_hosts || fresh {
+            break;
+        }
+    }
+    pick
+}
+
+/// Sends `request` to `host`, retrying as the policy allows. Returns the final outcome, the
+/// host that gave it, and whether the retries ran out on a retriable outcome (flag URX).
+///
+/// `host` follows the attempts, so that whoever stops waiting early knows which host holds the
+/// request's place in `active_requests`.
+pub(super) async fn send(
+    a: Attempts<'_>,
+    host: &mut Arc<Host>,
+    request: Request<ProxyBody>,
+) -> (Result<Answer, Failure>, bool) {
+    let cs = &a.cluster.stats;
+    let mut request = Some(request);
+    let mut tried: Vec<Arc<Host>> = Vec::new();
+    let mut retries = 0u32;
+    loop {
+        // The first attempt sends the request itself; a retry, which only a policy with a head
+        // to resend makes, sends the head again.
+        let next = request
+            .take()
+            .or_else(|| a.retry.as_ref().map(|(_, head)| head.request()));
+        let Some(req) = next else {
+            return (Err(Failure::Timeout), false);
+        };
+        let now = Instant::now();
+        let route_left = a.deadline.map(|d| d.saturating_duration_since(now));
+        let per_try = a.retry.as_ref().and_then(|(p, _)| p.per_try_timeout);
+        let timeout = match (route_left, per_try) {
+            (Some(r), Some(p)) if p < r => Some((p, Failure::PerTryTimeout)),
+            (Some(r), _) => Some((r, Failure::Timeout)),
+            (None, Some(p)) => Some((p, Failure::PerTryTimeout)),
+            (None, None) => None,
+        };
+        let outcome = once(a.cluster, host, a.version, req, timeout).await;
+        if matches!(outcome, Err(Failure::PerTryTimeout)) {
+            stats::inc(&cs.upstream_rq_per_try_timeout);
+        }
+        let Some((policy, _)) = &a.retry else {
+            return (outcome, false);
+        };
+        let retriable = match &outcome {
+            Ok((resp, _)) => policy.retries_response(resp.status(), resp.headers()),
+            Err(f) => no_answer(f).is_some_and(|w| policy.retries_failure(w)),
+        };
+        if !retriable {
+            if retries > 0 && outcome.is_ok() {
+                stats::inc(&cs.upstream_rq_retry_success);
+            }
+            return (outcome, false);
+        }
+        if retries >= policy.num_retries {
+            stats::inc(&cs.upstream_rq_retry_limit_exceeded);
+            return (outcome, true);
+        }
+        tried.push(host.clone());
+        let Some(next) = next_host(&a, policy, &tried, host) else {
+            return (outcome, true);
+        };
+        // This attempt is over. As in Envoy, only the answer that goes back to the client
+        // counts in upstream_rq_<code>; a failed host counts an error.
+        if outcome.is_err() {
+            stats::inc(&host.stats.rq_error);
+        }
+        drop(outcome);
+        retries += 1;
+        stats::inc(&cs.upstream_rq_retry);
+        stats::inc(&cs.upstream_rq_retry_backoff_exponential);
+        let pause = policy.backoff(retries);
+        match a.deadline {
+            Some(d) if Instant::now() + pause >= d => {
+                tokio::time::sleep_until(d).await;
+                return (Err(Failure::Timeout), false);
+            }
+            _ => tokio::time::sleep(pause).await,
+        }
+        stats::dec(&host.active_requests);
+        stats::inc(&next.active_requests);
+        stats::inc(&next.stats.rq_total);
+        stats::inc(&cs.upstream_rq_total);
+        *host = next;
+    }
+}
