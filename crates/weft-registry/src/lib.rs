@@ -8,6 +8,7 @@ pub mod host;
 mod kube;
 pub mod protocol;
 mod service_entry;
+pub mod source;
 
 pub use protocol::Protocol;
 

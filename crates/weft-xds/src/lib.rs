@@ -3,6 +3,7 @@
 //! resources per node and the ADS server that streams them, state-of-the-world and delta.
 
 pub mod ads;
+pub mod control;
 pub mod translate;
 
 /// Type URLs of the resources ADS carries.

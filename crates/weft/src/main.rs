@@ -20,6 +20,14 @@ enum Command {
     Validate(cmd::validate::Args),
     /// Run the proxy from an Envoy v3 bootstrap file (the one `envoy -c` accepts).
     Proxy(cmd::proxy::Args),
+    /// Run the control plane: translate a folder of Istio YAML and serve it to proxies over ADS.
+    ControlPlane(cmd::control_plane::Args),
+    /// Run a mesh on this machine from a folder of Istio YAML: the control plane, a sidecar per
+    /// workload and a gateway per Gateway selector.
+    Up(cmd::up::Args),
+    /// The canary tutorial end to end: three website versions behind the ingress gateway on
+    /// 127.0.0.1:8080, then 100% to v1, 90/10, and a header route to v3.
+    Demo(cmd::demo::Args),
 }
 
 fn main() -> ExitCode {
@@ -27,6 +35,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate(args) => cmd::validate::run(&args),
         Command::Proxy(args) => cmd::proxy::run(&args),
+        Command::ControlPlane(args) => cmd::control_plane::run(&args),
+        Command::Up(args) => cmd::up::run(&args),
+        Command::Demo(args) => cmd::demo::run(&args),
     };
     match result {
         Ok(code) => code,

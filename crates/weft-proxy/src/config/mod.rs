@@ -96,6 +96,22 @@ pub(crate) fn join(parent: &str, child: &str) -> String {
     }
 }
 
+/// An encoded Envoy message of type `type_name` (`envoy.config.listener.v3.Listener`) in
+/// Envoy's JSON form, with proto field names as `/config_dump` prints them.
+pub fn to_json(type_name: &str, bytes: &[u8]) -> Result<serde_json::Value, String> {
+    use prost_reflect::{DynamicMessage, SerializeOptions};
+    let descriptor = pool()
+        .get_message_by_name(type_name)
+        .ok_or_else(|| format!("unknown message {type_name}"))?;
+    let message = DynamicMessage::decode(descriptor, bytes).map_err(|e| e.to_string())?;
+    message
+        .serialize_with_options(
+            serde_json::value::Serializer,
+            &SerializeOptions::new().use_proto_field_name(true),
+        )
+        .map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -186,12 +186,24 @@ impl Tracker {
     }
 }
 
+/// Called with the node of each new stream before its first response, so that a control
+/// plane can make that node's snapshot first.
+#[derive(Clone)]
+pub struct ConnectHook(pub Arc<dyn Fn(&Node) + Send + Sync>);
+
+impl std::fmt::Debug for ConnectHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConnectHook")
+    }
+}
+
 /// The ADS service. Clone it to keep a handle on the cache and the status while tonic owns the
 /// service.
 #[derive(Debug, Clone, Default)]
 pub struct AdsServer {
     cache: Arc<Cache>,
     tracker: Arc<Tracker>,
+    on_connect: Option<ConnectHook>,
 }
 
 impl AdsServer {
@@ -199,7 +211,14 @@ impl AdsServer {
         AdsServer {
             cache,
             tracker: Arc::default(),
+            on_connect: None,
         }
+    }
+
+    /// Calls `hook` with the node of every new stream, before the stream reads the cache.
+    pub fn with_connect_hook(mut self, hook: impl Fn(&Node) + Send + Sync + 'static) -> Self {
+        self.on_connect = Some(ConnectHook(Arc::new(hook)));
+        self
     }
 
     pub fn cache(&self) -> &Arc<Cache> {
@@ -299,6 +318,9 @@ impl AdsServer {
                 "stream closed before the first request",
             ));
         };
+        if let (Some(hook), Some(n)) = (&self.on_connect, P::node(&first)) {
+            (hook.0)(n);
+        }
         let node = P::node(&first).map(|n| n.id.clone()).unwrap_or_default();
         let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
         let id = self.tracker.open(P::DELTA);

@@ -1,2 +1,6 @@
+pub mod control_plane;
+pub mod demo;
+pub mod monitor;
 pub mod proxy;
+pub mod up;
 pub mod validate;

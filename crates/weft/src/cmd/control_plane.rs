@@ -1,0 +1,168 @@
+//! `weft control-plane`: watch a folder of Istio YAML, translate it for every proxy that
+//! connects over ADS, push on every valid edit, and keep the last good config when an edit is
+//! refused. The monitoring port answers `weft proxy-status` and `weft proxy-config`.
+
+use super::monitor;
+use anyhow::Context as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use weft_registry::source::Folder;
+use weft_xds::control::ControlPlane;
+use weft_xds::translate::Inputs;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Folder of Istio and Kubernetes YAML (watched; every *.yaml, *.yml, *.json below it).
+    #[arg(short = 'f', long = "filename")]
+    pub dir: PathBuf,
+    /// MeshConfig YAML (Istio's --meshConfig). Without it, the `mesh` key of an `istio`
+    /// ConfigMap in the folder, else Istio's defaults.
+    #[arg(long)]
+    pub mesh_config: Option<PathBuf>,
+    /// Where proxies reach the ADS server (Istio's 15010).
+    #[arg(long, default_value = "127.0.0.1:15010")]
+    pub xds_address: String,
+    /// Status and debug endpoints (Istio's 15014), read by proxy-status and proxy-config.
+    #[arg(long, default_value = "127.0.0.1:15014")]
+    pub monitoring_address: String,
+    #[arg(short = 'l', long = "log-level", default_value = "info")]
+    pub log_level: String,
+}
+
+/// What the control plane reports besides per-proxy state: the errors that refused the latest
+/// edit (empty once a valid edit arrives).
+#[derive(Default)]
+pub struct ConfigStatus {
+    pub errors: Vec<String>,
+    pub warnings: Vec<String>,
+    pub generation: u64,
+}
+
+/// A running control plane.
+pub struct Running {
+    pub xds: SocketAddr,
+    pub monitoring: SocketAddr,
+    stop: watch::Sender<bool>,
+}
+
+impl Running {
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+}
+
+/// How often the folder is checked for edits: well inside the second an edit may take.
+const WATCH_INTERVAL: Duration = Duration::from_millis(200);
+
+pub async fn start(folder: Folder, xds: &str, monitoring: &str) -> anyhow::Result<Running> {
+    let control = ControlPlane::new();
+    let (stop, stopped) = watch::channel(false);
+    let xds_listener = tokio::net::TcpListener::bind(xds)
+        .await
+        .with_context(|| format!("cannot listen for xDS on {xds}"))?;
+    let monitor_listener = tokio::net::TcpListener::bind(monitoring)
+        .await
+        .with_context(|| format!("cannot listen for monitoring on {monitoring}"))?;
+    let running = Running {
+        xds: xds_listener.local_addr()?,
+        monitoring: monitor_listener.local_addr()?,
+        stop,
+    };
+    let status = Arc::new(Mutex::new(ConfigStatus::default()));
+
+    let server = control.server();
+    let mut until = stopped.clone();
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = until.wait_for(|s| *s).await;
+        };
+        if let Err(e) = weft_xds::ads::serve(server, xds_listener, shutdown).await {
+            tracing::error!(error = %e, "xDS server stopped");
+        }
+    });
+
+    let (updates, received) = mpsc::unbounded_channel::<Inputs>();
+    tokio::spawn(control.clone().run(received));
+
+    let watch_status = status.clone();
+    let mut until = stopped.clone();
+    tokio::spawn(async move {
+        let watching = folder.watch(WATCH_INTERVAL, move |loaded| {
+            let mut st = watch_status.lock().unwrap_or_else(|p| p.into_inner());
+            match loaded {
+                Ok(config) => {
+                    for w in &config.warnings {
+                        tracing::warn!("{w}");
+                    }
+                    st.errors.clear();
+                    st.warnings = config.warnings.clone();
+                    st.generation += 1;
+                    let inputs = Inputs::new(&config.resources, config.mesh.resolve());
+                    for p in &inputs.registry.problems {
+                        tracing::warn!("{p}");
+                    }
+                    updates.send(inputs).is_ok()
+                }
+                Err(errors) => {
+                    for e in &errors {
+                        tracing::error!(
+                            "configuration refused, the last good one keeps serving: {e}"
+                        );
+                    }
+                    st.errors = errors;
+                    true
+                }
+            }
+        });
+        tokio::select! {
+            () = watching => {}
+            _ = until.wait_for(|s| *s) => {}
+        }
+    });
+
+    let monitor = monitor::Monitor { control, status };
+    let mut until = stopped;
+    tokio::spawn(async move {
+        monitor
+            .serve(monitor_listener, async move {
+                let _ = until.wait_for(|s| *s).await;
+            })
+            .await;
+    });
+    Ok(running)
+}
+
+pub fn init_logging(level: &str) {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
+            "weft={level},weft_xds={level},weft_registry={level},weft_proxy={level}"
+        )))
+        .init();
+}
+
+pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    init_logging(&args.log_level);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let folder = Folder {
+            dir: args.dir.clone(),
+            mesh_file: args.mesh_config.clone(),
+        };
+        let running = start(folder, &args.xds_address, &args.monitoring_address).await?;
+        println!(
+            "weft control-plane: xDS on {}, status on http://{}",
+            running.xds, running.monitoring
+        );
+        tokio::signal::ctrl_c().await?;
+        running.stop();
+        Ok(ExitCode::SUCCESS)
+    })
+}

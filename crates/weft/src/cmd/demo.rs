@@ -1,0 +1,342 @@
+//! `weft demo`: the canary tutorial of the seeds, end to end on this machine. Three versions of
+//! a website run as built-in workloads behind the ingress gateway on 127.0.0.1:8080; the demo
+//! writes the tutorial's YAML to a folder, then walks the three steps by editing it — all
+//! traffic to version-1, a 90/10 split, a header that reaches version-3 — and shows where the
+//! requests went after each edit. The mesh then keeps running for the user's own edits.
+
+use super::up::{self, Up};
+use anyhow::Context as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper_util::rt::TokioIo;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Where the demo writes its YAML (edit it while the demo runs).
+    #[arg(long, default_value = "weft-demo")]
+    pub dir: PathBuf,
+    /// Walk the three steps, then exit instead of serving until Ctrl-C.
+    #[arg(long)]
+    pub exit: bool,
+    /// Requests sent through the gateway after each step.
+    #[arg(long, default_value_t = 200)]
+    pub requests: usize,
+    #[arg(long, default_value = "127.0.0.1:15010")]
+    pub xds_address: String,
+    #[arg(long, default_value = "127.0.0.1:15014")]
+    pub monitoring_address: String,
+    /// The port the ingress gateway listens on for the Gateway's port 80.
+    #[arg(long, default_value_t = 8080)]
+    pub gateway_port: u16,
+    /// First port for the proxies' admin and HTTP proxy ports; 0 picks free ports.
+    #[arg(long, default_value_t = 15100)]
+    pub port_base: u16,
+    /// Ports of the three website versions.
+    #[arg(long, num_args = 3, default_values_t = [18081u16, 18082, 18083])]
+    pub website_ports: Vec<u16>,
+    #[arg(short = 'l', long = "log-level", default_value = "warn")]
+    pub log_level: String,
+}
+
+/// The workloads: the tutorial's `website` Service, with its three Deployments as
+/// WorkloadEntries (there is no Kubernetes to run them).
+fn workloads(ports: &[u16]) -> String {
+    let mut out = String::from(
+        "# The tutorial's Service; its three Deployments (web-v1..3) run here as WorkloadEntries.\n\
+         apiVersion: v1\nkind: Service\nmetadata:\n  name: website\nspec:\n  ports:\n  - port: 80\n    \
+         targetPort: 80\n    protocol: TCP\n    name: http\n  selector:\n    app: website\n",
+    );
+    for (i, port) in ports.iter().enumerate() {
+        let v = i + 1;
+        out.push_str(&format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: web-v{v}\n  \
+             namespace: default\nspec:\n  address: 127.0.0.1\n  ports:\n    http: {port}\n  labels:\n    \
+             app: website\n    version: website-version-{v}\n"
+        ));
+    }
+    out
+}
+
+const GATEWAY_AND_RULE: &str = r#"apiVersion: networking.istio.io/v1alpha3
+kind: Gateway
+metadata:
+  name: website-gateway
+spec:
+  selector:
+    # Which pods we want to expose as Istio router
+    istio: ingressgateway
+  servers:
+  - port:
+      number: 80
+      name: http
+      protocol: HTTP
+    hosts:
+    - "*"
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: DestinationRule
+metadata:
+  name: website
+spec:
+  host: website
+  subsets:
+  - name: version-1
+    labels:
+      version: website-version-1
+  - name: version-2
+    labels:
+      version: website-version-2
+  - name: version-3
+    labels:
+      version: website-version-3
+"#;
+
+/// The VirtualService of each step.
+const STEPS: [(&str, &str); 3] = [
+    (
+        "step 1: all traffic to version-1",
+        r#"  http:
+  - route:
+    - destination:
+        host: website
+        subset: version-1
+"#,
+    ),
+    (
+        "step 2: canary, 90% to version-1 and 10% to version-2",
+        r#"  http:
+  - route:
+    - destination:
+        host: website
+        subset: version-1
+      weight: 90
+    - destination:
+        host: website
+        subset: version-2
+      weight: 10
+"#,
+    ),
+    (
+        "step 3: requests with header x-website-version: 3 go to version-3",
+        r#"  http:
+  - match:
+    - headers:
+        x-website-version:
+          exact: "3"
+    route:
+    - destination:
+        host: website
+        subset: version-3
+  - route:
+    - destination:
+        host: website
+        subset: version-1
+      weight: 90
+    - destination:
+        host: website
+        subset: version-2
+      weight: 10
+"#,
+    ),
+];
+
+fn virtual_service(step: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1alpha3\nkind: VirtualService\nmetadata:\n  \
+         name: website-virtual-service\nspec:\n  hosts:\n  - \"*\"\n  gateways:\n  - website-gateway\n{step}"
+    )
+}
+
+/// One version of the website: a page that says which version it is.
+async fn serve_website(listener: tokio::net::TcpListener, version: usize) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |_req| async move {
+                let body = format!("<h1>Welcome to the website, version-{version}</h1>\n");
+                let mut resp = http::Response::new(Full::new(Bytes::from(body)));
+                resp.headers_mut()
+                    .insert("content-type", http::HeaderValue::from_static("text/html"));
+                resp.headers_mut()
+                    .insert("x-website-version", http::HeaderValue::from(version as u64));
+                Ok::<_, std::convert::Infallible>(resp)
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// A GET through the gateway: the version that answered, or why none did.
+async fn get(gateway: SocketAddr, header: Option<(&str, &str)>) -> Result<String, String> {
+    let stream = tokio::net::TcpStream::connect(gateway)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let mut req = http::Request::get("/").header("host", "website.example.com");
+    if let Some((k, v)) = header {
+        req = req.header(k, v);
+    }
+    let req = req.body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
+    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let status = resp.status();
+    let version = resp
+        .headers()
+        .get("x-website-version")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| format!("version-{v}"));
+    let _ = resp.into_body().collect().await;
+    version.ok_or_else(|| format!("HTTP {status}"))
+}
+
+/// Where `n` requests went.
+async fn tally(
+    gateway: SocketAddr,
+    n: usize,
+    header: Option<(&str, &str)>,
+) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for _ in 0..n {
+        let key = get(gateway, header).await.unwrap_or_else(|e| e);
+        *out.entry(key).or_insert(0) += 1;
+    }
+    out
+}
+
+fn show(t: &BTreeMap<String, usize>, n: usize) -> String {
+    t.iter()
+        .map(|(k, v)| format!("{k}: {v} ({:.0}%)", *v as f64 * 100.0 / n as f64))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Waits until requests through the gateway get an answer from `expected`.
+async fn until_serving(
+    gateway: SocketAddr,
+    expected: &str,
+    header: Option<(&str, &str)>,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if get(gateway, header).await.as_deref() == Ok(expected) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the gateway on {gateway} did not route to {expected} within 15 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    super::control_plane::init_logging(&args.log_level);
+    anyhow::ensure!(
+        args.website_ports.len() == 3,
+        "--website-ports takes three ports"
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        std::fs::create_dir_all(&args.dir)?;
+        let routing = args.dir.join("website-routing.yaml");
+        write(&args.dir.join("website.yaml"), &workloads(&args.website_ports))?;
+        write(
+            &routing,
+            &format!("{GATEWAY_AND_RULE}---\n{}", virtual_service(STEPS[0].1)),
+        )?;
+        for (i, port) in args.website_ports.iter().enumerate() {
+            let l = tokio::net::TcpListener::bind(("127.0.0.1", *port))
+                .await
+                .with_context(|| format!("website version-{} cannot listen on 127.0.0.1:{port}", i + 1))?;
+            tokio::spawn(serve_website(l, i + 1));
+        }
+        let up_args = up::Args {
+            dir: args.dir.clone(),
+            mesh_config: None,
+            xds_address: args.xds_address.clone(),
+            monitoring_address: args.monitoring_address.clone(),
+            gateway_address: "127.0.0.1".into(),
+            gateway_ports: vec![format!("80={}", args.gateway_port)],
+            port_base: args.port_base,
+            envoy: None,
+            log_level: args.log_level.clone(),
+        };
+        let mut mesh: Up = up::start(&up_args).await?;
+        let gateway = SocketAddr::from(([127, 0, 0, 1], args.gateway_port));
+        println!("weft demo: the canary tutorial, with its YAML in {}\n", args.dir.display());
+        print!("{}", mesh.describe("127.0.0.1"));
+        let result = steps(args, gateway, &routing).await;
+        if let Err(e) = &result {
+            eprintln!("weft demo: {e:#}");
+            mesh.stop();
+            return Ok(ExitCode::from(1));
+        }
+        println!("\nTry it:");
+        println!("  curl http://127.0.0.1:{}/", args.gateway_port);
+        println!("  curl -H 'x-website-version: 3' http://127.0.0.1:{}/", args.gateway_port);
+        println!("  weft proxy-status --control-plane http://{}", mesh.control.monitoring);
+        if args.exit {
+            mesh.stop();
+            return Ok(ExitCode::SUCCESS);
+        }
+        println!(
+            "\nEdit {} (weights, matches, subsets): each save is validated and pushed. Ctrl-C stops the demo.",
+            routing.display()
+        );
+        tokio::signal::ctrl_c().await?;
+        mesh.stop();
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+async fn steps(args: &Args, gateway: SocketAddr, routing: &Path) -> anyhow::Result<()> {
+    let n = args.requests;
+    for (i, (title, vs)) in STEPS.iter().enumerate() {
+        if i > 0 {
+            write(
+                routing,
+                &format!("{GATEWAY_AND_RULE}---\n{}", virtual_service(vs)),
+            )?;
+        }
+        println!(
+            "\n{title}  (VirtualService website-virtual-service in {})",
+            routing.display()
+        );
+        match i {
+            0 => until_serving(gateway, "version-1", None).await?,
+            1 => until_serving(gateway, "version-2", None).await?,
+            _ => until_serving(gateway, "version-3", Some(("x-website-version", "3"))).await?,
+        }
+        let plain = tally(gateway, n, None).await;
+        println!(
+            "  {n} requests:                              {}",
+            show(&plain, n)
+        );
+        if i == 2 {
+            let tagged = tally(gateway, n, Some(("x-website-version", "3"))).await;
+            println!(
+                "  {n} requests with x-website-version: 3:    {}",
+                show(&tagged, n)
+            );
+        }
+    }
+    Ok(())
+}

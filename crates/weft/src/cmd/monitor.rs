@@ -1,0 +1,209 @@
+//! The control plane's status port (istiod's 15014): `/debug/syncz` (where each proxy stands,
+//! per resource type), `/debug/config_dump?proxyID=ID` (what translation made for it, with the
+//! Istio objects each resource came from), `/debug/problems`, and `/ready`.
+
+use super::control_plane::ConfigStatus;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use weft_xds::control::ControlPlane;
+use weft_xds::translate::{Generated, ProxyKind};
+use weft_xds::type_url;
+
+pub struct Monitor {
+    pub control: ControlPlane,
+    pub status: Arc<Mutex<ConfigStatus>>,
+}
+
+/// xDS type URLs by the short names istioctl prints.
+pub const TYPES: [(&str, &str); 4] = [
+    ("CDS", type_url::CLUSTER),
+    ("LDS", type_url::LISTENER),
+    ("EDS", type_url::ENDPOINT),
+    ("RDS", type_url::ROUTE),
+];
+
+impl Monitor {
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        let me = Arc::new(self);
+        tokio::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                () = &mut shutdown => return,
+            };
+            let Ok((stream, _)) = accepted else { continue };
+            let me = me.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let me = me.clone();
+                    async move { Ok::<_, std::convert::Infallible>(me.answer(&req)) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    }
+
+    fn answer(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+        let query: BTreeMap<String, String> = req
+            .uri()
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.replace("%7E", "~").replace("%7e", "~")))
+            .collect();
+        match req.uri().path() {
+            "/ready" => reply(StatusCode::OK, json!("ready")),
+            "/debug/syncz" => reply(StatusCode::OK, self.syncz()),
+            "/debug/problems" => reply(StatusCode::OK, self.problems()),
+            "/debug/config_dump" => match query.get("proxyID") {
+                Some(id) => match self.control.proxies().get(id) {
+                    Some(p) => reply(StatusCode::OK, dump(&p.generated)),
+                    None => reply(
+                        StatusCode::NOT_FOUND,
+                        json!({"error": format!("no proxy {id} has connected")}),
+                    ),
+                },
+                None => reply(
+                    StatusCode::BAD_REQUEST,
+                    json!({"error": "proxyID is required"}),
+                ),
+            },
+            _ => reply(StatusCode::NOT_FOUND, json!({"error": "not found"})),
+        }
+    }
+
+    /// Each connected proxy, and per type what was sent, what it accepted, and the verdict
+    /// istioctl shows: SYNCED, STALE (sent, not yet accepted), NACKED, NOT SENT.
+    fn syncz(&self) -> Value {
+        let proxies = self.control.proxies();
+        let mut out = Vec::new();
+        for c in self.control.connections() {
+            let mut types = serde_json::Map::new();
+            for (short, url) in TYPES {
+                let s = c.types.get(url).cloned().unwrap_or_default();
+                let current = proxies
+                    .get(&c.node)
+                    .and_then(|p| p.snapshot.resources(url))
+                    .map(|r| r.version.clone());
+                let verdict = if s.sent.is_empty() {
+                    "NOT SENT"
+                } else if s.nack.is_some() {
+                    "NACKED"
+                } else if s.acked.is_some() && s.acked == current {
+                    "SYNCED"
+                } else {
+                    "STALE"
+                };
+                types.insert(
+                    short.to_string(),
+                    json!({
+                        "status": verdict,
+                        "sent": s.sent,
+                        "acked": s.acked,
+                        "current": current,
+                        "error": s.nack,
+                    }),
+                );
+            }
+            let kind = proxies.get(&c.node).map(|p| match p.proxy.kind {
+                ProxyKind::Sidecar => "sidecar",
+                ProxyKind::Router => "router",
+            });
+            out.push(json!({
+                "proxy": c.node,
+                "kind": kind,
+                "delta": c.delta,
+                "types": types,
+            }));
+        }
+        Value::Array(out)
+    }
+
+    /// Everything the operator should know is wrong: the refused edit, each proxy's translation
+    /// problems, refused nodes, and Gateways no connected gateway proxy serves.
+    fn problems(&self) -> Value {
+        let status = self.status.lock().unwrap_or_else(|p| p.into_inner());
+        let proxies = self.control.proxies();
+        let translation: BTreeMap<&String, &Vec<String>> = proxies
+            .iter()
+            .filter(|(_, p)| !p.generated.problems.is_empty())
+            .map(|(id, p)| (id, &p.generated.problems))
+            .collect();
+        let inputs = self.control.inputs();
+        let unserved: Vec<String> = inputs
+            .config
+            .gateways
+            .iter()
+            .filter(|g| {
+                !proxies.values().any(|p| {
+                    p.proxy.kind == ProxyKind::Router
+                        && !g.spec.selector.is_empty()
+                        && g.spec
+                            .selector
+                            .iter()
+                            .all(|(k, v)| p.proxy.labels.get(k) == Some(v))
+                })
+            })
+            .map(|g| {
+                format!(
+                    "{}: no gateway proxy matches selector {:?}",
+                    g.label(),
+                    g.spec.selector
+                )
+            })
+            .collect();
+        json!({
+            "config_errors": status.errors,
+            "config_warnings": status.warnings,
+            "registry": inputs.registry.problems,
+            "translation": translation,
+            "refused_proxies": self.control.refused(),
+            "gateways_without_proxy": unserved,
+        })
+    }
+}
+
+/// A proxy's generated resources in Envoy's JSON form.
+pub fn dump(g: &Generated) -> Value {
+    fn section<M: prost::Message + prost::Name>(items: &BTreeMap<String, M>) -> Value {
+        let mut m = serde_json::Map::new();
+        for (name, item) in items {
+            let v = weft_proxy::config::to_json(&M::full_name(), &item.encode_to_vec())
+                .unwrap_or_else(|e| json!({"error": e}));
+            m.insert(name.clone(), v);
+        }
+        Value::Object(m)
+    }
+    json!({
+        "listeners": section(&g.listeners),
+        "routes": section(&g.routes),
+        "clusters": section(&g.clusters),
+        "endpoints": section(&g.endpoints),
+        "problems": g.problems,
+    })
+}
+
+fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(
+        serde_json::to_string_pretty(&body).unwrap_or_default(),
+    )));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
