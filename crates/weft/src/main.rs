@@ -28,6 +28,10 @@ enum Command {
     /// The canary tutorial end to end: three website versions behind the ingress gateway on
     /// 127.0.0.1:8080, then 100% to v1, 90/10, and a header route to v3.
     Demo(cmd::demo::Args),
+    /// Where each proxy stands with the control plane: SYNCED, STALE, NACKED per resource type.
+    ProxyStatus(cmd::status::StatusArgs),
+    /// A proxy's listeners, routes, clusters or endpoints, from the control plane or its admin.
+    ProxyConfig(cmd::status::ConfigArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +42,8 @@ fn main() -> ExitCode {
         Command::ControlPlane(args) => cmd::control_plane::run(&args),
         Command::Up(args) => cmd::up::run(&args),
         Command::Demo(args) => cmd::demo::run(&args),
+        Command::ProxyStatus(args) => cmd::status::proxy_status(&args),
+        Command::ProxyConfig(args) => cmd::status::proxy_config(&args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,447 @@
+//! The seed tutorial end to end through `weft up`: the control plane translating a folder of
+//! Istio YAML, and proxies taking it over ADS — real Envoy (`--envoy`) in one run, Weft's own
+//! proxy in the other, the same checks for both. The ingress gateway and the sidecars are
+//! whole processes; the website versions are echo servers that say who answered.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::{Req, request, try_request};
+
+/// `weft up` as a child process; Ctrl-C (SIGINT) on drop, so that it stops its proxies.
+struct Mesh {
+    child: Child,
+    gateway: SocketAddr,
+    status: String,
+    /// Sidecar label (`sidecar default/web-v1`) → its HTTP proxy address.
+    http_proxies: BTreeMap<String, SocketAddr>,
+    _dir: tempfile::TempDir,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn workloads(ports: &[u16; 3]) -> String {
+    let mut out = String::from(
+        "apiVersion: v1\nkind: Service\nmetadata: { name: website }\n\
+         spec:\n  ports: [ { port: 80, targetPort: 80, protocol: TCP, name: http } ]\n  selector: { app: website }\n",
+    );
+    for (i, p) in ports.iter().enumerate() {
+        let v = i + 1;
+        out.push_str(&format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\n\
+             metadata: {{ name: web-v{v}, namespace: default }}\n\
+             spec: {{ address: 127.0.0.1, ports: {{ http: {p} }}, labels: {{ app: website, version: website-version-{v} }} }}\n"
+        ));
+    }
+    out
+}
+
+/// The seed's Gateway and DestinationRule, unchanged.
+const GATEWAY_AND_RULE: &str = r#"apiVersion: networking.istio.io/v1alpha3
+kind: Gateway
+metadata:
+  name: website-gateway
+spec:
+  selector:
+    istio: ingressgateway
+  servers:
+  - port:
+      number: 80
+      name: http
+      protocol: HTTP
+    hosts:
+    - "*"
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: DestinationRule
+metadata:
+  name: website
+spec:
+  host: website
+  subsets:
+  - name: version-1
+    labels:
+      version: website-version-1
+  - name: version-2
+    labels:
+      version: website-version-2
+  - name: version-3
+    labels:
+      version: website-version-3
+"#;
+
+fn virtual_service(http: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1alpha3\nkind: VirtualService\nmetadata:\n  name: website-virtual-service\n\
+         spec:\n  hosts:\n  - \"*\"\n  gateways:\n  - website-gateway\n  http:\n{http}"
+    )
+}
+
+const STEP1: &str = "  - route:\n    - destination: { host: website, subset: version-1 }\n";
+const STEP2: &str = "  - route:\n    - destination: { host: website, subset: version-1 }\n      weight: 90\n    - destination: { host: website, subset: version-2 }\n      weight: 10\n";
+const STEP3: &str = "  - match:\n    - headers:\n        x-website-version: { exact: \"3\" }\n    route:\n    - destination: { host: website, subset: version-3 }\n  - route:\n    - destination: { host: website, subset: version-1 }\n      weight: 90\n    - destination: { host: website, subset: version-2 }\n      weight: 10\n";
+const FAULT: &str = "  - fault:\n      abort: { httpStatus: 418, percentage: { value: 30 } }\n    route:\n    - destination: { host: website, subset: version-1 }\n";
+const RETRIES: &str = "  - route:\n    - destination: { host: website, subset: version-3 }\n    retries: { attempts: 4, retryOn: 5xx }\n";
+
+fn write_routing(dir: &Path, http: &str) {
+    // Written whole, then renamed, so the watcher never reads half a file.
+    let tmp = dir.join(".routing.tmp");
+    std::fs::write(
+        &tmp,
+        format!("{GATEWAY_AND_RULE}---\n{}", virtual_service(http)),
+    )
+    .unwrap();
+    std::fs::rename(&tmp, dir.join("routing.yaml")).unwrap();
+}
+
+async fn start(envoy: bool) -> Mesh {
+    let v1 = support::start_echo("v1").await;
+    let v2 = support::start_echo("v2").await;
+    let v3 = support::start_echo("v3").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("mesh");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(
+        dir.join("website.yaml"),
+        workloads(&[v1.port(), v2.port(), v3.port()]),
+    )
+    .unwrap();
+    write_routing(&dir, STEP1);
+    let gateway_port = support::free_port();
+    let mut cmd = Command::new(support::weft_binary());
+    cmd.arg("up")
+        .arg("-f")
+        .arg(&dir)
+        .args([
+            "--xds-address",
+            "127.0.0.1:0",
+            "--monitoring-address",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--port-base",
+            "0",
+            "--gateway-port",
+            &format!("80={gateway_port}"),
+        ])
+        .args(["-l", "warn"]);
+    if envoy {
+        cmd.arg("--envoy").arg(support::envoy_binary());
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let done = line.starts_with("Edits to");
+            lines.push(line);
+            if done {
+                break;
+            }
+        }
+        lines
+    })
+    .await
+    .unwrap();
+    let status = lines
+        .iter()
+        .find_map(|l| l.split("status http://").nth(1))
+        .and_then(|s| s.split('/').next())
+        .unwrap_or_else(|| panic!("no status address in {lines:?}"))
+        .to_string();
+    let mut http_proxies = BTreeMap::new();
+    for l in &lines {
+        if let (true, Some(addr)) = (
+            l.starts_with("sidecar"),
+            l.split("HTTP_PROXY=http://").nth(1),
+        ) {
+            let label = l.split("  ").next().unwrap().trim().to_string();
+            http_proxies.insert(label, addr.trim().parse().unwrap());
+        }
+    }
+    assert_eq!(http_proxies.len(), 3, "{lines:?}");
+    Mesh {
+        child,
+        gateway: SocketAddr::from(([127, 0, 0, 1], gateway_port)),
+        status,
+        http_proxies,
+        _dir: tmp,
+        dir,
+    }
+}
+
+fn website(path: &str) -> Req {
+    Req::get("website.example.com", path)
+}
+
+/// Who answered, or the status when nobody did.
+async fn who(addr: SocketAddr, req: &Req) -> String {
+    match try_request(addr, req).await {
+        Ok(r) if r.status == 200 => r.json().map_or_else(
+            || "not json".to_string(),
+            |j| j["upstream"].as_str().unwrap_or("?").to_string(),
+        ),
+        Ok(r) => format!("HTTP {}", r.status),
+        Err(e) => format!("error {e}"),
+    }
+}
+
+async fn tally(addr: SocketAddr, req: &Req, n: usize) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for _ in 0..n {
+        *out.entry(who(addr, req).await).or_insert(0) += 1;
+    }
+    out
+}
+
+/// Polls until a request gets `expected`, up to 10 s: the time an edit takes to arrive.
+async fn until(addr: SocketAddr, req: &Req, expected: &str) -> Duration {
+    let start = Instant::now();
+    loop {
+        let got = who(addr, req).await;
+        if got == expected {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "still {got:?}, expected {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn status_json(mesh: &Mesh, path: &str) -> serde_json::Value {
+    let r = request(mesh.status.parse().unwrap(), &Req::get("status", path)).await;
+    serde_json::from_slice(&r.body).unwrap()
+}
+
+fn share(t: &BTreeMap<String, usize>, key: &str, n: usize) -> f64 {
+    *t.get(key).unwrap_or(&0) as f64 * 100.0 / n as f64
+}
+
+/// The whole tutorial, then a fault, retries and a refused edit. Envoy and Weft proxies differ
+/// only where the Weft proxy lacks a feature (the fault filter): there, the Weft proxy must
+/// refuse the update, say so in proxy-status, and keep serving the last good config.
+async fn tutorial(envoy: bool) {
+    let mesh = start(envoy).await;
+    let gw = mesh.gateway;
+    // Step 1: everything to version-1.
+    until(gw, &website("/"), "v1").await;
+    let t = tally(gw, &website("/"), 50).await;
+    assert_eq!(t, BTreeMap::from([("v1".to_string(), 50)]));
+
+    // Sidecars route by Host as HTTP proxies: the mesh has no VirtualService for them, so the
+    // default route spreads over all three versions.
+    let sidecar = mesh.http_proxies["sidecar default/web-v1"];
+    // Each proxy starts on its own; this one may still be taking its first config.
+    until(sidecar, &Req::get("website", "/"), "v1").await;
+    let t = tally(sidecar, &Req::get("website", "/"), 30).await;
+    assert_eq!(
+        t.keys().cloned().collect::<Vec<_>>(),
+        ["v1", "v2", "v3"],
+        "{t:?}"
+    );
+
+    // Step 2: 90/10 over 1000 requests, within ±3 points. The edit is live: nothing restarts.
+    write_routing(&mesh.dir, STEP2);
+    until(gw, &website("/"), "v2").await;
+    let t = tally(gw, &website("/"), 1000).await;
+    assert_eq!(t.values().sum::<usize>(), 1000);
+    assert!((share(&t, "v2", 1000) - 10.0).abs() <= 3.0, "{t:?}");
+    assert_eq!(
+        t.get("v1").copied().unwrap_or(0) + t.get("v2").copied().unwrap_or(0),
+        1000,
+        "{t:?}"
+    );
+
+    // Step 3: the header goes to version-3; without it, still 90/10.
+    write_routing(&mesh.dir, STEP3);
+    let mut tagged = website("/");
+    tagged
+        .headers
+        .push(("x-website-version".into(), "3".into()));
+    until(gw, &tagged, "v3").await;
+    assert_eq!(
+        tally(gw, &tagged, 50).await,
+        BTreeMap::from([("v3".to_string(), 50)])
+    );
+    let t = tally(gw, &website("/"), 200).await;
+    assert!(!t.contains_key("v3"), "{t:?}");
+
+    // Retries: three 503s from version-3, then a 200, within attempts: 4 (Istio's default of
+    // two retries would give up with the third 503).
+    write_routing(&mesh.dir, RETRIES);
+    until(gw, &website("/"), "v3").await;
+    let r = request(gw, &website(&format!("/flaky/e2e-{envoy}/3"))).await;
+    assert_eq!(r.status, 200, "retries must hide three 503s");
+    assert_eq!(r.headers["x-upstream-attempt"], "4");
+
+    // A refused edit (a negative timeout): named in /debug/problems, the last good config
+    // (the retries route) keeps serving.
+    std::fs::write(
+        mesh.dir.join("broken.yaml"),
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: { name: broken }\n\
+         spec:\n  hosts: [ website ]\n  http:\n  - timeout: -1s\n    route: [ { destination: { host: website } } ]\n",
+    )
+    .unwrap();
+    let start = Instant::now();
+    loop {
+        let p = status_json(&mesh, "/debug/problems").await;
+        let errors = p["config_errors"].to_string();
+        if errors.contains("broken.yaml") {
+            assert!(
+                errors.contains("VirtualService default/broken: spec.http[0].timeout"),
+                "{errors}"
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the bad edit was not reported: {p}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(who(gw, &website("/")).await, "v3");
+    std::fs::remove_file(mesh.dir.join("broken.yaml")).unwrap();
+
+    // Fault abort 30 % over 1000 requests, within ±3 points (Envoy); the Weft proxy has no
+    // fault filter yet, so it must NACK and keep routing as before.
+    write_routing(&mesh.dir, FAULT);
+    if envoy {
+        until(gw, &website("/"), "HTTP 418").await;
+        let t = tally(gw, &website("/"), 1000).await;
+        assert!((share(&t, "HTTP 418", 1000) - 30.0).abs() <= 3.0, "{t:?}");
+        assert_eq!(
+            t.get("v1").copied().unwrap_or(0) + t["HTTP 418"],
+            1000,
+            "{t:?}"
+        );
+    } else {
+        let start = Instant::now();
+        let nacked = loop {
+            let syncz = status_json(&mesh, "/debug/syncz").await;
+            let gateway = syncz
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["kind"] == "router")
+                .cloned()
+                .unwrap();
+            if gateway["types"]["LDS"]["status"] == "NACKED" {
+                break gateway;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no NACK: {syncz}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(
+            nacked["types"]["LDS"]["error"]
+                .as_str()
+                .unwrap()
+                .contains("HTTPFault"),
+            "{nacked}"
+        );
+        assert_eq!(
+            who(gw, &website("/")).await,
+            "v3",
+            "the last good config keeps serving"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_tutorial_with_envoy_proxies() {
+    tutorial(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_tutorial_with_weft_proxies() {
+    tutorial(false).await;
+}
+
+/// `weft demo`, as the README runs it, on free ports: the three steps, each checked by the
+/// distribution it prints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_walks_the_three_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<String> = (0..4).map(|_| support::free_port().to_string()).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(support::weft_binary())
+            .arg("demo")
+            .arg("--exit")
+            .arg("--dir")
+            .arg(dir.path().join("demo"))
+            .args([
+                "--requests",
+                "400",
+                "--gateway-port",
+                &ports[0],
+                "--port-base",
+                "0",
+            ])
+            .args([
+                "--xds-address",
+                "127.0.0.1:0",
+                "--monitoring-address",
+                "127.0.0.1:0",
+            ])
+            .args(["--website-ports", &ports[1], &ports[2], &ports[3]])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.contains("400 requests"))
+        .collect();
+    assert_eq!(lines.len(), 4, "{stdout}");
+    assert!(lines[0].ends_with("version-1: 400 (100%)"), "{stdout}");
+    // 90/10 over 400: version-2 within 10 ± 4.5 points (three standard deviations).
+    for line in [lines[1], lines[2]] {
+        let v2: f64 = line
+            .split("version-2: ")
+            .nth(1)
+            .and_then(|s| s.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{line}"));
+        assert!((v2 / 4.0 - 10.0).abs() <= 4.5, "{line}");
+        assert!(!line.contains("version-3"), "{line}");
+    }
+    assert!(lines[3].ends_with("version-3: 400 (100%)"), "{stdout}");
+}
