@@ -350,7 +350,7 @@ fn problems_are_reported_and_the_rest_translates() {
         "{problems:?}"
     );
     assert!(
-        has("DestinationRule default/tls: trafficPolicy.tls mode IstioMutual"),
+        has("DestinationRule default/tls: trafficPolicy.tls mode ISTIO_MUTUAL"),
         "{problems:?}"
     );
     // The first VirtualService still routes.
@@ -368,4 +368,87 @@ fn problems_are_reported_and_the_rest_translates() {
             .unwrap()
             .contains("Gateway default/secure: servers[0]")
     );
+}
+
+#[test]
+fn delegation_tls_and_visibility() {
+    let gw = golden("delegation", "ingressgateway", &gateway());
+    // The delegate's routes sit under the root's match, in the delegate's order; the pair that
+    // cannot both hold (/ratings under /reviews) is dropped; the missing delegate is reported.
+    let routes = &gw["routes"]["http.8080"]["virtual_hosts"][0]["routes"];
+    let prefixes: Vec<&str> = routes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["match"]["prefix"].as_str().unwrap())
+        .collect();
+    assert_eq!(prefixes, ["/reviews/v2", "/reviews", "/"]);
+    assert_eq!(routes[0]["match"]["headers"][0]["name"], "x-beta");
+    assert!(
+        routes[0]["metadata"]["filter_metadata"]["istio"]["config"]
+            .as_str()
+            .unwrap()
+            .ends_with("/virtual-service/reviews-routes")
+    );
+    let problems = gw["problems"].to_string();
+    assert!(problems.contains("VirtualService bookinfo/root: http[1].delegate: VirtualService bookinfo/nowhere does not exist"), "{problems}");
+    // PASSTHROUGH: a chain for the claimed SNI name, to the STATIC ServiceEntry's cluster.
+    let l = &gw["listeners"]["0.0.0.0_8443"];
+    assert_eq!(
+        l["filter_chains"][0]["filter_chain_match"]["server_names"],
+        json!(["secure.example.com"])
+    );
+    assert_eq!(
+        l["listener_filters"][0]["name"],
+        "envoy.filters.listener.tls_inspector"
+    );
+    // Weights and localities of WorkloadEntries reach the load assignment.
+    let cla = &gw["endpoints"]["outbound|9080|v1|reviews.bookinfo.svc.cluster.local"];
+    assert_eq!(cla["endpoints"][0]["locality"]["zone"], "zone-1");
+    assert_eq!(
+        cla["endpoints"][0]["lb_endpoints"][0]["load_balancing_weight"],
+        3
+    );
+
+    let frontend = golden(
+        "delegation",
+        "frontend",
+        &node(
+            "sidecar~10.3.0.1~web.frontend~frontend.svc.cluster.local",
+            &[("app", "web")],
+            &[],
+        ),
+    );
+    let clusters = frontend["clusters"].as_object().unwrap();
+    // exportTo ".": neither the bookinfo-only Service nor its VirtualService reach frontend.
+    assert!(!clusters.keys().any(|k| k.contains("internal-only")));
+    let vh = &frontend["routes"]["9080"]["virtual_hosts"][0];
+    assert_eq!(vh["routes"][0]["name"], "default");
+    // Resolution NONE is the original destination; STATIC is EDS with the entry's endpoints.
+    assert_eq!(
+        clusters["outbound|443||api.example.com"]["type"],
+        "ORIGINAL_DST"
+    );
+    assert_eq!(clusters["outbound|443||secure.example.com"]["type"], "EDS");
+    // TLS on 443: one chain per host by SNI, the VirtualService's for secure.example.com.
+    let chains = frontend["listeners"]["0.0.0.0_443"]["filter_chains"]
+        .as_array()
+        .unwrap();
+    let names: Vec<String> = chains
+        .iter()
+        .map(|c| c["filter_chain_match"]["server_names"].to_string())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            r#"["secure.example.com"]"#,
+            r#"["*.wild.example.com"]"#,
+            r#"["api.example.com"]"#,
+            "null"
+        ]
+    );
+    assert_eq!(frontend["problems"], json!([]));
+    for out in [&gw, &frontend] {
+        assert_eq!(out["weft_proxy_unsupported"], json!([]));
+    }
 }

@@ -210,8 +210,9 @@ fn build(
         if mode != ClientTlsMode::Disable {
             let origin = dr.map(|d| d.label()).unwrap_or_default();
             scope.problem(format!(
-                "{origin}: trafficPolicy.tls mode {mode:?} for {name}: TLS origination is not \
-                 translated yet; the cluster is left out rather than sent in plaintext"
+                "{origin}: trafficPolicy.tls mode {} for {name}: TLS origination is not \
+                 translated yet; the cluster is left out rather than sent in plaintext",
+                pb::istio_name(&mode)
             ));
             return None;
         }

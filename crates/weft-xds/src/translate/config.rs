@@ -295,6 +295,11 @@ impl<'a> Scope<'a> {
         None
     }
 
+    /// Every VirtualService, delegates included, whatever its visibility.
+    pub fn all_virtual_services(&self) -> &'a [Obj<VirtualService>] {
+        &self.inputs.config.virtual_services
+    }
+
     pub fn problem(&self, message: String) {
         self.problems.borrow_mut().push(message);
     }

@@ -70,6 +70,9 @@ pub fn routes(
     index: usize,
     http: &HttpRoute,
 ) -> Vec<Route> {
+    if http.delegate.is_some() {
+        return super::delegate::routes(ctx, vs, index, http);
+    }
     let field = format!("{}: http[{index}]", vs.label());
     let applicable: Vec<Option<&HttpMatchRequest>> = if http.matches.is_empty() {
         vec![None]

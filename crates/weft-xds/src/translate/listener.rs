@@ -212,10 +212,13 @@ fn outbound(inputs: &Inputs, scope: &Scope<'_>, out: &mut Generated) {
         },
     );
     let mut http_ports = BTreeSet::new();
+    let mut tls_ports = BTreeSet::new();
     for s in &scope.services {
         for p in &s.ports {
             if is_http(p.protocol) {
                 http_ports.insert(p.number);
+            } else if super::tls::is_tls(p.protocol) {
+                tls_ports.insert(p.number);
             } else if let Some(vip) = s.addresses.first() {
                 // A TCP service is told apart by its virtual IP; without one it is reached
                 // through the passthrough chain.
@@ -236,6 +239,23 @@ fn outbound(inputs: &Inputs, scope: &Scope<'_>, out: &mut Generated) {
                 );
             }
         }
+    }
+    for port in tls_ports {
+        let name = format!("0.0.0.0_{port}");
+        let mut chains = super::tls::sidecar_chains(scope, port);
+        chains.push(chain(fallback, vec![tcp_proxy(fallback, fallback)], None));
+        out.listeners.insert(
+            name.clone(),
+            Listener {
+                name,
+                address: Some(pb::socket("0.0.0.0", port)),
+                bind_to_port: Some(BoolValue { value: false }),
+                listener_filters: vec![super::tls::tls_inspector()],
+                filter_chains: chains,
+                traffic_direction: TrafficDirection::Outbound as i32,
+                ..Default::default()
+            },
+        );
     }
     for port in http_ports {
         let name = format!("0.0.0.0_{port}");

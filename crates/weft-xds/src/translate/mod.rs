@@ -10,6 +10,7 @@
 
 mod cluster;
 mod config;
+mod delegate;
 mod endpoint;
 mod gateway;
 mod http_route;
@@ -17,6 +18,7 @@ mod listener;
 mod pb;
 mod proxy;
 mod route;
+mod tls;
 
 pub use config::{ConfigIndex, Inputs};
 pub use proxy::{Interception, Proxy, ProxyKind};

@@ -90,3 +90,11 @@ pub fn istio_metadata(fields: impl IntoIterator<Item = (&'static str, Value)>) -
 pub fn provenance(config_path: &str) -> Metadata {
     istio_metadata([("config", string(config_path))])
 }
+
+/// An Istio enum value as written in YAML (`ISTIO_MUTUAL`), for messages.
+pub fn istio_name<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::from("?"),
+    }
+}
