@@ -17,12 +17,85 @@ use tokio::time::Instant;
 pub const DEBOUNCE_AFTER: Duration = Duration::from_millis(100);
 pub const DEBOUNCE_MAX: Duration = Duration::from_secs(1);
 
-/// What the control plane knows of one proxy.
+/// What the control plane knows of one proxy. Proxies that translate alike share one snapshot.
 #[derive(Debug, Clone)]
 pub struct ProxyState {
     pub proxy: Proxy,
-    pub generated: Generated,
-    pub snapshot: Snapshot,
+    pub snapshot: Arc<Snapshot>,
+    /// Translation's problems for this proxy.
+    pub problems: Arc<Vec<String>>,
+    /// What translation read of it, under the inputs of the last push.
+    shape: Shape,
+}
+
+/// What translation reads of a proxy. Its name and address only matter when it serves
+/// something itself (its inbound listener); otherwise proxies that differ only there get the
+/// same resources, and one translation serves them all.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Shape {
+    kind: bool,
+    namespace: String,
+    labels: Vec<(String, String)>,
+    redirect: bool,
+    http_proxy_port: Option<u16>,
+    gateway: (String, Vec<(u16, u16)>),
+    instance: Option<(String, String)>,
+}
+
+fn shape(inputs: &Inputs, p: &Proxy) -> Shape {
+    let serves = inputs.registry.services.iter().any(|s| {
+        s.endpoints.iter().any(|e| {
+            (e.origin.name == p.name && e.origin.namespace == p.namespace)
+                || (!p.ip.is_empty() && e.address == p.ip)
+        })
+    });
+    Shape {
+        kind: p.kind == crate::translate::ProxyKind::Router,
+        namespace: p.namespace.clone(),
+        labels: p
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        redirect: p.interception == crate::translate::Interception::Redirect,
+        http_proxy_port: p.http_proxy_port,
+        gateway: (
+            p.gateway_address.clone(),
+            p.gateway_ports.iter().map(|(a, b)| (*a, *b)).collect(),
+        ),
+        instance: serves.then(|| (p.name.clone(), p.ip.clone())),
+    }
+}
+
+/// Translations made during one push, by shape.
+type Made = std::collections::HashMap<Shape, (Arc<Snapshot>, Arc<Vec<String>>)>;
+
+/// The snapshot for `proxy`: shared with an alike proxy already done in this push, else made.
+fn translate_once(
+    made: &mut Made,
+    inputs: &Inputs,
+    key: &Shape,
+    proxy: &Proxy,
+    previous: Option<&Snapshot>,
+    generation: u64,
+) -> (Arc<Snapshot>, Arc<Vec<String>>) {
+    if let Some(done) = made.get(key) {
+        return done.clone();
+    }
+    let generated = translate::generate(inputs, proxy);
+    let snapshot = Arc::new(versioned(&generated, previous, generation));
+    let done = (snapshot, Arc::new(generated.problems));
+    made.insert(key.clone(), done.clone());
+    done
+}
+
+/// Whether two snapshots hold the same resources: per type, the same version (a version moves
+/// only when its type's resources do).
+fn same_versions(a: &Snapshot, b: &Snapshot) -> bool {
+    a.types.len() == b.types.len()
+        && a.types
+            .iter()
+            .all(|(t, r)| b.types.get(t).is_some_and(|o| o.version == r.version))
 }
 
 #[derive(Default)]
@@ -71,27 +144,39 @@ impl ControlPlane {
     /// New inputs: every known proxy is translated again; those whose resources changed get
     /// them. Returns how many proxies were pushed.
     pub fn apply(&self, inputs: Inputs) -> usize {
+        let connected: std::collections::HashSet<String> =
+            self.server.status().into_iter().map(|c| c.node).collect();
         let mut state = lock(&self.state);
+        // A proxy that went away is forgotten; it is translated afresh if it comes back.
+        state.proxies.retain(|id, _| connected.contains(id));
         state.generation += 1;
         state.inputs = Arc::new(inputs);
         let generation = state.generation;
         let inputs = state.inputs.clone();
         let cache = self.server.cache().clone();
+        let mut made = Made::new();
         let mut pushed = 0;
         for (id, p) in state.proxies.iter_mut() {
-            let generated = translate::generate(&inputs, &p.proxy);
-            let snapshot = versioned(&generated, Some(&p.snapshot), generation);
-            if snapshot != p.snapshot {
-                cache.set_node(id, snapshot.clone());
+            p.shape = shape(&inputs, &p.proxy);
+            let (snapshot, problems) = translate_once(
+                &mut made,
+                &inputs,
+                &p.shape,
+                &p.proxy,
+                Some(&p.snapshot),
+                generation,
+            );
+            if !same_versions(&snapshot, &p.snapshot) {
+                cache.set_node_shared(id, snapshot.clone());
                 pushed += 1;
             }
-            p.generated = generated;
             p.snapshot = snapshot;
+            p.problems = problems;
         }
         pushed
     }
 
-    /// The proxies that ever connected, by node id.
+    /// The proxies connected at the last push, or since, by node id.
     pub fn proxies(&self) -> BTreeMap<String, ProxyState> {
         lock(&self.state).proxies.clone()
     }
@@ -142,19 +227,38 @@ fn connect(state: &Mutex<State>, cache: &Cache, node: &Node) {
     };
     let mut state = lock(state);
     let generation = state.generation;
-    let generated = translate::generate(&state.inputs, &proxy);
-    let previous = state.proxies.get(&node.id).map(|p| &p.snapshot);
-    let snapshot = versioned(&generated, previous, generation);
-    cache.set_node(&node.id, snapshot.clone());
-    for problem in &generated.problems {
+    let previous = state.proxies.get(&node.id).map(|p| p.snapshot.clone());
+    let mut made = Made::new();
+    let inputs = state.inputs.clone();
+    // Another connected proxy of the same shape already has its snapshot: share it.
+    let key = shape(&inputs, &proxy);
+    let alike = state
+        .proxies
+        .values()
+        .find(|p| p.shape == key)
+        .map(|p| (p.snapshot.clone(), p.problems.clone()));
+    let (snapshot, problems) = match alike {
+        Some(done) => done,
+        None => translate_once(
+            &mut made,
+            &inputs,
+            &key,
+            &proxy,
+            previous.as_deref(),
+            generation,
+        ),
+    };
+    cache.set_node_shared(&node.id, snapshot.clone());
+    for problem in problems.iter() {
         tracing::warn!(proxy = %node.id, "{problem}");
     }
     state.proxies.insert(
         node.id.clone(),
         ProxyState {
             proxy,
-            generated,
             snapshot,
+            problems,
+            shape: key,
         },
     );
 }

@@ -32,6 +32,8 @@ enum Command {
     ProxyStatus(cmd::status::StatusArgs),
     /// A proxy's listeners, routes, clusters or endpoints, from the control plane or its admin.
     ProxyConfig(cmd::status::ConfigArgs),
+    /// Benchmark tool: many simulated sidecars on one control plane (bench/control-plane.sh).
+    XdsLoad(cmd::xds_load::Args),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +46,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => cmd::demo::run(&args),
         Command::ProxyStatus(args) => cmd::status::proxy_status(&args),
         Command::ProxyConfig(args) => cmd::status::proxy_config(&args),
+        Command::XdsLoad(args) => cmd::xds_load::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -169,9 +169,21 @@ fn bad_input_is_an_error_not_a_crash() {
 #[test]
 fn help_lists_commands() {
     let o = weft(&["--help"]);
-    assert!(
-        stdout(&o).contains("validate  Check Istio and Kubernetes YAML"),
-        "{}",
-        stdout(&o)
-    );
+    let text = stdout(&o);
+    for (command, says) in [
+        ("validate", "Check Istio and Kubernetes YAML"),
+        ("proxy", "Run the proxy from an Envoy v3 bootstrap"),
+        ("control-plane", "Run the control plane"),
+        ("up", "Run a mesh on this machine"),
+        ("demo", "The canary tutorial end to end"),
+        ("proxy-status", "Where each proxy stands"),
+        ("proxy-config", "A proxy's listeners, routes"),
+    ] {
+        let listed = text.lines().any(|l| {
+            let l = l.trim_start();
+            l.strip_prefix(command)
+                .is_some_and(|rest| rest.starts_with(' ') && rest.trim_start().starts_with(says))
+        });
+        assert!(listed, "{command}: {text}");
+    }
 }

@@ -117,8 +117,13 @@ impl Cache {
 
     /// The snapshot of one node.
     pub fn set_node(&self, node: &str, snapshot: Snapshot) {
+        self.set_node_shared(node, Arc::new(snapshot));
+    }
+
+    /// The snapshot of one node, shared with others that have the same.
+    pub fn set_node_shared(&self, node: &str, snapshot: Arc<Snapshot>) {
         lock(&self.own).insert(node.to_string());
-        self.sender(node).send_replace(Arc::new(snapshot));
+        self.sender(node).send_replace(snapshot);
     }
 
     fn sender(&self, node: &str) -> watch::Sender<Arc<Snapshot>> {

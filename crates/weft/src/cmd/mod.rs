@@ -5,3 +5,4 @@ pub mod proxy;
 pub mod status;
 pub mod up;
 pub mod validate;
+pub mod xds_load;

@@ -11,8 +11,9 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use weft_xds::ads::Snapshot;
 use weft_xds::control::ControlPlane;
-use weft_xds::translate::{Generated, ProxyKind};
+use weft_xds::translate::ProxyKind;
 use weft_xds::type_url;
 
 pub struct Monitor {
@@ -70,7 +71,7 @@ impl Monitor {
             "/debug/problems" => reply(StatusCode::OK, self.problems()),
             "/debug/config_dump" => match query.get("proxyID") {
                 Some(id) => match self.control.proxies().get(id) {
-                    Some(p) => reply(StatusCode::OK, dump(&p.generated)),
+                    Some(p) => reply(StatusCode::OK, dump(&p.snapshot, &p.problems)),
                     None => reply(
                         StatusCode::NOT_FOUND,
                         json!({"error": format!("no proxy {id} has connected")}),
@@ -139,8 +140,8 @@ impl Monitor {
         let proxies = self.control.proxies();
         let translation: BTreeMap<&String, &Vec<String>> = proxies
             .iter()
-            .filter(|(_, p)| !p.generated.problems.is_empty())
-            .map(|(id, p)| (id, &p.generated.problems))
+            .filter(|(_, p)| !p.problems.is_empty())
+            .map(|(id, p)| (id, p.problems.as_ref()))
             .collect();
         let inputs = self.control.inputs();
         let unserved: Vec<String> = inputs
@@ -176,23 +177,29 @@ impl Monitor {
     }
 }
 
-/// A proxy's generated resources in Envoy's JSON form.
-pub fn dump(g: &Generated) -> Value {
-    fn section<M: prost::Message + prost::Name>(items: &BTreeMap<String, M>) -> Value {
+/// A proxy's resources, as sent, in Envoy's JSON form.
+pub fn dump(snapshot: &Snapshot, problems: &[String]) -> Value {
+    let section = |url: &str| {
         let mut m = serde_json::Map::new();
-        for (name, item) in items {
-            let v = weft_proxy::config::to_json(&M::full_name(), &item.encode_to_vec())
+        let type_name = url.rsplit('/').next().unwrap_or(url);
+        for (name, any) in snapshot
+            .resources(url)
+            .map(|r| &r.items)
+            .into_iter()
+            .flatten()
+        {
+            let v = weft_proxy::config::to_json(type_name, &any.value)
                 .unwrap_or_else(|e| json!({"error": e}));
             m.insert(name.clone(), v);
         }
         Value::Object(m)
-    }
+    };
     json!({
-        "listeners": section(&g.listeners),
-        "routes": section(&g.routes),
-        "clusters": section(&g.clusters),
-        "endpoints": section(&g.endpoints),
-        "problems": g.problems,
+        "listeners": section(type_url::LISTENER),
+        "routes": section(type_url::ROUTE),
+        "clusters": section(type_url::CLUSTER),
+        "endpoints": section(type_url::ENDPOINT),
+        "problems": problems,
     })
 }
 
