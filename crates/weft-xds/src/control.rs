@@ -274,13 +274,8 @@ fn versioned(generated: &Generated, previous: Option<&Snapshot>, generation: u64
             .filter(|p| p.items == resources.items)
             .map(|p| p.version.clone())
             .unwrap_or_else(|| format!("{generation}"));
-        out.types.insert(
-            type_url,
-            Resources {
-                version,
-                items: resources.items,
-            },
-        );
+        out.types
+            .insert(type_url, Resources::new(version, resources.items));
     }
     out
 }

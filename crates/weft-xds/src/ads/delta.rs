@@ -1,12 +1,11 @@
 //! Delta ADS: a response carries only the resources the proxy does not have in their current
 //! version, and the names of those that went away.
 
-use super::{Protocol, Snapshot, Stream, resource_version};
+use super::wire::Prepared;
+use super::{Protocol, Snapshot, Stream};
 use crate::type_url;
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
-};
+use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 struct Subscription {
@@ -26,7 +25,6 @@ pub(super) struct Delta {
 
 impl Protocol for Delta {
     type Request = DeltaDiscoveryRequest;
-    type Response = DeltaDiscoveryResponse;
     const DELTA: bool = true;
 
     fn node(request: &DeltaDiscoveryRequest) -> Option<&Node> {
@@ -38,7 +36,7 @@ impl Protocol for Delta {
         request: DeltaDiscoveryRequest,
         snapshot: &Snapshot,
         stream: &mut Stream<'_>,
-    ) -> Option<DeltaDiscoveryResponse> {
+    ) -> Option<Prepared> {
         let type_url = request.type_url.clone();
         if type_url.is_empty() {
             return None;
@@ -88,7 +86,7 @@ impl Protocol for Delta {
         type_url: &str,
         snapshot: &Snapshot,
         stream: &mut Stream<'_>,
-    ) -> Option<DeltaDiscoveryResponse> {
+    ) -> Option<Prepared> {
         self.push(type_url, snapshot, false, stream)
     }
 }
@@ -102,26 +100,20 @@ impl Delta {
         snapshot: &Snapshot,
         force: bool,
         stream: &mut Stream<'_>,
-    ) -> Option<DeltaDiscoveryResponse> {
+    ) -> Option<Prepared> {
         let sub = self.subscriptions.get_mut(type_url)?;
         let empty = super::Resources::default();
         let resources = snapshot.resources(type_url).unwrap_or(&empty);
         let mut changed = Vec::new();
-        for (name, any) in &resources.items {
+        for (name, encoded) in resources.encoded() {
             if !sub.wildcard && !sub.names.contains(name) {
                 continue;
             }
-            let version = resource_version(any);
-            if sub.known.get(name) == Some(&version) {
+            if sub.known.get(name) == Some(&encoded.version) {
                 continue;
             }
-            sub.known.insert(name.clone(), version.clone());
-            changed.push(Resource {
-                name: name.clone(),
-                version,
-                resource: Some(any.clone()),
-                ..Default::default()
-            });
+            sub.known.insert(name.clone(), encoded.version.clone());
+            changed.push(encoded.delta.clone());
         }
         let removed: Vec<String> = sub
             .known
@@ -138,13 +130,12 @@ impl Delta {
         let nonce = stream.next_nonce(type_url, &resources.version);
         sub.in_flight
             .insert(nonce.clone(), resources.version.clone());
-        Some(DeltaDiscoveryResponse {
-            system_version_info: resources.version.clone(),
-            resources: changed,
-            type_url: type_url.to_string(),
-            removed_resources: removed,
-            nonce,
-            ..Default::default()
-        })
+        Some(Prepared::delta(
+            &resources.version,
+            changed,
+            type_url,
+            &removed,
+            &nonce,
+        ))
     }
 }

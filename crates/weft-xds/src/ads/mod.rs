@@ -8,14 +8,9 @@
 
 mod delta;
 mod sotw;
+pub mod wire;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
 use envoy_types::pb::google::protobuf::Any;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
@@ -25,11 +20,42 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-/// The resources of one type, with the version a state-of-the-world response reports.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// The resources of one type, with the version a state-of-the-world response reports. Their
+/// wire forms are made once, when first served, and shared by every stream; `items` must not
+/// change after that.
+#[derive(Debug, Clone, Default)]
 pub struct Resources {
     pub version: String,
     pub items: BTreeMap<String, Any>,
+    encoded: std::sync::OnceLock<Arc<BTreeMap<String, wire::Encoded>>>,
+}
+
+impl PartialEq for Resources {
+    fn eq(&self, other: &Self) -> bool {
+        self.version == other.version && self.items == other.items
+    }
+}
+
+impl Resources {
+    pub fn new(version: impl Into<String>, items: BTreeMap<String, Any>) -> Resources {
+        Resources {
+            version: version.into(),
+            items,
+            encoded: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The resources in their wire forms, by name.
+    pub fn encoded(&self) -> &BTreeMap<String, wire::Encoded> {
+        self.encoded.get_or_init(|| {
+            Arc::new(
+                self.items
+                    .iter()
+                    .map(|(name, any)| (name.clone(), wire::Encoded::new(name, any)))
+                    .collect(),
+            )
+        })
+    }
 }
 
 /// What a proxy should have: resources by type URL.
@@ -56,13 +82,8 @@ impl Snapshot {
                 (name, any)
             })
             .collect();
-        self.types.insert(
-            type_url.to_string(),
-            Resources {
-                version: version.into(),
-                items,
-            },
-        );
+        self.types
+            .insert(type_url.to_string(), Resources::new(version, items));
         self
     }
 
@@ -204,12 +225,28 @@ impl std::fmt::Debug for ConnectHook {
 
 /// The ADS service. Clone it to keep a handle on the cache and the status while tonic owns the
 /// service.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct AdsServer {
     cache: Arc<Cache>,
     tracker: Arc<Tracker>,
     on_connect: Option<ConnectHook>,
+    /// Streams that may have responses in flight at once: each holds a slot from sending
+    /// until the proxy answers every response (or `PUSH_TIMEOUT`), so that a push to
+    /// thousands of proxies holds a bounded amount of encoded config, as istiod's push
+    /// throttle does.
+    push_slots: Arc<tokio::sync::Semaphore>,
 }
+
+impl Default for AdsServer {
+    fn default() -> Self {
+        AdsServer::new(Arc::default())
+    }
+}
+
+/// istiod's PILOT_PUSH_THROTTLE.
+pub const PUSH_CONCURRENCY: usize = 100;
+/// How long a stream keeps its push slot waiting for the proxy's answers.
+const PUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl AdsServer {
     pub fn new(cache: Arc<Cache>) -> Self {
@@ -217,6 +254,7 @@ impl AdsServer {
             cache,
             tracker: Arc::default(),
             on_connect: None,
+            push_slots: Arc::new(tokio::sync::Semaphore::new(PUSH_CONCURRENCY)),
         }
     }
 
@@ -235,8 +273,9 @@ impl AdsServer {
         lock(&self.tracker.connections).values().cloned().collect()
     }
 
-    pub fn into_service(self) -> AggregatedDiscoveryServiceServer<Self> {
-        AggregatedDiscoveryServiceServer::new(self)
+    /// The gRPC service (`envoy.service.discovery.v3.AggregatedDiscoveryService`).
+    pub fn into_service(self) -> wire::AdsService {
+        wire::AdsService(self)
     }
 }
 
@@ -247,7 +286,6 @@ const RESPONSE_BUFFER: usize = 16;
 /// what a response holds. Each event calls for at most one response.
 pub(crate) trait Protocol: Default + Send + 'static {
     type Request: Send + 'static;
-    type Response: Send + 'static;
     const DELTA: bool;
 
     /// The node the first request of a stream names.
@@ -258,7 +296,7 @@ pub(crate) trait Protocol: Default + Send + 'static {
         request: Self::Request,
         snapshot: &Snapshot,
         stream: &mut Stream<'_>,
-    ) -> Option<Self::Response>;
+    ) -> Option<wire::Prepared>;
 
     /// The response a new snapshot calls for on one type.
     fn on_change(
@@ -266,7 +304,7 @@ pub(crate) trait Protocol: Default + Send + 'static {
         type_url: &str,
         snapshot: &Snapshot,
         stream: &mut Stream<'_>,
-    ) -> Option<Self::Response>;
+    ) -> Option<wire::Prepared>;
 }
 
 /// What both protocols keep per stream: the nonces and where acceptance is recorded.
@@ -274,12 +312,15 @@ pub(crate) struct Stream<'a> {
     tracker: &'a Tracker,
     id: u64,
     nonce: u64,
+    /// Types whose latest response is not answered yet.
+    pending: HashSet<String>,
 }
 
 impl Stream<'_> {
     /// A fresh nonce for a response of `type_url` at `version`, recorded as sent.
     pub(crate) fn next_nonce(&mut self, type_url: &str, version: &str) -> String {
         self.nonce += 1;
+        self.pending.insert(type_url.to_string());
         let version = version.to_string();
         self.tracker
             .type_status(self.id, type_url, |s| s.sent = version);
@@ -289,11 +330,12 @@ impl Stream<'_> {
     /// Records the proxy's answer to a response: a NACK with its message, or an ACK of
     /// `version` when the response is known.
     pub(crate) fn answered(
-        &self,
+        &mut self,
         type_url: &str,
         version: Option<String>,
         error: Option<&envoy_types::pb::google::rpc::Status>,
     ) {
+        self.pending.remove(type_url);
         if let Some(error) = error {
             let message = error.message.clone();
             tracing::warn!(type_url, error = %message, "proxy rejected configuration");
@@ -308,15 +350,18 @@ impl Stream<'_> {
     }
 }
 
-type Responses<P> = ReceiverStream<Result<<P as Protocol>::Response, Status>>;
+type Responses = ReceiverStream<Result<wire::Prepared, Status>>;
 
 impl AdsServer {
     /// Opens a stream: the first request names the node, whose snapshots the stream follows
     /// until the proxy or the cache goes away.
-    async fn open<P: Protocol>(
+    pub(crate) async fn open<P: Protocol>(
         &self,
         request: Request<Streaming<P::Request>>,
-    ) -> Result<Response<Responses<P>>, Status> {
+    ) -> Result<Response<Responses>, Status>
+    where
+        P::Request: prost::Message + Default,
+    {
         let mut requests = request.into_inner();
         let Some(first) = requests.message().await? else {
             return Err(Status::invalid_argument(
@@ -331,9 +376,10 @@ impl AdsServer {
         let id = self.tracker.open(P::DELTA);
         self.tracker.update(id, |c| c.node.clone_from(&node));
         let tracker = self.tracker.clone();
+        let push_slots = self.push_slots.clone();
         let snapshots = self.cache.watch(&node);
         tokio::spawn(async move {
-            run::<P>(first, requests, snapshots, tx, &tracker, id).await;
+            run::<P>(first, requests, snapshots, tx, &tracker, id, push_slots).await;
             tracker.close(id);
         });
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -346,25 +392,38 @@ async fn run<P: Protocol>(
     first: P::Request,
     mut requests: Streaming<P::Request>,
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
-    tx: mpsc::Sender<Result<P::Response, Status>>,
+    tx: mpsc::Sender<Result<wire::Prepared, Status>>,
     tracker: &Tracker,
     id: u64,
+    push_slots: Arc<tokio::sync::Semaphore>,
 ) {
     let mut protocol = P::default();
     let mut stream = Stream {
         tracker,
         id,
         nonce: 0,
+        pending: HashSet::new(),
     };
     let snapshot = snapshots.borrow_and_update().clone();
     let mut responses = Vec::new();
     responses.extend(protocol.on_request(first, &snapshot, &mut stream));
+    let mut slot: Option<(tokio::sync::OwnedSemaphorePermit, tokio::time::Instant)> = None;
     loop {
+        if !responses.is_empty() && slot.is_none() {
+            let Ok(permit) = push_slots.clone().acquire_owned().await else {
+                return;
+            };
+            slot = Some((permit, tokio::time::Instant::now() + PUSH_TIMEOUT));
+        }
         for response in responses.drain(..) {
             if tx.send(Ok(response)).await.is_err() {
                 return;
             }
         }
+        if stream.pending.is_empty() {
+            slot = None;
+        }
+        let deadline = slot.as_ref().map(|(_, d)| *d);
         tokio::select! {
             request = requests.message() => {
                 let Ok(Some(request)) = request else { return };
@@ -380,27 +439,17 @@ async fn run<P: Protocol>(
                     responses.extend(protocol.on_change(type_url, &snapshot, &mut stream));
                 }
             }
+            () = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                // The proxy is slow to answer: let others push meanwhile.
+                slot = None;
+                stream.pending.clear();
+            }
         }
-    }
-}
-
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for AdsServer {
-    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
-    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
-
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        self.open::<sotw::Sotw>(request).await
-    }
-
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        self.open::<delta::Delta>(request).await
     }
 }
 

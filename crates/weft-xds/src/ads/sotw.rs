@@ -1,9 +1,10 @@
 //! State-of-the-world ADS: each response holds every requested resource of its type.
 
+use super::wire::Prepared;
 use super::{Protocol, Snapshot, Stream};
 use crate::type_url;
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// One subscribed type on one stream.
@@ -23,7 +24,6 @@ pub(super) struct Sotw {
 
 impl Protocol for Sotw {
     type Request = DiscoveryRequest;
-    type Response = DiscoveryResponse;
     const DELTA: bool = false;
 
     fn node(request: &DiscoveryRequest) -> Option<&Node> {
@@ -35,7 +35,7 @@ impl Protocol for Sotw {
         request: DiscoveryRequest,
         snapshot: &Snapshot,
         stream: &mut Stream<'_>,
-    ) -> Option<DiscoveryResponse> {
+    ) -> Option<Prepared> {
         let type_url = request.type_url.clone();
         if type_url.is_empty() {
             return None;
@@ -79,7 +79,7 @@ impl Protocol for Sotw {
         type_url: &str,
         snapshot: &Snapshot,
         stream: &mut Stream<'_>,
-    ) -> Option<DiscoveryResponse> {
+    ) -> Option<Prepared> {
         self.push(type_url, snapshot, false, stream)
     }
 }
@@ -92,7 +92,7 @@ impl Sotw {
         snapshot: &Snapshot,
         force: bool,
         stream: &mut Stream<'_>,
-    ) -> Option<DiscoveryResponse> {
+    ) -> Option<Prepared> {
         let sub = self.subscriptions.get_mut(type_url)?;
         let empty = super::Resources::default();
         let resources = snapshot.resources(type_url).unwrap_or(&empty);
@@ -100,20 +100,18 @@ impl Sotw {
         if !force && sub.sent.as_ref() == Some(&state) {
             return None;
         }
-        let selected = resources
-            .items
-            .iter()
-            .filter(|(name, _)| sub.names.as_ref().is_none_or(|n| n.contains(*name)))
-            .map(|(_, any)| any.clone())
-            .collect();
         sub.nonce = stream.next_nonce(type_url, &resources.version);
         sub.sent = Some(state);
-        Some(DiscoveryResponse {
-            version_info: resources.version.clone(),
-            resources: selected,
-            type_url: type_url.to_string(),
-            nonce: sub.nonce.clone(),
-            ..Default::default()
-        })
+        let encoded = resources.encoded();
+        let selected: Box<dyn Iterator<Item = &bytes::Bytes>> = match &sub.names {
+            None => Box::new(encoded.values().map(|e| &e.sotw)),
+            Some(names) => Box::new(names.iter().filter_map(|n| encoded.get(n)).map(|e| &e.sotw)),
+        };
+        Some(Prepared::sotw(
+            &resources.version,
+            selected,
+            type_url,
+            &sub.nonce,
+        ))
     }
 }

@@ -5,7 +5,6 @@
 //! until every simulated proxy has the change.
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use serde_json::json;
 use std::collections::BTreeSet;
@@ -88,6 +87,65 @@ fn eds_names(cluster_names: &BTreeSet<String>) -> Vec<String> {
         .collect()
 }
 
+/// What a simulated proxy reads of a response: the resources stay bytes (as a proxy that
+/// accepted them would hand them on), so that the tool measures the control plane, not itself.
+#[derive(Clone, PartialEq, prost::Message)]
+struct LightResponse {
+    #[prost(string, tag = "1")]
+    version_info: String,
+    #[prost(bytes = "bytes", repeated, tag = "2")]
+    resources: Vec<bytes::Bytes>,
+    #[prost(string, tag = "4")]
+    type_url: String,
+    #[prost(string, tag = "5")]
+    nonce: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct LightResource {
+    #[prost(string, tag = "3")]
+    name: String,
+    #[prost(bytes = "bytes", optional, tag = "2")]
+    resource: Option<bytes::Bytes>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct LightDeltaResponse {
+    #[prost(message, repeated, tag = "2")]
+    resources: Vec<LightResource>,
+    #[prost(string, tag = "4")]
+    type_url: String,
+    #[prost(string, tag = "5")]
+    nonce: String,
+    #[prost(string, repeated, tag = "6")]
+    removed_resources: Vec<String>,
+}
+
+/// Opens one ADS stream with light decoding of the responses.
+async fn open<Req, Resp>(
+    channel: tonic::transport::Channel,
+    path: &'static str,
+    requests: ReceiverStream<Req>,
+) -> anyhow::Result<tonic::codec::Streaming<Resp>>
+where
+    Req: prost::Message + Send + Sync + 'static,
+    Resp: prost::Message + Default + Send + Sync + 'static,
+{
+    let mut grpc = tonic::client::Grpc::new(channel).max_decoding_message_size(256 << 20);
+    grpc.ready().await?;
+    let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
+    let path = http::uri::PathAndQuery::from_static(path);
+    Ok(grpc
+        .streaming(tonic::Request::new(requests), path, codec)
+        .await?
+        .into_inner())
+}
+
+const SOTW_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+const DELTA_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
+
 struct Tracker {
     seen: [bool; 4],
     complete: bool,
@@ -122,7 +180,7 @@ impl Tracker {
 }
 
 async fn sotw(
-    mut client: AggregatedDiscoveryServiceClient<tonic::transport::Channel>,
+    channel: tonic::transport::Channel,
     node: Node,
     mut tracker: Tracker,
 ) -> anyhow::Result<()> {
@@ -136,20 +194,16 @@ async fn sotw(
     first.node = Some(node);
     tx.send(first).await?;
     tx.send(request(type_url::LISTENER, Vec::new())).await?;
-    let mut responses = client
-        .stream_aggregated_resources(ReceiverStream::new(rx))
-        .await?
-        .into_inner();
+    let mut responses =
+        open::<DiscoveryRequest, LightResponse>(channel, SOTW_PATH, ReceiverStream::new(rx))
+            .await?;
     let mut subscribed: [Vec<String>; 2] = [Vec::new(), Vec::new()];
     while let Some(resp) = responses.message().await? {
-        tracker.got(
-            &resp.type_url,
-            resp.resources.iter().map(|r| r.value.len()).sum(),
-        );
+        tracker.got(&resp.type_url, resp.resources.iter().map(|r| r.len()).sum());
         let names: BTreeSet<String> = resp
             .resources
             .iter()
-            .filter_map(|r| decode_name(&resp.type_url, &r.value))
+            .filter_map(|r| any_name(&resp.type_url, r))
             .collect();
         let mut ack = request(&resp.type_url, Vec::new());
         ack.version_info = resp.version_info.clone();
@@ -178,7 +232,7 @@ async fn sotw(
 }
 
 async fn delta(
-    mut client: AggregatedDiscoveryServiceClient<tonic::transport::Channel>,
+    channel: tonic::transport::Channel,
     node: Node,
     mut tracker: Tracker,
 ) -> anyhow::Result<()> {
@@ -192,10 +246,12 @@ async fn delta(
     first.node = Some(node);
     tx.send(first).await?;
     tx.send(request(type_url::LISTENER, Vec::new())).await?;
-    let mut responses = client
-        .delta_aggregated_resources(ReceiverStream::new(rx))
-        .await?
-        .into_inner();
+    let mut responses = open::<DeltaDiscoveryRequest, LightDeltaResponse>(
+        channel,
+        DELTA_PATH,
+        ReceiverStream::new(rx),
+    )
+    .await?;
     let mut held: [BTreeSet<String>; 2] = [BTreeSet::new(), BTreeSet::new()];
     let mut subscribed: [BTreeSet<String>; 2] = [BTreeSet::new(), BTreeSet::new()];
     while let Some(resp) = responses.message().await? {
@@ -203,7 +259,7 @@ async fn delta(
             &resp.type_url,
             resp.resources
                 .iter()
-                .map(|r| r.resource.as_ref().map_or(0, |a| a.value.len()))
+                .map(|r| r.resource.as_ref().map_or(0, bytes::Bytes::len))
                 .sum(),
         );
         let slot = match resp.type_url.as_str() {
@@ -248,16 +304,25 @@ async fn delta(
     Ok(())
 }
 
-/// The name of a cluster or listener without decoding the rest of it: field 1 of both.
-fn decode_name(type_url: &str, bytes: &[u8]) -> Option<String> {
+/// The name of a cluster or listener in an encoded `Any` without decoding the rest of it: the
+/// Any's value (field 2) holds the resource, whose field 1 is the name in both.
+fn any_name(type_url: &str, any: &[u8]) -> Option<String> {
     use prost::Message;
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct AnyValue {
+        #[prost(bytes = "vec", tag = "2")]
+        value: Vec<u8>,
+    }
     #[derive(Clone, PartialEq, prost::Message)]
     struct Named {
         #[prost(string, tag = "1")]
         name: String,
     }
     match type_url {
-        type_url::CLUSTER | type_url::LISTENER => Named::decode(bytes).ok().map(|n| n.name),
+        type_url::CLUSTER | type_url::LISTENER => {
+            let value = AnyValue::decode(any).ok()?.value;
+            Named::decode(value.as_slice()).ok().map(|n| n.name)
+        }
         _ => None,
     }
 }
@@ -282,9 +347,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         }
         let start = Instant::now();
         for i in 0..args.proxies {
-            let client =
-                AggregatedDiscoveryServiceClient::new(channels[i % channels.len()].clone())
-                    .max_decoding_message_size(256 << 20);
+            let client = channels[i % channels.len()].clone();
             let tracker = Tracker {
                 seen: [false; 4],
                 complete: false,

@@ -146,13 +146,8 @@ pub fn snapshot(version: &str, resources: Vec<Named>) -> Snapshot {
         type_url::CLUSTER,
         type_url::ENDPOINT,
     ] {
-        s.types.insert(
-            t.to_string(),
-            Resources {
-                version: version.to_string(),
-                items: BTreeMap::new(),
-            },
-        );
+        s.types
+            .insert(t.to_string(), Resources::new(version, BTreeMap::new()));
     }
     for (name, r) in resources {
         let entry = s.types.get_mut(&r.type_url).unwrap();

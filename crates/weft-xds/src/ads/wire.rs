@@ -1,0 +1,329 @@
+//! Responses built from resources encoded once. A thousand proxies with the same clusters get
+//! the same bytes: each resource is encoded into its place in a `DiscoveryResponse` (and in a
+//! `DeltaDiscoveryResponse`) when its snapshot is first served, and a response is a list of
+//! shared chunks plus its own version, type and nonce, copied only as it is written to the
+//! connection. The gRPC service is the ADS one; its response body hands those chunks to
+//! HTTP/2 as they are.
+
+use super::AdsServer;
+use bytes::{BufMut, Bytes, BytesMut};
+use envoy_types::pb::envoy::service::discovery::v3::Resource;
+use envoy_types::pb::google::protobuf::Any;
+use prost::Message;
+use prost::encoding::{message, string};
+use std::convert::Infallible;
+use std::marker::PhantomData;
+use std::task::{Context, Poll};
+use tonic::codec::{DecodeBuf, Decoder};
+use tonic::codegen::{Body, BoxFuture, Service, StdError, http};
+use tonic::{Request, Status, Streaming};
+
+/// One resource in its two wire forms, with its delta version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Encoded {
+    /// A hash of its bytes: unchanged bytes keep the version across restarts.
+    pub version: String,
+    /// `DiscoveryResponse.resources` (field 2): the `Any`.
+    pub sotw: Bytes,
+    /// `DeltaDiscoveryResponse.resources` (field 2): a `Resource` with name, version and `Any`.
+    pub delta: Bytes,
+}
+
+impl Encoded {
+    pub fn new(name: &str, any: &Any) -> Encoded {
+        let version = super::resource_version(any);
+        let mut sotw = BytesMut::new();
+        message::encode(2, any, &mut sotw);
+        let resource = Resource {
+            name: name.to_string(),
+            version: version.clone(),
+            resource: Some(any.clone()),
+            ..Default::default()
+        };
+        let mut delta = BytesMut::new();
+        message::encode(2, &resource, &mut delta);
+        Encoded {
+            version,
+            sotw: sotw.freeze(),
+            delta: delta.freeze(),
+        }
+    }
+}
+
+/// A response as chunks of encoded fields.
+#[derive(Debug, Default)]
+pub struct Prepared(pub Vec<Bytes>);
+
+impl Prepared {
+    fn field(&mut self, tag: u32, value: &str) {
+        if value.is_empty() {
+            return;
+        }
+        let mut b = BytesMut::new();
+        string::encode(tag, &value.to_string(), &mut b);
+        self.0.push(b.freeze());
+    }
+
+    /// A `DiscoveryResponse`.
+    pub fn sotw<'a>(
+        version: &str,
+        resources: impl Iterator<Item = &'a Bytes>,
+        type_url: &str,
+        nonce: &str,
+    ) -> Prepared {
+        let mut p = Prepared::default();
+        p.field(1, version);
+        p.0.extend(resources.cloned());
+        p.field(4, type_url);
+        p.field(5, nonce);
+        p
+    }
+
+    /// A `DeltaDiscoveryResponse`.
+    pub fn delta(
+        system_version: &str,
+        resources: Vec<Bytes>,
+        type_url: &str,
+        removed: &[String],
+        nonce: &str,
+    ) -> Prepared {
+        let mut p = Prepared::default();
+        p.field(1, system_version);
+        p.0.extend(resources);
+        p.field(4, type_url);
+        p.field(5, nonce);
+        for r in removed {
+            p.field(6, r);
+        }
+        p
+    }
+
+    /// The bytes, for tests and tools that want the message.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut b = BytesMut::new();
+        for c in &self.0 {
+            b.put_slice(c);
+        }
+        b.freeze()
+    }
+}
+
+/// Requests are decoded as prost messages.
+struct RequestDecoder<Req>(PhantomData<Req>);
+
+impl<Req: Message + Default> Decoder for RequestDecoder<Req> {
+    type Item = Req;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Req>, Status> {
+        Req::decode(src)
+            .map(Some)
+            .map_err(|e| Status::invalid_argument(format!("cannot decode the request: {e}")))
+    }
+}
+
+const SOTW_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+const DELTA_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
+
+/// The largest request a proxy may send (tonic's default).
+const MAX_REQUEST: usize = 4 << 20;
+
+type Responses = tokio_stream::wrappers::ReceiverStream<Result<Prepared, Status>>;
+
+/// A gRPC response body written from prepared responses: each message is its 5-byte gRPC
+/// header and then its chunks, handed to HTTP/2 as they are (shared, never copied here), so
+/// that a stream waiting on flow control holds references, not a buffer of its own.
+struct GrpcBody {
+    responses: Responses,
+    queue: std::collections::VecDeque<Bytes>,
+    done: bool,
+}
+
+/// Small chunks are joined into frames of about this size: one HTTP/2 frame per resource
+/// would cost more than the copy.
+const FRAME: usize = 32 << 10;
+
+impl GrpcBody {
+    /// The next frame: a large chunk as it is, else small ones copied together. Only what HTTP/2
+    /// asks for is copied, so a stream waiting on flow control holds no copy.
+    fn next_frame(&mut self) -> Bytes {
+        let Some(first) = self.queue.pop_front() else {
+            return Bytes::new();
+        };
+        if first.len() >= FRAME
+            || self
+                .queue
+                .front()
+                .is_none_or(|b| first.len() + b.len() > FRAME)
+        {
+            return first;
+        }
+        let mut frame = BytesMut::with_capacity(FRAME);
+        frame.put_slice(&first);
+        while let Some(next) = self.queue.front() {
+            if frame.len() + next.len() > FRAME {
+                break;
+            }
+            frame.put_slice(next);
+            self.queue.pop_front();
+        }
+        frame.freeze()
+    }
+}
+
+impl Body for GrpcBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
+        use futures::Stream;
+        if !self.queue.is_empty() {
+            return Poll::Ready(Some(Ok(http_body::Frame::data(self.next_frame()))));
+        }
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match std::pin::Pin::new(&mut self.responses).poll_next(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(prepared))) => {
+                let len: usize = prepared.0.iter().map(Bytes::len).sum();
+                let mut header = BytesMut::with_capacity(5);
+                header.put_u8(0);
+                header.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+                self.queue.push_back(header.freeze());
+                self.queue.extend(prepared.0);
+                Poll::Ready(Some(Ok(http_body::Frame::data(self.next_frame()))))
+            }
+            Poll::Ready(end) => {
+                self.done = true;
+                let status = match end {
+                    Some(Err(status)) => status,
+                    _ => Status::ok(""),
+                };
+                let mut trailers = http::HeaderMap::new();
+                let _ = status.add_header(&mut trailers);
+                Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers))))
+            }
+        }
+    }
+}
+
+/// The ADS gRPC service.
+#[derive(Clone)]
+pub struct AdsService(pub AdsServer);
+
+impl tonic::server::NamedService for AdsService {
+    const NAME: &'static str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
+}
+
+/// Answers one ADS call of protocol `P`.
+async fn call<P, B>(server: AdsServer, req: http::Request<B>) -> http::Response<tonic::body::Body>
+where
+    P: super::Protocol,
+    P::Request: Message + Default,
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    let (parts, body) = req.into_parts();
+    let requests = Streaming::new_request(
+        RequestDecoder::<P::Request>(PhantomData),
+        body,
+        None,
+        Some(MAX_REQUEST),
+    );
+    let request = Request::from_http(http::Request::from_parts(parts, requests));
+    match server.open::<P>(request).await {
+        Ok(response) => {
+            let body = GrpcBody {
+                responses: response.into_inner(),
+                queue: std::collections::VecDeque::new(),
+                done: false,
+            };
+            let mut r = http::Response::new(tonic::body::Body::new(body));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/grpc"),
+            );
+            r
+        }
+        Err(status) => status.into_http(),
+    }
+}
+
+impl<B> Service<http::Request<B>> for AdsService
+where
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let server = self.0.clone();
+        match req.uri().path() {
+            SOTW_PATH => {
+                Box::pin(async move { Ok(call::<super::sotw::Sotw, B>(server, req).await) })
+            }
+            DELTA_PATH => {
+                Box::pin(async move { Ok(call::<super::delta::Delta, B>(server, req).await) })
+            }
+            _ => {
+                Box::pin(async move { Ok(Status::unimplemented("not an ADS method").into_http()) })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::service::discovery::v3::{
+        DeltaDiscoveryResponse, DiscoveryResponse,
+    };
+
+    fn any(n: u8) -> Any {
+        Any {
+            type_url: "type.googleapis.com/envoy.config.cluster.v3.Cluster".into(),
+            value: vec![n; usize::from(n) * 100],
+        }
+    }
+
+    #[test]
+    fn prepared_responses_decode_as_the_messages_they_stand_for() {
+        let items = [("a", any(1)), ("b", any(2))];
+        let encoded: Vec<Encoded> = items.iter().map(|(n, a)| Encoded::new(n, a)).collect();
+
+        let sotw = Prepared::sotw("v7", encoded.iter().map(|e| &e.sotw), "T", "3");
+        let decoded = DiscoveryResponse::decode(sotw.to_bytes()).unwrap();
+        assert_eq!(
+            decoded,
+            DiscoveryResponse {
+                version_info: "v7".into(),
+                resources: vec![any(1), any(2)],
+                type_url: "T".into(),
+                nonce: "3".into(),
+                ..Default::default()
+            }
+        );
+
+        let removed = ["gone".to_string()];
+        let delta = Prepared::delta("v8", vec![encoded[1].delta.clone()], "T", &removed, "4");
+        let decoded = DeltaDiscoveryResponse::decode(delta.to_bytes()).unwrap();
+        assert_eq!(decoded.system_version_info, "v8");
+        assert_eq!(decoded.removed_resources, removed);
+        assert_eq!(decoded.nonce, "4");
+        let r = &decoded.resources[0];
+        assert_eq!((r.name.as_str(), r.resource.as_ref()), ("b", Some(&any(2))));
+        assert_eq!(r.version, super::super::resource_version(&any(2)));
+    }
+}
