@@ -12,7 +12,8 @@ struct Subscription {
     wildcard: bool,
     names: BTreeSet<String>,
     /// Resource name → the version the proxy has (as far as this server knows).
-    known: HashMap<String, String>,
+    /// Versions as the hash they print (`resource_version`), to keep the map small.
+    known: HashMap<String, u64>,
     /// Nonce → the type's version it carried, to report what an ACK accepted.
     in_flight: HashMap<String, String>,
 }
@@ -50,7 +51,11 @@ impl Protocol for Delta {
                 wildcard: request.resource_names_subscribe.is_empty()
                     && type_url::is_wildcard_type(&type_url),
                 names: BTreeSet::new(),
-                known: request.initial_resource_versions.clone(),
+                known: request
+                    .initial_resource_versions
+                    .iter()
+                    .map(|(name, v)| (name.clone(), u64::from_str_radix(v, 16).unwrap_or(0)))
+                    .collect(),
                 in_flight: HashMap::new(),
             });
         for name in &request.resource_names_subscribe {
@@ -109,10 +114,10 @@ impl Delta {
             if !sub.wildcard && !sub.names.contains(name) {
                 continue;
             }
-            if sub.known.get(name) == Some(&encoded.version) {
+            if sub.known.get(name) == Some(&encoded.hash) {
                 continue;
             }
-            sub.known.insert(name.clone(), encoded.version.clone());
+            sub.known.insert(name.clone(), encoded.hash);
             changed.push(encoded.delta.clone());
         }
         let removed: Vec<String> = sub

@@ -11,8 +11,10 @@ use std::collections::{BTreeMap, BTreeSet};
 struct Subscription {
     /// `None`: every resource of the type (the wildcard).
     names: Option<BTreeSet<String>>,
-    /// What the last response held, to know whether a new snapshot changes anything.
-    sent: Option<(String, Option<BTreeSet<String>>)>,
+    /// What the last response held (the version, and a hash of the names asked for), to know
+    /// whether a new snapshot changes anything. A hash, not a copy: a sidecar asks for
+    /// thousands of endpoint names, and a control plane serves thousands of sidecars.
+    sent: Option<(String, Option<u64>)>,
     nonce: String,
 }
 
@@ -96,7 +98,7 @@ impl Sotw {
         let sub = self.subscriptions.get_mut(type_url)?;
         let empty = super::Resources::default();
         let resources = snapshot.resources(type_url).unwrap_or(&empty);
-        let state = (resources.version.clone(), sub.names.clone());
+        let state = (resources.version.clone(), sub.names.as_ref().map(names_hash));
         if !force && sub.sent.as_ref() == Some(&state) {
             return None;
         }
@@ -114,4 +116,11 @@ impl Sotw {
             &sub.nonce,
         ))
     }
+}
+
+fn names_hash(names: &BTreeSet<String>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    names.hash(&mut h);
+    h.finish()
 }

@@ -23,6 +23,8 @@ use tonic::{Request, Status, Streaming};
 pub struct Encoded {
     /// A hash of its bytes: unchanged bytes keep the version across restarts.
     pub version: String,
+    /// The same hash as a number.
+    pub hash: u64,
     /// `DiscoveryResponse.resources` (field 2): the `Any`.
     pub sotw: Bytes,
     /// `DeltaDiscoveryResponse.resources` (field 2): a `Resource` with name, version and `Any`.
@@ -32,6 +34,7 @@ pub struct Encoded {
 impl Encoded {
     pub fn new(name: &str, any: &Any) -> Encoded {
         let version = super::resource_version(any);
+        let hash = u64::from_str_radix(&version, 16).unwrap_or(0);
         let mut sotw = BytesMut::new();
         message::encode(2, any, &mut sotw);
         let resource = Resource {
@@ -44,6 +47,7 @@ impl Encoded {
         message::encode(2, &resource, &mut delta);
         Encoded {
             version,
+            hash,
             sotw: sotw.freeze(),
             delta: delta.freeze(),
         }
