@@ -81,5 +81,6 @@ PY
   kill $cp_pid; wait $cp_pid 2>/dev/null || true
 done
 echo
-echo "The edit is detected by polling the folder every 200 ms and debounced 100 ms (istiod's"
-echo "PILOT_DEBOUNCE_AFTER), so up to ~0.4 s of 'edit → all' is waiting by design."
+echo "The edit is detected by polling the folder every 100 ms (then 50 ms to let it settle) and"
+echo "debounced 100 ms (istiod's PILOT_DEBOUNCE_AFTER): up to ~0.25 s of 'edit → all' is waiting"
+echo "by design, besides loading and validating the folder."

@@ -7,13 +7,14 @@ use crate::type_url;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 struct Subscription {
     wildcard: bool,
     names: BTreeSet<String>,
     /// Resource name → the version the proxy has (as far as this server knows).
     /// Versions as the hash they print (`resource_version`), to keep the map small.
-    known: HashMap<String, u64>,
+    known: HashMap<Arc<str>, u64>,
     /// Nonce → the type's version it carried, to report what an ACK accepted.
     in_flight: HashMap<String, String>,
 }
@@ -54,7 +55,12 @@ impl Protocol for Delta {
                 known: request
                     .initial_resource_versions
                     .iter()
-                    .map(|(name, v)| (name.clone(), u64::from_str_radix(v, 16).unwrap_or(0)))
+                    .map(|(name, v)| {
+                        (
+                            Arc::from(name.as_str()),
+                            u64::from_str_radix(v, 16).unwrap_or(0),
+                        )
+                    })
                     .collect(),
                 in_flight: HashMap::new(),
             });
@@ -70,7 +76,7 @@ impl Protocol for Delta {
                 sub.wildcard = false;
             } else {
                 sub.names.remove(name);
-                sub.known.remove(name);
+                sub.known.remove(name.as_str());
             }
         }
         if !request.response_nonce.is_empty() {
@@ -114,20 +120,20 @@ impl Delta {
             if !sub.wildcard && !sub.names.contains(name) {
                 continue;
             }
-            if sub.known.get(name) == Some(&encoded.hash) {
+            if sub.known.get(name.as_str()) == Some(&encoded.hash) {
                 continue;
             }
-            sub.known.insert(name.clone(), encoded.hash);
+            sub.known.insert(encoded.name.clone(), encoded.hash);
             changed.push(encoded.delta.clone());
         }
         let removed: Vec<String> = sub
             .known
             .keys()
-            .filter(|name| !resources.items.contains_key(*name))
-            .cloned()
+            .filter(|name| !resources.items.contains_key(&***name))
+            .map(|name| name.to_string())
             .collect();
         for name in &removed {
-            sub.known.remove(name);
+            sub.known.remove(name.as_str());
         }
         if changed.is_empty() && removed.is_empty() && !force {
             return None;

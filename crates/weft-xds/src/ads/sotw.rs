@@ -98,7 +98,10 @@ impl Sotw {
         let sub = self.subscriptions.get_mut(type_url)?;
         let empty = super::Resources::default();
         let resources = snapshot.resources(type_url).unwrap_or(&empty);
-        let state = (resources.version.clone(), sub.names.as_ref().map(names_hash));
+        let state = (
+            resources.version.clone(),
+            sub.names.as_ref().map(names_hash),
+        );
         if !force && sub.sent.as_ref() == Some(&state) {
             return None;
         }

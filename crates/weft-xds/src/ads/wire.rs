@@ -21,6 +21,8 @@ use tonic::{Request, Status, Streaming};
 /// One resource in its two wire forms, with its delta version.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Encoded {
+    /// Its name, shared by every stream that remembers having sent it.
+    pub name: std::sync::Arc<str>,
     /// A hash of its bytes: unchanged bytes keep the version across restarts.
     pub version: String,
     /// The same hash as a number.
@@ -46,6 +48,7 @@ impl Encoded {
         let mut delta = BytesMut::new();
         message::encode(2, &resource, &mut delta);
         Encoded {
+            name: std::sync::Arc::from(name),
             version,
             hash,
             sotw: sotw.freeze(),

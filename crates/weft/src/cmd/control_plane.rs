@@ -56,7 +56,7 @@ impl Running {
 }
 
 /// How often the folder is checked for edits: well inside the second an edit may take.
-const WATCH_INTERVAL: Duration = Duration::from_millis(200);
+const WATCH_INTERVAL: Duration = Duration::from_millis(100);
 
 pub async fn start(folder: Folder, xds: &str, monitoring: &str) -> anyhow::Result<Running> {
     let control = ControlPlane::new();
