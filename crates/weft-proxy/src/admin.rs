@@ -295,6 +295,17 @@ fn all_stats(shared: &Shared) -> Vec<StatLine> {
             ));
         }
     }
+    for (prefix, s) in lock(&shared.stats.fault).iter() {
+        for (stat, value, counter) in s.entries() {
+            out.push((
+                format!("http.{prefix}.fault.{stat}"),
+                value,
+                counter,
+                vec![("envoy_http_conn_manager_prefix", prefix.clone())],
+                format!("envoy_http_fault_{stat}"),
+            ));
+        }
+    }
     for (name, value, counter) in shared.xds.entries() {
         out.push((
             name.to_string(),

@@ -55,6 +55,7 @@ pub struct DynamicDump {
 #[derive(Debug, Default)]
 pub struct StatsStore {
     pub http: Mutex<BTreeMap<String, Arc<HttpStats>>>,
+    pub fault: Mutex<BTreeMap<String, Arc<crate::stats::FaultStats>>>,
     pub listeners: Mutex<BTreeMap<String, Arc<ListenerStats>>>,
     pub tcp: Mutex<BTreeMap<String, Arc<TcpStats>>>,
     pub listener_workers: Mutex<BTreeMap<String, Arc<WorkerStats>>>,
@@ -76,6 +77,9 @@ fn get_or_insert<T: Default>(map: &Mutex<BTreeMap<String, Arc<T>>>, key: &str) -
 impl StatsStore {
     pub fn http(&self, prefix: &str) -> Arc<HttpStats> {
         get_or_insert(&self.http, prefix)
+    }
+    pub fn fault(&self, prefix: &str) -> Arc<crate::stats::FaultStats> {
+        get_or_insert(&self.fault, prefix)
     }
     pub fn listener(&self, key: &str) -> Arc<ListenerStats> {
         get_or_insert(&self.listeners, key)

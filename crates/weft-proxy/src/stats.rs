@@ -212,6 +212,14 @@ impl ClusterStats {
     }
 }
 
+stat_block!(
+    /// `http.<prefix>.fault.*`
+    FaultStats {
+        counters: [aborts_injected, delays_injected, faults_overflow],
+        gauges: [active_faults]
+    }
+);
+
 impl HttpStats {
     pub fn count_status(&self, code: u16) {
         let families = [

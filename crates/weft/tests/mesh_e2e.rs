@@ -103,6 +103,7 @@ const STEP1: &str = "  - route:\n    - destination: { host: website, subset: ver
 const STEP2: &str = "  - route:\n    - destination: { host: website, subset: version-1 }\n      weight: 90\n    - destination: { host: website, subset: version-2 }\n      weight: 10\n";
 const STEP3: &str = "  - match:\n    - headers:\n        x-website-version: { exact: \"3\" }\n    route:\n    - destination: { host: website, subset: version-3 }\n  - route:\n    - destination: { host: website, subset: version-1 }\n      weight: 90\n    - destination: { host: website, subset: version-2 }\n      weight: 10\n";
 const FAULT: &str = "  - fault:\n      abort: { httpStatus: 418, percentage: { value: 30 } }\n    route:\n    - destination: { host: website, subset: version-1 }\n";
+const MIRROR: &str = "  - route:\n    - destination: { host: website, subset: version-2 }\n    mirror: { host: website, subset: version-3 }\n";
 const RETRIES: &str = "  - route:\n    - destination: { host: website, subset: version-3 }\n    retries: { attempts: 4, retryOn: 5xx }\n";
 
 fn write_routing(dir: &Path, http: &str) {
@@ -331,19 +332,22 @@ async fn tutorial(envoy: bool) {
     assert_eq!(who(gw, &website("/")).await, "v3");
     std::fs::remove_file(mesh.dir.join("broken.yaml")).unwrap();
 
-    // Fault abort 30 % over 2000 requests, within ±3 points (Envoy); the Weft proxy has no
-    // fault filter yet, so it must NACK and keep routing as before.
+    // Fault abort 30 % over 2000 requests, within ±3 points (2.9 standard deviations).
     write_routing(&mesh.dir, FAULT);
+    until(gw, &website("/"), "HTTP 418").await;
+    let t = tally(gw, &website("/"), 2000).await;
+    assert!((share(&t, "HTTP 418", 2000) - 30.0).abs() <= 3.0, "{t:?}");
+    assert_eq!(
+        t.get("v1").copied().unwrap_or(0) + t["HTTP 418"],
+        2000,
+        "{t:?}"
+    );
+
+    // Mirroring to version-3 while routing to version-2. Envoy takes it; the Weft proxy has no
+    // mirroring yet, so it must NACK, say so in proxy-status, and keep the fault config.
+    write_routing(&mesh.dir, MIRROR);
     if envoy {
-        until(gw, &website("/"), "HTTP 418").await;
-        // 2000 requests: ±3 points is 2.9 standard deviations (1000 would make it 2.1).
-        let t = tally(gw, &website("/"), 2000).await;
-        assert!((share(&t, "HTTP 418", 2000) - 30.0).abs() <= 3.0, "{t:?}");
-        assert_eq!(
-            t.get("v1").copied().unwrap_or(0) + t["HTTP 418"],
-            2000,
-            "{t:?}"
-        );
+        until(gw, &website("/"), "v2").await;
     } else {
         let start = Instant::now();
         let nacked = loop {
@@ -355,7 +359,7 @@ async fn tutorial(envoy: bool) {
                 .find(|p| p["kind"] == "router")
                 .cloned()
                 .unwrap();
-            if gateway["types"]["LDS"]["status"] == "NACKED" {
+            if gateway["types"]["RDS"]["status"] == "NACKED" {
                 break gateway;
             }
             assert!(
@@ -365,16 +369,16 @@ async fn tutorial(envoy: bool) {
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         assert!(
-            nacked["types"]["LDS"]["error"]
+            nacked["types"]["RDS"]["error"]
                 .as_str()
                 .unwrap()
-                .contains("HTTPFault"),
+                .contains("request_mirror_policies"),
             "{nacked}"
         );
-        assert_eq!(
-            who(gw, &website("/")).await,
-            "v3",
-            "the last good config keeps serving"
+        let t = tally(gw, &website("/"), 50).await;
+        assert!(
+            !t.contains_key("v2"),
+            "the last good config keeps serving: {t:?}"
         );
     }
 }

@@ -112,6 +112,18 @@ const TABLE: &[(&str, &str)] = &[
     ),
     ("envoy.extensions.filters.http.cors.v3.Cors", ""),
     (
+        "envoy.extensions.filters.http.fault.v3.HTTPFault",
+        "delay abort max_active_faults",
+    ),
+    (
+        "envoy.extensions.filters.common.fault.v3.FaultDelay",
+        "fixed_delay percentage",
+    ),
+    (
+        "envoy.extensions.filters.http.fault.v3.FaultAbort",
+        "http_status grpc_status percentage",
+    ),
+    (
         "envoy.extensions.filters.http.cors.v3.CorsPolicy",
         "allow_origin_string_match allow_methods allow_headers expose_headers max_age \
          allow_credentials filter_enabled allow_private_network_access \

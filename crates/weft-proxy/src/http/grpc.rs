@@ -39,6 +39,21 @@ pub fn local_reply(resp: Response<ProxyBody>) -> Response<ProxyBody> {
     Response::from_parts(parts, ProxyBody::Empty)
 }
 
+/// A trailers-only gRPC reply with `code` (a fault filter's `grpc_status` abort).
+pub fn status_reply(code: u32, message: &str) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::Empty);
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    h.insert("grpc-status", HeaderValue::from(code));
+    if let Ok(v) = HeaderValue::from_str(&percent_encode(message)) {
+        h.insert("grpc-message", v);
+    }
+    resp
+}
+
 /// gRPC's `grpc-message` encoding: printable ASCII except `%` as is, the rest percent-encoded.
 fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

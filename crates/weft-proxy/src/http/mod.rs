@@ -3,6 +3,7 @@
 
 mod attempt;
 pub mod cors;
+pub mod fault;
 mod grpc;
 mod headers;
 mod redirect;
@@ -65,6 +66,9 @@ pub struct HttpConnectionManager {
     pub suppress_envoy_headers: bool,
     /// The `envoy.filters.http.cors` filter is in the chain: routes' CORS policies apply.
     pub cors: bool,
+    /// The `envoy.filters.http.fault` filter is in the chain, with its own policy (which a
+    /// route's or virtual host's replaces) and its counters.
+    pub fault: Option<(Arc<fault::FaultPolicy>, Arc<crate::stats::FaultStats>)>,
     /// `upgrade_configs`: upgrade types (e.g. `websocket`) passed through, lowercase.
     pub upgrades: Vec<String>,
     /// `http2_protocol_options.allow_connect`: HTTP/2 clients may open upgrades with an

@@ -2,6 +2,7 @@
 //! as Envoy words them) or forwards to a host of the route's cluster.
 
 use super::attempt::{self, Failure};
+use super::fault::Abort;
 use super::stream_timer::{Activity, Expired, IdleTimer};
 use super::{Connection, RouteSource, cors, headers, local_reply, upgrade};
 use crate::access_log::{Entry, RequestInfo, flags};
@@ -208,6 +209,30 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
         return local(finisher, Some(&parts), StatusCode::NOT_FOUND, "", None);
     };
     finisher.route_name.clone_from(&route.name);
+    // The fault filter comes before CORS and the router, as in Istio's chain; a route's or
+    // virtual host's policy replaces the filter's own.
+    let fault = hcm.fault.as_ref().and_then(|(filter, stats)| {
+        let policy = route.fault.as_deref().or(vhost.fault.as_deref());
+        policy.unwrap_or(filter).inject(stats)
+    });
+    if let Some(f) = &fault {
+        if let Some(d) = f.delay {
+            finisher.flags |= flags::DI;
+            tokio::time::sleep(d).await;
+        }
+        if let Some(abort) = f.abort {
+            finisher.flags |= flags::FI;
+            let resp = match abort {
+                Abort::Http(status) => local_reply(status, "fault filter abort"),
+                Abort::Grpc(code) if finisher.grpc => {
+                    super::grpc::status_reply(code, "fault filter abort")
+                }
+                // Envoy answers a client that is not gRPC with 200 and the text.
+                Abort::Grpc(_) => local_reply(StatusCode::OK, "fault filter abort"),
+            };
+            return finish_local(finisher, Some(&parts), resp);
+        }
+    }
     if hcm.cors {
         match cors::on_request(
             route.cors.as_deref(),

@@ -33,6 +33,7 @@ pub struct VirtualHost {
     pub routes: Vec<Route>,
     pub headers: HeaderOps,
     pub cors: Option<std::sync::Arc<crate::http::cors::CorsPolicy>>,
+    pub fault: Option<std::sync::Arc<crate::http::fault::FaultPolicy>>,
 }
 
 #[derive(Debug, Clone)]
@@ -42,6 +43,7 @@ pub struct Route {
     pub action: Action,
     pub headers: HeaderOps,
     pub cors: Option<std::sync::Arc<crate::http::cors::CorsPolicy>>,
+    pub fault: Option<std::sync::Arc<crate::http::fault::FaultPolicy>>,
 }
 
 #[derive(Debug, Clone)]

@@ -12,28 +12,39 @@ use std::sync::Arc;
 
 const CORS_POLICY: &str = "envoy.extensions.filters.http.cors.v3.CorsPolicy";
 
-/// The CORS policy among a route's or virtual host's per-filter configs. Per-filter config of
-/// any other filter is refused: none of the other filters the proxy has reads one yet.
-pub fn per_filter_config(
-    configs: &HashMap<String, Any>,
-    path: &str,
-) -> Result<Option<Arc<CorsPolicy>>> {
-    let mut policy = None;
+const HTTP_FAULT: &str = "envoy.extensions.filters.http.fault.v3.HTTPFault";
+
+/// What a route's or virtual host's `typed_per_filter_config` sets for the filters that read
+/// one: CORS and fault. Any other type is refused.
+#[derive(Default)]
+pub struct PerFilter {
+    pub cors: Option<Arc<CorsPolicy>>,
+    pub fault: Option<Arc<crate::http::fault::FaultPolicy>>,
+}
+
+pub fn per_filter_config(configs: &HashMap<String, Any>, path: &str) -> Result<PerFilter> {
+    let mut out = PerFilter::default();
     for (key, any) in configs {
         let kpath = format!("{path}[{key}]");
-        if type_name(any) != CORS_POLICY {
-            return Err(FieldError::new(
-                kpath,
-                format!(
-                    "per-filter config of type {} is not supported by the Weft proxy",
-                    type_name(any)
-                ),
-            ));
+        match type_name(any) {
+            CORS_POLICY => {
+                let pb: PbCorsPolicy = decode_any(any, &kpath)?;
+                out.cors = Some(Arc::new(cors_policy(&pb, &kpath)?));
+            }
+            HTTP_FAULT => {
+                let pb: envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault =
+                    decode_any(any, &kpath)?;
+                out.fault = Some(Arc::new(super::fault::fault_policy(&pb, &kpath)?));
+            }
+            other => {
+                return Err(FieldError::new(
+                    kpath,
+                    format!("per-filter config of type {other} is not supported by the Weft proxy"),
+                ));
+            }
         }
-        let pb: PbCorsPolicy = decode_any(any, &kpath)?;
-        policy = Some(Arc::new(cors_policy(&pb, &kpath)?));
     }
-    Ok(policy)
+    Ok(out)
 }
 
 fn cors_policy(p: &PbCorsPolicy, path: &str) -> Result<CorsPolicy> {

@@ -24,6 +24,7 @@ use envoy_types::pb::envoy::extensions::access_loggers::stream::v3::{
     StderrAccessLog, StdoutAccessLog, stderr_access_log, stdout_access_log,
 };
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors;
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3 as tcp;
@@ -36,6 +37,7 @@ const HCM: &str =
 const TCP_PROXY: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 const ROUTER: &str = "envoy.extensions.filters.http.router.v3.Router";
 const CORS: &str = "envoy.extensions.filters.http.cors.v3.Cors";
+const FAULT: &str = "envoy.extensions.filters.http.fault.v3.HTTPFault";
 
 pub fn listener(l: &pb::Listener, path: &str, store: &StatsStore) -> Result<Listener> {
     let address = ip_socket_address(l.address.as_ref(), &format!("{path}.address"))?;
@@ -272,12 +274,18 @@ fn connection_manager(
         ));
     };
     let mut cors = false;
+    let mut fault = None;
     for (i, f) in others.iter().enumerate() {
         let fpath = format!("{path}.http_filters[{i}]");
         match &f.config_type {
             Some(hcm::http_filter::ConfigType::TypedConfig(any)) if type_name(any) == CORS => {
                 let _: Cors = decode_any(any, &fpath)?;
                 cors = true;
+            }
+            Some(hcm::http_filter::ConfigType::TypedConfig(any)) if type_name(any) == FAULT => {
+                let pb: HttpFault = decode_any(any, &fpath)?;
+                let policy = super::fault::fault_policy(&pb, &format!("{fpath}.typed_config"))?;
+                fault = Some((Arc::new(policy), store.fault(&h.stat_prefix)));
             }
             _ => {
                 return Err(FieldError::new(
@@ -330,6 +338,7 @@ fn connection_manager(
         server_header,
         suppress_envoy_headers,
         cors,
+        fault,
         upgrades: h
             .upgrade_configs
             .iter()

@@ -4,6 +4,7 @@
 
 mod cluster;
 mod cors;
+mod fault;
 mod listener;
 mod retry;
 mod route;

@@ -89,6 +89,10 @@ pub fn route_configuration(
         for (r, route) in vh.routes.iter().enumerate() {
             routes.push(convert_route(route, &format!("{vpath}.routes[{r}]"))?);
         }
+        let per_filter = super::cors::per_filter_config(
+            &vh.typed_per_filter_config,
+            &format!("{vpath}.typed_per_filter_config"),
+        )?;
         config.virtual_hosts.push(VirtualHost {
             name: vh.name.clone(),
             routes,
@@ -99,10 +103,8 @@ pub fn route_configuration(
                 &vh.response_headers_to_remove,
                 &vpath,
             )?,
-            cors: super::cors::per_filter_config(
-                &vh.typed_per_filter_config,
-                &format!("{vpath}.typed_per_filter_config"),
-            )?,
+            cors: per_filter.cors,
+            fault: per_filter.fault,
         });
     }
     // Longest wildcard wins.
@@ -224,6 +226,10 @@ fn convert_route(route: &pb::Route, path: &str) -> Result<Route> {
             ));
         }
     };
+    let per_filter = super::cors::per_filter_config(
+        &route.typed_per_filter_config,
+        &format!("{path}.typed_per_filter_config"),
+    )?;
     Ok(Route {
         name: route.name.clone(),
         matcher: RouteMatch {
@@ -239,10 +245,8 @@ fn convert_route(route: &pb::Route, path: &str) -> Result<Route> {
             &route.response_headers_to_remove,
             path,
         )?,
-        cors: super::cors::per_filter_config(
-            &route.typed_per_filter_config,
-            &format!("{path}.typed_per_filter_config"),
-        )?,
+        cors: per_filter.cors,
+        fault: per_filter.fault,
     })
 }
 

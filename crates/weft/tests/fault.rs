@@ -1,0 +1,143 @@
+//! The fault filter, side by side in real Envoy and the Weft proxy (the same bootstrap,
+//! `data/fault.yaml`): aborts over a share of requests, delays, gRPC aborts, the route's config
+//! replacing the filter's, and the counters each proxy keeps.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+use support::{Kind, Proxy, Req, request};
+
+const TEMPLATE: &str = include_str!("data/fault.yaml");
+
+fn counter(stats: &str, name: &str) -> u64 {
+    stats
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(": ")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+async fn start(kind: Kind, v1: u16) -> Proxy {
+    let given = [("V1", v1)];
+    tokio::task::spawn_blocking(move || Proxy::start(kind, TEMPLATE, &given))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_agree_with_envoy() {
+    let v1 = support::start_echo("v1").await.port();
+    let envoy = start(Kind::Envoy, v1).await;
+    let weft = start(Kind::Weft, v1).await;
+    for proxy in [&envoy, &weft] {
+        let kind = proxy.kind;
+        let addr = proxy.addr("HTTP");
+        // 30 % of 2000 aborted with 418: ±3 points is 2.9 standard deviations.
+        let mut statuses: BTreeMap<u16, u64> = BTreeMap::new();
+        for _ in 0..2000 {
+            *statuses
+                .entry(request(addr, &Req::get("f", "/abort")).await.status)
+                .or_default() += 1;
+        }
+        let aborted = statuses.get(&418).copied().unwrap_or(0);
+        assert_eq!(
+            aborted + statuses.get(&200).copied().unwrap_or(0),
+            2000,
+            "{kind:?}: {statuses:?}"
+        );
+        assert!(
+            (aborted as f64 / 20.0 - 30.0).abs() <= 3.0,
+            "{kind:?}: {statuses:?}"
+        );
+
+        // The route's empty config replaces the filter's abort-everything.
+        assert_eq!(
+            request(addr, &Req::get("f", "/calm")).await.status,
+            200,
+            "{kind:?}"
+        );
+        let own = request(addr, &Req::get("f", "/")).await;
+        assert_eq!(
+            (own.status, &own.body[..]),
+            (503, &b"fault filter abort"[..]),
+            "{kind:?}"
+        );
+
+        // A delay holds the request for its 0.2 s (Envoy's timer fires a few ms early), then
+        // it goes through.
+        let start = Instant::now();
+        assert_eq!(
+            request(addr, &Req::get("f", "/delay")).await.status,
+            200,
+            "{kind:?}"
+        );
+        assert!(
+            start.elapsed() >= Duration::from_millis(180),
+            "{kind:?}: {:?}",
+            start.elapsed()
+        );
+
+        // A gRPC abort is a trailers-only gRPC reply with the status.
+        let mut call = Req::get("f", "/grpc");
+        call.headers
+            .push(("content-type".into(), "application/grpc".into()));
+        let g = request(addr, &call).await;
+        // To a client that is not gRPC, Envoy answers 200 with the text.
+        let plain = request(addr, &Req::get("f", "/grpc")).await;
+        assert_eq!(
+            (plain.status, &plain.body[..]),
+            (200, &b"fault filter abort"[..]),
+            "{kind:?}"
+        );
+        assert!(!plain.headers.contains_key("grpc-status"), "{kind:?}");
+        assert_eq!(g.status, 200, "{kind:?}");
+        assert_eq!(g.headers["grpc-status"], "14", "{kind:?}");
+        assert_eq!(g.headers["grpc-message"], "fault filter abort", "{kind:?}");
+
+        let stats = proxy.admin("/stats").await;
+        // The /abort requests' aborts, then /, and /grpc twice.
+        let injected = counter(&stats, "http.faults.fault.aborts_injected");
+        assert_eq!(injected, aborted + 3, "{kind:?}");
+        assert_eq!(
+            counter(&stats, "http.faults.fault.delays_injected"),
+            1,
+            "{kind:?}"
+        );
+        assert_eq!(
+            counter(&stats, "http.faults.fault.active_faults"),
+            0,
+            "{kind:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_fault_configs_are_refused_naming_the_field() {
+    let placeholder = regex::Regex::new(r"\{[A-Z0-9]+\}").unwrap();
+    for (bad, field) in [
+        ("http_status: 418", "http_status: 600", "abort.http_status"),
+        ("fixed_delay: 0.2s", "fixed_delay: -1s", "delay.fixed_delay"),
+    ]
+    .map(|(from, to, field)| ((from, to), field))
+    {
+        let config = TEMPLATE.replacen(bad.0, bad.1, 1);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.yaml");
+        std::fs::write(&path, placeholder.replace_all(&config, "1").as_ref()).unwrap();
+        let out = std::process::Command::new(support::weft_binary())
+            .args(["proxy", "--mode", "validate", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad:?}: accepted");
+        assert!(err.contains(field), "{bad:?}: {err}");
+    }
+}
