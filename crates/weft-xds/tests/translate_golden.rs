@@ -350,7 +350,9 @@ fn problems_are_reported_and_the_rest_translates() {
         "{problems:?}"
     );
     assert!(
-        has("DestinationRule default/tls: trafficPolicy.tls mode ISTIO_MUTUAL"),
+        has(
+            "DestinationRule default/tls: trafficPolicy.tls for outbound|80||web.default.svc.cluster.local: mode ISTIO_MUTUAL needs"
+        ),
         "{problems:?}"
     );
     // The first VirtualService still routes.

@@ -24,7 +24,7 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::http_protocol_optio
 use envoy_types::pb::envoy::r#type::v3::Percent;
 use envoy_types::pb::google::protobuf::UInt32Value;
 use weft_api::types::destination_rule::{
-    ClientTlsMode, ConnectionPoolSettings, DestinationRule, H2UpgradePolicy, LoadBalancerSettings,
+    ConnectionPoolSettings, DestinationRule, H2UpgradePolicy, LoadBalancerSettings,
     OutlierDetection as IstioOutlier, SimpleLb, TrafficPolicy,
 };
 use weft_registry::{Protocol, Resolution, Service, ServicePort};
@@ -206,15 +206,16 @@ fn build(
         });
     }
     if let Some(tls) = policy.tls {
-        let mode = tls.mode.unwrap_or(ClientTlsMode::Disable);
-        if mode != ClientTlsMode::Disable {
-            let origin = dr.map(|d| d.label()).unwrap_or_default();
-            scope.problem(format!(
-                "{origin}: trafficPolicy.tls mode {} for {name}: TLS origination is not \
-                 translated yet; the cluster is left out rather than sent in plaintext",
-                pb::istio_name(&mode)
-            ));
-            return None;
+        match super::upstream_tls::transport_socket(tls, &service.hostname) {
+            Ok(socket) => c.transport_socket = socket,
+            Err(why) => {
+                let origin = dr.map(|d| d.label()).unwrap_or_default();
+                scope.problem(format!(
+                    "{origin}: trafficPolicy.tls for {name}: {why}; the cluster is left out \
+                     rather than sent in plaintext"
+                ));
+                return None;
+            }
         }
     }
     let mut meta = vec![(

@@ -19,6 +19,7 @@ mod pb;
 mod proxy;
 mod route;
 mod tls;
+mod upstream_tls;
 
 pub use config::{ConfigIndex, Inputs};
 pub use proxy::{Interception, Proxy, ProxyKind};
