@@ -43,12 +43,16 @@ struct Shape {
 }
 
 fn shape(inputs: &Inputs, p: &Proxy) -> Shape {
-    let serves = inputs.registry.services.iter().any(|s| {
-        s.endpoints.iter().any(|e| {
-            (e.origin.name == p.name && e.origin.namespace == p.namespace)
-                || (!p.ip.is_empty() && e.address == p.ip)
-        })
-    });
+    // A Sidecar `ingress` binds at the proxy's own address.
+    let ingress = p.kind == crate::translate::ProxyKind::Sidecar
+        && crate::translate::find_sidecar(inputs, p).is_some_and(|s| !s.spec.ingress.is_empty());
+    let serves = ingress
+        || inputs.registry.services.iter().any(|s| {
+            s.endpoints.iter().any(|e| {
+                (e.origin.name == p.name && e.origin.namespace == p.namespace)
+                    || (!p.ip.is_empty() && e.address == p.ip)
+            })
+        });
     Shape {
         kind: p.kind == crate::translate::ProxyKind::Router,
         namespace: p.namespace.clone(),

@@ -454,3 +454,58 @@ fn delegation_tls_and_visibility() {
         assert_eq!(out["weft_proxy_unsupported"], json!([]));
     }
 }
+
+#[test]
+fn sidecar_ingress_listeners() {
+    let labels = [("app", "website"), ("version", "v1")];
+    let none = golden(
+        "ingress",
+        "no-capture",
+        &node(
+            "sidecar~127.0.0.1~web-v1.default~default.svc.cluster.local",
+            &labels,
+            &[("INTERCEPTION_MODE", "NONE"), ("HTTP_PROXY_PORT", "15080")],
+        ),
+    );
+    // Bound at the workload's address, to the defaultEndpoint (0.0.0.0 is the workload's own).
+    let http = &none["listeners"]["127.0.0.1_18081"];
+    assert_eq!(http["address"]["socket_address"]["port_value"], 18081);
+    let app =
+        &none["clusters"]["inbound|18081||"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0];
+    assert_eq!(
+        app["endpoint"]["address"]["socket_address"]["port_value"],
+        28081
+    );
+    assert!(none["listeners"]["127.0.0.1_19000"].is_object());
+    assert!(
+        none["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("Sidecar default/web-v1: ingress[2].defaultEndpoint")
+    );
+    assert_eq!(none["weft_proxy_unsupported"], json!([]));
+
+    let captured = golden(
+        "ingress",
+        "captured",
+        &node(
+            "sidecar~127.0.0.1~web-v1.default~default.svc.cluster.local",
+            &labels,
+            &[],
+        ),
+    );
+    let chains: Vec<&str> = captured["listeners"]["virtualInbound"]["filter_chains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        chains,
+        [
+            "0.0.0.0_18081",
+            "0.0.0.0_19000",
+            "InboundPassthroughCluster"
+        ]
+    );
+}

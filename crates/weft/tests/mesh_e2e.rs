@@ -21,6 +21,10 @@ struct Mesh {
     status: String,
     /// Sidecar label (`sidecar default/web-v1`) → its HTTP proxy address.
     http_proxies: BTreeMap<String, SocketAddr>,
+    /// Proxy label → its admin address.
+    admins: BTreeMap<String, SocketAddr>,
+    /// The port web-v1's sidecar serves it on.
+    inbound: u16,
     _dir: tempfile::TempDir,
     dir: std::path::PathBuf,
 }
@@ -42,19 +46,31 @@ impl Drop for Mesh {
     }
 }
 
-fn workloads(ports: &[u16; 3]) -> String {
+/// The Service and its three workloads. web-v1 is reached through its sidecar: the mesh sends to
+/// `inbound` (the port its WorkloadEntry names), where a Sidecar `ingress` listener hands the
+/// request to the application on `v1`.
+fn workloads(ports: &[u16; 3], inbound: u16) -> String {
     let mut out = String::from(
         "apiVersion: v1\nkind: Service\nmetadata: { name: website }\n\
          spec:\n  ports: [ { port: 80, targetPort: 80, protocol: TCP, name: http } ]\n  selector: { app: website }\n",
     );
     for (i, p) in ports.iter().enumerate() {
         let v = i + 1;
+        let p = if v == 1 { inbound } else { *p };
         out.push_str(&format!(
             "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\n\
              metadata: {{ name: web-v{v}, namespace: default }}\n\
              spec: {{ address: 127.0.0.1, ports: {{ http: {p} }}, labels: {{ app: website, version: website-version-{v} }} }}\n"
         ));
     }
+    out.push_str(&format!(
+        "---\napiVersion: networking.istio.io/v1\nkind: Sidecar\n\
+         metadata: {{ name: web-v1, namespace: default }}\n\
+         spec:\n  workloadSelector: {{ labels: {{ version: website-version-1 }} }}\n  \
+         ingress:\n  - port: {{ number: {inbound}, protocol: HTTP, name: http }}\n    \
+         defaultEndpoint: 127.0.0.1:{}\n",
+        ports[0]
+    ));
     out
 }
 
@@ -121,12 +137,13 @@ async fn start(envoy: bool) -> Mesh {
     let v1 = support::start_echo("v1").await;
     let v2 = support::start_echo("v2").await;
     let v3 = support::start_echo("v3").await;
+    let inbound = support::free_port();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("mesh");
     std::fs::create_dir(&dir).unwrap();
     std::fs::write(
         dir.join("website.yaml"),
-        workloads(&[v1.port(), v2.port(), v3.port()]),
+        workloads(&[v1.port(), v2.port(), v3.port()], inbound),
     )
     .unwrap();
     write_routing(&dir, STEP1);
@@ -188,11 +205,21 @@ async fn start(envoy: bool) -> Mesh {
         }
     }
     assert_eq!(http_proxies.len(), 3, "{lines:?}");
+    let admins: BTreeMap<String, SocketAddr> = lines
+        .iter()
+        .filter_map(|l| {
+            let label = l.split("  ").next()?.trim().to_string();
+            let addr = l.split("admin http://").nth(1)?.split_whitespace().next()?;
+            Some((label, addr.parse().ok()?))
+        })
+        .collect();
     Mesh {
         child,
         gateway: SocketAddr::from(([127, 0, 0, 1], gateway_port)),
         status,
         http_proxies,
+        admins,
+        inbound,
         _dir: tmp,
         dir,
     }
@@ -257,6 +284,18 @@ async fn tutorial(envoy: bool) {
     until(gw, &website("/"), "v1").await;
     let t = tally(gw, &website("/"), 50).await;
     assert_eq!(t, BTreeMap::from([("v1".to_string(), 50)]));
+    // Those went through web-v1's sidecar: its Sidecar ingress listener counted them.
+    let admin = mesh.admins["sidecar default/web-v1"];
+    let stats = request(admin, &Req::get("admin", "/stats")).await;
+    let name = format!(
+        "http.inbound_0.0.0.0_{}.downstream_rq_total: ",
+        mesh.inbound
+    );
+    let served: u64 = String::from_utf8_lossy(&stats.body)
+        .lines()
+        .find_map(|l| l.strip_prefix(name.as_str())?.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(served >= 50, "{name}{served}");
 
     // Sidecars route by Host as HTTP proxies: the mesh has no VirtualService for them, so the
     // default route spreads over all three versions.

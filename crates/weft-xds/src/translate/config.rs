@@ -140,6 +140,8 @@ fn selects(selector: &Labels, labels: &Labels) -> bool {
 pub struct Scope<'a> {
     pub namespace: &'a str,
     pub labels: &'a Labels,
+    /// The Sidecar resource that applies to this proxy, if any.
+    pub sidecar: Option<&'a Obj<Sidecar>>,
     /// `(namespace pattern, host pattern)` from the Sidecar's egress hosts; `*/*` without one.
     egress: Vec<(String, String)>,
     pub outbound_policy: OutboundTrafficPolicyMode,
@@ -182,6 +184,7 @@ impl<'a> Scope<'a> {
         let mut scope = Scope {
             namespace: ns,
             labels: &proxy.labels,
+            sidecar,
             egress,
             outbound_policy,
             services: Vec::new(),
@@ -307,7 +310,7 @@ impl<'a> Scope<'a> {
 
 /// The Sidecar resource of a workload: one in its namespace whose selector picks it, else its
 /// namespace's one without selector, else the root namespace's.
-fn find_sidecar<'a>(inputs: &'a Inputs, proxy: &Proxy) -> Option<&'a Obj<Sidecar>> {
+pub(crate) fn find_sidecar<'a>(inputs: &'a Inputs, proxy: &Proxy) -> Option<&'a Obj<Sidecar>> {
     let sidecars = &inputs.config.sidecars;
     let selecting = sidecars.iter().find(|s| {
         s.namespace == proxy.namespace

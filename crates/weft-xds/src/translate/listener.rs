@@ -189,6 +189,7 @@ pub fn sidecar(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy, out: &mut Gene
             .insert("http_proxy".into(), route::http_proxy(scope));
     }
     if proxy.interception == Interception::None {
+        ingress_listeners(inputs, scope, proxy, out);
         return;
     }
     outbound(inputs, scope, out);
@@ -315,10 +316,64 @@ fn tcp_route(scope: &Scope<'_>, hostname: &str, port: u16) -> Option<String> {
     None
 }
 
-/// `virtualInbound`: one chain per port the workload serves, to the application on
-/// 127.0.0.1, and a passthrough chain for the rest.
-fn inbound(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy, out: &mut Generated) {
-    let mut chains = Vec::new();
+/// One port a sidecar serves its workload on.
+struct InboundTarget {
+    port: u16,
+    /// Where the application listens.
+    address: String,
+    target: u16,
+    http: bool,
+    /// Sidecar `ingress[].bind`: where a listener without capture binds.
+    bind: Option<String>,
+}
+
+/// The ports a sidecar serves: its Sidecar resource's `ingress` when it has one (each to its
+/// `defaultEndpoint`), else every port of the services its workload is an endpoint of.
+fn inbound_targets(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy) -> Vec<InboundTarget> {
+    let mut out = Vec::new();
+    if let Some(sc) = scope.sidecar.filter(|s| !s.spec.ingress.is_empty()) {
+        for (i, ingress) in sc.spec.ingress.iter().enumerate() {
+            let field = format!("{}: ingress[{i}]", sc.label());
+            let Some(port) = ingress.port.as_ref() else {
+                continue;
+            };
+            let Some(number) = port.number.and_then(|n| u16::try_from(n).ok()) else {
+                continue;
+            };
+            let protocol = weft_registry::Protocol::for_istio_port(
+                port.protocol.as_deref(),
+                port.name.as_deref().unwrap_or(""),
+            );
+            let endpoint = ingress.default_endpoint.as_deref().unwrap_or_default();
+            let parsed = endpoint
+                .rsplit_once(':')
+                .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)));
+            let Some((host, target)) = parsed.filter(|_| !endpoint.starts_with("unix://")) else {
+                scope.problem(format!(
+                    "{field}.defaultEndpoint: {endpoint:?} is not HOST:PORT (unix sockets are not supported yet); the port is left out"
+                ));
+                continue;
+            };
+            // 0.0.0.0 stands for the workload's own address, as in Istio.
+            let address = if host == "0.0.0.0" {
+                if proxy.ip.is_empty() {
+                    "127.0.0.1".to_string()
+                } else {
+                    proxy.ip.clone()
+                }
+            } else {
+                host
+            };
+            out.push(InboundTarget {
+                port: number,
+                address,
+                target,
+                http: is_http(protocol),
+                bind: ingress.bind.clone(),
+            });
+        }
+        return out;
+    }
     let mut seen = BTreeSet::new();
     for s in &inputs.registry.services {
         for e in &s.endpoints {
@@ -332,55 +387,107 @@ fn inbound(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy, out: &mut Generate
                 .iter()
                 .find(|p| p.number == e.service_port)
                 .map(|p| p.protocol);
-            let name = cluster::inbound_name(e.port);
-            out.clusters.insert(
-                name.clone(),
-                cluster::inbound(inputs, e.port, "127.0.0.1", e.port),
-            );
-            let filter = if protocol.is_some_and(is_http) {
-                let rc = RouteConfiguration {
-                    name: name.clone(),
-                    virtual_hosts: vec![VirtualHost {
-                        name: format!("inbound|http|{}", e.port),
-                        domains: vec!["*".into()],
-                        routes: vec![Route {
-                            name: "default".into(),
-                            r#match: Some(super::http_route::route_match(None)),
-                            action: Some(envoy_route::Action::Route(RouteAction {
-                                cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(
-                                    name.clone(),
-                                )),
-                                timeout: Some(pb::millis(0)),
-                                ..Default::default()
-                            })),
-                            ..Default::default()
-                        }],
-                        ..Default::default()
-                    }],
-                    validate_clusters: Some(BoolValue { value: false }),
-                    ..Default::default()
-                };
-                http_connection_manager(
-                    inputs,
-                    scope,
-                    format!("inbound_0.0.0.0_{}", e.port),
-                    Routes::Inline(Box::new(rc)),
-                    false,
-                )
-            } else {
-                tcp_proxy(&name, &name)
-            };
-            chains.push(chain(
-                &format!("0.0.0.0_{}", e.port),
-                vec![filter],
-                Some(FilterChainMatch {
-                    destination_port: Some(UInt32Value {
-                        value: u32::from(e.port),
-                    }),
-                    ..Default::default()
-                }),
-            ));
+            out.push(InboundTarget {
+                port: e.port,
+                address: "127.0.0.1".into(),
+                target: e.port,
+                http: protocol.is_some_and(is_http),
+                bind: None,
+            });
         }
+    }
+    out
+}
+
+/// The filter that hands one inbound port to the application, with the cluster it names.
+fn inbound_filter(
+    inputs: &Inputs,
+    scope: &Scope<'_>,
+    t: &InboundTarget,
+    out: &mut Generated,
+) -> Filter {
+    let name = cluster::inbound_name(t.port);
+    out.clusters.insert(
+        name.clone(),
+        cluster::inbound(inputs, t.port, &t.address, t.target),
+    );
+    if !t.http {
+        return tcp_proxy(&name, &name);
+    }
+    let rc = RouteConfiguration {
+        name: name.clone(),
+        virtual_hosts: vec![VirtualHost {
+            name: format!("inbound|http|{}", t.port),
+            domains: vec!["*".into()],
+            routes: vec![Route {
+                name: "default".into(),
+                r#match: Some(super::http_route::route_match(None)),
+                action: Some(envoy_route::Action::Route(RouteAction {
+                    cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(name.clone())),
+                    timeout: Some(pb::millis(0)),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+        validate_clusters: Some(BoolValue { value: false }),
+        ..Default::default()
+    };
+    http_connection_manager(
+        inputs,
+        scope,
+        format!("inbound_0.0.0.0_{}", t.port),
+        Routes::Inline(Box::new(rc)),
+        false,
+    )
+}
+
+/// Without capture, a Sidecar's `ingress` ports are listeners of their own, bound where the
+/// mesh sends the workload's traffic.
+fn ingress_listeners(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy, out: &mut Generated) {
+    if scope.sidecar.is_none_or(|s| s.spec.ingress.is_empty()) {
+        return;
+    }
+    for t in inbound_targets(inputs, scope, proxy) {
+        let bind = t.bind.clone().unwrap_or_else(|| {
+            if proxy.ip.is_empty() {
+                "0.0.0.0".to_string()
+            } else {
+                proxy.ip.clone()
+            }
+        });
+        let name = format!("{bind}_{}", t.port);
+        let filter = inbound_filter(inputs, scope, &t, out);
+        out.listeners.insert(
+            name.clone(),
+            Listener {
+                name,
+                address: Some(pb::socket(&bind, t.port)),
+                filter_chains: vec![chain("", vec![filter], None)],
+                traffic_direction: TrafficDirection::Inbound as i32,
+                ..Default::default()
+            },
+        );
+    }
+}
+
+/// `virtualInbound`: one chain per port the workload serves, to the application, and a
+/// passthrough chain for the rest.
+fn inbound(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy, out: &mut Generated) {
+    let mut chains = Vec::new();
+    for t in inbound_targets(inputs, scope, proxy) {
+        let filter = inbound_filter(inputs, scope, &t, out);
+        chains.push(chain(
+            &format!("0.0.0.0_{}", t.port),
+            vec![filter],
+            Some(FilterChainMatch {
+                destination_port: Some(UInt32Value {
+                    value: u32::from(t.port),
+                }),
+                ..Default::default()
+            }),
+        ));
     }
     out.clusters.insert(
         INBOUND_PASSTHROUGH.into(),

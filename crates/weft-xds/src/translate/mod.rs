@@ -21,6 +21,7 @@ mod route;
 mod tls;
 mod upstream_tls;
 
+pub(crate) use config::find_sidecar;
 pub use config::{ConfigIndex, Inputs};
 pub use proxy::{Interception, Proxy, ProxyKind};
 
