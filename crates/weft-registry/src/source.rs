@@ -26,29 +26,71 @@ pub struct Folder {
     pub mesh_file: Option<PathBuf>,
 }
 
+/// One file as last read: its objects and what validation said, kept until the file changes.
+#[derive(Debug, Clone, Default)]
+struct FileState {
+    resources: Vec<Resource>,
+    errors: Vec<String>,
+    warnings: Vec<String>,
+}
+
+/// Files already read, by path, with the size and modification time they were read at.
+#[derive(Debug, Default)]
+pub struct FileCache {
+    files: std::collections::BTreeMap<PathBuf, ((u64, Option<SystemTime>), FileState)>,
+}
+
+fn read_file(path: &Path) -> FileState {
+    let mut loaded = LoadResult::default();
+    loaded.load_path(path);
+    let mut problems = std::mem::take(&mut loaded.problems);
+    for obj in &loaded.objects {
+        problems.extend(check_loaded(obj, false));
+    }
+    let (errors, warnings): (Vec<_>, Vec<_>) =
+        problems.iter().partition(|p| p.severity == Severity::Error);
+    FileState {
+        resources: loaded.objects.into_iter().map(|o| o.resource).collect(),
+        errors: errors.into_iter().map(ToString::to_string).collect(),
+        warnings: warnings.into_iter().map(ToString::to_string).collect(),
+    }
+}
+
 impl Folder {
     /// Loads and validates everything; `Err` lists every error found.
     pub fn load(&self) -> Result<Config, Vec<String>> {
-        let mut loaded = LoadResult::default();
-        loaded.load_path(&self.dir);
-        let mut problems = std::mem::take(&mut loaded.problems);
-        for obj in &loaded.objects {
-            problems.extend(check_loaded(obj, false));
+        self.load_cached(&mut FileCache::default())
+    }
+
+    /// `load`, reading again only the files that changed since `cache` last saw them: an edit
+    /// of one small file in a folder of thousands of objects is quick to take.
+    pub fn load_cached(&self, cache: &mut FileCache) -> Result<Config, Vec<String>> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut resources = Vec::new();
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        for (path, size, modified) in self.fingerprint() {
+            if Some(&path) == self.mesh_file.as_ref() {
+                continue;
+            }
+            let stamp = (size, modified);
+            let fresh = match cache.files.get(&path) {
+                Some((s, state)) if *s == stamp => state.clone(),
+                _ => {
+                    let state = read_file(&path);
+                    cache.files.insert(path.clone(), (stamp, state.clone()));
+                    state
+                }
+            };
+            seen.insert(path);
+            resources.extend(fresh.resources);
+            errors.extend(fresh.errors);
+            warnings.extend(fresh.warnings);
         }
-        let errors: Vec<String> = problems
-            .iter()
-            .filter(|p| p.severity == Severity::Error)
-            .map(ToString::to_string)
-            .collect();
+        cache.files.retain(|p, _| seen.contains(p));
         if !errors.is_empty() {
             return Err(errors);
         }
-        let warnings = problems
-            .iter()
-            .filter(|p| p.severity == Severity::Warning)
-            .map(ToString::to_string)
-            .collect();
-        let resources: Vec<Resource> = loaded.objects.into_iter().map(|o| o.resource).collect();
         let mesh = match &self.mesh_file {
             Some(file) => {
                 let text = std::fs::read_to_string(file)
@@ -84,8 +126,9 @@ impl Folder {
         interval: Duration,
         mut on_change: impl FnMut(Result<Config, Vec<String>>) -> bool,
     ) {
+        let mut cache = FileCache::default();
         let mut seen = self.fingerprint();
-        if !on_change(self.load()) {
+        if !on_change(self.load_cached(&mut cache)) {
             return;
         }
         loop {
@@ -97,7 +140,7 @@ impl Folder {
             // An editor may write in several steps; wait for the folder to settle.
             tokio::time::sleep(interval / 2).await;
             seen = self.fingerprint();
-            if !on_change(self.load()) {
+            if !on_change(self.load_cached(&mut cache)) {
                 return;
             }
         }
