@@ -309,15 +309,16 @@ async fn tutorial(envoy: bool) {
         "{t:?}"
     );
 
-    // Step 2: 90/10 over 1000 requests, within ±3 points. The edit is live: nothing restarts.
+    // Step 2: 90/10 within ±3 points, over 2000 requests (4.5 standard deviations; the issue's
+    // 1000 would make a flake every few hundred runs). The edit is live: nothing restarts.
     write_routing(&mesh.dir, STEP2);
     until(gw, &website("/"), "v2").await;
-    let t = tally(gw, &website("/"), 1000).await;
-    assert_eq!(t.values().sum::<usize>(), 1000);
-    assert!((share(&t, "v2", 1000) - 10.0).abs() <= 3.0, "{t:?}");
+    let t = tally(gw, &website("/"), 2000).await;
+    assert_eq!(t.values().sum::<usize>(), 2000);
+    assert!((share(&t, "v2", 2000) - 10.0).abs() <= 3.0, "{t:?}");
     assert_eq!(
         t.get("v1").copied().unwrap_or(0) + t.get("v2").copied().unwrap_or(0),
-        1000,
+        2000,
         "{t:?}"
     );
 
@@ -371,14 +372,15 @@ async fn tutorial(envoy: bool) {
     assert_eq!(who(gw, &website("/")).await, "v3");
     std::fs::remove_file(mesh.dir.join("broken.yaml")).unwrap();
 
-    // Fault abort 30 % over 2000 requests, within ±3 points (2.9 standard deviations).
+    // Fault abort 30 %, within ±3 points over 4000 requests (4.1 standard deviations; the
+    // 2000 of issue 4 would make it 2.9, a flake every few hundred runs).
     write_routing(&mesh.dir, FAULT);
     until(gw, &website("/"), "HTTP 418").await;
-    let t = tally(gw, &website("/"), 2000).await;
-    assert!((share(&t, "HTTP 418", 2000) - 30.0).abs() <= 3.0, "{t:?}");
+    let t = tally(gw, &website("/"), 4000).await;
+    assert!((share(&t, "HTTP 418", 4000) - 30.0).abs() <= 3.0, "{t:?}");
     assert_eq!(
         t.get("v1").copied().unwrap_or(0) + t["HTTP 418"],
-        2000,
+        4000,
         "{t:?}"
     );
 
@@ -446,7 +448,7 @@ async fn demo_walks_the_three_steps() {
             .arg(dir.path().join("demo"))
             .args([
                 "--requests",
-                "400",
+                "1000",
                 "--gateway-port",
                 &ports[0],
                 "--port-base",
@@ -472,11 +474,11 @@ async fn demo_walks_the_three_steps() {
     );
     let lines: Vec<&str> = stdout
         .lines()
-        .filter(|l| l.contains("400 requests"))
+        .filter(|l| l.contains("1000 requests"))
         .collect();
     assert_eq!(lines.len(), 4, "{stdout}");
-    assert!(lines[0].ends_with("version-1: 400 (100%)"), "{stdout}");
-    // 90/10 over 400: version-2 within 10 ± 4.5 points (three standard deviations).
+    assert!(lines[0].ends_with("version-1: 1000 (100%)"), "{stdout}");
+    // 90/10 over 1000: version-2 within 10 ± 4.5 points (4.7 standard deviations).
     for line in [lines[1], lines[2]] {
         let v2: f64 = line
             .split("version-2: ")
@@ -484,8 +486,8 @@ async fn demo_walks_the_three_steps() {
             .and_then(|s| s.split(' ').next())
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("{line}"));
-        assert!((v2 / 4.0 - 10.0).abs() <= 4.5, "{line}");
+        assert!((v2 / 10.0 - 10.0).abs() <= 4.5, "{line}");
         assert!(!line.contains("version-3"), "{line}");
     }
-    assert!(lines[3].ends_with("version-3: 400 (100%)"), "{stdout}");
+    assert!(lines[3].ends_with("version-3: 1000 (100%)"), "{stdout}");
 }
