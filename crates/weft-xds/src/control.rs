@@ -273,13 +273,53 @@ fn versioned(generated: &Generated, previous: Option<&Snapshot>, generation: u64
     let fresh = generated.snapshot("");
     let mut out = Snapshot::default();
     for (type_url, resources) in fresh.types {
-        let version = previous
-            .and_then(|p| p.resources(&type_url))
-            .filter(|p| p.items == resources.items)
-            .map(|p| p.version.clone())
+        let before = previous.and_then(|p| p.resources(&type_url));
+        // A resource equal to the one sent before keeps its bytes: protobuf maps (metadata,
+        // per-filter configs) encode in hash order, so equal messages can encode differently,
+        // and new bytes would mean a new version and a push of what did not change.
+        let items: BTreeMap<String, envoy_types::pb::google::protobuf::Any> = resources
+            .items
+            .into_iter()
+            .map(|(name, any)| {
+                let kept = before
+                    .and_then(|b| b.items.get(&name))
+                    .filter(|old| same_message(&type_url, old, &any))
+                    .cloned();
+                (name, kept.unwrap_or(any))
+            })
+            .collect();
+        let version = before
+            .filter(|b| b.items == items)
+            .map(|b| b.version.clone())
             .unwrap_or_else(|| format!("{generation}"));
-        out.types
-            .insert(type_url, Resources::new(version, resources.items));
+        out.types.insert(type_url, Resources::new(version, items));
     }
     out
+}
+
+/// Whether two encoded resources hold the same message, whatever order their maps were
+/// written in.
+fn same_message(
+    type_url: &str,
+    a: &envoy_types::pb::google::protobuf::Any,
+    b: &envoy_types::pb::google::protobuf::Any,
+) -> bool {
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+    use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+    use envoy_types::pb::envoy::config::listener::v3::Listener;
+    use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+    use prost::Message;
+    fn eq<M: Message + Default + PartialEq>(a: &[u8], b: &[u8]) -> bool {
+        matches!((M::decode(a), M::decode(b)), (Ok(x), Ok(y)) if x == y)
+    }
+    if a.value == b.value {
+        return true;
+    }
+    match type_url {
+        crate::type_url::LISTENER => eq::<Listener>(&a.value, &b.value),
+        crate::type_url::ROUTE => eq::<RouteConfiguration>(&a.value, &b.value),
+        crate::type_url::CLUSTER => eq::<Cluster>(&a.value, &b.value),
+        crate::type_url::ENDPOINT => eq::<ClusterLoadAssignment>(&a.value, &b.value),
+        _ => false,
+    }
 }
