@@ -8,7 +8,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use support::{Kind, Proxy, Req, Resp, request};
+use support::{Kind, Proxy, Req, Resp, counter, request};
 
 const TEMPLATE: &str = include_str!("data/differential.yaml");
 
@@ -905,19 +905,6 @@ async fn dribble(
     }
     let took = first_byte.unwrap_or_else(|| start.elapsed());
     (String::from_utf8_lossy(&out).into_owned(), took)
-}
-
-fn counter(stats: &str, name: &str) -> u64 {
-    stats
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(name)?
-                .strip_prefix(": ")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0)
 }
 
 /// `request_timeout` (0.3 s) and `stream_idle_timeout` (0.5 s) on the EDGE listener end streams

@@ -43,6 +43,41 @@ pub fn weft_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_weft"))
 }
 
+/// A counter of an admin `/stats` page, 0 when absent.
+pub fn counter(stats: &str, name: &str) -> u64 {
+    stats
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(": ")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// `weft proxy --mode validate` on `template` with `from` replaced by `to` (every placeholder
+/// set to 1): the error it prints. Panics if the config is accepted.
+pub fn refusal(template: &str, from: &str, to: &str) -> String {
+    assert!(template.contains(from), "{from:?} is not in the template");
+    let config = template.replacen(from, to, 1);
+    let text = regex::Regex::new(r"\{[A-Z0-9_]+\}")
+        .unwrap()
+        .replace_all(&config, "1")
+        .into_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(&path, text).unwrap();
+    let out = std::process::Command::new(weft_binary())
+        .args(["proxy", "--mode", "validate", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{to:?}: accepted");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// A port nobody listens on right now.
 /// A port nothing listens on now. The kernel may hand the same ephemeral port out again once it
 /// is released, so a port is never given twice in one test process (two placeholders of one
