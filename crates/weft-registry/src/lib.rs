@@ -222,7 +222,7 @@ pub(crate) fn namespace(meta: &weft_api::types::common::ObjectMeta) -> String {
 }
 
 /// Whether `labels` has every pair of `selector` (an empty selector selects everything).
-pub(crate) fn selects(selector: &Labels, labels: &Labels) -> bool {
+pub fn selects(selector: &Labels, labels: &Labels) -> bool {
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 

@@ -10,7 +10,7 @@ use weft_api::types::gateway::Gateway;
 use weft_api::types::mesh::Mesh;
 use weft_api::types::sidecar::{OutboundTrafficPolicyMode, Sidecar};
 use weft_api::types::virtual_service::VirtualService;
-use weft_registry::{Registry, Service, host};
+use weft_registry::{Registry, Service, host, selects};
 
 /// The cluster's DNS suffix. Istio lets it be changed; Weft does not yet.
 pub const DOMAIN_SUFFIX: &str = "cluster.local";
@@ -132,8 +132,16 @@ pub fn exported(export_to: &[String], owner: &str, namespace: &str) -> bool {
     })
 }
 
-fn selects(selector: &Labels, labels: &Labels) -> bool {
-    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+/// Whether a `gateways` list written in an object of `namespace` names `gateway`
+/// (`namespace/name`, or `mesh`): a short name is relative to the object's namespace.
+pub fn binds(gateways: &[String], namespace: &str, gateway: &str) -> bool {
+    gateways.iter().any(|g| {
+        if g == "mesh" || g.contains('/') {
+            g == gateway
+        } else {
+            format!("{namespace}/{g}") == gateway
+        }
+    })
 }
 
 /// What one proxy sees.

@@ -24,7 +24,7 @@ pub fn assignment(
             continue;
         }
         if let Some(labels) = subset
-            && !labels.iter().all(|(k, v)| e.labels.get(k) == Some(v))
+            && !weft_registry::selects(labels, &e.labels)
         {
             continue;
         }

@@ -29,7 +29,7 @@ pub fn listeners(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy, out: &mut Ge
     let mut provenance: BTreeMap<u16, String> = BTreeMap::new();
     for gw in &inputs.config.gateways {
         let selector = &gw.spec.selector;
-        if selector.is_empty() || !selector.iter().all(|(k, v)| proxy.labels.get(k) == Some(v)) {
+        if selector.is_empty() || !weft_registry::selects(selector, &proxy.labels) {
             continue;
         }
         for (i, server) in gw.spec.servers.iter().enumerate() {
@@ -152,15 +152,7 @@ fn passthrough_chains(scope: &Scope<'_>, servers: &[Passthrough<'_>]) -> Vec<Fil
     for server in servers {
         let gw = format!("{}/{}", server.gateway.namespace, server.gateway.name);
         for (vs, _) in &scope.virtual_services {
-            let bound = vs.spec.gateways.iter().any(|g| {
-                let full = if g.contains('/') {
-                    g.clone()
-                } else {
-                    format!("{}/{g}", vs.namespace)
-                };
-                full == gw
-            });
-            if !bound {
+            if !super::config::binds(&vs.spec.gateways, &vs.namespace, &gw) {
                 continue;
             }
             for route in &vs.spec.tls {
@@ -181,7 +173,7 @@ fn passthrough_chains(scope: &Scope<'_>, servers: &[Passthrough<'_>]) -> Vec<Fil
                 let prefix = format!("outbound|{}||{}", server.port, names[0]);
                 chains.push(tls::sni_chain(
                     names,
-                    tls::tcp_proxy(&prefix, clusters),
+                    super::listener::weighted_tcp_proxy(&prefix, clusters),
                     Some(&vs.config_path()),
                 ));
             }

@@ -51,15 +51,10 @@ pub struct Context<'s, 'a> {
 
 impl Context<'_, '_> {
     /// Whether a `gateways` list written in an object of `namespace` names this context.
-    fn binds(&self, gateways: &[String], namespace: &str) -> bool {
-        gateways.iter().any(|g| {
-            let full = if g == "mesh" || g.contains('/') {
-                g.clone()
-            } else {
-                format!("{namespace}/{g}")
-            };
-            self.gateways.contains(&full)
-        })
+    pub fn binds(&self, gateways: &[String], namespace: &str) -> bool {
+        self.gateways
+            .iter()
+            .any(|own| super::config::binds(gateways, namespace, own))
     }
 }
 
@@ -171,9 +166,7 @@ fn applies(ctx: &Context<'_, '_>, vs: &Obj<VirtualService>, m: &HttpMatchRequest
         return false;
     }
     if let Some(labels) = &m.source_labels
-        && !labels
-            .iter()
-            .all(|(k, v)| ctx.scope.labels.get(k) == Some(v))
+        && !weft_registry::selects(labels, ctx.scope.labels)
     {
         return false;
     }
@@ -587,28 +580,10 @@ fn fault_config(f: &HttpFaultInjection) -> HttpFault {
     out
 }
 
-/// gRPC status names (Istio takes `UNAVAILABLE`) as their codes.
+/// gRPC status names (Istio takes `UNAVAILABLE`) as their codes: validation's list is in code
+/// order.
 fn grpc_code(name: &str) -> Option<u32> {
-    const NAMES: [&str; 17] = [
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
-    NAMES
+    weft_api::validate::rules::GRPC_STATUSES
         .iter()
         .position(|n| *n == name)
         .and_then(|i| u32::try_from(i).ok())

@@ -141,11 +141,34 @@ fn access_log(inputs: &Inputs) -> Vec<AccessLog> {
 
 /// A TCP proxy to one cluster.
 pub fn tcp_proxy(stat_prefix: &str, cluster: &str) -> Filter {
+    weighted_tcp_proxy(stat_prefix, vec![(cluster.to_string(), 100)])
+}
+
+/// A TCP proxy to one cluster or, with several destinations, to weighted ones (those of
+/// weight 0 left out).
+pub fn weighted_tcp_proxy(stat_prefix: &str, clusters: Vec<(String, u32)>) -> Filter {
+    let specifier = if let [(only, _)] = clusters.as_slice() {
+        tcp_proxy::ClusterSpecifier::Cluster(only.clone())
+    } else {
+        tcp_proxy::ClusterSpecifier::WeightedClusters(tcp_proxy::WeightedCluster {
+            clusters: clusters
+                .into_iter()
+                .filter(|(_, w)| *w > 0)
+                .map(
+                    |(name, weight)| tcp_proxy::weighted_cluster::ClusterWeight {
+                        name,
+                        weight,
+                        ..Default::default()
+                    },
+                )
+                .collect(),
+        })
+    };
     network_filter(
         TCP_PROXY,
         pb::any(&TcpProxy {
             stat_prefix: stat_prefix.to_string(),
-            cluster_specifier: Some(tcp_proxy::ClusterSpecifier::Cluster(cluster.to_string())),
+            cluster_specifier: Some(specifier),
             ..Default::default()
         }),
     )
@@ -223,43 +246,26 @@ fn outbound(inputs: &Inputs, scope: &Scope<'_>, out: &mut Generated) {
             } else if let Some(vip) = s.addresses.first() {
                 // A TCP service is told apart by its virtual IP; without one it is reached
                 // through the passthrough chain.
-                let name = format!("{vip}_{}", p.number);
                 let cluster = tcp_route(scope, &s.hostname, p.number)
                     .unwrap_or_else(|| cluster::outbound_name(p.number, "", &s.hostname));
                 let prefix = format!("outbound|{}||{}", p.number, s.hostname);
-                out.listeners.insert(
-                    name.clone(),
-                    Listener {
-                        name,
-                        address: Some(pb::socket(vip, p.number)),
-                        bind_to_port: Some(BoolValue { value: false }),
-                        filter_chains: vec![chain("", vec![tcp_proxy(&prefix, &cluster)], None)],
-                        traffic_direction: TrafficDirection::Outbound as i32,
-                        ..Default::default()
-                    },
-                );
+                let chains = vec![chain("", vec![tcp_proxy(&prefix, &cluster)], None)];
+                handoff(out, vip, p.number, Vec::new(), chains);
             }
         }
     }
     for port in tls_ports {
-        let name = format!("0.0.0.0_{port}");
         let mut chains = super::tls::sidecar_chains(scope, port);
         chains.push(chain(fallback, vec![tcp_proxy(fallback, fallback)], None));
-        out.listeners.insert(
-            name.clone(),
-            Listener {
-                name,
-                address: Some(pb::socket("0.0.0.0", port)),
-                bind_to_port: Some(BoolValue { value: false }),
-                listener_filters: vec![super::tls::tls_inspector()],
-                filter_chains: chains,
-                traffic_direction: TrafficDirection::Outbound as i32,
-                ..Default::default()
-            },
+        handoff(
+            out,
+            "0.0.0.0",
+            port,
+            vec![super::tls::tls_inspector()],
+            chains,
         );
     }
     for port in http_ports {
-        let name = format!("0.0.0.0_{port}");
         let hcm = http_connection_manager(
             inputs,
             scope,
@@ -267,20 +273,40 @@ fn outbound(inputs: &Inputs, scope: &Scope<'_>, out: &mut Generated) {
             Routes::Rds(port.to_string()),
             false,
         );
-        out.listeners.insert(
-            name.clone(),
-            Listener {
-                name,
-                address: Some(pb::socket("0.0.0.0", port)),
-                bind_to_port: Some(BoolValue { value: false }),
-                filter_chains: vec![chain("", vec![hcm], None)],
-                traffic_direction: TrafficDirection::Outbound as i32,
-                ..Default::default()
-            },
+        handoff(
+            out,
+            "0.0.0.0",
+            port,
+            Vec::new(),
+            vec![chain("", vec![hcm], None)],
         );
         out.routes
             .insert(port.to_string(), route::sidecar(scope, port));
     }
+}
+
+/// An outbound listener `IP_PORT` that binds nothing: `virtualOutbound` hands it the
+/// connections whose original destination it is.
+fn handoff(
+    out: &mut Generated,
+    ip: &str,
+    port: u16,
+    listener_filters: Vec<ListenerFilter>,
+    filter_chains: Vec<FilterChain>,
+) {
+    let name = format!("{ip}_{port}");
+    out.listeners.insert(
+        name.clone(),
+        Listener {
+            name,
+            address: Some(pb::socket(ip, port)),
+            bind_to_port: Some(BoolValue { value: false }),
+            listener_filters,
+            filter_chains,
+            traffic_direction: TrafficDirection::Outbound as i32,
+            ..Default::default()
+        },
+    );
 }
 
 /// The cluster a VirtualService's first applicable `tcp` route sends a TCP service's port to.

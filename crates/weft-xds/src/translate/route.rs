@@ -266,7 +266,7 @@ pub fn gateway(scope: &Scope<'_>, name: &str, servers: &[GatewayServer<'_>]) -> 
             gateways: vec![server.gateway.clone()],
         };
         for (vs, hosts) in &scope.virtual_services {
-            if !ctx_binds(&ctx, vs) {
+            if !ctx.binds(&vs.spec.gateways, &vs.namespace) {
                 continue;
             }
             for h in hosts {
@@ -296,16 +296,4 @@ pub fn gateway(scope: &Scope<'_>, name: &str, servers: &[GatewayServer<'_>]) -> 
         }
     }
     table.into_config(name)
-}
-
-/// Whether a VirtualService lists the gateway in its `gateways`.
-fn ctx_binds(ctx: &Context<'_, '_>, vs: &Obj<VirtualService>) -> bool {
-    vs.spec.gateways.iter().any(|g| {
-        let full = if g.contains('/') {
-            g.clone()
-        } else {
-            format!("{}/{g}", vs.namespace)
-        };
-        ctx.gateways.contains(&full)
-    })
 }

@@ -4,12 +4,12 @@
 
 use super::cluster::outbound_name;
 use super::config::{DOMAIN_SUFFIX, Obj, Scope};
+use super::listener::{tcp_proxy, weighted_tcp_proxy};
 use super::pb;
 use envoy_types::pb::envoy::config::listener::v3::{
-    Filter, FilterChain, FilterChainMatch, ListenerFilter, filter, listener_filter,
+    Filter, FilterChain, FilterChainMatch, ListenerFilter, listener_filter,
 };
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
-use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 use weft_api::types::virtual_service::{TlsRoute, VirtualService};
 use weft_registry::host;
 
@@ -20,35 +20,6 @@ pub fn tls_inspector() -> ListenerFilter {
             &TlsInspector::default(),
         ))),
         ..Default::default()
-    }
-}
-
-/// A TCP proxy to one cluster or, with several destinations, to weighted ones.
-pub fn tcp_proxy(stat_prefix: &str, clusters: Vec<(String, u32)>) -> Filter {
-    let specifier = if let [(only, _)] = clusters.as_slice() {
-        tcp_proxy::ClusterSpecifier::Cluster(only.clone())
-    } else {
-        tcp_proxy::ClusterSpecifier::WeightedClusters(tcp_proxy::WeightedCluster {
-            clusters: clusters
-                .into_iter()
-                .filter(|(_, w)| *w > 0)
-                .map(
-                    |(name, weight)| tcp_proxy::weighted_cluster::ClusterWeight {
-                        name,
-                        weight,
-                        ..Default::default()
-                    },
-                )
-                .collect(),
-        })
-    };
-    Filter {
-        name: "envoy.filters.network.tcp_proxy".into(),
-        config_type: Some(filter::ConfigType::TypedConfig(pb::any(&TcpProxy {
-            stat_prefix: stat_prefix.to_string(),
-            cluster_specifier: Some(specifier),
-            ..Default::default()
-        }))),
     }
 }
 
@@ -109,14 +80,7 @@ pub fn route_names(
         }
         if let Some(gw) = gateway
             && !m.gateways.is_empty()
-            && !m.gateways.iter().any(|g| {
-                let full = if g.contains('/') {
-                    g.clone()
-                } else {
-                    format!("{}/{g}", vs.namespace)
-                };
-                full == gw
-            })
+            && !super::config::binds(&m.gateways, &vs.namespace, gw)
         {
             continue;
         }
@@ -148,7 +112,7 @@ pub fn sidecar_chains(scope: &Scope<'_>, port: u16) -> Vec<FilterChain> {
             let prefix = format!("outbound|{port}||{}", names[0]);
             chains.push(sni_chain(
                 names,
-                tcp_proxy(&prefix, clusters),
+                weighted_tcp_proxy(&prefix, clusters),
                 Some(&vs.config_path()),
             ));
         }
@@ -165,7 +129,7 @@ pub fn sidecar_chains(scope: &Scope<'_>, port: u16) -> Vec<FilterChain> {
         let cluster = outbound_name(port, "", &s.hostname);
         chains.push(sni_chain(
             vec![s.hostname.clone()],
-            tcp_proxy(&cluster, vec![(cluster.clone(), 100)]),
+            tcp_proxy(&cluster, &cluster),
             None,
         ));
     }

@@ -152,10 +152,7 @@ impl Monitor {
                 !proxies.values().any(|p| {
                     p.proxy.kind == ProxyKind::Router
                         && !g.spec.selector.is_empty()
-                        && g.spec
-                            .selector
-                            .iter()
-                            .all(|(k, v)| p.proxy.labels.get(k) == Some(v))
+                        && weft_registry::selects(&g.spec.selector, &p.proxy.labels)
                 })
             })
             .map(|g| {
