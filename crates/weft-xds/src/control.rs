@@ -4,11 +4,11 @@
 //! Config changes are debounced as istiod does: pushed after 100 ms without another change, and
 //! at most 1 s after the first.
 
-use crate::ads::{AdsServer, Cache, ConnectionStatus, Resources, Snapshot};
+use crate::ads::{AdsServer, Cache, ConnectionStatus, Resources, Snapshot, lock};
 use crate::translate::{self, Generated, Inputs, Proxy};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -47,12 +47,11 @@ fn shape(inputs: &Inputs, p: &Proxy) -> Shape {
     let ingress = p.kind == crate::translate::ProxyKind::Sidecar
         && crate::translate::find_sidecar(inputs, p).is_some_and(|s| !s.spec.ingress.is_empty());
     let serves = ingress
-        || inputs.registry.services.iter().any(|s| {
-            s.endpoints.iter().any(|e| {
-                (e.origin.name == p.name && e.origin.namespace == p.namespace)
-                    || (!p.ip.is_empty() && e.address == p.ip)
-            })
-        });
+        || inputs
+            .registry
+            .services
+            .iter()
+            .any(|s| s.endpoints.iter().any(|e| p.is_instance(e)));
     Shape {
         kind: p.kind == crate::translate::ProxyKind::Router,
         namespace: p.namespace.clone(),
@@ -116,10 +115,6 @@ struct State {
 pub struct ControlPlane {
     server: AdsServer,
     state: Arc<Mutex<State>>,
-}
-
-fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Default for ControlPlane {

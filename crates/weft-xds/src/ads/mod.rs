@@ -119,7 +119,7 @@ impl Default for Cache {
 }
 
 /// A panic while a map was held cannot leave it half-written; keep using it.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 

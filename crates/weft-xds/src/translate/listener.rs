@@ -403,9 +403,7 @@ fn inbound_targets(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy) -> Vec<Inb
     let mut seen = BTreeSet::new();
     for s in &inputs.registry.services {
         for e in &s.endpoints {
-            let mine = (e.origin.name == proxy.name && e.origin.namespace == proxy.namespace)
-                || (!proxy.ip.is_empty() && e.address == proxy.ip);
-            if !mine || !seen.insert(e.port) {
+            if !proxy.is_instance(e) || !seen.insert(e.port) {
                 continue;
             }
             let protocol = s

@@ -150,6 +150,12 @@ impl Proxy {
         })
     }
 
+    /// Whether `e` is this proxy's own workload: the same WorkloadEntry or Pod, or its address.
+    pub fn is_instance(&self, e: &weft_registry::Endpoint) -> bool {
+        (e.origin.name == self.name && e.origin.namespace == self.namespace)
+            || (!self.ip.is_empty() && e.address == self.ip)
+    }
+
     /// The port a gateway listens on for a Gateway server's port.
     pub fn gateway_port(&self, server_port: u16) -> u16 {
         self.gateway_ports
