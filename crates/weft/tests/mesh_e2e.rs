@@ -75,38 +75,7 @@ fn workloads(ports: &[u16; 3], inbound: u16) -> String {
 }
 
 /// The seed's Gateway and DestinationRule, unchanged.
-const GATEWAY_AND_RULE: &str = r#"apiVersion: networking.istio.io/v1alpha3
-kind: Gateway
-metadata:
-  name: website-gateway
-spec:
-  selector:
-    istio: ingressgateway
-  servers:
-  - port:
-      number: 80
-      name: http
-      protocol: HTTP
-    hosts:
-    - "*"
----
-apiVersion: networking.istio.io/v1alpha3
-kind: DestinationRule
-metadata:
-  name: website
-spec:
-  host: website
-  subsets:
-  - name: version-1
-    labels:
-      version: website-version-1
-  - name: version-2
-    labels:
-      version: website-version-2
-  - name: version-3
-    labels:
-      version: website-version-3
-"#;
+const GATEWAY_AND_RULE: &str = include_str!("../src/cmd/demo-gateway.yaml");
 
 fn virtual_service(http: &str) -> String {
     format!(

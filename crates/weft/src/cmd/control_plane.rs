@@ -14,9 +14,12 @@ use weft_registry::source::Folder;
 use weft_xds::control::ControlPlane;
 use weft_xds::translate::Inputs;
 
-#[derive(clap::Args)]
-pub struct Args {
-    /// Folder of Istio and Kubernetes YAML (watched; every *.yaml, *.yml, *.json below it).
+/// What locates a control plane: its config folder and mesh config, its two addresses, and its
+/// log level. `weft up` takes the same.
+#[derive(clap::Args, Clone)]
+pub struct ControlPlaneArgs {
+    /// Folder of Istio and Kubernetes YAML (watched: every *.yaml, *.yml, *.json below it;
+    /// edits are validated and pushed).
     #[arg(short = 'f', long = "filename")]
     pub dir: PathBuf,
     /// MeshConfig YAML (Istio's --meshConfig). Without it, the `mesh` key of an `istio`
@@ -31,6 +34,15 @@ pub struct Args {
     pub monitoring_address: String,
     #[arg(short = 'l', long = "log-level", default_value = "info")]
     pub log_level: String,
+}
+
+impl ControlPlaneArgs {
+    pub fn folder(&self) -> Folder {
+        Folder {
+            dir: self.dir.clone(),
+            mesh_file: self.mesh_config.clone(),
+        }
+    }
 }
 
 /// What the control plane reports besides per-proxy state: the errors that refused the latest
@@ -145,18 +157,14 @@ pub fn init_logging(level: &str) {
         .init();
 }
 
-pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: &ControlPlaneArgs) -> anyhow::Result<ExitCode> {
     init_logging(&args.log_level);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let folder = Folder {
-            dir: args.dir.clone(),
-            mesh_file: args.mesh_config.clone(),
-        };
-        let running = start(folder, &args.xds_address, &args.monitoring_address).await?;
+        let running = start(args.folder(), &args.xds_address, &args.monitoring_address).await?;
         println!(
             "weft control-plane: xDS on {}, status on http://{}",
             running.xds, running.monitoring

@@ -62,39 +62,7 @@ fn workloads(ports: &[u16]) -> String {
     out
 }
 
-const GATEWAY_AND_RULE: &str = r#"apiVersion: networking.istio.io/v1alpha3
-kind: Gateway
-metadata:
-  name: website-gateway
-spec:
-  selector:
-    # Which pods we want to expose as Istio router
-    istio: ingressgateway
-  servers:
-  - port:
-      number: 80
-      name: http
-      protocol: HTTP
-    hosts:
-    - "*"
----
-apiVersion: networking.istio.io/v1alpha3
-kind: DestinationRule
-metadata:
-  name: website
-spec:
-  host: website
-  subsets:
-  - name: version-1
-    labels:
-      version: website-version-1
-  - name: version-2
-    labels:
-      version: website-version-2
-  - name: version-3
-    labels:
-      version: website-version-3
-"#;
+const GATEWAY_AND_RULE: &str = include_str!("demo-gateway.yaml");
 
 /// The VirtualService of each step.
 const STEPS: [(&str, &str); 3] = [
@@ -269,15 +237,17 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             tokio::spawn(serve_website(l, i + 1));
         }
         let up_args = up::Args {
-            dir: args.dir.clone(),
-            mesh_config: None,
-            xds_address: args.xds_address.clone(),
-            monitoring_address: args.monitoring_address.clone(),
+            control: super::control_plane::ControlPlaneArgs {
+                dir: args.dir.clone(),
+                mesh_config: None,
+                xds_address: args.xds_address.clone(),
+                monitoring_address: args.monitoring_address.clone(),
+                log_level: args.log_level.clone(),
+            },
             gateway_address: "127.0.0.1".into(),
             gateway_ports: vec![format!("80={}", args.gateway_port)],
             port_base: args.port_base,
             envoy: None,
-            log_level: args.log_level.clone(),
         };
         let mut mesh: Up = up::start(&up_args).await?;
         let gateway = SocketAddr::from(([127, 0, 0, 1], args.gateway_port));

@@ -16,20 +16,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use weft_api::Resource;
 use weft_api::types::common::Labels;
-use weft_registry::source::Folder;
 
 #[derive(clap::Args, Clone)]
 pub struct Args {
-    /// Folder of Istio and Kubernetes YAML (watched: edits are validated and pushed).
-    #[arg(short = 'f', long = "filename")]
-    pub dir: PathBuf,
-    /// MeshConfig YAML (else an `istio` ConfigMap in the folder, else Istio's defaults).
-    #[arg(long)]
-    pub mesh_config: Option<PathBuf>,
-    #[arg(long, default_value = "127.0.0.1:15010")]
-    pub xds_address: String,
-    #[arg(long, default_value = "127.0.0.1:15014")]
-    pub monitoring_address: String,
+    #[command(flatten)]
+    pub control: control_plane::ControlPlaneArgs,
     /// The address gateways listen on.
     #[arg(long, default_value = "127.0.0.1")]
     pub gateway_address: String,
@@ -43,8 +34,6 @@ pub struct Args {
     /// Run real Envoy (this binary) as every proxy instead of `weft proxy`.
     #[arg(long)]
     pub envoy: Option<PathBuf>,
-    #[arg(short = 'l', long = "log-level", default_value = "info")]
-    pub log_level: String,
 }
 
 /// One proxy `weft up` runs.
@@ -297,17 +286,15 @@ fn spawn(
 
 /// Starts the control plane and every proxy the folder calls for.
 pub async fn start(args: &Args) -> anyhow::Result<Up> {
-    let folder = Folder {
-        dir: args.dir.clone(),
-        mesh_file: args.mesh_config.clone(),
-    };
+    let c = &args.control;
+    let folder = c.folder();
     // The workloads are read once, at start; their config is watched by the control plane.
     let resources = match folder.load() {
         Ok(c) => c.resources,
         Err(errors) => anyhow::bail!("{}", errors.join("\n")),
     };
     let proxies = plan(&resources, args)?;
-    let control = control_plane::start(folder, &args.xds_address, &args.monitoring_address).await?;
+    let control = control_plane::start(folder, &c.xds_address, &c.monitoring_address).await?;
     let run_dir = std::env::temp_dir().join(format!("weft-up-{}", std::process::id()));
     std::fs::create_dir_all(&run_dir)?;
     let mut children = Vec::new();
@@ -333,18 +320,18 @@ pub async fn start(args: &Args) -> anyhow::Result<Up> {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
-    control_plane::init_logging(&args.log_level);
+    control_plane::init_logging(&args.control.log_level);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     runtime.block_on(async {
         let mut up = start(args).await?;
-        println!("weft up: a mesh from {}\n", args.dir.display());
+        println!("weft up: a mesh from {}\n", args.control.dir.display());
         print!("{}", up.describe(&args.gateway_address));
         println!(
             "\nEdits to {} are validated and pushed live. Ctrl-C stops everything.",
-            args.dir.display()
+            args.control.dir.display()
         );
         tokio::signal::ctrl_c().await?;
         up.stop();
