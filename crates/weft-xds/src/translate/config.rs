@@ -73,47 +73,39 @@ impl Inputs {
                 domain_suffix: DOMAIN_SUFFIX.into(),
             },
         );
-        let mut config = ConfigIndex::default();
-        for r in resources {
-            let (name, namespace) = (r.name().to_string(), r.namespace().to_string());
-            match r {
-                Resource::VirtualService(o) => config.virtual_services.push(Obj {
-                    kind: "VirtualService",
-                    name,
-                    namespace,
-                    spec: o.spec.clone(),
-                }),
-                Resource::DestinationRule(o) => config.destination_rules.push(Obj {
-                    kind: "DestinationRule",
-                    name,
-                    namespace,
-                    spec: o.spec.clone(),
-                }),
-                Resource::Gateway(o) => config.gateways.push(Obj {
-                    kind: "Gateway",
-                    name,
-                    namespace,
-                    spec: o.spec.clone(),
-                }),
-                Resource::Sidecar(o) => config.sidecars.push(Obj {
-                    kind: "Sidecar",
-                    name,
-                    namespace,
-                    spec: o.spec.clone(),
-                }),
-                _ => {}
+        fn obj<T: Clone>(kind: &'static str, r: &Resource, spec: &T) -> Obj<T> {
+            Obj {
+                kind,
+                name: r.name().to_string(),
+                namespace: r.namespace().to_string(),
+                spec: spec.clone(),
             }
         }
         // Istio resolves conflicts by age, then by name; without creation times, by name.
-        config
-            .virtual_services
-            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-        config
-            .destination_rules
-            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-        config
-            .gateways
-            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        fn by_name<T>(objs: &mut [Obj<T>]) {
+            objs.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        }
+        let mut config = ConfigIndex::default();
+        for r in resources {
+            match r {
+                Resource::VirtualService(o) => {
+                    config
+                        .virtual_services
+                        .push(obj("VirtualService", r, &o.spec));
+                }
+                Resource::DestinationRule(o) => {
+                    config
+                        .destination_rules
+                        .push(obj("DestinationRule", r, &o.spec));
+                }
+                Resource::Gateway(o) => config.gateways.push(obj("Gateway", r, &o.spec)),
+                Resource::Sidecar(o) => config.sidecars.push(obj("Sidecar", r, &o.spec)),
+                _ => {}
+            }
+        }
+        by_name(&mut config.virtual_services);
+        by_name(&mut config.destination_rules);
+        by_name(&mut config.gateways);
         Inputs {
             mesh,
             registry,
