@@ -283,11 +283,13 @@ fn versioned(generated: &Generated, previous: Option<&Snapshot>, generation: u64
                 (name, kept.unwrap_or(any))
             })
             .collect();
-        let version = before
-            .filter(|b| b.items == items)
-            .map(|b| b.version.clone())
-            .unwrap_or_else(|| format!("{generation}"));
-        out.types.insert(type_url, Resources::new(version, items));
+        // Unchanged resources stay the same object, wire forms included: streams see at a
+        // glance that they have them.
+        let resources = match before.filter(|b| b.items == items) {
+            Some(before) => before.clone(),
+            None => Resources::new(format!("{generation}"), items),
+        };
+        out.types.insert(type_url, resources);
     }
     out
 }

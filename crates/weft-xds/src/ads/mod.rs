@@ -7,6 +7,8 @@
 //! proxy's own error message, can be shown to the operator.
 
 mod delta;
+mod names;
+mod requests;
 mod sotw;
 pub mod wire;
 
@@ -18,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Response, Status};
 
 /// The resources of one type, with the version a state-of-the-world response reports. Their
 /// wire forms are made once, when first served, and shared by every stream; `items` must not
@@ -47,6 +49,16 @@ impl Resources {
 
     /// The resources in their wire forms, by name.
     pub fn encoded(&self) -> &BTreeMap<String, wire::Encoded> {
+        self.encoded_shared()
+    }
+
+    /// The delta version of one resource: what a proxy that has it names when it reconnects.
+    pub fn resource_version(&self, name: &str) -> Option<String> {
+        self.items.get(name).map(resource_version)
+    }
+
+    /// The same, as the shared map that streams may keep a reference to.
+    pub(crate) fn encoded_shared(&self) -> &Arc<BTreeMap<String, wire::Encoded>> {
         self.encoded.get_or_init(|| {
             Arc::new(
                 self.items
@@ -235,6 +247,7 @@ pub struct AdsServer {
     /// thousands of proxies holds a bounded amount of encoded config, as istiod's push
     /// throttle does.
     push_slots: Arc<tokio::sync::Semaphore>,
+    names: Arc<names::NameSets>,
 }
 
 impl Default for AdsServer {
@@ -255,6 +268,7 @@ impl AdsServer {
             tracker: Arc::default(),
             on_connect: None,
             push_slots: Arc::new(tokio::sync::Semaphore::new(PUSH_CONCURRENCY)),
+            names: Arc::default(),
         }
     }
 
@@ -285,7 +299,7 @@ const RESPONSE_BUFFER: usize = 16;
 /// What sets state of the world and delta apart: how a request changes the subscriptions, and
 /// what a response holds. Each event calls for at most one response.
 pub(crate) trait Protocol: Default + Send + 'static {
-    type Request: Send + 'static;
+    type Request: prost::Message + Default + Send + 'static;
     const DELTA: bool;
 
     /// The node the first request of a stream names.
@@ -310,6 +324,7 @@ pub(crate) trait Protocol: Default + Send + 'static {
 /// What both protocols keep per stream: the nonces and where acceptance is recorded.
 pub(crate) struct Stream<'a> {
     tracker: &'a Tracker,
+    names: &'a names::NameSets,
     id: u64,
     nonce: u64,
     /// Types whose latest response is not answered yet.
@@ -357,12 +372,11 @@ impl AdsServer {
     /// until the proxy or the cache goes away.
     pub(crate) async fn open<P: Protocol>(
         &self,
-        request: Request<Streaming<P::Request>>,
+        mut requests: requests::Requests<P::Request>,
     ) -> Result<Response<Responses>, Status>
     where
         P::Request: prost::Message + Default,
     {
-        let mut requests = request.into_inner();
         let Some(first) = requests.message().await? else {
             return Err(Status::invalid_argument(
                 "stream closed before the first request",
@@ -375,12 +389,11 @@ impl AdsServer {
         let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
         let id = self.tracker.open(P::DELTA);
         self.tracker.update(id, |c| c.node.clone_from(&node));
-        let tracker = self.tracker.clone();
-        let push_slots = self.push_slots.clone();
+        let server = self.clone();
         let snapshots = self.cache.watch(&node);
         tokio::spawn(async move {
-            run::<P>(first, requests, snapshots, tx, &tracker, id, push_slots).await;
-            tracker.close(id);
+            run::<P>(first, requests, snapshots, tx, &server, id).await;
+            server.tracker.close(id);
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
@@ -390,16 +403,16 @@ impl AdsServer {
 /// type order.
 async fn run<P: Protocol>(
     first: P::Request,
-    mut requests: Streaming<P::Request>,
+    mut requests: requests::Requests<P::Request>,
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
     tx: mpsc::Sender<Result<wire::Prepared, Status>>,
-    tracker: &Tracker,
+    server: &AdsServer,
     id: u64,
-    push_slots: Arc<tokio::sync::Semaphore>,
 ) {
     let mut protocol = P::default();
     let mut stream = Stream {
-        tracker,
+        tracker: &server.tracker,
+        names: &server.names,
         id,
         nonce: 0,
         pending: HashSet::new(),
@@ -410,7 +423,7 @@ async fn run<P: Protocol>(
     let mut slot: Option<(tokio::sync::OwnedSemaphorePermit, tokio::time::Instant)> = None;
     loop {
         if !responses.is_empty() && slot.is_none() {
-            let Ok(permit) = push_slots.clone().acquire_owned().await else {
+            let Ok(permit) = server.push_slots.clone().acquire_owned().await else {
                 return;
             };
             slot = Some((permit, tokio::time::Instant::now() + PUSH_TIMEOUT));

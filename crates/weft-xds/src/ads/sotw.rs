@@ -1,5 +1,6 @@
 //! State-of-the-world ADS: each response holds every requested resource of its type.
 
+use super::names::Names;
 use super::wire::Prepared;
 use super::{Protocol, Snapshot, Stream};
 use crate::type_url;
@@ -10,11 +11,10 @@ use std::collections::{BTreeMap, BTreeSet};
 /// One subscribed type on one stream.
 struct Subscription {
     /// `None`: every resource of the type (the wildcard).
-    names: Option<BTreeSet<String>>,
-    /// What the last response held (the version, and a hash of the names asked for), to know
-    /// whether a new snapshot changes anything. A hash, not a copy: a sidecar asks for
-    /// thousands of endpoint names, and a control plane serves thousands of sidecars.
-    sent: Option<(String, Option<u64>)>,
+    names: Option<Names>,
+    /// What the last response held (the version, and the names asked for), to know whether a
+    /// new snapshot changes anything.
+    sent: Option<(String, Option<Names>)>,
     nonce: String,
 }
 
@@ -42,10 +42,9 @@ impl Protocol for Sotw {
         if type_url.is_empty() {
             return None;
         }
-        let names: BTreeSet<String> = request.resource_names.iter().cloned().collect();
+        let asked: BTreeSet<&str> = request.resource_names.iter().map(String::as_str).collect();
         let wants_all =
-            names.contains("*") || (names.is_empty() && type_url::is_wildcard_type(&type_url));
-        let names = if wants_all { None } else { Some(names) };
+            asked.contains("*") || (asked.is_empty() && type_url::is_wildcard_type(&type_url));
         if !request.response_nonce.is_empty()
             && let Some(sub) = self.subscriptions.get_mut(&type_url)
         {
@@ -58,17 +57,23 @@ impl Protocol for Sotw {
                 Some(request.version_info.clone()),
                 request.error_detail.as_ref(),
             );
-            if sub.names == names {
+            let same = match &sub.names {
+                None => wants_all,
+                Some(names) => {
+                    !wants_all && names.iter().map(String::as_str).eq(asked.iter().copied())
+                }
+            };
+            if same {
                 return None;
             }
-            sub.names = names;
+            sub.names = intern(wants_all, &asked, stream);
             return self.push(&type_url, snapshot, true, stream);
         }
         // A first request, or the first on a new stream after a reconnect.
         self.subscriptions.insert(
             type_url.clone(),
             Subscription {
-                names,
+                names: intern(wants_all, &asked, stream),
                 sent: None,
                 nonce: String::new(),
             },
@@ -98,13 +103,18 @@ impl Sotw {
         let sub = self.subscriptions.get_mut(type_url)?;
         let empty = super::Resources::default();
         let resources = snapshot.resources(type_url).unwrap_or(&empty);
-        let state = (
-            resources.version.clone(),
-            sub.names.as_ref().map(names_hash),
-        );
-        if !force && sub.sent.as_ref() == Some(&state) {
+        let unchanged = sub.sent.as_ref().is_some_and(|(version, names)| {
+            *version == resources.version
+                && match (names, &sub.names) {
+                    (None, None) => true,
+                    (Some(a), Some(b)) => std::sync::Arc::ptr_eq(a, b),
+                    _ => false,
+                }
+        });
+        if !force && unchanged {
             return None;
         }
+        let state = (resources.version.clone(), sub.names.clone());
         sub.nonce = stream.next_nonce(type_url, &resources.version);
         sub.sent = Some(state);
         let encoded = resources.encoded();
@@ -121,9 +131,11 @@ impl Sotw {
     }
 }
 
-fn names_hash(names: &BTreeSet<String>) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    names.hash(&mut h);
-    h.finish()
+/// The names asked for, shared with the streams that ask for the same.
+fn intern(wants_all: bool, asked: &BTreeSet<&str>, stream: &Stream<'_>) -> Option<Names> {
+    (!wants_all).then(|| {
+        stream
+            .names
+            .intern(asked.iter().map(|n| n.to_string()).collect())
+    })
 }

@@ -12,20 +12,15 @@ use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
 use prost::encoding::{message, string};
 use std::convert::Infallible;
-use std::marker::PhantomData;
 use std::task::{Context, Poll};
-use tonic::codec::{DecodeBuf, Decoder};
+use tonic::Status;
 use tonic::codegen::{Body, BoxFuture, Service, StdError, http};
-use tonic::{Request, Status, Streaming};
 
 /// One resource in its two wire forms, with its delta version.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Encoded {
-    /// Its name, shared by every stream that remembers having sent it.
-    pub name: std::sync::Arc<str>,
-    /// A hash of its bytes: unchanged bytes keep the version across restarts.
-    pub version: String,
-    /// The same hash as a number.
+    /// A hash of its bytes, the delta version: unchanged bytes keep the version across
+    /// restarts.
     pub hash: u64,
     /// `DiscoveryResponse.resources` (field 2): the `Any`.
     pub sotw: Bytes,
@@ -41,15 +36,13 @@ impl Encoded {
         message::encode(2, any, &mut sotw);
         let resource = Resource {
             name: name.to_string(),
-            version: version.clone(),
+            version,
             resource: Some(any.clone()),
             ..Default::default()
         };
         let mut delta = BytesMut::new();
         message::encode(2, &resource, &mut delta);
         Encoded {
-            name: std::sync::Arc::from(name),
-            version,
             hash,
             sotw: sotw.freeze(),
             delta: delta.freeze(),
@@ -115,27 +108,10 @@ impl Prepared {
     }
 }
 
-/// Requests are decoded as prost messages.
-struct RequestDecoder<Req>(PhantomData<Req>);
-
-impl<Req: Message + Default> Decoder for RequestDecoder<Req> {
-    type Item = Req;
-    type Error = Status;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Req>, Status> {
-        Req::decode(src)
-            .map(Some)
-            .map_err(|e| Status::invalid_argument(format!("cannot decode the request: {e}")))
-    }
-}
-
 const SOTW_PATH: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
 const DELTA_PATH: &str =
     "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
-
-/// The largest request a proxy may send (tonic's default).
-const MAX_REQUEST: usize = 4 << 20;
 
 type Responses = tokio_stream::wrappers::ReceiverStream<Result<Prepared, Status>>;
 
@@ -144,7 +120,11 @@ type Responses = tokio_stream::wrappers::ReceiverStream<Result<Prepared, Status>
 /// that a stream waiting on flow control holds references, not a buffer of its own.
 struct GrpcBody {
     responses: Responses,
-    queue: std::collections::VecDeque<Bytes>,
+    /// The gRPC header of the message being written, until it is.
+    header: Option<Bytes>,
+    /// The rest of the message being written. Its list goes when it is written: a list of
+    /// thousands of chunks kept for each idle stream added up to tens of megabytes.
+    chunks: std::vec::IntoIter<Bytes>,
     done: bool,
 }
 
@@ -153,30 +133,36 @@ struct GrpcBody {
 const FRAME: usize = 32 << 10;
 
 impl GrpcBody {
+    fn next_chunk(&mut self) -> Option<Bytes> {
+        let next = self.header.take().or_else(|| self.chunks.next());
+        if self.chunks.len() == 0 {
+            self.chunks = Vec::new().into_iter();
+        }
+        next
+    }
+
+    fn peek_len(&self) -> Option<usize> {
+        self.header
+            .as_ref()
+            .or(self.chunks.as_slice().first())
+            .map(Bytes::len)
+    }
+
     /// The next frame: a large chunk as it is, else small ones copied together. Only what HTTP/2
     /// asks for is copied, so a stream waiting on flow control holds no copy.
-    fn next_frame(&mut self) -> Bytes {
-        let Some(first) = self.queue.pop_front() else {
-            return Bytes::new();
-        };
-        if first.len() >= FRAME
-            || self
-                .queue
-                .front()
-                .is_none_or(|b| first.len() + b.len() > FRAME)
-        {
-            return first;
+    fn next_frame(&mut self) -> Option<Bytes> {
+        let first = self.next_chunk()?;
+        if first.len() >= FRAME || self.peek_len().is_none_or(|n| first.len() + n > FRAME) {
+            return Some(first);
         }
         let mut frame = BytesMut::with_capacity(FRAME);
         frame.put_slice(&first);
-        while let Some(next) = self.queue.front() {
-            if frame.len() + next.len() > FRAME {
-                break;
+        while self.peek_len().is_some_and(|n| frame.len() + n <= FRAME) {
+            if let Some(next) = self.next_chunk() {
+                frame.put_slice(&next);
             }
-            frame.put_slice(next);
-            self.queue.pop_front();
         }
-        frame.freeze()
+        Some(frame.freeze())
     }
 }
 
@@ -189,8 +175,8 @@ impl Body for GrpcBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
         use futures::Stream;
-        if !self.queue.is_empty() {
-            return Poll::Ready(Some(Ok(http_body::Frame::data(self.next_frame()))));
+        if let Some(frame) = self.next_frame() {
+            return Poll::Ready(Some(Ok(http_body::Frame::data(frame))));
         }
         if self.done {
             return Poll::Ready(None);
@@ -202,9 +188,10 @@ impl Body for GrpcBody {
                 let mut header = BytesMut::with_capacity(5);
                 header.put_u8(0);
                 header.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
-                self.queue.push_back(header.freeze());
-                self.queue.extend(prepared.0);
-                Poll::Ready(Some(Ok(http_body::Frame::data(self.next_frame()))))
+                self.header = Some(header.freeze());
+                self.chunks = prepared.0.into_iter();
+                let frame = self.next_frame().unwrap_or_default();
+                Poll::Ready(Some(Ok(http_body::Frame::data(frame))))
             }
             Poll::Ready(end) => {
                 self.done = true;
@@ -236,19 +223,13 @@ where
     B: Body + Send + 'static,
     B::Error: Into<StdError> + Send + 'static,
 {
-    let (parts, body) = req.into_parts();
-    let requests = Streaming::new_request(
-        RequestDecoder::<P::Request>(PhantomData),
-        body,
-        None,
-        Some(MAX_REQUEST),
-    );
-    let request = Request::from_http(http::Request::from_parts(parts, requests));
-    match server.open::<P>(request).await {
+    let requests = super::requests::Requests::new(req.into_body());
+    match server.open::<P>(requests).await {
         Ok(response) => {
             let body = GrpcBody {
                 responses: response.into_inner(),
-                queue: std::collections::VecDeque::new(),
+                header: None,
+                chunks: Vec::new().into_iter(),
                 done: false,
             };
             let mut r = http::Response::new(tonic::body::Body::new(body));
