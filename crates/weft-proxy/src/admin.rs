@@ -295,6 +295,17 @@ fn all_stats(shared: &Shared) -> Vec<StatLine> {
             ));
         }
     }
+    for (key, s) in lock(&shared.stats.ssl).iter() {
+        for (stat, value, counter) in s.entries() {
+            out.push((
+                format!("listener.{key}.ssl.{stat}"),
+                value,
+                counter,
+                vec![("envoy_listener_address", key.clone())],
+                format!("envoy_listener_ssl_{stat}"),
+            ));
+        }
+    }
     for (prefix, s) in lock(&shared.stats.fault).iter() {
         for (stat, value, counter) in s.entries() {
             out.push((

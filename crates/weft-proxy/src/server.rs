@@ -57,6 +57,7 @@ pub struct StatsStore {
     pub http: Mutex<BTreeMap<String, Arc<HttpStats>>>,
     pub fault: Mutex<BTreeMap<String, Arc<crate::stats::FaultStats>>>,
     pub listeners: Mutex<BTreeMap<String, Arc<ListenerStats>>>,
+    pub ssl: Mutex<BTreeMap<String, Arc<crate::stats::SslStats>>>,
     pub tcp: Mutex<BTreeMap<String, Arc<TcpStats>>>,
     pub listener_workers: Mutex<BTreeMap<String, Arc<WorkerStats>>>,
 }
@@ -83,6 +84,9 @@ impl StatsStore {
     }
     pub fn listener(&self, key: &str) -> Arc<ListenerStats> {
         get_or_insert(&self.listeners, key)
+    }
+    pub fn ssl(&self, key: &str) -> Arc<crate::stats::SslStats> {
+        get_or_insert(&self.ssl, key)
     }
     pub fn listener_workers(&self, key: &str) -> Arc<WorkerStats> {
         get_or_insert(&self.listener_workers, key)

@@ -149,6 +149,14 @@ stat_block!(
     }
 );
 
+stat_block!(
+    /// `listener.<address>.ssl.*`: TLS terminated by the listener's filter chains.
+    SslStats {
+        counters: [handshake, connection_error, no_certificate],
+        gauges: []
+    }
+);
+
 /// Most workers a listener counts connections for (`listener.<address>.worker_<N>.*`).
 pub const MAX_WORKERS: usize = 128;
 

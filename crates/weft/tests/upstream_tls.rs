@@ -7,56 +7,12 @@
 
 mod support;
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::sync::Arc;
+use support::certs::{Ca, Leaf, ca, leaf};
 use support::{Kind, Proxy, Req, request};
 
 const TEMPLATE: &str = include_str!("data/upstream_tls.yaml");
-
-struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    pem: String,
-    der: CertificateDer<'static>,
-}
-
-fn ca(name: &str) -> Ca {
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    let key = KeyPair::generate().unwrap();
-    let cert = params.self_signed(&key).unwrap();
-    Ca {
-        pem: cert.pem(),
-        der: cert.der().clone(),
-        issuer: Issuer::new(params, key),
-    }
-}
-
-/// A leaf certificate for `names` signed by `ca`: (PEM chain, PEM key, DER chain, DER key).
-fn leaf(
-    ca: &Ca,
-    names: &[&str],
-) -> (
-    String,
-    String,
-    Vec<CertificateDer<'static>>,
-    PrivateKeyDer<'static>,
-) {
-    let params =
-        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, &ca.issuer).unwrap();
-    let der_key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    (
-        cert.pem(),
-        key.serialize_pem(),
-        vec![cert.der().clone()],
-        der_key,
-    )
-}
 
 fn server_config(
     chain: Vec<CertificateDer<'static>>,
@@ -91,8 +47,13 @@ async fn upstream_tls_behaves_like_envoy() {
     let dir = tempfile::tempdir().unwrap();
     let ca1 = ca("weft test CA");
     let other = ca("another CA");
-    let (_, _, server_chain, server_key) = leaf(&ca1, &["upstream.test"]);
-    let (client_pem, client_key_pem, _, _) = leaf(&ca1, &["client.test"]);
+    let Leaf {
+        chain: server_chain,
+        key: server_key,
+        ..
+    } = leaf(&ca1, &["upstream.test"]);
+    let client = leaf(&ca1, &["client.test"]);
+    let (client_pem, client_key_pem) = (client.pem, client.key_pem);
     for (file, text) in [
         ("ca.pem", &ca1.pem),
         ("other-ca.pem", &other.pem),

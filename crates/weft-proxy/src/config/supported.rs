@@ -74,7 +74,7 @@ const TABLE: &[(&str, &str)] = &[
     ),
     (
         "envoy.config.listener.v3.FilterChain",
-        "name filter_chain_match filters metadata",
+        "name filter_chain_match filters metadata transport_socket",
     ),
     (
         "envoy.config.listener.v3.FilterChainMatch",
@@ -168,11 +168,15 @@ const TABLE: &[(&str, &str)] = &[
         "envoy.config.core.v3.DataSource",
         "filename inline_string inline_bytes",
     ),
-    // Upstream TLS
+    // TLS, upstream and downstream
     ("envoy.config.core.v3.TransportSocket", "name typed_config"),
     (
         "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
         "common_tls_context sni",
+    ),
+    (
+        "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+        "common_tls_context require_client_certificate",
     ),
     (
         "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext",
@@ -199,7 +203,8 @@ const TABLE: &[(&str, &str)] = &[
     (
         "envoy.config.route.v3.VirtualHost",
         "name domains routes request_headers_to_add request_headers_to_remove \
-         response_headers_to_add response_headers_to_remove typed_per_filter_config",
+         response_headers_to_add response_headers_to_remove typed_per_filter_config \
+         require_tls",
     ),
     (
         "envoy.config.route.v3.Route",

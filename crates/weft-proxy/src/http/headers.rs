@@ -50,7 +50,13 @@ pub fn on_request(
     hcm: &HttpConnectionManager,
     peer: SocketAddr,
     local_address: IpAddr,
+    tls: bool,
 ) -> SocketAddr {
+    let scheme = HeaderValue::from_static(if tls { "https" } else { "http" });
+    // What a client says about being internal is never believed: Envoy strips the header from
+    // every request and sets it only for addresses its `internal_address_config` names (none
+    // by default since 1.40; that field is not supported).
+    headers.remove(&X_ENVOY_INTERNAL);
     if hcm.generate_request_id && !headers.contains_key(&X_REQUEST_ID) {
         headers.insert(X_REQUEST_ID.clone(), request_id());
     }
@@ -75,20 +81,17 @@ pub fn on_request(
         }
         // Only a trusted hop may say how the client reached it.
         if hops == 0 || !headers.contains_key(&X_FORWARDED_PROTO) {
-            headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+            headers.insert(X_FORWARDED_PROTO.clone(), scheme);
         }
         let remote = trusted.unwrap_or(peer);
-        // This proxy is the edge: what a client says about being internal is not believed, and
-        // the upstream learns the client's address. (Envoy 1.40 counts no address as internal
-        // unless `internal_address_config` says so, and that field is not supported.)
-        headers.remove(&X_ENVOY_INTERNAL);
+        // This proxy is the edge: the upstream learns the client's address.
         if let Ok(v) = HeaderValue::from_str(&remote.ip().to_string()) {
             headers.insert(X_ENVOY_EXTERNAL_ADDRESS.clone(), v);
         }
         remote
     } else {
         if !headers.contains_key(&X_FORWARDED_PROTO) {
-            headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+            headers.insert(X_FORWARDED_PROTO.clone(), scheme);
         }
         address_from_xff(headers, hops).unwrap_or(peer)
     }

@@ -104,6 +104,8 @@ pub struct Connection {
     /// Set when the destination was restored by `original_dst`: what ORIGINAL_DST clusters
     /// connect to.
     pub restored: Option<SocketAddr>,
+    /// The filter chain terminated TLS: `x-forwarded-proto` is `https`.
+    pub tls: bool,
 }
 
 pub async fn serve<I>(io: I, conn: Connection, drain: tokio::sync::watch::Receiver<bool>)

@@ -142,6 +142,7 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
         &hcm,
         conn.peer,
         conn.shared.local_address,
+        conn.tls,
     );
     let mut finisher = Finisher {
         conn: conn.clone(),
@@ -200,9 +201,23 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
         return local(finisher, Some(&parts), StatusCode::NOT_FOUND, "", None);
     };
     let scheme = view.scheme;
-    let selected = route_config
-        .virtual_host(&authority)
-        .and_then(|vhost| Some((vhost, vhost.route(&view)?)));
+    let vhost = route_config.virtual_host(&authority);
+    if let Some(require) = vhost.and_then(|v| v.require_tls)
+        && needs_tls_redirect(require, &parts.headers)
+    {
+        // Envoy's answer to `require_tls`: 301 to the same host and path over https, before
+        // any route is looked at.
+        stats::inc(&s.rq_redirect);
+        let location = format!("https://{authority}{path_and_query}");
+        let Ok(location) = HeaderValue::from_str(&location) else {
+            return local(finisher, Some(&parts), StatusCode::BAD_REQUEST, "", None);
+        };
+        let mut resp = Response::new(ProxyBody::Empty);
+        *resp.status_mut() = StatusCode::MOVED_PERMANENTLY;
+        resp.headers_mut().insert(LOCATION, location);
+        return finish_local(finisher, Some(&parts), resp);
+    }
+    let selected = vhost.and_then(|vhost| Some((vhost, vhost.route(&view)?)));
     let Some((vhost, route)) = selected else {
         stats::inc(&s.no_route);
         finisher.flags |= flags::NR;
@@ -789,4 +804,16 @@ async fn forward_request(
         rparts,
         ProxyBody::response(rbody, Guard::new(Box::new(finisher)), idle),
     )
+}
+
+/// Whether `require_tls` turns a request away: it did not come over TLS (as the connection
+/// manager recorded in `x-forwarded-proto`), and for `EXTERNAL_ONLY`, it is not internal.
+fn needs_tls_redirect(require: crate::route::RequireTls, headers: &http::HeaderMap) -> bool {
+    let https = headers
+        .get("x-forwarded-proto")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+    let internal = headers
+        .get("x-envoy-internal")
+        .is_some_and(|v| v.as_bytes() == b"true");
+    !https && (require == crate::route::RequireTls::All || !internal)
 }

@@ -1,7 +1,8 @@
 //! Accepting connections on a worker and handing each to its filter chain.
 
 use super::inspect::{self, Detected, Peek};
-use super::{ConnectionFacts, Listener, NetworkFilter};
+use super::tls::DownstreamTls;
+use super::{ConnectionFacts, FilterChain, Listener, NetworkFilter};
 use crate::http;
 use crate::server::Shared;
 use crate::stats;
@@ -103,40 +104,95 @@ async fn connection(
         source: peer,
         detected,
     });
-    match facts
-        .and_then(|f| listener.filter_chain(f))
-        .map(|c| &c.filter)
-    {
+    match facts.and_then(|f| listener.filter_chain(f)) {
         None => {
             if detected.is_some() {
                 stats::inc(&s.no_filter_chain_match);
             }
         }
-        Some(NetworkFilter::Http(hcm)) => {
-            let conn = http::Connection {
-                hcm: hcm.clone(),
-                shared: shared.clone(),
-                peer,
-                local,
-                restored,
-            };
-            http::serve(stream, conn, listener.drain.subscribe()).await;
-        }
-        Some(NetworkFilter::Tcp(proxy)) => {
-            let drain = listener.drain.subscribe();
+        Some(chain) => {
             let ends = tcp::Ends {
                 peer,
                 local,
                 restored,
             };
-            tokio::select! {
-                () = tcp::serve(stream, proxy.clone(), shared.clone(), ends) => {}
-                () = drained(drain, shared.drain_time) => {}
+            match &chain.tls {
+                None => serve_chain(stream, chain, &listener, &shared, ends, false).await,
+                Some(tls) => {
+                    if let Some(stream) = handshake(stream, tls, &listener).await {
+                        serve_chain(stream, chain, &listener, &shared, ends, true).await;
+                    }
+                }
             }
         }
     }
     stats::dec(&s.downstream_cx_active);
     stats::inc(&s.downstream_cx_destroy);
+}
+
+/// The TLS handshake of a chain that terminates TLS, counted as Envoy counts it. A listener
+/// that starts draining meanwhile ends it.
+async fn handshake(
+    stream: TcpStream,
+    tls: &DownstreamTls,
+    listener: &Listener,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let accepted = tokio::select! {
+        accepted = tls.acceptor.accept(stream) => accepted,
+        true = draining(listener.drain.subscribe()) => return None,
+    };
+    let ssl = listener.ssl_stats.as_deref();
+    match accepted {
+        Ok(stream) => {
+            if let Some(ssl) = ssl {
+                stats::inc(&ssl.handshake);
+                if stream.get_ref().1.peer_certificates().is_none() {
+                    stats::inc(&ssl.no_certificate);
+                }
+            }
+            Some(stream)
+        }
+        Err(e) => {
+            tracing::debug!(listener = %listener.name, error = %e, "TLS handshake failed");
+            if let Some(ssl) = ssl {
+                stats::inc(&ssl.connection_error);
+            }
+            None
+        }
+    }
+}
+
+/// Hands the connection (plain or decrypted) to the chain's network filter.
+async fn serve_chain<I>(
+    io: I,
+    chain: &FilterChain,
+    listener: &Listener,
+    shared: &Arc<Shared>,
+    ends: tcp::Ends,
+    tls: bool,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    match &chain.filter {
+        NetworkFilter::Http(hcm) => {
+            let conn = http::Connection {
+                hcm: hcm.clone(),
+                shared: shared.clone(),
+                peer: ends.peer,
+                local: ends.local,
+                restored: ends.restored,
+                tls,
+            };
+            http::serve(io, conn, listener.drain.subscribe()).await;
+        }
+        NetworkFilter::Tcp(proxy) => {
+            let drain = listener.drain.subscribe();
+            tokio::select! {
+                () = tcp::serve(io, proxy.clone(), shared.clone(), ends) => {}
+                () = drained(drain, shared.drain_time) => {}
+            }
+        }
+    }
 }
 
 /// SO_ORIGINAL_DST: where the client was connecting before NAT sent it here. None for a

@@ -3,6 +3,7 @@
 pub mod accept;
 pub mod inspect;
 pub mod manager;
+pub mod tls;
 
 use crate::http::HttpConnectionManager;
 use crate::stats::ListenerStats;
@@ -22,6 +23,8 @@ pub struct Listener {
     /// `bind_to_port: false`: the listener only takes connections handed over by another.
     pub bind_to_port: bool,
     pub stats: Arc<ListenerStats>,
+    /// Set when a filter chain terminates TLS.
+    pub ssl_stats: Option<Arc<crate::stats::SslStats>>,
     pub worker_stats: Arc<crate::stats::WorkerStats>,
     /// Set when this version of the listener is removed or replaced: its connections finish
     /// what they are doing and close (HTTP/1.1 `connection: close`, HTTP/2 GOAWAY), and are
@@ -33,6 +36,8 @@ pub struct Listener {
 pub struct FilterChain {
     pub name: String,
     pub matcher: FilterChainMatch,
+    /// `transport_socket`: TLS terminated before the network filter.
+    pub tls: Option<Arc<tls::DownstreamTls>>,
     pub filter: NetworkFilter,
 }
 

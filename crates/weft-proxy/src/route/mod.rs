@@ -30,10 +30,20 @@ pub struct RouteConfig {
 #[derive(Debug, Clone)]
 pub struct VirtualHost {
     pub name: String,
+    /// `require_tls`: a request that did not arrive over TLS is redirected to `https`.
+    pub require_tls: Option<RequireTls>,
     pub routes: Vec<Route>,
     pub headers: HeaderOps,
     pub cors: Option<std::sync::Arc<crate::http::cors::CorsPolicy>>,
     pub fault: Option<std::sync::Arc<crate::http::fault::FaultPolicy>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequireTls {
+    /// `ALL`.
+    All,
+    /// `EXTERNAL_ONLY`: requests marked `x-envoy-internal: true` are let through.
+    ExternalOnly,
 }
 
 #[derive(Debug, Clone)]

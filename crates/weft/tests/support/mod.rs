@@ -2,6 +2,7 @@
 //! template, and a small HTTP/1.1 and h2c client.
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod xds;
 
 use bytes::Bytes;
@@ -579,6 +580,37 @@ pub async fn request(addr: SocketAddr, req: &Req) -> Resp {
 /// `request`, with a failure to connect or to get a response as an error.
 pub async fn try_request(addr: SocketAddr, req: &Req) -> Result<Resp, String> {
     let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    send(stream, req, "http").await
+}
+
+/// `try_request` over TLS with `config` (ALPN `h2` when `req.h2`) and SNI `sni`; also the
+/// handshake's failure is an error.
+pub async fn try_request_tls(
+    addr: SocketAddr,
+    req: &Req,
+    config: &rustls::ClientConfig,
+    sni: &str,
+) -> Result<Resp, String> {
+    let mut config = config.clone();
+    config.alpn_protocols = if req.h2 {
+        vec![b"h2".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
+    let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let name =
+        rustls::pki_types::ServerName::try_from(sni.to_string()).map_err(|e| e.to_string())?;
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, stream)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    send(tls, req, "https").await
+}
+
+async fn send<I>(stream: I, req: &Req, scheme: &str) -> Result<Resp, String>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let io = TokioIo::new(stream);
     let mut builder = http::Request::builder().method(req.method);
     for (k, v) in &req.headers {
@@ -590,7 +622,7 @@ pub async fn try_request(addr: SocketAddr, req: &Req) -> Result<Resp, String> {
             .await
             .map_err(|e| e.to_string())?;
         tokio::spawn(conn);
-        let uri = format!("http://{}{}", req.authority, req.path);
+        let uri = format!("{scheme}://{}{}", req.authority, req.path);
         sender
             .send_request(builder.uri(uri).body(body).unwrap())
             .await

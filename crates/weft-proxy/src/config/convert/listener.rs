@@ -66,6 +66,10 @@ pub fn listener(l: &pb::Listener, path: &str, store: &StatsStore) -> Result<List
     } else {
         l.stat_prefix.clone()
     };
+    let ssl_stats = filter_chains
+        .iter()
+        .any(|c| c.tls.is_some())
+        .then(|| store.ssl(&stat_key));
     Ok(Listener {
         name,
         address,
@@ -73,6 +77,7 @@ pub fn listener(l: &pb::Listener, path: &str, store: &StatsStore) -> Result<List
         listener_filters,
         use_original_dst: l.use_original_dst.as_ref().is_some_and(|b| b.value),
         bind_to_port: l.bind_to_port.as_ref().is_none_or(|b| b.value),
+        ssl_stats,
         stats: store.listener(&stat_key),
         worker_stats: store.listener_workers(&stat_key),
         drain: tokio::sync::watch::channel(false).0,
@@ -207,9 +212,17 @@ fn filter_chain(fc: &pb::FilterChain, path: &str, store: &StatsStore) -> Result<
             ));
         }
     };
+    let tls = match &fc.transport_socket {
+        Some(t) => Some(super::tls::downstream(
+            t,
+            &format!("{path}.transport_socket"),
+        )?),
+        None => None,
+    };
     Ok(FilterChain {
         name: fc.name.clone(),
         matcher,
+        tls,
         filter,
     })
 }

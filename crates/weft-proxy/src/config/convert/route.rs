@@ -5,8 +5,8 @@ use crate::config::FieldError;
 use crate::route::hash_policy::{HashKey, HashPolicy};
 use crate::route::{
     Action, AppendMode, ClusterTarget, Forward, HeaderAdd, HeaderCheck, HeaderMatch, HeaderOps,
-    PathMatch, PathRedirect, QueryMatch, Redirect, Route, RouteConfig, RouteMatch, StringMatch,
-    VirtualHost, WeightedCluster,
+    PathMatch, PathRedirect, QueryMatch, Redirect, RequireTls, Route, RouteConfig, RouteMatch,
+    StringMatch, VirtualHost, WeightedCluster,
 };
 use envoy_types::pb::envoy::config::core::v3::{HeaderValueOption, data_source};
 use envoy_types::pb::envoy::config::route::v3 as pb;
@@ -95,6 +95,17 @@ pub fn route_configuration(
         )?;
         config.virtual_hosts.push(VirtualHost {
             name: vh.name.clone(),
+            require_tls: match vh.require_tls {
+                0 => None,
+                1 => Some(RequireTls::ExternalOnly),
+                2 => Some(RequireTls::All),
+                other => {
+                    return Err(FieldError::new(
+                        format!("{vpath}.require_tls"),
+                        format!("unknown value {other}"),
+                    ));
+                }
+            },
             routes,
             headers: header_ops(
                 &vh.request_headers_to_add,

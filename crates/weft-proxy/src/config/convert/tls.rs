@@ -1,22 +1,31 @@
-//! `transport_socket` (`envoy.transport_sockets.tls` with an `UpstreamTlsContext`) →
-//! `upstream::tls::UpstreamTls`. Certificates are read here, off the data path, so that a missing
-//! or broken file is a config error naming its field.
+//! `transport_socket` (`envoy.transport_sockets.tls`): a cluster's `UpstreamTlsContext` →
+//! `upstream::tls::UpstreamTls`, a filter chain's `DownstreamTlsContext` →
+//! `listener::tls::DownstreamTls`. Certificates are read here, off the data path, so that a
+//! missing or broken file is a config error naming its field.
 
 use super::{Result, decode_any, type_name};
 use crate::config::FieldError;
+use crate::listener::tls::{DownstreamTls, ServerSettings};
 use crate::upstream::tls::{TlsSettings, UpstreamTls};
 use envoy_types::pb::envoy::config::core::v3::{DataSource, TransportSocket, data_source};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-    CertificateValidationContext, UpstreamTlsContext, common_tls_context, tls_parameters,
+    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, TlsCertificate,
+    UpstreamTlsContext, common_tls_context, tls_parameters,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::sync::Arc;
 
 const UPSTREAM_TLS_CONTEXT: &str = "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext";
+const DOWNSTREAM_TLS_CONTEXT: &str =
+    "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext";
 
-pub fn transport_socket(t: &TransportSocket, path: &str) -> Result<Option<Arc<UpstreamTls>>> {
-    let tpath = format!("{path}.typed_config");
+/// The transport socket's typed config, which must be of type `want`.
+fn typed_config<'a>(
+    t: &'a TransportSocket,
+    want: &str,
+    tpath: &str,
+) -> Result<&'a envoy_types::pb::google::protobuf::Any> {
     let any = match &t.config_type {
         Some(
             envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
@@ -25,15 +34,107 @@ pub fn transport_socket(t: &TransportSocket, path: &str) -> Result<Option<Arc<Up
         ) => any,
         _ => return Err(FieldError::new(tpath, "is required")),
     };
-    match type_name(any) {
-        UPSTREAM_TLS_CONTEXT => {}
-        other => {
+    let name = type_name(any);
+    if name != want {
+        return Err(FieldError::new(
+            tpath,
+            format!(
+                "transport socket {name} is not supported here by the Weft proxy (expected {want})"
+            ),
+        ));
+    }
+    Ok(any)
+}
+
+/// A filter chain's TLS termination.
+pub fn downstream(t: &TransportSocket, path: &str) -> Result<Arc<DownstreamTls>> {
+    let tpath = format!("{path}.typed_config");
+    let any = typed_config(t, DOWNSTREAM_TLS_CONTEXT, &tpath)?;
+    let ctx: DownstreamTlsContext = decode_any(any, &tpath)?;
+    let cpath = format!("{tpath}.common_tls_context");
+    let default = CommonTlsContext::default();
+    let common = ctx.common_tls_context.as_ref().unwrap_or(&default);
+    let (chain, key) = match common.tls_certificates.as_slice() {
+        [cert] => certificate(cert, &format!("{cpath}.tls_certificates[0]"))?,
+        [] => {
             return Err(FieldError::new(
-                tpath,
-                format!("transport socket {other} is not supported by the Weft proxy"),
+                format!("{cpath}.tls_certificates"),
+                "a server certificate is required",
             ));
         }
-    }
+        _ => {
+            return Err(FieldError::new(
+                format!("{cpath}.tls_certificates"),
+                "the Weft proxy takes one server certificate per filter chain",
+            ));
+        }
+    };
+    // Envoy's server defaults: TLS 1.2 to 1.3.
+    let versions = match &common.tls_params {
+        Some(p) => versions(
+            p.tls_minimum_protocol_version,
+            p.tls_maximum_protocol_version,
+            tls_parameters::TlsProtocol::TlSv13 as i32,
+            &format!("{cpath}.tls_params"),
+        )?,
+        None => vec![&rustls::version::TLS12, &rustls::version::TLS13],
+    };
+    let client_ca = match &common.validation_context_type {
+        None => None,
+        Some(common_tls_context::ValidationContextType::ValidationContext(v)) => {
+            trusted_ca(v, &format!("{cpath}.validation_context"))?
+        }
+        Some(_) => {
+            return Err(FieldError::new(
+                format!("{cpath}.validation_context_sds_secret_config"),
+                "only an inline validation_context is supported",
+            ));
+        }
+    };
+    let settings = ServerSettings {
+        chain,
+        key,
+        alpn: common
+            .alpn_protocols
+            .iter()
+            .map(|p| p.as_bytes().to_vec())
+            .collect(),
+        versions,
+        client_ca,
+        require_client_certificate: ctx
+            .require_client_certificate
+            .as_ref()
+            .is_some_and(|b| b.value),
+    };
+    DownstreamTls::build(settings)
+        .map(Arc::new)
+        .map_err(|e| FieldError::new(tpath, e.to_string()))
+}
+
+/// A `TlsCertificate`'s chain and key.
+fn certificate(
+    cert: &TlsCertificate,
+    kpath: &str,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+    let chain_pem = data(
+        cert.certificate_chain.as_ref(),
+        &format!("{kpath}.certificate_chain"),
+    )?;
+    let chain = certificates(&chain_pem, &format!("{kpath}.certificate_chain"))?;
+    let key_pem = data(cert.private_key.as_ref(), &format!("{kpath}.private_key"))?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+        FieldError::new(
+            format!("{kpath}.private_key"),
+            format!("no PEM private key: {e}"),
+        )
+    })?;
+    Ok((chain, key))
+}
+
+/// A cluster's TLS origination.
+pub fn transport_socket(t: &TransportSocket, path: &str) -> Result<Option<Arc<UpstreamTls>>> {
+    let tpath = format!("{path}.typed_config");
+    let any = typed_config(t, UPSTREAM_TLS_CONTEXT, &tpath)?;
     let ctx: UpstreamTlsContext = decode_any(any, &tpath)?;
     let mut settings = TlsSettings {
         sni: (!ctx.sni.is_empty()).then(|| ctx.sni.clone()),
@@ -51,26 +152,15 @@ pub fn transport_socket(t: &TransportSocket, path: &str) -> Result<Option<Arc<Up
             settings.versions = versions(
                 params.tls_minimum_protocol_version,
                 params.tls_maximum_protocol_version,
+                tls_parameters::TlsProtocol::TlSv12 as i32,
                 &format!("{cpath}.tls_params"),
             )?;
         }
         match common.tls_certificates.as_slice() {
             [] => {}
             [cert] => {
-                let kpath = format!("{cpath}.tls_certificates[0]");
-                let chain_pem = data(
-                    cert.certificate_chain.as_ref(),
-                    &format!("{kpath}.certificate_chain"),
-                )?;
-                let chain = certificates(&chain_pem, &format!("{kpath}.certificate_chain"))?;
-                let key_pem = data(cert.private_key.as_ref(), &format!("{kpath}.private_key"))?;
-                let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
-                    FieldError::new(
-                        format!("{kpath}.private_key"),
-                        format!("no PEM private key: {e}"),
-                    )
-                })?;
-                settings.client_cert = Some((chain, key));
+                settings.client_cert =
+                    Some(certificate(cert, &format!("{cpath}.tls_certificates[0]"))?);
             }
             _ => {
                 return Err(FieldError::new(
@@ -129,11 +219,13 @@ fn data(d: Option<&DataSource>, path: &str) -> Result<Vec<u8>> {
     }
 }
 
-/// TLS versions from Envoy's min/max, with Envoy's client defaults (1.2 to 1.2). rustls speaks
-/// 1.2 and 1.3 only, so a range reaching below 1.2 is cut to 1.2 — unless nothing is left.
+/// TLS versions from Envoy's min/max: the minimum defaults to 1.2, the maximum to
+/// `default_max` (1.2 for clients, 1.3 for servers, as in Envoy). rustls speaks 1.2 and 1.3
+/// only, so a range reaching below 1.2 is cut to 1.2 — unless nothing is left.
 fn versions(
     min: i32,
     max: i32,
+    default_max: i32,
     path: &str,
 ) -> Result<Vec<&'static rustls::SupportedProtocolVersion>> {
     use tls_parameters::TlsProtocol;
@@ -143,7 +235,7 @@ fn versions(
     };
     let (lo, hi) = (
         level(min, TlsProtocol::TlSv12 as i32),
-        level(max, TlsProtocol::TlSv12 as i32),
+        level(max, default_max),
     );
     let mut out = Vec::new();
     if lo <= TlsProtocol::TlSv12 as i32 && hi >= TlsProtocol::TlSv12 as i32 {

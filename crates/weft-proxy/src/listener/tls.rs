@@ -1,0 +1,77 @@
+//! TLS termination on a filter chain (`transport_socket` `envoy.transport_sockets.tls` with a
+//! `DownstreamTlsContext`): the chain's network filter reads the decrypted stream.
+//!
+//! As in Envoy: the server certificate is the context's one `tls_certificates` entry; ALPN
+//! offers `alpn_protocols`; with a `validation_context.trusted_ca` a client certificate is asked
+//! for and, when given, must lead to that CA; `require_client_certificate` refuses a client
+//! without one.
+
+use rustls::ServerConfig;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use std::sync::Arc;
+
+/// What `convert` reads from the proto.
+#[derive(Debug)]
+pub struct ServerSettings {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+    pub alpn: Vec<Vec<u8>>,
+    pub versions: Vec<&'static rustls::SupportedProtocolVersion>,
+    pub client_ca: Option<Vec<CertificateDer<'static>>>,
+    pub require_client_certificate: bool,
+}
+
+/// A filter chain's TLS, ready to accept with.
+pub struct DownstreamTls {
+    pub acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl std::fmt::Debug for DownstreamTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DownstreamTls")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DownstreamTlsError {
+    #[error("{0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("client certificates: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+    #[error("require_client_certificate needs a validation_context with a trusted_ca")]
+    NoClientCa,
+}
+
+impl DownstreamTls {
+    pub fn build(settings: ServerSettings) -> Result<Self, DownstreamTlsError> {
+        let provider = crate::upstream::tls::provider();
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&settings.versions)?;
+        let builder = match settings.client_ca {
+            Some(cas) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for ca in cas {
+                    roots.add(ca)?;
+                }
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+                let verifier = if settings.require_client_certificate {
+                    verifier.build()?
+                } else {
+                    verifier.allow_unauthenticated().build()?
+                };
+                builder.with_client_cert_verifier(verifier)
+            }
+            None if settings.require_client_certificate => {
+                return Err(DownstreamTlsError::NoClientCa);
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_single_cert(settings.chain, settings.key)?;
+        config.alpn_protocols = settings.alpn;
+        Ok(DownstreamTls {
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        })
+    }
+}
