@@ -247,6 +247,68 @@ fn canary_tutorial() {
 }
 
 #[test]
+fn gateways_terminate_tls_and_redirect_to_https() {
+    let gw = golden("gateway-tls", "ingressgateway", &gateway());
+    assert_eq!(gw["problems"], json!([]));
+    let https = &gw["listeners"]["0.0.0.0_8443"];
+    assert_eq!(
+        https["listener_filters"][0]["name"],
+        "envoy.filters.listener.tls_inspector"
+    );
+    let chains = https["filter_chains"].as_array().unwrap();
+    let chain = |name: &str| {
+        chains
+            .iter()
+            .find(|c| c["filter_chain_match"]["server_names"] == json!([name]))
+            .unwrap_or_else(|| panic!("no chain for {name}: {https}"))
+    };
+    // The seed's SIMPLE server: its files, h2 and HTTP/1.1, no client certificate.
+    let seed = &chain("ext-host.example.com")["transport_socket"]["typed_config"];
+    let common = &seed["common_tls_context"];
+    assert_eq!(common["alpn_protocols"], json!(["h2", "http/1.1"]));
+    assert_eq!(
+        common["tls_certificates"][0]["certificate_chain"]["filename"],
+        "/tmp/tls.crt"
+    );
+    assert_eq!(seed["require_client_certificate"], false);
+    // MUTUAL requires a client certificate from the CA; OPTIONAL_MUTUAL asks without requiring.
+    let mutual = &chain("app.example.com")["transport_socket"]["typed_config"];
+    assert_eq!(mutual["require_client_certificate"], true);
+    assert_eq!(
+        mutual["common_tls_context"]["validation_context"]["trusted_ca"]["filename"],
+        "/etc/gw/clients-ca.pem"
+    );
+    let optional = &chain("*.wild.example.com")["transport_socket"]["typed_config"];
+    assert_eq!(optional["require_client_certificate"], false);
+    assert_eq!(
+        optional["common_tls_context"]["tls_params"]["tls_minimum_protocol_version"],
+        "TLSv1_3"
+    );
+    // PASSTHROUGH shares the port: its chain forwards the TLS bytes as they are.
+    assert!(
+        chain("pass.example.com").get("transport_socket").is_none(),
+        "{https}"
+    );
+    // Each terminating server has its own route table, named as istiod names it.
+    let table = &gw["routes"]["https.443.https.ext-host-gwy.default"]["virtual_hosts"][0];
+    assert_eq!(
+        table["routes"][0]["route"]["cluster"],
+        "outbound|80||web.default.svc.cluster.local"
+    );
+    // httpsRedirect: the routed host and the unrouted one both send plain requests to https.
+    let plain = gw["routes"]["http.8080"]["virtual_hosts"]
+        .as_array()
+        .unwrap();
+    for host in ["app.example.com", "legacy.example.com"] {
+        let v = plain
+            .iter()
+            .find(|v| v["domains"][0] == host)
+            .unwrap_or_else(|| panic!("no virtual host for {host}"));
+        assert_eq!(v["require_tls"], "ALL", "{v}");
+    }
+}
+
+#[test]
 fn traffic_management_fields() {
     let productpage = node(
         "sidecar~10.0.0.20~productpage.bookinfo~bookinfo.svc.cluster.local",

@@ -18,6 +18,9 @@ use support::{Req, request, try_request};
 struct Mesh {
     child: Child,
     gateway: SocketAddr,
+    /// The seed's HTTPS gateway (`ext-host-gwy`), and a client that trusts its certificate.
+    https_gateway: SocketAddr,
+    https_client: rustls::ClientConfig,
     status: String,
     /// Sidecar label (`sidecar default/web-v1`) → its HTTP proxy address.
     http_proxies: BTreeMap<String, SocketAddr>,
@@ -91,6 +94,46 @@ const FAULT: &str = "  - fault:\n      abort: { httpStatus: 418, percentage: { v
 const MIRROR: &str = "  - route:\n    - destination: { host: website, subset: version-2 }\n    mirror: { host: website, subset: version-3 }\n";
 const RETRIES: &str = "  - route:\n    - destination: { host: website, subset: version-3 }\n    retries: { attempts: 4, retryOn: 5xx }\n";
 
+/// The seed's HTTPS Gateway (seeds/003), its certificate files moved to `cert_dir`, and a
+/// VirtualService that routes its host to version-1.
+fn https_gateway(cert_dir: &Path) -> String {
+    let dir = cert_dir.display();
+    format!(
+        r#"apiVersion: networking.istio.io/v1alpha3
+kind: Gateway
+metadata:
+  name: ext-host-gwy
+spec:
+  selector:
+    app: istio-ingressgateway
+  servers:
+  - port:
+      number: 443
+      name: https
+      protocol: HTTPS
+    hosts:
+    - ext-host.example.com
+    tls:
+      mode: SIMPLE
+      serverCertificate: {dir}/tls.crt
+      privateKey: {dir}/tls.key
+---
+apiVersion: networking.istio.io/v1alpha3
+kind: VirtualService
+metadata:
+  name: virtual-svc
+spec:
+  hosts:
+  - ext-host.example.com
+  gateways:
+    - ext-host-gwy
+  http:
+  - route:
+    - destination: {{ host: website, subset: version-1 }}
+"#
+    )
+}
+
 fn write_routing(dir: &Path, http: &str) {
     // Written whole, then renamed, so the watcher never reads half a file.
     let tmp = dir.join(".routing.tmp");
@@ -116,7 +159,13 @@ async fn start(envoy: bool) -> Mesh {
     )
     .unwrap();
     write_routing(&dir, STEP1);
+    let ca = support::certs::ca("weft e2e CA");
+    let leaf = support::certs::leaf(&ca, &["ext-host.example.com"]);
+    std::fs::write(tmp.path().join("tls.crt"), &leaf.pem).unwrap();
+    std::fs::write(tmp.path().join("tls.key"), &leaf.key_pem).unwrap();
+    std::fs::write(dir.join("https.yaml"), https_gateway(tmp.path())).unwrap();
     let gateway_port = support::free_port();
+    let https_port = support::free_port();
     let mut cmd = Command::new(support::weft_binary());
     cmd.arg("up")
         .arg("-f")
@@ -132,6 +181,8 @@ async fn start(envoy: bool) -> Mesh {
             "0",
             "--gateway-port",
             &format!("80={gateway_port}"),
+            "--gateway-port",
+            &format!("443={https_port}"),
         ])
         .args(["-l", "warn"]);
     if envoy {
@@ -185,6 +236,8 @@ async fn start(envoy: bool) -> Mesh {
     Mesh {
         child,
         gateway: SocketAddr::from(([127, 0, 0, 1], gateway_port)),
+        https_gateway: SocketAddr::from(([127, 0, 0, 1], https_port)),
+        https_client: support::certs::client_config(&ca, None),
         status,
         http_proxies,
         admins,
@@ -265,6 +318,35 @@ async fn tutorial(envoy: bool) {
         .find_map(|l| l.strip_prefix(name.as_str())?.trim().parse().ok())
         .unwrap_or(0);
     assert!(served >= 50, "{name}{served}");
+
+    // The seed's HTTPS gateway terminates TLS for its host and routes it like the others; the
+    // application hears the request came over https.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let r = loop {
+        let r = support::try_request_tls(
+            mesh.https_gateway,
+            &Req::get("ext-host.example.com", "/"),
+            &mesh.https_client,
+            "ext-host.example.com",
+        )
+        .await;
+        match r {
+            Ok(r) if r.status == 200 => break r,
+            other if std::time::Instant::now() > deadline => {
+                panic!("the HTTPS gateway did not serve: {other:?}")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    let j = r.json().unwrap();
+    assert_eq!(
+        (
+            j["upstream"].as_str(),
+            j["headers"]["x-forwarded-proto"].as_str()
+        ),
+        (Some("v1"), Some("https")),
+        "{j}"
+    );
 
     // Sidecars route by Host as HTTP proxies: the mesh has no VirtualService for them, so the
     // default route spreads over all three versions.

@@ -1,7 +1,8 @@
 //! A gateway's listeners: the servers of every Gateway whose `selector` picks the gateway's
 //! labels, grouped by the port the gateway listens on. Plain HTTP servers share a route table
-//! (`0.0.0.0_8080`, routes `http.8080`); TLS PASSTHROUGH servers route by SNI with the
-//! VirtualServices' `tls` routes.
+//! (`0.0.0.0_8080`, routes `http.8080`); HTTPS servers terminate TLS on a filter chain of their
+//! own, chosen by SNI, with a route table each (`https.443.https.NAME.NAMESPACE`, as istiod
+//! names them); TLS PASSTHROUGH servers route by SNI with the VirtualServices' `tls` routes.
 
 use super::config::{Obj, Scope};
 use super::listener::{Routes, http_connection_manager};
@@ -9,8 +10,8 @@ use super::pb;
 use super::proxy::Proxy;
 use super::route::{self, GatewayServer};
 use super::tls;
-use super::{Generated, Inputs};
-use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
+use super::{Generated, Inputs, gateway_tls};
+use envoy_types::pb::envoy::config::core::v3::{TrafficDirection, TransportSocket};
 use envoy_types::pb::envoy::config::listener::v3::{FilterChain, Listener};
 use std::collections::BTreeMap;
 use weft_api::types::gateway::{Gateway, ServerTlsMode};
@@ -23,9 +24,18 @@ struct Passthrough<'a> {
     port: u16,
 }
 
+/// An HTTPS server that terminates TLS: its routes' source and its transport socket.
+struct Https<'a> {
+    server: GatewayServer<'a>,
+    route_name: String,
+    tls: TransportSocket,
+    provenance: String,
+}
+
 pub fn listeners(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy, out: &mut Generated) {
     let mut http: BTreeMap<u16, Vec<GatewayServer<'_>>> = BTreeMap::new();
     let mut passthrough: BTreeMap<u16, Vec<Passthrough<'_>>> = BTreeMap::new();
+    let mut https: BTreeMap<u16, Vec<Https<'_>>> = BTreeMap::new();
     let mut provenance: BTreeMap<u16, String> = BTreeMap::new();
     for gw in &inputs.config.gateways {
         let selector = &gw.spec.selector;
@@ -50,18 +60,15 @@ pub fn listeners(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy, out: &mut Ge
                 protocol,
                 Protocol::Http | Protocol::Http2 | Protocol::Grpc | Protocol::GrpcWeb
             );
+            let tls = server.tls.as_ref();
             if plain_http && mode.is_none() {
-                if server.tls.as_ref().and_then(|t| t.https_redirect) == Some(true) {
-                    scope.problem(format!(
-                        "{field}: tls.httpsRedirect is not translated yet; the server answers plain HTTP"
-                    ));
-                }
                 provenance.entry(listen).or_insert_with(|| gw.config_path());
                 http.entry(listen).or_default().push(GatewayServer {
                     gateway: format!("{}/{}", gw.namespace, gw.name),
                     gateway_namespace: &gw.namespace,
                     hosts: &server.hosts,
                     port: number,
+                    https_redirect: tls.and_then(|t| t.https_redirect) == Some(true),
                 });
             } else if tls::is_tls(protocol) && mode == Some(ServerTlsMode::Passthrough) {
                 provenance.entry(listen).or_insert_with(|| gw.config_path());
@@ -70,9 +77,37 @@ pub fn listeners(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy, out: &mut Ge
                     hosts: &server.hosts,
                     port: number,
                 });
+            } else if protocol == Protocol::Https
+                && let Some(tls) = tls
+            {
+                match gateway_tls::transport_socket(tls) {
+                    Ok(socket) => {
+                        provenance.entry(listen).or_insert_with(|| gw.config_path());
+                        https.entry(listen).or_default().push(Https {
+                            route_name: format!(
+                                "https.{number}.{}.{}.{}",
+                                port.name.as_deref().unwrap_or(""),
+                                gw.name,
+                                gw.namespace
+                            ),
+                            server: GatewayServer {
+                                gateway: format!("{}/{}", gw.namespace, gw.name),
+                                gateway_namespace: &gw.namespace,
+                                hosts: &server.hosts,
+                                port: number,
+                                https_redirect: false,
+                            },
+                            tls: socket,
+                            provenance: gw.config_path(),
+                        });
+                    }
+                    Err(reason) => {
+                        scope.problem(format!("{field}: {reason}; this server is left out"))
+                    }
+                }
             } else {
                 scope.problem(format!(
-                    "{field}: port.protocol {}{}: not translated yet (plain HTTP and TLS PASSTHROUGH are); this server is left out",
+                    "{field}: port.protocol {}{}: not translated yet (plain HTTP, HTTPS with tls.mode SIMPLE, MUTUAL or OPTIONAL_MUTUAL, and TLS PASSTHROUGH are); this server is left out",
                     port.protocol.as_deref().unwrap_or("(unset)"),
                     mode.map(|m| format!(" with tls.mode {}", pb::istio_name(&m))).unwrap_or_default(),
                 ));
@@ -80,11 +115,12 @@ pub fn listeners(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy, out: &mut Ge
         }
     }
     for (listen, servers) in http {
-        if passthrough.contains_key(&listen) {
+        if passthrough.contains_key(&listen) || https.contains_key(&listen) {
             scope.problem(format!(
-                "gateway port {listen}: HTTP and TLS PASSTHROUGH servers on one port are not translated yet; the PASSTHROUGH servers are left out"
+                "gateway port {listen}: plain HTTP and TLS servers on one port are not translated; the TLS servers are left out"
             ));
             passthrough.remove(&listen);
+            https.remove(&listen);
         }
         let route_name = format!("http.{listen}");
         out.routes.insert(
@@ -111,10 +147,72 @@ pub fn listeners(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy, out: &mut Ge
             false,
         );
     }
-    for (listen, servers) in passthrough {
-        let chains = passthrough_chains(scope, &servers);
+    let tls_ports: std::collections::BTreeSet<u16> =
+        passthrough.keys().chain(https.keys()).copied().collect();
+    for listen in tls_ports {
+        let mut taken = Vec::new();
+        let mut chains = Vec::new();
+        for server in https.remove(&listen).unwrap_or_default() {
+            chains.extend(https_chain(inputs, scope, server, listen, &mut taken, out));
+        }
+        let servers = passthrough.remove(&listen).unwrap_or_default();
+        chains.extend(passthrough_chains(scope, &servers, &mut taken));
         insert(out, proxy, listen, chains, provenance.get(&listen), true);
     }
+}
+
+/// The filter chain of an HTTPS server: TLS terminated for the SNI names of its hosts (any
+/// name when a host is `*`), then its own route table.
+fn https_chain(
+    inputs: &Inputs,
+    scope: &Scope<'_>,
+    https: Https<'_>,
+    listen: u16,
+    taken: &mut Vec<String>,
+    out: &mut Generated,
+) -> Option<FilterChain> {
+    let hosts: Vec<&str> = https
+        .server
+        .hosts
+        .iter()
+        .map(|h| h.split_once('/').map_or(h.as_str(), |(_, h)| h))
+        .collect();
+    let names: Vec<String> = if hosts.contains(&"*") {
+        Vec::new()
+    } else {
+        hosts.iter().map(|h| h.to_string()).collect()
+    };
+    // One chain per name: a second server claiming a name (or a second catch-all) would make a
+    // listener Envoy refuses.
+    let key = if names.is_empty() {
+        vec!["*".to_string()]
+    } else {
+        names.clone()
+    };
+    if key.iter().any(|n| taken.contains(n)) {
+        scope.problem(format!(
+            "{}: gateway port {listen}: SNI {} is already served by another server; this server is left out",
+            https.server.gateway,
+            key.join(",")
+        ));
+        return None;
+    }
+    taken.extend(key);
+    out.routes.insert(
+        https.route_name.clone(),
+        route::gateway(scope, &https.route_name, &[https.server]),
+    );
+    let hcm = http_connection_manager(
+        inputs,
+        scope,
+        format!("outbound_0.0.0.0_{listen}"),
+        Routes::Rds(https.route_name.clone()),
+        true,
+    );
+    let mut chain = tls::sni_chain(names, hcm, Some(&https.provenance));
+    chain.name = https.route_name;
+    chain.transport_socket = Some(https.tls);
+    Some(chain)
 }
 
 fn insert(
@@ -146,9 +244,12 @@ fn insert(
 
 /// One chain per SNI name a bound VirtualService's `tls` route claims (its `sniHosts`, which
 /// the server's hosts must admit).
-fn passthrough_chains(scope: &Scope<'_>, servers: &[Passthrough<'_>]) -> Vec<FilterChain> {
+fn passthrough_chains(
+    scope: &Scope<'_>,
+    servers: &[Passthrough<'_>],
+    taken: &mut Vec<String>,
+) -> Vec<FilterChain> {
     let mut chains = Vec::new();
-    let mut taken: Vec<String> = Vec::new();
     for server in servers {
         let gw = format!("{}/{}", server.gateway.namespace, server.gateway.name);
         for (vs, _) in &scope.virtual_services {

@@ -13,6 +13,7 @@ mod config;
 mod delegate;
 mod endpoint;
 mod gateway;
+mod gateway_tls;
 mod http_route;
 mod listener;
 mod pb;

@@ -9,7 +9,7 @@ use super::http_route::{self, Context};
 use super::pb;
 use envoy_types::pb::envoy::config::route::v3::{
     DirectResponseAction, Route, RouteAction, RouteConfiguration, VirtualHost, route,
-    route_action::ClusterSpecifier,
+    route_action::ClusterSpecifier, virtual_host,
 };
 use std::collections::BTreeSet;
 use weft_api::types::sidecar::OutboundTrafficPolicyMode;
@@ -33,17 +33,28 @@ struct Table {
 
 impl Table {
     fn add(&mut self, name: String, domains: Vec<String>, routes: Vec<Route>) {
+        self.push(name, domains, routes, false);
+    }
+
+    /// Adds a virtual host; with `require_tls`, one that sends plain requests to https (and
+    /// that needs no routes to do so).
+    fn push(&mut self, name: String, domains: Vec<String>, routes: Vec<Route>, require_tls: bool) {
         let domains: Vec<String> = domains
             .into_iter()
             .filter(|d| self.domains.insert(d.clone()))
             .collect();
-        if domains.is_empty() || routes.is_empty() {
+        if domains.is_empty() || (routes.is_empty() && !require_tls) {
             return;
         }
         self.virtual_hosts.push(VirtualHost {
             name,
             domains,
             routes,
+            require_tls: if require_tls {
+                virtual_host::TlsRequirementType::All as i32
+            } else {
+                0
+            },
             ..Default::default()
         });
     }
@@ -246,6 +257,17 @@ pub struct GatewayServer<'a> {
     pub hosts: &'a [String],
     /// The server's port number (which VirtualService `port` matches see).
     pub port: u16,
+    /// `tls.httpsRedirect`: the server's virtual hosts send plain requests to https.
+    pub https_redirect: bool,
+}
+
+/// The domains of a gateway's virtual host for `host`, with any port.
+fn gateway_domains(host: &str) -> Vec<String> {
+    if host == "*" {
+        vec!["*".to_string()]
+    } else {
+        vec![host.to_string(), format!("{host}:*")]
+    }
 }
 
 /// Whether a server's host (`ns/host`) admits a VirtualService host of `namespace`.
@@ -286,12 +308,23 @@ pub fn gateway(scope: &Scope<'_>, name: &str, servers: &[GatewayServer<'_>]) -> 
                     continue;
                 }
                 let routes = vs_routes(&ctx, vs);
-                let domains = if h == "*" {
-                    vec!["*".to_string()]
-                } else {
-                    vec![h.clone(), format!("{h}:*")]
-                };
-                table.add(format!("{h}:{}", server.port), domains, routes);
+                table.push(
+                    format!("{h}:{}", server.port),
+                    gateway_domains(h),
+                    routes,
+                    server.https_redirect,
+                );
+            }
+        }
+        // As istiod does: a redirecting server redirects its hosts even where no VirtualService
+        // routes them.
+        if server.https_redirect {
+            for sh in server.hosts {
+                let h = sh.split_once('/').map_or(sh.as_str(), |(_, h)| h);
+                if claimed.insert(h.to_string()) {
+                    let name = format!("{h}:{}", server.port);
+                    table.push(name, gateway_domains(h), Vec::new(), true);
+                }
             }
         }
     }

@@ -13,7 +13,7 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
 use weft_api::types::destination_rule::{ClientTlsMode, ClientTlsSettings};
 
-fn file(path: &str) -> DataSource {
+pub(super) fn file(path: &str) -> DataSource {
     DataSource {
         specifier: Some(data_source::Specifier::Filename(path.to_string())),
         ..Default::default()

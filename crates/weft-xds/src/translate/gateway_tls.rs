@@ -1,0 +1,138 @@
+//! A Gateway server's `tls` → its filter chain's `DownstreamTlsContext`: the gateway terminates
+//! TLS with the files the server names (SIMPLE: `serverCertificate` and `privateKey`; MUTUAL and
+//! OPTIONAL_MUTUAL: also the `caCertificates` that client certificates must lead to), offering
+//! h2 and HTTP/1.1 as istiod does. A secret by name (`credentialName`, served over SDS) and the
+//! mesh's own certificates (ISTIO_MUTUAL) wait for the security issue; such servers are left
+//! out rather than served in plaintext.
+
+use super::pb;
+use super::upstream_tls::file;
+use envoy_types::pb::envoy::config::core::v3::TransportSocket;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SubjectAltNameMatcher,
+    TlsCertificate, TlsParameters, common_tls_context, subject_alt_name_matcher::SanType,
+    tls_parameters::TlsProtocol as EnvoyTls,
+};
+use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
+use weft_api::types::gateway::{ServerTlsMode, ServerTlsSettings, TlsProtocol};
+
+/// The transport socket for a terminating server, or why it cannot be made (yet).
+pub fn transport_socket(tls: &ServerTlsSettings) -> Result<TransportSocket, String> {
+    let mode = tls.mode.unwrap_or(ServerTlsMode::Simple);
+    let mutual = match mode {
+        ServerTlsMode::Simple => false,
+        ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual => true,
+        ServerTlsMode::IstioMutual => {
+            return Err(
+                "tls.mode ISTIO_MUTUAL needs the mesh's certificates (the security issue)".into(),
+            );
+        }
+        ServerTlsMode::Passthrough | ServerTlsMode::AutoPassthrough => {
+            return Err(format!(
+                "tls.mode {} does not terminate TLS",
+                pb::istio_name(&mode)
+            ));
+        }
+    };
+    if tls.credential_name.is_some() || tls.credential_names.as_ref().is_some_and(|n| !n.is_empty())
+    {
+        return Err(
+            "tls.credentialName needs secrets served over SDS (the security issue); name the files with serverCertificate and privateKey"
+                .into(),
+        );
+    }
+    let first = tls.tls_certificates.as_ref().and_then(|c| c.first());
+    let cert = tls
+        .server_certificate
+        .as_ref()
+        .or(first.and_then(|c| c.server_certificate.as_ref()));
+    let key = tls
+        .private_key
+        .as_ref()
+        .or(first.and_then(|c| c.private_key.as_ref()));
+    let (Some(cert), Some(key)) = (cert, key) else {
+        return Err(format!(
+            "tls.mode {} needs serverCertificate and privateKey",
+            pb::istio_name(&mode)
+        ));
+    };
+    let mut common = CommonTlsContext {
+        alpn_protocols: vec!["h2".into(), "http/1.1".into()],
+        tls_certificates: vec![TlsCertificate {
+            certificate_chain: Some(file(cert)),
+            private_key: Some(file(key)),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    if mutual {
+        let Some(ca) = tls
+            .ca_certificates
+            .as_ref()
+            .or(first.and_then(|c| c.ca_certificates.as_ref()))
+        else {
+            return Err(format!(
+                "tls.mode {} needs caCertificates to verify clients with",
+                pb::istio_name(&mode)
+            ));
+        };
+        let sans = tls
+            .subject_alt_names
+            .iter()
+            .flatten()
+            .map(|san| SubjectAltNameMatcher {
+                san_type: SanType::Dns as i32,
+                matcher: Some(StringMatcher {
+                    match_pattern: Some(string_matcher::MatchPattern::Exact(san.clone())),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .collect();
+        common.validation_context_type = Some(
+            common_tls_context::ValidationContextType::ValidationContext(
+                CertificateValidationContext {
+                    trusted_ca: Some(file(ca)),
+                    match_typed_subject_alt_names: sans,
+                    ..Default::default()
+                },
+            ),
+        );
+    }
+    let min = tls.min_protocol_version.map(version);
+    let max = tls.max_protocol_version.map(version);
+    let ciphers = tls.cipher_suites.clone().unwrap_or_default();
+    if min.is_some() || max.is_some() || !ciphers.is_empty() {
+        common.tls_params = Some(TlsParameters {
+            tls_minimum_protocol_version: min.unwrap_or(EnvoyTls::TlsAuto) as i32,
+            tls_maximum_protocol_version: max.unwrap_or(EnvoyTls::TlsAuto) as i32,
+            cipher_suites: ciphers,
+            ..Default::default()
+        });
+    }
+    let ctx = DownstreamTlsContext {
+        common_tls_context: Some(common),
+        require_client_certificate: Some(envoy_types::pb::google::protobuf::BoolValue {
+            value: mode == ServerTlsMode::Mutual,
+        }),
+        ..Default::default()
+    };
+    Ok(TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(
+            envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
+                pb::any(&ctx),
+            ),
+        ),
+    })
+}
+
+fn version(v: TlsProtocol) -> EnvoyTls {
+    match v {
+        TlsProtocol::TlsAuto => EnvoyTls::TlsAuto,
+        TlsProtocol::TlsV1_0 => EnvoyTls::TlSv10,
+        TlsProtocol::TlsV1_1 => EnvoyTls::TlSv11,
+        TlsProtocol::TlsV1_2 => EnvoyTls::TlSv12,
+        TlsProtocol::TlsV1_3 => EnvoyTls::TlSv13,
+    }
+}
