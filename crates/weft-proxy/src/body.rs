@@ -53,7 +53,11 @@ pub enum ProxyBody {
         activity: Option<Arc<Activity>>,
         /// A response body's `stream_idle_timeout`.
         idle: Option<IdleTimer>,
+        /// A request body's copies for its mirrors.
+        tee: Option<crate::http::mirror::Tee>,
     },
+    /// A mirrored request's body: the copies of the original's frames.
+    Mirrored(crate::http::mirror::Copies),
 }
 
 impl ProxyBody {
@@ -72,16 +76,23 @@ impl ProxyBody {
             guard: None,
             activity: None,
             idle: None,
+            tee: None,
         }
     }
 
-    /// A request body on its way upstream, recording its progress in `activity`.
-    pub fn request(inner: Incoming, activity: Option<Arc<Activity>>) -> Self {
+    /// A request body on its way upstream, recording its progress in `activity` and copied to
+    /// the request's mirrors by `tee`.
+    pub fn request(
+        inner: Incoming,
+        activity: Option<Arc<Activity>>,
+        tee: Option<crate::http::mirror::Tee>,
+    ) -> Self {
         ProxyBody::Stream {
             inner,
             guard: None,
             activity,
             idle: None,
+            tee,
         }
     }
 
@@ -97,6 +108,7 @@ impl ProxyBody {
             guard: Some(guard),
             activity: None,
             idle,
+            tee: None,
         }
     }
 }
@@ -127,11 +139,13 @@ impl Body for ProxyBody {
         match self.get_mut() {
             ProxyBody::Empty => Poll::Ready(None),
             ProxyBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            ProxyBody::Mirrored(copies) => copies.poll_frame(cx),
             ProxyBody::Stream {
                 inner,
                 guard,
                 activity,
                 idle,
+                tee,
             } => match Pin::new(&mut *inner).poll_frame(cx) {
                 Poll::Pending => {
                     if idle.as_mut().is_some_and(|t| t.poll_expired(cx)) {
@@ -157,9 +171,17 @@ impl Body for ProxyBody {
                             a.touch();
                         }
                     }
+                    if let Some(t) = tee {
+                        t.copy(&frame);
+                        if inner.is_end_stream() {
+                            t.end();
+                        }
+                    }
                     Poll::Ready(Some(Ok(frame)))
                 }
                 Poll::Ready(Some(Err(e))) => {
+                    // Mirrors of a broken request are reset with it.
+                    *tee = None;
                     if let Some(mut g) = guard.take() {
                         g.done(false);
                     }
@@ -168,6 +190,9 @@ impl Body for ProxyBody {
                 Poll::Ready(None) => {
                     if let Some(a) = activity {
                         a.complete_request();
+                    }
+                    if let Some(t) = tee {
+                        t.end();
                     }
                     if let Some(mut g) = guard.take() {
                         g.done(true);
@@ -182,6 +207,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Empty => true,
             ProxyBody::Full(d) => d.is_none(),
+            ProxyBody::Mirrored(c) => c.is_end_stream(),
             ProxyBody::Stream { inner, .. } => inner.is_end_stream(),
         }
     }
@@ -190,6 +216,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Empty => SizeHint::with_exact(0),
             ProxyBody::Full(d) => SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
+            ProxyBody::Mirrored(c) => c.size_hint(),
             ProxyBody::Stream { inner, .. } => inner.size_hint(),
         }
     }

@@ -234,7 +234,12 @@ const TABLE: &[(&str, &str)] = &[
     (
         "envoy.config.route.v3.RouteAction",
         "cluster weighted_clusters cluster_header prefix_rewrite regex_rewrite \
-         host_rewrite_literal timeout hash_policy retry_policy cluster_not_found_response_code=SERVICE_UNAVAILABLE|NOT_FOUND|INTERNAL_SERVER_ERROR",
+         host_rewrite_literal timeout hash_policy retry_policy request_mirror_policies \
+         cluster_not_found_response_code=SERVICE_UNAVAILABLE|NOT_FOUND|INTERNAL_SERVER_ERROR",
+    ),
+    (
+        "envoy.config.route.v3.RouteAction.RequestMirrorPolicy",
+        "cluster runtime_fraction trace_sampled disable_shadow_host_suffix_append",
     ),
     (
         "envoy.config.route.v3.RetryPolicy",

@@ -40,7 +40,7 @@ impl Drop for ActiveFault {
     }
 }
 
-fn rolls(per_million: u32) -> bool {
+pub(crate) fn rolls(per_million: u32) -> bool {
     per_million >= 1_000_000 || fastrand::u32(..1_000_000) < per_million
 }
 

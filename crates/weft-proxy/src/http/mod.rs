@@ -6,6 +6,7 @@ pub mod cors;
 pub mod fault;
 mod grpc;
 mod headers;
+pub mod mirror;
 mod redirect;
 pub mod router;
 pub mod stream_timer;

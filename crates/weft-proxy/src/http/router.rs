@@ -4,7 +4,7 @@
 use super::attempt::{self, Failure};
 use super::fault::Abort;
 use super::stream_timer::{Activity, Expired, IdleTimer};
-use super::{Connection, RouteSource, cors, headers, local_reply, upgrade};
+use super::{Connection, RouteSource, cors, headers, local_reply, mirror, upgrade};
 use crate::access_log::{Entry, RequestInfo, flags};
 use crate::body::{Finish, Guard, ProxyBody};
 use crate::cluster::{Cluster, Discovery, Host, UpstreamProtocol};
@@ -583,12 +583,7 @@ async fn forward_request(
         );
     }
 
-    let version = match cluster.config.protocol {
-        UpstreamProtocol::Http1 => Version::Http1,
-        UpstreamProtocol::Http2 => Version::Http2,
-        UpstreamProtocol::Downstream if parts.version == http::Version::HTTP_2 => Version::Http2,
-        UpstreamProtocol::Downstream => Version::Http1,
-    };
+    let version = upstream_version(&cluster, parts.version);
     let uri = match version {
         Version::Http1 => Uri::try_from(new_path_and_query.as_str()),
         Version::Http2 => Uri::try_from(format!("http://{upstream_authority}{new_path_and_query}")),
@@ -651,7 +646,19 @@ async fn forward_request(
             };
             (policy, head)
         });
-    let request = Request::from_parts(parts, ProxyBody::request(body, activity.clone()));
+    let tee = if forward.mirrors.is_empty() || upgrade.is_some() {
+        None
+    } else {
+        let original = mirror::Original {
+            head: &parts,
+            authority: &upstream_authority,
+            path_and_query: &new_path_and_query,
+            bodiless: body.is_end_stream(),
+            timeout: forward.timeout,
+        };
+        mirror::start(&forward.mirrors, clusters, &original)
+    };
+    let request = Request::from_parts(parts, ProxyBody::request(body, activity.clone(), tee));
     let upstream_start = Instant::now();
     let attempts = attempt::Attempts {
         cluster: &cluster,
@@ -816,4 +823,14 @@ fn needs_tls_redirect(require: crate::route::RequireTls, headers: &http::HeaderM
         .get("x-envoy-internal")
         .is_some_and(|v| v.as_bytes() == b"true");
     !https && (require == crate::route::RequireTls::All || !internal)
+}
+
+/// The HTTP version a request goes upstream in: the cluster's, or the downstream's.
+pub(super) fn upstream_version(cluster: &Cluster, downstream: http::Version) -> Version {
+    match cluster.config.protocol {
+        UpstreamProtocol::Http1 => Version::Http1,
+        UpstreamProtocol::Http2 => Version::Http2,
+        UpstreamProtocol::Downstream if downstream == http::Version::HTTP_2 => Version::Http2,
+        UpstreamProtocol::Downstream => Version::Http1,
+    }
 }

@@ -84,6 +84,8 @@ pub struct Forward {
     pub cluster_not_found: StatusCode,
     pub hash_policy: Vec<hash_policy::HashPolicy>,
     pub retry: Option<std::sync::Arc<retry::RetryPolicy>>,
+    /// `request_mirror_policies`.
+    pub mirrors: Vec<crate::http::mirror::MirrorPolicy>,
 }
 
 #[derive(Debug, Clone)]

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod recorder;
 pub mod xds;
 
 use bytes::Bytes;

@@ -11,7 +11,7 @@ use http::StatusCode;
 
 /// A share per million, as Envoy reads it: the numerator over its denominator (100 % when
 /// unset), capped at the whole.
-fn per_million(p: Option<&FractionalPercent>) -> u32 {
+pub(super) fn per_million(p: Option<&FractionalPercent>) -> u32 {
     let Some(p) = p else { return 1_000_000 };
     let scale = match p.denominator {
         0 => 10_000, // HUNDRED

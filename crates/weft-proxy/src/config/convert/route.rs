@@ -2,6 +2,7 @@
 
 use super::{Result, duration, full_regex, regex};
 use crate::config::FieldError;
+use crate::http::mirror::MirrorPolicy;
 use crate::route::hash_policy::{HashKey, HashPolicy};
 use crate::route::{
     Action, AppendMode, ClusterTarget, Forward, HeaderAdd, HeaderCheck, HeaderMatch, HeaderOps,
@@ -375,8 +376,25 @@ fn forward(ra: &pb::RouteAction, path: &str, path_match: &PathMatch) -> Result<F
         )?)),
         None => None,
     };
+    let mut mirrors = Vec::new();
+    for (i, m) in ra.request_mirror_policies.iter().enumerate() {
+        let mpath = format!("{path}.request_mirror_policies[{i}]");
+        if m.cluster.is_empty() {
+            return Err(FieldError::new(format!("{mpath}.cluster"), "is required"));
+        }
+        mirrors.push(MirrorPolicy {
+            cluster: m.cluster.clone(),
+            per_million: super::fault::per_million(
+                m.runtime_fraction
+                    .as_ref()
+                    .and_then(|f| f.default_value.as_ref()),
+            ),
+            shadow_suffix: !m.disable_shadow_host_suffix_append,
+        });
+    }
     Ok(Forward {
         retry,
+        mirrors,
         target,
         prefix_rewrite,
         regex_rewrite,

@@ -1,0 +1,122 @@
+//! Request mirroring (`request_mirror_policies`) in real Envoy 1.40 and `weft proxy` with one
+//! bootstrap (tests/data/mirror.yaml): every request copied with `-shadow` on its host, bodies
+//! included; a fractional share; the suffix turned off; a mirror cluster that does not exist;
+//! and a slow mirror that must not hold up the original.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+use support::recorder::{Recorded, Recorder, start_recorder};
+use support::{Kind, Proxy, Req, counter, request};
+
+const TEMPLATE: &str = include_str!("data/mirror.yaml");
+
+fn recorded(method: &str, authority: &str, path: &str, body_len: usize) -> Recorded {
+    Recorded {
+        method: method.into(),
+        authority: authority.into(),
+        path: path.into(),
+        body_len,
+    }
+}
+
+async fn start(kind: Kind) -> (Proxy, Recorder) {
+    let primary = support::start_echo("primary").await;
+    let (shadow, recorder) = start_recorder().await;
+    let given = [("PRIMARY", primary.port()), ("SHADOW", shadow.port())];
+    let proxy = tokio::task::spawn_blocking(move || Proxy::start(kind, TEMPLATE, &given))
+        .await
+        .unwrap();
+    (proxy, recorder)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirroring_behaves_like_envoy() {
+    let (envoy, weft) = tokio::join!(start(Kind::Envoy), start(Kind::Weft));
+    let mut failures = Vec::new();
+    let mut quarter = Vec::new();
+    for (proxy, shadow) in [&envoy, &weft] {
+        let kind = proxy.kind;
+        let addr = proxy.addr("HTTP");
+        // Each request answered by the primary; a copy reaches the shadow, host suffixed
+        // before the port.
+        for _ in 0..10 {
+            let r = request(addr, &Req::get("svc:8080", "/all")).await;
+            let upstream = r.json().map(|j| j["upstream"].clone());
+            if r.status != 200 || upstream != Some("primary".into()) {
+                failures.push(format!("{kind:?} /all: {} {upstream:?}", r.status));
+            }
+        }
+        let seen = shadow.wait_for(10).await;
+        let want = vec![recorded("GET", "svc-shadow:8080", "/all", 0); 10];
+        if seen != want {
+            failures.push(format!("{kind:?} /all mirrored as {seen:?}"));
+        }
+        // The body is copied whole.
+        let mut post = Req::get("svc", "/upload");
+        post.method = "POST";
+        post.body = vec![b'x'; 300_000];
+        let r = request(addr, &post).await;
+        if r.json().map(|j| j["body_len"].clone()) != Some(300_000.into()) {
+            failures.push(format!("{kind:?} POST: {}", r.status));
+        }
+        let seen = shadow.wait_for(1).await;
+        if seen != vec![recorded("POST", "svc-shadow", "/upload", 300_000)] {
+            failures.push(format!("{kind:?} POST mirrored as {seen:?}"));
+        }
+        // Without the suffix, the host is left as it is.
+        request(addr, &Req::get("svc", "/as-is")).await;
+        let seen = shadow.wait_for(1).await;
+        if seen != vec![recorded("GET", "svc", "/as-is", 0)] {
+            failures.push(format!("{kind:?} /as-is mirrored as {seen:?}"));
+        }
+        // A mirror to a cluster that does not exist changes nothing for the original.
+        let r = request(addr, &Req::get("svc", "/to-nowhere")).await;
+        if r.status != 200 {
+            failures.push(format!("{kind:?} /to-nowhere: {}", r.status));
+        }
+        // A mirror that answers a second late does not hold up the original.
+        let started = Instant::now();
+        let r = request(addr, &Req::get("svc", "/slow-answer")).await;
+        let took = started.elapsed();
+        if r.status != 200 || took > Duration::from_millis(700) {
+            failures.push(format!(
+                "{kind:?} /slow-answer: {} after {took:?}",
+                r.status
+            ));
+        }
+        if shadow.wait_for(1).await.len() != 1 {
+            failures.push(format!("{kind:?} /slow-answer was not mirrored"));
+        }
+        // A quarter of the requests, over 2000 (±3 points is about 3 standard deviations).
+        for _ in 0..2000 {
+            request(addr, &Req::get("svc", "/quarter")).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        quarter.push(shadow.taken().len());
+    }
+    for (n, kind) in quarter.iter().zip(["Envoy", "Weft"]) {
+        let share = *n as f64 / 20.0;
+        if (share - 25.0).abs() > 3.0 {
+            failures.push(format!("{kind} /quarter mirrored {share}%"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // The shadow cluster counts its requests as any cluster does.
+    let stats = weft.0.admin("/stats").await;
+    let total = counter(&stats, "cluster.shadow.upstream_rq_total");
+    assert_eq!(total, 10 + 1 + 1 + 1 + quarter[1] as u64, "{stats}");
+    assert_eq!(counter(&stats, "cluster.shadow.upstream_rq_2xx"), total);
+}
+
+#[test]
+fn a_mirror_policy_without_a_cluster_is_refused_naming_the_field() {
+    let err = support::refusal(
+        TEMPLATE,
+        "- { cluster: shadow, disable_shadow_host_suffix_append: true }",
+        "- { disable_shadow_host_suffix_append: true }",
+    );
+    assert!(err.contains("request_mirror_policies[0].cluster"), "{err}");
+}
