@@ -102,6 +102,30 @@ impl Case {
     }
 }
 
+/// Headers that steer Envoy itself; a client's are not believed.
+const CONTROL_HEADERS: &[&str] = &[
+    "x-envoy-retry-on",
+    "x-envoy-retry-grpc-on",
+    "x-envoy-max-retries",
+    "x-envoy-retriable-status-codes",
+    "x-envoy-upstream-rq-timeout-ms",
+    "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-upstream-alt-stat-name",
+    "x-envoy-hedge-on-per-try-timeout",
+    "x-envoy-original-url",
+    "x-envoy-ip-tags",
+    "x-envoy-decorator-operation",
+    "x-envoy-downstream-service-cluster",
+    "x-envoy-downstream-service-node",
+];
+
+fn with_control_headers(mut c: Case) -> Case {
+    for h in CONTROL_HEADERS {
+        c = c.header(h, "1");
+    }
+    c.upstream(CONTROL_HEADERS)
+}
+
 const XFF_HEADERS: &[&str] = &[
     "x-forwarded-for",
     "x-forwarded-proto",
@@ -392,6 +416,12 @@ fn cases() -> Vec<Case> {
             .header("x-forwarded-for", "10.1.2.3")
             .header("x-envoy-internal", "true")
             .upstream(XFF_HEADERS),
+        with_control_headers(
+            case("control headers from an edge client", "main", "/", 200).listener("EDGE0"),
+        ),
+        with_control_headers(
+            case("control headers behind a trusted hop", "main", "/", 200).listener("INNER"),
+        ),
         case("client x-envoy-internal is not trusted", "main", "/", 200)
             .listener("EDGE0")
             .header("x-envoy-internal", "true")

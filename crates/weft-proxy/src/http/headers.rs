@@ -14,6 +14,31 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_ENVOY_INTERNAL: HeaderName = HeaderName::from_static("x-envoy-internal");
 static X_ENVOY_EXTERNAL_ADDRESS: HeaderName = HeaderName::from_static("x-envoy-external-address");
 
+/// Envoy's `cleanInternalHeaders`: removed from external requests.
+const EXTERNAL_CONTROL: &[&str] = &[
+    "x-envoy-retriable-status-codes",
+    "x-envoy-retriable-header-names",
+    "x-envoy-retry-on",
+    "x-envoy-retry-grpc-on",
+    "x-envoy-max-retries",
+    "x-envoy-upstream-alt-stat-name",
+    "x-envoy-upstream-rq-timeout-ms",
+    "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-upstream-rq-timeout-alt-response",
+    "x-envoy-expected-rq-timeout-ms",
+    "x-envoy-force-trace",
+    "x-envoy-ip-tags",
+    "x-envoy-original-url",
+    "x-envoy-hedge-on-per-try-timeout",
+];
+
+/// Also removed from external requests at the edge (`use_remote_address`).
+const EDGE_CONTROL: &[&str] = &[
+    "x-envoy-decorator-operation",
+    "x-envoy-downstream-service-cluster",
+    "x-envoy-downstream-service-node",
+];
+
 /// Removes the connection-specific headers a proxy must not forward (RFC 9110 §7.6.1), and any
 /// header the `Connection` header names. `te: trailers` survives: gRPC needs it.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -56,7 +81,21 @@ pub fn on_request(
     // What a client says about being internal is never believed: Envoy strips the header from
     // every request and sets it only for addresses its `internal_address_config` names (none
     // by default since 1.40; that field is not supported).
-    headers.remove(&X_ENVOY_INTERNAL);
+    // Nor are a client's instructions to Envoy itself (retries, timeouts, stat names...): Envoy
+    // drops them from every request it does not count as internal, which is every request here.
+    // Most requests carry none, so look before removing each by name.
+    if headers.keys().any(|k| k.as_str().starts_with("x-envoy-")) {
+        headers.remove(&X_ENVOY_INTERNAL);
+        for name in EXTERNAL_CONTROL {
+            headers.remove(*name);
+        }
+        if hcm.use_remote_address {
+            // At the edge, also what a client says about where it comes from in the mesh.
+            for name in EDGE_CONTROL {
+                headers.remove(*name);
+            }
+        }
+    }
     if hcm.generate_request_id && !headers.contains_key(&X_REQUEST_ID) {
         headers.insert(X_REQUEST_ID.clone(), request_id());
     }
