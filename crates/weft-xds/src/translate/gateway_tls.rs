@@ -6,14 +6,12 @@
 //! out rather than served in plaintext.
 
 use super::pb;
-use super::upstream_tls::file;
+use super::upstream_tls::{file, san_matchers, tls_socket};
 use envoy_types::pb::envoy::config::core::v3::TransportSocket;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SubjectAltNameMatcher,
-    TlsCertificate, TlsParameters, common_tls_context, subject_alt_name_matcher::SanType,
-    tls_parameters::TlsProtocol as EnvoyTls,
+    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, TlsCertificate,
+    TlsParameters, common_tls_context, tls_parameters::TlsProtocol as EnvoyTls,
 };
-use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
 use weft_api::types::gateway::{ServerTlsMode, ServerTlsSettings, TlsProtocol};
 
 /// The transport socket for a terminating server, or why it cannot be made (yet).
@@ -76,19 +74,7 @@ pub fn transport_socket(tls: &ServerTlsSettings) -> Result<TransportSocket, Stri
                 pb::istio_name(&mode)
             ));
         };
-        let sans = tls
-            .subject_alt_names
-            .iter()
-            .flatten()
-            .map(|san| SubjectAltNameMatcher {
-                san_type: SanType::Dns as i32,
-                matcher: Some(StringMatcher {
-                    match_pattern: Some(string_matcher::MatchPattern::Exact(san.clone())),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .collect();
+        let sans = san_matchers(tls.subject_alt_names.as_deref());
         common.validation_context_type = Some(
             common_tls_context::ValidationContextType::ValidationContext(
                 CertificateValidationContext {
@@ -117,14 +103,7 @@ pub fn transport_socket(tls: &ServerTlsSettings) -> Result<TransportSocket, Stri
         }),
         ..Default::default()
     };
-    Ok(TransportSocket {
-        name: "envoy.transport_sockets.tls".into(),
-        config_type: Some(
-            envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
-                pb::any(&ctx),
-            ),
-        ),
-    })
+    Ok(tls_socket(pb::any(&ctx)))
 }
 
 fn version(v: TlsProtocol) -> EnvoyTls {

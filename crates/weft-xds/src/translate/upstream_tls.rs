@@ -51,19 +51,7 @@ pub fn transport_socket(
         });
     }
     if tls.insecure_skip_verify != Some(true) {
-        let sans: Vec<SubjectAltNameMatcher> = tls
-            .subject_alt_names
-            .iter()
-            .flatten()
-            .map(|san| SubjectAltNameMatcher {
-                san_type: SanType::Dns as i32,
-                matcher: Some(StringMatcher {
-                    match_pattern: Some(string_matcher::MatchPattern::Exact(san.clone())),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .collect();
+        let sans = san_matchers(tls.subject_alt_names.as_deref());
         if tls.ca_certificates.is_some() || !sans.is_empty() {
             common.validation_context_type = Some(
                 common_tls_context::ValidationContextType::ValidationContext(
@@ -88,12 +76,32 @@ pub fn transport_socket(
         sni,
         ..Default::default()
     };
-    Ok(Some(TransportSocket {
+    Ok(Some(tls_socket(pb::any(&ctx))))
+}
+
+/// `envoy.transport_sockets.tls` with its context (upstream or downstream).
+pub(super) fn tls_socket(context: envoy_types::pb::google::protobuf::Any) -> TransportSocket {
+    TransportSocket {
         name: "envoy.transport_sockets.tls".into(),
         config_type: Some(
             envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
-                pb::any(&ctx),
+                context,
             ),
         ),
-    }))
+    }
+}
+
+/// Istio's `subjectAltNames`: each an exact DNS name the peer's certificate must carry.
+pub(super) fn san_matchers(sans: Option<&[String]>) -> Vec<SubjectAltNameMatcher> {
+    sans.unwrap_or_default()
+        .iter()
+        .map(|san| SubjectAltNameMatcher {
+            san_type: SanType::Dns as i32,
+            matcher: Some(StringMatcher {
+                match_pattern: Some(string_matcher::MatchPattern::Exact(san.clone())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect()
 }
