@@ -10,8 +10,7 @@ use crate::cluster::{Cluster, Discovery};
 use crate::stats;
 use crate::upstream::{self, Version};
 use bytes::Bytes;
-use http::header::HOST;
-use http::{HeaderValue, Request, Uri};
+use http::Request;
 use http_body_util::BodyExt;
 use hyper::body::Frame;
 use std::collections::HashMap;
@@ -32,6 +31,7 @@ pub struct MirrorPolicy {
 /// Body frames a mirror may fall behind the original before it is abandoned.
 const BACKLOG: usize = 64;
 
+#[derive(Debug)]
 enum Copy {
     Frame(Frame<Bytes>),
     End,
@@ -71,12 +71,6 @@ impl Tee {
 pub struct Copies {
     rx: mpsc::Receiver<Copy>,
     ended: bool,
-}
-
-impl std::fmt::Debug for Copy {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Copy")
-    }
 }
 
 impl Copies {
@@ -175,28 +169,15 @@ fn shadow_request(
     authority: &str,
     body: ProxyBody,
 ) -> Option<(Request<ProxyBody>, Version)> {
-    let version = super::router::upstream_version(cluster, original.head.version);
-    let uri = match version {
-        Version::Http1 => Uri::try_from(original.path_and_query),
-        Version::Http2 => Uri::try_from(format!("http://{authority}{}", original.path_and_query)),
+    let version = super::upstream_head::version(cluster, original.head.version);
+    let (mut head, ()) = Request::new(()).into_parts();
+    head.method = original.head.method.clone();
+    head.uri = super::upstream_head::uri(version, authority, original.path_and_query).ok()?;
+    head.headers = original.head.headers.clone();
+    if !super::upstream_head::address(version, &mut head.version, &mut head.headers, authority) {
+        return None;
     }
-    .ok()?;
-    let mut request = Request::new(body);
-    *request.method_mut() = original.head.method.clone();
-    *request.uri_mut() = uri;
-    *request.headers_mut() = original.head.headers.clone();
-    match version {
-        Version::Http1 => {
-            *request.version_mut() = http::Version::HTTP_11;
-            request
-                .headers_mut()
-                .insert(HOST, HeaderValue::from_str(authority).ok()?);
-        }
-        Version::Http2 => {
-            *request.version_mut() = http::Version::HTTP_2;
-            request.headers_mut().remove(HOST);
-        }
-    }
+    let request = Request::from_parts(head, body);
     Some((request, version))
 }
 

@@ -11,6 +11,7 @@ mod redirect;
 pub mod router;
 pub mod stream_timer;
 mod upgrade;
+mod upstream_head;
 
 use crate::access_log::AccessLog;
 use crate::body::ProxyBody;

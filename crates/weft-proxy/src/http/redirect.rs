@@ -49,3 +49,18 @@ fn split_port(authority: &str) -> (&str, Option<&str>) {
         _ => (authority, None),
     }
 }
+
+/// Whether `require_tls` turns a request away: it did not come over TLS (as the connection
+/// manager recorded in `x-forwarded-proto`), and for `EXTERNAL_ONLY`, it is not internal.
+pub(super) fn needs_tls_redirect(
+    require: crate::route::RequireTls,
+    headers: &http::HeaderMap,
+) -> bool {
+    let https = headers
+        .get("x-forwarded-proto")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+    let internal = headers
+        .get("x-envoy-internal")
+        .is_some_and(|v| v.as_bytes() == b"true");
+    !https && (require == crate::route::RequireTls::All || !internal)
+}

@@ -4,10 +4,10 @@
 use super::attempt::{self, Failure};
 use super::fault::Abort;
 use super::stream_timer::{Activity, Expired, IdleTimer};
-use super::{Connection, RouteSource, cors, headers, local_reply, mirror, upgrade};
+use super::{Connection, RouteSource, cors, headers, local_reply, mirror, upgrade, upstream_head};
 use crate::access_log::{Entry, RequestInfo, flags};
 use crate::body::{Finish, Guard, ProxyBody};
-use crate::cluster::{Cluster, Discovery, Host, UpstreamProtocol};
+use crate::cluster::{Cluster, Discovery, Host};
 use crate::route::{
     Action, ClusterTarget, Forward, HeaderOps, PathMatch, RequestView, Route, RouteConfig,
     VirtualHost, apply_header_ops, hash_policy,
@@ -15,7 +15,7 @@ use crate::route::{
 use crate::stats;
 use crate::upstream::{self, Version};
 use http::header::{HOST, LOCATION};
-use http::{HeaderValue, Request, Response, StatusCode, Uri};
+use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::{Body as _, Incoming};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -203,7 +203,7 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
     let scheme = view.scheme;
     let vhost = route_config.virtual_host(&authority);
     if let Some(require) = vhost.and_then(|v| v.require_tls)
-        && needs_tls_redirect(require, &parts.headers)
+        && super::redirect::needs_tls_redirect(require, &parts.headers)
     {
         // Envoy's answer to `require_tls`: 301 to the same host and path over https, before
         // any route is looked at.
@@ -583,12 +583,8 @@ async fn forward_request(
         );
     }
 
-    let version = upstream_version(&cluster, parts.version);
-    let uri = match version {
-        Version::Http1 => Uri::try_from(new_path_and_query.as_str()),
-        Version::Http2 => Uri::try_from(format!("http://{upstream_authority}{new_path_and_query}")),
-    };
-    let Ok(uri) = uri else {
+    let version = upstream_head::version(&cluster, parts.version);
+    let Ok(uri) = upstream_head::uri(version, &upstream_authority, &new_path_and_query) else {
         return local(
             finisher,
             Some(&parts),
@@ -601,18 +597,12 @@ async fn forward_request(
     if let Some(u) = &upgrade {
         upgrade::to_upstream(&mut parts, u, version == Version::Http2);
     }
-    match version {
-        Version::Http1 => {
-            parts.version = http::Version::HTTP_11;
-            if let Ok(v) = HeaderValue::from_str(&upstream_authority) {
-                parts.headers.insert(HOST, v);
-            }
-        }
-        Version::Http2 => {
-            parts.version = http::Version::HTTP_2;
-            parts.headers.remove(HOST);
-        }
-    }
+    upstream_head::address(
+        version,
+        &mut parts.version,
+        &mut parts.headers,
+        &upstream_authority,
+    );
     if !hcm.access_logs.is_empty() {
         finisher.request = Some(RequestInfo {
             method: parts.method.clone(),
@@ -811,26 +801,4 @@ async fn forward_request(
         rparts,
         ProxyBody::response(rbody, Guard::new(Box::new(finisher)), idle),
     )
-}
-
-/// Whether `require_tls` turns a request away: it did not come over TLS (as the connection
-/// manager recorded in `x-forwarded-proto`), and for `EXTERNAL_ONLY`, it is not internal.
-fn needs_tls_redirect(require: crate::route::RequireTls, headers: &http::HeaderMap) -> bool {
-    let https = headers
-        .get("x-forwarded-proto")
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
-    let internal = headers
-        .get("x-envoy-internal")
-        .is_some_and(|v| v.as_bytes() == b"true");
-    !https && (require == crate::route::RequireTls::All || !internal)
-}
-
-/// The HTTP version a request goes upstream in: the cluster's, or the downstream's.
-pub(super) fn upstream_version(cluster: &Cluster, downstream: http::Version) -> Version {
-    match cluster.config.protocol {
-        UpstreamProtocol::Http1 => Version::Http1,
-        UpstreamProtocol::Http2 => Version::Http2,
-        UpstreamProtocol::Downstream if downstream == http::Version::HTTP_2 => Version::Http2,
-        UpstreamProtocol::Downstream => Version::Http1,
-    }
 }
