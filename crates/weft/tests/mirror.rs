@@ -18,6 +18,7 @@ fn recorded(method: &str, authority: &str, path: &str, body_len: usize) -> Recor
         authority: authority.into(),
         path: path.into(),
         body_len,
+        version: "HTTP/1.1".into(),
     }
 }
 
@@ -70,6 +71,15 @@ async fn mirroring_behaves_like_envoy() {
         let seen = shadow.wait_for(1).await;
         if seen != vec![recorded("GET", "svc", "/as-is", 0)] {
             failures.push(format!("{kind:?} /as-is mirrored as {seen:?}"));
+        }
+        // A mirror cluster that would follow the client's protocol gets HTTP/1.1 from an h2c
+        // client: Envoy sends mirrors from a client of its own, which has no protocol to follow.
+        let mut h2 = Req::get("svc", "/follow");
+        h2.h2 = true;
+        request(addr, &h2).await;
+        let seen = shadow.wait_for(1).await;
+        if seen != vec![recorded("GET", "svc-shadow", "/follow", 0)] {
+            failures.push(format!("{kind:?} /follow mirrored as {seen:?}"));
         }
         // A mirror to a cluster that does not exist changes nothing for the original.
         let r = request(addr, &Req::get("svc", "/to-nowhere")).await;

@@ -119,9 +119,6 @@ pub fn shadow_host(host: &str) -> String {
 /// What the mirrors of one request copy: the request as it goes upstream.
 pub(super) struct Original<'a> {
     pub head: &'a http::request::Parts,
-    /// The version the client spoke: a mirror cluster that follows the downstream protocol
-    /// follows this, not the version the original's own cluster chose.
-    pub downstream_version: http::Version,
     pub authority: &'a str,
     pub path_and_query: &'a str,
     /// The request has no body to copy.
@@ -172,7 +169,9 @@ fn shadow_request(
     authority: &str,
     body: ProxyBody,
 ) -> Option<(Request<ProxyBody>, Version)> {
-    let version = super::upstream_head::version(cluster, original.downstream_version);
+    // Envoy sends mirrors from a client of its own, with no downstream protocol to follow: a
+    // cluster that would follow the client's speaks HTTP/1.1 to mirrors.
+    let version = super::upstream_head::version(cluster, http::Version::HTTP_11);
     let (mut head, ()) = Request::new(()).into_parts();
     head.method = original.head.method.clone();
     head.uri = super::upstream_head::uri(version, authority, original.path_and_query).ok()?;

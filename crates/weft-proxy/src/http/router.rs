@@ -641,7 +641,6 @@ async fn forward_request(
     } else {
         let original = mirror::Original {
             head: &parts,
-            downstream_version,
             authority: &upstream_authority,
             path_and_query: &new_path_and_query,
             bodiless: body.is_end_stream(),

@@ -17,6 +17,8 @@ pub struct Recorded {
     pub authority: String,
     pub path: String,
     pub body_len: usize,
+    /// `HTTP/1.1` or `HTTP/2.0`.
+    pub version: String,
 }
 
 #[derive(Clone, Default)]
@@ -68,6 +70,7 @@ pub async fn start_recorder() -> (SocketAddr, Recorder) {
                             })
                             .unwrap_or_default();
                         let method = req.method().to_string();
+                        let version = format!("{:?}", req.version());
                         let path = req.uri().path().to_string();
                         let body = req.into_body().collect().await?.to_bytes();
                         let slow = path.starts_with("/slow-answer");
@@ -76,6 +79,7 @@ pub async fn start_recorder() -> (SocketAddr, Recorder) {
                             authority,
                             path,
                             body_len: body.len(),
+                            version,
                         });
                         if slow {
                             tokio::time::sleep(Duration::from_secs(1)).await;
