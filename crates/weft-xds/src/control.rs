@@ -286,7 +286,7 @@ fn versioned(generated: &Generated, previous: Option<&Snapshot>, generation: u64
         // Unchanged resources stay the same object, wire forms included: streams see at a
         // glance that they have them.
         let resources = match before.filter(|b| b.items == items) {
-            Some(before) => before.clone(),
+            Some(before) => before.same_as(items),
             None => Resources::new(format!("{generation}"), items),
         };
         out.types.insert(type_url, resources);

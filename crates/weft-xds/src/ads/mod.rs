@@ -47,6 +47,16 @@ impl Resources {
         }
     }
 
+    /// `items`, equal to this one's, under this one's version and with its wire forms: a
+    /// stream that has these has those.
+    pub(crate) fn same_as(&self, items: BTreeMap<String, Any>) -> Resources {
+        Resources {
+            version: self.version.clone(),
+            items,
+            encoded: self.encoded.clone(),
+        }
+    }
+
     /// The resources in their wire forms, by name.
     pub fn encoded(&self) -> &BTreeMap<String, wire::Encoded> {
         self.encoded_shared()
