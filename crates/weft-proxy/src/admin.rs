@@ -243,6 +243,7 @@ type StatLine = (String, u64, bool, Vec<(&'static str, String)>, String);
 
 fn all_stats(shared: &Shared) -> Vec<StatLine> {
     let mut out = Vec::new();
+    let mut breaker_lines: Vec<StatLine> = Vec::new();
     let snapshot = shared.snapshot.load();
     let mut push =
         |scope: &str, label: &'static str, key: &str, entries: Vec<(&'static str, u64, bool)>| {
@@ -265,6 +266,27 @@ fn all_stats(shared: &Shared) -> Vec<StatLine> {
             &c.config.stat_name,
             ClusterStats::entries(&c.stats),
         );
+        for (code, value) in c.stats.codes.seen() {
+            breaker_lines.push((
+                format!("cluster.{}.upstream_rq_{code}", c.config.stat_name),
+                value,
+                true,
+                vec![
+                    ("envoy_cluster_name", c.config.stat_name.clone()),
+                    ("envoy_response_code", code.to_string()),
+                ],
+                "envoy_cluster_upstream_rq".to_string(),
+            ));
+        }
+        for (stat, value) in c.breakers.open_gauges(&c.config.circuit_breakers) {
+            breaker_lines.push((
+                format!("cluster.{}.{stat}", c.config.stat_name),
+                value,
+                false,
+                vec![("envoy_cluster_name", c.config.stat_name.clone())],
+                format!("envoy_cluster_{}", stat.replace('.', "_")),
+            ));
+        }
     }
     for (prefix, s) in lock(&shared.stats.http).iter() {
         push(
@@ -280,6 +302,7 @@ fn all_stats(shared: &Shared) -> Vec<StatLine> {
     for (prefix, s) in lock(&shared.stats.tcp).iter() {
         push("tcp", "envoy_tcp_prefix", prefix, s.entries());
     }
+    out.append(&mut breaker_lines);
     for (key, w) in lock(&shared.stats.listener_workers).iter() {
         let workers = shared.concurrency.clamp(1, crate::stats::MAX_WORKERS);
         for (i, total) in w.downstream_cx_total.iter().take(workers).enumerate() {

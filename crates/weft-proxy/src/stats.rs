@@ -6,12 +6,13 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 macro_rules! stat_block {
-    ($(#[$m:meta])* $name:ident { counters: [$($c:ident),* $(,)?], gauges: [$($g:ident),* $(,)?] }) => {
+    ($(#[$m:meta])* $name:ident { counters: [$($c:ident),* $(,)?], gauges: [$($g:ident),* $(,)?] $(, extra: [$($x:ident: $t:ty),* $(,)?])? }) => {
         $(#[$m])*
         #[derive(Debug, Default)]
         pub struct $name {
             $(pub $c: AtomicU64,)*
             $(pub $g: AtomicU64,)*
+            $($(pub $x: $t,)*)?
         }
         impl $name {
             /// (name, value, is_counter) for every stat of the block.
@@ -37,8 +38,15 @@ stat_block!(
             upstream_cx_none_healthy, upstream_rq_rx_reset, upstream_rq_tx_reset,
             upstream_rq_retry, upstream_rq_retry_success, upstream_rq_retry_limit_exceeded,
             upstream_rq_retry_backoff_exponential, upstream_rq_per_try_timeout,
+            upstream_cx_overflow, upstream_cx_pool_overflow, upstream_rq_pending_total,
+            upstream_rq_pending_overflow, upstream_rq_active_overflow, upstream_rq_retry_overflow, upstream_cx_max_requests,
+            upstream_cx_idle_timeout,
         ],
-        gauges: [upstream_cx_active, upstream_rq_active, membership_healthy, membership_total]
+        gauges: [
+            upstream_cx_active, upstream_rq_active, upstream_rq_pending_active,
+            membership_healthy, membership_total,
+        ],
+        extra: [codes: StatusCodes]
     }
 );
 
@@ -207,8 +215,39 @@ fn count_class(families: [&AtomicU64; 5], code: u16) {
     inc(families[index]);
 }
 
+/// `upstream_rq_<code>`: a counter per status code, shown once it counted something (Envoy makes
+/// these on first use).
+#[derive(Debug)]
+pub struct StatusCodes(Box<[AtomicU64]>);
+
+impl Default for StatusCodes {
+    fn default() -> Self {
+        StatusCodes((100..600).map(|_| AtomicU64::new(0)).collect())
+    }
+}
+
+impl StatusCodes {
+    pub fn inc(&self, code: u16) {
+        if let Some(c) = code
+            .checked_sub(100)
+            .and_then(|i| self.0.get(usize::from(i)))
+        {
+            inc(c);
+        }
+    }
+
+    /// (code, count) of the codes seen.
+    pub fn seen(&self) -> impl Iterator<Item = (u16, u64)> + '_ {
+        self.0.iter().enumerate().filter_map(|(i, c)| {
+            let n = c.load(Ordering::Relaxed);
+            (n > 0).then_some((i as u16 + 100, n))
+        })
+    }
+}
+
 impl ClusterStats {
     pub fn count_status(&self, code: u16) {
+        self.codes.inc(code);
         let families = [
             &self.upstream_rq_1xx,
             &self.upstream_rq_2xx,

@@ -1,6 +1,7 @@
 //! Clusters: the upstream hosts of a named service, how they are found (STATIC, STRICT_DNS,
 //! LOGICAL_DNS) and how one is picked per request (`lb`).
 
+pub mod circuit;
 pub mod hash;
 pub mod lb;
 
@@ -114,6 +115,12 @@ pub struct ClusterConfig {
     pub original_dst: OriginalDstConfig,
     /// `transport_socket` TLS.
     pub tls: Option<Arc<crate::upstream::tls::UpstreamTls>>,
+    pub circuit_breakers: circuit::CircuitBreakers,
+    /// `common_http_protocol_options.max_requests_per_connection`.
+    pub max_requests_per_connection: Option<u32>,
+    /// `common_http_protocol_options.idle_timeout`: how long a pooled connection may sit idle
+    /// (Envoy's default is an hour).
+    pub idle_timeout: Option<Duration>,
 }
 
 /// One upstream host as the load balancer sees it.
@@ -163,6 +170,8 @@ pub struct Cluster {
     pub stats: Arc<ClusterStats>,
     /// `cluster.<name>.upstream_rq_time`
     pub rq_time: Arc<crate::stats::Histogram>,
+    /// What the circuit breakers count, shared with the cluster's next version.
+    pub breakers: Arc<circuit::Breakers>,
     /// ORIGINAL_DST: the hosts made so far, by address. Replaced whole on insert (rare), read
     /// without a lock.
     original_dst_hosts: ArcSwap<HashMap<SocketAddr, Arc<Host>>>,
@@ -196,6 +205,7 @@ impl Cluster {
             hosts: ArcSwap::from_pointee(lb::HostSet::new(Vec::new(), LbPolicy::RoundRobin)),
             stats: previous.map(|p| p.stats.clone()).unwrap_or_default(),
             rq_time: previous.map(|p| p.rq_time.clone()).unwrap_or_default(),
+            breakers: previous.map(|p| p.breakers.clone()).unwrap_or_default(),
             original_dst_hosts: ArcSwap::default(),
             config,
         };

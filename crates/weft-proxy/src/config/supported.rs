@@ -235,6 +235,7 @@ const TABLE: &[(&str, &str)] = &[
         "envoy.config.route.v3.RouteAction",
         "cluster weighted_clusters cluster_header prefix_rewrite regex_rewrite \
          host_rewrite_literal timeout hash_policy retry_policy request_mirror_policies \
+         priority=DEFAULT|HIGH \
          cluster_not_found_response_code=SERVICE_UNAVAILABLE|NOT_FOUND|INTERNAL_SERVER_ERROR",
     ),
     (
@@ -312,7 +313,23 @@ const TABLE: &[(&str, &str)] = &[
          ring_hash_lb_config \
          maglev_lb_config load_assignment transport_socket \
          typed_extension_protocol_options http2_protocol_options http_protocol_options \
-         dns_lookup_family=AUTO|V4_ONLY|V4_PREFERRED metadata",
+         dns_lookup_family=AUTO|V4_ONLY|V4_PREFERRED metadata circuit_breakers \
+         common_http_protocol_options max_requests_per_connection",
+    ),
+    ("envoy.config.cluster.v3.CircuitBreakers", "thresholds"),
+    (
+        "envoy.config.cluster.v3.CircuitBreakers.Thresholds",
+        "priority=DEFAULT|HIGH max_connections max_pending_requests max_requests max_retries \
+         retry_budget max_connection_pools",
+    ),
+    (
+        "envoy.config.cluster.v3.CircuitBreakers.Thresholds.RetryBudget",
+        "budget_percent min_retry_concurrency",
+    ),
+    ("envoy.type.v3.Percent", "value"),
+    (
+        "envoy.config.core.v3.HttpProtocolOptions",
+        "idle_timeout max_requests_per_connection",
     ),
     (
         "envoy.config.cluster.v3.Cluster.EdsClusterConfig",
@@ -346,7 +363,7 @@ const TABLE: &[(&str, &str)] = &[
     ("envoy.config.endpoint.v3.Endpoint", "address hostname"),
     (
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-        "explicit_http_config use_downstream_protocol_config",
+        "explicit_http_config use_downstream_protocol_config common_http_protocol_options",
     ),
     (
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig",

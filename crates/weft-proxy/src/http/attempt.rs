@@ -3,6 +3,7 @@
 //! every try) expires.
 
 use crate::body::ProxyBody;
+use crate::cluster::circuit::{Priority, RetrySlot};
 use crate::cluster::{Cluster, Discovery, Host};
 use crate::route::retry::{NoAnswer, RetryPolicy};
 use crate::stats;
@@ -24,10 +25,18 @@ pub(super) enum Failure {
 }
 
 /// An upstream's answer, with the HTTP/1.1 connection to give back once it is read.
-pub(super) type Answer = (
-    Response<Incoming>,
-    Option<hyper::client::conn::http1::SendRequest<ProxyBody>>,
-);
+pub(super) type Answer = (Response<Incoming>, Option<upstream::Http1>);
+
+/// How the attempts ended, beyond their outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Ended {
+    /// The policy accepted the outcome, or there was no policy.
+    Done,
+    /// The retries ran out on a retriable outcome (flag URX).
+    Exhausted,
+    /// A retry was called for but the circuit breakers refused it (flag UO).
+    Overflow,
+}
 
 /// What a retry needs to send the request again: its head (retries are only made for requests
 /// without a body, which need no buffering).
@@ -57,24 +66,28 @@ pub(super) struct Attempts<'a> {
     /// The policy, and the head to resend; `None` when the request cannot be retried.
     pub retry: Option<(&'a RetryPolicy, Head)>,
     pub request_hash: Option<u64>,
+    pub priority: Priority,
 }
 
 /// One request to one host, within `timeout`.
 async fn once(
-    cluster: &Arc<Cluster>,
+    a: &Attempts<'_>,
     host: &Arc<Host>,
-    version: Version,
     request: Request<ProxyBody>,
     timeout: Option<(Duration, Failure)>,
 ) -> Result<Answer, Failure> {
     let exchange = async {
-        match upstream::checkout(cluster, host, version)
+        match upstream::checkout(a.cluster, host, a.version, a.priority)
             .await
             .map_err(Failure::Connect)?
         {
-            Sender::Http1(mut s) => {
-                let resp = s.send_request(request).await.map_err(Failure::Exchange)?;
-                Ok((resp, Some(s)))
+            Sender::Http1(mut c) => {
+                let resp = c
+                    .sender
+                    .send_request(request)
+                    .await
+                    .map_err(Failure::Exchange)?;
+                Ok((resp, Some(c)))
             }
             Sender::Http2(mut s) => {
                 let resp = s.send_request(request).await.map_err(Failure::Exchange)?;
@@ -93,6 +106,8 @@ async fn once(
 /// Why an attempt that got no answer failed, in retry terms.
 fn no_answer(f: &Failure) -> Option<NoAnswer> {
     match f {
+        // Envoy never retries a request the circuit breakers refused.
+        Failure::Connect(upstream::ConnectError::Overflow) => None,
         Failure::Connect(_) => Some(NoAnswer::ConnectFailure),
         Failure::PerTryTimeout => Some(NoAnswer::PerTryTimeout),
         Failure::Exchange(e) => {
@@ -130,8 +145,8 @@ fn next_host(
     pick
 }
 
-/// Sends `request` to `host`, retrying as the policy allows. Returns the final outcome, the
-/// host that gave it, and whether the retries ran out on a retriable outcome (flag URX).
+/// Sends `request` to `host`, retrying as the policy and the circuit breakers allow. Returns the
+/// final outcome, the host that gave it, and how the attempts ended.
 ///
 /// `host` follows the attempts, so that whoever stops waiting early knows which host holds the
 /// request's place in `active_requests`.
@@ -139,11 +154,16 @@ pub(super) async fn send(
     a: Attempts<'_>,
     host: &mut Arc<Host>,
     request: Request<ProxyBody>,
-) -> (Result<Answer, Failure>, bool) {
+) -> (Result<Answer, Failure>, Ended) {
     let cs = &a.cluster.stats;
+    let resources = a.cluster.breakers.at(a.priority);
+    let limits = a.cluster.config.circuit_breakers.thresholds(a.priority);
     let mut request = Some(request);
     let mut tried: Vec<Arc<Host>> = Vec::new();
     let mut retries = 0u32;
+    // The retry in flight holds its place under max_retries (or the budget) until the next
+    // decision, as Envoy's retry state does.
+    let mut _slot: Option<RetrySlot<'_>> = None;
     loop {
         // The first attempt sends the request itself; a retry, which only a policy with a head
         // to resend makes, sends the head again.
@@ -151,7 +171,7 @@ pub(super) async fn send(
             .take()
             .or_else(|| a.retry.as_ref().map(|(_, head)| head.request()));
         let Some(req) = next else {
-            return (Err(Failure::Timeout), false);
+            return (Err(Failure::Timeout), Ended::Done);
         };
         let now = Instant::now();
         let route_left = a.deadline.map(|d| d.saturating_duration_since(now));
@@ -162,13 +182,14 @@ pub(super) async fn send(
             (None, Some(p)) => Some((p, Failure::PerTryTimeout)),
             (None, None) => None,
         };
-        let outcome = once(a.cluster, host, a.version, req, timeout).await;
+        let outcome = once(&a, host, req, timeout).await;
         if matches!(outcome, Err(Failure::PerTryTimeout)) {
             stats::inc(&cs.upstream_rq_per_try_timeout);
         }
         let Some((policy, _)) = &a.retry else {
-            return (outcome, false);
+            return (outcome, Ended::Done);
         };
+        _slot = None;
         let retriable = match &outcome {
             Ok((resp, _)) => policy.retries_response(resp.status(), resp.headers()),
             Err(f) => no_answer(f).is_some_and(|w| policy.retries_failure(w)),
@@ -177,15 +198,20 @@ pub(super) async fn send(
             if retries > 0 && outcome.is_ok() {
                 stats::inc(&cs.upstream_rq_retry_success);
             }
-            return (outcome, false);
+            return (outcome, Ended::Done);
         }
         if retries >= policy.num_retries {
             stats::inc(&cs.upstream_rq_retry_limit_exceeded);
-            return (outcome, true);
+            return (outcome, Ended::Exhausted);
         }
+        let Some(taken) = RetrySlot::take(resources, limits) else {
+            stats::inc(&cs.upstream_rq_retry_overflow);
+            return (outcome, Ended::Overflow);
+        };
+        _slot = Some(taken);
         tried.push(host.clone());
         let Some(next) = next_host(&a, policy, &tried, host) else {
-            return (outcome, true);
+            return (outcome, Ended::Exhausted);
         };
         // This attempt is over. As in Envoy, only the answer that goes back to the client
         // counts in upstream_rq_<code>; a failed host counts an error.
@@ -200,7 +226,7 @@ pub(super) async fn send(
         match a.deadline {
             Some(d) if Instant::now() + pause >= d => {
                 tokio::time::sleep_until(d).await;
-                return (Err(Failure::Timeout), false);
+                return (Err(Failure::Timeout), Ended::Done);
             }
             _ => tokio::time::sleep(pause).await,
         }
@@ -209,5 +235,85 @@ pub(super) async fn send(
         stats::inc(&next.stats.rq_total);
         stats::inc(&cs.upstream_rq_total);
         *host = next;
+    }
+}
+
+/// The proxy's own answer when the attempts got no response: status, response flag, body, and
+/// whether it counts as an upstream status (not when the connection manager itself gave up).
+pub(super) struct Reply {
+    pub status: http::StatusCode,
+    pub flag: u32,
+    pub body: &'static str,
+    pub upstream_status: bool,
+    /// `x-envoy-overloaded`: the circuit breakers dropped the request.
+    pub overloaded: bool,
+}
+
+pub(super) fn reply(failure: Failure, hcm: &super::HttpConnectionManager) -> Reply {
+    use super::stream_timer::Expired;
+    use crate::access_log::flags;
+    use http::StatusCode;
+    let upstream = |status, flag, body| Reply {
+        status,
+        flag,
+        body,
+        upstream_status: true,
+        overloaded: false,
+    };
+    match failure {
+        Failure::Connect(upstream::ConnectError::Overflow) => Reply {
+            overloaded: true,
+            ..upstream(
+                StatusCode::SERVICE_UNAVAILABLE,
+                flags::UO,
+                "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+            )
+        },
+        Failure::Connect(_) => upstream(
+            StatusCode::SERVICE_UNAVAILABLE,
+            flags::UF,
+            "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
+        ),
+        Failure::Timeout | Failure::PerTryTimeout => upstream(
+            StatusCode::GATEWAY_TIMEOUT,
+            flags::UT,
+            "upstream request timeout",
+        ),
+        Failure::Exchange(e) if e.is_parse() => upstream(
+            StatusCode::BAD_GATEWAY,
+            flags::UPE,
+            "upstream connect error or disconnect/reset before headers. reset reason: protocol error",
+        ),
+        Failure::Exchange(_) => upstream(
+            StatusCode::SERVICE_UNAVAILABLE,
+            flags::UC,
+            "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
+        ),
+        // Envoy's answer to a stream timer: 408 while the request is still arriving, 504 once
+        // it is all in.
+        Failure::Stream(expired, request_complete) => {
+            let status = if request_complete {
+                StatusCode::GATEWAY_TIMEOUT
+            } else {
+                StatusCode::REQUEST_TIMEOUT
+            };
+            let (flag, body) = match expired {
+                Expired::Idle => {
+                    stats::inc(&hcm.stats.downstream_rq_idle_timeout);
+                    (flags::SI, "stream timeout")
+                }
+                Expired::Request => {
+                    stats::inc(&hcm.stats.downstream_rq_timeout);
+                    (0, "request timeout")
+                }
+            };
+            Reply {
+                status,
+                flag,
+                body,
+                upstream_status: false,
+                overloaded: false,
+            }
+        }
     }
 }

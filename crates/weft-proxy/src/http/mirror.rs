@@ -6,6 +6,7 @@
 
 use super::attempt::{self, Attempts};
 use crate::body::{BoxError, ProxyBody};
+use crate::cluster::circuit::Priority;
 use crate::cluster::{Cluster, Discovery};
 use crate::stats;
 use crate::upstream::{self, Version};
@@ -211,6 +212,7 @@ async fn send(
         deadline,
         retry: None,
         request_hash: None,
+        priority: Priority::Default,
     };
     let (outcome, _) = attempt::send(attempts, &mut host, request).await;
     match outcome {
@@ -218,7 +220,7 @@ async fn send(
             cs.count_status(resp.status().as_u16());
             let complete = resp.into_body().collect().await.is_ok();
             if let (true, Some(sender)) = (complete, release) {
-                upstream::release_http1(&cluster, host.address, sender);
+                upstream::release_http1(&cluster, host.address, Priority::Default, sender);
             }
         }
         Err(_) => stats::inc(&host.stats.rq_error),

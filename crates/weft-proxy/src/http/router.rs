@@ -3,10 +3,11 @@
 
 use super::attempt::{self, Failure};
 use super::fault::Abort;
-use super::stream_timer::{Activity, Expired, IdleTimer};
+use super::stream_timer::{Activity, IdleTimer};
 use super::{Connection, RouteSource, cors, headers, local_reply, mirror, upgrade, upstream_head};
 use crate::access_log::{Entry, RequestInfo, flags};
 use crate::body::{Finish, Guard, ProxyBody};
+use crate::cluster::circuit::{Priority, Resources};
 use crate::cluster::{Cluster, Discovery, Host};
 use crate::route::{
     Action, ClusterTarget, Forward, HeaderOps, PathMatch, RequestView, Route, RouteConfig,
@@ -25,6 +26,7 @@ static X_ENVOY_UPSTREAM_SERVICE_TIME: http::HeaderName =
     http::HeaderName::from_static("x-envoy-upstream-service-time");
 static X_ENVOY_EXPECTED_RQ_TIMEOUT_MS: http::HeaderName =
     http::HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
+static X_ENVOY_OVERLOADED: http::HeaderName = http::HeaderName::from_static("x-envoy-overloaded");
 static X_ENVOY_ORIGINAL_PATH: http::HeaderName =
     http::HeaderName::from_static("x-envoy-original-path");
 
@@ -45,7 +47,11 @@ struct Finisher {
     host: Option<Arc<Host>>,
     route_name: String,
     /// An HTTP/1.1 connection to give back once its response was read to the end.
-    release: Option<hyper::client::conn::http1::SendRequest<ProxyBody>>,
+    release: Option<upstream::Http1>,
+    /// The route's priority: which circuit breakers count the request.
+    priority: Priority,
+    /// The circuit breakers dropped the request: the reply says so (`x-envoy-overloaded`).
+    overloaded: bool,
     /// CORS headers the response gets (an allowed cross-origin request).
     cors: Option<cors::Simple>,
     /// A hash policy cookie generated for this client.
@@ -63,12 +69,13 @@ impl Finish for Finisher {
         s.count_status(self.status);
         if let (Some(cluster), Some(host)) = (&self.cluster, &self.host) {
             stats::dec(&cluster.stats.upstream_rq_active);
+            Resources::give(&cluster.breakers.at(self.priority).requests);
             stats::dec(&host.active_requests);
             stats::inc(&cluster.stats.upstream_rq_completed);
             cluster.rq_time.record(self.start.elapsed());
             if complete {
                 if let Some(sender) = self.release.take() {
-                    upstream::release_http1(cluster, host.address, sender);
+                    upstream::release_http1(cluster, host.address, self.priority, sender);
                 }
             } else {
                 stats::inc(&cluster.stats.upstream_rq_rx_reset);
@@ -159,6 +166,8 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
         host: None,
         route_name: String::new(),
         release: None,
+        priority: Priority::Default,
+        overloaded: false,
         cors: None,
         set_cookie: None,
         grpc: parts
@@ -379,6 +388,10 @@ fn finish_local(
     }
     if let Some(c) = &finisher.cors {
         c.apply(resp.headers_mut());
+    }
+    if finisher.overloaded {
+        resp.headers_mut()
+            .insert(X_ENVOY_OVERLOADED.clone(), HeaderValue::from_static("true"));
     }
     headers::on_response(resp.headers_mut(), &finisher.conn.hcm);
     finisher.status = resp.status().as_u16();
@@ -611,6 +624,19 @@ async fn forward_request(
         });
     }
 
+    // max_requests: a request past it is dropped before it reaches the host.
+    let limits = cluster.config.circuit_breakers.thresholds(forward.priority);
+    let resources = cluster.breakers.at(forward.priority);
+    if !Resources::try_take(&resources.requests, limits.max_requests) {
+        stats::inc(&cluster.stats.upstream_rq_active_overflow);
+        stats::inc(&cluster.stats.upstream_rq_completed);
+        let r = attempt::reply(Failure::Connect(upstream::ConnectError::Overflow), hcm);
+        finisher.flags |= r.flag;
+        cluster.stats.count_status(r.status.as_u16());
+        finisher.overloaded = !hcm.suppress_envoy_headers;
+        return local(finisher, Some(&parts), r.status, r.body, Some(matched));
+    }
+    finisher.priority = forward.priority;
     finisher.cluster = Some(cluster.clone());
     finisher.host = Some(host.clone());
     let cs = &cluster.stats;
@@ -656,21 +682,24 @@ async fn forward_request(
         deadline: forward.timeout.map(|t| tokio::time::Instant::now() + t),
         retry,
         request_hash,
+        priority: forward.priority,
     };
     let mut host = host;
     let routed = attempt::send(attempts, &mut host, request);
-    let (outcome, exhausted) = match &activity {
+    let (outcome, ended) = match &activity {
         Some(a) => tokio::select! {
             sent = routed => sent,
             expired = a.expired(hcm.stream_idle_timeout, hcm.request_timeout) => {
-                (Err(Failure::Stream(expired, a.request_complete())), false)
+                (Err(Failure::Stream(expired, a.request_complete())), attempt::Ended::Done)
             }
         },
         None => routed.await,
     };
     finisher.host = Some(host.clone());
-    if exhausted {
-        finisher.flags |= flags::URX;
+    match ended {
+        attempt::Ended::Done => {}
+        attempt::Ended::Exhausted => finisher.flags |= flags::URX,
+        attempt::Ended::Overflow => finisher.flags |= flags::UO,
     }
     let (mut resp, release) = match outcome {
         Ok(r) => r,
@@ -679,67 +708,19 @@ async fn forward_request(
             if let Failure::Connect(e) = &failure {
                 tracing::debug!(cluster = %cluster.config.name, host = %host.address, error = %e, "upstream connect failed");
             }
-            // Counted as an upstream status unless the connection manager itself gave up.
-            let (status, flag, body, upstream_status) = match failure {
-                Failure::Connect(_) => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    flags::UF,
-                    "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
-                    true,
-                ),
-                Failure::Timeout => {
-                    stats::inc(&cs.upstream_rq_timeout);
-                    (
-                        StatusCode::GATEWAY_TIMEOUT,
-                        flags::UT,
-                        "upstream request timeout",
-                        true,
-                    )
-                }
-                Failure::PerTryTimeout => (
-                    StatusCode::GATEWAY_TIMEOUT,
-                    flags::UT,
-                    "upstream request timeout",
-                    true,
-                ),
-                Failure::Exchange(e) if e.is_parse() => (
-                    StatusCode::BAD_GATEWAY,
-                    flags::UPE,
-                    "upstream connect error or disconnect/reset before headers. reset reason: protocol error",
-                    true,
-                ),
-                Failure::Exchange(_) => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    flags::UC,
-                    "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
-                    true,
-                ),
-                // Envoy's answer to a stream timer: 408 while the request is still arriving,
-                // 504 once it is all in.
-                Failure::Stream(expired, request_complete) => {
-                    let status = if request_complete {
-                        StatusCode::GATEWAY_TIMEOUT
-                    } else {
-                        StatusCode::REQUEST_TIMEOUT
-                    };
-                    match expired {
-                        Expired::Idle => {
-                            stats::inc(&hcm.stats.downstream_rq_idle_timeout);
-                            (status, flags::SI, "stream timeout", false)
-                        }
-                        Expired::Request => {
-                            stats::inc(&hcm.stats.downstream_rq_timeout);
-                            (status, 0, "request timeout", false)
-                        }
-                    }
-                }
-            };
-            finisher.flags |= flag;
-            if upstream_status {
-                cs.count_status(status.as_u16());
+            if matches!(failure, Failure::Timeout) {
+                stats::inc(&cs.upstream_rq_timeout);
+            }
+            let r = attempt::reply(failure, hcm);
+            finisher.flags |= r.flag;
+            if r.upstream_status {
+                cs.count_status(r.status.as_u16());
+            }
+            if r.overloaded && !hcm.suppress_envoy_headers {
+                finisher.overloaded = true;
             }
             // The request is already in the finisher, as forwarded.
-            return local(finisher, None, status, body, Some(matched));
+            return local(finisher, None, r.status, r.body, Some(matched));
         }
     };
     let switching = upgrade::accepted(resp.status(), version == Version::Http2);

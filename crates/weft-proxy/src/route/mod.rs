@@ -86,6 +86,8 @@ pub struct Forward {
     pub retry: Option<std::sync::Arc<retry::RetryPolicy>>,
     /// `request_mirror_policies`.
     pub mirrors: Vec<crate::http::mirror::MirrorPolicy>,
+    /// `priority`: which of the cluster's circuit breakers count the request.
+    pub priority: crate::cluster::circuit::Priority,
 }
 
 #[derive(Debug, Clone)]

@@ -83,6 +83,10 @@ pub fn cluster(c: &pb::Cluster, path: &str) -> Result<ClusterConfig> {
     let mut protocol = UpstreamProtocol::Http1;
     let mut h2_max_concurrent_streams = None;
     #[allow(deprecated)]
+    let mut common = c.common_http_protocol_options;
+    #[allow(deprecated)]
+    let mut max_requests_per_connection = c.max_requests_per_connection.as_ref().map(|v| v.value);
+    #[allow(deprecated)]
     if let Some(h2) = &c.http2_protocol_options {
         protocol = UpstreamProtocol::Http2;
         h2_max_concurrent_streams = h2.max_concurrent_streams.as_ref().map(|v| v.value);
@@ -96,6 +100,9 @@ pub fn cluster(c: &pb::Cluster, path: &str) -> Result<ClusterConfig> {
             ));
         }
         let options: HttpProtocolOptions = decode_any(any, &opath)?;
+        if options.common_http_protocol_options.is_some() {
+            common = options.common_http_protocol_options;
+        }
         match options.upstream_protocol_options {
             Some(UpstreamProtocolOptions::ExplicitHttpConfig(e)) => match e.protocol_config {
                 Some(ProtocolConfig::Http2ProtocolOptions(h2)) => {
@@ -208,7 +215,25 @@ pub fn cluster(c: &pb::Cluster, path: &str) -> Result<ClusterConfig> {
             "LOGICAL_DNS clusters must have a single locality with a single endpoint",
         ));
     }
+    if let Some(n) = common
+        .as_ref()
+        .and_then(|o| o.max_requests_per_connection.as_ref())
+    {
+        max_requests_per_connection = Some(n.value);
+    }
+    let idle_timeout = match common.as_ref().and_then(|o| o.idle_timeout.as_ref()) {
+        None => Some(Duration::from_secs(3600)),
+        Some(d) => duration(Some(d)).filter(|d| !d.is_zero()),
+    };
     Ok(ClusterConfig {
+        circuit_breakers: super::resilience::circuit_breakers(
+            c.circuit_breakers.as_ref(),
+            &format!("{path}.circuit_breakers"),
+        )?,
+        max_requests_per_connection: super::resilience::max_requests_per_connection(
+            max_requests_per_connection,
+        ),
+        idle_timeout,
         name: c.name.clone(),
         stat_name: if c.alt_stat_name.is_empty() {
             c.name.clone()

@@ -6,6 +6,7 @@ mod cluster;
 mod cors;
 mod fault;
 mod listener;
+mod resilience;
 mod retry;
 mod route;
 mod tls;

@@ -393,6 +393,11 @@ fn forward(ra: &pb::RouteAction, path: &str, path_match: &PathMatch) -> Result<F
         });
     }
     Ok(Forward {
+        priority: if ra.priority == 1 {
+            crate::cluster::circuit::Priority::High
+        } else {
+            crate::cluster::circuit::Priority::Default
+        },
         retry,
         mirrors,
         target,
