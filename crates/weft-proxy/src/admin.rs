@@ -192,10 +192,29 @@ fn clusters(shared: &Shared) -> String {
             "{name}::observability_name::{}",
             cluster.config.stat_name
         );
-        let _ = writeln!(out, "{name}::default_priority::max_connections::1024");
-        let _ = writeln!(out, "{name}::default_priority::max_pending_requests::1024");
-        let _ = writeln!(out, "{name}::default_priority::max_requests::1024");
-        let _ = writeln!(out, "{name}::default_priority::max_retries::3");
+        let cb = &cluster.config.circuit_breakers;
+        for (level, t) in [("default", &cb.default), ("high", &cb.high)] {
+            let _ = writeln!(
+                out,
+                "{name}::{level}_priority::max_connections::{}",
+                t.max_connections
+            );
+            let _ = writeln!(
+                out,
+                "{name}::{level}_priority::max_pending_requests::{}",
+                t.max_pending_requests
+            );
+            let _ = writeln!(
+                out,
+                "{name}::{level}_priority::max_requests::{}",
+                t.max_requests
+            );
+            let _ = writeln!(
+                out,
+                "{name}::{level}_priority::max_retries::{}",
+                t.max_retries
+            );
+        }
         let _ = writeln!(out, "{name}::added_via_api::false");
         for host in cluster.hosts.load().all() {
             let a = host.address;
@@ -218,11 +237,18 @@ fn clusters(shared: &Shared) -> String {
             let _ = writeln!(out, "{name}::{a}::rq_timeout::0");
             let _ = writeln!(out, "{name}::{a}::rq_total::{}", get(&s.rq_total));
             let _ = writeln!(out, "{name}::{a}::hostname::{}", host.hostname);
-            let health = match host.health {
-                crate::cluster::Health::Healthy => "healthy",
+            let mut health = match host.health {
+                crate::cluster::Health::Healthy => "",
                 crate::cluster::Health::Unhealthy => "/eds_health_status/unhealthy",
                 crate::cluster::Health::Degraded => "/eds_health_status/degraded",
-            };
+            }
+            .to_string();
+            if host.outlier.is_ejected() {
+                health.push_str("/failed_outlier_check");
+            }
+            if health.is_empty() {
+                health.push_str("healthy");
+            }
             let _ = writeln!(out, "{name}::{a}::health_flags::{health}");
             let _ = writeln!(out, "{name}::{a}::weight::{}", host.weight);
             let _ = writeln!(out, "{name}::{a}::region::");
@@ -230,8 +256,13 @@ fn clusters(shared: &Shared) -> String {
             let _ = writeln!(out, "{name}::{a}::sub_zone::");
             let _ = writeln!(out, "{name}::{a}::canary::false");
             let _ = writeln!(out, "{name}::{a}::priority::{}", host.priority);
-            let _ = writeln!(out, "{name}::{a}::success_rate::-1");
-            let _ = writeln!(out, "{name}::{a}::local_origin_success_rate::-1");
+            let (rate, local_rate) = host.outlier.success_rates();
+            let _ = writeln!(out, "{name}::{a}::success_rate::{}", rate.unwrap_or(-1.0));
+            let _ = writeln!(
+                out,
+                "{name}::{a}::local_origin_success_rate::{}",
+                local_rate.unwrap_or(-1.0)
+            );
         }
     }
     out
@@ -266,6 +297,17 @@ fn all_stats(shared: &Shared) -> Vec<StatLine> {
             &c.config.stat_name,
             ClusterStats::entries(&c.stats),
         );
+        if let Some(d) = &c.outlier {
+            for (stat, value, counter) in d.stats.entries() {
+                breaker_lines.push((
+                    format!("cluster.{}.outlier_detection.{stat}", c.config.stat_name),
+                    value,
+                    counter,
+                    vec![("envoy_cluster_name", c.config.stat_name.clone())],
+                    format!("envoy_cluster_outlier_detection_{stat}"),
+                ));
+            }
+        }
         for (code, value) in c.stats.codes.seen() {
             breaker_lines.push((
                 format!("cluster.{}.upstream_rq_{code}", c.config.stat_name),

@@ -152,6 +152,19 @@ pub fn run(options: &Options) -> Result<(), RunError> {
             }
         });
     }
+    // Outlier detection's interval work, for whatever clusters the config holds now.
+    let maintained = shared.clone();
+    control.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let snapshot = maintained.snapshot.load();
+            for cluster in snapshot.clusters.values() {
+                cluster.outlier_tick();
+            }
+        }
+    });
     let ads = ads_config(&loaded.bootstrap, &snapshot, options, &origin)?;
     shared.snapshot.store(Arc::new(snapshot));
 

@@ -459,9 +459,10 @@ async fn tutorial(envoy: bool) {
     }
 
     if !envoy {
-        // A setting the Weft proxy does not implement yet (outlier detection): it must NACK,
+        // A setting the Weft proxy does not implement yet (subjectAltNames checked against an
+        // upstream's certificate, match_typed_subject_alt_names): it must NACK,
         // say so in proxy-status, and keep serving the last good config.
-        std::fs::write(mesh.dir.join("extra.yaml"), OUTLIERS).unwrap();
+        std::fs::write(mesh.dir.join("extra.yaml"), UNSUPPORTED).unwrap();
         let start = Instant::now();
         let nacked = loop {
             let syncz = status_json(&mesh, "/debug/syncz").await;
@@ -490,7 +491,7 @@ async fn tutorial(envoy: bool) {
             nacked["types"]["CDS"]["error"]
                 .as_str()
                 .unwrap()
-                .contains("outlier_detection"),
+                .contains("match_typed_subject_alt_names"),
             "{nacked}"
         );
         let t = tally(gw, &website("/"), 50).await;
@@ -503,12 +504,12 @@ async fn tutorial(envoy: bool) {
 }
 
 /// A service whose DestinationRule sets outlier detection.
-const OUTLIERS: &str = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\n\
+const UNSUPPORTED: &str = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\n\
     metadata: { name: extra }\n\
     spec: { hosts: [ extra.example.com ], location: MESH_EXTERNAL, resolution: DNS, ports: [ { number: 80, name: http, protocol: HTTP } ] }\n\
     ---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
     metadata: { name: extra }\n\
-    spec: { host: extra.example.com, trafficPolicy: { outlierDetection: { consecutive5xxErrors: 2 } } }\n";
+    spec: { host: extra.example.com, trafficPolicy: { tls: { mode: SIMPLE, subjectAltNames: [ extra.example.com ] } } }\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canary_tutorial_with_envoy_proxies() {

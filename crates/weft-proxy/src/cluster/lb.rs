@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 const OVERPROVISIONING: u64 = 140;
-const PANIC_THRESHOLD_PERCENT: u64 = 50;
+/// Envoy's `healthy_panic_threshold` default.
+pub const DEFAULT_PANIC_THRESHOLD: f64 = 50.0;
 /// Largest smooth weighted round robin schedule precomputed; beyond it, weighted random.
 const MAX_SCHEDULE: u64 = 4096;
 
@@ -16,6 +17,8 @@ const MAX_SCHEDULE: u64 = 4096;
 pub struct HostSet {
     levels: Vec<Level>,
     policy: LbPolicy,
+    /// Below this share of healthy hosts (percent) a level ignores health; 0 never panics.
+    panic_threshold: f64,
 }
 
 #[derive(Debug)]
@@ -33,7 +36,16 @@ struct Level {
 }
 
 impl HostSet {
-    pub fn new(mut hosts: Vec<Arc<Host>>, policy: LbPolicy) -> Self {
+    pub fn new(hosts: Vec<Arc<Host>>, policy: LbPolicy) -> Self {
+        Self::with_panic_threshold(hosts, policy, DEFAULT_PANIC_THRESHOLD)
+    }
+
+    /// A host set whose levels panic below `panic_threshold` percent of healthy hosts.
+    pub fn with_panic_threshold(
+        mut hosts: Vec<Arc<Host>>,
+        policy: LbPolicy,
+        panic_threshold: f64,
+    ) -> Self {
         hosts.sort_by_key(|h| h.priority);
         let mut levels: Vec<Level> = Vec::new();
         let mut current: Vec<Arc<Host>> = Vec::new();
@@ -48,7 +60,11 @@ impl HostSet {
         if !current.is_empty() {
             levels.push(Level::new(current, policy));
         }
-        HostSet { levels, policy }
+        HostSet {
+            levels,
+            policy,
+            panic_threshold,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -77,9 +93,14 @@ impl HostSet {
     pub fn choose_hashed(&self, request_hash: Option<u64>) -> Option<&Arc<Host>> {
         let level = self.pick_level()?;
         let panic =
-            (level.healthy.len() as u64) * 100 < PANIC_THRESHOLD_PERCENT * level.hosts.len() as u64;
+            (level.healthy.len() as f64) * 100.0 < self.panic_threshold * level.hosts.len() as f64;
+        // Not in panic (a threshold of 0 turns panic off, as Istio does) and nobody healthy:
+        // Envoy's "no healthy upstream".
+        if !panic && level.healthy.is_empty() {
+            return None;
+        }
         if self.policy.is_hashing() {
-            let table = if panic || level.healthy.is_empty() {
+            let table = if panic {
                 &level.table_all
             } else {
                 &level.table_healthy
@@ -90,7 +111,7 @@ impl HostSet {
                 .and_then(|t| t.choose(h))
                 .and_then(|i| level.hosts.get(i));
         }
-        let (candidates, schedule): (&[usize], &[usize]) = if panic || level.healthy.is_empty() {
+        let (candidates, schedule): (&[usize], &[usize]) = if panic {
             (&[], &level.schedule_all)
         } else {
             (&level.healthy, &level.schedule_healthy)
@@ -186,7 +207,7 @@ impl HostSet {
 impl Level {
     fn new(hosts: Vec<Arc<Host>>, policy: LbPolicy) -> Self {
         let healthy: Vec<usize> = (0..hosts.len())
-            .filter(|&i| hosts[i].health != Health::Unhealthy)
+            .filter(|&i| hosts[i].health != Health::Unhealthy && !hosts[i].outlier.is_ejected())
             .collect();
         let all: Vec<usize> = (0..hosts.len()).collect();
         let schedule_healthy = schedule(&hosts, &healthy);

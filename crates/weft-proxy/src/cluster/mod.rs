@@ -4,6 +4,7 @@
 pub mod circuit;
 pub mod hash;
 pub mod lb;
+pub mod outlier;
 
 use crate::stats::ClusterStats;
 use arc_swap::ArcSwap;
@@ -121,6 +122,9 @@ pub struct ClusterConfig {
     /// `common_http_protocol_options.idle_timeout`: how long a pooled connection may sit idle
     /// (Envoy's default is an hour).
     pub idle_timeout: Option<Duration>,
+    pub outlier_detection: Option<outlier::OutlierConfig>,
+    /// `common_lb_config.healthy_panic_threshold`, percent.
+    pub healthy_panic_threshold: f64,
 }
 
 /// One upstream host as the load balancer sees it.
@@ -134,6 +138,8 @@ pub struct Host {
     /// Requests in flight, for LEAST_REQUEST and `/clusters`.
     pub active_requests: AtomicU64,
     pub stats: HostStats,
+    /// What outlier detection knows of the host.
+    pub outlier: outlier::HostMonitor,
 }
 
 #[derive(Debug, Default)]
@@ -155,6 +161,7 @@ impl Host {
             priority,
             active_requests: AtomicU64::new(0),
             stats: HostStats::default(),
+            outlier: outlier::HostMonitor::default(),
         }
     }
 }
@@ -172,6 +179,10 @@ pub struct Cluster {
     pub rq_time: Arc<crate::stats::Histogram>,
     /// What the circuit breakers count, shared with the cluster's next version.
     pub breakers: Arc<circuit::Breakers>,
+    pub outlier: Option<outlier::Detector>,
+    /// Held while a new host set is built and published, so that two changes at once (an
+    /// ejection on each of two workers, an EDS update) cannot publish a set missing the other.
+    publishing: std::sync::Mutex<()>,
     /// ORIGINAL_DST: the hosts made so far, by address. Replaced whole on insert (rare), read
     /// without a lock.
     original_dst_hosts: ArcSwap<HashMap<SocketAddr, Arc<Host>>>,
@@ -196,16 +207,28 @@ impl Cluster {
                 && p.config.eds_service_name == config.eds_service_name
         });
         let set = match previous {
-            Some(p) if keep_hosts => {
-                lb::HostSet::new(p.hosts.load().all().cloned().collect(), config.lb_policy)
-            }
-            _ => lb::HostSet::new(ip_hosts(&config.localities, None), config.lb_policy),
+            Some(p) if keep_hosts => p.hosts.load().all().cloned().collect(),
+            _ => ip_hosts(&config.localities, None),
         };
+        if config.outlier_detection.is_none() {
+            // Outlier detection turned off: nobody stays ejected.
+            for h in &set {
+                h.outlier.forget();
+            }
+        }
         let cluster = Cluster {
             hosts: ArcSwap::from_pointee(lb::HostSet::new(Vec::new(), LbPolicy::RoundRobin)),
             stats: previous.map(|p| p.stats.clone()).unwrap_or_default(),
             rq_time: previous.map(|p| p.rq_time.clone()).unwrap_or_default(),
             breakers: previous.map(|p| p.breakers.clone()).unwrap_or_default(),
+            outlier: config.outlier_detection.clone().map(|c| {
+                let stats = previous
+                    .and_then(|p| p.outlier.as_ref())
+                    .map(|d| d.stats.clone())
+                    .unwrap_or_default();
+                outlier::Detector::new(c, stats)
+            }),
+            publishing: std::sync::Mutex::new(()),
             original_dst_hosts: ArcSwap::default(),
             config,
         };
@@ -276,24 +299,59 @@ impl Cluster {
             .into_iter()
             .map(|(addr, endpoint, priority)| reuse(&current, addr, &endpoint, priority))
             .collect();
-        self.publish(lb::HostSet::new(hosts, self.config.lb_policy));
+        self.publish(hosts);
     }
 
     /// Replaces the hosts with a `ClusterLoadAssignment` from EDS.
     pub fn set_endpoints(&self, localities: &[LocalityConfig]) {
         let current = self.hosts.load();
         let hosts = ip_hosts(localities, Some(&current));
-        self.publish(lb::HostSet::new(hosts, self.config.lb_policy));
+        self.publish(hosts);
     }
 
-    /// Makes `set` the cluster's hosts, with the membership gauges that describe it.
-    fn publish(&self, set: lb::HostSet) {
+    /// Makes `hosts` the cluster's hosts, with the membership gauges that describe them.
+    fn publish(&self, hosts: Vec<Arc<Host>>) {
+        let _publishing = self.publishing.lock();
+        let set = lb::HostSet::with_panic_threshold(
+            hosts,
+            self.config.lb_policy,
+            self.config.healthy_panic_threshold,
+        );
         let s = &self.stats;
         s.membership_total
             .store(set.len() as u64, Ordering::Relaxed);
         s.membership_healthy
             .store(set.healthy_count() as u64, Ordering::Relaxed);
         self.hosts.store(Arc::new(set));
+    }
+
+    /// Tells outlier detection what an attempt on `host` met; ejects the host if that calls for
+    /// it.
+    pub fn report(&self, host: &Host, outcome: outlier::Outcome) {
+        let Some(detector) = &self.outlier else {
+            return;
+        };
+        let Some(kind) = host.outlier.record(&detector.config, outcome) else {
+            return;
+        };
+        let set = self.hosts.load_full();
+        let monitors: Vec<&outlier::HostMonitor> = set.all().map(|h| &h.outlier).collect();
+        if detector.eject(&host.outlier, &monitors, kind) {
+            tracing::debug!(cluster = %self.config.name, host = %host.address, ?kind, "outlier ejected");
+            self.publish(set.all().cloned().collect());
+        }
+    }
+
+    /// Outlier detection's interval work, when its interval has passed.
+    pub fn outlier_tick(&self) {
+        let Some(detector) = &self.outlier else {
+            return;
+        };
+        let set = self.hosts.load_full();
+        let monitors: Vec<&outlier::HostMonitor> = set.all().map(|h| &h.outlier).collect();
+        if detector.tick(&monitors) {
+            self.publish(set.all().cloned().collect());
+        }
     }
 
     /// Endpoints that DNS must resolve, with their priority.

@@ -111,11 +111,11 @@ mod tests {
     fn unimplemented_fields_and_values_are_errors_not_ignored() {
         assert_eq!(
             errors(
-                "static_resources:\n  clusters:\n  - name: a\n    outlier_detection: {}\n    lb_policy: LOAD_BALANCING_POLICY_CONFIG\n"
+                "static_resources:\n  clusters:\n  - name: a\n    lb_subset_config: {}\n    lb_policy: LOAD_BALANCING_POLICY_CONFIG\n"
             ),
             [
                 "b.yaml: static_resources.clusters[0].lb_policy: value LOAD_BALANCING_POLICY_CONFIG is not supported by the Weft proxy (supported: ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH, MAGLEV, CLUSTER_PROVIDED)",
-                "b.yaml: static_resources.clusters[0].outlier_detection: not supported by the Weft proxy",
+                "b.yaml: static_resources.clusters[0].lb_subset_config: not supported by the Weft proxy",
             ]
         );
     }

@@ -314,7 +314,24 @@ const TABLE: &[(&str, &str)] = &[
          maglev_lb_config load_assignment transport_socket \
          typed_extension_protocol_options http2_protocol_options http_protocol_options \
          dns_lookup_family=AUTO|V4_ONLY|V4_PREFERRED metadata circuit_breakers \
-         common_http_protocol_options max_requests_per_connection",
+         common_http_protocol_options max_requests_per_connection outlier_detection \
+         common_lb_config",
+    ),
+    (
+        "envoy.config.cluster.v3.Cluster.CommonLbConfig",
+        "healthy_panic_threshold",
+    ),
+    (
+        "envoy.config.cluster.v3.OutlierDetection",
+        "consecutive_5xx interval base_ejection_time max_ejection_percent \
+         enforcing_consecutive_5xx enforcing_success_rate success_rate_minimum_hosts \
+         success_rate_request_volume success_rate_stdev_factor consecutive_gateway_failure \
+         enforcing_consecutive_gateway_failure split_external_local_origin_errors \
+         consecutive_local_origin_failure enforcing_consecutive_local_origin_failure \
+         enforcing_local_origin_success_rate failure_percentage_threshold \
+         enforcing_failure_percentage enforcing_failure_percentage_local_origin \
+         failure_percentage_minimum_hosts failure_percentage_request_volume max_ejection_time \
+         always_eject_one_host",
     ),
     ("envoy.config.cluster.v3.CircuitBreakers", "thresholds"),
     (

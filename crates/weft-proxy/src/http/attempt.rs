@@ -119,6 +119,24 @@ fn no_answer(f: &Failure) -> Option<NoAnswer> {
     }
 }
 
+/// Tells outlier detection what the attempt met (not when the circuit breakers refused it, or
+/// the client went away).
+fn report(cluster: &Cluster, host: &Host, outcome: &Result<Answer, Failure>) {
+    use crate::cluster::outlier::Outcome;
+    if cluster.outlier.is_none() {
+        return;
+    }
+    let what = match outcome {
+        Ok((resp, _)) => Outcome::Status(resp.status().as_u16()),
+        Err(Failure::Connect(upstream::ConnectError::Overflow)) | Err(Failure::Stream(..)) => {
+            return;
+        }
+        Err(Failure::Connect(_) | Failure::Exchange(_)) => Outcome::ConnectFailed,
+        Err(Failure::Timeout | Failure::PerTryTimeout) => Outcome::Timeout,
+    };
+    cluster.report(host, what);
+}
+
 /// Another host for a retry: with previous_hosts, one not tried yet if host selection finds
 /// one within its attempts.
 fn next_host(
@@ -183,6 +201,7 @@ pub(super) async fn send(
             (None, None) => None,
         };
         let outcome = once(&a, host, req, timeout).await;
+        report(a.cluster, host, &outcome);
         if matches!(outcome, Err(Failure::PerTryTimeout)) {
             stats::inc(&cs.upstream_rq_per_try_timeout);
         }

@@ -234,6 +234,17 @@ pub fn cluster(c: &pb::Cluster, path: &str) -> Result<ClusterConfig> {
             max_requests_per_connection,
         ),
         idle_timeout,
+        outlier_detection: match &c.outlier_detection {
+            Some(od) => Some(super::resilience::outlier_detection(
+                od,
+                &format!("{path}.outlier_detection"),
+            )?),
+            None => None,
+        },
+        healthy_panic_threshold: super::resilience::healthy_panic_threshold(
+            c.common_lb_config.as_ref(),
+            &format!("{path}.common_lb_config"),
+        )?,
         name: c.name.clone(),
         stat_name: if c.alt_stat_name.is_empty() {
             c.name.clone()

@@ -1,10 +1,14 @@
-//! The parts of a cluster that protect it: `circuit_breakers` and the HTTP connection limits of
+//! The parts of a cluster that protect it: `circuit_breakers`, `outlier_detection`,
+//! `common_lb_config.healthy_panic_threshold` and the HTTP connection limits of
 //! `common_http_protocol_options`.
 
 use super::Result;
 use crate::cluster::circuit::{CircuitBreakers, RetryBudget, Thresholds};
+use crate::cluster::outlier::OutlierConfig;
 use crate::config::FieldError;
 use envoy_types::pb::envoy::config::cluster::v3 as pb;
+use envoy_types::pb::google::protobuf::{Duration as PbDuration, UInt32Value};
+use std::time::Duration;
 
 pub fn circuit_breakers(cb: Option<&pb::CircuitBreakers>, path: &str) -> Result<CircuitBreakers> {
     let mut out = CircuitBreakers::default();
@@ -67,4 +71,140 @@ fn thresholds(t: &pb::circuit_breakers::Thresholds, path: &str) -> Result<Thresh
 /// `max_requests_per_connection`: 0 or unset means no limit.
 pub fn max_requests_per_connection(value: Option<u32>) -> Option<u32> {
     value.filter(|n| *n > 0)
+}
+
+/// A duration that must be above zero when set.
+fn positive(d: Option<&PbDuration>, field: String) -> Result<Option<Duration>> {
+    match d {
+        None => Ok(None),
+        Some(d) if d.seconds < 0 || d.nanos < 0 || (d.seconds == 0 && d.nanos == 0) => {
+            Err(FieldError::new(field, "must be greater than zero"))
+        }
+        Some(d) => Ok(super::duration(Some(d))),
+    }
+}
+
+pub fn outlier_detection(od: &pb::OutlierDetection, path: &str) -> Result<OutlierConfig> {
+    let d = OutlierConfig::default();
+    let count = |v: &Option<UInt32Value>, default: u32| v.as_ref().map_or(default, |v| v.value);
+    let percent = |v: &Option<UInt32Value>, default: u32, name: &str| -> Result<u32> {
+        let p = count(v, default);
+        if p > 100 {
+            return Err(FieldError::new(
+                format!("{path}.{name}"),
+                format!("{p} is not a percentage (0 to 100)"),
+            ));
+        }
+        Ok(p)
+    };
+    let interval = positive(od.interval.as_ref(), format!("{path}.interval"))?;
+    let base = positive(
+        od.base_ejection_time.as_ref(),
+        format!("{path}.base_ejection_time"),
+    )?;
+    let max = positive(
+        od.max_ejection_time.as_ref(),
+        format!("{path}.max_ejection_time"),
+    )?;
+    let base_ejection_time = base.unwrap_or(d.base_ejection_time);
+    let max_ejection_time = max.unwrap_or(d.max_ejection_time.max(base_ejection_time));
+    if max_ejection_time < base_ejection_time {
+        return Err(FieldError::new(
+            format!("{path}.max_ejection_time"),
+            "must be at least base_ejection_time",
+        ));
+    }
+    Ok(OutlierConfig {
+        consecutive_5xx: count(&od.consecutive_5xx, d.consecutive_5xx),
+        enforcing_consecutive_5xx: percent(
+            &od.enforcing_consecutive_5xx,
+            d.enforcing_consecutive_5xx,
+            "enforcing_consecutive_5xx",
+        )?,
+        consecutive_gateway_failure: count(
+            &od.consecutive_gateway_failure,
+            d.consecutive_gateway_failure,
+        ),
+        enforcing_consecutive_gateway_failure: percent(
+            &od.enforcing_consecutive_gateway_failure,
+            d.enforcing_consecutive_gateway_failure,
+            "enforcing_consecutive_gateway_failure",
+        )?,
+        split_external_local_origin_errors: od.split_external_local_origin_errors,
+        consecutive_local_origin_failure: count(
+            &od.consecutive_local_origin_failure,
+            d.consecutive_local_origin_failure,
+        ),
+        enforcing_consecutive_local_origin_failure: percent(
+            &od.enforcing_consecutive_local_origin_failure,
+            d.enforcing_consecutive_local_origin_failure,
+            "enforcing_consecutive_local_origin_failure",
+        )?,
+        interval: interval.unwrap_or(d.interval),
+        base_ejection_time,
+        max_ejection_time,
+        max_ejection_percent: percent(
+            &od.max_ejection_percent,
+            d.max_ejection_percent,
+            "max_ejection_percent",
+        )?,
+        always_eject_one_host: od.always_eject_one_host.as_ref().is_some_and(|b| b.value),
+        success_rate_minimum_hosts: count(
+            &od.success_rate_minimum_hosts,
+            d.success_rate_minimum_hosts,
+        ),
+        success_rate_request_volume: count(
+            &od.success_rate_request_volume,
+            d.success_rate_request_volume,
+        ),
+        success_rate_stdev_factor: count(
+            &od.success_rate_stdev_factor,
+            d.success_rate_stdev_factor,
+        ),
+        enforcing_success_rate: percent(
+            &od.enforcing_success_rate,
+            d.enforcing_success_rate,
+            "enforcing_success_rate",
+        )?,
+        enforcing_local_origin_success_rate: percent(
+            &od.enforcing_local_origin_success_rate,
+            d.enforcing_local_origin_success_rate,
+            "enforcing_local_origin_success_rate",
+        )?,
+        failure_percentage_threshold: percent(
+            &od.failure_percentage_threshold,
+            d.failure_percentage_threshold,
+            "failure_percentage_threshold",
+        )?,
+        failure_percentage_minimum_hosts: count(
+            &od.failure_percentage_minimum_hosts,
+            d.failure_percentage_minimum_hosts,
+        ),
+        failure_percentage_request_volume: count(
+            &od.failure_percentage_request_volume,
+            d.failure_percentage_request_volume,
+        ),
+        enforcing_failure_percentage: percent(
+            &od.enforcing_failure_percentage,
+            d.enforcing_failure_percentage,
+            "enforcing_failure_percentage",
+        )?,
+        enforcing_failure_percentage_local_origin: percent(
+            &od.enforcing_failure_percentage_local_origin,
+            d.enforcing_failure_percentage_local_origin,
+            "enforcing_failure_percentage_local_origin",
+        )?,
+    })
+}
+
+/// `common_lb_config.healthy_panic_threshold`: 50 % unless set.
+pub fn healthy_panic_threshold(c: Option<&pb::cluster::CommonLbConfig>, path: &str) -> Result<f64> {
+    match c.and_then(|c| c.healthy_panic_threshold.as_ref()) {
+        None => Ok(crate::cluster::lb::DEFAULT_PANIC_THRESHOLD),
+        Some(p) if (0.0..=100.0).contains(&p.value) => Ok(p.value),
+        Some(p) => Err(FieldError::new(
+            format!("{path}.healthy_panic_threshold.value"),
+            format!("{} is not a percentage between 0 and 100", p.value),
+        )),
+    }
 }
