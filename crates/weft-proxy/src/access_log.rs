@@ -27,7 +27,9 @@ pub mod flags {
     pub const UPE: u32 = 1 << 12; // upstream protocol error
     pub const DPE: u32 = 1 << 13; // downstream protocol error
     pub const SI: u32 = 1 << 14; // stream idle timeout
-    pub const NAMES: [(u32, &str); 15] = [
+    pub const RL: u32 = 1 << 15; // rate limited locally
+    pub const NAMES: [(u32, &str); 16] = [
+        (RL, "RL"),
         (UH, "UH"),
         (UF, "UF"),
         (UO, "UO"),

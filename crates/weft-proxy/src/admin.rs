@@ -382,6 +382,17 @@ fn all_stats(shared: &Shared) -> Vec<StatLine> {
             ));
         }
     }
+    for (prefix, s) in crate::http::local_ratelimit::all_stats() {
+        for (stat, value) in s.entries() {
+            out.push((
+                format!("{prefix}.http_local_rate_limit.{stat}"),
+                value,
+                true,
+                vec![("envoy_local_http_ratelimit_prefix", prefix.clone())],
+                format!("envoy_http_local_rate_limit_{stat}"),
+            ));
+        }
+    }
     for (name, value, counter) in shared.xds.entries() {
         out.push((
             name.to_string(),

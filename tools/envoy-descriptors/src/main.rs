@@ -27,6 +27,14 @@ const ROOTS: &[&str] = &[
     "envoy/extensions/access_loggers/stream/v3/stream.proto",
 ];
 
+/// Compiled apart from `ROOTS`: their relative reference `common.ratelimit.v3…` would resolve
+/// into `envoy.extensions.filters.common` (the fault filter's package) in one pool, which protox,
+/// stricter than protoc, refuses. Compiled types carry full names, so the sets merge safely.
+const APART: &[&str] = &[
+    "envoy/extensions/filters/http/local_ratelimit/v3/local_rate_limit.proto",
+    "envoy/extensions/filters/network/local_ratelimit/v3/local_rate_limit.proto",
+];
+
 const INCLUDE_DIRS: &[&str] = &[
     "data-plane-api",
     "xds",
@@ -48,8 +56,19 @@ fn main() -> Result<()> {
     for root in ROOTS {
         compiler.open_file(root).with_context(|| format!("compiling {root}"))?;
     }
-    let bytes = compiler.encode_file_descriptor_set();
+    let mut set = compiler.file_descriptor_set();
+    let mut apart = protox::Compiler::new(&includes)?;
+    apart.include_source_info(false).include_imports(true);
+    for root in APART {
+        apart.open_file(root).with_context(|| format!("compiling {root}"))?;
+    }
+    for file in apart.file_descriptor_set().file {
+        if !set.file.iter().any(|f| f.name == file.name) {
+            set.file.push(file);
+        }
+    }
+    let bytes = prost::Message::encode_to_vec(&set);
     std::fs::write(&out, &bytes).with_context(|| format!("writing {out}"))?;
-    println!("{out}: {} bytes, {} files", bytes.len(), compiler.file_descriptor_set().file.len());
+    println!("{out}: {} bytes, {} files", bytes.len(), set.file.len());
     Ok(())
 }

@@ -135,6 +135,16 @@ const TABLE: &[(&str, &str)] = &[
     ),
     ("envoy.type.v3.FractionalPercent", "numerator denominator"),
     (
+        "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+        "stat_prefix status token_bucket filter_enabled filter_enforced response_headers_to_add \
+         enable_x_ratelimit_headers=OFF|DRAFT_VERSION_03",
+    ),
+    ("envoy.type.v3.HttpStatus", "code"),
+    (
+        "envoy.type.v3.TokenBucket",
+        "max_tokens tokens_per_fill fill_interval",
+    ),
+    (
         "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
         "stat_prefix cluster weighted_clusters idle_timeout access_log",
     ),

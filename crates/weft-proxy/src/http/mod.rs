@@ -6,6 +6,7 @@ pub mod cors;
 pub mod fault;
 mod grpc;
 mod headers;
+pub mod local_ratelimit;
 pub mod mirror;
 mod redirect;
 pub mod router;
@@ -71,6 +72,9 @@ pub struct HttpConnectionManager {
     /// The `envoy.filters.http.fault` filter is in the chain, with its own policy (which a
     /// route's or virtual host's replaces) and its counters.
     pub fault: Option<(Arc<fault::FaultPolicy>, Arc<crate::stats::FaultStats>)>,
+    /// The `envoy.filters.http.local_ratelimit` filter is in the chain, with its own config
+    /// (which a route's or virtual host's replaces).
+    pub local_rate_limit: Option<Arc<local_ratelimit::LocalRateLimit>>,
     /// `upgrade_configs`: upgrade types (e.g. `websocket`) passed through, lowercase.
     pub upgrades: Vec<String>,
     /// `http2_protocol_options.allow_connect`: HTTP/2 clients may open upgrades with an

@@ -3,6 +3,7 @@
 
 use super::attempt::{self, Failure};
 use super::fault::Abort;
+use super::local_ratelimit::Decision;
 use super::stream_timer::{Activity, IdleTimer};
 use super::{Connection, RouteSource, cors, headers, local_reply, mirror, upgrade, upstream_head};
 use crate::access_log::{Entry, RequestInfo, flags};
@@ -52,6 +53,8 @@ struct Finisher {
     priority: Priority,
     /// The circuit breakers dropped the request: the reply says so (`x-envoy-overloaded`).
     overloaded: bool,
+    /// `x-ratelimit-*` headers the local rate limit adds to the response.
+    ratelimit_headers: Option<http::HeaderMap>,
     /// CORS headers the response gets (an allowed cross-origin request).
     cors: Option<cors::Simple>,
     /// A hash policy cookie generated for this client.
@@ -168,6 +171,7 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
         release: None,
         priority: Priority::Default,
         overloaded: false,
+        ratelimit_headers: None,
         cors: None,
         set_cookie: None,
         grpc: parts
@@ -255,6 +259,22 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
                 Abort::Grpc(_) => local_reply(StatusCode::OK, "fault filter abort"),
             };
             return finish_local(finisher, Some(&parts), resp);
+        }
+    }
+    if let Some(filter) = &hcm.local_rate_limit {
+        let config = route
+            .local_rate_limit
+            .as_ref()
+            .or(vhost.local_rate_limit.as_ref())
+            .unwrap_or(filter);
+        match config.check() {
+            Decision::Pass(headers) => finisher.ratelimit_headers = headers,
+            Decision::Limit(status, headers) => {
+                finisher.flags |= flags::RL;
+                let mut resp = local_reply(status, "local_rate_limited");
+                resp.headers_mut().extend(headers);
+                return finish_local(finisher, Some(&parts), resp);
+            }
         }
     }
     if hcm.cors {
@@ -392,6 +412,9 @@ fn finish_local(
     if finisher.overloaded {
         resp.headers_mut()
             .insert(X_ENVOY_OVERLOADED.clone(), HeaderValue::from_static("true"));
+    }
+    if let Some(h) = finisher.ratelimit_headers.take() {
+        resp.headers_mut().extend(h);
     }
     headers::on_response(resp.headers_mut(), &finisher.conn.hcm);
     finisher.status = resp.status().as_u16();
@@ -764,6 +787,9 @@ async fn forward_request(
     }
     if let Some(cookie) = finisher.set_cookie.take() {
         rparts.headers.append(http::header::SET_COOKIE, cookie);
+    }
+    if let Some(h) = finisher.ratelimit_headers.take() {
+        rparts.headers.extend(h);
     }
     rparts.version = http::Version::default();
     finisher.status = rparts.status.as_u16();

@@ -36,6 +36,7 @@ pub struct VirtualHost {
     pub headers: HeaderOps,
     pub cors: Option<std::sync::Arc<crate::http::cors::CorsPolicy>>,
     pub fault: Option<std::sync::Arc<crate::http::fault::FaultPolicy>>,
+    pub local_rate_limit: Option<std::sync::Arc<crate::http::local_ratelimit::LocalRateLimit>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +55,7 @@ pub struct Route {
     pub headers: HeaderOps,
     pub cors: Option<std::sync::Arc<crate::http::cors::CorsPolicy>>,
     pub fault: Option<std::sync::Arc<crate::http::fault::FaultPolicy>>,
+    pub local_rate_limit: Option<std::sync::Arc<crate::http::local_ratelimit::LocalRateLimit>>,
 }
 
 #[derive(Debug, Clone)]

@@ -20,6 +20,7 @@ const HTTP_FAULT: &str = "envoy.extensions.filters.http.fault.v3.HTTPFault";
 pub struct PerFilter {
     pub cors: Option<Arc<CorsPolicy>>,
     pub fault: Option<Arc<crate::http::fault::FaultPolicy>>,
+    pub local_rate_limit: Option<Arc<crate::http::local_ratelimit::LocalRateLimit>>,
 }
 
 pub fn per_filter_config(configs: &HashMap<String, Any>, path: &str) -> Result<PerFilter> {
@@ -35,6 +36,10 @@ pub fn per_filter_config(configs: &HashMap<String, Any>, path: &str) -> Result<P
                 let pb: envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault =
                     decode_any(any, &kpath)?;
                 out.fault = Some(Arc::new(super::fault::fault_policy(&pb, &kpath)?));
+            }
+            super::local_ratelimit::TYPE => {
+                out.local_rate_limit =
+                    Some(Arc::new(super::local_ratelimit::from_any(any, &kpath)?));
             }
             other => {
                 return Err(FieldError::new(

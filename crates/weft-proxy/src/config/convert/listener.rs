@@ -288,6 +288,7 @@ fn connection_manager(
     };
     let mut cors = false;
     let mut fault = None;
+    let mut local_rate_limit = None;
     for (i, f) in others.iter().enumerate() {
         let fpath = format!("{path}.http_filters[{i}]");
         match &f.config_type {
@@ -299,6 +300,14 @@ fn connection_manager(
                 let pb: HttpFault = decode_any(any, &fpath)?;
                 let policy = super::fault::fault_policy(&pb, &format!("{fpath}.typed_config"))?;
                 fault = Some((Arc::new(policy), store.fault(&h.stat_prefix)));
+            }
+            Some(hcm::http_filter::ConfigType::TypedConfig(any))
+                if type_name(any) == super::local_ratelimit::TYPE =>
+            {
+                local_rate_limit = Some(Arc::new(super::local_ratelimit::from_any(
+                    any,
+                    &format!("{fpath}.typed_config"),
+                )?));
             }
             _ => {
                 return Err(FieldError::new(
@@ -352,6 +361,7 @@ fn connection_manager(
         suppress_envoy_headers,
         cors,
         fault,
+        local_rate_limit,
         upgrades: h
             .upgrade_configs
             .iter()

@@ -6,6 +6,7 @@ mod cluster;
 mod cors;
 mod fault;
 mod listener;
+mod local_ratelimit;
 mod resilience;
 mod retry;
 mod route;

@@ -117,6 +117,7 @@ pub fn route_configuration(
             )?,
             cors: per_filter.cors,
             fault: per_filter.fault,
+            local_rate_limit: per_filter.local_rate_limit,
         });
     }
     // Longest wildcard wins.
@@ -259,6 +260,7 @@ fn convert_route(route: &pb::Route, path: &str) -> Result<Route> {
         )?,
         cors: per_filter.cors,
         fault: per_filter.fault,
+        local_rate_limit: per_filter.local_rate_limit,
     })
 }
 

@@ -1,0 +1,93 @@
+//! `envoy.filters.http.local_ratelimit` config → `http::local_ratelimit::LocalRateLimit`.
+
+use super::{Result, decode_any, duration};
+use crate::config::FieldError;
+use crate::http::local_ratelimit::{self, LocalRateLimit, TokenBucket};
+use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit as Pb;
+use envoy_types::pb::google::protobuf::Any;
+use http::StatusCode;
+
+pub const TYPE: &str = "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
+
+pub fn from_any(any: &Any, path: &str) -> Result<LocalRateLimit> {
+    let pb: Pb = decode_any(any, path)?;
+    local_rate_limit(&pb, path)
+}
+
+pub fn local_rate_limit(p: &Pb, path: &str) -> Result<LocalRateLimit> {
+    if p.stat_prefix.is_empty() {
+        return Err(FieldError::new(
+            format!("{path}.stat_prefix"),
+            "is required",
+        ));
+    }
+    let status = match &p.status {
+        None => StatusCode::TOO_MANY_REQUESTS,
+        Some(s) => u16::try_from(s.code)
+            .ok()
+            .filter(|c| (400..=599).contains(c))
+            .and_then(|c| StatusCode::from_u16(c).ok())
+            .ok_or_else(|| {
+                FieldError::new(
+                    format!("{path}.status.code"),
+                    format!("{} is not an HTTP error status", s.code),
+                )
+            })?,
+    };
+    let bucket = match &p.token_bucket {
+        None => None,
+        Some(b) => {
+            if b.max_tokens == 0 {
+                return Err(FieldError::new(
+                    format!("{path}.token_bucket.max_tokens"),
+                    "must be greater than zero",
+                ));
+            }
+            let fill = b.fill_interval.as_ref();
+            let fill_interval = match fill {
+                Some(d) if d.seconds > 0 || (d.seconds == 0 && d.nanos > 0) => duration(fill),
+                _ => None,
+            }
+            .ok_or_else(|| {
+                FieldError::new(
+                    format!("{path}.token_bucket.fill_interval"),
+                    "is required and must be greater than zero",
+                )
+            })?;
+            let per_fill = b.tokens_per_fill.as_ref().map_or(1, |v| v.value);
+            if per_fill == 0 {
+                return Err(FieldError::new(
+                    format!("{path}.token_bucket.tokens_per_fill"),
+                    "must be greater than zero",
+                ));
+            }
+            Some(TokenBucket::new(
+                u64::from(b.max_tokens),
+                u64::from(per_fill),
+                fill_interval,
+            ))
+        }
+    };
+    // Unset, a fraction is 0 %: the filter must be turned on explicitly, as in Envoy.
+    let fraction =
+        |f: &Option<envoy_types::pb::envoy::config::core::v3::RuntimeFractionalPercent>| {
+            f.as_ref()
+                .and_then(|f| f.default_value.as_ref())
+                .map_or(0, |p| super::fault::per_million(Some(p)))
+        };
+    let ops = super::route::header_ops(&[], &[], &p.response_headers_to_add, &[], path)?;
+    let response_headers = ops
+        .response_add
+        .into_iter()
+        .map(|a| (a.name, a.value))
+        .collect();
+    Ok(LocalRateLimit {
+        status,
+        bucket,
+        enabled_per_million: fraction(&p.filter_enabled),
+        enforced_per_million: fraction(&p.filter_enforced),
+        response_headers,
+        x_ratelimit_headers: p.enable_x_ratelimit_headers == 1,
+        stats: local_ratelimit::stats_for(&p.stat_prefix),
+    })
+}
