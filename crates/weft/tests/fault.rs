@@ -102,6 +102,41 @@ async fn faults_agree_with_envoy() {
             0,
             "{kind:?}"
         );
+
+        // Header-controlled faults: none without the headers; the status, delay or gRPC
+        // status the request names; a percentage header of 0 turns the fault off.
+        let with = |headers: &[(&str, &str)]| {
+            let mut r = Req::get("f", "/header");
+            for (k, v) in headers {
+                r.headers.push((k.to_string(), v.to_string()));
+            }
+            r
+        };
+        assert_eq!(request(addr, &with(&[])).await.status, 200, "{kind:?}");
+        let teapot = request(addr, &with(&[("x-envoy-fault-abort-request", "429")])).await;
+        assert_eq!(
+            (teapot.status, &teapot.body[..]),
+            (429, &b"fault filter abort"[..]),
+            "{kind:?}"
+        );
+        let lowered = with(&[
+            ("x-envoy-fault-abort-request", "429"),
+            ("x-envoy-fault-abort-request-percentage", "0"),
+        ]);
+        assert_eq!(request(addr, &lowered).await.status, 200, "{kind:?}");
+        let start = Instant::now();
+        let slow = request(addr, &with(&[("x-envoy-fault-delay-request", "200")])).await;
+        assert_eq!(slow.status, 200, "{kind:?}");
+        assert!(start.elapsed() >= Duration::from_millis(180), "{kind:?}");
+        let g = request(
+            addr,
+            &with(&[
+                ("x-envoy-fault-abort-grpc-request", "14"),
+                ("content-type", "application/grpc"),
+            ]),
+        )
+        .await;
+        assert_eq!(g.headers["grpc-status"], "14", "{kind:?}");
     }
 }
 

@@ -235,24 +235,29 @@ async fn bad_updates_are_nacked_and_the_last_good_config_serves() {
         );
     }
 
-    // Version 3: outlier detection on cluster a, which Envoy takes and Weft does not implement.
-    let with_outlier = any(
+    // Version 3: an active health check on cluster a, which Envoy takes and Weft does not
+    // implement yet.
+    let with_health_check = any(
         "envoy.config.cluster.v3.Cluster",
         json!({"name": "a", "type": "EDS", "connect_timeout": "1s",
                "eds_cluster_config": {"eds_config": {"ads": {}, "resource_api_version": "V3"}},
-               "outlier_detection": {"consecutive_5xx": 2}}),
+               "health_checks": [{"timeout": "1s", "interval": "1s", "unhealthy_threshold": 1,
+                                  "healthy_threshold": 1, "tcp_health_check": {}}]}),
     );
     for (_, node, _, port) in nodes {
-        cache.set_node(node, config("3", port, json!({}), with_outlier.clone()));
+        cache.set_node(
+            node,
+            config("3", port, json!({}), with_health_check.clone()),
+        );
     }
-    eventually("envoy accepts outlier_detection", || async {
+    eventually("envoy accepts health_checks", || async {
         acked(&cp, "envoy", type_url::CLUSTER, "3")
     })
     .await;
     for (_, node, _, port) in &nodes[1..] {
         eventually(&format!("{node}: CDS NACK"), || async {
             match nack(&cp, node, type_url::CLUSTER) {
-                Some(m) if m == "Cluster a: outlier_detection: not supported by the Weft proxy" => {
+                Some(m) if m == "Cluster a: health_checks: not supported by the Weft proxy" => {
                     Ok(())
                 }
                 other => Err(format!("{other:?}")),

@@ -31,7 +31,7 @@ pub fn pool() -> &'static DescriptorPool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
     /// Proto field path from the root of what was loaded, e.g.
-    /// `static_resources.clusters[0].outlier_detection`.
+    /// `static_resources.clusters[0].health_checks`.
     pub field: String,
     pub reason: String,
 }

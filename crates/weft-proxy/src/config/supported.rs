@@ -117,11 +117,19 @@ const TABLE: &[(&str, &str)] = &[
     ),
     (
         "envoy.extensions.filters.common.fault.v3.FaultDelay",
-        "fixed_delay percentage",
+        "fixed_delay header_delay percentage",
+    ),
+    (
+        "envoy.extensions.filters.common.fault.v3.FaultDelay.HeaderDelay",
+        "",
+    ),
+    (
+        "envoy.extensions.filters.http.fault.v3.FaultAbort.HeaderAbort",
+        "",
     ),
     (
         "envoy.extensions.filters.http.fault.v3.FaultAbort",
-        "http_status grpc_status percentage",
+        "http_status grpc_status header_abort percentage",
     ),
     (
         "envoy.extensions.filters.http.cors.v3.CorsPolicy",

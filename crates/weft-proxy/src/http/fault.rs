@@ -2,9 +2,14 @@
 //! for a fraction of requests, from the filter's own config or the route's (a route's or
 //! virtual host's `typed_per_filter_config` replaces the filter's whole). Counted as Envoy
 //! counts them, `http.<prefix>.fault.*`, with `max_active_faults` as the cap.
+//!
+//! `header_delay` and `header_abort` take the fault from the request instead:
+//! `x-envoy-fault-delay-request` (milliseconds), `x-envoy-fault-abort-request` (an HTTP status)
+//! or `x-envoy-fault-abort-grpc-request` (a gRPC status), and `…-percentage` headers that may
+//! lower, never raise, the configured share.
 
 use crate::stats::{self, FaultStats};
-use http::StatusCode;
+use http::{HeaderMap, StatusCode};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,11 +20,26 @@ pub enum Abort {
     Grpc(u32),
 }
 
+/// Where a fault's value comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source<T> {
+    Fixed(T),
+    /// The request's headers (`header_delay`, `header_abort`).
+    Header,
+}
+
+/// A share of requests: per million, and what one unit of the configured denominator is worth
+/// per million (a percentage header is a numerator over that denominator).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    pub per_million: u32,
+    pub unit: u32,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct FaultPolicy {
-    /// A fixed delay and the share of requests, per million, that get it.
-    pub delay: Option<(Duration, u32)>,
-    pub abort: Option<(Abort, u32)>,
+    pub delay: Option<(Source<Duration>, Share)>,
+    pub abort: Option<(Source<Abort>, Share)>,
     /// `max_active_faults`: requests with a fault in progress beyond which no more are made.
     pub max_active: Option<u64>,
 }
@@ -44,17 +64,70 @@ pub(crate) fn rolls(per_million: u32) -> bool {
     per_million >= 1_000_000 || fastrand::u32(..1_000_000) < per_million
 }
 
+fn header_number(headers: &HeaderMap, name: &str) -> Option<u64> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// The share for one request: a header-controlled fault's percentage header may lower it.
+fn share_for(share: Share, header_controlled: bool, headers: &HeaderMap, name: &str) -> u32 {
+    match header_number(headers, name).filter(|_| header_controlled) {
+        Some(n) => u32::try_from(n.saturating_mul(u64::from(share.unit)))
+            .unwrap_or(u32::MAX)
+            .min(share.per_million),
+        None => share.per_million,
+    }
+}
+
+fn header_abort(headers: &HeaderMap) -> Option<Abort> {
+    if let Some(code) = header_number(headers, "x-envoy-fault-abort-request") {
+        return u16::try_from(code)
+            .ok()
+            .filter(|c| (200..600).contains(c))
+            .and_then(|c| StatusCode::from_u16(c).ok())
+            .map(Abort::Http);
+    }
+    header_number(headers, "x-envoy-fault-abort-grpc-request")
+        .and_then(|c| u32::try_from(c).ok())
+        .map(Abort::Grpc)
+}
+
 impl FaultPolicy {
     /// Rolls the dice for one request; `None` when it gets no fault.
-    pub fn inject(&self, stats: &Arc<FaultStats>) -> Option<Injected> {
-        let delay = self
-            .delay
-            .filter(|(_, share)| rolls(*share))
-            .map(|(d, _)| d);
-        let abort = self
-            .abort
-            .filter(|(_, share)| rolls(*share))
-            .map(|(a, _)| a);
+    pub fn inject(&self, stats: &Arc<FaultStats>, headers: &HeaderMap) -> Option<Injected> {
+        let delay = self.delay.and_then(|(source, share)| {
+            let header = source == Source::Header;
+            let share = share_for(
+                share,
+                header,
+                headers,
+                "x-envoy-fault-delay-request-percentage",
+            );
+            if !rolls(share) {
+                return None;
+            }
+            match source {
+                Source::Fixed(d) => Some(d),
+                Source::Header => {
+                    header_number(headers, "x-envoy-fault-delay-request").map(Duration::from_millis)
+                }
+            }
+        });
+        let abort = self.abort.and_then(|(source, share)| {
+            let header = source == Source::Header;
+            let share = share_for(
+                share,
+                header,
+                headers,
+                "x-envoy-fault-abort-request-percentage",
+            );
+            if !rolls(share) {
+                return None;
+            }
+            match source {
+                Source::Fixed(a) => Some(a),
+                Source::Header => header_abort(headers),
+            }
+        });
         if delay.is_none() && abort.is_none() {
             return None;
         }
@@ -91,11 +164,18 @@ mod tests {
         let stats = Arc::new(FaultStats::default());
         let policy = FaultPolicy {
             delay: None,
-            abort: Some((Abort::Http(StatusCode::SERVICE_UNAVAILABLE), 300_000)),
+            abort: Some((
+                Source::Fixed(Abort::Http(StatusCode::SERVICE_UNAVAILABLE)),
+                Share {
+                    per_million: 300_000,
+                    unit: 10_000,
+                },
+            )),
             max_active: None,
         };
+        let none = HeaderMap::new();
         let hits = (0..20_000)
-            .filter(|_| policy.inject(&stats).is_some())
+            .filter(|_| policy.inject(&stats, &none).is_some())
             .count();
         // 30 % of 20,000 within 5 standard deviations (324).
         assert!((hits as i64 - 6_000).abs() < 324, "{hits}");
@@ -107,14 +187,20 @@ mod tests {
         );
 
         let capped = FaultPolicy {
-            delay: Some((Duration::from_secs(1), 1_000_000)),
+            delay: Some((
+                Source::Fixed(Duration::from_secs(1)),
+                Share {
+                    per_million: 1_000_000,
+                    unit: 10_000,
+                },
+            )),
             abort: None,
             max_active: Some(1),
         };
-        let held = capped.inject(&stats);
+        let held = capped.inject(&stats, &none);
         assert!(held.is_some());
         assert!(
-            capped.inject(&stats).is_none(),
+            capped.inject(&stats, &none).is_none(),
             "the second is over max_active_faults"
         );
         assert_eq!(
@@ -124,6 +210,43 @@ mod tests {
             1
         );
         drop(held);
-        assert!(capped.inject(&stats).is_some());
+        assert!(capped.inject(&stats, &none).is_some());
+    }
+
+    #[test]
+    fn header_faults_come_from_the_request_and_its_percentage_only_lowers_the_share() {
+        let stats = Arc::new(FaultStats::default());
+        let all = Share {
+            per_million: 1_000_000,
+            unit: 10_000,
+        };
+        let policy = FaultPolicy {
+            delay: Some((Source::Header, all)),
+            abort: Some((Source::Header, all)),
+            max_active: None,
+        };
+        let mut h = HeaderMap::new();
+        assert!(policy.inject(&stats, &h).is_none(), "no header, no fault");
+        h.insert("x-envoy-fault-abort-request", "418".parse().unwrap());
+        h.insert("x-envoy-fault-delay-request", "25".parse().unwrap());
+        let f = policy.inject(&stats, &h).unwrap();
+        assert_eq!(f.abort, Some(Abort::Http(StatusCode::IM_A_TEAPOT)));
+        assert_eq!(f.delay, Some(Duration::from_millis(25)));
+        drop(f);
+        h.insert(
+            "x-envoy-fault-abort-request-percentage",
+            "0".parse().unwrap(),
+        );
+        h.insert(
+            "x-envoy-fault-delay-request-percentage",
+            "0".parse().unwrap(),
+        );
+        assert!(policy.inject(&stats, &h).is_none(), "lowered to 0 %");
+        let mut g = HeaderMap::new();
+        g.insert("x-envoy-fault-abort-grpc-request", "14".parse().unwrap());
+        assert_eq!(
+            policy.inject(&stats, &g).unwrap().abort,
+            Some(Abort::Grpc(14))
+        );
     }
 }

@@ -241,7 +241,7 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
     // virtual host's policy replaces the filter's own.
     let fault = hcm.fault.as_ref().and_then(|(filter, stats)| {
         let policy = route.fault.as_deref().or(vhost.fault.as_deref());
-        policy.unwrap_or(filter).inject(stats)
+        policy.unwrap_or(filter).inject(stats, &parts.headers)
     });
     if let Some(f) = &fault {
         if let Some(d) = f.delay {

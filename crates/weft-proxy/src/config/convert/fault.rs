@@ -3,7 +3,7 @@
 
 use super::{Result, duration};
 use crate::config::FieldError;
-use crate::http::fault::{Abort, FaultPolicy};
+use crate::http::fault::{Abort, FaultPolicy, Share, Source};
 use envoy_types::pb::envoy::extensions::filters::common::fault::v3::fault_delay;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{HttpFault, fault_abort};
 use envoy_types::pb::envoy::r#type::v3::FractionalPercent;
@@ -21,6 +21,18 @@ pub(super) fn per_million(p: Option<&FractionalPercent>) -> u32 {
     p.numerator.saturating_mul(scale).min(1_000_000)
 }
 
+fn share(p: Option<&FractionalPercent>) -> Share {
+    let unit = match p.map(|p| p.denominator) {
+        None | Some(0) => 10_000,
+        Some(1) => 100,
+        Some(_) => 1,
+    };
+    Share {
+        per_million: per_million(p),
+        unit,
+    }
+}
+
 pub fn fault_policy(f: &HttpFault, path: &str) -> Result<FaultPolicy> {
     let delay = match &f.delay {
         None => None,
@@ -33,12 +45,15 @@ pub fn fault_policy(f: &HttpFault, path: &str) -> Result<FaultPolicy> {
                     ));
                 }
                 let d_std = duration(Some(fixed)).unwrap_or_default();
-                Some((d_std, per_million(d.percentage.as_ref())))
+                Some((Source::Fixed(d_std), share(d.percentage.as_ref())))
             }
-            _ => {
+            Some(fault_delay::FaultDelaySecifier::HeaderDelay(_)) => {
+                Some((Source::Header, share(d.percentage.as_ref())))
+            }
+            None => {
                 return Err(FieldError::new(
                     format!("{path}.delay"),
-                    "fixed_delay is required (header_delay is not supported by the Weft proxy)",
+                    "fixed_delay or header_delay is required",
                 ));
             }
         },
@@ -58,17 +73,18 @@ pub fn fault_policy(f: &HttpFault, path: &str) -> Result<FaultPolicy> {
                                 format!("{code} is not a status from 200 to 599"),
                             )
                         })?;
-                    Abort::Http(status)
+                    Source::Fixed(Abort::Http(status))
                 }
-                Some(fault_abort::ErrorType::GrpcStatus(code)) => Abort::Grpc(*code),
-                _ => {
+                Some(fault_abort::ErrorType::GrpcStatus(code)) => Source::Fixed(Abort::Grpc(*code)),
+                Some(fault_abort::ErrorType::HeaderAbort(_)) => Source::Header,
+                None => {
                     return Err(FieldError::new(
                         format!("{path}.abort"),
-                        "http_status or grpc_status is required (header_abort is not supported by the Weft proxy)",
+                        "http_status, grpc_status or header_abort is required",
                     ));
                 }
             };
-            Some((kind, per_million(a.percentage.as_ref())))
+            Some((kind, share(a.percentage.as_ref())))
         }
     };
     Ok(FaultPolicy {
