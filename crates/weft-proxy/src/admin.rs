@@ -243,6 +243,9 @@ fn clusters(shared: &Shared) -> String {
                 crate::cluster::Health::Degraded => "/eds_health_status/degraded",
             }
             .to_string();
+            if cluster.health_check.is_some() && host.health_check_failed() {
+                health.push_str("/failed_active_hc");
+            }
             if host.outlier.is_ejected() {
                 health.push_str("/failed_outlier_check");
             }
@@ -297,6 +300,17 @@ fn all_stats(shared: &Shared) -> Vec<StatLine> {
             &c.config.stat_name,
             ClusterStats::entries(&c.stats),
         );
+        if let Some((_, hc)) = &c.health_check {
+            for (stat, value, counter) in hc.entries() {
+                breaker_lines.push((
+                    format!("cluster.{}.health_check.{stat}", c.config.stat_name),
+                    value,
+                    counter,
+                    vec![("envoy_cluster_name", c.config.stat_name.clone())],
+                    format!("envoy_cluster_health_check_{stat}"),
+                ));
+            }
+        }
         if let Some(d) = &c.outlier {
             for (stat, value, counter) in d.stats.entries() {
                 breaker_lines.push((

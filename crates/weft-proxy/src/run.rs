@@ -152,7 +152,8 @@ pub fn run(options: &Options) -> Result<(), RunError> {
             }
         });
     }
-    // Outlier detection's interval work, for whatever clusters the config holds now.
+    // Outlier detection's interval work and active health checks, for whatever clusters the
+    // config holds now.
     let maintained = shared.clone();
     control.spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -162,6 +163,9 @@ pub fn run(options: &Options) -> Result<(), RunError> {
             let snapshot = maintained.snapshot.load();
             for cluster in snapshot.clusters.values() {
                 cluster.outlier_tick();
+                if cluster.health_round_due() {
+                    tokio::spawn(crate::cluster::health_check::round(cluster.clone()));
+                }
             }
         }
     });

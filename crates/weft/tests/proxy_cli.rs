@@ -30,7 +30,7 @@ static_resources:
   clusters:
   - name: backend
     connect_timeout: 1s
-    health_checks: [ { timeout: 1s, interval: 1s, unhealthy_threshold: 1, healthy_threshold: 1, tcp_health_check: {} } ]
+    lb_subset_config: { fallback_policy: ANY_ENDPOINT }
     load_assignment:
       cluster_name: backend
       endpoints:
@@ -46,7 +46,7 @@ fn a_bootstrap_with_an_unimplemented_field_is_refused_naming_it() {
         let (code, _, stderr) = weft(&["proxy", "--mode", mode, "-c", &path]);
         assert_eq!(code, 1, "{mode}: {stderr}");
         assert!(
-            stderr.contains(&format!("{path}: static_resources.clusters[0].health_checks: not supported by the Weft proxy")),
+            stderr.contains(&format!("{path}: static_resources.clusters[0].lb_subset_config: not supported by the Weft proxy")),
             "{mode}: {stderr}"
         );
     }

@@ -235,29 +235,25 @@ async fn bad_updates_are_nacked_and_the_last_good_config_serves() {
         );
     }
 
-    // Version 3: an active health check on cluster a, which Envoy takes and Weft does not
-    // implement yet.
-    let with_health_check = any(
+    // Version 3: load balancer subsets on cluster a, which Envoy takes and Weft does not
+    // implement.
+    let with_subsets = any(
         "envoy.config.cluster.v3.Cluster",
         json!({"name": "a", "type": "EDS", "connect_timeout": "1s",
                "eds_cluster_config": {"eds_config": {"ads": {}, "resource_api_version": "V3"}},
-               "health_checks": [{"timeout": "1s", "interval": "1s", "unhealthy_threshold": 1,
-                                  "healthy_threshold": 1, "tcp_health_check": {}}]}),
+               "lb_subset_config": {"fallback_policy": "ANY_ENDPOINT"}}),
     );
     for (_, node, _, port) in nodes {
-        cache.set_node(
-            node,
-            config("3", port, json!({}), with_health_check.clone()),
-        );
+        cache.set_node(node, config("3", port, json!({}), with_subsets.clone()));
     }
-    eventually("envoy accepts health_checks", || async {
+    eventually("envoy accepts lb_subset_config", || async {
         acked(&cp, "envoy", type_url::CLUSTER, "3")
     })
     .await;
     for (_, node, _, port) in &nodes[1..] {
         eventually(&format!("{node}: CDS NACK"), || async {
             match nack(&cp, node, type_url::CLUSTER) {
-                Some(m) if m == "Cluster a: health_checks: not supported by the Weft proxy" => {
+                Some(m) if m == "Cluster a: lb_subset_config: not supported by the Weft proxy" => {
                     Ok(())
                 }
                 other => Err(format!("{other:?}")),

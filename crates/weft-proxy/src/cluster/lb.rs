@@ -37,14 +37,16 @@ struct Level {
 
 impl HostSet {
     pub fn new(hosts: Vec<Arc<Host>>, policy: LbPolicy) -> Self {
-        Self::with_panic_threshold(hosts, policy, DEFAULT_PANIC_THRESHOLD)
+        Self::with_panic_threshold(hosts, policy, DEFAULT_PANIC_THRESHOLD, false)
     }
 
-    /// A host set whose levels panic below `panic_threshold` percent of healthy hosts.
+    /// A host set whose levels panic below `panic_threshold` percent of healthy hosts; with
+    /// `active_hc`, hosts failing their health checks count as unhealthy.
     pub fn with_panic_threshold(
         mut hosts: Vec<Arc<Host>>,
         policy: LbPolicy,
         panic_threshold: f64,
+        active_hc: bool,
     ) -> Self {
         hosts.sort_by_key(|h| h.priority);
         let mut levels: Vec<Level> = Vec::new();
@@ -52,13 +54,13 @@ impl HostSet {
         let mut priority = None;
         for host in hosts {
             if priority.is_some_and(|p| p != host.priority) {
-                levels.push(Level::new(std::mem::take(&mut current), policy));
+                levels.push(Level::new(std::mem::take(&mut current), policy, active_hc));
             }
             priority = Some(host.priority);
             current.push(host);
         }
         if !current.is_empty() {
-            levels.push(Level::new(current, policy));
+            levels.push(Level::new(current, policy, active_hc));
         }
         HostSet {
             levels,
@@ -205,9 +207,14 @@ impl HostSet {
 }
 
 impl Level {
-    fn new(hosts: Vec<Arc<Host>>, policy: LbPolicy) -> Self {
+    fn new(hosts: Vec<Arc<Host>>, policy: LbPolicy, active_hc: bool) -> Self {
         let healthy: Vec<usize> = (0..hosts.len())
-            .filter(|&i| hosts[i].health != Health::Unhealthy && !hosts[i].outlier.is_ejected())
+            .filter(|&i| {
+                let h = &hosts[i];
+                h.health != Health::Unhealthy
+                    && !h.outlier.is_ejected()
+                    && !(active_hc && h.health_check_failed())
+            })
             .collect();
         let all: Vec<usize> = (0..hosts.len()).collect();
         let schedule_healthy = schedule(&hosts, &healthy);

@@ -3,6 +3,7 @@
 
 pub mod circuit;
 pub mod hash;
+pub mod health_check;
 pub mod lb;
 pub mod outlier;
 
@@ -123,6 +124,8 @@ pub struct ClusterConfig {
     /// (Envoy's default is an hour).
     pub idle_timeout: Option<Duration>,
     pub outlier_detection: Option<outlier::OutlierConfig>,
+    /// `health_checks` (one).
+    pub health_check: Option<health_check::HealthCheckConfig>,
     /// `common_lb_config.healthy_panic_threshold`, percent.
     pub healthy_panic_threshold: f64,
 }
@@ -140,6 +143,8 @@ pub struct Host {
     pub stats: HostStats,
     /// What outlier detection knows of the host.
     pub outlier: outlier::HostMonitor,
+    /// What active health checking knows of the host (read only when the cluster checks).
+    pub active_health: health_check::HostHealth,
 }
 
 #[derive(Debug, Default)]
@@ -152,6 +157,10 @@ pub struct HostStats {
 }
 
 impl Host {
+    pub fn health_check_failed(&self) -> bool {
+        self.active_health.is_failed()
+    }
+
     pub fn new(address: SocketAddr, endpoint: &EndpointConfig, priority: u32) -> Self {
         Host {
             address,
@@ -162,6 +171,7 @@ impl Host {
             active_requests: AtomicU64::new(0),
             stats: HostStats::default(),
             outlier: outlier::HostMonitor::default(),
+            active_health: health_check::HostHealth::default(),
         }
     }
 }
@@ -180,6 +190,12 @@ pub struct Cluster {
     /// What the circuit breakers count, shared with the cluster's next version.
     pub breakers: Arc<circuit::Breakers>,
     pub outlier: Option<outlier::Detector>,
+    pub health_check: Option<(
+        health_check::HealthCheckConfig,
+        Arc<health_check::HealthCheckStats>,
+    )>,
+    /// When the next round of health checks is due, and whether one is running.
+    health_rounds: std::sync::Mutex<(Option<tokio::time::Instant>, bool)>,
     /// Held while a new host set is built and published, so that two changes at once (an
     /// ejection on each of two workers, an EDS update) cannot publish a set missing the other.
     publishing: std::sync::Mutex<()>,
@@ -229,6 +245,14 @@ impl Cluster {
                 outlier::Detector::new(c, stats)
             }),
             publishing: std::sync::Mutex::new(()),
+            health_check: config.health_check.clone().map(|c| {
+                let stats = previous
+                    .and_then(|p| p.health_check.as_ref())
+                    .map(|(_, s)| s.clone())
+                    .unwrap_or_default();
+                (c, stats)
+            }),
+            health_rounds: std::sync::Mutex::new((None, false)),
             original_dst_hosts: ArcSwap::default(),
             config,
         };
@@ -316,6 +340,7 @@ impl Cluster {
             hosts,
             self.config.lb_policy,
             self.config.healthy_panic_threshold,
+            self.config.health_check.is_some(),
         );
         let s = &self.stats;
         s.membership_total
@@ -339,6 +364,45 @@ impl Cluster {
         if detector.eject(&host.outlier, &monitors, kind) {
             tracing::debug!(cluster = %self.config.name, host = %host.address, ?kind, "outlier ejected");
             self.publish(set.all().cloned().collect());
+        }
+    }
+
+    /// Builds the host set again from the same hosts, whose health changed.
+    pub fn republish(&self) {
+        let hosts = self.hosts.load().all().cloned().collect();
+        self.publish(hosts);
+    }
+
+    /// Whether a round of health checks is due now; if so it is marked as running until
+    /// `health_round_done`.
+    pub fn health_round_due(&self) -> bool {
+        if self.health_check.is_none() {
+            return false;
+        }
+        let Ok(mut rounds) = self.health_rounds.lock() else {
+            return false;
+        };
+        let now = tokio::time::Instant::now();
+        let due = !rounds.1 && rounds.0.is_none_or(|at| now >= at);
+        if due {
+            rounds.1 = true;
+        }
+        due
+    }
+
+    /// A round ended: the next is an interval away, or `no_traffic_interval` while no request
+    /// has been routed to the cluster (decided now, as Envoy arms its timer).
+    pub fn health_round_done(&self) {
+        let Some((config, _)) = &self.health_check else {
+            return;
+        };
+        let interval = if self.stats.upstream_rq_total.load(Ordering::Relaxed) == 0 {
+            config.no_traffic_interval
+        } else {
+            config.interval
+        };
+        if let Ok(mut rounds) = self.health_rounds.lock() {
+            *rounds = (Some(tokio::time::Instant::now() + interval), false);
         }
     }
 

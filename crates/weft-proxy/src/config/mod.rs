@@ -31,7 +31,7 @@ pub fn pool() -> &'static DescriptorPool {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
     /// Proto field path from the root of what was loaded, e.g.
-    /// `static_resources.clusters[0].health_checks`.
+    /// `static_resources.clusters[0].lb_subset_config`.
     pub field: String,
     pub reason: String,
 }

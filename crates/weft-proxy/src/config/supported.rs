@@ -333,8 +333,19 @@ const TABLE: &[(&str, &str)] = &[
          typed_extension_protocol_options http2_protocol_options http_protocol_options \
          dns_lookup_family=AUTO|V4_ONLY|V4_PREFERRED metadata circuit_breakers \
          common_http_protocol_options max_requests_per_connection outlier_detection \
-         common_lb_config",
+         common_lb_config health_checks",
     ),
+    (
+        "envoy.config.core.v3.HealthCheck",
+        "timeout interval no_traffic_interval unhealthy_threshold healthy_threshold \
+         http_health_check tcp_health_check",
+    ),
+    (
+        "envoy.config.core.v3.HealthCheck.HttpHealthCheck",
+        "host path expected_statuses codec_client_type=HTTP1",
+    ),
+    ("envoy.config.core.v3.HealthCheck.TcpHealthCheck", ""),
+    ("envoy.type.v3.Int64Range", "start end"),
     (
         "envoy.config.cluster.v3.Cluster.CommonLbConfig",
         "healthy_panic_threshold",

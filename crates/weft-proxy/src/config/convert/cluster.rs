@@ -241,6 +241,11 @@ pub fn cluster(c: &pb::Cluster, path: &str) -> Result<ClusterConfig> {
             )?),
             None => None,
         },
+        health_check: super::resilience::health_checks(
+            &c.health_checks,
+            &c.name,
+            &format!("{path}.health_checks"),
+        )?,
         healthy_panic_threshold: super::resilience::healthy_panic_threshold(
             c.common_lb_config.as_ref(),
             &format!("{path}.common_lb_config"),

@@ -208,3 +208,91 @@ pub fn healthy_panic_threshold(c: Option<&pb::cluster::CommonLbConfig>, path: &s
         )),
     }
 }
+
+/// `health_checks`: at most one, TCP or HTTP/1.1.
+pub fn health_checks(
+    list: &[envoy_types::pb::envoy::config::core::v3::HealthCheck],
+    cluster: &str,
+    path: &str,
+) -> Result<Option<crate::cluster::health_check::HealthCheckConfig>> {
+    use crate::cluster::health_check::{HealthCheckConfig, Probe};
+    use envoy_types::pb::envoy::config::core::v3::health_check::HealthChecker;
+    let Some(hc) = list.first() else {
+        return Ok(None);
+    };
+    if list.len() > 1 {
+        return Err(FieldError::new(
+            format!("{path}[1]"),
+            "the Weft proxy runs one health check per cluster",
+        ));
+    }
+    let path = format!("{path}[0]");
+    let required = |d: Option<&PbDuration>, field: &str| -> Result<Duration> {
+        positive(d, format!("{path}.{field}"))?
+            .ok_or_else(|| FieldError::new(format!("{path}.{field}"), "is required"))
+    };
+    let threshold = |v: &Option<UInt32Value>, field: &str| -> Result<u32> {
+        match v {
+            Some(v) if v.value > 0 => Ok(v.value),
+            _ => Err(FieldError::new(
+                format!("{path}.{field}"),
+                "is required and must be at least 1",
+            )),
+        }
+    };
+    let probe = match &hc.health_checker {
+        Some(HealthChecker::TcpHealthCheck(_)) => Probe::Tcp,
+        Some(HealthChecker::HttpHealthCheck(h)) => {
+            if h.path.is_empty() || !h.path.starts_with('/') {
+                return Err(FieldError::new(
+                    format!("{path}.http_health_check.path"),
+                    "must be a path starting with /",
+                ));
+            }
+            let mut expected = Vec::new();
+            for (i, r) in h.expected_statuses.iter().enumerate() {
+                let range = u16::try_from(r.start)
+                    .ok()
+                    .zip(u16::try_from(r.end).ok())
+                    .filter(|(s, e)| (100..=600).contains(s) && s < e && *e <= 600);
+                let Some(range) = range else {
+                    return Err(FieldError::new(
+                        format!("{path}.http_health_check.expected_statuses[{i}]"),
+                        "must be a range [start, end) of statuses from 100 to 599",
+                    ));
+                };
+                expected.push(range);
+            }
+            if expected.is_empty() {
+                expected.push((200, 201));
+            }
+            Probe::Http {
+                path: h.path.clone(),
+                authority: if h.host.is_empty() {
+                    cluster.to_string()
+                } else {
+                    h.host.clone()
+                },
+                expected,
+            }
+        }
+        _ => {
+            return Err(FieldError::new(
+                path,
+                "one of tcp_health_check or http_health_check is required",
+            ));
+        }
+    };
+    Ok(Some(HealthCheckConfig {
+        timeout: required(hc.timeout.as_ref(), "timeout")?,
+        interval: required(hc.interval.as_ref(), "interval")?,
+        no_traffic_interval: positive(
+            hc.no_traffic_interval.as_ref(),
+            format!("{path}.no_traffic_interval"),
+        )?
+        .unwrap_or(Duration::from_secs(60)),
+        unhealthy_threshold: threshold(&hc.unhealthy_threshold, "unhealthy_threshold")?,
+        healthy_threshold: threshold(&hc.healthy_threshold, "healthy_threshold")?,
+        probe,
+    }))
+}
