@@ -396,7 +396,7 @@ fn all_stats(shared: &Shared) -> Vec<StatLine> {
             ));
         }
     }
-    for (prefix, s) in crate::http::local_ratelimit::all_stats() {
+    for (prefix, s) in lock(&shared.stats.local_rate_limit).iter() {
         for (stat, value) in s.entries() {
             out.push((
                 format!("{prefix}.http_local_rate_limit.{stat}"),

@@ -56,6 +56,9 @@ pub struct DynamicDump {
 pub struct StatsStore {
     pub http: Mutex<BTreeMap<String, Arc<HttpStats>>>,
     pub fault: Mutex<BTreeMap<String, Arc<crate::stats::FaultStats>>>,
+    /// `<stat_prefix>.http_local_rate_limit.*`, shared by every config that names the prefix.
+    pub local_rate_limit:
+        Mutex<BTreeMap<String, Arc<crate::http::local_ratelimit::LocalRateLimitStats>>>,
     pub listeners: Mutex<BTreeMap<String, Arc<ListenerStats>>>,
     pub ssl: Mutex<BTreeMap<String, Arc<crate::stats::SslStats>>>,
     pub tcp: Mutex<BTreeMap<String, Arc<TcpStats>>>,
@@ -81,6 +84,12 @@ impl StatsStore {
     }
     pub fn fault(&self, prefix: &str) -> Arc<crate::stats::FaultStats> {
         get_or_insert(&self.fault, prefix)
+    }
+    pub fn local_rate_limit(
+        &self,
+        prefix: &str,
+    ) -> Arc<crate::http::local_ratelimit::LocalRateLimitStats> {
+        get_or_insert(&self.local_rate_limit, prefix)
     }
     pub fn listener(&self, key: &str) -> Arc<ListenerStats> {
         get_or_insert(&self.listeners, key)

@@ -8,9 +8,8 @@
 
 use crate::stats;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -37,28 +36,6 @@ impl LocalRateLimitStats {
             ("ok", get(&self.ok)),
         ]
     }
-}
-
-type Registry = Mutex<HashMap<String, Arc<LocalRateLimitStats>>>;
-
-fn registry() -> &'static Registry {
-    static REGISTRY: OnceLock<Registry> = OnceLock::new();
-    REGISTRY.get_or_init(Registry::default)
-}
-
-/// The counters of `stat_prefix`, shared by every config that names it (and kept across config
-/// updates, as Envoy's stats are).
-pub fn stats_for(stat_prefix: &str) -> Arc<LocalRateLimitStats> {
-    let mut r = registry().lock().unwrap_or_else(|e| e.into_inner());
-    r.entry(stat_prefix.to_string()).or_default().clone()
-}
-
-/// Every stat prefix with its counters, for `/stats`.
-pub fn all_stats() -> Vec<(String, Arc<LocalRateLimitStats>)> {
-    let r = registry().lock().unwrap_or_else(|e| e.into_inner());
-    let mut out: Vec<_> = r.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    out.sort_by(|a, b| a.0.cmp(&b.0));
-    out
 }
 
 #[derive(Debug)]

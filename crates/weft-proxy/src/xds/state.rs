@@ -341,7 +341,8 @@ impl Dynamic {
             }
             type_url::ROUTE => {
                 let pb = RouteConfiguration::decode(any.value.as_slice()).map_err(decode_error)?;
-                let rc = convert::route_configuration(&pb, "", false).map_err(|e| fail(vec![e]))?;
+                let rc = convert::route_configuration(&pb, "", false, &self.shared.stats)
+                    .map_err(|e| fail(vec![e]))?;
                 Built::Route(Arc::new(rc))
             }
             type_url::ENDPOINT => {

@@ -23,7 +23,11 @@ pub struct PerFilter {
     pub local_rate_limit: Option<Arc<crate::http::local_ratelimit::LocalRateLimit>>,
 }
 
-pub fn per_filter_config(configs: &HashMap<String, Any>, path: &str) -> Result<PerFilter> {
+pub fn per_filter_config(
+    configs: &HashMap<String, Any>,
+    path: &str,
+    store: &crate::server::StatsStore,
+) -> Result<PerFilter> {
     let mut out = PerFilter::default();
     for (key, any) in configs {
         let kpath = format!("{path}[{key}]");
@@ -38,8 +42,9 @@ pub fn per_filter_config(configs: &HashMap<String, Any>, path: &str) -> Result<P
                 out.fault = Some(Arc::new(super::fault::fault_policy(&pb, &kpath)?));
             }
             super::local_ratelimit::TYPE => {
-                out.local_rate_limit =
-                    Some(Arc::new(super::local_ratelimit::from_any(any, &kpath)?));
+                out.local_rate_limit = Some(Arc::new(super::local_ratelimit::from_any(
+                    any, &kpath, store,
+                )?));
             }
             other => {
                 return Err(FieldError::new(

@@ -249,6 +249,7 @@ fn connection_manager(
                 rc,
                 &format!("{path}.route_config"),
                 true,
+                store,
             )?))
         }
         Some(hcm::http_connection_manager::RouteSpecifier::Rds(rds)) => {
@@ -307,6 +308,7 @@ fn connection_manager(
                 local_rate_limit = Some(Arc::new(super::local_ratelimit::from_any(
                     any,
                     &format!("{fpath}.typed_config"),
+                    store,
                 )?));
             }
             _ => {

@@ -2,19 +2,20 @@
 
 use super::{Result, decode_any, duration};
 use crate::config::FieldError;
-use crate::http::local_ratelimit::{self, LocalRateLimit, TokenBucket};
+use crate::http::local_ratelimit::{LocalRateLimit, TokenBucket};
+use crate::server::StatsStore;
 use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit as Pb;
 use envoy_types::pb::google::protobuf::Any;
 use http::StatusCode;
 
 pub const TYPE: &str = "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
 
-pub fn from_any(any: &Any, path: &str) -> Result<LocalRateLimit> {
+pub fn from_any(any: &Any, path: &str, store: &StatsStore) -> Result<LocalRateLimit> {
     let pb: Pb = decode_any(any, path)?;
-    local_rate_limit(&pb, path)
+    local_rate_limit(&pb, path, store)
 }
 
-pub fn local_rate_limit(p: &Pb, path: &str) -> Result<LocalRateLimit> {
+pub fn local_rate_limit(p: &Pb, path: &str, store: &StatsStore) -> Result<LocalRateLimit> {
     if p.stat_prefix.is_empty() {
         return Err(FieldError::new(
             format!("{path}.stat_prefix"),
@@ -88,6 +89,6 @@ pub fn local_rate_limit(p: &Pb, path: &str) -> Result<LocalRateLimit> {
         enforced_per_million: fraction(&p.filter_enforced),
         response_headers,
         x_ratelimit_headers: p.enable_x_ratelimit_headers == 1,
-        stats: local_ratelimit::stats_for(&p.stat_prefix),
+        stats: store.local_rate_limit(&p.stat_prefix),
     })
 }

@@ -9,6 +9,7 @@ use crate::route::{
     PathMatch, PathRedirect, QueryMatch, Redirect, RequireTls, Route, RouteConfig, RouteMatch,
     StringMatch, VirtualHost, WeightedCluster,
 };
+use crate::server::StatsStore;
 use envoy_types::pb::envoy::config::core::v3::{HeaderValueOption, data_source};
 use envoy_types::pb::envoy::config::route::v3 as pb;
 use envoy_types::pb::envoy::r#type::matcher::v3::{
@@ -26,6 +27,7 @@ pub fn route_configuration(
     rc: &pb::RouteConfiguration,
     path: &str,
     validate_by_default: bool,
+    store: &StatsStore,
 ) -> Result<RouteConfig> {
     let mut config = RouteConfig {
         name: rc.name.clone(),
@@ -88,11 +90,16 @@ pub fn route_configuration(
         }
         let mut routes = Vec::new();
         for (r, route) in vh.routes.iter().enumerate() {
-            routes.push(convert_route(route, &format!("{vpath}.routes[{r}]"))?);
+            routes.push(convert_route(
+                route,
+                &format!("{vpath}.routes[{r}]"),
+                store,
+            )?);
         }
         let per_filter = super::cors::per_filter_config(
             &vh.typed_per_filter_config,
             &format!("{vpath}.typed_per_filter_config"),
+            store,
         )?;
         config.virtual_hosts.push(VirtualHost {
             name: vh.name.clone(),
@@ -130,7 +137,7 @@ pub fn route_configuration(
     Ok(config)
 }
 
-fn convert_route(route: &pb::Route, path: &str) -> Result<Route> {
+fn convert_route(route: &pb::Route, path: &str, store: &StatsStore) -> Result<Route> {
     let m = route
         .r#match
         .as_ref()
@@ -242,6 +249,7 @@ fn convert_route(route: &pb::Route, path: &str) -> Result<Route> {
     let per_filter = super::cors::per_filter_config(
         &route.typed_per_filter_config,
         &format!("{path}.typed_per_filter_config"),
+        store,
     )?;
     Ok(Route {
         name: route.name.clone(),
