@@ -296,7 +296,7 @@ pub struct Detector {
 
 /// Whether a roll against an `enforcing_*` percentage says to act.
 fn enforced(percent: u32) -> bool {
-    percent >= 100 || fastrand::u32(..100) < percent
+    crate::http::fault::rolls(percent.min(100) * 10_000)
 }
 
 impl Detector {
@@ -370,6 +370,13 @@ impl Detector {
     /// The interval's work, when an interval has passed since the last: hosts whose ejection is
     /// over come back, then the statistics eject those that fall behind. Returns whether the
     /// host set must change.
+    /// Whether an interval has passed since the last `tick`.
+    pub fn due(&self) -> bool {
+        self.decisions
+            .lock()
+            .is_ok_and(|last| last.elapsed() >= self.config.interval)
+    }
+
     pub fn tick(&self, hosts: &[&HostMonitor]) -> bool {
         let now = Instant::now();
         let Ok(mut last) = self.decisions.lock() else {

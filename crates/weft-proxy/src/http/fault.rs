@@ -68,13 +68,28 @@ fn header_number(headers: &HeaderMap, name: &str) -> Option<u64> {
     headers.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
-/// The share for one request: a header-controlled fault's percentage header may lower it.
-fn share_for(share: Share, header_controlled: bool, headers: &HeaderMap, name: &str) -> u32 {
-    match header_number(headers, name).filter(|_| header_controlled) {
-        Some(n) => u32::try_from(n.saturating_mul(u64::from(share.unit)))
-            .unwrap_or(u32::MAX)
-            .min(share.per_million),
-        None => share.per_million,
+/// Whether one request gets a fault, and its value: the fixed one, or what the request's
+/// headers name. A header-controlled fault's percentage header may lower its share.
+fn decide<T: Copy>(
+    fault: Option<(Source<T>, Share)>,
+    headers: &HeaderMap,
+    percentage_header: &str,
+    from_headers: impl FnOnce(&HeaderMap) -> Option<T>,
+) -> Option<T> {
+    let (source, share) = fault?;
+    let lowered = header_number(headers, percentage_header)
+        .filter(|_| matches!(source, Source::Header))
+        .map(|n| {
+            u32::try_from(n.saturating_mul(u64::from(share.unit)))
+                .unwrap_or(u32::MAX)
+                .min(share.per_million)
+        });
+    if !rolls(lowered.unwrap_or(share.per_million)) {
+        return None;
+    }
+    match source {
+        Source::Fixed(v) => Some(v),
+        Source::Header => from_headers(headers),
     }
 }
 
@@ -94,40 +109,18 @@ fn header_abort(headers: &HeaderMap) -> Option<Abort> {
 impl FaultPolicy {
     /// Rolls the dice for one request; `None` when it gets no fault.
     pub fn inject(&self, stats: &Arc<FaultStats>, headers: &HeaderMap) -> Option<Injected> {
-        let delay = self.delay.and_then(|(source, share)| {
-            let header = source == Source::Header;
-            let share = share_for(
-                share,
-                header,
-                headers,
-                "x-envoy-fault-delay-request-percentage",
-            );
-            if !rolls(share) {
-                return None;
-            }
-            match source {
-                Source::Fixed(d) => Some(d),
-                Source::Header => {
-                    header_number(headers, "x-envoy-fault-delay-request").map(Duration::from_millis)
-                }
-            }
-        });
-        let abort = self.abort.and_then(|(source, share)| {
-            let header = source == Source::Header;
-            let share = share_for(
-                share,
-                header,
-                headers,
-                "x-envoy-fault-abort-request-percentage",
-            );
-            if !rolls(share) {
-                return None;
-            }
-            match source {
-                Source::Fixed(a) => Some(a),
-                Source::Header => header_abort(headers),
-            }
-        });
+        let delay = decide(
+            self.delay,
+            headers,
+            "x-envoy-fault-delay-request-percentage",
+            |h| header_number(h, "x-envoy-fault-delay-request").map(Duration::from_millis),
+        );
+        let abort = decide(
+            self.abort,
+            headers,
+            "x-envoy-fault-abort-request-percentage",
+            header_abort,
+        );
         if delay.is_none() && abort.is_none() {
             return None;
         }

@@ -6,6 +6,7 @@
 //! The bucket refills `tokens_per_fill` every `fill_interval`, reckoned lazily when a request
 //! looks at it, so no timer runs; its state sits behind a mutex held for a few instructions.
 
+use super::fault::rolls;
 use crate::stats;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -105,16 +106,12 @@ pub enum Decision {
     Limit(StatusCode, HeaderMap),
 }
 
-fn roll(per_million: u32) -> bool {
-    per_million >= 1_000_000 || fastrand::u32(..1_000_000) < per_million
-}
-
 impl LocalRateLimit {
     pub fn check(&self) -> Decision {
         let Some(bucket) = &self.bucket else {
             return Decision::Pass(None);
         };
-        if !roll(self.enabled_per_million) {
+        if !rolls(self.enabled_per_million) {
             return Decision::Pass(None);
         }
         let s = &self.stats;
@@ -137,7 +134,7 @@ impl LocalRateLimit {
             return Decision::Pass((!headers.is_empty()).then_some(headers));
         }
         stats::inc(&s.rate_limited);
-        if !roll(self.enforced_per_million) {
+        if !rolls(self.enforced_per_million) {
             return Decision::Pass((!headers.is_empty()).then_some(headers));
         }
         stats::inc(&s.enforced);

@@ -1,6 +1,6 @@
 //! `envoy.filters.http.local_ratelimit` config → `http::local_ratelimit::LocalRateLimit`.
 
-use super::{Result, decode_any, duration};
+use super::{Result, decode_any};
 use crate::config::FieldError;
 use crate::http::local_ratelimit::{LocalRateLimit, TokenBucket};
 use crate::server::StatsStore;
@@ -44,17 +44,10 @@ pub fn local_rate_limit(p: &Pb, path: &str, store: &StatsStore) -> Result<LocalR
                     "must be greater than zero",
                 ));
             }
-            let fill = b.fill_interval.as_ref();
-            let fill_interval = match fill {
-                Some(d) if d.seconds > 0 || (d.seconds == 0 && d.nanos > 0) => duration(fill),
-                _ => None,
-            }
-            .ok_or_else(|| {
-                FieldError::new(
-                    format!("{path}.token_bucket.fill_interval"),
-                    "is required and must be greater than zero",
-                )
-            })?;
+            let fill_interval = super::required_positive(
+                b.fill_interval.as_ref(),
+                format!("{path}.token_bucket.fill_interval"),
+            )?;
             let per_fill = b.tokens_per_fill.as_ref().map_or(1, |v| v.value);
             if per_fill == 0 {
                 return Err(FieldError::new(

@@ -29,6 +29,22 @@ pub(crate) fn duration(d: Option<&PbDuration>) -> Option<Duration> {
     d.map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
 }
 
+/// A duration that must be above zero when set.
+pub(crate) fn positive(d: Option<&PbDuration>, field: String) -> Result<Option<Duration>> {
+    match d {
+        None => Ok(None),
+        Some(d) if d.seconds < 0 || d.nanos < 0 || (d.seconds == 0 && d.nanos == 0) => {
+            Err(FieldError::new(field, "must be greater than zero"))
+        }
+        Some(d) => Ok(duration(Some(d))),
+    }
+}
+
+/// A duration that must be set, and above zero.
+pub(crate) fn required_positive(d: Option<&PbDuration>, field: String) -> Result<Duration> {
+    positive(d, field.clone())?.ok_or_else(|| FieldError::new(field, "is required"))
+}
+
 /// Envoy's wait for the first response of a subscription before it gives up warming.
 pub(crate) const DEFAULT_INITIAL_FETCH_TIMEOUT: Duration = Duration::from_secs(15);
 

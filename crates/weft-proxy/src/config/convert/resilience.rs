@@ -2,12 +2,12 @@
 //! `common_lb_config.healthy_panic_threshold` and the HTTP connection limits of
 //! `common_http_protocol_options`.
 
-use super::Result;
+use super::{Result, positive, required_positive};
 use crate::cluster::circuit::{CircuitBreakers, RetryBudget, Thresholds};
 use crate::cluster::outlier::OutlierConfig;
 use crate::config::FieldError;
 use envoy_types::pb::envoy::config::cluster::v3 as pb;
-use envoy_types::pb::google::protobuf::{Duration as PbDuration, UInt32Value};
+use envoy_types::pb::google::protobuf::UInt32Value;
 use std::time::Duration;
 
 pub fn circuit_breakers(cb: Option<&pb::CircuitBreakers>, path: &str) -> Result<CircuitBreakers> {
@@ -71,17 +71,6 @@ fn thresholds(t: &pb::circuit_breakers::Thresholds, path: &str) -> Result<Thresh
 /// `max_requests_per_connection`: 0 or unset means no limit.
 pub fn max_requests_per_connection(value: Option<u32>) -> Option<u32> {
     value.filter(|n| *n > 0)
-}
-
-/// A duration that must be above zero when set.
-fn positive(d: Option<&PbDuration>, field: String) -> Result<Option<Duration>> {
-    match d {
-        None => Ok(None),
-        Some(d) if d.seconds < 0 || d.nanos < 0 || (d.seconds == 0 && d.nanos == 0) => {
-            Err(FieldError::new(field, "must be greater than zero"))
-        }
-        Some(d) => Ok(super::duration(Some(d))),
-    }
 }
 
 pub fn outlier_detection(od: &pb::OutlierDetection, path: &str) -> Result<OutlierConfig> {
@@ -227,10 +216,6 @@ pub fn health_checks(
         ));
     }
     let path = format!("{path}[0]");
-    let required = |d: Option<&PbDuration>, field: &str| -> Result<Duration> {
-        positive(d, format!("{path}.{field}"))?
-            .ok_or_else(|| FieldError::new(format!("{path}.{field}"), "is required"))
-    };
     let threshold = |v: &Option<UInt32Value>, field: &str| -> Result<u32> {
         match v {
             Some(v) if v.value > 0 => Ok(v.value),
@@ -284,8 +269,8 @@ pub fn health_checks(
         }
     };
     Ok(Some(HealthCheckConfig {
-        timeout: required(hc.timeout.as_ref(), "timeout")?,
-        interval: required(hc.interval.as_ref(), "interval")?,
+        timeout: required_positive(hc.timeout.as_ref(), format!("{path}.timeout"))?,
+        interval: required_positive(hc.interval.as_ref(), format!("{path}.interval"))?,
         no_traffic_interval: positive(
             hc.no_traffic_interval.as_ref(),
             format!("{path}.no_traffic_interval"),

@@ -2,27 +2,15 @@
 //! (an unknown `retry_on` condition, a zero or negative back-off) and what the proxy does not
 //! implement (a host predicate other than previous_hosts).
 
-use super::{Result, duration};
+use super::{Result, duration, positive};
 use crate::config::FieldError;
 use crate::route::retry::{RetryPolicy, on};
 use envoy_types::pb::envoy::config::route::v3 as pb;
-use envoy_types::pb::google::protobuf::Duration as PbDuration;
 use std::time::Duration;
 
 const PREVIOUS_HOSTS: &str = "envoy.retry_host_predicates.previous_hosts";
 const PREVIOUS_HOSTS_TYPE: &str =
     "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate";
-
-/// A duration that must be above zero when set.
-fn positive(d: Option<&PbDuration>, field: String) -> Result<Option<Duration>> {
-    match d {
-        None => Ok(None),
-        Some(d) if d.seconds < 0 || d.nanos < 0 || (d.seconds == 0 && d.nanos == 0) => {
-            Err(FieldError::new(field, "must be greater than zero"))
-        }
-        Some(d) => Ok(duration(Some(d))),
-    }
-}
 
 pub fn retry_policy(p: &pb::RetryPolicy, path: &str) -> Result<RetryPolicy> {
     let mut retry_on = 0;
