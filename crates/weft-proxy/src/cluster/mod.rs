@@ -363,7 +363,7 @@ impl Cluster {
         let monitors: Vec<&outlier::HostMonitor> = set.all().map(|h| &h.outlier).collect();
         if detector.eject(&host.outlier, &monitors, kind) {
             tracing::debug!(cluster = %self.config.name, host = %host.address, ?kind, "outlier ejected");
-            self.publish(set.all().cloned().collect());
+            self.republish();
         }
     }
 
@@ -408,13 +408,14 @@ impl Cluster {
 
     /// Outlier detection's interval work, when its interval has passed.
     pub fn outlier_tick(&self) {
-        let Some(detector) = &self.outlier else {
+        // Called every 100 ms for every cluster: nothing is gathered until an interval is due.
+        let Some(detector) = self.outlier.as_ref().filter(|d| d.due()) else {
             return;
         };
         let set = self.hosts.load_full();
         let monitors: Vec<&outlier::HostMonitor> = set.all().map(|h| &h.outlier).collect();
         if detector.tick(&monitors) {
-            self.publish(set.all().cloned().collect());
+            self.republish();
         }
     }
 

@@ -51,7 +51,8 @@ struct Finisher {
     release: Option<upstream::Http1>,
     /// The route's priority: which circuit breakers count the request.
     priority: Priority,
-    /// The circuit breakers dropped the request: the reply says so (`x-envoy-overloaded`).
+    /// The circuit breakers dropped the request: the reply says so (`x-envoy-overloaded`),
+    /// unless `suppress_envoy_headers`.
     overloaded: bool,
     /// `x-ratelimit-*` headers the local rate limit adds to the response.
     ratelimit_headers: Option<http::HeaderMap>,
@@ -409,7 +410,7 @@ fn finish_local(
     if let Some(c) = &finisher.cors {
         c.apply(resp.headers_mut());
     }
-    if finisher.overloaded {
+    if finisher.overloaded && !finisher.conn.hcm.suppress_envoy_headers {
         resp.headers_mut()
             .insert(X_ENVOY_OVERLOADED.clone(), HeaderValue::from_static("true"));
     }
@@ -656,7 +657,7 @@ async fn forward_request(
         let r = attempt::reply(Failure::Connect(upstream::ConnectError::Overflow), hcm);
         finisher.flags |= r.flag;
         cluster.stats.count_status(r.status.as_u16());
-        finisher.overloaded = !hcm.suppress_envoy_headers;
+        finisher.overloaded = r.overloaded;
         return local(finisher, Some(&parts), r.status, r.body, Some(matched));
     }
     finisher.priority = forward.priority;
@@ -739,9 +740,7 @@ async fn forward_request(
             if r.upstream_status {
                 cs.count_status(r.status.as_u16());
             }
-            if r.overloaded && !hcm.suppress_envoy_headers {
-                finisher.overloaded = true;
-            }
+            finisher.overloaded = r.overloaded;
             // The request is already in the finisher, as forwarded.
             return local(finisher, None, r.status, r.body, Some(matched));
         }

@@ -151,9 +151,14 @@ async fn pooled(cluster: &Cluster, key: &PoolKey) -> Option<Sender> {
             match key.1 {
                 Version::Http1 => {
                     if let Some(limit) = cluster.config.idle_timeout {
-                        let before = pool.idle_http1.len();
-                        pool.idle_http1.retain(|i| i.since.elapsed() < limit);
-                        let closed = (before - pool.idle_http1.len()) as u64;
+                        // Connections are given back in time order, so the expired ones are the
+                        // oldest: a prefix, found without looking at every idle connection.
+                        let now = Instant::now();
+                        let expired = pool
+                            .idle_http1
+                            .partition_point(|i| now.duration_since(i.since) >= limit);
+                        pool.idle_http1.drain(..expired);
+                        let closed = expired as u64;
                         if closed > 0 {
                             cluster
                                 .stats
