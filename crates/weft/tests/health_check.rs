@@ -7,19 +7,12 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
-use support::{Kind, Proxy, Req, counter, request};
+use support::{Proxy, counter};
 
 const TEMPLATE: &str = include_str!("data/health_check.yaml");
 
 async fn run(proxy: &Proxy, path: &str, n: usize) -> (BTreeMap<u16, usize>, String) {
-    let mut statuses = BTreeMap::new();
-    let mut last = String::new();
-    for _ in 0..n {
-        let r = request(proxy.addr("HTTP"), &Req::get("checks.test", path)).await;
-        *statuses.entry(r.status).or_default() += 1;
-        last = String::from_utf8_lossy(&r.body).into_owned();
-    }
-    (statuses, last)
+    support::tally(proxy.addr("HTTP"), "checks.test", path, n).await
 }
 
 fn flags(clusters: &str, cluster: &str, port: u16) -> String {
@@ -87,26 +80,9 @@ async fn observe(proxy: &Proxy) -> Vec<(String, String)> {
 async fn health_checks_agree_with_envoy() {
     let v1 = support::start_echo("v1").await.port();
     let given = [("V1", v1), ("DEAD", support::free_port())];
-    let (envoy, weft) = tokio::task::spawn_blocking(move || {
-        (
-            Proxy::start(Kind::Envoy, TEMPLATE, &given),
-            Proxy::start(Kind::Weft, TEMPLATE, &given),
-        )
-    })
-    .await
-    .unwrap();
+    let (envoy, weft) = support::start_both(TEMPLATE, given.to_vec()).await;
     let (e, w) = tokio::join!(observe(&envoy), observe(&weft));
-    let differ: Vec<String> = e
-        .iter()
-        .zip(&w)
-        .filter(|((_, a), (_, b))| a != b)
-        .map(|((what, a), (_, b))| format!("{what}: Envoy {a:?}, Weft {b:?}"))
-        .collect();
-    assert!(
-        differ.is_empty(),
-        "the proxies differ:\n{}",
-        differ.join("\n")
-    );
+    support::assert_agree(&e, &w);
     let get = |what: &str| w.iter().find(|(k, _)| k == what).unwrap().1.as_str();
     assert_eq!(get("http_checked: live host flags"), "healthy");
     assert!(get("http_checked: dead host flags").contains("/failed_active_hc"));

@@ -6,7 +6,7 @@
 mod support;
 
 use std::time::Duration;
-use support::{Kind, Proxy, Req, counter, request};
+use support::{Proxy, Req, counter, request};
 
 const TEMPLATE: &str = include_str!("data/local_ratelimit.yaml");
 
@@ -70,26 +70,9 @@ async fn observe(proxy: &Proxy) -> Vec<String> {
 async fn local_rate_limits_agree_with_envoy() {
     let v1 = support::start_echo("v1").await.port();
     let given = [("V1", v1)];
-    let (envoy, weft) = tokio::task::spawn_blocking(move || {
-        (
-            Proxy::start(Kind::Envoy, TEMPLATE, &given),
-            Proxy::start(Kind::Weft, TEMPLATE, &given),
-        )
-    })
-    .await
-    .unwrap();
+    let (envoy, weft) = support::start_both(TEMPLATE, given.to_vec()).await;
     let (e, w) = tokio::join!(observe(&envoy), observe(&weft));
-    let differ: Vec<String> = e
-        .iter()
-        .zip(&w)
-        .filter(|(a, b)| a != b)
-        .map(|(a, b)| format!("Envoy {a}\n Weft {b}"))
-        .collect();
-    assert!(
-        differ.is_empty(),
-        "the proxies differ:\n{}",
-        differ.join("\n")
-    );
+    support::assert_agree(&e, &w);
     // What both showed is what the configs mean.
     let statuses: Vec<&str> = w.iter().take(14).map(|l| &l[..3]).collect();
     assert_eq!(

@@ -8,20 +8,13 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
-use support::{Kind, Proxy, Req, counter, request};
+use support::{Proxy, counter};
 
 const TEMPLATE: &str = include_str!("data/outlier.yaml");
 
 /// `n` requests in turn; how many got each status, and the last body.
 async fn run(proxy: &Proxy, path: &str, n: usize) -> (BTreeMap<u16, usize>, String) {
-    let mut statuses = BTreeMap::new();
-    let mut last = String::new();
-    for _ in 0..n {
-        let r = request(proxy.addr("HTTP"), &Req::get("outliers.test", path)).await;
-        *statuses.entry(r.status).or_default() += 1;
-        last = String::from_utf8_lossy(&r.body).into_owned();
-    }
-    (statuses, last)
+    support::tally(proxy.addr("HTTP"), "outliers.test", path, n).await
 }
 
 async fn od(proxy: &Proxy, cluster: &str, stat: &str) -> u64 {
@@ -163,27 +156,10 @@ async fn outlier_detection_agrees_with_envoy() {
         ("DEAD2", support::free_port()),
         ("DEAD3", support::free_port()),
     ];
-    let (envoy, weft) = tokio::task::spawn_blocking(move || {
-        (
-            Proxy::start(Kind::Envoy, TEMPLATE, &given),
-            Proxy::start(Kind::Weft, TEMPLATE, &given),
-        )
-    })
-    .await
-    .unwrap();
+    let (envoy, weft) = support::start_both(TEMPLATE, given.to_vec()).await;
     // Both at once: the scenarios wait for ejections to end.
     let (e, w) = tokio::join!(observe(&envoy), observe(&weft));
-    let differ: Vec<String> = e
-        .iter()
-        .zip(&w)
-        .filter(|((_, ev), (_, wv))| ev != wv)
-        .map(|((what, ev), (_, wv))| format!("{what}: Envoy {ev:?}, Weft {wv:?}"))
-        .collect();
-    assert!(
-        differ.is_empty(),
-        "the proxies differ:\n{}",
-        differ.join("\n")
-    );
+    support::assert_agree(&e, &w);
     // And what both showed is what the scenarios mean.
     let get = |what: &str| {
         w.iter()

@@ -571,6 +571,56 @@ impl Resp {
     }
 }
 
+/// Real Envoy and `weft proxy`, each from `template` with the same given ports.
+pub async fn start_both(template: &'static str, given: Vec<(&'static str, u16)>) -> (Proxy, Proxy) {
+    tokio::task::spawn_blocking(move || {
+        (
+            Proxy::start(Kind::Envoy, template, &given),
+            Proxy::start(Kind::Weft, template, &given),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+/// `n` GETs of `path` in turn: how many got each status, and the last body.
+pub async fn tally(
+    addr: SocketAddr,
+    authority: &str,
+    path: &str,
+    n: usize,
+) -> (BTreeMap<u16, usize>, String) {
+    let mut statuses = BTreeMap::new();
+    let mut last = String::new();
+    for _ in 0..n {
+        let r = request(addr, &Req::get(authority, path)).await;
+        *statuses.entry(r.status).or_default() += 1;
+        last = String::from_utf8_lossy(&r.body).into_owned();
+    }
+    (statuses, last)
+}
+
+/// Fails listing every observation where Envoy's and Weft's differ (both lists are made by the
+/// same steps, in the same order).
+pub fn assert_agree<T: PartialEq + std::fmt::Debug>(envoy: &[T], weft: &[T]) {
+    assert_eq!(
+        envoy.len(),
+        weft.len(),
+        "the proxies made different numbers of observations"
+    );
+    let differ: Vec<String> = envoy
+        .iter()
+        .zip(weft)
+        .filter(|(e, w)| e != w)
+        .map(|(e, w)| format!("Envoy {e:?}\n Weft {w:?}"))
+        .collect();
+    assert!(
+        differ.is_empty(),
+        "the proxies differ:\n{}",
+        differ.join("\n")
+    );
+}
+
 /// One request on a new connection (HTTP/1.1, or h2c with prior knowledge).
 pub async fn request(addr: SocketAddr, req: &Req) -> Resp {
     try_request(addr, req)
