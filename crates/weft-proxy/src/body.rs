@@ -58,6 +58,8 @@ pub enum ProxyBody {
     },
     /// A mirrored request's body: the copies of the original's frames.
     Mirrored(crate::http::mirror::Copies),
+    /// A request body under a retry policy: what was kept of it, then the rest as it arrives.
+    Replay(crate::http::replay::Replay),
 }
 
 impl ProxyBody {
@@ -140,6 +142,7 @@ impl Body for ProxyBody {
             ProxyBody::Empty => Poll::Ready(None),
             ProxyBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             ProxyBody::Mirrored(copies) => copies.poll_frame(cx),
+            ProxyBody::Replay(r) => r.poll_frame(cx),
             ProxyBody::Stream {
                 inner,
                 guard,
@@ -208,6 +211,7 @@ impl Body for ProxyBody {
             ProxyBody::Empty => true,
             ProxyBody::Full(d) => d.is_none(),
             ProxyBody::Mirrored(c) => c.is_end_stream(),
+            ProxyBody::Replay(r) => r.is_end_stream(),
             ProxyBody::Stream { inner, .. } => inner.is_end_stream(),
         }
     }
@@ -217,6 +221,7 @@ impl Body for ProxyBody {
             ProxyBody::Empty => SizeHint::with_exact(0),
             ProxyBody::Full(d) => SizeHint::with_exact(d.as_ref().map_or(0, |d| d.len() as u64)),
             ProxyBody::Mirrored(c) => c.size_hint(),
+            ProxyBody::Replay(r) => r.size_hint(),
             ProxyBody::Stream { inner, .. } => inner.size_hint(),
         }
     }

@@ -121,6 +121,43 @@ async fn mirroring_behaves_like_envoy() {
     assert_eq!(counter(&stats, "cluster.shadow.upstream_rq_2xx"), total);
 }
 
+/// Mirrors are requests to their cluster: its max_requests drops the ones past it, and only
+/// the mirrors, never the originals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirrors_count_under_their_clusters_max_requests() {
+    let (envoy, weft) = tokio::join!(start(Kind::Envoy), start(Kind::Weft));
+    let mut seen = Vec::new();
+    for (proxy, _) in [&envoy, &weft] {
+        let addr = proxy.addr("HTTP");
+        let slow = Req::get("svc", "/slow/400");
+        let originals = futures::future::join_all((0..6).map(|_| request(addr, &slow))).await;
+        let statuses: Vec<u16> = originals.iter().map(|r| r.status).collect();
+        // The one mirror let through answers after 400 ms.
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let stats = proxy.admin("/stats").await;
+        let c = |name: &str| counter(&stats, &format!("cluster.shadow_limited.{name}"));
+        seen.push((
+            proxy.kind,
+            statuses,
+            c("upstream_rq_total"),
+            c("upstream_rq_active_overflow"),
+            c("upstream_rq_2xx"),
+        ));
+    }
+    assert_eq!(seen[0].1, vec![200; 6], "{seen:?}");
+    assert_eq!(
+        (seen[0].2, seen[0].3, seen[0].4),
+        (1, 5, 1),
+        "Envoy: {seen:?}"
+    );
+    let (envoy_seen, weft_seen) = (&seen[0], &seen[1]);
+    assert_eq!(
+        (&envoy_seen.1, envoy_seen.2, envoy_seen.3, envoy_seen.4),
+        (&weft_seen.1, weft_seen.2, weft_seen.3, weft_seen.4),
+        "Envoy vs Weft"
+    );
+}
+
 #[test]
 fn a_mirror_policy_without_a_cluster_is_refused_naming_the_field() {
     let err = support::refusal(

@@ -138,4 +138,107 @@ async fn bad_retry_policies_are_refused_naming_the_field() {
         let err = support::refusal(TEMPLATE, valid, bad);
         assert!(err.contains(field), "{bad}: {err}");
     }
+    // Envoy takes one buffer limit or the other, not both.
+    let limit = "per_request_buffer_limit_bytes: 1024";
+    let both =
+        "per_request_buffer_limit_bytes: 1024\n              request_body_buffer_limit: 2048";
+    let err = support::refusal(TEMPLATE, limit, both);
+    assert!(
+        err.contains("virtual_hosts[0].request_body_buffer_limit") && err.contains("only one"),
+        "{err}"
+    );
+}
+
+/// What one proxy showed for a request with a body.
+#[derive(Debug, PartialEq)]
+struct Replayed {
+    status: u16,
+    /// What the upstream said it got: the attempt, the body's length and digest.
+    body: String,
+    /// `x-envoy-attempt-count` as the last attempt carried it, and on the response.
+    request_count: Option<String>,
+    response_count: Option<String>,
+}
+
+async fn post(proxy: &Proxy, path: &str, body: Vec<u8>, h2: bool) -> Replayed {
+    let req = Req {
+        method: "POST",
+        body,
+        h2,
+        ..Req::get("bodies.test", path)
+    };
+    let r = request(proxy.addr("HTTP"), &req).await;
+    let header = |name: &str| r.headers.get(name).map(|v| v.to_str().unwrap().to_string());
+    Replayed {
+        status: r.status,
+        body: String::from_utf8_lossy(&r.body).into_owned(),
+        request_count: header("x-seen-attempt-count"),
+        response_count: header("x-envoy-attempt-count"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_are_replayed_up_to_the_buffer_limit() {
+    let envoy = start(Kind::Envoy).await;
+    let weft = start(Kind::Weft).await;
+    let small: Vec<u8> = (0..700u32).map(|i| (i % 251) as u8).collect();
+    let large: Vec<u8> = (0..5000u32).map(|i| (i % 241) as u8).collect();
+    let mut seen = Vec::new();
+    for proxy in [&envoy, &weft] {
+        let tag = format!("{:?}", proxy.kind);
+        seen.push(vec![
+            // Two 503s, then the third attempt gets the whole body again.
+            post(proxy, &format!("/flaky/{tag}-body/2"), small.clone(), false).await,
+            // The same over HTTP/2 from the client.
+            post(
+                proxy,
+                &format!("/flaky/{tag}-body-h2/1"),
+                small.clone(),
+                true,
+            )
+            .await,
+            // Past the 1 KiB limit the copy is given up, and with it the retries.
+            post(
+                proxy,
+                &format!("/flaky/{tag}-large/1"),
+                large.clone(),
+                false,
+            )
+            .await,
+            // No body: attempts are still counted.
+            post(proxy, &format!("/flaky/{tag}-empty/1"), Vec::new(), false).await,
+        ]);
+        let stats = proxy.admin("/stats").await;
+        assert_eq!(
+            counter(&stats, "cluster.one.retry_or_shadow_abandoned"),
+            1,
+            "{tag}"
+        );
+        assert_eq!(counter(&stats, "cluster.one.upstream_rq_retry"), 4, "{tag}");
+    }
+    for (i, s) in seen[1].iter().enumerate() {
+        // The digests are the echo's own, so only Envoy's observation tells what is right.
+        assert_eq!(&seen[0][i], s, "scenario {i}: Envoy vs Weft");
+    }
+    let weft = &seen[1];
+    assert_eq!(weft[0].status, 200);
+    assert!(
+        weft[0].body.starts_with("attempt 3 of v1; body 700 bytes"),
+        "{:?}",
+        weft[0]
+    );
+    assert_eq!(weft[0].request_count.as_deref(), Some("3"));
+    assert_eq!(weft[0].response_count.as_deref(), Some("3"));
+    assert!(
+        weft[1].body.starts_with("attempt 2 of v1; body 700 bytes"),
+        "{:?}",
+        weft[1]
+    );
+    assert_eq!(weft[2].status, 503);
+    assert!(
+        weft[2].body.starts_with("attempt 1 of v1; body 5000 bytes"),
+        "{:?}",
+        weft[2]
+    );
+    assert_eq!(weft[3].response_count.as_deref(), Some("2"));
 }

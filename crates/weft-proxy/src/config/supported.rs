@@ -222,13 +222,14 @@ const TABLE: &[(&str, &str)] = &[
         "envoy.config.route.v3.VirtualHost",
         "name domains routes request_headers_to_add request_headers_to_remove \
          response_headers_to_add response_headers_to_remove typed_per_filter_config \
-         require_tls",
+         require_tls include_request_attempt_count include_attempt_count_in_response \
+         per_request_buffer_limit_bytes request_body_buffer_limit",
     ),
     (
         "envoy.config.route.v3.Route",
         "name match route redirect direct_response metadata request_headers_to_add \
          request_headers_to_remove response_headers_to_add response_headers_to_remove \
-         typed_per_filter_config",
+         typed_per_filter_config per_request_buffer_limit_bytes request_body_buffer_limit",
     ),
     (
         "envoy.config.route.v3.RouteMatch",

@@ -2,6 +2,7 @@
 //! until an answer the policy accepts, the retries run out, or the route timeout (which covers
 //! every try) expires.
 
+use super::replay::KeptBody;
 use crate::body::ProxyBody;
 use crate::cluster::circuit::{Priority, RetrySlot};
 use crate::cluster::{Cluster, Discovery, Host};
@@ -14,12 +15,17 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
+pub(super) const ATTEMPT_COUNT: http::HeaderName =
+    http::HeaderName::from_static("x-envoy-attempt-count");
+
 pub(super) enum Failure {
     Connect(upstream::ConnectError),
     Exchange(hyper::Error),
     /// The route timeout.
     Timeout,
     PerTryTimeout,
+    /// A retry found the request body no longer kept (it outgrew the buffer limit).
+    BodyAbandoned,
     /// A stream timer expired; whether the request had fully arrived.
     Stream(super::stream_timer::Expired, bool),
 }
@@ -38,23 +44,33 @@ pub(super) enum Ended {
     Overflow,
 }
 
-/// What a retry needs to send the request again: its head (retries are only made for requests
-/// without a body, which need no buffering).
+/// What a retry needs to send the request again: its head, and its body as far as it was kept.
 pub(super) struct Head {
     pub method: Method,
     pub uri: Uri,
     pub version: http::Version,
     pub headers: HeaderMap,
+    /// `None` for a request without a body.
+    pub body: Option<KeptBody>,
 }
 
 impl Head {
-    fn request(&self) -> Request<ProxyBody> {
-        let mut r = Request::new(ProxyBody::Empty);
+    /// The request for one more attempt; `None` when its body can no longer be replayed.
+    fn request(&self) -> Option<Request<ProxyBody>> {
+        let body = match &self.body {
+            None => ProxyBody::Empty,
+            Some(kept) => ProxyBody::Replay(kept.replay()?),
+        };
+        let mut r = Request::new(body);
         *r.method_mut() = self.method.clone();
         *r.uri_mut() = self.uri.clone();
         *r.version_mut() = self.version;
         *r.headers_mut() = self.headers.clone();
-        r
+        Some(r)
+    }
+
+    fn replayable(&self) -> bool {
+        self.body.as_ref().is_none_or(KeptBody::replayable)
     }
 }
 
@@ -67,6 +83,8 @@ pub(super) struct Attempts<'a> {
     pub retry: Option<(&'a RetryPolicy, Head)>,
     pub request_hash: Option<u64>,
     pub priority: Priority,
+    /// `include_request_attempt_count`: each attempt carries `x-envoy-attempt-count`.
+    pub attempt_count_header: bool,
 }
 
 /// One request to one host, within `timeout`.
@@ -115,7 +133,7 @@ fn no_answer(f: &Failure) -> Option<NoAnswer> {
             let refused = format!("{e:?}").contains("REFUSED_STREAM");
             Some(NoAnswer::Reset { refused })
         }
-        Failure::Timeout | Failure::Stream(..) => None,
+        Failure::Timeout | Failure::Stream(..) | Failure::BodyAbandoned => None,
     }
 }
 
@@ -128,7 +146,11 @@ fn report(cluster: &Cluster, host: &Host, outcome: &Result<Answer, Failure>) {
     }
     let what = match outcome {
         Ok((resp, _)) => Outcome::Status(resp.status().as_u16()),
-        Err(Failure::Connect(upstream::ConnectError::Overflow)) | Err(Failure::Stream(..)) => {
+        Err(
+            Failure::Connect(upstream::ConnectError::Overflow)
+            | Failure::Stream(..)
+            | Failure::BodyAbandoned,
+        ) => {
             return;
         }
         Err(Failure::Connect(_) | Failure::Exchange(_)) => Outcome::ConnectFailed,
@@ -168,9 +190,11 @@ fn next_host(
 ///
 /// `host` follows the attempts, so that whoever stops waiting early knows which host holds the
 /// request's place in `active_requests`.
+/// `attempts` counts the attempts made, for `x-envoy-attempt-count`.
 pub(super) async fn send(
     a: Attempts<'_>,
     host: &mut Arc<Host>,
+    attempts: &mut u32,
     request: Request<ProxyBody>,
 ) -> (Result<Answer, Failure>, Ended) {
     let cs = &a.cluster.stats;
@@ -184,13 +208,19 @@ pub(super) async fn send(
     let mut _slot: Option<RetrySlot<'_>> = None;
     loop {
         // The first attempt sends the request itself; a retry, which only a policy with a head
-        // to resend makes, sends the head again.
+        // to resend makes, sends the head again with the body kept so far.
         let next = request
             .take()
-            .or_else(|| a.retry.as_ref().map(|(_, head)| head.request()));
-        let Some(req) = next else {
-            return (Err(Failure::Timeout), Ended::Done);
+            .or_else(|| a.retry.as_ref().and_then(|(_, head)| head.request()));
+        let Some(mut req) = next else {
+            // The body outgrew its limit while the retry backed off.
+            return (Err(Failure::BodyAbandoned), Ended::Done);
         };
+        *attempts += 1;
+        if a.attempt_count_header {
+            req.headers_mut()
+                .insert(ATTEMPT_COUNT, http::HeaderValue::from(*attempts));
+        }
         let now = Instant::now();
         let route_left = a.deadline.map(|d| d.saturating_duration_since(now));
         let per_try = a.retry.as_ref().and_then(|(p, _)| p.per_try_timeout);
@@ -205,9 +235,13 @@ pub(super) async fn send(
         if matches!(outcome, Err(Failure::PerTryTimeout)) {
             stats::inc(&cs.upstream_rq_per_try_timeout);
         }
-        let Some((policy, _)) = &a.retry else {
+        let Some((policy, head)) = &a.retry else {
             return (outcome, Ended::Done);
         };
+        // A body too large to keep gives up every retry, as Envoy resets its retry state.
+        if !head.replayable() {
+            return (outcome, Ended::Done);
+        }
         _slot = None;
         let retriable = match &outcome {
             Ok((resp, _)) => policy.retries_response(resp.status(), resp.headers()),
@@ -308,6 +342,13 @@ pub(super) fn reply(failure: Failure, hcm: &super::HttpConnectionManager) -> Rep
             flags::UC,
             "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
         ),
+        Failure::BodyAbandoned => Reply {
+            status: StatusCode::INSUFFICIENT_STORAGE,
+            flag: 0,
+            body: "exceeded request buffer limit while retrying upstream",
+            upstream_status: false,
+            overloaded: false,
+        },
         // Envoy's answer to a stream timer: 408 while the request is still arriving, 504 once
         // it is all in.
         Failure::Stream(expired, request_complete) => {

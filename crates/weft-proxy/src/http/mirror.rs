@@ -6,7 +6,7 @@
 
 use super::attempt::{self, Attempts};
 use crate::body::{BoxError, ProxyBody};
-use crate::cluster::circuit::Priority;
+use crate::cluster::circuit::{Priority, Resources};
 use crate::cluster::{Cluster, Discovery};
 use crate::stats;
 use crate::upstream::{self, Version};
@@ -202,6 +202,18 @@ async fn send(
         stats::inc(&cs.upstream_cx_none_healthy);
         return;
     };
+    // A mirror is a request to its cluster like any other: max_requests holds for it too.
+    let limits = cluster
+        .config
+        .circuit_breakers
+        .thresholds(Priority::Default);
+    let requests = &cluster.breakers.at(Priority::Default).requests;
+    if !Resources::try_take(requests, limits.max_requests) {
+        stats::inc(&cs.upstream_rq_active_overflow);
+        stats::inc(&cs.upstream_rq_completed);
+        cs.count_status(503);
+        return;
+    }
     stats::inc(&cs.upstream_rq_total);
     stats::inc(&cs.upstream_rq_active);
     stats::inc(&host.active_requests);
@@ -213,8 +225,9 @@ async fn send(
         retry: None,
         request_hash: None,
         priority: Priority::Default,
+        attempt_count_header: false,
     };
-    let (outcome, _) = attempt::send(attempts, &mut host, request).await;
+    let (outcome, _) = attempt::send(attempts, &mut host, &mut 0, request).await;
     match outcome {
         Ok((resp, release)) => {
             cs.count_status(resp.status().as_u16());
@@ -225,6 +238,7 @@ async fn send(
         }
         Err(_) => stats::inc(&host.stats.rq_error),
     }
+    Resources::give(requests);
     stats::dec(&cs.upstream_rq_active);
     stats::dec(&host.active_requests);
     stats::inc(&cs.upstream_rq_completed);

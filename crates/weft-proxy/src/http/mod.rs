@@ -9,6 +9,7 @@ mod headers;
 pub mod local_ratelimit;
 pub mod mirror;
 mod redirect;
+pub mod replay;
 pub mod router;
 pub mod stream_timer;
 mod upgrade;

@@ -4,6 +4,7 @@
 use super::attempt::{self, Failure};
 use super::fault::Abort;
 use super::local_ratelimit::Decision;
+use super::replay::KeptBody;
 use super::stream_timer::{Activity, IdleTimer};
 use super::{Connection, RouteSource, cors, headers, local_reply, mirror, upgrade, upstream_head};
 use crate::access_log::{Entry, RequestInfo, flags};
@@ -672,20 +673,10 @@ async fn forward_request(
     // The stream timers need to know when bytes last moved and whether the request is all in.
     let activity = (hcm.stream_idle_timeout.is_some() || hcm.request_timeout.is_some())
         .then(|| Arc::new(Activity::new(body.is_end_stream())));
-    // Retries resend the head; a request with a body is sent once (it is not buffered).
-    let retry = forward
-        .retry
-        .as_deref()
-        .filter(|_| upgrade.is_none() && body.is_end_stream())
-        .map(|policy| {
-            let head = attempt::Head {
-                method: parts.method.clone(),
-                uri: parts.uri.clone(),
-                version: parts.version,
-                headers: parts.headers.clone(),
-            };
-            (policy, head)
-        });
+    if forward.attempt_count.request {
+        // Set per attempt by the attempts themselves; a client's own value never goes through.
+        parts.headers.remove(&attempt::ATTEMPT_COUNT);
+    }
     let tee = if forward.mirrors.is_empty() || upgrade.is_some() {
         None
     } else {
@@ -698,7 +689,29 @@ async fn forward_request(
         };
         mirror::start(&forward.mirrors, clusters, &original)
     };
-    let request = Request::from_parts(parts, ProxyBody::request(body, activity.clone(), tee));
+    let bodiless = body.is_end_stream();
+    let mut body = ProxyBody::request(body, activity.clone(), tee);
+    // A retry resends the head and, for a request with a body, what was kept of it.
+    let retry = match forward.retry.as_deref() {
+        Some(policy) if upgrade.is_none() => {
+            let kept = (!bodiless)
+                .then(|| KeptBody::new(body, forward.buffer_limit, cluster.stats.clone()));
+            body = match kept.as_ref().and_then(KeptBody::replay) {
+                Some(first) => ProxyBody::Replay(first),
+                None => ProxyBody::Empty,
+            };
+            let head = attempt::Head {
+                method: parts.method.clone(),
+                uri: parts.uri.clone(),
+                version: parts.version,
+                headers: parts.headers.clone(),
+                body: kept,
+            };
+            Some((policy, head))
+        }
+        _ => None,
+    };
+    let request = Request::from_parts(parts, body);
     let upstream_start = Instant::now();
     let attempts = attempt::Attempts {
         cluster: &cluster,
@@ -707,9 +720,11 @@ async fn forward_request(
         retry,
         request_hash,
         priority: forward.priority,
+        attempt_count_header: forward.attempt_count.request,
     };
     let mut host = host;
-    let routed = attempt::send(attempts, &mut host, request);
+    let mut tries = 0;
+    let routed = attempt::send(attempts, &mut host, &mut tries, request);
     let (outcome, ended) = match &activity {
         Some(a) => tokio::select! {
             sent = routed => sent,
@@ -771,6 +786,11 @@ async fn forward_request(
             X_ENVOY_UPSTREAM_SERVICE_TIME.clone(),
             HeaderValue::from(upstream_start.elapsed().as_millis() as u64),
         );
+    }
+    if forward.attempt_count.response {
+        rparts
+            .headers
+            .insert(attempt::ATTEMPT_COUNT, HeaderValue::from(tries));
     }
     headers::on_response(&mut rparts.headers, hcm);
     header_levels(

@@ -90,6 +90,21 @@ pub struct Forward {
     pub mirrors: Vec<crate::http::mirror::MirrorPolicy>,
     /// `priority`: which of the cluster's circuit breakers count the request.
     pub priority: crate::cluster::circuit::Priority,
+    /// The virtual host's `include_request_attempt_count` and
+    /// `include_attempt_count_in_response`.
+    pub attempt_count: AttemptCount,
+    /// How many bytes of a request body are kept so that a retry can resend it:
+    /// `request_body_buffer_limit` or `per_request_buffer_limit_bytes`, the route's or else
+    /// its virtual host's.
+    pub buffer_limit: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AttemptCount {
+    /// `x-envoy-attempt-count` on each upstream request.
+    pub request: bool,
+    /// `x-envoy-attempt-count` on the response to the client.
+    pub response: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -280,7 +280,17 @@ async fn echo(
             *n += 1;
             *n
         };
-        let mut resp = http::Response::new(full(format!("attempt {seen} of {name}")));
+        // The body's length and digest, so a test sees what each attempt received.
+        let digest = {
+            use std::hash::{DefaultHasher, Hash, Hasher};
+            let mut h = DefaultHasher::new();
+            body.hash(&mut h);
+            h.finish()
+        };
+        let mut resp = http::Response::new(full(format!(
+            "attempt {seen} of {name}; body {} bytes, digest {digest:x}",
+            body.len()
+        )));
         if seen <= fail {
             *resp.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
         }
@@ -288,6 +298,9 @@ async fn echo(
             "x-upstream-attempt",
             http::HeaderValue::from_str(&seen.to_string()).unwrap(),
         );
+        if let Some(v) = parts.headers.get("x-envoy-attempt-count") {
+            resp.headers_mut().insert("x-seen-attempt-count", v.clone());
+        }
         return Ok(resp);
     }
     let path = parts

@@ -3,11 +3,12 @@
 use super::{Result, duration, full_regex, regex};
 use crate::config::FieldError;
 use crate::http::mirror::MirrorPolicy;
+use crate::http::replay;
 use crate::route::hash_policy::{HashKey, HashPolicy};
 use crate::route::{
-    Action, AppendMode, ClusterTarget, Forward, HeaderAdd, HeaderCheck, HeaderMatch, HeaderOps,
-    PathMatch, PathRedirect, QueryMatch, Redirect, RequireTls, Route, RouteConfig, RouteMatch,
-    StringMatch, VirtualHost, WeightedCluster,
+    Action, AppendMode, AttemptCount, ClusterTarget, Forward, HeaderAdd, HeaderCheck, HeaderMatch,
+    HeaderOps, PathMatch, PathRedirect, QueryMatch, Redirect, RequireTls, Route, RouteConfig,
+    RouteMatch, StringMatch, VirtualHost, WeightedCluster,
 };
 use crate::server::StatsStore;
 use envoy_types::pb::envoy::config::core::v3::{HeaderValueOption, data_source};
@@ -88,12 +89,25 @@ pub fn route_configuration(
                 return Err(duplicate());
             }
         }
+        let vhost = VhostDefaults {
+            attempt_count: AttemptCount {
+                request: vh.include_request_attempt_count,
+                response: vh.include_attempt_count_in_response,
+            },
+            #[allow(deprecated)]
+            buffer_limit: buffer_limit(
+                vh.per_request_buffer_limit_bytes.as_ref(),
+                vh.request_body_buffer_limit.as_ref(),
+                &vpath,
+            )?,
+        };
         let mut routes = Vec::new();
         for (r, route) in vh.routes.iter().enumerate() {
             routes.push(convert_route(
                 route,
                 &format!("{vpath}.routes[{r}]"),
                 store,
+                &vhost,
             )?);
         }
         let per_filter = super::cors::per_filter_config(
@@ -137,7 +151,36 @@ pub fn route_configuration(
     Ok(config)
 }
 
-fn convert_route(route: &pb::Route, path: &str, store: &StatsStore) -> Result<Route> {
+/// What a virtual host gives each of its routes.
+struct VhostDefaults {
+    attempt_count: AttemptCount,
+    buffer_limit: Option<u64>,
+}
+
+/// A request body buffer limit, as Envoy picks it: `request_body_buffer_limit` as given, or
+/// `per_request_buffer_limit_bytes` up to the connection's limit; only one may be set.
+fn buffer_limit(
+    per_request: Option<&envoy_types::pb::google::protobuf::UInt32Value>,
+    request_body: Option<&envoy_types::pb::google::protobuf::UInt64Value>,
+    path: &str,
+) -> Result<Option<u64>> {
+    match (per_request, request_body) {
+        (Some(_), Some(_)) => Err(FieldError::new(
+            format!("{path}.request_body_buffer_limit"),
+            "only one of per_request_buffer_limit_bytes and request_body_buffer_limit may be set",
+        )),
+        (Some(p), None) => Ok(Some(u64::from(p.value.min(replay::DEFAULT_LIMIT)))),
+        (None, Some(r)) => Ok(Some(r.value)),
+        (None, None) => Ok(None),
+    }
+}
+
+fn convert_route(
+    route: &pb::Route,
+    path: &str,
+    store: &StatsStore,
+    vhost: &VhostDefaults,
+) -> Result<Route> {
     let m = route
         .r#match
         .as_ref()
@@ -201,11 +244,20 @@ fn convert_route(route: &pb::Route, path: &str, store: &StatsStore) -> Result<Ro
         });
     }
     let action = match &route.action {
-        Some(pb::route::Action::Route(ra)) => Action::Forward(Box::new(forward(
-            ra,
-            &format!("{path}.route"),
-            &path_match,
-        )?)),
+        Some(pb::route::Action::Route(ra)) => {
+            let mut f = forward(ra, &format!("{path}.route"), &path_match)?;
+            f.attempt_count = vhost.attempt_count;
+            #[allow(deprecated)]
+            let own = buffer_limit(
+                route.per_request_buffer_limit_bytes.as_ref(),
+                route.request_body_buffer_limit.as_ref(),
+                path,
+            )?;
+            f.buffer_limit = own
+                .or(vhost.buffer_limit)
+                .unwrap_or(u64::from(replay::DEFAULT_LIMIT));
+            Action::Forward(Box::new(f))
+        }
         Some(pb::route::Action::Redirect(ra)) => {
             Action::Redirect(Box::new(redirect(ra, &format!("{path}.redirect"))?))
         }
@@ -410,6 +462,8 @@ fn forward(ra: &pb::RouteAction, path: &str, path_match: &PathMatch) -> Result<F
         },
         retry,
         mirrors,
+        attempt_count: AttemptCount::default(),
+        buffer_limit: u64::from(replay::DEFAULT_LIMIT),
         target,
         prefix_rewrite,
         regex_rewrite,
