@@ -3,7 +3,7 @@
 //! streamed response and does the end-of-request work (access log, counters, returning the
 //! upstream connection to its pool) when the last byte is sent or the stream is dropped.
 
-use crate::http::stream_timer::{Activity, IdleTimer};
+use crate::http::stream_timer::{Activity, Expired, ResponseTimer};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use std::pin::Pin;
@@ -52,7 +52,7 @@ pub enum ProxyBody {
         /// The stream's activity record: a request body marks it on every frame and at its end.
         activity: Option<Arc<Activity>>,
         /// A response body's `stream_idle_timeout`.
-        idle: Option<IdleTimer>,
+        idle: Option<ResponseTimer>,
         /// A request body's copies for its mirrors.
         tee: Option<crate::http::mirror::Tee>,
     },
@@ -104,7 +104,7 @@ impl ProxyBody {
 
     /// A response body on its way downstream; with `idle`, the stream ends with an error once
     /// no bytes moved either way for the timer's duration.
-    pub fn response(inner: Incoming, guard: Guard, idle: Option<IdleTimer>) -> Self {
+    pub fn response(inner: Incoming, guard: Guard, idle: Option<ResponseTimer>) -> Self {
         ProxyBody::Stream {
             inner,
             guard: Some(guard),
@@ -151,12 +151,16 @@ impl Body for ProxyBody {
                 tee,
             } => match Pin::new(&mut *inner).poll_frame(cx) {
                 Poll::Pending => {
-                    if idle.as_mut().is_some_and(|t| t.poll_expired(cx)) {
+                    if let Some(expired) = idle.as_mut().and_then(|t| t.poll_expired(cx)) {
                         *idle = None;
                         if let Some(mut g) = guard.take() {
                             g.done(false);
                         }
-                        return Poll::Ready(Some(Err("stream idle timeout".into())));
+                        let why = match expired {
+                            Expired::MaxDuration => "stream max duration reached",
+                            _ => "stream idle timeout",
+                        };
+                        return Poll::Ready(Some(Err(why.into())));
                     }
                     Poll::Pending
                 }

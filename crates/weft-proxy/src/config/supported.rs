@@ -91,7 +91,7 @@ const TABLE: &[(&str, &str)] = &[
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix codec_type route_config rds http_filters access_log generate_request_id \
          use_remote_address xff_num_trusted_hops request_timeout stream_idle_timeout server_name \
-         upgrade_configs http2_protocol_options \
+         upgrade_configs http2_protocol_options common_http_protocol_options \
          server_header_transformation=OVERWRITE|APPEND_IF_ABSENT|PASS_THROUGH",
     ),
     (
@@ -254,6 +254,7 @@ const TABLE: &[(&str, &str)] = &[
         "envoy.config.route.v3.RouteAction",
         "cluster weighted_clusters cluster_header prefix_rewrite regex_rewrite \
          host_rewrite_literal timeout hash_policy retry_policy request_mirror_policies \
+         max_stream_duration max_grpc_timeout grpc_timeout_offset \
          priority=DEFAULT|HIGH \
          cluster_not_found_response_code=SERVICE_UNAVAILABLE|NOT_FOUND|INTERNAL_SERVER_ERROR",
     ),
@@ -263,8 +264,13 @@ const TABLE: &[(&str, &str)] = &[
     ),
     (
         "envoy.config.route.v3.RetryPolicy",
-        "retry_on num_retries per_try_timeout retriable_status_codes retry_host_predicate \
+        "retry_on num_retries per_try_timeout per_try_idle_timeout retriable_status_codes \
+         retry_host_predicate \
          host_selection_retry_max_attempts retry_back_off",
+    ),
+    (
+        "envoy.config.route.v3.RouteAction.MaxStreamDuration",
+        "max_stream_duration grpc_timeout_header_max grpc_timeout_header_offset",
     ),
     (
         "envoy.config.route.v3.RetryPolicy.RetryHostPredicate",
@@ -376,7 +382,7 @@ const TABLE: &[(&str, &str)] = &[
     ("envoy.type.v3.Percent", "value"),
     (
         "envoy.config.core.v3.HttpProtocolOptions",
-        "idle_timeout max_requests_per_connection",
+        "idle_timeout max_requests_per_connection max_stream_duration",
     ),
     (
         "envoy.config.cluster.v3.Cluster.EdsClusterConfig",

@@ -24,6 +24,8 @@ pub(super) enum Failure {
     /// The route timeout.
     Timeout,
     PerTryTimeout,
+    /// `per_try_idle_timeout`.
+    PerTryIdleTimeout,
     /// A retry found the request body no longer kept (it outgrew the buffer limit).
     BodyAbandoned,
     /// A stream timer expired; whether the request had fully arrived.
@@ -113,11 +115,39 @@ async fn once(
             }
         }
     };
-    match timeout {
-        Some((t, on_expiry)) => tokio::time::timeout(t, exchange)
-            .await
-            .unwrap_or(Err(on_expiry)),
-        None => exchange.await,
+    let bounded = async {
+        match timeout {
+            Some((t, on_expiry)) => tokio::time::timeout(t, exchange)
+                .await
+                .unwrap_or(Err(on_expiry)),
+            None => exchange.await,
+        }
+    };
+    let idle = a
+        .retry
+        .as_ref()
+        .and_then(|(p, head)| Some((p.per_try_idle_timeout?, head.body.as_ref())));
+    match idle {
+        Some((idle, body)) => tokio::select! {
+            outcome = bounded => outcome,
+            () = idle_expired(idle, body) => Err(Failure::PerTryIdleTimeout),
+        },
+        None => bounded.await,
+    }
+}
+
+/// Resolves once an attempt has been `idle` long with nothing from the client's body (nor an
+/// answer, which ends the wait first).
+async fn idle_expired(idle: Duration, body: Option<&KeptBody>) {
+    let began = Instant::now();
+    loop {
+        let last = body
+            .and_then(KeptBody::last_read)
+            .map_or(began, |l| Instant::from_std(l).max(began));
+        if Instant::now() >= last + idle {
+            return;
+        }
+        tokio::time::sleep_until(last + idle).await;
     }
 }
 
@@ -127,7 +157,7 @@ fn no_answer(f: &Failure) -> Option<NoAnswer> {
         // Envoy never retries a request the circuit breakers refused.
         Failure::Connect(upstream::ConnectError::Overflow) => None,
         Failure::Connect(_) => Some(NoAnswer::ConnectFailure),
-        Failure::PerTryTimeout => Some(NoAnswer::PerTryTimeout),
+        Failure::PerTryTimeout | Failure::PerTryIdleTimeout => Some(NoAnswer::PerTryTimeout),
         Failure::Exchange(e) => {
             // h2 reports the peer's REFUSED_STREAM in its error's text.
             let refused = format!("{e:?}").contains("REFUSED_STREAM");
@@ -154,7 +184,9 @@ fn report(cluster: &Cluster, host: &Host, outcome: &Result<Answer, Failure>) {
             return;
         }
         Err(Failure::Connect(_) | Failure::Exchange(_)) => Outcome::ConnectFailed,
-        Err(Failure::Timeout | Failure::PerTryTimeout) => Outcome::Timeout,
+        Err(Failure::Timeout | Failure::PerTryTimeout | Failure::PerTryIdleTimeout) => {
+            Outcome::Timeout
+        }
     };
     cluster.report(host, what);
 }
@@ -232,8 +264,10 @@ pub(super) async fn send(
         };
         let outcome = once(&a, host, req, timeout).await;
         report(a.cluster, host, &outcome);
-        if matches!(outcome, Err(Failure::PerTryTimeout)) {
-            stats::inc(&cs.upstream_rq_per_try_timeout);
+        match outcome {
+            Err(Failure::PerTryTimeout) => stats::inc(&cs.upstream_rq_per_try_timeout),
+            Err(Failure::PerTryIdleTimeout) => stats::inc(&cs.upstream_rq_per_try_idle_timeout),
+            _ => {}
         }
         let Some((policy, head)) = &a.retry else {
             return (outcome, Ended::Done);
@@ -300,6 +334,8 @@ pub(super) struct Reply {
     pub upstream_status: bool,
     /// `x-envoy-overloaded`: the circuit breakers dropped the request.
     pub overloaded: bool,
+    /// The gRPC status of the reply to a gRPC client, where not mapped from `status`.
+    pub grpc_status: Option<u16>,
 }
 
 pub(super) fn reply(failure: Failure, hcm: &super::HttpConnectionManager) -> Reply {
@@ -312,6 +348,7 @@ pub(super) fn reply(failure: Failure, hcm: &super::HttpConnectionManager) -> Rep
         body,
         upstream_status: true,
         overloaded: false,
+        grpc_status: None,
     };
     match failure {
         Failure::Connect(upstream::ConnectError::Overflow) => Reply {
@@ -327,7 +364,7 @@ pub(super) fn reply(failure: Failure, hcm: &super::HttpConnectionManager) -> Rep
             flags::UF,
             "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
         ),
-        Failure::Timeout | Failure::PerTryTimeout => upstream(
+        Failure::Timeout | Failure::PerTryTimeout | Failure::PerTryIdleTimeout => upstream(
             StatusCode::GATEWAY_TIMEOUT,
             flags::UT,
             "upstream request timeout",
@@ -348,6 +385,7 @@ pub(super) fn reply(failure: Failure, hcm: &super::HttpConnectionManager) -> Rep
             body: "exceeded request buffer limit while retrying upstream",
             upstream_status: false,
             overloaded: false,
+            grpc_status: None,
         },
         // Envoy's answer to a stream timer: 408 while the request is still arriving, 504 once
         // it is all in.
@@ -366,13 +404,20 @@ pub(super) fn reply(failure: Failure, hcm: &super::HttpConnectionManager) -> Rep
                     stats::inc(&hcm.stats.downstream_rq_timeout);
                     (0, "request timeout")
                 }
+                Expired::MaxDuration => {
+                    stats::inc(&hcm.stats.downstream_rq_max_duration_reached);
+                    (0, "downstream duration timeout")
+                }
             };
+            let grpc_status =
+                (expired == Expired::MaxDuration).then_some(super::grpc::DEADLINE_EXCEEDED);
             Reply {
                 status,
                 flag,
                 body,
                 upstream_status: false,
                 overloaded: false,
+                grpc_status,
             }
         }
     }

@@ -7,16 +7,19 @@ use http::{HeaderValue, Response, StatusCode};
 /// A local reply to a gRPC client as Envoy makes it: HTTP 200 with only headers, the HTTP
 /// status mapped to a gRPC status and the reply's text as `grpc-message`, because gRPC clients
 /// read the status from there and not from `:status`.
-pub fn local_reply(resp: Response<ProxyBody>) -> Response<ProxyBody> {
+///
+/// `code` overrides the mapped status where Envoy names one (DEADLINE_EXCEEDED for a stream
+/// past its duration).
+pub fn local_reply(resp: Response<ProxyBody>, code: Option<u16>) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
-    let code = match parts.status.as_u16() {
+    let code = code.unwrap_or(match parts.status.as_u16() {
         400 => 13,
         401 => 16,
         403 => 7,
         404 => 12,
         429 | 502..=504 => 14,
         _ => 2,
-    };
+    });
     let message = match &body {
         ProxyBody::Full(Some(b)) => String::from_utf8_lossy(b).into_owned(),
         _ => String::new(),
@@ -54,6 +57,30 @@ pub fn status_reply(code: u32, message: &str) -> Response<ProxyBody> {
     resp
 }
 
+/// gRPC's DEADLINE_EXCEEDED.
+pub const DEADLINE_EXCEEDED: u16 = 4;
+
+/// The `grpc-timeout` header: up to eight digits and a unit (H, M, S, m, u, n). `None` when
+/// absent or malformed, which Envoy ignores.
+pub fn timeout(headers: &http::HeaderMap) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    let v = headers.get("grpc-timeout")?.as_bytes();
+    let (&unit, digits) = v.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
 /// gRPC's `grpc-message` encoding: printable ASCII except `%` as is, the rest percent-encoded.
 fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -70,6 +97,27 @@ fn percent_encode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_timeout_reads_each_unit_and_ignores_the_malformed() {
+        use std::time::Duration;
+        let t = |v: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert("grpc-timeout", http::HeaderValue::from_str(v).unwrap());
+            timeout(&h)
+        };
+        assert_eq!(t("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(t("3M"), Some(Duration::from_secs(180)));
+        assert_eq!(t("1S"), Some(Duration::from_secs(1)));
+        assert_eq!(t("300m"), Some(Duration::from_millis(300)));
+        assert_eq!(t("0m"), Some(Duration::ZERO));
+        assert_eq!(t("15u"), Some(Duration::from_micros(15)));
+        assert_eq!(t("99999999n"), Some(Duration::from_nanos(99_999_999)));
+        for bad in ["bogus", "m", "123456789m", "10x", "-1S", "1.5S"] {
+            assert_eq!(t(bad), None, "{bad}");
+        }
+        assert_eq!(timeout(&http::HeaderMap::new()), None);
+    }
 
     #[test]
     fn grpc_message_is_percent_encoded() {

@@ -4,7 +4,7 @@
 mod attempt;
 pub mod cors;
 pub mod fault;
-mod grpc;
+pub mod grpc;
 mod headers;
 pub mod local_ratelimit;
 pub mod mirror;
@@ -65,6 +65,9 @@ pub struct HttpConnectionManager {
     /// `stream_idle_timeout`: a stream with no bytes either way for this long ends (5 min by
     /// default, none when 0).
     pub stream_idle_timeout: Option<Duration>,
+    /// `common_http_protocol_options.max_stream_duration`: how long a stream may last, unless
+    /// its route says otherwise (none by default).
+    pub max_stream_duration: Option<Duration>,
     pub server_name: http::HeaderValue,
     pub server_header: ServerHeader,
     pub suppress_envoy_headers: bool,

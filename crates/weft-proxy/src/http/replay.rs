@@ -16,6 +16,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 /// Envoy's buffer limit when a route sets none: the listener's default
 /// `per_connection_buffer_limit_bytes`, 1 MiB.
@@ -39,6 +40,8 @@ struct Recording {
     ended: bool,
     /// The attempt allowed to read; an earlier attempt's body that is still polled fails.
     generation: u32,
+    /// When a frame last came from the client: the attempt's idle clock restarts then.
+    last_read: Option<Instant>,
     stats: Arc<ClusterStats>,
 }
 
@@ -68,6 +71,7 @@ impl KeptBody {
                 abandoned: false,
                 ended,
                 generation: 0,
+                last_read: None,
                 stats,
             })),
         }
@@ -86,6 +90,11 @@ impl KeptBody {
             generation: r.generation,
             cursor: 0,
         })
+    }
+
+    /// When the client last sent a frame of the body.
+    pub fn last_read(&self) -> Option<Instant> {
+        self.shared.lock().ok().and_then(|r| r.last_read)
     }
 
     /// Whether a retry could still send the whole body.
@@ -141,6 +150,7 @@ impl Replay {
         let polled = Pin::new(&mut r.source).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
+                r.last_read = Some(Instant::now());
                 r.keep(frame);
                 self.cursor = r.kept.len();
                 if r.source.is_end_stream() {

@@ -5,7 +5,7 @@ use super::attempt::{self, Failure};
 use super::fault::Abort;
 use super::local_ratelimit::Decision;
 use super::replay::KeptBody;
-use super::stream_timer::{Activity, IdleTimer};
+use super::stream_timer::{Activity, ResponseTimer};
 use super::{Connection, RouteSource, cors, headers, local_reply, mirror, upgrade, upstream_head};
 use crate::access_log::{Entry, RequestInfo, flags};
 use crate::body::{Finish, Guard, ProxyBody};
@@ -63,6 +63,8 @@ struct Finisher {
     set_cookie: Option<HeaderValue>,
     /// A gRPC request: the proxy's own replies are gRPC replies.
     grpc: bool,
+    /// The gRPC status such a reply carries, where it is not the one mapped from HTTP.
+    grpc_status: Option<u16>,
 }
 
 impl Finish for Finisher {
@@ -180,6 +182,7 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
             .headers
             .get(http::header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc")),
+        grpc_status: None,
     };
     let path_and_query = parts
         .uri
@@ -406,7 +409,7 @@ fn finish_local(
     mut resp: Response<ProxyBody>,
 ) -> Response<ProxyBody> {
     if finisher.grpc && resp.status() != StatusCode::OK {
-        resp = super::grpc::local_reply(resp);
+        resp = super::grpc::local_reply(resp, finisher.grpc_status);
     }
     if let Some(c) = &finisher.cors {
         c.apply(resp.headers_mut());
@@ -614,7 +617,14 @@ async fn forward_request(
         weighted_ops,
         Side::Request,
     );
-    if let (Some(t), false) = (forward.timeout, hcm.suppress_envoy_headers) {
+    let timeout = forward.timeout_for(finisher.grpc, &parts.headers);
+    // What the upstream may expect: one try's time when tries have their own, else the route's.
+    let expected = forward
+        .retry
+        .as_ref()
+        .and_then(|r| r.per_try_timeout)
+        .or(timeout);
+    if let (Some(t), false) = (expected, hcm.suppress_envoy_headers) {
         parts.headers.insert(
             X_ENVOY_EXPECTED_RQ_TIMEOUT_MS.clone(),
             HeaderValue::from(t.as_millis() as u64),
@@ -670,9 +680,17 @@ async fn forward_request(
     stats::inc(&host.active_requests);
     stats::inc(&host.stats.rq_total);
 
+    // The stream's allowed duration counts from its start, as Envoy's does.
+    let deadline = crate::route::StreamDuration::limit(
+        forward.stream_duration.as_ref(),
+        &parts.headers,
+        hcm.max_stream_duration,
+    )
+    .map(|d| finisher.start + d);
     // The stream timers need to know when bytes last moved and whether the request is all in.
-    let activity = (hcm.stream_idle_timeout.is_some() || hcm.request_timeout.is_some())
-        .then(|| Arc::new(Activity::new(body.is_end_stream())));
+    let activity =
+        (hcm.stream_idle_timeout.is_some() || hcm.request_timeout.is_some() || deadline.is_some())
+            .then(|| Arc::new(Activity::new(body.is_end_stream())));
     if forward.attempt_count.request {
         // Set per attempt by the attempts themselves; a client's own value never goes through.
         parts.headers.remove(&attempt::ATTEMPT_COUNT);
@@ -685,7 +703,7 @@ async fn forward_request(
             authority: &upstream_authority,
             path_and_query: &new_path_and_query,
             bodiless: body.is_end_stream(),
-            timeout: forward.timeout,
+            timeout,
         };
         mirror::start(&forward.mirrors, clusters, &original)
     };
@@ -716,7 +734,7 @@ async fn forward_request(
     let attempts = attempt::Attempts {
         cluster: &cluster,
         version,
-        deadline: forward.timeout.map(|t| tokio::time::Instant::now() + t),
+        deadline: timeout.map(|t| tokio::time::Instant::now() + t),
         retry,
         request_hash,
         priority: forward.priority,
@@ -728,7 +746,7 @@ async fn forward_request(
     let (outcome, ended) = match &activity {
         Some(a) => tokio::select! {
             sent = routed => sent,
-            expired = a.expired(hcm.stream_idle_timeout, hcm.request_timeout) => {
+            expired = a.expired(hcm.stream_idle_timeout, hcm.request_timeout, deadline) => {
                 (Err(Failure::Stream(expired, a.request_complete())), attempt::Ended::Done)
             }
         },
@@ -756,6 +774,7 @@ async fn forward_request(
                 cs.count_status(r.status.as_u16());
             }
             finisher.overloaded = r.overloaded;
+            finisher.grpc_status = r.grpc_status;
             // The request is already in the finisher, as forwarded.
             return local(finisher, None, r.status, r.body, Some(matched));
         }
@@ -816,13 +835,10 @@ async fn forward_request(
     if !hcm.access_logs.is_empty() {
         finisher.response_headers = Some(rparts.headers.clone());
     }
-    let idle = match (activity, hcm.stream_idle_timeout) {
-        (Some(a), Some(t)) => {
-            a.touch();
-            Some(IdleTimer::new(a, t, hcm.stats.clone()))
-        }
-        _ => None,
-    };
+    let idle = activity.and_then(|a| {
+        a.touch();
+        ResponseTimer::new(a, hcm.stream_idle_timeout, deadline, hcm.stats.clone())
+    });
     Response::from_parts(
         rparts,
         ProxyBody::response(rbody, Guard::new(Box::new(finisher)), idle),

@@ -1,5 +1,7 @@
 //! The connection manager's per-stream timers: `stream_idle_timeout` (no bytes either way for
-//! that long) and `request_timeout` (the whole request has not arrived in time).
+//! that long), `request_timeout` (the whole request has not arrived in time), and the stream's
+//! maximum duration (`max_stream_duration`, or the client's `grpc-timeout` where the route
+//! honours it).
 //!
 //! Bodies record activity with a relaxed store of "milliseconds since the stream began"; the
 //! timers sleep until the earliest possible expiry and look again, so a busy stream costs no
@@ -27,6 +29,8 @@ pub enum Expired {
     Idle,
     /// `request_timeout`.
     Request,
+    /// `max_stream_duration` or `grpc-timeout`.
+    MaxDuration,
 }
 
 impl Activity {
@@ -61,21 +65,26 @@ impl Activity {
         self.last() + idle
     }
 
-    /// Resolves when one of the timers expires; never, when both are off.
-    pub async fn expired(&self, idle: Option<Duration>, request: Option<Duration>) -> Expired {
+    /// Resolves when one of the timers expires; never, when all are off.
+    pub async fn expired(
+        &self,
+        idle: Option<Duration>,
+        request: Option<Duration>,
+        deadline: Option<Instant>,
+    ) -> Expired {
         loop {
             let request_at = request
                 .filter(|_| !self.request_complete())
                 .map(|t| self.origin + t);
             let idle_at = idle.map(|t| self.idle_expiry(t));
-            let next = match (request_at, idle_at) {
-                (Some(r), Some(i)) => r.min(i),
-                (Some(r), None) => r,
-                (None, Some(i)) => i,
-                (None, None) => return std::future::pending().await,
+            let Some(next) = [request_at, idle_at, deadline].into_iter().flatten().min() else {
+                return std::future::pending().await;
             };
             tokio::time::sleep_until(next.into()).await;
             let now = Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Expired::MaxDuration;
+            }
             if request_at.is_some_and(|r| now >= r) && !self.request_complete() {
                 return Expired::Request;
             }
@@ -86,41 +95,68 @@ impl Activity {
     }
 }
 
-/// The idle timer of a response body: polled only while the body waits for the upstream.
-pub struct IdleTimer {
+/// The timers of a response body, polled only while the body waits for the upstream: the idle
+/// timeout, and the end of the stream's allowed duration.
+pub struct ResponseTimer {
     activity: Arc<Activity>,
-    timeout: Duration,
+    idle: Option<Duration>,
+    deadline: Option<Instant>,
     sleep: Pin<Box<Sleep>>,
     stats: Arc<HttpStats>,
 }
 
-impl IdleTimer {
-    pub fn new(activity: Arc<Activity>, timeout: Duration, stats: Arc<HttpStats>) -> Self {
-        let at = activity.idle_expiry(timeout);
-        IdleTimer {
+impl ResponseTimer {
+    /// `None` when neither timer is on.
+    pub fn new(
+        activity: Arc<Activity>,
+        idle: Option<Duration>,
+        deadline: Option<Instant>,
+        stats: Arc<HttpStats>,
+    ) -> Option<Self> {
+        let at = Self::next(&activity, idle, deadline)?;
+        Some(ResponseTimer {
             activity,
-            timeout,
+            idle,
+            deadline,
             sleep: Box::pin(tokio::time::sleep_until(at.into())),
             stats,
-        }
+        })
+    }
+
+    fn next(
+        activity: &Activity,
+        idle: Option<Duration>,
+        deadline: Option<Instant>,
+    ) -> Option<Instant> {
+        [idle.map(|t| activity.idle_expiry(t)), deadline]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     pub fn activity(&self) -> &Activity {
         &self.activity
     }
 
-    /// True once the stream has seen no bytes either way for the timeout; otherwise the task
-    /// is woken when that could next be so.
-    pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
+    /// Which timer expired, counted; otherwise the task is woken when one next could.
+    pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> Option<Expired> {
         loop {
             if self.sleep.as_mut().poll(cx).is_pending() {
-                return false;
+                return None;
             }
-            let at = self.activity.idle_expiry(self.timeout);
-            if Instant::now() >= at {
+            let now = Instant::now();
+            if self.deadline.is_some_and(|d| now >= d) {
+                stats::inc(&self.stats.downstream_rq_max_duration_reached);
+                return Some(Expired::MaxDuration);
+            }
+            if self
+                .idle
+                .is_some_and(|t| now >= self.activity.idle_expiry(t))
+            {
                 stats::inc(&self.stats.downstream_rq_idle_timeout);
-                return true;
+                return Some(Expired::Idle);
             }
+            let at = Self::next(&self.activity, self.idle, self.deadline)?;
             self.sleep.as_mut().reset(at.into());
         }
     }

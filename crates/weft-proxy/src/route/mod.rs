@@ -97,6 +97,80 @@ pub struct Forward {
     /// `request_body_buffer_limit` or `per_request_buffer_limit_bytes`, the route's or else
     /// its virtual host's.
     pub buffer_limit: u64,
+    /// `max_stream_duration`; `None` leaves the connection manager's.
+    pub stream_duration: Option<StreamDuration>,
+    /// `max_grpc_timeout` and `grpc_timeout_offset` (what istiod writes): a gRPC request's
+    /// route timeout comes from its `grpc-timeout`.
+    pub grpc_timeout: Option<GrpcTimeout>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrpcTimeout {
+    /// The most a `grpc-timeout` may ask for; zero: no cap.
+    pub max: Duration,
+    pub offset: Option<Duration>,
+}
+
+impl Forward {
+    /// The route timeout for this request: for a gRPC request on a route with
+    /// `max_grpc_timeout`, its `grpc-timeout` less the offset, capped (zero or absent means
+    /// none); otherwise `timeout`. `None`: no route timeout.
+    pub fn timeout_for(&self, grpc: bool, headers: &http::HeaderMap) -> Option<Duration> {
+        let Some(g) = self.grpc_timeout.filter(|_| grpc) else {
+            return self.timeout;
+        };
+        let mut t = crate::http::grpc::timeout(headers).unwrap_or_default();
+        if let Some(offset) = g.offset.filter(|o| *o < t) {
+            t -= offset;
+        }
+        if !g.max.is_zero() && (t.is_zero() || t > g.max) {
+            t = g.max;
+        }
+        (!t.is_zero()).then_some(t)
+    }
+}
+
+/// `RouteAction.max_stream_duration`: how long the whole stream may last.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamDuration {
+    /// Zero turns the connection manager's limit off for this route.
+    pub max: Option<Duration>,
+    /// Honour the client's `grpc-timeout`, capped by this (zero: uncapped).
+    pub grpc_timeout_header_max: Option<Duration>,
+    /// Taken off the `grpc-timeout`, so the proxy's deadline falls before the client's.
+    pub grpc_timeout_header_offset: Option<Duration>,
+}
+
+impl StreamDuration {
+    /// How long a stream with `headers` may last, as Envoy's connection manager decides it:
+    /// the client's `grpc-timeout` when the route honours it, else the route's own limit, else
+    /// `hcm_max` (the connection manager's). `None`: no limit.
+    pub fn limit(
+        route: Option<&StreamDuration>,
+        headers: &http::HeaderMap,
+        hcm_max: Option<Duration>,
+    ) -> Option<Duration> {
+        let grpc = route
+            .and_then(|r| r.grpc_timeout_header_max)
+            .and_then(|cap| Some((crate::http::grpc::timeout(headers)?, cap)));
+        if let Some((mut t, cap)) = grpc {
+            if !cap.is_zero() && t > cap {
+                t = cap;
+            }
+            if let (false, Some(offset)) = (
+                t.is_zero(),
+                route.and_then(|r| r.grpc_timeout_header_offset),
+            ) {
+                t = t.saturating_sub(offset);
+            }
+            return Some(t);
+        }
+        match route.and_then(|r| r.max) {
+            Some(d) if d.is_zero() => None,
+            Some(d) => Some(d),
+            None => hcm_max.filter(|d| !d.is_zero()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

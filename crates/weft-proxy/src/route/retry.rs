@@ -47,6 +47,9 @@ pub struct RetryPolicy {
     pub retry_on: u32,
     pub num_retries: u32,
     pub per_try_timeout: Option<Duration>,
+    /// `per_try_idle_timeout`: an attempt ends once it has moved no bytes for this long
+    /// (before the response; once it streams, `stream_idle_timeout` governs).
+    pub per_try_idle_timeout: Option<Duration>,
     pub retriable_status_codes: Vec<u16>,
     /// `envoy.retry_host_predicates.previous_hosts`: a retry avoids the hosts already tried.
     pub avoid_previous_hosts: bool,
@@ -135,6 +138,7 @@ mod tests {
             retry_on,
             num_retries: 1,
             per_try_timeout: None,
+            per_try_idle_timeout: None,
             retriable_status_codes: vec![418],
             avoid_previous_hosts: false,
             host_selection_max_attempts: 1,

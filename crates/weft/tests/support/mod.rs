@@ -211,6 +211,10 @@ async fn echo(
             );
             return Ok(resp);
         }
+        // `.../Slow`: the call answers after a second, for deadlines to cut.
+        if req.uri().path().ends_with("/Slow") {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
         return Ok(grpc_echo(name, req.into_body()));
     }
     // An upgrade (websocket), over HTTP/1.1 or as an HTTP/2 extended CONNECT, is accepted and

@@ -221,6 +221,16 @@ pub fn cluster(c: &pb::Cluster, path: &str) -> Result<ClusterConfig> {
     {
         max_requests_per_connection = Some(n.value);
     }
+    // The options message is shared with the connection manager, where this one is honoured.
+    if common
+        .as_ref()
+        .is_some_and(|o| o.max_stream_duration.is_some())
+    {
+        return Err(FieldError::new(
+            format!("{path}.common_http_protocol_options.max_stream_duration"),
+            "an upstream max_stream_duration is not supported by the Weft proxy",
+        ));
+    }
     let idle_timeout = match common.as_ref().and_then(|o| o.idle_timeout.as_ref()) {
         None => Some(Duration::from_secs(3600)),
         Some(d) => duration(Some(d)).filter(|d| !d.is_zero()),

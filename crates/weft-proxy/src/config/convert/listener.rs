@@ -344,7 +344,29 @@ fn connection_manager(
     };
     let server_name = http::HeaderValue::from_str(server_name)
         .map_err(|_| FieldError::new(format!("{path}.server_name"), "not a valid header value"))?;
+    let common = h.common_http_protocol_options.as_ref();
+    let opath = format!("{path}.common_http_protocol_options");
+    if let Some(o) = common {
+        // The options message is shared with clusters, where these two are honoured.
+        if o.idle_timeout.is_some() || o.max_requests_per_connection.is_some() {
+            let field = if o.idle_timeout.is_some() {
+                "idle_timeout"
+            } else {
+                "max_requests_per_connection"
+            };
+            return Err(FieldError::new(
+                format!("{opath}.{field}"),
+                "is not supported by the Weft proxy on a connection manager",
+            ));
+        }
+    }
+    let max_stream_duration = super::not_negative(
+        common.and_then(|o| o.max_stream_duration.as_ref()),
+        format!("{opath}.max_stream_duration"),
+    )?
+    .filter(|d| !d.is_zero());
     Ok(HttpConnectionManager {
+        max_stream_duration,
         stat_prefix: h.stat_prefix.clone(),
         codec,
         route,

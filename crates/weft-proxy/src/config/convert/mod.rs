@@ -29,6 +29,16 @@ pub(crate) fn duration(d: Option<&PbDuration>) -> Option<Duration> {
     d.map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
 }
 
+/// A duration that may be zero but not below.
+pub(crate) fn not_negative(d: Option<&PbDuration>, field: String) -> Result<Option<Duration>> {
+    match d {
+        Some(d) if d.seconds < 0 || d.nanos < 0 => {
+            Err(FieldError::new(field, "must not be negative"))
+        }
+        _ => Ok(duration(d)),
+    }
+}
+
 /// A duration that must be above zero when set.
 pub(crate) fn positive(d: Option<&PbDuration>, field: String) -> Result<Option<Duration>> {
     match d {

@@ -79,6 +79,11 @@ pub fn retry_policy(p: &pb::RetryPolicy, path: &str) -> Result<RetryPolicy> {
         retry_on,
         num_retries: p.num_retries.as_ref().map_or(1, |n| n.value),
         per_try_timeout: duration(p.per_try_timeout.as_ref()).filter(|d| !d.is_zero()),
+        per_try_idle_timeout: super::not_negative(
+            p.per_try_idle_timeout.as_ref(),
+            format!("{path}.per_try_idle_timeout"),
+        )?
+        .filter(|d| !d.is_zero()),
         retriable_status_codes,
         avoid_previous_hosts,
         host_selection_max_attempts: u32::try_from(p.host_selection_retry_max_attempts.max(1))

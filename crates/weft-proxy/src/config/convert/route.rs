@@ -1,6 +1,6 @@
 //! RouteConfiguration → `route::RouteConfig`.
 
-use super::{Result, duration, full_regex, regex};
+use super::{Result, duration, full_regex, not_negative, regex};
 use crate::config::FieldError;
 use crate::http::mirror::MirrorPolicy;
 use crate::http::replay;
@@ -10,6 +10,7 @@ use crate::route::{
     HeaderOps, PathMatch, PathRedirect, QueryMatch, Redirect, RequireTls, Route, RouteConfig,
     RouteMatch, StringMatch, VirtualHost, WeightedCluster,
 };
+use crate::route::{GrpcTimeout, StreamDuration};
 use crate::server::StatsStore;
 use envoy_types::pb::envoy::config::core::v3::{HeaderValueOption, data_source};
 use envoy_types::pb::envoy::config::route::v3 as pb;
@@ -418,6 +419,9 @@ fn forward(ra: &pb::RouteAction, path: &str, path_match: &PathMatch) -> Result<F
         None => None,
     };
     let timeout = match duration(ra.timeout.as_ref()) {
+        // A route with max_stream_duration uses Envoy's "new timeouts": the stream's duration
+        // bounds it, and the route timeout (even its default) no longer applies.
+        _ if ra.max_stream_duration.is_some() => None,
         None => Some(DEFAULT_ROUTE_TIMEOUT),
         Some(d) if d.is_zero() => None,
         Some(d) => Some(d),
@@ -454,7 +458,40 @@ fn forward(ra: &pb::RouteAction, path: &str, path_match: &PathMatch) -> Result<F
             shadow_suffix: !m.disable_shadow_host_suffix_append,
         });
     }
+    let stream_duration = match &ra.max_stream_duration {
+        Some(m) => {
+            let mpath = format!("{path}.max_stream_duration");
+            let field = |d: Option<&envoy_types::pb::google::protobuf::Duration>, name: &str| {
+                not_negative(d, format!("{mpath}.{name}"))
+            };
+            Some(StreamDuration {
+                max: field(m.max_stream_duration.as_ref(), "max_stream_duration")?,
+                grpc_timeout_header_max: field(
+                    m.grpc_timeout_header_max.as_ref(),
+                    "grpc_timeout_header_max",
+                )?,
+                grpc_timeout_header_offset: field(
+                    m.grpc_timeout_header_offset.as_ref(),
+                    "grpc_timeout_header_offset",
+                )?,
+            })
+        }
+        None => None,
+    };
+    #[allow(deprecated)]
+    let grpc_timeout = match &ra.max_grpc_timeout {
+        Some(max) => Some(GrpcTimeout {
+            max: not_negative(Some(max), format!("{path}.max_grpc_timeout"))?.unwrap_or_default(),
+            offset: not_negative(
+                ra.grpc_timeout_offset.as_ref(),
+                format!("{path}.grpc_timeout_offset"),
+            )?,
+        }),
+        None => None,
+    };
     Ok(Forward {
+        stream_duration,
+        grpc_timeout,
         priority: if ra.priority == 1 {
             crate::cluster::circuit::Priority::High
         } else {

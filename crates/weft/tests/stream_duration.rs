@@ -1,0 +1,287 @@
+//! How long a stream may last, side by side in real Envoy and the Weft proxy (one bootstrap,
+//! `data/stream_duration.yaml`): a route's `max_stream_duration`, the connection manager's, the
+//! client's `grpc-timeout` as istiod's routes honour it (capped and offset), a response cut off
+//! mid-body, and the per-try idle timeout of a retry policy.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use support::{Proxy, Req, counter, try_request};
+
+const TEMPLATE: &str = include_str!("data/stream_duration.yaml");
+
+/// What one proxy showed for one request.
+#[derive(Debug, PartialEq)]
+struct Seen {
+    what: &'static str,
+    status: Option<u16>,
+    body: String,
+    grpc_status: Option<String>,
+    grpc_message: Option<String>,
+}
+
+async fn call(proxy: &Proxy, what: &'static str, req: Req) -> Seen {
+    match try_request(proxy.addr("HTTP"), &req).await {
+        Ok(r) => {
+            let h = |n: &str| r.headers.get(n).map(|v| v.to_str().unwrap().to_string());
+            Seen {
+                what,
+                status: Some(r.status),
+                // The echo's own report differs in its request id: keep what tells the story.
+                body: match r.json() {
+                    Some(j) => format!(
+                        "echo of {} {:?}",
+                        j["path"],
+                        j["headers"].get("x-envoy-expected-rq-timeout-ms")
+                    ),
+                    None => String::from_utf8_lossy(&r.body).into_owned(),
+                },
+                grpc_status: h("grpc-status"),
+                grpc_message: h("grpc-message"),
+            }
+        }
+        Err(_) => Seen {
+            what,
+            status: None,
+            body: String::new(),
+            grpc_status: None,
+            grpc_message: None,
+        },
+    }
+}
+
+fn get(path: &str, grpc_timeout: Option<&str>) -> Req {
+    let mut r = Req::get("duration.test", path);
+    if let Some(t) = grpc_timeout {
+        r.headers.push(("grpc-timeout".into(), t.into()));
+    }
+    r
+}
+
+/// A unary gRPC call over h2c with an empty message.
+fn grpc(path: &str, grpc_timeout: &str) -> Req {
+    let mut r = Req {
+        method: "POST",
+        h2: true,
+        headers: vec![
+            ("content-type".into(), "application/grpc".into()),
+            ("te".into(), "trailers".into()),
+        ],
+        body: vec![0, 0, 0, 0, 0],
+        ..Req::get("duration.test", path)
+    };
+    if !grpc_timeout.is_empty() {
+        r.headers.push(("grpc-timeout".into(), grpc_timeout.into()));
+    }
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_durations_agree_with_envoy() {
+    let echo = support::start_echo("echo").await;
+    let (envoy, weft) = support::start_both(TEMPLATE, vec![("ECHO", echo.port())]).await;
+    let mut all = Vec::new();
+    for proxy in [&envoy, &weft] {
+        let seen = vec![
+            call(proxy, "within the route's 0.3 s", get("/msd/100", None)).await,
+            call(proxy, "past the route's 0.3 s", get("/msd/1000", None)).await,
+            call(proxy, "response cut mid-body", get("/msd-drip/600", None)).await,
+            call(
+                proxy,
+                "istio route, no grpc-timeout",
+                get("/istio/1000", None),
+            )
+            .await,
+            call(
+                proxy,
+                "istio route, grpc-timeout 300m",
+                get("/istio/1000", Some("300m")),
+            )
+            .await,
+            call(
+                proxy,
+                "grpc-timeout 0: at once",
+                get("/istio/300", Some("0m")),
+            )
+            .await,
+            call(
+                proxy,
+                "malformed grpc-timeout is ignored",
+                get("/istio/300", Some("soon")),
+            )
+            .await,
+            call(
+                proxy,
+                "gRPC call past its deadline",
+                grpc("/echo.Echo/Slow", "300m"),
+            )
+            .await,
+            call(proxy, "gRPC call within it", grpc("/echo.Echo/Fast", "5S")).await,
+            call(
+                proxy,
+                "grpc-timeout capped to 0.2 s",
+                get("/cap/1000", Some("5S")),
+            )
+            .await,
+            call(
+                proxy,
+                "max_grpc_timeout 0, 300m",
+                grpc("/legacy/echo.Echo/Slow", "300m"),
+            )
+            .await,
+            call(
+                proxy,
+                "max_grpc_timeout 0, none",
+                grpc("/legacy/echo.Echo/Slow", ""),
+            )
+            .await,
+            call(
+                proxy,
+                "max_grpc_timeout 0, plain",
+                get("/legacy/slow/10", Some("1m")),
+            )
+            .await,
+            call(
+                proxy,
+                "max_grpc_timeout capped",
+                grpc("/legacy-cap/echo.Echo/Slow", "5S"),
+            )
+            .await,
+            call(
+                proxy,
+                "max_grpc_timeout, no header",
+                grpc("/legacy-cap/echo.Echo/Slow", ""),
+            )
+            .await,
+            call(
+                proxy,
+                "expected timeout: per try",
+                get("/per-try/slow/10", None),
+            )
+            .await,
+            call(
+                proxy,
+                "cap less offset: 0.1 s, slower",
+                get("/offset/150", Some("5S")),
+            )
+            .await,
+            call(
+                proxy,
+                "cap less offset: 0.1 s, faster",
+                get("/offset/40", Some("5S")),
+            )
+            .await,
+            call(
+                proxy,
+                "the connection manager's 0.8 s",
+                get("/slow/1500", None),
+            )
+            .await,
+            call(
+                proxy,
+                "within the connection manager's",
+                get("/slow/100", None),
+            )
+            .await,
+            call(proxy, "each try idle past 0.2 s", get("/idle/1000", None)).await,
+            call(proxy, "a try that answers in time", get("/idle/50", None)).await,
+        ];
+        let stats = proxy.admin("/stats").await;
+        all.push((proxy.kind, seen, stats));
+    }
+    let (envoy_seen, weft_seen) = (&all[0].1, &all[1].1);
+    let differ: Vec<String> = envoy_seen
+        .iter()
+        .zip(weft_seen)
+        .filter(|(e, w)| e != w)
+        .map(|(e, w)| format!("Envoy {e:?}\n Weft {w:?}"))
+        .collect();
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
+    // What Envoy showed is what a user relies on; check the key facts outright too.
+    let by = |what: &str| weft_seen.iter().find(|s| s.what == what).unwrap();
+    assert_eq!(by("past the route's 0.3 s").status, Some(504));
+    assert_eq!(
+        by("past the route's 0.3 s").body,
+        "downstream duration timeout"
+    );
+    assert_eq!(by("istio route, no grpc-timeout").status, Some(200));
+    let deadline = by("gRPC call past its deadline");
+    assert_eq!(
+        (deadline.status, deadline.grpc_status.as_deref()),
+        (Some(200), Some("4"))
+    );
+    assert_eq!(
+        by("each try idle past 0.2 s").body,
+        "upstream request timeout"
+    );
+    // max_grpc_timeout makes the client's deadline the route timeout: 504 as gRPC UNAVAILABLE.
+    let legacy = by("max_grpc_timeout 0, 300m");
+    assert_eq!(
+        (
+            legacy.grpc_status.as_deref(),
+            legacy.grpc_message.as_deref()
+        ),
+        (Some("14"), Some("upstream request timeout")),
+        "{legacy:?}"
+    );
+    assert!(
+        by("expected timeout: per try")
+            .body
+            .ends_with("Some(String(\"500\"))"),
+        "{:?}",
+        by("expected timeout: per try")
+    );
+    for (kind, _, stats) in &all {
+        let c = |name: &str| counter(stats, name);
+        // Route, mid-body, 300m, 0m, gRPC, cap, offset, and the connection manager's twice
+        // (once a gRPC call on a route without a grpc-timeout of its own).
+        assert_eq!(
+            c("http.duration.downstream_rq_max_duration_reached"),
+            9,
+            "{kind:?}"
+        );
+        assert_eq!(
+            c("cluster.echo.upstream_rq_per_try_idle_timeout"),
+            3,
+            "{kind:?}"
+        );
+        // The three gRPC calls past max_grpc_timeout's deadline (the client's, or the cap when
+        // the client gave none) are route timeouts.
+        assert_eq!(c("cluster.echo.upstream_rq_timeout"), 3, "{kind:?}");
+        assert_eq!(c("cluster.echo.upstream_rq_retry"), 2, "{kind:?}");
+        assert_eq!(
+            c("cluster.echo.upstream_rq_retry_limit_exceeded"),
+            1,
+            "{kind:?}"
+        );
+    }
+}
+
+#[test]
+fn negative_durations_are_refused_naming_the_field() {
+    for (from, to, field) in [
+        (
+            "max_stream_duration: { max_stream_duration: 0.3s } }",
+            "max_stream_duration: { max_stream_duration: -1s } }",
+            "routes[0].route.max_stream_duration.max_stream_duration",
+        ),
+        (
+            "grpc_timeout_header_max: 0.2s, grpc_timeout_header_offset: 0.1s",
+            "grpc_timeout_header_max: 0.2s, grpc_timeout_header_offset: -0.1s",
+            "max_stream_duration.grpc_timeout_header_offset",
+        ),
+        (
+            "per_try_idle_timeout: 0.2s",
+            "per_try_idle_timeout: -2s",
+            "retry_policy.per_try_idle_timeout",
+        ),
+        (
+            "common_http_protocol_options: { max_stream_duration: 0.8s }",
+            "common_http_protocol_options: { max_stream_duration: 0.8s, idle_timeout: 5s }",
+            "common_http_protocol_options.idle_timeout",
+        ),
+    ] {
+        let err = support::refusal(TEMPLATE, from, to);
+        assert!(err.contains(field), "{to}: {err}");
+    }
+}
