@@ -30,9 +30,7 @@ pub fn local_reply(resp: Response<ProxyBody>, code: Option<u16>) -> Response<Pro
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/grpc"),
     );
-    parts
-        .headers
-        .insert("grpc-status", HeaderValue::from(code as u16));
+    parts.headers.insert("grpc-status", HeaderValue::from(code));
     if let (false, Ok(v)) = (
         message.is_empty(),
         HeaderValue::from_str(&percent_encode(&message)),
