@@ -387,8 +387,12 @@ fn route_action(
     if clusters.is_empty() || total == 0 {
         return None;
     }
+    let timeout = http.timeout.map_or_else(|| pb::millis(0), pb::duration);
+    #[allow(deprecated)]
     let mut action = RouteAction {
-        timeout: Some(http.timeout.map_or_else(|| pb::millis(0), pb::duration)),
+        // As istiod: a gRPC request's own deadline holds, capped by the route's timeout.
+        max_grpc_timeout: Some(timeout),
+        timeout: Some(timeout),
         retry_policy: retry_policy(http.retries.as_ref()),
         ..Default::default()
     };

@@ -424,6 +424,7 @@ fn inbound_targets(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy) -> Vec<Inb
 }
 
 /// The filter that hands one inbound port to the application, with the cluster it names.
+#[allow(deprecated)]
 fn inbound_filter(
     inputs: &Inputs,
     scope: &Scope<'_>,
@@ -449,6 +450,7 @@ fn inbound_filter(
                 action: Some(envoy_route::Action::Route(RouteAction {
                     cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(name.clone())),
                     timeout: Some(pb::millis(0)),
+                    max_grpc_timeout: Some(pb::millis(0)),
                     ..Default::default()
                 })),
                 ..Default::default()

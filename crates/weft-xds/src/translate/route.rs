@@ -55,6 +55,8 @@ impl Table {
             } else {
                 0
             },
+            // istiod lets every upstream see which attempt it is serving.
+            include_request_attempt_count: true,
             ..Default::default()
         });
     }
@@ -106,6 +108,7 @@ fn domains(
     out
 }
 
+#[allow(deprecated)]
 fn default_route(cluster: String) -> Route {
     Route {
         name: "default".into(),
@@ -113,6 +116,7 @@ fn default_route(cluster: String) -> Route {
         action: Some(route::Action::Route(RouteAction {
             cluster_specifier: Some(ClusterSpecifier::Cluster(cluster)),
             timeout: Some(pb::millis(0)),
+            max_grpc_timeout: Some(pb::millis(0)),
             retry_policy: http_route::retry_policy(None),
             ..Default::default()
         })),
