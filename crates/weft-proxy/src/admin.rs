@@ -407,6 +407,15 @@ fn all_stats(shared: &Shared) -> Vec<StatLine> {
             ));
         }
     }
+    for (prefix, n) in lock(&shared.stats.connection_rate_limit).iter() {
+        out.push((
+            format!("local_rate_limit.{prefix}.rate_limited"),
+            n.load(std::sync::atomic::Ordering::Relaxed),
+            true,
+            vec![("envoy_local_rate_limit_prefix", prefix.clone())],
+            "envoy_local_rate_limit_rate_limited".to_string(),
+        ));
+    }
     for (name, value, counter) in shared.xds.entries() {
         out.push((
             name.to_string(),

@@ -59,6 +59,8 @@ pub struct StatsStore {
     /// `<stat_prefix>.http_local_rate_limit.*`, shared by every config that names the prefix.
     pub local_rate_limit:
         Mutex<BTreeMap<String, Arc<crate::http::local_ratelimit::LocalRateLimitStats>>>,
+    /// `local_rate_limit.<stat_prefix>.rate_limited` of the network local rate limit.
+    pub connection_rate_limit: Mutex<BTreeMap<String, Arc<std::sync::atomic::AtomicU64>>>,
     pub listeners: Mutex<BTreeMap<String, Arc<ListenerStats>>>,
     pub ssl: Mutex<BTreeMap<String, Arc<crate::stats::SslStats>>>,
     pub tcp: Mutex<BTreeMap<String, Arc<TcpStats>>>,
@@ -90,6 +92,9 @@ impl StatsStore {
         prefix: &str,
     ) -> Arc<crate::http::local_ratelimit::LocalRateLimitStats> {
         get_or_insert(&self.local_rate_limit, prefix)
+    }
+    pub fn connection_rate_limit(&self, prefix: &str) -> Arc<std::sync::atomic::AtomicU64> {
+        get_or_insert(&self.connection_rate_limit, prefix)
     }
     pub fn listener(&self, key: &str) -> Arc<ListenerStats> {
         get_or_insert(&self.listeners, key)

@@ -95,6 +95,56 @@ async fn local_rate_limits_agree_with_envoy() {
     assert!(w.contains(&"shadow_limit.http_local_rate_limit.enforced: 0".to_string()));
 }
 
+/// New connections through each listener: answered, or closed at once (`None`).
+async fn connections(proxy: &Proxy) -> Vec<String> {
+    let mut out = Vec::new();
+    for (listener, n) in [("TCP", 4), ("HTTP_OFF", 3)] {
+        for _ in 0..n {
+            let r = support::try_request(proxy.addr(listener), &Req::get("limits.test", "/")).await;
+            out.push(format!("{listener}: {:?}", r.ok().map(|r| r.status)));
+        }
+    }
+    let stats = proxy.admin("/stats").await;
+    for name in [
+        "local_rate_limit.conns.rate_limited",
+        "local_rate_limit.switched_off.rate_limited",
+        "tcp.limited.downstream_cx_total",
+        "http.unlimited.downstream_cx_total",
+    ] {
+        out.push(format!("{name}: {}", counter(&stats, name)));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_rate_limits_agree_with_envoy() {
+    let v1 = support::start_echo("v1").await.port();
+    let (envoy, weft) = support::start_both(TEMPLATE, vec![("V1", v1)]).await;
+    let (e, w) = tokio::join!(connections(&envoy), connections(&weft));
+    support::assert_agree(&e, &w);
+    assert_eq!(
+        w[..7],
+        [
+            "TCP: Some(200)",
+            "TCP: Some(200)",
+            "TCP: None",
+            "TCP: None",
+            "HTTP_OFF: Some(200)",
+            "HTTP_OFF: Some(200)",
+            "HTTP_OFF: Some(200)",
+        ]
+    );
+    assert!(
+        w.contains(&"local_rate_limit.conns.rate_limited: 2".to_string()),
+        "{w:?}"
+    );
+    // The closed connections still reached the TCP proxy's count, as in Envoy.
+    assert!(
+        w.contains(&"tcp.limited.downstream_cx_total: 4".to_string()),
+        "{w:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_local_rate_limits_are_refused_naming_the_field() {
     for (from, to, field) in [
@@ -112,6 +162,16 @@ async fn bad_local_rate_limits_are_refused_naming_the_field() {
             "stat_prefix: filter_limit",
             "stat_prefix: \"\"",
             "stat_prefix",
+        ),
+        (
+            "token_bucket: { max_tokens: 2, fill_interval: 60s }",
+            "token_bucket: { max_tokens: 2, fill_interval: 0.01s }",
+            "filters[0].typed_config.token_bucket.fill_interval",
+        ),
+        (
+            "stat_prefix: conns\n",
+            "stat_prefix: conns\n          share_key: shared\n",
+            "share_key",
         ),
     ] {
         let err = support::refusal(TEMPLATE, from, to);

@@ -147,6 +147,15 @@ const TABLE: &[(&str, &str)] = &[
         "stat_prefix status token_bucket filter_enabled filter_enforced response_headers_to_add \
          enable_x_ratelimit_headers=OFF|DRAFT_VERSION_03",
     ),
+    (
+        "envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit",
+        "stat_prefix token_bucket runtime_enabled",
+    ),
+    // Weft has no runtime layer: a key always reads as its default, as in an Envoy without one.
+    (
+        "envoy.config.core.v3.RuntimeFeatureFlag",
+        "default_value runtime_key",
+    ),
     ("envoy.type.v3.HttpStatus", "code"),
     (
         "envoy.type.v3.TokenBucket",

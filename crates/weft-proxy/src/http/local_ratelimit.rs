@@ -57,6 +57,11 @@ impl TokenBucket {
         }
     }
 
+    /// Takes a token if there is one.
+    pub fn try_take(&self) -> bool {
+        self.take().0
+    }
+
     /// Takes a token if there is one; the tokens left and the time to the next fill.
     fn take(&self) -> (bool, u64, Duration) {
         self.take_at(Instant::now())

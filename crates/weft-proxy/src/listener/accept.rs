@@ -110,6 +110,16 @@ async fn connection(
                 stats::inc(&s.no_filter_chain_match);
             }
         }
+        Some(chain) if !chain.rate_limits.iter().all(|r| r.admit()) => {
+            // Envoy's terminal filter was already created for the connection it closes.
+            match &chain.filter {
+                NetworkFilter::Http(hcm) => {
+                    stats::inc(&hcm.stats.downstream_cx_total);
+                    stats::inc(&hcm.stats.downstream_cx_destroy);
+                }
+                NetworkFilter::Tcp(proxy) => stats::inc(&proxy.stats.downstream_cx_total),
+            }
+        }
         Some(chain) => {
             let ends = tcp::Ends {
                 peer,

@@ -3,6 +3,7 @@
 pub mod accept;
 pub mod inspect;
 pub mod manager;
+pub mod rate_limit;
 pub mod tls;
 
 use crate::http::HttpConnectionManager;
@@ -38,6 +39,8 @@ pub struct FilterChain {
     pub matcher: FilterChainMatch,
     /// `transport_socket`: TLS terminated before the network filter.
     pub tls: Option<Arc<tls::DownstreamTls>>,
+    /// `envoy.filters.network.local_ratelimit` filters before the terminal one, in order.
+    pub rate_limits: Vec<rate_limit::ConnectionRateLimit>,
     pub filter: NetworkFilter,
 }
 

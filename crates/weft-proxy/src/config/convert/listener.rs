@@ -35,6 +35,8 @@ use std::time::Duration;
 const HCM: &str =
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 const TCP_PROXY: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
+const NETWORK_RATE_LIMIT: &str =
+    "envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit";
 const ROUTER: &str = "envoy.extensions.filters.http.router.v3.Router";
 const CORS: &str = "envoy.extensions.filters.http.cors.v3.Cors";
 const FAULT: &str = "envoy.extensions.filters.http.fault.v3.HTTPFault";
@@ -180,13 +182,36 @@ fn filter_chain(fc: &pb::FilterChain, path: &str, store: &StatsStore) -> Result<
         }
         matcher.prefix_ranges = cidrs(&m.prefix_ranges, &format!("{mpath}.prefix_ranges"))?;
     }
-    let [filter] = fc.filters.as_slice() else {
+    // Connection rate limits may come first; the terminal filter is last.
+    let Some((filter, limits)) = fc.filters.split_last() else {
         return Err(FieldError::new(
             format!("{path}.filters"),
-            "exactly one network filter (http_connection_manager or tcp_proxy) is supported",
+            "a terminal network filter (http_connection_manager or tcp_proxy) is required",
         ));
     };
-    let fpath = format!("{path}.filters[0]");
+    let mut rate_limits = Vec::new();
+    for (i, f) in limits.iter().enumerate() {
+        let tpath = format!("{path}.filters[{i}].typed_config");
+        match &f.config_type {
+            Some(pb::filter::ConfigType::TypedConfig(any))
+                if type_name(any) == NETWORK_RATE_LIMIT =>
+            {
+                rate_limits.push(super::local_ratelimit::connection_rate_limit(
+                    &decode_any(any, &tpath)?,
+                    &tpath,
+                    store,
+                )?);
+            }
+            _ => {
+                return Err(FieldError::new(
+                    tpath,
+                    "only envoy.filters.network.local_ratelimit may come before the terminal \
+                     network filter",
+                ));
+            }
+        }
+    }
+    let fpath = format!("{path}.filters[{}]", limits.len());
     let Some(pb::filter::ConfigType::TypedConfig(any)) = &filter.config_type else {
         return Err(FieldError::new(
             format!("{fpath}.typed_config"),
@@ -223,6 +248,7 @@ fn filter_chain(fc: &pb::FilterChain, path: &str, store: &StatsStore) -> Result<
         name: fc.name.clone(),
         matcher,
         tls,
+        rate_limits,
         filter,
     })
 }

@@ -1,8 +1,10 @@
-//! `envoy.filters.http.local_ratelimit` config → `http::local_ratelimit::LocalRateLimit`.
+//! `envoy.filters.http.local_ratelimit` config → `http::local_ratelimit::LocalRateLimit`, and
+//! `envoy.filters.network.local_ratelimit` → `listener::rate_limit::ConnectionRateLimit`.
 
 use super::{Result, decode_any};
 use crate::config::FieldError;
 use crate::http::local_ratelimit::{LocalRateLimit, TokenBucket};
+use crate::listener::rate_limit::ConnectionRateLimit;
 use crate::server::StatsStore;
 use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit as Pb;
 use envoy_types::pb::google::protobuf::Any;
@@ -13,6 +15,70 @@ pub const TYPE: &str = "envoy.extensions.filters.http.local_ratelimit.v3.LocalRa
 pub fn from_any(any: &Any, path: &str, store: &StatsStore) -> Result<LocalRateLimit> {
     let pb: Pb = decode_any(any, path)?;
     local_rate_limit(&pb, path, store)
+}
+
+/// `envoy.filters.network.local_ratelimit`: a bucket of connections.
+pub fn connection_rate_limit(
+    p: &envoy_types::pb::envoy::extensions::filters::network::local_ratelimit::v3::LocalRateLimit,
+    path: &str,
+    store: &StatsStore,
+) -> Result<ConnectionRateLimit> {
+    if p.stat_prefix.is_empty() {
+        return Err(FieldError::new(
+            format!("{path}.stat_prefix"),
+            "is required",
+        ));
+    }
+    let Some(b) = &p.token_bucket else {
+        return Err(FieldError::new(
+            format!("{path}.token_bucket"),
+            "is required",
+        ));
+    };
+    let bucket = token_bucket(b, &format!("{path}.token_bucket"))?;
+    // Envoy refuses buckets refilled more often than every 50 ms.
+    if bucket.fill_interval < std::time::Duration::from_millis(50) {
+        return Err(FieldError::new(
+            format!("{path}.token_bucket.fill_interval"),
+            "must be at least 50ms",
+        ));
+    }
+    Ok(ConnectionRateLimit {
+        stat_prefix: p.stat_prefix.clone(),
+        bucket,
+        enabled: p
+            .runtime_enabled
+            .as_ref()
+            .and_then(|r| r.default_value.as_ref())
+            .is_none_or(|b| b.value),
+        rate_limited: store.connection_rate_limit(&p.stat_prefix),
+    })
+}
+
+fn token_bucket(
+    b: &envoy_types::pb::envoy::r#type::v3::TokenBucket,
+    path: &str,
+) -> Result<TokenBucket> {
+    if b.max_tokens == 0 {
+        return Err(FieldError::new(
+            format!("{path}.max_tokens"),
+            "must be greater than zero",
+        ));
+    }
+    let fill_interval =
+        super::required_positive(b.fill_interval.as_ref(), format!("{path}.fill_interval"))?;
+    let per_fill = b.tokens_per_fill.as_ref().map_or(1, |v| v.value);
+    if per_fill == 0 {
+        return Err(FieldError::new(
+            format!("{path}.tokens_per_fill"),
+            "must be greater than zero",
+        ));
+    }
+    Ok(TokenBucket::new(
+        u64::from(b.max_tokens),
+        u64::from(per_fill),
+        fill_interval,
+    ))
 }
 
 pub fn local_rate_limit(p: &Pb, path: &str, store: &StatsStore) -> Result<LocalRateLimit> {
@@ -37,30 +103,7 @@ pub fn local_rate_limit(p: &Pb, path: &str, store: &StatsStore) -> Result<LocalR
     };
     let bucket = match &p.token_bucket {
         None => None,
-        Some(b) => {
-            if b.max_tokens == 0 {
-                return Err(FieldError::new(
-                    format!("{path}.token_bucket.max_tokens"),
-                    "must be greater than zero",
-                ));
-            }
-            let fill_interval = super::required_positive(
-                b.fill_interval.as_ref(),
-                format!("{path}.token_bucket.fill_interval"),
-            )?;
-            let per_fill = b.tokens_per_fill.as_ref().map_or(1, |v| v.value);
-            if per_fill == 0 {
-                return Err(FieldError::new(
-                    format!("{path}.token_bucket.tokens_per_fill"),
-                    "must be greater than zero",
-                ));
-            }
-            Some(TokenBucket::new(
-                u64::from(b.max_tokens),
-                u64::from(per_fill),
-                fill_interval,
-            ))
-        }
+        Some(b) => Some(token_bucket(b, &format!("{path}.token_bucket"))?),
     };
     // Unset, a fraction is 0 %: the filter must be turned on explicitly, as in Envoy.
     let fraction =
