@@ -1,6 +1,6 @@
 //! Host selection: Envoy's priority levels (with the 1.4 overprovisioning factor and the 50 %
-//! panic threshold), then round robin, least request (power of two choices) or random within a
-//! level. Everything here is lock-free: a host set is immutable and replaced whole.
+//! panic threshold), then round robin, least request (power of two choices; or its peak EWMA
+//! variant, `peak_ewma.rs`) or random within a level. Everything here is lock-free: a host set is immutable and replaced whole.
 
 use super::hash::{self, Table};
 use super::{Health, Host, LbPolicy};
@@ -156,6 +156,20 @@ impl HostSet {
                 };
                 let ((ra, wa), (rb, wb)) = (score(a), score(b));
                 if rb * wa < ra * wb { b } else { a }
+            }
+            LbPolicy::PeakEwma { decay } => {
+                // Two distinct hosts, so the slower of two is never the only choice.
+                let a = fastrand::usize(..n);
+                let b = match n {
+                    1 => a,
+                    _ => (a + 1 + fastrand::usize(..n - 1)) % n,
+                };
+                let cost = |i: usize| {
+                    let h = &level.hosts[pick(i)];
+                    h.latency
+                        .cost(h.active_requests.load(Ordering::Relaxed), h.weight, decay)
+                };
+                if cost(b) < cost(a) { pick(b) } else { pick(a) }
             }
         };
         level.hosts.get(index)

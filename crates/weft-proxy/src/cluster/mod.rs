@@ -6,6 +6,7 @@ pub mod hash;
 pub mod health_check;
 pub mod lb;
 pub mod outlier;
+pub mod peak_ewma;
 
 use crate::stats::ClusterStats;
 use arc_swap::ArcSwap;
@@ -41,8 +42,17 @@ pub enum LbPolicy {
     RoundRobin,
     LeastRequest,
     Random,
-    RingHash { min_size: u64, max_size: u64 },
-    Maglev { table_size: u64 },
+    RingHash {
+        min_size: u64,
+        max_size: u64,
+    },
+    Maglev {
+        table_size: u64,
+    },
+    /// LEAST_REQUEST's latency-aware variant (Weft's own, chosen by cluster metadata).
+    PeakEwma {
+        decay: std::time::Duration,
+    },
 }
 
 impl LbPolicy {
@@ -145,6 +155,8 @@ pub struct Host {
     pub outlier: outlier::HostMonitor,
     /// What active health checking knows of the host (read only when the cluster checks).
     pub active_health: health_check::HostHealth,
+    /// Its response latency, for the peak EWMA balancer (kept only under that policy).
+    pub latency: peak_ewma::Latency,
 }
 
 #[derive(Debug, Default)]
@@ -172,6 +184,7 @@ impl Host {
             stats: HostStats::default(),
             outlier: outlier::HostMonitor::default(),
             active_health: health_check::HostHealth::default(),
+            latency: peak_ewma::Latency::default(),
         }
     }
 }

@@ -89,6 +89,31 @@ pub(super) struct Attempts<'a> {
     pub attempt_count_header: bool,
 }
 
+/// One request on a connection from the host's pool.
+async fn exchange(
+    a: &Attempts<'_>,
+    host: &Arc<Host>,
+    request: Request<ProxyBody>,
+) -> Result<Answer, Failure> {
+    match upstream::checkout(a.cluster, host, a.version, a.priority)
+        .await
+        .map_err(Failure::Connect)?
+    {
+        Sender::Http1(mut c) => {
+            let resp = c
+                .sender
+                .send_request(request)
+                .await
+                .map_err(Failure::Exchange)?;
+            Ok((resp, Some(c)))
+        }
+        Sender::Http2(mut s) => {
+            let resp = s.send_request(request).await.map_err(Failure::Exchange)?;
+            Ok((resp, None))
+        }
+    }
+}
+
 /// One request to one host, within `timeout`.
 async fn once(
     a: &Attempts<'_>,
@@ -96,31 +121,23 @@ async fn once(
     request: Request<ProxyBody>,
     timeout: Option<(Duration, Failure)>,
 ) -> Result<Answer, Failure> {
-    let exchange = async {
-        match upstream::checkout(a.cluster, host, a.version, a.priority)
-            .await
-            .map_err(Failure::Connect)?
+    // The peak EWMA balancer learns each host's latency from its answers.
+    let measured = async {
+        let sent = Instant::now();
+        let answer = exchange(a, host, request).await;
+        if let (Ok(_), crate::cluster::LbPolicy::PeakEwma { decay }) =
+            (&answer, a.cluster.config.lb_policy)
         {
-            Sender::Http1(mut c) => {
-                let resp = c
-                    .sender
-                    .send_request(request)
-                    .await
-                    .map_err(Failure::Exchange)?;
-                Ok((resp, Some(c)))
-            }
-            Sender::Http2(mut s) => {
-                let resp = s.send_request(request).await.map_err(Failure::Exchange)?;
-                Ok((resp, None))
-            }
+            host.latency.observe(sent.elapsed(), decay);
         }
+        answer
     };
     let bounded = async {
         match timeout {
-            Some((t, on_expiry)) => tokio::time::timeout(t, exchange)
+            Some((t, on_expiry)) => tokio::time::timeout(t, measured)
                 .await
                 .unwrap_or(Err(on_expiry)),
-            None => exchange.await,
+            None => measured.await,
         }
     };
     let idle = a

@@ -130,6 +130,20 @@ pub async fn start_echo(name: &'static str) -> SocketAddr {
     .await
 }
 
+/// `start_echo`, answering every request `delay` late: a slow host.
+pub async fn start_delayed_echo(name: &'static str, delay: Duration) -> SocketAddr {
+    serve_each(move |stream| async move {
+        let service = service_fn(move |req: http::Request<Incoming>| async move {
+            tokio::time::sleep(delay).await;
+            echo(name, req).await
+        });
+        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(stream), service)
+            .await;
+    })
+    .await
+}
+
 type EchoBody = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
 
 fn full(b: impl Into<Bytes>) -> EchoBody {

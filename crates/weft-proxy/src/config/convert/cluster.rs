@@ -39,7 +39,7 @@ pub fn cluster(c: &pb::Cluster, path: &str) -> Result<ClusterConfig> {
     };
     let lb_policy = match c.lb_policy {
         0 => LbPolicy::RoundRobin,
-        1 => LbPolicy::LeastRequest,
+        1 => least_request_variant(c.metadata.as_ref(), path)?,
         3 => LbPolicy::Random,
         2 => {
             let (mut min_size, mut max_size) = (hash::DEFAULT_MIN_RING, hash::DEFAULT_MAX_RING);
@@ -80,6 +80,17 @@ pub fn cluster(c: &pb::Cluster, path: &str) -> Result<ClusterConfig> {
             ));
         }
     };
+    let asks_variant = c
+        .metadata
+        .as_ref()
+        .and_then(|m| m.filter_metadata.get("weft"))
+        .is_some_and(|w| w.fields.contains_key("least_request"));
+    if asks_variant && c.lb_policy != 1 {
+        return Err(FieldError::new(
+            format!("{path}.metadata.filter_metadata.weft.least_request"),
+            "applies only to lb_policy LEAST_REQUEST",
+        ));
+    }
     let mut protocol = UpstreamProtocol::Http1;
     let mut h2_max_concurrent_streams = None;
     #[allow(deprecated)]
@@ -281,6 +292,51 @@ pub fn cluster(c: &pb::Cluster, path: &str) -> Result<ClusterConfig> {
             None => None,
         },
     })
+}
+
+/// LEAST_REQUEST, or its peak EWMA variant when the cluster's `weft` metadata asks for it
+/// (`least_request: peak_ewma`, `peak_ewma_decay: <seconds>s`).
+fn least_request_variant(
+    metadata: Option<&envoy_types::pb::envoy::config::core::v3::Metadata>,
+    path: &str,
+) -> Result<LbPolicy> {
+    use envoy_types::pb::google::protobuf::value::Kind;
+    let Some(weft) = metadata.and_then(|m| m.filter_metadata.get("weft")) else {
+        return Ok(LbPolicy::LeastRequest);
+    };
+    let mpath = format!("{path}.metadata.filter_metadata.weft");
+    let text = |key: &str| match weft.fields.get(key).and_then(|v| v.kind.as_ref()) {
+        None => Ok(None),
+        Some(Kind::StringValue(s)) => Ok(Some(s.as_str())),
+        Some(_) => Err(FieldError::new(
+            format!("{mpath}.{key}"),
+            "must be a string",
+        )),
+    };
+    match text("least_request")? {
+        None => Ok(LbPolicy::LeastRequest),
+        Some("peak_ewma") => {
+            let decay = match text("peak_ewma_decay")? {
+                None => crate::cluster::peak_ewma::DEFAULT_DECAY,
+                Some(d) => d
+                    .strip_suffix('s')
+                    .and_then(|n| n.parse::<f64>().ok())
+                    .filter(|n| n.is_finite() && *n > 0.0)
+                    .map(Duration::from_secs_f64)
+                    .ok_or_else(|| {
+                        FieldError::new(
+                            format!("{mpath}.peak_ewma_decay"),
+                            format!("{d:?} is not a positive duration in seconds such as \"10s\""),
+                        )
+                    })?,
+            };
+            Ok(LbPolicy::PeakEwma { decay })
+        }
+        Some(other) => Err(FieldError::new(
+            format!("{mpath}.least_request"),
+            format!("unknown variant {other:?}: peak_ewma is the one there is"),
+        )),
+    }
 }
 
 fn is_prime(n: u64) -> bool {
