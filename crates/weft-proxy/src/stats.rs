@@ -139,7 +139,7 @@ stat_block!(
             downstream_cx_protocol_error, downstream_cx_destroy,
             downstream_rq_total, downstream_rq_http1_total, downstream_rq_http2_total,
             downstream_rq_completed, downstream_rq_timeout, downstream_rq_idle_timeout,
-            downstream_rq_max_duration_reached,
+            downstream_rq_max_duration_reached, downstream_cx_idle_timeout,
             downstream_rq_1xx, downstream_rq_2xx, downstream_rq_3xx, downstream_rq_4xx,
             downstream_rq_5xx, no_route, no_cluster, rq_direct_response, rq_redirect,
             downstream_cx_upgrades_total,

@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::time::Duration;
 use support::{Proxy, Req, counter, try_request};
 
 const TEMPLATE: &str = include_str!("data/stream_duration.yaml");
@@ -257,6 +258,96 @@ async fn stream_durations_agree_with_envoy() {
     }
 }
 
+/// Reads one HTTP/1.1 response (with Content-Length) from `stream`: its status line, or `None`
+/// when the connection was closed first.
+async fn read_response(stream: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length: usize = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + length {
+                return text.lines().next().map(str::to_string);
+            }
+        }
+        match tokio::time::timeout(Duration::from_secs(3), stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return None,
+        }
+    }
+}
+
+/// Whether the proxy closed `stream` (end of stream or reset) within `within`.
+async fn closed(stream: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut byte = [0u8; 1];
+    matches!(
+        tokio::time::timeout(within, stream.read(&mut byte)).await,
+        Ok(Ok(0) | Err(_))
+    )
+}
+
+/// What one proxy does with idle connections.
+async fn idling(proxy: &Proxy) -> Vec<String> {
+    use tokio::io::AsyncWriteExt;
+    let mut seen = Vec::new();
+    // Requests every 0.15 s keep a connection alive past the 0.3 s timeout...
+    let mut conn = tokio::net::TcpStream::connect(proxy.addr("HTTP_IDLE"))
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        conn.write_all(b"GET /status/200 HTTP/1.1\r\nhost: idle.test\r\n\r\n")
+            .await
+            .unwrap();
+        seen.push(format!("{:?}", read_response(&mut conn).await));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    // ...and once they stop, it idles out, then drains for Envoy's 5 s drain timeout before it
+    // is closed.
+    let quiet = tokio::net::TcpStream::connect(proxy.addr("HTTP_IDLE"));
+    let (draining, quiet) = tokio::join!(closed(&mut conn, Duration::from_secs(4)), quiet);
+    seen.push(format!("closed within 4 s of the last request: {draining}"));
+    seen.push(format!(
+        "then closed within 3 s more: {}",
+        closed(&mut conn, Duration::from_secs(3)).await
+    ));
+    // A connection that never carried a request is closed as soon as it idles out.
+    let mut quiet = quiet.unwrap();
+    seen.push(format!(
+        "quiet connection closed within 1 s: {}",
+        closed(&mut quiet, Duration::from_secs(1)).await
+    ));
+    let stats = proxy.admin("/stats").await;
+    seen.push(format!(
+        "downstream_cx_idle_timeout: {}",
+        counter(&stats, "http.idle.downstream_cx_idle_timeout")
+    ));
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_like_envoy_closes_them() {
+    let echo = support::start_echo("echo").await;
+    let (envoy, weft) = support::start_both(TEMPLATE, vec![("ECHO", echo.port())]).await;
+    let (e, w) = tokio::join!(idling(&envoy), idling(&weft));
+    support::assert_agree(&e, &w);
+    assert_eq!(w[0], "Some(\"HTTP/1.1 200 OK\")");
+    assert_eq!(w[3], "Some(\"HTTP/1.1 200 OK\")");
+    assert_eq!(w[4], "closed within 4 s of the last request: false");
+    assert_eq!(w[5], "then closed within 3 s more: true");
+    assert_eq!(w[6], "quiet connection closed within 1 s: true");
+    assert_eq!(w[7], "downstream_cx_idle_timeout: 2");
+}
+
 #[test]
 fn negative_durations_are_refused_naming_the_field() {
     for (from, to, field) in [
@@ -276,9 +367,14 @@ fn negative_durations_are_refused_naming_the_field() {
             "retry_policy.per_try_idle_timeout",
         ),
         (
-            "common_http_protocol_options: { max_stream_duration: 0.8s }",
-            "common_http_protocol_options: { max_stream_duration: 0.8s, idle_timeout: 5s }",
+            "common_http_protocol_options: { idle_timeout: 0.3s }",
+            "common_http_protocol_options: { idle_timeout: -0.3s }",
             "common_http_protocol_options.idle_timeout",
+        ),
+        (
+            "common_http_protocol_options: { max_stream_duration: 0.8s }",
+            "common_http_protocol_options: { max_stream_duration: 0.8s, max_requests_per_connection: 5 }",
+            "common_http_protocol_options.max_requests_per_connection",
         ),
     ] {
         let err = support::refusal(TEMPLATE, from, to);

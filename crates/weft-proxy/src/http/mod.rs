@@ -2,6 +2,7 @@
 //! preface) on a connection and hands each request to the router.
 
 mod attempt;
+pub mod conn_idle;
 pub mod cors;
 pub mod fault;
 pub mod grpc;
@@ -65,6 +66,9 @@ pub struct HttpConnectionManager {
     /// `stream_idle_timeout`: a stream with no bytes either way for this long ends (5 min by
     /// default, none when 0).
     pub stream_idle_timeout: Option<Duration>,
+    /// `common_http_protocol_options.idle_timeout`: a connection with no request in progress
+    /// for this long is closed (one hour by default, none when 0).
+    pub idle_timeout: Option<Duration>,
     /// `common_http_protocol_options.max_stream_duration`: how long a stream may last, unless
     /// its route says otherwise (none by default).
     pub max_stream_duration: Option<Duration>,
@@ -116,6 +120,8 @@ pub struct Connection {
     pub restored: Option<SocketAddr>,
     /// The filter chain terminated TLS: `x-forwarded-proto` is `https`.
     pub tls: bool,
+    /// What the connection's idle timeout watches; set by `serve`.
+    pub idle: Option<Arc<conn_idle::Tracker>>,
 }
 
 pub async fn serve<I>(io: I, conn: Connection, drain: tokio::sync::watch::Receiver<bool>)
@@ -148,6 +154,19 @@ where
         http2.max_concurrent_streams(n);
     }
     let drain_time = conn.shared.drain_time;
+    let idle = hcm.idle_timeout.map(|t| (t, conn_idle::Tracker::new()));
+    let mut conn = conn;
+    conn.idle = idle.as_ref().map(|(_, tracker)| tracker.clone());
+    // Whether the connection ever carried a request, once it has idled out.
+    let idle_expired = async {
+        match &idle {
+            Some((timeout, tracker)) => {
+                tracker.expired(*timeout).await;
+                tracker.used()
+            }
+            None => std::future::pending().await,
+        }
+    };
     let service = service_fn(move |req: http::Request<Incoming>| {
         let conn = conn.clone();
         async move { Ok::<_, Infallible>(router::handle(req, conn).await) }
@@ -156,6 +175,24 @@ where
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
+        used = idle_expired => {
+            stats::inc(&s.downstream_cx_idle_timeout);
+            let drained = async {
+                if used {
+                    tokio::time::sleep(conn_idle::DRAIN_TIMEOUT).await;
+                }
+            };
+            tokio::select! {
+                result = connection.as_mut() => result,
+                () = drained => {
+                    connection.as_mut().graceful_shutdown();
+                    tokio::select! {
+                        result = connection.as_mut() => result,
+                        () = tokio::time::sleep(drain_time) => Ok(()),
+                    }
+                }
+            }
+        }
         true = crate::listener::accept::draining(drain.clone()) => {
             // HTTP/1.1: the response in flight says `connection: close`; HTTP/2: GOAWAY.
             connection.as_mut().graceful_shutdown();

@@ -65,6 +65,8 @@ struct Finisher {
     grpc: bool,
     /// The gRPC status such a reply carries, where it is not the one mapped from HTTP.
     grpc_status: Option<u16>,
+    /// Keeps the connection from idling out until the response is done.
+    _active: Option<super::conn_idle::Active>,
 }
 
 impl Finish for Finisher {
@@ -183,6 +185,7 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
             .get(http::header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc")),
         grpc_status: None,
+        _active: conn.idle.as_ref().map(|t| t.begin()),
     };
     let path_and_query = parts
         .uri

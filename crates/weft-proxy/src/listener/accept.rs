@@ -192,6 +192,7 @@ async fn serve_chain<I>(
                 local: ends.local,
                 restored: ends.restored,
                 tls,
+                idle: None,
             };
             http::serve(io, conn, listener.drain.subscribe()).await;
         }

@@ -372,26 +372,28 @@ fn connection_manager(
         .map_err(|_| FieldError::new(format!("{path}.server_name"), "not a valid header value"))?;
     let common = h.common_http_protocol_options.as_ref();
     let opath = format!("{path}.common_http_protocol_options");
-    if let Some(o) = common {
-        // The options message is shared with clusters, where these two are honoured.
-        if o.idle_timeout.is_some() || o.max_requests_per_connection.is_some() {
-            let field = if o.idle_timeout.is_some() {
-                "idle_timeout"
-            } else {
-                "max_requests_per_connection"
-            };
-            return Err(FieldError::new(
-                format!("{opath}.{field}"),
-                "is not supported by the Weft proxy on a connection manager",
-            ));
-        }
+    // The options message is shared with clusters, where this one is honoured.
+    if common.is_some_and(|o| o.max_requests_per_connection.is_some()) {
+        return Err(FieldError::new(
+            format!("{opath}.max_requests_per_connection"),
+            "is not supported by the Weft proxy on a connection manager",
+        ));
     }
+    let idle_timeout = match super::not_negative(
+        common.and_then(|o| o.idle_timeout.as_ref()),
+        format!("{opath}.idle_timeout"),
+    )? {
+        None => Some(Duration::from_secs(3600)),
+        Some(d) if d.is_zero() => None,
+        Some(d) => Some(d),
+    };
     let max_stream_duration = super::not_negative(
         common.and_then(|o| o.max_stream_duration.as_ref()),
         format!("{opath}.max_stream_duration"),
     )?
     .filter(|d| !d.is_zero());
     Ok(HttpConnectionManager {
+        idle_timeout,
         max_stream_duration,
         stat_prefix: h.stat_prefix.clone(),
         codec,
