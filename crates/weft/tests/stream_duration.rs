@@ -348,6 +348,52 @@ async fn idle_connections_are_closed_like_envoy_closes_them() {
     assert_eq!(w[7], "downstream_cx_idle_timeout: 2");
 }
 
+/// What one proxy does with a TCP connection that goes quiet.
+async fn tcp_idling(proxy: &Proxy) -> Vec<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut seen = Vec::new();
+    let mut conn = tokio::net::TcpStream::connect(proxy.addr("TCP_IDLE"))
+        .await
+        .unwrap();
+    // Bytes every 0.15 s keep it open past the 0.3 s timeout...
+    for i in 0..4 {
+        let msg = format!("ping {i};");
+        conn.write_all(msg.as_bytes()).await.unwrap();
+        let mut back = vec![0u8; msg.len()];
+        let echoed = tokio::time::timeout(Duration::from_secs(2), conn.read_exact(&mut back)).await;
+        seen.push(format!(
+            "{:?}",
+            echoed
+                .ok()
+                .and_then(Result::ok)
+                .map(|_| String::from_utf8_lossy(&back).into_owned())
+        ));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    // ...and once they stop, it is closed.
+    seen.push(format!(
+        "closed within 1 s: {}",
+        closed(&mut conn, Duration::from_secs(1)).await
+    ));
+    let stats = proxy.admin("/stats").await;
+    seen.push(format!(
+        "idle_timeout: {}",
+        counter(&stats, "tcp.tcp_idle.idle_timeout")
+    ));
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_tcp_connections_are_closed_like_envoy_closes_them() {
+    let tcp_echo = support::start_tcp_echo().await;
+    let (envoy, weft) = support::start_both(TEMPLATE, vec![("TCP_ECHO", tcp_echo.port())]).await;
+    let (e, w) = tokio::join!(tcp_idling(&envoy), tcp_idling(&weft));
+    support::assert_agree(&e, &w);
+    assert_eq!(w[3], "Some(\"ping 3;\")");
+    assert_eq!(w[4], "closed within 1 s: true");
+    assert_eq!(w[5], "idle_timeout: 1");
+}
+
 #[test]
 fn negative_durations_are_refused_naming_the_field() {
     for (from, to, field) in [
