@@ -222,6 +222,23 @@ pub struct Cluster {
 const ORIGINAL_DST_HOSTS_KEPT: usize = 1024;
 
 impl Cluster {
+    /// Takes a place under `max_requests` for one request (a client's or a mirror's), or counts
+    /// it as dropped (`upstream_rq_active_overflow`, and completed) when there is none.
+    pub fn admit_request(&self, priority: circuit::Priority) -> bool {
+        let limits = self.config.circuit_breakers.thresholds(priority);
+        if circuit::Resources::try_take(&self.breakers.at(priority).requests, limits.max_requests) {
+            return true;
+        }
+        crate::stats::inc(&self.stats.upstream_rq_active_overflow);
+        crate::stats::inc(&self.stats.upstream_rq_completed);
+        false
+    }
+
+    /// Gives back the place `admit_request` took.
+    pub fn release_request(&self, priority: circuit::Priority) {
+        circuit::Resources::give(&self.breakers.at(priority).requests);
+    }
+
     pub fn new(config: ClusterConfig) -> Arc<Self> {
         Self::succeeding(config, None)
     }

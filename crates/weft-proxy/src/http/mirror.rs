@@ -6,7 +6,7 @@
 
 use super::attempt::{self, Attempts};
 use crate::body::{BoxError, ProxyBody};
-use crate::cluster::circuit::{Priority, Resources};
+use crate::cluster::circuit::Priority;
 use crate::cluster::{Cluster, Discovery};
 use crate::stats;
 use crate::upstream::{self, Version};
@@ -203,14 +203,7 @@ async fn send(
         return;
     };
     // A mirror is a request to its cluster like any other: max_requests holds for it too.
-    let limits = cluster
-        .config
-        .circuit_breakers
-        .thresholds(Priority::Default);
-    let requests = &cluster.breakers.at(Priority::Default).requests;
-    if !Resources::try_take(requests, limits.max_requests) {
-        stats::inc(&cs.upstream_rq_active_overflow);
-        stats::inc(&cs.upstream_rq_completed);
+    if !cluster.admit_request(Priority::Default) {
         cs.count_status(503);
         return;
     }
@@ -238,7 +231,7 @@ async fn send(
         }
         Err(_) => stats::inc(&host.stats.rq_error),
     }
-    Resources::give(requests);
+    cluster.release_request(Priority::Default);
     stats::dec(&cs.upstream_rq_active);
     stats::dec(&host.active_requests);
     stats::inc(&cs.upstream_rq_completed);

@@ -157,14 +157,16 @@ where
     let idle = hcm.idle_timeout.map(|t| (t, conn_idle::Tracker::new()));
     let mut conn = conn;
     conn.idle = idle.as_ref().map(|(_, tracker)| tracker.clone());
-    // Whether the connection ever carried a request, once it has idled out.
-    let idle_expired = async {
-        match &idle {
-            Some((timeout, tracker)) => {
-                tracker.expired(*timeout).await;
-                tracker.used()
-            }
-            None => std::future::pending().await,
+    // Resolves when an idle connection is to be closed: at once if it never carried a request,
+    // after Envoy's drain timeout if it did.
+    let idle_close = async {
+        let Some((timeout, tracker)) = &idle else {
+            return std::future::pending().await;
+        };
+        tracker.expired(*timeout).await;
+        stats::inc(&s.downstream_cx_idle_timeout);
+        if tracker.used() {
+            tokio::time::sleep(conn_idle::DRAIN_TIMEOUT).await;
         }
     };
     let service = service_fn(move |req: http::Request<Incoming>| {
@@ -175,22 +177,11 @@ where
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
-        used = idle_expired => {
-            stats::inc(&s.downstream_cx_idle_timeout);
-            let drained = async {
-                if used {
-                    tokio::time::sleep(conn_idle::DRAIN_TIMEOUT).await;
-                }
-            };
+        () = idle_close => {
+            connection.as_mut().graceful_shutdown();
             tokio::select! {
                 result = connection.as_mut() => result,
-                () = drained => {
-                    connection.as_mut().graceful_shutdown();
-                    tokio::select! {
-                        result = connection.as_mut() => result,
-                        () = tokio::time::sleep(drain_time) => Ok(()),
-                    }
-                }
+                () = tokio::time::sleep(drain_time) => Ok(()),
             }
         }
         true = crate::listener::accept::draining(drain.clone()) => {

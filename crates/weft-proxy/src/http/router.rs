@@ -9,7 +9,7 @@ use super::stream_timer::{Activity, ResponseTimer};
 use super::{Connection, RouteSource, cors, headers, local_reply, mirror, upgrade, upstream_head};
 use crate::access_log::{Entry, RequestInfo, flags};
 use crate::body::{Finish, Guard, ProxyBody};
-use crate::cluster::circuit::{Priority, Resources};
+use crate::cluster::circuit::Priority;
 use crate::cluster::{Cluster, Discovery, Host};
 use crate::route::{
     Action, ClusterTarget, Forward, HeaderOps, PathMatch, RequestView, Route, RouteConfig,
@@ -78,7 +78,7 @@ impl Finish for Finisher {
         s.count_status(self.status);
         if let (Some(cluster), Some(host)) = (&self.cluster, &self.host) {
             stats::dec(&cluster.stats.upstream_rq_active);
-            Resources::give(&cluster.breakers.at(self.priority).requests);
+            cluster.release_request(self.priority);
             stats::dec(&host.active_requests);
             stats::inc(&cluster.stats.upstream_rq_completed);
             cluster.rq_time.record(self.start.elapsed());
@@ -663,11 +663,7 @@ async fn forward_request(
     }
 
     // max_requests: a request past it is dropped before it reaches the host.
-    let limits = cluster.config.circuit_breakers.thresholds(forward.priority);
-    let resources = cluster.breakers.at(forward.priority);
-    if !Resources::try_take(&resources.requests, limits.max_requests) {
-        stats::inc(&cluster.stats.upstream_rq_active_overflow);
-        stats::inc(&cluster.stats.upstream_rq_completed);
+    if !cluster.admit_request(forward.priority) {
         let r = attempt::reply(Failure::Connect(upstream::ConnectError::Overflow), hcm);
         finisher.flags |= r.flag;
         cluster.stats.count_status(r.status.as_u16());
@@ -690,10 +686,11 @@ async fn forward_request(
         hcm.max_stream_duration,
     )
     .map(|d| finisher.start + d);
+    let bodiless = body.is_end_stream();
     // The stream timers need to know when bytes last moved and whether the request is all in.
     let activity =
         (hcm.stream_idle_timeout.is_some() || hcm.request_timeout.is_some() || deadline.is_some())
-            .then(|| Arc::new(Activity::new(body.is_end_stream())));
+            .then(|| Arc::new(Activity::new(bodiless)));
     if forward.attempt_count.request {
         // Set per attempt by the attempts themselves; a client's own value never goes through.
         parts.headers.remove(&attempt::ATTEMPT_COUNT);
@@ -705,12 +702,11 @@ async fn forward_request(
             head: &parts,
             authority: &upstream_authority,
             path_and_query: &new_path_and_query,
-            bodiless: body.is_end_stream(),
+            bodiless,
             timeout,
         };
         mirror::start(&forward.mirrors, clusters, &original)
     };
-    let bodiless = body.is_end_stream();
     let mut body = ProxyBody::request(body, activity.clone(), tee);
     // A retry resends the head and, for a request with a body, what was kept of it.
     let retry = match forward.retry.as_deref() {
