@@ -80,6 +80,7 @@ pub enum Token {
     Protocol,
     ResponseCode,
     ResponseFlags,
+    ResponseCodeDetails,
     BytesReceived,
     BytesSent,
     Duration,
@@ -172,6 +173,7 @@ fn parse_operator(op: &str) -> Result<Token, String> {
         "PROTOCOL" => Token::Protocol,
         "RESPONSE_CODE" => Token::ResponseCode,
         "RESPONSE_FLAGS" => Token::ResponseFlags,
+        "RESPONSE_CODE_DETAILS" => Token::ResponseCodeDetails,
         "BYTES_RECEIVED" => Token::BytesReceived,
         "BYTES_SENT" => Token::BytesSent,
         "DURATION" => Token::Duration,
@@ -206,6 +208,8 @@ pub struct Entry<'a> {
     pub response: Option<&'a http::HeaderMap>,
     pub status: u16,
     pub flags: u32,
+    /// `%RESPONSE_CODE_DETAILS%`: why the response is what it is (Envoy's words).
+    pub details: &'a str,
     pub bytes_received: u64,
     pub bytes_sent: u64,
     pub duration: Duration,
@@ -260,6 +264,9 @@ impl Entry<'_> {
             Token::Protocol => Some(self.protocol.to_string()),
             Token::ResponseCode => Some(self.status.to_string()),
             Token::ResponseFlags => Some(flags::render(self.flags)),
+            Token::ResponseCodeDetails => {
+                (!self.details.is_empty()).then(|| self.details.to_string())
+            }
             Token::BytesReceived => Some(self.bytes_received.to_string()),
             Token::BytesSent => Some(self.bytes_sent.to_string()),
             Token::Duration => Some(self.duration.as_millis().to_string()),

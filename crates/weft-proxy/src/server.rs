@@ -58,7 +58,7 @@ pub struct StatsStore {
     pub fault: Mutex<BTreeMap<String, Arc<crate::stats::FaultStats>>>,
     /// `<stat_prefix>.http_local_rate_limit.*`, shared by every config that names the prefix.
     pub local_rate_limit:
-        Mutex<BTreeMap<String, Arc<crate::http::local_ratelimit::LocalRateLimitStats>>>,
+        Mutex<BTreeMap<String, Arc<crate::http::filter::local_ratelimit::LocalRateLimitStats>>>,
     /// `local_rate_limit.<stat_prefix>.rate_limited` of the network local rate limit.
     pub connection_rate_limit: Mutex<BTreeMap<String, Arc<std::sync::atomic::AtomicU64>>>,
     pub listeners: Mutex<BTreeMap<String, Arc<ListenerStats>>>,
@@ -90,7 +90,7 @@ impl StatsStore {
     pub fn local_rate_limit(
         &self,
         prefix: &str,
-    ) -> Arc<crate::http::local_ratelimit::LocalRateLimitStats> {
+    ) -> Arc<crate::http::filter::local_ratelimit::LocalRateLimitStats> {
         get_or_insert(&self.local_rate_limit, prefix)
     }
     pub fn connection_rate_limit(&self, prefix: &str) -> Arc<std::sync::atomic::AtomicU64> {

@@ -115,6 +115,7 @@ where
         return;
     }
     let entry = Entry {
+        details: "",
         start: start_wall,
         protocol: "",
         request: None,

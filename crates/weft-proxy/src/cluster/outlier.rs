@@ -296,7 +296,7 @@ pub struct Detector {
 
 /// Whether a roll against an `enforcing_*` percentage says to act.
 fn enforced(percent: u32) -> bool {
-    crate::http::fault::rolls(percent.min(100) * 10_000)
+    crate::http::filter::fault::rolls(percent.min(100) * 10_000)
 }
 
 impl Detector {

@@ -2,6 +2,7 @@
 //! until an answer the policy accepts, the retries run out, or the route timeout (which covers
 //! every try) expires.
 
+use super::local_reply::LocalReply;
 use super::replay::KeptBody;
 use crate::body::ProxyBody;
 use crate::cluster::circuit::{Priority, RetrySlot};
@@ -342,99 +343,25 @@ pub(super) async fn send(
     }
 }
 
-/// The proxy's own answer when the attempts got no response: status, response flag, body, and
-/// whether it counts as an upstream status (not when the connection manager itself gave up).
-pub(super) struct Reply {
-    pub status: http::StatusCode,
-    pub flag: u32,
-    pub body: &'static str,
-    pub upstream_status: bool,
-    /// `x-envoy-overloaded`: the circuit breakers dropped the request.
-    pub overloaded: bool,
-    /// The gRPC status of the reply to a gRPC client, where not mapped from `status`.
-    pub grpc_status: Option<u16>,
-}
-
-pub(super) fn reply(failure: Failure, hcm: &super::HttpConnectionManager) -> Reply {
-    use super::stream_timer::Expired;
-    use crate::access_log::flags;
-    use http::StatusCode;
-    let upstream = |status, flag, body| Reply {
-        status,
-        flag,
-        body,
-        upstream_status: true,
-        overloaded: false,
-        grpc_status: None,
-    };
-    match failure {
-        Failure::Connect(upstream::ConnectError::Overflow) => Reply {
-            overloaded: true,
-            ..upstream(
-                StatusCode::SERVICE_UNAVAILABLE,
-                flags::UO,
-                "upstream connect error or disconnect/reset before headers. reset reason: overflow",
-            )
-        },
-        Failure::Connect(_) => upstream(
-            StatusCode::SERVICE_UNAVAILABLE,
-            flags::UF,
-            "upstream connect error or disconnect/reset before headers. reset reason: connection failure",
-        ),
-        Failure::Timeout | Failure::PerTryTimeout | Failure::PerTryIdleTimeout => upstream(
-            StatusCode::GATEWAY_TIMEOUT,
-            flags::UT,
-            "upstream request timeout",
-        ),
-        Failure::Exchange(e) if e.is_parse() => upstream(
-            StatusCode::BAD_GATEWAY,
-            flags::UPE,
-            "upstream connect error or disconnect/reset before headers. reset reason: protocol error",
-        ),
-        Failure::Exchange(_) => upstream(
-            StatusCode::SERVICE_UNAVAILABLE,
-            flags::UC,
-            "upstream connect error or disconnect/reset before headers. reset reason: connection termination",
-        ),
-        Failure::BodyAbandoned => Reply {
-            status: StatusCode::INSUFFICIENT_STORAGE,
-            flag: 0,
-            body: "exceeded request buffer limit while retrying upstream",
-            upstream_status: false,
-            overloaded: false,
-            grpc_status: None,
-        },
-        // Envoy's answer to a stream timer: 408 while the request is still arriving, 504 once
-        // it is all in.
-        Failure::Stream(expired, request_complete) => {
-            let status = if request_complete {
-                StatusCode::GATEWAY_TIMEOUT
-            } else {
-                StatusCode::REQUEST_TIMEOUT
-            };
-            let (flag, body) = match expired {
-                Expired::Idle => {
-                    stats::inc(&hcm.stats.downstream_rq_idle_timeout);
-                    (flags::SI, "stream timeout")
+impl Failure {
+    /// Why the proxy answers itself when the attempts got no response.
+    pub(super) fn cause(&self) -> LocalReply {
+        use super::stream_timer::Expired;
+        match self {
+            Failure::Connect(e) => LocalReply::from(e),
+            Failure::Timeout => LocalReply::UpstreamTimeout,
+            Failure::PerTryTimeout => LocalReply::PerTryTimeout,
+            Failure::PerTryIdleTimeout => LocalReply::PerTryIdleTimeout,
+            Failure::Exchange(e) if e.is_parse() => LocalReply::UpstreamProtocolError,
+            Failure::Exchange(_) => LocalReply::UpstreamReset,
+            Failure::BodyAbandoned => LocalReply::RetryBufferExceeded,
+            Failure::Stream(expired, request_complete) => {
+                let request_complete = *request_complete;
+                match expired {
+                    Expired::Idle => LocalReply::StreamIdleTimeout { request_complete },
+                    Expired::Request => LocalReply::RequestTimeout { request_complete },
+                    Expired::MaxDuration => LocalReply::MaxStreamDuration { request_complete },
                 }
-                Expired::Request => {
-                    stats::inc(&hcm.stats.downstream_rq_timeout);
-                    (0, "request timeout")
-                }
-                Expired::MaxDuration => {
-                    stats::inc(&hcm.stats.downstream_rq_max_duration_reached);
-                    (0, "downstream duration timeout")
-                }
-            };
-            let grpc_status =
-                (expired == Expired::MaxDuration).then_some(super::grpc::DEADLINE_EXCEEDED);
-            Reply {
-                status,
-                flag,
-                body,
-                upstream_status: false,
-                overloaded: false,
-                grpc_status,
             }
         }
     }

@@ -136,7 +136,7 @@ pub(super) fn start(
 ) -> Option<Tee> {
     let mut tee = Tee::default();
     for policy in policies {
-        if !super::fault::rolls(policy.per_million) {
+        if !super::filter::fault::rolls(policy.per_million) {
             continue;
         }
         let Some(cluster) = clusters.get(&policy.cluster) else {

@@ -3,11 +3,10 @@
 
 mod attempt;
 pub mod conn_idle;
-pub mod cors;
-pub mod fault;
+pub mod filter;
 pub mod grpc;
 mod headers;
-pub mod local_ratelimit;
+pub mod local_reply;
 pub mod mirror;
 mod redirect;
 pub mod replay;
@@ -75,14 +74,8 @@ pub struct HttpConnectionManager {
     pub server_name: http::HeaderValue,
     pub server_header: ServerHeader,
     pub suppress_envoy_headers: bool,
-    /// The `envoy.filters.http.cors` filter is in the chain: routes' CORS policies apply.
-    pub cors: bool,
-    /// The `envoy.filters.http.fault` filter is in the chain, with its own policy (which a
-    /// route's or virtual host's replaces) and its counters.
-    pub fault: Option<(Arc<fault::FaultPolicy>, Arc<crate::stats::FaultStats>)>,
-    /// The `envoy.filters.http.local_ratelimit` filter is in the chain, with its own config
-    /// (which a route's or virtual host's replaces).
-    pub local_rate_limit: Option<Arc<local_ratelimit::LocalRateLimit>>,
+    /// `http_filters`, the router excluded.
+    pub filters: filter::FilterChain,
     /// `upgrade_configs`: upgrade types (e.g. `websocket`) passed through, lowercase.
     pub upgrades: Vec<String>,
     /// `http2_protocol_options.allow_connect`: HTTP/2 clients may open upgrades with an

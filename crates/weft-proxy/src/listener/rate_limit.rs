@@ -3,7 +3,7 @@
 //! at once, before any TLS handshake or byte is read, and counted under
 //! `local_rate_limit.<stat_prefix>.rate_limited`.
 
-use crate::http::local_ratelimit::TokenBucket;
+use crate::http::filter::local_ratelimit::TokenBucket;
 use crate::stats;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;

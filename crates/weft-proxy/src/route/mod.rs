@@ -7,6 +7,7 @@ pub mod retry;
 
 pub use matcher::{HeaderCheck, HeaderMatch, PathMatch, QueryMatch, RequestView, StringMatch};
 
+use crate::http::filter::FilterOverrides;
 use http::{HeaderName, HeaderValue, StatusCode};
 use regex::Regex;
 use std::time::Duration;
@@ -25,6 +26,8 @@ pub struct RouteConfig {
     pub catch_all: Option<usize>,
     pub virtual_hosts: Vec<VirtualHost>,
     pub headers: HeaderOps,
+    /// `typed_per_filter_config`, by filter name.
+    pub filter_overrides: FilterOverrides,
 }
 
 #[derive(Debug, Clone)]
@@ -34,9 +37,8 @@ pub struct VirtualHost {
     pub require_tls: Option<RequireTls>,
     pub routes: Vec<Route>,
     pub headers: HeaderOps,
-    pub cors: Option<std::sync::Arc<crate::http::cors::CorsPolicy>>,
-    pub fault: Option<std::sync::Arc<crate::http::fault::FaultPolicy>>,
-    pub local_rate_limit: Option<std::sync::Arc<crate::http::local_ratelimit::LocalRateLimit>>,
+    /// `typed_per_filter_config`, by filter name.
+    pub filter_overrides: FilterOverrides,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,9 +55,8 @@ pub struct Route {
     pub matcher: RouteMatch,
     pub action: Action,
     pub headers: HeaderOps,
-    pub cors: Option<std::sync::Arc<crate::http::cors::CorsPolicy>>,
-    pub fault: Option<std::sync::Arc<crate::http::fault::FaultPolicy>>,
-    pub local_rate_limit: Option<std::sync::Arc<crate::http::local_ratelimit::LocalRateLimit>>,
+    /// `typed_per_filter_config`, by filter name.
+    pub filter_overrides: FilterOverrides,
 }
 
 #[derive(Debug, Clone)]

@@ -1,63 +1,17 @@
-//! `typed_per_filter_config` → the CORS policy of a route or virtual host.
+//! A `typed_per_filter_config` CORS policy → the policy of a route or virtual host.
 
 use super::route::string_match;
-use super::{Result, decode_any, type_name};
+use super::{Result, decode_any};
 use crate::config::FieldError;
-use crate::http::cors::CorsPolicy;
+use crate::http::filter::cors::CorsPolicy;
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy as PbCorsPolicy;
 use envoy_types::pb::google::protobuf::Any;
 use http::HeaderValue;
-use std::collections::HashMap;
-use std::sync::Arc;
 
-const CORS_POLICY: &str = "envoy.extensions.filters.http.cors.v3.CorsPolicy";
-
-const HTTP_FAULT: &str = "envoy.extensions.filters.http.fault.v3.HTTPFault";
-
-/// What a route's or virtual host's `typed_per_filter_config` sets for the filters that read
-/// one: CORS and fault. Any other type is refused.
-#[derive(Default)]
-pub struct PerFilter {
-    pub cors: Option<Arc<CorsPolicy>>,
-    pub fault: Option<Arc<crate::http::fault::FaultPolicy>>,
-    pub local_rate_limit: Option<Arc<crate::http::local_ratelimit::LocalRateLimit>>,
-}
-
-pub fn per_filter_config(
-    configs: &HashMap<String, Any>,
-    path: &str,
-    store: &crate::server::StatsStore,
-) -> Result<PerFilter> {
-    let mut out = PerFilter::default();
-    for (key, any) in configs {
-        let kpath = format!("{path}[{key}]");
-        match type_name(any) {
-            CORS_POLICY => {
-                let pb: PbCorsPolicy = decode_any(any, &kpath)?;
-                out.cors = Some(Arc::new(cors_policy(&pb, &kpath)?));
-            }
-            HTTP_FAULT => {
-                let pb: envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault =
-                    decode_any(any, &kpath)?;
-                out.fault = Some(Arc::new(super::fault::fault_policy(&pb, &kpath)?));
-            }
-            super::local_ratelimit::TYPE => {
-                out.local_rate_limit = Some(Arc::new(super::local_ratelimit::from_any(
-                    any, &kpath, store,
-                )?));
-            }
-            other => {
-                return Err(FieldError::new(
-                    kpath,
-                    format!("per-filter config of type {other} is not supported by the Weft proxy"),
-                ));
-            }
-        }
-    }
-    Ok(out)
-}
-
-fn cors_policy(p: &PbCorsPolicy, path: &str) -> Result<CorsPolicy> {
+/// A route's `CorsPolicy`.
+pub(crate) fn cors_policy(any: &Any, path: &str) -> Result<CorsPolicy> {
+    let p: PbCorsPolicy = decode_any(any, path)?;
+    let p = &p;
     let value = |v: &str, field: &str| -> Result<Option<HeaderValue>> {
         if v.is_empty() {
             return Ok(None);

@@ -3,7 +3,7 @@
 
 use super::{Result, duration};
 use crate::config::FieldError;
-use crate::http::fault::{Abort, FaultPolicy, Share, Source};
+use crate::http::filter::fault::{Abort, FaultPolicy, Share, Source};
 use envoy_types::pb::envoy::extensions::filters::common::fault::v3::fault_delay;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{HttpFault, fault_abort};
 use envoy_types::pb::envoy::r#type::v3::FractionalPercent;
@@ -33,7 +33,16 @@ fn share(p: Option<&FractionalPercent>) -> Share {
     }
 }
 
-pub fn fault_policy(f: &HttpFault, path: &str) -> Result<FaultPolicy> {
+/// An `HTTPFault`, the filter's own or a route's.
+pub(crate) fn fault_from_any(
+    any: &envoy_types::pb::google::protobuf::Any,
+    path: &str,
+) -> Result<FaultPolicy> {
+    let f: HttpFault = super::decode_any(any, path)?;
+    fault_policy(&f, path)
+}
+
+fn fault_policy(f: &HttpFault, path: &str) -> Result<FaultPolicy> {
     let delay = match &f.delay {
         None => None,
         Some(d) => match &d.fault_delay_secifier {

@@ -23,8 +23,6 @@ use envoy_types::pb::envoy::extensions::access_loggers::file::v3::{
 use envoy_types::pb::envoy::extensions::access_loggers::stream::v3::{
     StderrAccessLog, StdoutAccessLog, stderr_access_log, stdout_access_log,
 };
-use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors;
-use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3 as tcp;
@@ -38,8 +36,6 @@ const TCP_PROXY: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 const NETWORK_RATE_LIMIT: &str =
     "envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit";
 const ROUTER: &str = "envoy.extensions.filters.http.router.v3.Router";
-const CORS: &str = "envoy.extensions.filters.http.cors.v3.Cors";
-const FAULT: &str = "envoy.extensions.filters.http.fault.v3.HTTPFault";
 
 pub fn listener(l: &pb::Listener, path: &str, store: &StatsStore) -> Result<Listener> {
     let address = ip_socket_address(l.address.as_ref(), &format!("{path}.address"))?;
@@ -313,38 +309,12 @@ fn connection_manager(
             "must end with envoy.filters.http.router",
         ));
     };
-    let mut cors = false;
-    let mut fault = None;
-    let mut local_rate_limit = None;
-    for (i, f) in others.iter().enumerate() {
-        let fpath = format!("{path}.http_filters[{i}]");
-        match &f.config_type {
-            Some(hcm::http_filter::ConfigType::TypedConfig(any)) if type_name(any) == CORS => {
-                let _: Cors = decode_any(any, &fpath)?;
-                cors = true;
-            }
-            Some(hcm::http_filter::ConfigType::TypedConfig(any)) if type_name(any) == FAULT => {
-                let pb: HttpFault = decode_any(any, &fpath)?;
-                let policy = super::fault::fault_policy(&pb, &format!("{fpath}.typed_config"))?;
-                fault = Some((Arc::new(policy), store.fault(&h.stat_prefix)));
-            }
-            Some(hcm::http_filter::ConfigType::TypedConfig(any))
-                if type_name(any) == super::local_ratelimit::TYPE =>
-            {
-                local_rate_limit = Some(Arc::new(super::local_ratelimit::from_any(
-                    any,
-                    &format!("{fpath}.typed_config"),
-                    store,
-                )?));
-            }
-            _ => {
-                return Err(FieldError::new(
-                    fpath,
-                    format!("HTTP filter {} is not supported by the Weft proxy", f.name),
-                ));
-            }
-        }
-    }
+    let filters = super::http_filters::filter_chain(
+        others,
+        &format!("{path}.http_filters"),
+        &h.stat_prefix,
+        store,
+    )?;
     let rpath = format!("{path}.http_filters[{}]", h.http_filters.len() - 1);
     let suppress_envoy_headers = match &last.config_type {
         Some(hcm::http_filter::ConfigType::TypedConfig(any)) if type_name(any) == ROUTER => {
@@ -411,9 +381,7 @@ fn connection_manager(
         server_name,
         server_header,
         suppress_envoy_headers,
-        cors,
-        fault,
-        local_rate_limit,
+        filters,
         upgrades: h
             .upgrade_configs
             .iter()

@@ -1,18 +1,20 @@
-//! `envoy.filters.http.local_ratelimit` config → `http::local_ratelimit::LocalRateLimit`, and
+//! `envoy.filters.http.local_ratelimit` config → `http::filter::local_ratelimit::LocalRateLimit`, and
 //! `envoy.filters.network.local_ratelimit` → `listener::rate_limit::ConnectionRateLimit`.
 
 use super::{Result, decode_any};
 use crate::config::FieldError;
-use crate::http::local_ratelimit::{LocalRateLimit, TokenBucket};
+use crate::http::filter::local_ratelimit::{LocalRateLimit, TokenBucket};
 use crate::listener::rate_limit::ConnectionRateLimit;
 use crate::server::StatsStore;
 use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit as Pb;
 use envoy_types::pb::google::protobuf::Any;
 use http::StatusCode;
 
-pub const TYPE: &str = "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
-
-pub fn from_any(any: &Any, path: &str, store: &StatsStore) -> Result<LocalRateLimit> {
+pub(crate) fn local_rate_limit_from_any(
+    any: &Any,
+    path: &str,
+    store: &StatsStore,
+) -> Result<LocalRateLimit> {
     let pb: Pb = decode_any(any, path)?;
     local_rate_limit(&pb, path, store)
 }
@@ -81,7 +83,7 @@ fn token_bucket(
     ))
 }
 
-pub fn local_rate_limit(p: &Pb, path: &str, store: &StatsStore) -> Result<LocalRateLimit> {
+fn local_rate_limit(p: &Pb, path: &str, store: &StatsStore) -> Result<LocalRateLimit> {
     if p.stat_prefix.is_empty() {
         return Err(FieldError::new(
             format!("{path}.stat_prefix"),

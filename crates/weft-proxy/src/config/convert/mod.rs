@@ -5,6 +5,7 @@
 mod cluster;
 mod cors;
 mod fault;
+mod http_filters;
 mod listener;
 mod local_ratelimit;
 mod resilience;
@@ -15,6 +16,10 @@ mod tls;
 pub use cluster::{cluster, ip_socket_address, load_assignment};
 pub use listener::listener;
 pub use route::route_configuration;
+
+pub(crate) use cors::cors_policy;
+pub(crate) use fault::fault_from_any;
+pub(crate) use local_ratelimit::local_rate_limit_from_any;
 
 use super::FieldError;
 use crate::server::{Snapshot, StatsStore};

@@ -49,6 +49,11 @@ pub fn route_configuration(
             &rc.response_headers_to_remove,
             path,
         )?,
+        filter_overrides: super::http_filters::filter_overrides(
+            &rc.typed_per_filter_config,
+            &format!("{path}.typed_per_filter_config"),
+            store,
+        )?,
     };
     for (i, vh) in rc.virtual_hosts.iter().enumerate() {
         let vpath = format!("{path}.virtual_hosts[{i}]");
@@ -111,7 +116,7 @@ pub fn route_configuration(
                 &vhost,
             )?);
         }
-        let per_filter = super::cors::per_filter_config(
+        let filter_overrides = super::http_filters::filter_overrides(
             &vh.typed_per_filter_config,
             &format!("{vpath}.typed_per_filter_config"),
             store,
@@ -137,9 +142,7 @@ pub fn route_configuration(
                 &vh.response_headers_to_remove,
                 &vpath,
             )?,
-            cors: per_filter.cors,
-            fault: per_filter.fault,
-            local_rate_limit: per_filter.local_rate_limit,
+            filter_overrides,
         });
     }
     // Longest wildcard wins.
@@ -299,7 +302,7 @@ fn convert_route(
             ));
         }
     };
-    let per_filter = super::cors::per_filter_config(
+    let filter_overrides = super::http_filters::filter_overrides(
         &route.typed_per_filter_config,
         &format!("{path}.typed_per_filter_config"),
         store,
@@ -319,9 +322,7 @@ fn convert_route(
             &route.response_headers_to_remove,
             path,
         )?,
-        cors: per_filter.cors,
-        fault: per_filter.fault,
-        local_rate_limit: per_filter.local_rate_limit,
+        filter_overrides,
     })
 }
 

@@ -150,6 +150,58 @@ impl LocalRateLimit {
     }
 }
 
+/// `envoy.filters.http.local_ratelimit` in a chain: its own bucket, which a route's config
+/// replaces.
+#[derive(Debug)]
+pub struct LocalRateLimitFilter(pub Arc<LocalRateLimit>);
+
+pub const TYPE: &str = "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
+
+pub static FACTORY: super::Factory = super::Factory {
+    type_name: TYPE,
+    per_route_type: Some(TYPE),
+    build: |any, cx| {
+        let config = crate::config::convert::local_rate_limit_from_any(any, cx.path, cx.store)?;
+        Ok(Arc::new(LocalRateLimitFilter(Arc::new(config))))
+    },
+    build_per_route: |any, cx| {
+        Ok(Arc::new(crate::config::convert::local_rate_limit_from_any(
+            any, cx.path, cx.store,
+        )?))
+    },
+    supported: &[
+        (
+            TYPE,
+            "stat_prefix status token_bucket filter_enabled filter_enforced \
+             response_headers_to_add enable_x_ratelimit_headers=OFF|DRAFT_VERSION_03",
+        ),
+        ("envoy.type.v3.HttpStatus", "code"),
+    ],
+};
+
+impl super::HttpFilter for LocalRateLimitFilter {
+    fn on_request(
+        &self,
+        cx: &mut super::RequestContext<'_>,
+        per_route: super::PerRoute<'_>,
+    ) -> super::Decode {
+        let config = per_route
+            .most_specific::<LocalRateLimit>()
+            .unwrap_or(&self.0);
+        match config.check() {
+            Decision::Pass(None) => super::Decode::Continue,
+            Decision::Pass(Some(headers)) => {
+                cx.stream.add_response_headers(headers);
+                super::Decode::Continue
+            }
+            Decision::Limit(status, headers) => {
+                cx.stream.add_response_headers(headers);
+                super::Decode::Reply(crate::http::local_reply::LocalReply::RateLimited(status))
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

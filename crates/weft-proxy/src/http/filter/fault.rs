@@ -49,7 +49,7 @@ pub struct Injected {
     pub delay: Option<Duration>,
     pub abort: Option<Abort>,
     /// Holds the request's place in `active_faults` until dropped.
-    _active: Option<ActiveFault>,
+    active: Option<ActiveFault>,
 }
 
 pub struct ActiveFault(Arc<FaultStats>);
@@ -143,8 +143,87 @@ impl FaultPolicy {
         Some(Injected {
             delay,
             abort,
-            _active: Some(ActiveFault(stats.clone())),
+            active: Some(ActiveFault(stats.clone())),
         })
+    }
+}
+
+/// `envoy.filters.http.fault` in a chain: its own policy, which a route's replaces whole.
+#[derive(Debug)]
+pub struct FaultFilter {
+    pub policy: Arc<FaultPolicy>,
+    pub stats: Arc<FaultStats>,
+}
+
+const TYPE: &str = "envoy.extensions.filters.http.fault.v3.HTTPFault";
+
+pub static FACTORY: super::Factory = super::Factory {
+    type_name: TYPE,
+    per_route_type: Some(TYPE),
+    build: |any, cx| {
+        let policy = crate::config::convert::fault_from_any(any, cx.path)?;
+        Ok(Arc::new(FaultFilter {
+            policy: Arc::new(policy),
+            stats: cx.store.fault(cx.stat_prefix),
+        }))
+    },
+    build_per_route: |any, cx| {
+        Ok(Arc::new(crate::config::convert::fault_from_any(
+            any, cx.path,
+        )?))
+    },
+    supported: &[
+        (TYPE, "delay abort max_active_faults"),
+        (
+            "envoy.extensions.filters.common.fault.v3.FaultDelay",
+            "fixed_delay header_delay percentage",
+        ),
+        (
+            "envoy.extensions.filters.common.fault.v3.FaultDelay.HeaderDelay",
+            "",
+        ),
+        (
+            "envoy.extensions.filters.http.fault.v3.FaultAbort.HeaderAbort",
+            "",
+        ),
+        (
+            "envoy.extensions.filters.http.fault.v3.FaultAbort",
+            "http_status grpc_status header_abort percentage",
+        ),
+    ],
+};
+
+impl super::HttpFilter for FaultFilter {
+    fn on_request(
+        &self,
+        cx: &mut super::RequestContext<'_>,
+        per_route: super::PerRoute<'_>,
+    ) -> super::Decode {
+        use super::Decode;
+        use crate::access_log::flags;
+        use crate::http::local_reply::LocalReply;
+        let policy = per_route
+            .most_specific::<FaultPolicy>()
+            .unwrap_or(&self.policy);
+        let Some(mut fault) = policy.inject(&self.stats, &cx.head.headers) else {
+            return Decode::Continue;
+        };
+        if let Some(active) = fault.active.take() {
+            cx.stream.held.push(Box::new(active));
+        }
+        let abort = fault
+            .abort
+            .map(|a| Decode::Reply(LocalReply::FaultAbort(a)));
+        match fault.delay {
+            Some(d) => {
+                cx.stream.flags |= flags::DI;
+                Decode::Pause(Box::pin(async move {
+                    tokio::time::sleep(d).await;
+                    abort.unwrap_or(Decode::Continue)
+                }))
+            }
+            None => abort.unwrap_or(Decode::Continue),
+        }
     }
 }
 

@@ -163,6 +163,70 @@ pub fn on_request(
     Decision::Preflight(out)
 }
 
+/// `envoy.filters.http.cors` in a chain. It has no config of its own: the policies are the
+/// route's and virtual host's.
+#[derive(Debug)]
+pub struct CorsFilter;
+
+const TYPE: &str = "envoy.extensions.filters.http.cors.v3.Cors";
+const POLICY_TYPE: &str = "envoy.extensions.filters.http.cors.v3.CorsPolicy";
+
+pub static FACTORY: super::Factory = super::Factory {
+    type_name: TYPE,
+    per_route_type: Some(POLICY_TYPE),
+    build: |any, cx| {
+        let _: envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors =
+            crate::config::convert::decode_any(any, cx.path)?;
+        Ok(std::sync::Arc::new(CorsFilter))
+    },
+    build_per_route: |any, cx| {
+        if crate::config::convert::type_name(any) != POLICY_TYPE {
+            return Err(crate::config::FieldError::new(
+                cx.path,
+                format!("the CORS filter reads a {POLICY_TYPE} here"),
+            ));
+        }
+        Ok(std::sync::Arc::new(crate::config::convert::cors_policy(
+            any, cx.path,
+        )?))
+    },
+    supported: &[
+        (TYPE, ""),
+        (
+            POLICY_TYPE,
+            "allow_origin_string_match allow_methods allow_headers expose_headers max_age \
+             allow_credentials filter_enabled allow_private_network_access \
+             forward_not_matching_preflights",
+        ),
+    ],
+};
+
+impl super::HttpFilter for CorsFilter {
+    fn on_request(
+        &self,
+        cx: &mut super::RequestContext<'_>,
+        per_route: super::PerRoute<'_>,
+    ) -> super::Decode {
+        // Envoy's CORS filter reads the route's policy and then the virtual host's.
+        let mut policies = per_route.all::<CorsPolicy>();
+        let (route, vhost) = (policies.next(), policies.next());
+        match on_request(route, vhost, &cx.head.method, &cx.head.headers) {
+            Decision::Continue(None) => super::Decode::Continue,
+            Decision::Continue(Some(simple)) => {
+                let mut h = HeaderMap::new();
+                simple.apply(&mut h);
+                cx.stream.add_response_headers(h);
+                super::Decode::Continue
+            }
+            Decision::Preflight(headers) => {
+                let mut resp = http::Response::new(crate::body::ProxyBody::Empty);
+                *resp.headers_mut() = headers;
+                super::Decode::Respond(Box::new(resp), "cors_response")
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

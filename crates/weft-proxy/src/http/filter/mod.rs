@@ -1,0 +1,272 @@
+//! The connection manager's HTTP filter chain: Envoy's `http_filters`, in their order, any
+//! number of instances of one type, the router last (the router is not a chain entry: it is
+//! what runs when every filter has let the request through).
+//!
+//! A filter sees the request before the router (its request side), and may let it through,
+//! answer it itself, or hold it for a while; the response, from the upstream or from the proxy,
+//! passes back through the filters that saw the request, last first (its response side).
+//!
+//! Per-route config: a route's, virtual host's or route table's `typed_per_filter_config`
+//! entry is keyed by the filter's *name* in the chain and parsed by its type, as Envoy does.
+//! The most specific level that has an entry decides whether the filter runs
+//! (`FilterConfig{disabled}`); the filter reads the levels it needs (most filters only the most
+//! specific).
+//!
+//! Adding a filter: one module here with a `Factory` (the config types it reads, the fields it
+//! honours for `config::supported`, and how to build it), and one line in `FACTORIES`.
+
+pub mod cors;
+pub mod fault;
+pub mod local_ratelimit;
+
+use super::Connection;
+use super::local_reply::LocalReply;
+use crate::body::ProxyBody;
+use crate::config::FieldError;
+use envoy_types::pb::google::protobuf::Any as PbAny;
+use std::any::Any;
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// Every filter type the proxy knows.
+pub static FACTORIES: &[&Factory] = &[&fault::FACTORY, &cors::FACTORY, &local_ratelimit::FACTORY];
+
+/// How a filter type is built from config.
+pub struct Factory {
+    /// The type of its `typed_config` in `http_filters`.
+    pub type_name: &'static str,
+    /// The type of its `typed_per_filter_config` entries, when it reads one.
+    pub per_route_type: Option<&'static str>,
+    /// The filter, from its `typed_config`.
+    pub build: BuildFilter,
+    /// A route's config for it, from a `typed_per_filter_config` entry.
+    pub build_per_route: fn(&PbAny, &BuildContext<'_>) -> Result<Arc<RouteConfig>, FieldError>,
+    /// The protobuf messages of its config and the fields of each that the filter honours, in
+    /// `config::supported`'s table format.
+    pub supported: &'static [(&'static str, &'static str)],
+}
+
+/// Builds a filter from its `typed_config`.
+pub type BuildFilter = fn(&PbAny, &BuildContext<'_>) -> Result<Arc<dyn HttpFilter>, FieldError>;
+
+/// A filter's per-route config, downcast by the filter that reads it.
+pub type RouteConfig = dyn Any + Send + Sync;
+
+/// What building a filter or a per-route config may need.
+pub struct BuildContext<'a> {
+    /// Where the config sits, for errors.
+    pub path: &'a str,
+    /// The connection manager's `stat_prefix` (empty for per-route configs, as in Envoy).
+    pub stat_prefix: &'a str,
+    pub store: &'a crate::server::StatsStore,
+}
+
+/// The factory for a config type, as the filter's own config or as a per-route config.
+pub fn factory_for(type_name: &str) -> Option<&'static Factory> {
+    FACTORIES
+        .iter()
+        .copied()
+        .find(|f| f.type_name == type_name || f.per_route_type == Some(type_name))
+}
+
+/// One HTTP filter of a chain.
+pub trait HttpFilter: Send + Sync + std::fmt::Debug {
+    /// The request side (Envoy's `decodeHeaders`).
+    fn on_request(&self, cx: &mut RequestContext<'_>, per_route: PerRoute<'_>) -> Decode;
+
+    /// The response side (Envoy's `encodeHeaders`), for the upstream's answer and the proxy's
+    /// own replies alike, run last filter first.
+    fn on_response(&self, _stream: &mut Stream, _response: &mut http::response::Parts) {}
+}
+
+/// What a filter's request side decided.
+pub enum Decode {
+    /// On to the next filter.
+    Continue,
+    /// The proxy answers, for this cause.
+    Reply(LocalReply),
+    /// The filter answers with this response (a CORS preflight); `details` is Envoy's
+    /// `%RESPONSE_CODE_DETAILS%` for it.
+    Respond(Box<http::Response<ProxyBody>>, &'static str),
+    /// Hold the request until the future says what to do (a fault's delay).
+    Pause(Pin<Box<dyn Future<Output = Decode> + Send>>),
+}
+
+/// Per-request state the filters share with the router: Envoy's stream info, as far as the
+/// filters need it.
+#[derive(Default)]
+pub struct Stream {
+    /// Response flags (`access_log::flags`).
+    pub flags: u32,
+    /// The request is gRPC: the proxy's own replies are gRPC replies.
+    pub grpc: bool,
+    /// Headers every response to this request gets (set, replacing the upstream's), from
+    /// filters that decided them on the request side.
+    pub response_headers: Option<http::HeaderMap>,
+    /// Whatever must live as long as the request (a fault's place under `max_active_faults`).
+    pub held: Vec<Box<dyn Send + Sync>>,
+}
+
+impl Stream {
+    /// Adds `headers` to those every response gets.
+    pub fn add_response_headers(&mut self, headers: http::HeaderMap) {
+        match &mut self.response_headers {
+            Some(h) => h.extend(headers),
+            None => self.response_headers = Some(headers),
+        }
+    }
+}
+
+/// What a filter's request side works on.
+pub struct RequestContext<'a> {
+    pub head: &'a mut http::request::Parts,
+    pub conn: &'a Connection,
+    pub stream: &'a mut Stream,
+}
+
+/// One entry of `http_filters`.
+#[derive(Debug)]
+pub struct FilterEntry {
+    /// The filter's name: what `typed_per_filter_config` keys on.
+    pub name: String,
+    pub filter: Arc<dyn HttpFilter>,
+    /// `disabled`: off unless a route's per-filter config turns it on.
+    pub disabled: bool,
+}
+
+/// A connection manager's filters, router excluded, in their configured order.
+#[derive(Debug, Default)]
+pub struct FilterChain {
+    pub filters: Vec<FilterEntry>,
+}
+
+/// A `typed_per_filter_config` entry.
+#[derive(Debug, Clone)]
+pub struct FilterOverride {
+    /// `FilterConfig{disabled: true}`.
+    pub disabled: bool,
+    /// The config the filter reads; `None` when the entry only turns it on, or is an optional
+    /// config of a type the proxy does not know.
+    pub config: Option<Arc<RouteConfig>>,
+}
+
+/// A route's, virtual host's or route table's `typed_per_filter_config`, by filter name.
+pub type FilterOverrides = HashMap<String, FilterOverride>;
+
+/// The per-filter configs of the levels a request matched, most specific first: route,
+/// virtual host, route table.
+#[derive(Clone, Copy, Default)]
+pub struct Levels<'a>(pub [Option<&'a FilterOverrides>; 3]);
+
+impl<'a> Levels<'a> {
+    fn entry(&self, name: &str, level: usize) -> Option<&'a FilterOverride> {
+        self.0
+            .get(level)
+            .copied()
+            .flatten()
+            .filter(|m| !m.is_empty())
+            .and_then(|m| m.get(name))
+    }
+
+    /// Whether the named filter runs: the most specific entry for it decides, else the
+    /// chain's own `disabled`.
+    fn enabled(&self, name: &str, disabled_by_default: bool) -> bool {
+        (0..3)
+            .find_map(|l| self.entry(name, l))
+            .map_or(!disabled_by_default, |e| !e.disabled)
+    }
+}
+
+/// The per-route configs one filter can read for one request.
+#[derive(Clone, Copy)]
+pub struct PerRoute<'a> {
+    levels: Levels<'a>,
+    name: &'a str,
+}
+
+impl<'a> PerRoute<'a> {
+    /// The configs of type `T` for this filter, most specific first.
+    pub fn all<T: Any>(&self) -> impl Iterator<Item = &'a T> + 'a {
+        let (levels, name) = (self.levels, self.name);
+        (0..3).filter_map(move |l| {
+            levels
+                .entry(name, l)?
+                .config
+                .as_deref()?
+                .downcast_ref::<T>()
+        })
+    }
+
+    /// The most specific config of type `T` for this filter.
+    pub fn most_specific<T: Any>(&self) -> Option<&'a T> {
+        self.all::<T>().next()
+    }
+}
+
+/// The longest chain: which filters ran for a request is a bit each.
+pub const MAX_FILTERS: usize = 64;
+
+/// How far a request got through the chain.
+pub struct Decoded {
+    /// The filters whose request sides ran (and so whose response sides run), a bit each.
+    pub ran: u64,
+    /// `Some` when a filter answered the request itself.
+    pub answer: Option<Answer>,
+}
+
+/// A filter's own answer to a request.
+pub enum Answer {
+    Reply(LocalReply),
+    Respond(Box<http::Response<ProxyBody>>, &'static str),
+}
+
+impl FilterChain {
+    /// Runs the request sides in order, until one answers.
+    pub async fn on_request(&self, cx: &mut RequestContext<'_>, levels: Levels<'_>) -> Decoded {
+        let mut ran = 0u64;
+        for (i, entry) in self.filters.iter().enumerate() {
+            if !levels.enabled(&entry.name, entry.disabled) {
+                continue;
+            }
+            ran |= 1 << i;
+            let per_route = PerRoute {
+                levels,
+                name: &entry.name,
+            };
+            let mut decision = entry.filter.on_request(cx, per_route);
+            loop {
+                decision = match decision {
+                    Decode::Continue => break,
+                    Decode::Pause(wait) => wait.await,
+                    Decode::Reply(r) => {
+                        return Decoded {
+                            ran,
+                            answer: Some(Answer::Reply(r)),
+                        };
+                    }
+                    Decode::Respond(resp, details) => {
+                        return Decoded {
+                            ran,
+                            answer: Some(Answer::Respond(resp, details)),
+                        };
+                    }
+                };
+            }
+        }
+        Decoded { ran, answer: None }
+    }
+
+    /// Runs the response sides of the filters in `ran`, last first.
+    pub fn on_response(&self, ran: u64, stream: &mut Stream, response: &mut http::response::Parts) {
+        for (i, entry) in self.filters.iter().enumerate().rev() {
+            if ran & (1 << i) != 0 {
+                entry.filter.on_response(stream, response);
+            }
+        }
+        if let Some(h) = stream.response_headers.take() {
+            response.headers.extend(h);
+        }
+    }
+}
