@@ -99,7 +99,8 @@ async fn mirroring_behaves_like_envoy() {
         if shadow.wait_for(1).await.len() != 1 {
             failures.push(format!("{kind:?} /slow-answer was not mirrored"));
         }
-        // A quarter of the requests, over 2000 (±3 points is about 3 standard deviations).
+        // A quarter of the requests, over 2000 (±4 points is about 4.1 standard deviations:
+        // at ±3, Envoy itself fell outside once in a few dozen runs).
         for _ in 0..2000 {
             request(addr, &Req::get("svc", "/quarter")).await;
         }
@@ -108,7 +109,7 @@ async fn mirroring_behaves_like_envoy() {
     }
     for (n, kind) in quarter.iter().zip(["Envoy", "Weft"]) {
         let share = *n as f64 / 20.0;
-        if (share - 25.0).abs() > 3.0 {
+        if (share - 25.0).abs() > 4.0 {
             failures.push(format!("{kind} /quarter mirrored {share}%"));
         }
     }
