@@ -1,6 +1,5 @@
 //! `weft proxy -c bootstrap.yaml`: load, check, bind, serve until told to stop.
 
-use crate::cluster::{Cluster, Discovery, DnsFamily};
 use crate::config::{ConfigError, FieldError, bootstrap, convert};
 use crate::listener::manager::ListenerManager;
 use crate::server::{self, Shared};
@@ -12,9 +11,6 @@ use prost_reflect::SerializeOptions;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-
-/// How often STRICT_DNS and LOGICAL_DNS clusters resolve again (Envoy's default).
-const DNS_REFRESH: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -127,48 +123,14 @@ pub fn run(options: &Options) -> Result<(), RunError> {
         .enable_all()
         .thread_name("weft-control")
         .build()?;
-    // Clusters are warmed (first DNS answer) before listeners open, as in Envoy.
-    let dns_clusters: Vec<Arc<Cluster>> = snapshot
-        .clusters
-        .values()
-        .filter(|c| {
-            matches!(
-                c.config.discovery,
-                Discovery::StrictDns | Discovery::LogicalDns
-            )
-        })
-        .cloned()
-        .collect();
-    control.block_on(async {
-        for cluster in &dns_clusters {
-            resolve(cluster).await;
-        }
-    });
-    for cluster in dns_clusters {
-        control.spawn(async move {
-            loop {
-                tokio::time::sleep(DNS_REFRESH).await;
-                resolve(&cluster).await;
-            }
-        });
+    // Clusters are warmed (first DNS answer) before listeners open, as in Envoy; from then on
+    // the cluster manager keeps every cluster of the current config resolved, checked and
+    // watched.
+    control.block_on(crate::cluster::manager::warm(snapshot.clusters.values()));
+    {
+        let _runtime = control.enter();
+        crate::cluster::manager::spawn(shared.clone());
     }
-    // Outlier detection's interval work and active health checks, for whatever clusters the
-    // config holds now.
-    let maintained = shared.clone();
-    control.spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(100));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let snapshot = maintained.snapshot.load();
-            for cluster in snapshot.clusters.values() {
-                cluster.outlier_tick();
-                if cluster.health_round_due() {
-                    tokio::spawn(crate::cluster::health_check::round(cluster.clone()));
-                }
-            }
-        }
-    });
     let ads = ads_config(&loaded.bootstrap, &snapshot, options, &origin)?;
     shared.snapshot.store(Arc::new(snapshot));
 
@@ -290,36 +252,4 @@ fn ads_config(
         delta: ads.api_type == 3,
         node,
     }))
-}
-
-async fn resolve(cluster: &Arc<Cluster>) {
-    let mut resolved = Vec::new();
-    for (host, port, endpoint, priority) in cluster.dns_endpoints() {
-        match tokio::net::lookup_host((host.as_str(), port)).await {
-            Ok(addrs) => {
-                let mut addrs: Vec<SocketAddr> = addrs
-                    .filter(|a| match cluster.config.dns_family {
-                        DnsFamily::V4Only => a.is_ipv4(),
-                        _ => true,
-                    })
-                    .collect();
-                if cluster.config.dns_family != DnsFamily::Auto {
-                    addrs.sort_by_key(|a| !a.is_ipv4());
-                }
-                addrs.dedup();
-                if cluster.config.discovery == Discovery::LogicalDns {
-                    addrs.truncate(1);
-                }
-                for a in addrs {
-                    resolved.push((a, endpoint.clone(), priority));
-                }
-            }
-            Err(e) => {
-                tracing::warn!(cluster = %cluster.config.name, %host, error = %e, "DNS resolution failed");
-                // Keep the last good answer.
-                return;
-            }
-        }
-    }
-    cluster.set_resolved(resolved);
 }

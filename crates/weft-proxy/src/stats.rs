@@ -42,6 +42,7 @@ stat_block!(
             upstream_cx_overflow, upstream_cx_pool_overflow, upstream_rq_pending_total,
             upstream_rq_pending_overflow, upstream_rq_active_overflow, upstream_rq_retry_overflow, upstream_cx_max_requests,
             upstream_cx_idle_timeout, retry_or_shadow_abandoned,
+            update_attempt, update_success, update_failure,
         ],
         gauges: [
             upstream_cx_active, upstream_rq_active, upstream_rq_pending_active,

@@ -18,6 +18,8 @@ pub struct MeshConfig {
     pub trust_domain: Option<String>,
     pub outbound_traffic_policy: Option<MeshOutboundTrafficPolicy>,
     pub connect_timeout: Option<Duration>,
+    /// How often DNS clusters resolve again (istiod's `dns_refresh_rate`, 60 s by default).
+    pub dns_refresh_rate: Option<Duration>,
     pub access_log_file: Option<String>,
     pub access_log_format: Option<String>,
     pub access_log_encoding: Option<AccessLogEncoding>,
@@ -69,6 +71,7 @@ pub struct Mesh {
     pub trust_domain: String,
     pub outbound_traffic_policy: OutboundTrafficPolicyMode,
     pub connect_timeout: Duration,
+    pub dns_refresh_rate: Duration,
     /// Empty: no access log (Istio's default).
     pub access_log_file: String,
     pub access_log_format: Option<String>,
@@ -121,6 +124,7 @@ impl MeshConfig {
                 .and_then(|p| p.mode)
                 .unwrap_or(OutboundTrafficPolicyMode::AllowAny),
             connect_timeout: self.connect_timeout.unwrap_or(Duration::from_secs(10)),
+            dns_refresh_rate: self.dns_refresh_rate.unwrap_or(Duration::from_secs(60)),
             access_log_file: self.access_log_file.clone().unwrap_or_default(),
             access_log_format: self.access_log_format.clone().filter(|s| !s.is_empty()),
             access_log_encoding: self.access_log_encoding.unwrap_or(AccessLogEncoding::Text),

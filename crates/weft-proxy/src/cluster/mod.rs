@@ -2,9 +2,11 @@
 //! LOGICAL_DNS) and how one is picked per request (`lb`).
 
 pub mod circuit;
+pub mod dns;
 pub mod hash;
 pub mod health_check;
 pub mod lb;
+pub mod manager;
 pub mod outlier;
 pub mod peak_ewma;
 
@@ -75,7 +77,9 @@ pub enum UpstreamProtocol {
 pub enum DnsFamily {
     Auto,
     V4Only,
+    V6Only,
     V4Preferred,
+    All,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +121,8 @@ pub struct ClusterConfig {
     pub protocol: UpstreamProtocol,
     pub h2_max_concurrent_streams: Option<u32>,
     pub dns_family: DnsFamily,
+    /// `dns_refresh_rate`: how often a DNS cluster resolves again.
+    pub dns_refresh_rate: Duration,
     pub localities: Vec<LocalityConfig>,
     /// The `ClusterLoadAssignment` an EDS cluster takes: `eds_cluster_config.service_name`, or
     /// the cluster's name.
@@ -207,6 +213,8 @@ pub struct Cluster {
         health_check::HealthCheckConfig,
         Arc<health_check::HealthCheckStats>,
     )>,
+    /// When the next DNS resolution is due (STRICT_DNS, LOGICAL_DNS).
+    dns: dns::Schedule,
     /// When the next round of health checks is due, and whether one is running.
     health_rounds: std::sync::Mutex<(Option<tokio::time::Instant>, bool)>,
     /// Held while a new host set is built and published, so that two changes at once (an
@@ -283,6 +291,7 @@ impl Cluster {
                 (c, stats)
             }),
             health_rounds: std::sync::Mutex::new((None, false)),
+            dns: dns::Schedule::default(),
             original_dst_hosts: ArcSwap::default(),
             config,
         };

@@ -88,17 +88,19 @@ pub(super) async fn session(
             }
         }
         let result = if missing.is_empty() {
-            dynamic.apply(&Update {
-                type_url,
-                version: &response.system_version_info,
-                resources,
-                removed: response
-                    .removed_resources
-                    .iter()
-                    .map(String::as_str)
-                    .collect(),
-                complete: false,
-            })
+            dynamic
+                .apply(&Update {
+                    type_url,
+                    version: &response.system_version_info,
+                    resources,
+                    removed: response
+                        .removed_resources
+                        .iter()
+                        .map(String::as_str)
+                        .collect(),
+                    complete: false,
+                })
+                .await
         } else {
             Err(format!("resources without a body: {}", missing.join(", ")))
         };

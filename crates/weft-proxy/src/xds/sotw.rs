@@ -97,7 +97,7 @@ pub(super) async fn session(
             removed: Vec::new(),
             complete: type_url == type_url::LISTENER || type_url == type_url::CLUSTER,
         };
-        let result = dynamic.apply(&update);
+        let result = dynamic.apply(&update).await;
         count(shared, type_url, result.is_ok());
         requests
             .nonces

@@ -145,7 +145,7 @@ impl Dynamic {
     }
 
     /// Applies an update, or refuses it whole with the reason.
-    pub fn apply(&mut self, update: &Update<'_>) -> Result<(), String> {
+    pub async fn apply(&mut self, update: &Update<'_>) -> Result<(), String> {
         let now = SystemTime::now();
         let mut errors = Vec::new();
         let mut built: Vec<(String, Accepted<Built>)> = Vec::new();
@@ -164,6 +164,13 @@ impl Dynamic {
         if !errors.is_empty() {
             return Err(errors.join("; "));
         }
+        // New DNS clusters are warmed (their first answer) before they serve, as Envoy warms
+        // them; clusters kept from before are already resolved and are not due.
+        crate::cluster::manager::warm(built.iter().filter_map(|(_, a)| match &a.built {
+            Built::Cluster(c) => Some(c),
+            _ => None,
+        }))
+        .await;
         let mut removed: Vec<String> = update.removed.iter().map(|s| s.to_string()).collect();
         if update.complete {
             let held = self.resource_versions(update.type_url);

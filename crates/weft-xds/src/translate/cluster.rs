@@ -8,8 +8,8 @@ use super::pb;
 use super::{Generated, Inputs};
 use envoy_types::pb::envoy::config::cluster::v3::circuit_breakers::Thresholds;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{
-    ClusterDiscoveryType, CommonLbConfig, DiscoveryType, EdsClusterConfig, LbPolicy,
-    MaglevLbConfig, RingHashLbConfig,
+    ClusterDiscoveryType, CommonLbConfig, DiscoveryType, DnsLookupFamily, EdsClusterConfig,
+    LbPolicy, MaglevLbConfig, RingHashLbConfig,
 };
 use envoy_types::pb::envoy::config::cluster::v3::{CircuitBreakers, Cluster, OutlierDetection};
 use envoy_types::pb::envoy::config::core::v3::{
@@ -174,6 +174,17 @@ fn build(
             });
         }
         DiscoveryType::StrictDns | DiscoveryType::LogicalDns => {
+            // As istiod writes them: the proxy's own address family only (V4_ONLY unless the
+            // proxy is IPv6-only), refreshed at the mesh's rate.
+            c.dns_lookup_family = if scope.ipv6_only {
+                DnsLookupFamily::V6Only
+            } else {
+                DnsLookupFamily::V4Only
+            } as i32;
+            #[allow(deprecated)]
+            {
+                c.dns_refresh_rate = Some(pb::duration(inputs.mesh.dns_refresh_rate));
+            }
             let mut cla: ClusterLoadAssignment =
                 endpoint::assignment(name, service, port.number, None);
             if discovery == DiscoveryType::LogicalDns {

@@ -145,6 +145,8 @@ pub struct Scope<'a> {
     /// `(namespace pattern, host pattern)` from the Sidecar's egress hosts; `*/*` without one.
     egress: Vec<(String, String)>,
     pub outbound_policy: OutboundTrafficPolicyMode,
+    /// The proxy's address is IPv6: its DNS clusters look up IPv6 addresses only.
+    pub ipv6_only: bool,
     /// Visible services, by host name then namespace.
     pub services: Vec<&'a Service>,
     /// VirtualServices that apply to this proxy, with their hosts as FQDNs.
@@ -187,6 +189,7 @@ impl<'a> Scope<'a> {
             sidecar,
             egress,
             outbound_policy,
+            ipv6_only: proxy.ip.parse::<std::net::Ipv6Addr>().is_ok(),
             services: Vec::new(),
             virtual_services: Vec::new(),
             inputs,

@@ -145,8 +145,26 @@ pub fn cluster(c: &pb::Cluster, path: &str) -> Result<ClusterConfig> {
     }
     let dns_family = match c.dns_lookup_family {
         1 => DnsFamily::V4Only,
+        2 => DnsFamily::V6Only,
         3 => DnsFamily::V4Preferred,
+        4 => DnsFamily::All,
         _ => DnsFamily::Auto,
+    };
+    // Envoy requires more than 1 ms. Deprecated in favour of the DNS cluster extension, but
+    // what istiod writes.
+    #[allow(deprecated)]
+    let dns_refresh_rate = match super::positive(
+        c.dns_refresh_rate.as_ref(),
+        format!("{path}.dns_refresh_rate"),
+    )? {
+        None => crate::cluster::dns::DEFAULT_REFRESH,
+        Some(d) if d <= Duration::from_millis(1) => {
+            return Err(FieldError::new(
+                format!("{path}.dns_refresh_rate"),
+                "must be greater than 1ms",
+            ));
+        }
+        Some(d) => d,
     };
     let localities = match &c.load_assignment {
         Some(la) => load_assignment(la, &format!("{path}.load_assignment"), discovery)?,
@@ -283,6 +301,7 @@ pub fn cluster(c: &pb::Cluster, path: &str) -> Result<ClusterConfig> {
         protocol,
         h2_max_concurrent_streams,
         dns_family,
+        dns_refresh_rate,
         localities,
         eds_service_name,
         eds_initial_fetch_timeout,

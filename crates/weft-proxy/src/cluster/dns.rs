@@ -1,0 +1,156 @@
+//! STRICT_DNS and LOGICAL_DNS: a cluster's named endpoints become hosts by resolution, every
+//! `dns_refresh_rate` (5 s by default, as in Envoy), keeping the last good answer when a lookup
+//! fails. The families kept follow `dns_lookup_family` with Envoy's meaning: AUTO prefers IPv6
+//! and falls back to IPv4, V4_PREFERRED the other way round, ALL keeps both.
+
+use super::{Cluster, Discovery, DnsFamily};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Envoy's `dns_refresh_rate` when none is given.
+pub const DEFAULT_REFRESH: Duration = Duration::from_secs(5);
+
+/// When a cluster's next resolution is due, and whether one is running.
+#[derive(Debug, Default)]
+pub struct Schedule(std::sync::Mutex<(Option<Instant>, bool)>);
+
+impl Schedule {
+    /// Whether a resolution should start now; if so, it is marked running.
+    fn take_due(&self, now: Instant) -> bool {
+        let Ok(mut s) = self.0.lock() else {
+            return false;
+        };
+        let due = !s.1 && s.0.is_none_or(|at| now >= at);
+        if due {
+            s.1 = true;
+        }
+        due
+    }
+
+    fn done(&self, next: Instant) {
+        if let Ok(mut s) = self.0.lock() {
+            *s = (Some(next), false);
+        }
+    }
+
+    /// The cluster has been resolved (warmed) out of turn: the next refresh counts from now.
+    fn resolved_at(&self, now: Instant, refresh: Duration) {
+        self.done(now + refresh);
+    }
+}
+
+/// The addresses of one lookup that `family` keeps, in the order Envoy would use them.
+pub fn keep(family: DnsFamily, found: impl Iterator<Item = SocketAddr>) -> Vec<SocketAddr> {
+    let mut all: Vec<SocketAddr> = Vec::new();
+    for a in found {
+        if !all.contains(&a) {
+            all.push(a);
+        }
+    }
+    let (v4, v6): (Vec<SocketAddr>, Vec<SocketAddr>) = all.into_iter().partition(|a| a.is_ipv4());
+    match family {
+        DnsFamily::V4Only => v4,
+        DnsFamily::V6Only => v6,
+        DnsFamily::Auto if !v6.is_empty() => v6,
+        DnsFamily::Auto => v4,
+        DnsFamily::V4Preferred if !v4.is_empty() => v4,
+        DnsFamily::V4Preferred => v6,
+        DnsFamily::All => v4.into_iter().chain(v6).collect(),
+    }
+}
+
+impl Cluster {
+    pub fn is_dns(&self) -> bool {
+        matches!(
+            self.config.discovery,
+            Discovery::StrictDns | Discovery::LogicalDns
+        )
+    }
+
+    /// A resolution that was given up (warming ran out of time): the next may start at once.
+    pub fn dns_retry_now(&self) {
+        self.dns.done(Instant::now());
+    }
+
+    /// A DNS cluster whose refresh is due: marked running, to be resolved by the caller.
+    pub fn dns_due(&self, now: Instant) -> bool {
+        self.is_dns() && self.dns.take_due(now)
+    }
+}
+
+/// Resolves every named endpoint of `cluster` and publishes the hosts. A lookup that fails, or
+/// finds no address of the families kept, leaves the last good hosts in place (as Envoy keeps
+/// them); the next attempt is a refresh interval away either way.
+pub async fn resolve(cluster: &Arc<Cluster>) {
+    let refresh = cluster.config.dns_refresh_rate;
+    crate::stats::inc(&cluster.stats.update_attempt);
+    let mut resolved = Vec::new();
+    let mut failed = false;
+    for (host, port, endpoint, priority) in cluster.dns_endpoints() {
+        match tokio::net::lookup_host((host.as_str(), port)).await {
+            Ok(found) => {
+                let mut addrs = keep(cluster.config.dns_family, found);
+                if cluster.config.discovery == Discovery::LogicalDns {
+                    addrs.truncate(1);
+                }
+                if addrs.is_empty() {
+                    failed = true;
+                }
+                for a in addrs {
+                    resolved.push((a, endpoint.clone(), priority));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(cluster = %cluster.config.name, %host, error = %e, "DNS resolution failed");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        crate::stats::inc(&cluster.stats.update_failure);
+    } else {
+        crate::stats::inc(&cluster.stats.update_success);
+        cluster.set_resolved(resolved);
+    }
+    cluster.dns.resolved_at(Instant::now(), refresh);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addrs(list: &[&str]) -> Vec<SocketAddr> {
+        list.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn families_are_kept_with_envoys_preferences() {
+        let both = addrs(&["[::1]:80", "127.0.0.1:80", "127.0.0.1:80"]);
+        let v4 = addrs(&["127.0.0.1:80"]);
+        let v6 = addrs(&["[::1]:80"]);
+        let k = |f, list: &Vec<SocketAddr>| keep(f, list.iter().copied());
+        assert_eq!(k(DnsFamily::Auto, &both), v6, "AUTO prefers IPv6");
+        assert_eq!(k(DnsFamily::Auto, &v4), v4, "and falls back to IPv4");
+        assert_eq!(k(DnsFamily::V4Preferred, &both), v4);
+        assert_eq!(k(DnsFamily::V4Preferred, &v6), v6);
+        assert_eq!(k(DnsFamily::V4Only, &v6), Vec::<SocketAddr>::new());
+        assert_eq!(k(DnsFamily::V6Only, &both), v6);
+        assert_eq!(
+            k(DnsFamily::All, &both),
+            addrs(&["127.0.0.1:80", "[::1]:80"])
+        );
+    }
+
+    #[test]
+    fn a_running_resolution_is_not_started_twice() {
+        let s = Schedule::default();
+        let now = Instant::now();
+        assert!(s.take_due(now), "a new cluster resolves at once");
+        assert!(!s.take_due(now), "not while one runs");
+        s.done(now + Duration::from_secs(5));
+        assert!(!s.take_due(now + Duration::from_secs(4)));
+        assert!(s.take_due(now + Duration::from_secs(5)));
+    }
+}
