@@ -80,6 +80,20 @@ impl Cluster {
     }
 }
 
+/// The addresses of a name. `localhost` and names under it are the loopback addresses of both
+/// families without asking anyone (RFC 6761), as c-ares (Envoy's resolver) answers them; the
+/// system's resolver may know only one of them.
+async fn lookup(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+    let lower = host.trim_end_matches('.').to_ascii_lowercase();
+    if lower == "localhost" || lower.ends_with(".localhost") {
+        return Ok(vec![
+            SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port)),
+            SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+        ]);
+    }
+    Ok(tokio::net::lookup_host((host, port)).await?.collect())
+}
+
 /// Resolves every named endpoint of `cluster` and publishes the hosts. A lookup that fails, or
 /// finds no address of the families kept, leaves the last good hosts in place (as Envoy keeps
 /// them); the next attempt is a refresh interval away either way.
@@ -89,9 +103,9 @@ pub async fn resolve(cluster: &Arc<Cluster>) {
     let mut resolved = Vec::new();
     let mut failed = false;
     for (host, port, endpoint, priority) in cluster.dns_endpoints() {
-        match tokio::net::lookup_host((host.as_str(), port)).await {
+        match lookup(&host, port).await {
             Ok(found) => {
-                let mut addrs = keep(cluster.config.dns_family, found);
+                let mut addrs = keep(cluster.config.dns_family, found.into_iter());
                 if cluster.config.discovery == Discovery::LogicalDns {
                     addrs.truncate(1);
                 }
