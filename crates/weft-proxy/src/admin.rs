@@ -416,7 +416,11 @@ fn all_stats(shared: &Shared) -> Vec<StatLine> {
             "envoy_local_rate_limit_rate_limited".to_string(),
         ));
     }
-    for (name, value, counter) in shared.xds.entries() {
+    let codec = shared
+        .codec
+        .entries()
+        .map(|(name, value)| (name, value, true));
+    for (name, value, counter) in shared.xds.entries().into_iter().chain(codec) {
         out.push((
             name.to_string(),
             value,

@@ -125,6 +125,8 @@ pub struct Shared {
     /// the control plane were accepted.
     pub ready: AtomicBool,
     pub xds: XdsStats,
+    /// Envoy's codec-wide `http1.*` / `http2.*` counters.
+    pub codec: crate::stats::CodecStats,
     /// This machine's address as Envoy picks it (the first non-loopback IPv4 interface): a
     /// loopback peer is recorded in `x-forwarded-for` as this address.
     pub local_address: IpAddr,
@@ -162,6 +164,7 @@ impl Shared {
             drain_time,
             ready: AtomicBool::new(false),
             xds: XdsStats::default(),
+            codec: crate::stats::CodecStats::default(),
             local_address: node_address(),
         })
     }

@@ -74,6 +74,55 @@ pub struct XdsStats {
     pub clusters_warming: AtomicU64,
 }
 
+/// What the codecs count across every connection manager: Envoy's `http1.*` and `http2.*`.
+#[derive(Debug, Default)]
+pub struct CodecStats {
+    pub http1_dropped_headers_with_underscores: AtomicU64,
+    pub http1_requests_rejected_with_underscores_in_headers: AtomicU64,
+    pub http2_dropped_headers_with_underscores: AtomicU64,
+    pub http2_requests_rejected_with_underscores_in_headers: AtomicU64,
+}
+
+impl CodecStats {
+    /// (Envoy name, value): all counters.
+    pub fn entries(&self) -> [(&'static str, u64); 4] {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        [
+            (
+                "http1.dropped_headers_with_underscores",
+                get(&self.http1_dropped_headers_with_underscores),
+            ),
+            (
+                "http1.requests_rejected_with_underscores_in_headers",
+                get(&self.http1_requests_rejected_with_underscores_in_headers),
+            ),
+            (
+                "http2.dropped_headers_with_underscores",
+                get(&self.http2_dropped_headers_with_underscores),
+            ),
+            (
+                "http2.requests_rejected_with_underscores_in_headers",
+                get(&self.http2_requests_rejected_with_underscores_in_headers),
+            ),
+        ]
+    }
+
+    /// The underscore counters of the codec a request came over: (dropped, rejected).
+    pub fn underscores(&self, http2: bool) -> (&AtomicU64, &AtomicU64) {
+        if http2 {
+            (
+                &self.http2_dropped_headers_with_underscores,
+                &self.http2_requests_rejected_with_underscores_in_headers,
+            )
+        } else {
+            (
+                &self.http1_dropped_headers_with_underscores,
+                &self.http1_requests_rejected_with_underscores_in_headers,
+            )
+        }
+    }
+}
+
 impl XdsStats {
     /// (Envoy name, value, is_counter)
     pub fn entries(&self) -> Vec<(&'static str, u64, bool)> {

@@ -91,7 +91,7 @@ const TABLE: &[(&str, &str)] = &[
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix codec_type route_config rds http_filters access_log generate_request_id \
          use_remote_address xff_num_trusted_hops request_timeout stream_idle_timeout server_name \
-         upgrade_configs http2_protocol_options common_http_protocol_options \
+         upgrade_configs http2_protocol_options common_http_protocol_options max_request_headers_kb \
          server_header_transformation=OVERWRITE|APPEND_IF_ABSENT|PASS_THROUGH",
     ),
     (
@@ -363,7 +363,8 @@ const TABLE: &[(&str, &str)] = &[
     ("envoy.type.v3.Percent", "value"),
     (
         "envoy.config.core.v3.HttpProtocolOptions",
-        "idle_timeout max_requests_per_connection max_stream_duration",
+        "idle_timeout max_requests_per_connection max_stream_duration max_headers_count \
+         headers_with_underscores_action",
     ),
     (
         "envoy.config.cluster.v3.Cluster.EdsClusterConfig",

@@ -176,6 +176,8 @@ fn no_answer(f: &Failure) -> Option<NoAnswer> {
         Failure::Connect(upstream::ConnectError::Overflow) => None,
         Failure::Connect(_) => Some(NoAnswer::ConnectFailure),
         Failure::PerTryTimeout | Failure::PerTryIdleTimeout => Some(NoAnswer::PerTryTimeout),
+        // The client's own body failed (a malformed chunk, a reset): not the upstream's doing.
+        Failure::Exchange(e) if e.is_user() => None,
         Failure::Exchange(e) => {
             // h2 reports the peer's REFUSED_STREAM in its error's text.
             let refused = format!("{e:?}").contains("REFUSED_STREAM");
@@ -201,6 +203,8 @@ fn report(cluster: &Cluster, host: &Host, outcome: &Result<Answer, Failure>) {
         ) => {
             return;
         }
+        // A request whose body the client broke says nothing about the host.
+        Err(Failure::Exchange(e)) if e.is_user() => return,
         Err(Failure::Connect(_) | Failure::Exchange(_)) => Outcome::ConnectFailed,
         Err(Failure::Timeout | Failure::PerTryTimeout | Failure::PerTryIdleTimeout) => {
             Outcome::Timeout
@@ -344,6 +348,11 @@ pub(super) async fn send(
 }
 
 impl Failure {
+    /// Whether the host's request errors count it: not when the client broke its own body.
+    pub(super) fn is_upstreams(&self) -> bool {
+        !matches!(self, Failure::Exchange(e) if e.is_user())
+    }
+
     /// Why the proxy answers itself when the attempts got no response.
     pub(super) fn cause(&self) -> LocalReply {
         use super::stream_timer::Expired;
@@ -352,6 +361,9 @@ impl Failure {
             Failure::Timeout => LocalReply::UpstreamTimeout,
             Failure::PerTryTimeout => LocalReply::PerTryTimeout,
             Failure::PerTryIdleTimeout => LocalReply::PerTryIdleTimeout,
+            Failure::Exchange(e) if e.is_user() => {
+                LocalReply::Downstream(super::local_reply::DownstreamError::Codec)
+            }
             Failure::Exchange(e) if e.is_parse() => LocalReply::UpstreamProtocolError,
             Failure::Exchange(_) => LocalReply::UpstreamReset,
             Failure::BodyAbandoned => LocalReply::RetryBufferExceeded,

@@ -18,6 +18,36 @@ pub enum ConnectFailure {
     Handshake,
 }
 
+/// A request Envoy's codec or connection manager refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DownstreamError {
+    /// HTTP/1.0 or older (`accept_http_10` is off): 426.
+    LowVersion,
+    /// What Envoy's HTTP/1 parser rejects: an unknown or lowercase method, a request target
+    /// that is not a path, a malformed chunked body.
+    Codec,
+    /// A `transfer-encoding` other than `chunked`: 501.
+    InvalidTransferEncoding,
+    ContentLengthAndChunked,
+    /// `OPTIONS *` and other targets that are not paths: 404, no route looked at.
+    AbsolutePathRejected,
+    MissingHost,
+    /// A `Host`/`:authority` with characters an authority may not have.
+    InvalidAuthority,
+    /// The header section is over `max_request_headers_kb`: 431.
+    HeadersTooLarge,
+    /// A header name with `_` under `headers_with_underscores_action: REJECT_REQUEST`.
+    Underscore,
+}
+
+impl DownstreamError {
+    /// Envoy closes the connection after answering: the rest of what the client sent cannot be
+    /// trusted to be framed as it says.
+    pub fn closes_connection(self) -> bool {
+        !matches!(self, DownstreamError::AbsolutePathRejected)
+    }
+}
+
 /// The proxy's own answer, and why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LocalReply {
@@ -61,6 +91,8 @@ pub enum LocalReply {
     RateLimited(StatusCode),
     /// An upgrade the connection manager does not list.
     UpgradeRefused,
+    /// The client's request is refused, as Envoy's codec refuses it.
+    Downstream(DownstreamError),
     /// The request cannot be forwarded as it is (a redirect or rewrite that makes an invalid
     /// header or URI); `details` is Envoy's word for it.
     BadRequest {
@@ -95,6 +127,13 @@ impl LocalReply {
             FaultAbort(super::filter::fault::Abort::Grpc(_)) => StatusCode::OK,
             UpgradeRefused => StatusCode::FORBIDDEN,
             BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Downstream(e) => match e {
+                DownstreamError::LowVersion => StatusCode::UPGRADE_REQUIRED,
+                DownstreamError::InvalidTransferEncoding => StatusCode::NOT_IMPLEMENTED,
+                DownstreamError::AbsolutePathRejected => StatusCode::NOT_FOUND,
+                DownstreamError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                _ => StatusCode::BAD_REQUEST,
+            },
         }
     }
 
@@ -113,6 +152,8 @@ impl LocalReply {
             StreamIdleTimeout { .. } => flags::SI,
             FaultAbort(_) => flags::FI,
             RateLimited(_) => flags::RL,
+            Downstream(DownstreamError::MissingHost | DownstreamError::AbsolutePathRejected) => 0,
+            Downstream(_) => flags::DPE,
             RetryBufferExceeded
             | RequestTimeout { .. }
             | MaxStreamDuration { .. }
@@ -151,6 +192,19 @@ impl LocalReply {
             RateLimited(_) => "local_rate_limited",
             UpgradeRefused => "upgrade_failed",
             BadRequest { details } => details,
+            Downstream(e) => match e {
+                DownstreamError::LowVersion => "low_version",
+                DownstreamError::Codec => "http1.codec_error",
+                DownstreamError::InvalidTransferEncoding => "http1.invalid_transfer_encoding",
+                DownstreamError::ContentLengthAndChunked => {
+                    "http1.content_length_and_chunked_not_allowed"
+                }
+                DownstreamError::AbsolutePathRejected => "absolute_path_rejected",
+                DownstreamError::MissingHost => "missing_host_header",
+                DownstreamError::InvalidAuthority => "http.invalid_authority",
+                DownstreamError::HeadersTooLarge => "http1.headers_too_large",
+                DownstreamError::Underscore => "unexpected_underscore",
+            },
         }
     }
 
@@ -158,6 +212,12 @@ impl LocalReply {
         use LocalReply::*;
         match self {
             NoRoute | ClusterNotFound(_) | UpgradeRefused | BadRequest { .. } => "",
+            // Envoy's codec errors say the status's reason phrase.
+            Downstream(DownstreamError::MissingHost | DownstreamError::AbsolutePathRejected) => "",
+            Downstream(DownstreamError::LowVersion) => "Upgrade Required",
+            Downstream(DownstreamError::InvalidTransferEncoding) => "Not Implemented",
+            Downstream(DownstreamError::HeadersTooLarge) => "Request Header Fields Too Large",
+            Downstream(_) => "Bad Request",
             NoHealthyUpstream => "no healthy upstream",
             Overflow => {
                 "upstream connect error or disconnect/reset before headers. reset reason: overflow"
@@ -226,6 +286,9 @@ impl LocalReply {
             StreamIdleTimeout { .. } => stats::inc(&s.downstream_rq_idle_timeout),
             RequestTimeout { .. } => stats::inc(&s.downstream_rq_timeout),
             MaxStreamDuration { .. } => stats::inc(&s.downstream_rq_max_duration_reached),
+            Downstream(_) if self.flag() == flags::DPE => {
+                stats::inc(&s.downstream_cx_protocol_error)
+            }
             _ => {}
         }
     }

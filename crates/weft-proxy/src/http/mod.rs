@@ -10,6 +10,7 @@ pub mod local_reply;
 pub mod mirror;
 mod redirect;
 pub mod replay;
+pub mod request_check;
 pub mod router;
 pub mod stream_timer;
 mod upgrade;
@@ -74,6 +75,12 @@ pub struct HttpConnectionManager {
     pub server_name: http::HeaderValue,
     pub server_header: ServerHeader,
     pub suppress_envoy_headers: bool,
+    /// `max_request_headers_kb`, in bytes (60 KiB by default).
+    pub max_request_headers_bytes: usize,
+    /// `common_http_protocol_options.max_headers_count` (100 by default).
+    pub max_headers_count: usize,
+    /// `common_http_protocol_options.headers_with_underscores_action`.
+    pub headers_with_underscores: request_check::UnderscoreAction,
     /// `http_filters`, the router excluded.
     pub filters: filter::FilterChain,
     /// `upgrade_configs`: upgrade types (e.g. `websocket`) passed through, lowercase.
@@ -133,12 +140,13 @@ where
     }
     builder
         .http1()
-        .max_buf_size(MAX_REQUEST_HEADERS + 4096)
+        .max_buf_size(hcm.max_request_headers_bytes.max(MAX_REQUEST_HEADERS) + 16 * 1024)
+        .max_headers(hcm.max_headers_count)
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
     let mut http2 = builder.http2();
     http2
-        .max_header_list_size(MAX_REQUEST_HEADERS as u32)
+        .max_header_list_size(u32::try_from(hcm.max_request_headers_bytes).unwrap_or(u32::MAX))
         .timer(TokioTimer::new());
     if hcm.allow_connect {
         http2.enable_connect_protocol();

@@ -260,6 +260,21 @@ pub fn cluster(c: &pb::Cluster, path: &str) -> Result<ClusterConfig> {
             "an upstream max_stream_duration is not supported by the Weft proxy",
         ));
     }
+    if let Some(o) = common.as_ref() {
+        let upstream_only = [
+            ("max_headers_count", o.max_headers_count.is_some()),
+            (
+                "headers_with_underscores_action",
+                o.headers_with_underscores_action != 0,
+            ),
+        ];
+        if let Some((field, _)) = upstream_only.iter().find(|(_, set)| *set) {
+            return Err(FieldError::new(
+                format!("{path}.common_http_protocol_options.{field}"),
+                "is not supported by the Weft proxy on a cluster",
+            ));
+        }
+    }
     let idle_timeout = match common.as_ref().and_then(|o| o.idle_timeout.as_ref()) {
         None => Some(Duration::from_secs(3600)),
         Some(d) => duration(Some(d)).filter(|d| !d.is_zero()),

@@ -357,12 +357,37 @@ fn connection_manager(
         Some(d) if d.is_zero() => None,
         Some(d) => Some(d),
     };
+    // Envoy allows 1 to 8192 KiB.
+    let max_request_headers_kb = h.max_request_headers_kb.as_ref().map_or(60, |v| v.value);
+    if !(1..=8192).contains(&max_request_headers_kb) {
+        return Err(FieldError::new(
+            format!("{path}.max_request_headers_kb"),
+            "must be between 1 and 8192",
+        ));
+    }
+    let max_headers_count = common
+        .and_then(|o| o.max_headers_count.as_ref())
+        .map_or(100, |v| v.value);
+    if max_headers_count == 0 {
+        return Err(FieldError::new(
+            format!("{opath}.max_headers_count"),
+            "must be at least 1",
+        ));
+    }
+    let headers_with_underscores = match common.map_or(0, |o| o.headers_with_underscores_action) {
+        1 => crate::http::request_check::UnderscoreAction::RejectRequest,
+        2 => crate::http::request_check::UnderscoreAction::DropHeader,
+        _ => crate::http::request_check::UnderscoreAction::Allow,
+    };
     let max_stream_duration = super::not_negative(
         common.and_then(|o| o.max_stream_duration.as_ref()),
         format!("{opath}.max_stream_duration"),
     )?
     .filter(|d| !d.is_zero());
     Ok(HttpConnectionManager {
+        max_request_headers_bytes: max_request_headers_kb as usize * 1024,
+        max_headers_count: max_headers_count as usize,
+        headers_with_underscores,
         idle_timeout,
         max_stream_duration,
         stat_prefix: h.stat_prefix.clone(),

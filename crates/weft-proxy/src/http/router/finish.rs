@@ -45,6 +45,9 @@ pub(super) struct Finisher {
     pub stream: Stream,
     /// The filters whose request sides ran, a bit each: their response sides run.
     pub filters_ran: u64,
+    /// The proxy's own reply closes an HTTP/1 connection: what follows the request on it
+    /// cannot be trusted to be another request (a CONNECT not tunnelled, a codec error).
+    pub close_connection: bool,
     /// Keeps the connection from idling out until the response is done.
     pub _active: Option<crate::http::conn_idle::Active>,
 }
@@ -153,6 +156,11 @@ pub(super) fn reply(
     if finisher.stream.grpc && (resp.status() != StatusCode::OK || cause.grpc_status().is_some()) {
         resp = crate::http::grpc::local_reply(resp, cause.grpc_status());
     }
+    if let LocalReply::Downstream(e) = cause
+        && e.closes_connection()
+    {
+        finisher.close_connection = true;
+    }
     if cause.overloaded() && !hcm.suppress_envoy_headers {
         resp.headers_mut()
             .insert(X_ENVOY_OVERLOADED.clone(), HeaderValue::from_static("true"));
@@ -170,6 +178,11 @@ pub(super) fn finish_local(
     let (mut rparts, body) = resp.into_parts();
     finisher.filter_response(&mut rparts);
     headers::on_response(&mut rparts.headers, &finisher.conn.hcm);
+    if finisher.close_connection && finisher.protocol.starts_with("HTTP/1") {
+        rparts
+            .headers
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     finisher.status = rparts.status.as_u16();
     if let Some(parts) = parts {
         finisher.keep_request(parts);

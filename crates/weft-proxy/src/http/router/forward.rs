@@ -276,7 +276,9 @@ pub(super) async fn forward_request(
     let (mut resp, release) = match outcome {
         Ok(r) => r,
         Err(failure) => {
-            stats::inc(&host.stats.rq_error);
+            if failure.is_upstreams() {
+                stats::inc(&host.stats.rq_error);
+            }
             if let Failure::Connect(e) = &failure {
                 tracing::debug!(cluster = %cluster.config.name, host = %host.address, error = %e, "upstream connect failed");
             }

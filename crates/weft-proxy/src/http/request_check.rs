@@ -1,0 +1,229 @@
+//! What Envoy's codecs and connection manager refuse in a client's request, checked before any
+//! filter or route sees it. hyper parses more liberally than Envoy (lowercase methods, other
+//! transfer codings, HTTP/1.0, a missing `Host`), so what Envoy's codec would reject is rejected
+//! here with Envoy's status and `%RESPONSE_CODE_DETAILS%`, and never forwarded.
+
+use super::HttpConnectionManager;
+use super::local_reply::{DownstreamError, LocalReply};
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING, UPGRADE};
+use http::{HeaderValue, Method, Version};
+
+/// `headers_with_underscores_action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UnderscoreAction {
+    #[default]
+    Allow,
+    RejectRequest,
+    DropHeader,
+}
+
+/// The methods Envoy's HTTP/1 codec knows (it refuses any other, in any case).
+const HTTP1_METHODS: &[&str] = &[
+    "GET",
+    "HEAD",
+    "POST",
+    "PUT",
+    "DELETE",
+    "CONNECT",
+    "OPTIONS",
+    "TRACE",
+    "PATCH",
+    "COPY",
+    "LOCK",
+    "MKCOL",
+    "MOVE",
+    "PROPFIND",
+    "PROPPATCH",
+    "SEARCH",
+    "UNLOCK",
+    "BIND",
+    "REBIND",
+    "UNBIND",
+    "ACL",
+    "REPORT",
+    "MKACTIVITY",
+    "CHECKOUT",
+    "MERGE",
+    "M-SEARCH",
+    "NOTIFY",
+    "SUBSCRIBE",
+    "UNSUBSCRIBE",
+    "PURGE",
+    "MKCALENDAR",
+    "LINK",
+    "UNLINK",
+    "SOURCE",
+];
+
+static HTTP2_SETTINGS: http::HeaderName = http::HeaderName::from_static("http2-settings");
+
+/// Checks a request as Envoy's codec and connection manager would, and normalises what Envoy
+/// normalises (several `Host` headers joined, an `h2c` upgrade offer dropped). `Err` is the
+/// reply that refuses it.
+pub(super) fn check(
+    parts: &mut http::request::Parts,
+    hcm: &HttpConnectionManager,
+    codec: &crate::stats::CodecStats,
+) -> Result<(), LocalReply> {
+    let refuse = |e| Err(LocalReply::Downstream(e));
+    let http1 = matches!(
+        parts.version,
+        Version::HTTP_09 | Version::HTTP_10 | Version::HTTP_11
+    );
+    if http1 {
+        // `accept_http_10` is not supported: Envoy's default answers 426.
+        if parts.version != Version::HTTP_11 {
+            return refuse(DownstreamError::LowVersion);
+        }
+        if !HTTP1_METHODS.contains(&parts.method.as_str()) {
+            return refuse(DownstreamError::Codec);
+        }
+        let te = parts.headers.get_all(TRANSFER_ENCODING);
+        if te.iter().next().is_some() {
+            let chunked_only = te.iter().count() == 1
+                && te
+                    .iter()
+                    .all(|v| v.as_bytes().eq_ignore_ascii_case(b"chunked"));
+            if !chunked_only {
+                return refuse(DownstreamError::InvalidTransferEncoding);
+            }
+            if parts.headers.contains_key(CONTENT_LENGTH) {
+                return refuse(DownstreamError::ContentLengthAndChunked);
+            }
+        }
+        if parts.method == Method::CONNECT {
+            if parts.uri.authority().is_none()
+                || parts
+                    .uri
+                    .path_and_query()
+                    .is_some_and(|p| p.as_str() != "/" && !p.as_str().is_empty())
+            {
+                return refuse(DownstreamError::Codec);
+            }
+        } else if parts.uri.scheme().is_none() {
+            let target = parts.uri.path_and_query().map_or("", |p| p.as_str());
+            if target == "*" || (parts.method == Method::OPTIONS && parts.uri == "*") {
+                return refuse(DownstreamError::AbsolutePathRejected);
+            }
+            if !target.starts_with('/') {
+                return refuse(DownstreamError::Codec);
+            }
+        }
+        // An `h2c` upgrade offer is ignored: the request is served as HTTP/1.1, as Envoy does.
+        if parts
+            .headers
+            .get(UPGRADE)
+            .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"h2c"))
+        {
+            parts.headers.remove(UPGRADE);
+            parts.headers.remove(&HTTP2_SETTINGS);
+            parts.headers.remove(CONNECTION);
+        }
+        join_hosts(parts);
+        if parts.uri.authority().is_none() && !parts.headers.contains_key(HOST) {
+            return refuse(DownstreamError::MissingHost);
+        }
+    }
+    let authority = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().as_bytes())
+        .or_else(|| parts.headers.get(HOST).map(HeaderValue::as_bytes));
+    if authority.is_some_and(|a| !authority_is_valid(a)) {
+        return refuse(DownstreamError::InvalidAuthority);
+    }
+    let size: usize = parts
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum::<usize>()
+        + parts.uri.path_and_query().map_or(0, |p| p.as_str().len());
+    if size > hcm.max_request_headers_bytes {
+        return refuse(DownstreamError::HeadersTooLarge);
+    }
+    match hcm.headers_with_underscores {
+        UnderscoreAction::Allow => {}
+        action => {
+            let underscored: Vec<http::HeaderName> = parts
+                .headers
+                .keys()
+                .filter(|k| k.as_str().contains('_'))
+                .cloned()
+                .collect();
+            if !underscored.is_empty() {
+                let (dropped, rejected) = codec.underscores(!http1);
+                if action == UnderscoreAction::RejectRequest {
+                    crate::stats::inc(rejected);
+                    return refuse(DownstreamError::Underscore);
+                }
+                for k in underscored {
+                    parts.headers.remove(&k);
+                    crate::stats::inc(dropped);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Several `Host` headers become one, their values joined with commas, as Envoy's codec joins
+/// repeated headers.
+fn join_hosts(parts: &mut http::request::Parts) {
+    let mut hosts = parts.headers.get_all(HOST).iter();
+    let (Some(first), Some(_)) = (hosts.next(), hosts.next()) else {
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for h in parts.headers.get_all(HOST).iter().skip(1) {
+        joined.push(b',');
+        joined.extend_from_slice(h.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        parts.headers.insert(HOST, v);
+    }
+}
+
+/// RFC 3986's authority characters (host, port, userinfo, IPv6 brackets), as Envoy's
+/// `authorityIsValid` allows them.
+fn authority_is_valid(a: &[u8]) -> bool {
+    a.iter().all(|&c| {
+        c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b':'
+                    | b'@'
+                    | b'['
+                    | b']'
+                    | b'%'
+            )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorities_with_spaces_or_controls_are_invalid() {
+        assert!(authority_is_valid(b"a.example:8080"));
+        assert!(authority_is_valid(b"[::1]:80"));
+        assert!(authority_is_valid(b"a,b"));
+        assert!(!authority_is_valid(b"a b"));
+        assert!(!authority_is_valid(b"a\tb"));
+        assert!(!authority_is_valid(b"a/b"));
+    }
+}
