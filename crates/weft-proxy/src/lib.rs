@@ -12,5 +12,6 @@ pub mod run;
 pub mod server;
 pub mod stats;
 pub mod tcp;
+pub mod testing;
 pub mod upstream;
 pub mod xds;
