@@ -81,11 +81,13 @@ pub struct CodecStats {
     pub http1_requests_rejected_with_underscores_in_headers: AtomicU64,
     pub http2_dropped_headers_with_underscores: AtomicU64,
     pub http2_requests_rejected_with_underscores_in_headers: AtomicU64,
+    pub http2_outbound_control_flood: AtomicU64,
+    pub http2_inbound_empty_frames_flood: AtomicU64,
 }
 
 impl CodecStats {
     /// (Envoy name, value): all counters.
-    pub fn entries(&self) -> [(&'static str, u64); 4] {
+    pub fn entries(&self) -> [(&'static str, u64); 6] {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         [
             (
@@ -103,6 +105,14 @@ impl CodecStats {
             (
                 "http2.requests_rejected_with_underscores_in_headers",
                 get(&self.http2_requests_rejected_with_underscores_in_headers),
+            ),
+            (
+                "http2.outbound_control_flood",
+                get(&self.http2_outbound_control_flood),
+            ),
+            (
+                "http2.inbound_empty_frames_flood",
+                get(&self.http2_inbound_empty_frames_flood),
             ),
         ]
     }

@@ -286,3 +286,89 @@ async fn broken_request_bodies_do_not_eject_a_healthy_host() {
     assert_eq!(&seen[1][4..24], [200; 20]);
     assert_eq!(seen[1][24], 0, "no ejection");
 }
+
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len();
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Sends an HTTP/2 connection's worth of frames at once and tells whether the proxy closed the
+/// connection within two seconds (reading everything it sends meanwhile).
+async fn h2_closed(addr: SocketAddr, frames: &[u8]) -> bool {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    bytes.extend(h2_frame(4, 0, 0, &[]));
+    bytes.extend_from_slice(frames);
+    let _ = s.write_all(&bytes).await;
+    let mut chunk = vec![0u8; 1 << 16];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// A GET for `/` on `stream`, HPACK-encoded from the static table (`:authority: a`).
+fn h2_get(stream: u32, flags: u8) -> Vec<u8> {
+    h2_frame(1, flags, stream, &[0x82, 0x86, 0x84, 0x41, 0x01, b'a'])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_floods_close_the_connection_as_envoy_closes_it() {
+    let v1 = support::start_echo("v1").await.port();
+    let (envoy, weft) = support::start_both(TEMPLATE, vec![("V1", v1)]).await;
+    let pings = |n: u64| -> Vec<u8> {
+        (0..n)
+            .flat_map(|i| h2_frame(6, 0, 0, &i.to_be_bytes()))
+            .collect()
+    };
+    let settings = |n: usize| -> Vec<u8> { (0..n).flat_map(|_| h2_frame(4, 0, 0, &[])).collect() };
+    let empty_data = |n: usize| -> Vec<u8> {
+        let mut f = h2_get(1, 0x4);
+        for _ in 0..n {
+            f.extend(h2_frame(0, 0, 1, &[]));
+        }
+        f
+    };
+    let resets = |n: u32| -> Vec<u8> {
+        (0..n)
+            .flat_map(|i| {
+                let id = 1 + 2 * i;
+                let mut f = h2_get(id, 0x5);
+                f.extend(h2_frame(3, 0, id, &8u32.to_be_bytes()));
+                f
+            })
+            .collect()
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("900 PINGs", pings(900)),
+        ("1100 PINGs", pings(1100)),
+        ("1100 SETTINGS", settings(1100)),
+        ("one empty DATA frame", empty_data(1)),
+        ("two empty DATA frames", empty_data(2)),
+        ("200 streams reset at once", resets(200)),
+        ("1000 streams reset at once", resets(1000)),
+    ];
+    let mut seen = Vec::new();
+    for proxy in [&envoy, &weft] {
+        let mut closed = Vec::new();
+        for (name, frames) in &cases {
+            closed.push((*name, h2_closed(proxy.addr("HTTP"), frames).await));
+        }
+        seen.push(closed);
+    }
+    assert_agree(&seen[0], &seen[1]);
+    assert_eq!(
+        seen[1].iter().map(|(_, c)| *c).collect::<Vec<_>>(),
+        [false, true, true, false, true, false, true]
+    );
+    let stats = weft.admin("/stats").await;
+    assert_eq!(counter(&stats, "http2.outbound_control_flood"), 2);
+    assert_eq!(counter(&stats, "http2.inbound_empty_frames_flood"), 1);
+}

@@ -411,7 +411,8 @@ const TABLE: &[(&str, &str)] = &[
     ("envoy.config.core.v3.Http1ProtocolOptions", ""),
     (
         "envoy.config.core.v3.Http2ProtocolOptions",
-        "max_concurrent_streams allow_connect",
+        "max_concurrent_streams allow_connect max_outbound_control_frames \
+         max_consecutive_inbound_frames_with_empty_payload",
     ),
 ];
 

@@ -5,6 +5,7 @@ mod attempt;
 pub mod conn_idle;
 pub mod filter;
 pub mod grpc;
+pub mod h2_guard;
 mod headers;
 pub mod local_reply;
 pub mod mirror;
@@ -88,6 +89,8 @@ pub struct HttpConnectionManager {
     /// `http2_protocol_options.allow_connect`: HTTP/2 clients may open upgrades with an
     /// extended CONNECT (RFC 8441); off by default, as in Envoy.
     pub allow_connect: bool,
+    /// `http2_protocol_options` flood limits for HTTP/2 clients.
+    pub h2_flood: h2_guard::FloodLimits,
     /// `http2_protocol_options.max_concurrent_streams` for HTTP/2 clients.
     pub h2_max_concurrent_streams: Option<u32>,
     pub stats: Arc<HttpStats>,
@@ -154,7 +157,12 @@ where
     if let Some(n) = hcm.h2_max_concurrent_streams {
         http2.max_concurrent_streams(n);
     }
+    // Streams a client resets before they are served: h2 closes the connection past this many
+    // (CVE-2023-44487). Envoy's premature-reset check lets 200 such streams through and closes
+    // a connection that does it 1000 times; this sits between.
+    http2.max_pending_accept_reset_streams(Some(500));
     let drain_time = conn.shared.drain_time;
+    let conn_shared = conn.shared.clone();
     let idle = hcm.idle_timeout.map(|t| (t, conn_idle::Tracker::new()));
     let mut conn = conn;
     conn.idle = idle.as_ref().map(|(_, tracker)| tracker.clone());
@@ -174,6 +182,7 @@ where
         let conn = conn.clone();
         async move { Ok::<_, Infallible>(router::handle(req, conn).await) }
     });
+    let io = h2_guard::H2Guard::new(io, hcm.h2_flood, conn_shared);
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(connection);
     let result = tokio::select! {

@@ -99,6 +99,7 @@ pub fn cluster(c: &pb::Cluster, path: &str) -> Result<ClusterConfig> {
     let mut max_requests_per_connection = c.max_requests_per_connection.as_ref().map(|v| v.value);
     #[allow(deprecated)]
     if let Some(h2) = &c.http2_protocol_options {
+        downstream_only(h2, &format!("{path}.http2_protocol_options"))?;
         protocol = UpstreamProtocol::Http2;
         h2_max_concurrent_streams = h2.max_concurrent_streams.as_ref().map(|v| v.value);
     }
@@ -117,6 +118,10 @@ pub fn cluster(c: &pb::Cluster, path: &str) -> Result<ClusterConfig> {
         match options.upstream_protocol_options {
             Some(UpstreamProtocolOptions::ExplicitHttpConfig(e)) => match e.protocol_config {
                 Some(ProtocolConfig::Http2ProtocolOptions(h2)) => {
+                    downstream_only(
+                        &h2,
+                        &format!("{opath}.explicit_http_config.http2_protocol_options"),
+                    )?;
                     protocol = UpstreamProtocol::Http2;
                     h2_max_concurrent_streams = h2.max_concurrent_streams.as_ref().map(|v| v.value);
                 }
@@ -129,6 +134,12 @@ pub fn cluster(c: &pb::Cluster, path: &str) -> Result<ClusterConfig> {
                 }
             },
             Some(UpstreamProtocolOptions::UseDownstreamProtocolConfig(d)) => {
+                if let Some(h2) = &d.http2_protocol_options {
+                    downstream_only(
+                        h2,
+                        &format!("{opath}.use_downstream_protocol_config.http2_protocol_options"),
+                    )?;
+                }
                 protocol = if d.http2_protocol_options.is_some() {
                     UpstreamProtocol::Downstream
                 } else {
@@ -326,6 +337,33 @@ pub fn cluster(c: &pb::Cluster, path: &str) -> Result<ClusterConfig> {
             None => None,
         },
     })
+}
+
+/// HTTP/2 options that the proxy honours only towards clients (flood limits, extended CONNECT):
+/// set on a cluster, they are refused rather than ignored.
+fn downstream_only(
+    h2: &envoy_types::pb::envoy::config::core::v3::Http2ProtocolOptions,
+    path: &str,
+) -> Result<()> {
+    let set = [
+        (
+            "max_outbound_control_frames",
+            h2.max_outbound_control_frames.is_some(),
+        ),
+        (
+            "max_consecutive_inbound_frames_with_empty_payload",
+            h2.max_consecutive_inbound_frames_with_empty_payload
+                .is_some(),
+        ),
+        ("allow_connect", h2.allow_connect),
+    ];
+    match set.iter().find(|(_, on)| *on) {
+        Some((field, _)) => Err(FieldError::new(
+            format!("{path}.{field}"),
+            "is not supported by the Weft proxy on a cluster",
+        )),
+        None => Ok(()),
+    }
 }
 
 /// LEAST_REQUEST, or its peak EWMA variant when the cluster's `weft` metadata asks for it

@@ -417,6 +417,28 @@ fn connection_manager(
             .http2_protocol_options
             .as_ref()
             .is_some_and(|o| o.allow_connect),
+        h2_flood: {
+            let h2 = h.http2_protocol_options.as_ref();
+            let defaults = crate::http::h2_guard::FloodLimits::default();
+            let control = h2
+                .and_then(|o| o.max_outbound_control_frames.as_ref())
+                .map_or(defaults.max_outbound_control_frames, |v| v.value);
+            if control == 0 {
+                return Err(FieldError::new(
+                    format!("{path}.http2_protocol_options.max_outbound_control_frames"),
+                    "must be at least 1",
+                ));
+            }
+            crate::http::h2_guard::FloodLimits {
+                max_outbound_control_frames: control,
+                max_consecutive_inbound_frames_with_empty_payload: h2
+                    .and_then(|o| o.max_consecutive_inbound_frames_with_empty_payload.as_ref())
+                    .map_or(
+                        defaults.max_consecutive_inbound_frames_with_empty_payload,
+                        |v| v.value,
+                    ),
+            }
+        },
         h2_max_concurrent_streams: h
             .http2_protocol_options
             .as_ref()
