@@ -2,7 +2,7 @@
 //! clusters and stats in Envoy's formats, and `/quitquitquit`.
 
 use crate::server::DumpEntry;
-use crate::server::{Shared, lock};
+use crate::server::{ServerState, lock};
 use crate::stats::ClusterStats;
 use bytes::Bytes;
 use http_body_util::Full;
@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use tokio::net::TcpListener;
 
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+pub async fn serve(listener: TcpListener, shared: Arc<ServerState>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -43,7 +43,7 @@ fn reply(status: u16, content_type: &'static str, body: String) -> http::Respons
     resp
 }
 
-pub fn handle(req: &http::Request<Incoming>, shared: &Shared) -> http::Response<Full<Bytes>> {
+pub fn handle(req: &http::Request<Incoming>, shared: &ServerState) -> http::Response<Full<Bytes>> {
     let text = "text/plain; charset=UTF-8";
     let json = "application/json";
     match req.uri().path() {
@@ -76,7 +76,7 @@ fn pretty(v: &serde_json::Value) -> String {
     serde_json::to_string_pretty(v).unwrap_or_default()
 }
 
-fn server_info(shared: &Shared) -> serde_json::Value {
+fn server_info(shared: &ServerState) -> serde_json::Value {
     serde_json::json!({
         "version": concat!("weft/", env!("CARGO_PKG_VERSION")),
         "state": "LIVE",
@@ -90,7 +90,7 @@ fn server_info(shared: &Shared) -> serde_json::Value {
 /// Envoy's `/config_dump` shape: bootstrap, then clusters, listeners and routes, each split into
 /// static (from the bootstrap) and dynamic (from the control plane, with versions). Endpoints
 /// only with `?include_eds`, as in Envoy.
-fn config_dump(shared: &Shared, include_eds: bool) -> serde_json::Value {
+fn config_dump(shared: &ServerState, include_eds: bool) -> serde_json::Value {
     use serde_json::json;
     let snapshot = shared.snapshot.load();
     let bootstrap = &snapshot.config_dump;
@@ -178,7 +178,7 @@ fn config_dump(shared: &Shared, include_eds: bool) -> serde_json::Value {
 }
 
 /// Envoy's text `/clusters`: `cluster::host::stat::value` lines.
-fn clusters(shared: &Shared) -> String {
+fn clusters(shared: &ServerState) -> String {
     let snapshot = shared.snapshot.load();
     let mut names: Vec<&String> = snapshot.clusters.keys().collect();
     names.sort();
@@ -275,7 +275,7 @@ fn clusters(shared: &Shared) -> String {
 /// (dotted name, value, counter?, Prometheus labels, Prometheus family)
 type StatLine = (String, u64, bool, Vec<(&'static str, String)>, String);
 
-fn all_stats(shared: &Shared) -> Vec<StatLine> {
+fn all_stats(shared: &ServerState) -> Vec<StatLine> {
     let mut out = Vec::new();
     let mut breaker_lines: Vec<StatLine> = Vec::new();
     let snapshot = shared.snapshot.load();
@@ -446,7 +446,7 @@ fn all_stats(shared: &Shared) -> Vec<StatLine> {
     out
 }
 
-fn stats_text(shared: &Shared) -> String {
+fn stats_text(shared: &ServerState) -> String {
     let mut stats = all_stats(shared);
     stats.sort_by(|a, b| a.0.cmp(&b.0));
     let mut out = String::new();
@@ -468,7 +468,7 @@ fn stats_text(shared: &Shared) -> String {
     out
 }
 
-fn prometheus(shared: &Shared) -> String {
+fn prometheus(shared: &ServerState) -> String {
     let mut stats = all_stats(shared);
     stats.sort_by(|a, b| a.4.cmp(&b.4).then(a.0.cmp(&b.0)));
     let mut out = String::new();

@@ -2,9 +2,9 @@
 
 use crate::config::{ConfigError, FieldError, bootstrap, convert};
 use crate::listener::manager::ListenerManager;
-use crate::server::{self, Shared};
+use crate::server::{self, ServerState};
 use crate::xds::AdsConfig;
-use crate::xds::state::Dynamic;
+use crate::xds::state::DynamicConfig;
 use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
 use envoy_types::pb::envoy::config::core::v3::grpc_service::TargetSpecifier as GrpcTarget;
 use prost_reflect::SerializeOptions;
@@ -108,7 +108,7 @@ pub fn run(options: &Options) -> Result<(), RunError> {
         .get("node")
         .cloned()
         .unwrap_or(serde_json::Value::Null);
-    let shared = Shared::new(options.concurrency, node, admin, options.drain_time);
+    let shared = ServerState::new(options.concurrency, node, admin, options.drain_time);
     let mut snapshot =
         convert::static_snapshot(&loaded.bootstrap, &shared.stats).map_err(|errors| {
             ConfigError::Fields {
@@ -136,7 +136,7 @@ pub fn run(options: &Options) -> Result<(), RunError> {
 
     let workers = server::start_workers(&shared)?;
     let manager = ListenerManager::new(workers.runtimes.clone(), shared.clone());
-    let mut dynamic = Dynamic::new(shared.clone(), manager, config_json);
+    let mut dynamic = DynamicConfig::new(shared.clone(), manager, config_json);
     dynamic.start().map_err(RunError::Listen)?;
     // Without a control plane the static config stays as it is; holding it until shutdown
     // keeps the listeners it manages open.

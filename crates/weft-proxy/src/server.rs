@@ -111,7 +111,7 @@ impl StatsStore {
 }
 
 #[derive(Debug)]
-pub struct Shared {
+pub struct ServerState {
     pub snapshot: ArcSwap<Snapshot>,
     pub stats: StatsStore,
     pub started: Instant,
@@ -145,7 +145,7 @@ fn node_address() -> IpAddr {
         .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
 }
 
-impl Shared {
+impl ServerState {
     pub fn new(
         concurrency: usize,
         node: serde_json::Value,
@@ -153,7 +153,7 @@ impl Shared {
         drain_time: Duration,
     ) -> Arc<Self> {
         let (shutdown, _) = tokio::sync::watch::channel(false);
-        Arc::new(Shared {
+        Arc::new(ServerState {
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             stats: StatsStore::default(),
             started: Instant::now(),
@@ -221,7 +221,7 @@ pub struct Workers {
 }
 
 /// Starts `concurrency` worker threads that run until shutdown.
-pub fn start_workers(shared: &Arc<Shared>) -> std::io::Result<Workers> {
+pub fn start_workers(shared: &Arc<ServerState>) -> std::io::Result<Workers> {
     let mut workers = Workers {
         runtimes: Vec::new(),
         threads: Vec::new(),

@@ -3,7 +3,7 @@
 
 use crate::access_log::{AccessLog, Entry, flags};
 use crate::cluster::Discovery;
-use crate::server::Shared;
+use crate::server::ServerState;
 use crate::stats::{self, TcpStats};
 use crate::upstream;
 use std::net::SocketAddr;
@@ -38,18 +38,22 @@ impl TcpProxy {
 
 /// The two addresses of a downstream connection.
 #[derive(Debug, Clone, Copy)]
-pub struct Ends {
+pub struct ConnectionAddresses {
     pub peer: SocketAddr,
     pub local: SocketAddr,
     /// The destination `original_dst` restored, if it did: where ORIGINAL_DST clusters go.
     pub restored: Option<SocketAddr>,
 }
 
-pub async fn serve<I>(mut downstream: I, proxy: Arc<TcpProxy>, shared: Arc<Shared>, ends: Ends)
-where
+pub async fn serve<I>(
+    mut downstream: I,
+    proxy: Arc<TcpProxy>,
+    shared: Arc<ServerState>,
+    ends: ConnectionAddresses,
+) where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let Ends { peer, local, .. } = ends;
+    let ConnectionAddresses { peer, local, .. } = ends;
     let start = Instant::now();
     let start_wall = SystemTime::now();
     stats::inc(&proxy.stats.downstream_cx_total);

@@ -5,7 +5,7 @@
 use crate::config::{ConfigError, bootstrap, convert};
 use crate::http::{self, HttpConnectionManager};
 use crate::listener::NetworkFilter;
-use crate::server::Shared;
+use crate::server::ServerState;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A bootstrap's HTTP connection managers, ready to serve in-memory connections.
 pub struct InProcess {
-    shared: Arc<Shared>,
+    shared: Arc<ServerState>,
     /// (listener name, its first HTTP connection manager)
     managers: Vec<(String, Arc<HttpConnectionManager>)>,
 }
@@ -22,7 +22,7 @@ impl InProcess {
     /// Loads a bootstrap (YAML or JSON) as `weft proxy -c` would, without binding anything.
     pub fn from_yaml(text: &str) -> Result<InProcess, ConfigError> {
         let loaded = bootstrap::parse("in-process bootstrap", text)?;
-        let shared = Shared::new(1, serde_json::Value::Null, None, Duration::from_secs(1));
+        let shared = ServerState::new(1, serde_json::Value::Null, None, Duration::from_secs(1));
         let snapshot =
             convert::static_snapshot(&loaded.bootstrap, &shared.stats).map_err(|errors| {
                 ConfigError::Fields {

@@ -139,7 +139,7 @@ async fn probe(cluster: &Cluster, host: &Host, config: &HealthCheckConfig) -> (C
         let request = http::Request::get(path.as_str())
             .header(http::header::HOST, authority.as_str())
             .header(http::header::USER_AGENT, "Envoy/HC")
-            .body(crate::body::ProxyBody::Empty)
+            .body(crate::http::body::ProxyBody::Empty)
             .ok()?;
         let resp = sender.send_request(request).await.ok()?;
         let status = resp.status().as_u16();

@@ -8,7 +8,7 @@
 //! listeners open, and for CDS before the update is applied, as Envoy warms them.
 
 use super::Cluster;
-use crate::server::Shared;
+use crate::server::ServerState;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ const TICK: Duration = Duration::from_millis(100);
 const DNS_WARMING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Starts the manager on the current (control) runtime.
-pub fn spawn(shared: Arc<Shared>) {
+pub fn spawn(shared: Arc<ServerState>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

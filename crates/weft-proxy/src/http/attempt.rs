@@ -4,9 +4,9 @@
 
 use super::local_reply::LocalReply;
 use super::replay::KeptBody;
-use crate::body::ProxyBody;
 use crate::cluster::circuit::{Priority, RetrySlot};
 use crate::cluster::{Cluster, Discovery, Host};
+use crate::http::body::ProxyBody;
 use crate::route::retry::{NoAnswer, RetryPolicy};
 use crate::stats;
 use crate::upstream::{self, Sender, Version};

@@ -1,7 +1,7 @@
 //! gRPC clients read a call's outcome from `grpc-status`, not from the HTTP status, so the
 //! proxy's own replies to them are shaped as gRPC replies, as Envoy shapes them.
 
-use crate::body::ProxyBody;
+use crate::http::body::ProxyBody;
 use http::{HeaderValue, Response, StatusCode};
 
 /// A local reply to a gRPC client as Envoy makes it: HTTP 200 with only headers, the HTTP

@@ -56,11 +56,11 @@ pub struct H2Guard<I> {
     control_burst: u32,
     /// Empty frames in a row.
     empty_run: u32,
-    shared: Arc<crate::server::Shared>,
+    shared: Arc<crate::server::ServerState>,
 }
 
 impl<I> H2Guard<I> {
-    pub fn new(inner: I, limits: FloodLimits, shared: Arc<crate::server::Shared>) -> Self {
+    pub fn new(inner: I, limits: FloodLimits, shared: Arc<crate::server::ServerState>) -> Self {
         H2Guard {
             inner,
             state: State::Preface(0),
@@ -242,7 +242,7 @@ mod tests {
     }
 
     fn guard() -> H2Guard<tokio::io::Empty> {
-        let shared = crate::server::Shared::new(
+        let shared = crate::server::ServerState::new(
             1,
             serde_json::Value::Null,
             None,

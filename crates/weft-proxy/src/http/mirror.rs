@@ -5,9 +5,9 @@
 //! abandoned (reset) rather than waited for.
 
 use super::attempt::{self, Attempts};
-use crate::body::{BoxError, ProxyBody};
 use crate::cluster::circuit::Priority;
 use crate::cluster::{Cluster, Discovery};
+use crate::http::body::{BoxError, ProxyBody};
 use crate::stats;
 use crate::upstream::{self, Version};
 use bytes::Bytes;

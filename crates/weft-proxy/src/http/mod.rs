@@ -2,6 +2,7 @@
 //! preface) on a connection and hands each request to the router.
 
 mod attempt;
+pub mod body;
 pub mod conn_idle;
 pub mod filter;
 pub mod grpc;
@@ -18,9 +19,9 @@ mod upgrade;
 mod upstream_head;
 
 use crate::access_log::AccessLog;
-use crate::body::ProxyBody;
+use crate::http::body::ProxyBody;
 use crate::route::RouteConfig;
-use crate::server::Shared;
+use crate::server::ServerState;
 use crate::stats::{self, HttpStats};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -114,7 +115,7 @@ pub enum RouteSource {
 #[derive(Clone)]
 pub struct Connection {
     pub hcm: Arc<HttpConnectionManager>,
-    pub shared: Arc<Shared>,
+    pub shared: Arc<ServerState>,
     pub peer: SocketAddr,
     /// The destination the client connected to (restored after an iptables redirect).
     pub local: SocketAddr,

@@ -8,7 +8,7 @@
 //! never across an await, and never contended except by an abandoned attempt's connection
 //! still polling its body.
 
-use crate::body::{BoxError, ProxyBody};
+use crate::http::body::{BoxError, ProxyBody};
 use crate::stats::{self, ClusterStats};
 use bytes::Bytes;
 use http::HeaderMap;

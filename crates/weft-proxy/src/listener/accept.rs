@@ -4,7 +4,7 @@ use super::inspect::{self, Detected, Peek};
 use super::tls::DownstreamTls;
 use super::{ConnectionFacts, FilterChain, Listener, NetworkFilter};
 use crate::http;
-use crate::server::Shared;
+use crate::server::ServerState;
 use crate::stats;
 use crate::tcp;
 use std::net::SocketAddr;
@@ -17,7 +17,7 @@ pub async fn run(
     name: String,
     worker: usize,
     socket: TcpListener,
-    shared: Arc<Shared>,
+    shared: Arc<ServerState>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     loop {
@@ -53,7 +53,7 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     listener: Arc<Listener>,
-    shared: Arc<Shared>,
+    shared: Arc<ServerState>,
     worker: usize,
 ) {
     let _ = stream.set_nodelay(true);
@@ -121,7 +121,7 @@ async fn connection(
             }
         }
         Some(chain) => {
-            let ends = tcp::Ends {
+            let ends = tcp::ConnectionAddresses {
                 peer,
                 local,
                 restored,
@@ -177,8 +177,8 @@ async fn serve_chain<I>(
     io: I,
     chain: &FilterChain,
     listener: &Listener,
-    shared: &Arc<Shared>,
-    ends: tcp::Ends,
+    shared: &Arc<ServerState>,
+    ends: tcp::ConnectionAddresses,
     tls: bool,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -219,7 +219,7 @@ fn original_destination(stream: &TcpStream, local: SocketAddr) -> Option<SocketA
 
 /// The listener a handed-off connection belongs to: the one bound to exactly its original
 /// destination, else one on the wildcard address of the same port and family.
-fn owner_of(shared: &Shared, destination: SocketAddr) -> Option<Arc<Listener>> {
+fn owner_of(shared: &ServerState, destination: SocketAddr) -> Option<Arc<Listener>> {
     let snapshot = shared.snapshot.load();
     let exact = snapshot.listeners.iter().find(|l| l.address == destination);
     let wildcard = || {

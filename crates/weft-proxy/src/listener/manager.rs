@@ -3,7 +3,7 @@
 //! then accepts on it; a removed or replaced listener stops accepting and its connections drain.
 
 use super::Listener;
-use crate::server::{self, Shared};
+use crate::server::{self, ServerState};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,12 +35,12 @@ struct Bound {
 #[derive(Debug)]
 pub struct ListenerManager {
     workers: Vec<Handle>,
-    shared: Arc<Shared>,
+    shared: Arc<ServerState>,
     bound: HashMap<String, Bound>,
 }
 
 impl ListenerManager {
-    pub fn new(workers: Vec<Handle>, shared: Arc<Shared>) -> Self {
+    pub fn new(workers: Vec<Handle>, shared: Arc<ServerState>) -> Self {
         ListenerManager {
             workers,
             shared,

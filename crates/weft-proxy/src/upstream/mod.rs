@@ -5,8 +5,8 @@
 
 pub mod tls;
 
-use crate::body::ProxyBody;
 use crate::cluster::{Cluster, Host};
+use crate::http::body::ProxyBody;
 use hyper::client::conn::{http1, http2};
 use tokio::net::TcpStream;
 

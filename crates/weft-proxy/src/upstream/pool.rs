@@ -9,9 +9,9 @@
 //! or its requests could wait for connections that other workers hold.
 
 use super::{ConnectError, Http1, Purpose, Sender, Version, open};
-use crate::body::ProxyBody;
 use crate::cluster::circuit::{Priority, Resources, Thresholds};
 use crate::cluster::{Cluster, Host};
+use crate::http::body::ProxyBody;
 use crate::stats;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};

@@ -1,8 +1,8 @@
 //! A delta ADS stream: subscriptions change by difference, responses carry only changes.
 
-use super::state::{Dynamic, Update};
+use super::state::{DynamicConfig, Update};
 use super::{AdsConfig, Followed, StreamError, connect, count, nack, type_url};
-use crate::server::Shared;
+use crate::server::ServerState;
 use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use std::sync::atomic::Ordering;
@@ -24,7 +24,7 @@ impl Requests {
 
     /// Subscribes RDS and EDS to what the listeners and clusters now name, and unsubscribes
     /// what they no longer do.
-    async fn follow(&mut self, dynamic: &Dynamic, first: bool) -> Result<(), StreamError> {
+    async fn follow(&mut self, dynamic: &DynamicConfig, first: bool) -> Result<(), StreamError> {
         for (type_url, before) in self.followed.update(dynamic) {
             let now = self.followed.names(type_url);
             let subscribe: Vec<String> = now.difference(&before).cloned().collect();
@@ -48,8 +48,8 @@ impl Requests {
 
 pub(super) async fn session(
     config: &AdsConfig,
-    dynamic: &mut Dynamic,
-    shared: &Shared,
+    dynamic: &mut DynamicConfig,
+    shared: &ServerState,
     established: &mut bool,
 ) -> Result<(), StreamError> {
     let mut client = AggregatedDiscoveryServiceClient::new(connect(config).await?);

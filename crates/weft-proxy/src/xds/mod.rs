@@ -9,10 +9,10 @@ mod sotw;
 pub mod state;
 mod warming;
 
-use crate::server::Shared;
+use crate::server::ServerState;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::rpc::Status as RpcStatus;
-use state::Dynamic;
+use state::DynamicConfig;
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -60,7 +60,10 @@ pub(crate) struct Followed {
 impl Followed {
     /// The follow-up types whose names changed: (type, names asked for before), the new names
     /// being recorded and readable through `names`.
-    pub(crate) fn update(&mut self, dynamic: &Dynamic) -> Vec<(&'static str, BTreeSet<String>)> {
+    pub(crate) fn update(
+        &mut self,
+        dynamic: &DynamicConfig,
+    ) -> Vec<(&'static str, BTreeSet<String>)> {
         let mut changed = Vec::new();
         for (type_url, wanted) in [
             (type_url::ENDPOINT, dynamic.endpoint_names()),
@@ -98,7 +101,7 @@ pub(crate) fn nack(message: String) -> RpcStatus {
 }
 
 /// Counts an update as `cluster_manager.cds.update_success` and its siblings do in Envoy.
-pub(crate) fn count(shared: &Shared, type_url: &str, accepted: bool) {
+pub(crate) fn count(shared: &ServerState, type_url: &str, accepted: bool) {
     let s = &shared.xds;
     let (ok, rejected) = match type_url {
         type_url::CLUSTER => (&s.cds_update_success, &s.cds_update_rejected),
@@ -117,7 +120,7 @@ pub(crate) fn count(shared: &Shared, type_url: &str, accepted: bool) {
 /// runs out are let serve.
 pub(crate) async fn next_response<T>(
     responses: &mut tonic::Streaming<T>,
-    dynamic: &mut Dynamic,
+    dynamic: &mut DynamicConfig,
 ) -> Result<Option<T>, tonic::Status> {
     loop {
         let timeout = async {
@@ -134,7 +137,7 @@ pub(crate) async fn next_response<T>(
 }
 
 /// Runs the client until shutdown: connect, stream, and on failure wait and connect again.
-pub async fn run(config: AdsConfig, mut dynamic: Dynamic, shared: Arc<Shared>) {
+pub async fn run(config: AdsConfig, mut dynamic: DynamicConfig, shared: Arc<ServerState>) {
     let mut attempt = 0u32;
     let mut shutdown = shared.shutdown.subscribe();
     loop {

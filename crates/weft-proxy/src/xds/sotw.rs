@@ -1,8 +1,8 @@
 //! A state-of-the-world ADS stream.
 
-use super::state::{Dynamic, Update};
+use super::state::{DynamicConfig, Update};
 use super::{AdsConfig, Followed, StreamError, connect, count, nack, type_url};
-use crate::server::Shared;
+use crate::server::ServerState;
 use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use std::collections::HashMap;
@@ -46,7 +46,7 @@ impl Requests {
     }
 
     /// Asks RDS and EDS for what the listeners and clusters now name, if that changed.
-    async fn follow(&mut self, dynamic: &Dynamic) -> Result<(), StreamError> {
+    async fn follow(&mut self, dynamic: &DynamicConfig) -> Result<(), StreamError> {
         for (type_url, _) in self.followed.update(dynamic) {
             let version = dynamic.versions.get(type_url).cloned().unwrap_or_default();
             let names = self.names(type_url);
@@ -58,8 +58,8 @@ impl Requests {
 
 pub(super) async fn session(
     config: &AdsConfig,
-    dynamic: &mut Dynamic,
-    shared: &Shared,
+    dynamic: &mut DynamicConfig,
+    shared: &ServerState,
     established: &mut bool,
 ) -> Result<(), StreamError> {
     let mut client = AggregatedDiscoveryServiceClient::new(connect(config).await?);

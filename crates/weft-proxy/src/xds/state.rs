@@ -13,7 +13,7 @@ use crate::http::RouteSource;
 use crate::listener::manager::ListenerManager;
 use crate::listener::{Listener, NetworkFilter};
 use crate::route::RouteConfig;
-use crate::server::{DumpEntry, DynamicDump, Shared, Snapshot};
+use crate::server::{DumpEntry, DynamicDump, ServerState, Snapshot};
 use envoy_types::pb::envoy::config::cluster::v3::Cluster as PbCluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener as PbListener;
@@ -52,12 +52,12 @@ pub struct Update<'a> {
 }
 
 #[derive(Debug)]
-pub struct Dynamic {
-    shared: Arc<Shared>,
+pub struct DynamicConfig {
+    shared: Arc<ServerState>,
     manager: ListenerManager,
     static_listeners: Vec<Arc<Listener>>,
     static_clusters: HashMap<String, Arc<Cluster>>,
-    held: Held,
+    held: AcceptedResources,
     /// The last accepted version of each type, for state-of-the-world NACKs.
     pub versions: HashMap<String, String>,
     bootstrap_dump: serde_json::Value,
@@ -65,8 +65,8 @@ pub struct Dynamic {
     deadline: Option<Instant>,
 }
 
-/// Built but not yet committed.
-enum Built {
+/// One resource of an update, converted to what the data path reads, not yet committed.
+enum Resource {
     Listener(Arc<Listener>),
     Cluster(Arc<Cluster>),
     Route(Arc<RouteConfig>),
@@ -83,20 +83,20 @@ fn kind(type_url: &str) -> &'static str {
     }
 }
 
-impl Dynamic {
+impl DynamicConfig {
     /// Starts from the static part of the bootstrap, which is serving already.
     pub fn new(
-        shared: Arc<Shared>,
+        shared: Arc<ServerState>,
         manager: ListenerManager,
         bootstrap_dump: serde_json::Value,
     ) -> Self {
         let snapshot = shared.snapshot.load_full();
-        Dynamic {
+        DynamicConfig {
             static_listeners: snapshot.listeners.clone(),
             static_clusters: snapshot.clusters.clone(),
             shared,
             manager,
-            held: Held::default(),
+            held: AcceptedResources::default(),
             versions: HashMap::new(),
             bootstrap_dump,
             deadline: None,
@@ -148,7 +148,7 @@ impl Dynamic {
     pub async fn apply(&mut self, update: &Update<'_>) -> Result<(), String> {
         let now = SystemTime::now();
         let mut errors = Vec::new();
-        let mut built: Vec<(String, Accepted<Built>)> = Vec::new();
+        let mut built: Vec<(String, Accepted<Resource>)> = Vec::new();
         let mut listed = BTreeSet::new();
         for (name, version, any) in &update.resources {
             match self.build(update.type_url, *name, version, any, now) {
@@ -167,7 +167,7 @@ impl Dynamic {
         // New DNS clusters are warmed (their first answer) before they serve, as Envoy warms
         // them; clusters kept from before are already resolved and are not due.
         crate::cluster::manager::warm(built.iter().filter_map(|(_, a)| match &a.built {
-            Built::Cluster(c) => Some(c),
+            Resource::Cluster(c) => Some(c),
             _ => None,
         }))
         .await;
@@ -278,7 +278,7 @@ impl Dynamic {
         version: &str,
         any: &Any,
         now: SystemTime,
-    ) -> Result<(String, Accepted<Built>), String> {
+    ) -> Result<(String, Accepted<Resource>), String> {
         let kind = kind(type_url);
         let label = name.unwrap_or("(unnamed)");
         if any.type_url != type_url {
@@ -329,7 +329,7 @@ impl Dynamic {
                         "{kind} {name}: name does not match the resource name"
                     ));
                 }
-                Built::Listener(Arc::new(l))
+                Resource::Listener(Arc::new(l))
             }
             type_url::CLUSTER => {
                 let pb = PbCluster::decode(any.value.as_slice()).map_err(decode_error)?;
@@ -344,20 +344,20 @@ impl Dynamic {
                 {
                     cluster.set_endpoints(&e.built);
                 }
-                Built::Cluster(cluster)
+                Resource::Cluster(cluster)
             }
             type_url::ROUTE => {
                 let pb = RouteConfiguration::decode(any.value.as_slice()).map_err(decode_error)?;
                 let rc = convert::route_configuration(&pb, "", false, &self.shared.stats)
                     .map_err(|e| fail(vec![e]))?;
-                Built::Route(Arc::new(rc))
+                Resource::Route(Arc::new(rc))
             }
             type_url::ENDPOINT => {
                 let pb =
                     ClusterLoadAssignment::decode(any.value.as_slice()).map_err(decode_error)?;
                 let localities =
                     convert::load_assignment(&pb, "", Discovery::Eds).map_err(|e| fail(vec![e]))?;
-                Built::Endpoints(Arc::new(localities))
+                Resource::Endpoints(Arc::new(localities))
             }
             other => return Err(format!("type {other} is not supported by the Weft proxy")),
         };
@@ -439,7 +439,7 @@ impl Dynamic {
 
 /// The accepted resources, by type and name, and which listeners and clusters serve.
 #[derive(Debug, Clone, Default)]
-struct Held {
+struct AcceptedResources {
     listeners: BTreeMap<String, Accepted<Arc<Listener>>>,
     clusters: BTreeMap<String, Accepted<Arc<Cluster>>>,
     routes: BTreeMap<String, Accepted<Arc<RouteConfig>>>,
@@ -461,7 +461,7 @@ fn with<T, U>(a: Accepted<U>, built: T) -> Accepted<T> {
     }
 }
 
-impl Held {
+impl AcceptedResources {
     /// Promotes what is warm (or done waiting) to active, drops what was removed, and returns
     /// when the next warming resource's timeout runs out.
     fn settle(&mut self, now: Instant) -> Option<Instant> {
@@ -505,21 +505,21 @@ impl Held {
     }
 
     /// The held resource of that name, if its bytes are `bytes`.
-    fn same(&self, type_url: &str, name: &str, bytes: &[u8]) -> Option<Accepted<Built>> {
+    fn same(&self, type_url: &str, name: &str, bytes: &[u8]) -> Option<Accepted<Resource>> {
         fn same<T: Clone>(
             m: &BTreeMap<String, Accepted<T>>,
             name: &str,
             bytes: &[u8],
-            wrap: fn(T) -> Built,
-        ) -> Option<Accepted<Built>> {
+            wrap: fn(T) -> Resource,
+        ) -> Option<Accepted<Resource>> {
             let a = m.get(name).filter(|a| a.bytes == bytes)?;
             Some(with(a.clone(), wrap(a.built.clone())))
         }
         match type_url {
-            type_url::LISTENER => same(&self.listeners, name, bytes, Built::Listener),
-            type_url::CLUSTER => same(&self.clusters, name, bytes, Built::Cluster),
-            type_url::ROUTE => same(&self.routes, name, bytes, Built::Route),
-            type_url::ENDPOINT => same(&self.endpoints, name, bytes, Built::Endpoints),
+            type_url::LISTENER => same(&self.listeners, name, bytes, Resource::Listener),
+            type_url::CLUSTER => same(&self.clusters, name, bytes, Resource::Cluster),
+            type_url::ROUTE => same(&self.routes, name, bytes, Resource::Route),
+            type_url::ENDPOINT => same(&self.endpoints, name, bytes, Resource::Endpoints),
             _ => None,
         }
     }
@@ -562,21 +562,21 @@ impl Held {
         }
     }
 
-    fn insert(&mut self, name: String, a: Accepted<Built>) {
+    fn insert(&mut self, name: String, a: Accepted<Resource>) {
         match &a.built {
-            Built::Listener(l) => {
+            Resource::Listener(l) => {
                 let l = l.clone();
                 self.listeners.insert(name, with(a, l));
             }
-            Built::Cluster(c) => {
+            Resource::Cluster(c) => {
                 let c = c.clone();
                 self.clusters.insert(name, with(a, c));
             }
-            Built::Route(r) => {
+            Resource::Route(r) => {
                 let r = r.clone();
                 self.routes.insert(name, with(a, r));
             }
-            Built::Endpoints(e) => {
+            Resource::Endpoints(e) => {
                 let e = e.clone();
                 self.endpoints.insert(name, with(a, e));
             }

@@ -1,6 +1,6 @@
 //! A `typed_per_filter_config` CORS policy → the policy of a route or virtual host.
 
-use super::route::string_match;
+use super::headers::string_match;
 use super::{Result, decode_any};
 use crate::config::FieldError;
 use crate::http::filter::cors::CorsPolicy;

@@ -114,7 +114,7 @@ fn local_rate_limit(p: &Pb, path: &str, store: &StatsStore) -> Result<LocalRateL
                 .and_then(|f| f.default_value.as_ref())
                 .map_or(0, |p| super::fault::per_million(Some(p)))
         };
-    let ops = super::route::header_ops(&[], &[], &p.response_headers_to_add, &[], path)?;
+    let ops = super::headers::header_ops(&[], &[], &p.response_headers_to_add, &[], path)?;
     let response_headers = ops
         .response_add
         .into_iter()

@@ -5,6 +5,7 @@
 mod cluster;
 mod cors;
 mod fault;
+mod headers;
 mod http_filters;
 mod listener;
 mod local_ratelimit;

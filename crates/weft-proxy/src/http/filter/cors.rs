@@ -219,7 +219,7 @@ impl super::HttpFilter for CorsFilter {
                 super::Decode::Continue
             }
             Decision::Preflight(headers) => {
-                let mut resp = http::Response::new(crate::body::ProxyBody::Empty);
+                let mut resp = http::Response::new(crate::http::body::ProxyBody::Empty);
                 *resp.headers_mut() = headers;
                 super::Decode::Respond(Box::new(resp), "cors_response")
             }

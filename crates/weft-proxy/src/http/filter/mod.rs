@@ -21,8 +21,8 @@ pub mod local_ratelimit;
 
 use super::Connection;
 use super::local_reply::LocalReply;
-use crate::body::ProxyBody;
 use crate::config::FieldError;
+use crate::http::body::ProxyBody;
 use envoy_types::pb::google::protobuf::Any as PbAny;
 use std::any::Any;
 use std::collections::HashMap;

@@ -4,9 +4,9 @@
 
 use super::{Matched, Side, header_levels};
 use crate::access_log::{Entry, RequestInfo, flags};
-use crate::body::{Finish, ProxyBody};
 use crate::cluster::circuit::Priority;
 use crate::cluster::{Cluster, Host};
+use crate::http::body::{Finish, ProxyBody};
 use crate::http::filter::Stream;
 use crate::http::local_reply::LocalReply;
 use crate::http::{Connection, headers, local_reply};

@@ -4,9 +4,9 @@
 use super::finish::{Finisher, reply};
 use super::{Matched, Side, header_levels, rewrite_prefix, split_query};
 use crate::access_log::flags;
-use crate::body::{Guard, ProxyBody};
 use crate::cluster::Discovery;
 use crate::http::attempt::{self, Failure};
+use crate::http::body::{Guard, ProxyBody};
 use crate::http::local_reply::LocalReply;
 use crate::http::replay::KeptBody;
 use crate::http::stream_timer::{Activity, ResponseTimer};

@@ -8,9 +8,9 @@ mod forward;
 use super::filter::{Answer, Levels, RequestContext, Stream};
 use super::local_reply::{DownstreamError, LocalReply};
 use super::{Connection, RouteSource, headers, upgrade};
-use crate::body::ProxyBody;
 use crate::cluster::Cluster;
 use crate::cluster::circuit::Priority;
+use crate::http::body::ProxyBody;
 use crate::route::{
     Action, Forward, HeaderOps, PathMatch, RequestView, Route, RouteConfig, VirtualHost,
     apply_header_ops,
