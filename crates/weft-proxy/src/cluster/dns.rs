@@ -80,6 +80,12 @@ impl Cluster {
     }
 }
 
+/// Where a cluster's names are resolved when not by the system: a test's own answers
+/// (`testing`).
+pub trait Resolver: Send + Sync + std::fmt::Debug {
+    fn resolve(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>>;
+}
+
 /// The addresses of a name. `localhost` and names under it are the loopback addresses of both
 /// families without asking anyone (RFC 6761), as c-ares (Envoy's resolver) answers them; the
 /// system's resolver may know only one of them.
@@ -103,7 +109,11 @@ pub async fn resolve(cluster: &Arc<Cluster>) {
     let mut resolved = Vec::new();
     let mut failed = false;
     for (host, port, endpoint, priority) in cluster.dns_endpoints() {
-        match lookup(&host, port).await {
+        let found = match cluster.resolver.get() {
+            Some(r) => r.resolve(&host, port),
+            None => lookup(&host, port).await,
+        };
+        match found {
             Ok(found) => {
                 let mut addrs = keep(cluster.config.dns_family, found.into_iter());
                 if cluster.config.discovery == Discovery::LogicalDns {

@@ -215,6 +215,10 @@ pub struct Cluster {
     )>,
     /// When the next DNS resolution is due (STRICT_DNS, LOGICAL_DNS).
     dns: dns::Schedule,
+    /// Where connections come from instead of the network, for tests (`testing`).
+    pub connector: std::sync::OnceLock<Arc<dyn crate::upstream::Connector>>,
+    /// Who resolves the cluster's names instead of the system, for tests (`testing`).
+    pub resolver: std::sync::OnceLock<Arc<dyn dns::Resolver>>,
     /// When the next round of health checks is due, and whether one is running.
     health_rounds: std::sync::Mutex<(Option<tokio::time::Instant>, bool)>,
     /// Held while a new host set is built and published, so that two changes at once (an
@@ -292,6 +296,14 @@ impl Cluster {
             }),
             health_rounds: std::sync::Mutex::new((None, false)),
             dns: dns::Schedule::default(),
+            connector: previous
+                .and_then(|p| p.connector.get().cloned())
+                .map(std::sync::OnceLock::from)
+                .unwrap_or_default(),
+            resolver: previous
+                .and_then(|p| p.resolver.get().cloned())
+                .map(std::sync::OnceLock::from)
+                .unwrap_or_default(),
             original_dst_hosts: ArcSwap::default(),
             config,
         };

@@ -11,7 +11,10 @@
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's clock, so that tests can pause it (in a build without tokio's test-util it is the
+// system's monotonic clock).
+use tokio::time::Instant;
 
 /// The estimate of a host nothing is known about yet (Linkerd's default).
 pub const DEFAULT_RTT: Duration = Duration::from_millis(30);
@@ -93,11 +96,11 @@ mod tests {
         assert!((l.cost(3, 4, decay) / one - 1.0).abs() < 0.01);
     }
 
-    #[test]
-    fn an_estimate_decays_while_the_host_is_not_answered() {
+    #[tokio::test(start_paused = true)]
+    async fn an_estimate_decays_while_the_host_is_not_answered() {
         let l = Latency::default();
         l.observe(Duration::from_millis(100), Duration::from_millis(100));
-        std::thread::sleep(Duration::from_millis(150));
+        tokio::time::sleep(Duration::from_millis(150)).await;
         // e^-1.5 of 100 ms is about 22 ms.
         let cost = l.cost(0, 1, Duration::from_millis(100));
         assert!(cost < 30e6, "{cost}");

@@ -56,6 +56,17 @@ pub enum Purpose {
     Tcp,
 }
 
+/// Where a cluster's connections come from when not from the network: a test's in-memory
+/// upstreams (`testing`).
+pub trait Connector: Send + Sync + std::fmt::Debug {
+    fn connect(
+        &self,
+        address: std::net::SocketAddr,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::io::Result<tokio::io::DuplexStream>> + Send>,
+    >;
+}
+
 /// Opens a connection to `host`: TCP, then TLS when the cluster has a transport socket, both
 /// within the cluster's `connect_timeout` (Envoy counts a connection as made after its
 /// handshake). Counting is left to the caller.
@@ -64,6 +75,19 @@ pub async fn open(
     host: &Host,
     purpose: Purpose,
 ) -> Result<tls::UpstreamStream, ConnectError> {
+    if let Some(connector) = cluster.connector.get() {
+        let connect = connector.connect(host.address);
+        return match tokio::time::timeout(cluster.config.connect_timeout, connect).await {
+            Ok(Ok(stream)) if cluster.config.tls.is_none() => {
+                Ok(tls::UpstreamStream::Memory(stream))
+            }
+            Ok(Ok(_)) => Err(ConnectError::Tls(std::io::Error::other(
+                "TLS over an in-memory connection is not supported",
+            ))),
+            Ok(Err(e)) => Err(ConnectError::Refused(e)),
+            Err(_) => Err(ConnectError::Timeout),
+        };
+    }
     let attempt = async {
         let stream = TcpStream::connect(host.address)
             .await

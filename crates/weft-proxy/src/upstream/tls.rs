@@ -199,10 +199,11 @@ impl ServerCertVerifier for EnvoyVerifier {
     }
 }
 
-/// An upstream connection, plain or TLS.
+/// An upstream connection, plain or TLS, or in memory (a test's `Connector`).
 pub enum UpstreamStream {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Memory(tokio::io::DuplexStream),
 }
 
 impl AsyncRead for UpstreamStream {
@@ -214,6 +215,7 @@ impl AsyncRead for UpstreamStream {
         match self.get_mut() {
             UpstreamStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            UpstreamStream::Memory(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -227,6 +229,7 @@ impl AsyncWrite for UpstreamStream {
         match self.get_mut() {
             UpstreamStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            UpstreamStream::Memory(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -234,6 +237,7 @@ impl AsyncWrite for UpstreamStream {
         match self.get_mut() {
             UpstreamStream::Plain(s) => Pin::new(s).poll_flush(cx),
             UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            UpstreamStream::Memory(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -241,6 +245,7 @@ impl AsyncWrite for UpstreamStream {
         match self.get_mut() {
             UpstreamStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            UpstreamStream::Memory(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 
@@ -252,6 +257,7 @@ impl AsyncWrite for UpstreamStream {
         match self.get_mut() {
             UpstreamStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            UpstreamStream::Memory(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 
@@ -259,6 +265,7 @@ impl AsyncWrite for UpstreamStream {
         match self {
             UpstreamStream::Plain(s) => s.is_write_vectored(),
             UpstreamStream::Tls(s) => s.is_write_vectored(),
+            UpstreamStream::Memory(s) => s.is_write_vectored(),
         }
     }
 }
