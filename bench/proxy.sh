@@ -10,8 +10,11 @@
 # with Istio's default retry policy and the fault filter at 0%, which Istio puts on every route;
 # the table reports that cost as a ratio to the plain route (issue: within 5%).
 #
+# BASE_WEFT=/path/to/weft adds a second Weft binary (say, a build of the commit before a change)
+# to every round, reported as "weft-base" and as the ratio of Weft's requests/s to it.
+#
 # Knobs: DUR=10 REPS=3 CONNS="1 16 64" H2_N=100000 H2_C=16 H2_M=10 SKIP_INSTALL=0 SKIP_BUILD=0
-#        WORK=${TMPDIR:-/tmp}/weft-bench  PORT_BASE=28000
+#        WORK=${TMPDIR:-/tmp}/weft-bench  PORT_BASE=28000  BASE_WEFT=
 # Not a test: it prints a table; nothing here asserts timings.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +26,8 @@ PORT_BASE=${PORT_BASE:-28000}
 UP=$((PORT_BASE)) ENVOY_PORT=$((PORT_BASE + 1)) ENVOY_ADMIN=$((PORT_BASE + 2))
 WEFT_PORT=$((PORT_BASE + 3)) WEFT_ADMIN=$((PORT_BASE + 4))
 ENVOY_R_PORT=$((PORT_BASE + 6)) WEFT_R_PORT=$((PORT_BASE + 7))
+BASE_PORT=$((PORT_BASE + 8)) BASE_ADMIN=$((PORT_BASE + 9)) BASE_R_PORT=$((PORT_BASE + 10))
+BASE_WEFT=${BASE_WEFT:-}
 mkdir -p "$WORK/nginx/logs" "$WORK/nginx/tmp" "$WORK/runs"
 
 if [ "${SKIP_INSTALL:-0}" != 1 ]; then
@@ -62,6 +67,7 @@ NGINX
 render() { sed -e "s/{ADMIN}/$2/; s/{PROXY}/$1/; s/{PROXY_R}/$3/; s/{UPSTREAM}/$UP/" bench/bootstrap.yaml; }
 render "$ENVOY_PORT" "$ENVOY_ADMIN" "$ENVOY_R_PORT" > "$WORK/envoy.yaml"
 render "$WEFT_PORT" "$WEFT_ADMIN" "$WEFT_R_PORT" > "$WORK/weft.yaml"
+render "$BASE_PORT" "$BASE_ADMIN" "$BASE_R_PORT" > "$WORK/weft-base.yaml"
 
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
@@ -69,7 +75,12 @@ trap cleanup EXIT
 nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx/" & PIDS+=($!)
 "$ENVOY" -c "$WORK/envoy.yaml" --concurrency 1 --use-dynamic-base-id -l error > "$WORK/envoy.log" 2>&1 & ENVOY_PID=$!; PIDS+=($ENVOY_PID)
 "$WEFT" proxy -c "$WORK/weft.yaml" --concurrency 1 -l error > "$WORK/weft.log" 2>&1 & WEFT_PID=$!; PIDS+=($WEFT_PID)
-for port in $UP $ENVOY_ADMIN $WEFT_ADMIN; do
+ADMINS="$ENVOY_ADMIN $WEFT_ADMIN"
+if [ -n "$BASE_WEFT" ]; then
+  "$BASE_WEFT" proxy -c "$WORK/weft-base.yaml" --concurrency 1 -l error > "$WORK/weft-base.log" 2>&1 & BASE_PID=$!; PIDS+=($BASE_PID)
+  ADMINS="$ADMINS $BASE_ADMIN"
+fi
+for port in $UP $ADMINS; do
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/ready" >/dev/null 2>&1 && break; curl -s "http://127.0.0.1:$port/" >/dev/null 2>&1 && break; sleep 0.1; done
 done
 curl -sf "http://127.0.0.1:$ENVOY_PORT/" >/dev/null && curl -sf "http://127.0.0.1:$WEFT_PORT/" >/dev/null
@@ -126,6 +137,10 @@ for c in $CONNS; do
     echo "h1 c=$c weft $(measure_wrk $WEFT_PORT $WEFT_PID "$c")" >> "$RESULTS"
     echo "h1 c=$c envoy+resilience $(measure_wrk $ENVOY_R_PORT $ENVOY_PID "$c")" >> "$RESULTS"
     echo "h1 c=$c weft+resilience $(measure_wrk $WEFT_R_PORT $WEFT_PID "$c")" >> "$RESULTS"
+    if [ -n "$BASE_WEFT" ]; then
+      echo "h1 c=$c weft-base $(measure_wrk $BASE_PORT $BASE_PID "$c")" >> "$RESULTS"
+      echo "h1 c=$c weft-base+resilience $(measure_wrk $BASE_R_PORT $BASE_PID "$c")" >> "$RESULTS"
+    fi
     tail -5 "$RESULTS"
   done
 done
@@ -133,6 +148,7 @@ for rep in $(seq "$REPS"); do
   echo "h2c c=${H2_C}x${H2_M} direct $(measure_h2 $((PORT_BASE + 5)) -)" >> "$RESULTS"
   echo "h2c c=${H2_C}x${H2_M} envoy $(measure_h2 $ENVOY_PORT $ENVOY_PID)" >> "$RESULTS"
   echo "h2c c=${H2_C}x${H2_M} weft $(measure_h2 $WEFT_PORT $WEFT_PID)" >> "$RESULTS"
+  [ -z "$BASE_WEFT" ] || echo "h2c c=${H2_C}x${H2_M} weft-base $(measure_h2 $BASE_PORT $BASE_PID)" >> "$RESULTS"
   tail -3 "$RESULTS"
 done
 
@@ -151,7 +167,7 @@ print("| load | target | req/s | ratio to Envoy | p50 µs | p90 µs | p99 µs | 
 print("|---|---|---|---|---|---|---|---|---|---|---|")
 for (proto, load), targets in groups.items():
     d = targets.get("direct"); e = targets.get("envoy")
-    for t in ("direct", "envoy", "weft", "envoy+resilience", "weft+resilience"):
+    for t in ("direct", "envoy", "weft", "envoy+resilience", "weft+resilience", "weft-base", "weft-base+resilience"):
         v = targets.get(t)
         if not v: continue
         rps = med(v, 0); p50 = med(v, 1); p90 = med(v, 2); p99 = med(v, 3); cpu = med(v, 4); rss = med(v, 5)
@@ -169,5 +185,14 @@ for (proto, load), targets in groups.items():
         base, res = targets.get(p), targets.get(p + "+resilience")
         if base and res:
             print(f"- {proto} {load} {p}: {med(res, 0) / med(base, 0):.3f}")
+base_rows = [(k, t) for k, t in groups.items() if "weft-base" in t]
+if base_rows:
+    print()
+    print("Weft's requests/s over the base build's (BASE_WEFT):")
+    for (proto, load), targets in base_rows:
+        for p in ("weft", "weft+resilience"):
+            b = targets.get(p.replace("weft", "weft-base"))
+            if b and targets.get(p):
+                print(f"- {proto} {load} {p}: {med(targets[p], 0) / med(b, 0):.3f}")
 print("h2c rows: the p50 column holds h2load's mean request time (h2load reports no percentiles).")
 PY
