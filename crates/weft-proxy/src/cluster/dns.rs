@@ -14,9 +14,23 @@ pub const DEFAULT_REFRESH: Duration = Duration::from_secs(5);
 
 /// When a cluster's next resolution is due, and whether one is running.
 #[derive(Debug, Default)]
-pub struct Schedule(std::sync::Mutex<(Option<Instant>, bool)>);
+pub struct Schedule(
+    std::sync::Mutex<(Option<Instant>, bool)>,
+    std::sync::atomic::AtomicBool,
+);
 
 impl Schedule {
+    /// `respect_dns_ttl` met an answer without a TTL (the system's resolver gives none): said
+    /// once per cluster, since the refresh then falls back to `dns_refresh_rate`.
+    fn say_no_ttl_once(&self, cluster: &str) {
+        if !self.1.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!(
+                cluster,
+                "respect_dns_ttl: the system resolver reports no TTL; this cluster resolves again every dns_refresh_rate"
+            );
+        }
+    }
+
     /// Whether a resolution should start now; if so, it is marked running.
     fn take_due(&self, now: Instant) -> bool {
         let Ok(mut s) = self.0.lock() else {
@@ -80,24 +94,48 @@ impl Cluster {
     }
 }
 
+/// What a lookup found: the addresses, and the answer's TTL when the resolver knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub addresses: Vec<SocketAddr>,
+    pub ttl: Option<Duration>,
+}
+
 /// Where a cluster's names are resolved when not by the system: a test's own answers
 /// (`testing`).
 pub trait Resolver: Send + Sync + std::fmt::Debug {
-    fn resolve(&self, host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>>;
+    fn resolve(&self, host: &str, port: u16) -> std::io::Result<Answer>;
 }
 
 /// The addresses of a name. `localhost` and names under it are the loopback addresses of both
 /// families without asking anyone (RFC 6761), as c-ares (Envoy's resolver) answers them; the
 /// system's resolver may know only one of them.
-async fn lookup(host: &str, port: u16) -> std::io::Result<Vec<SocketAddr>> {
+///
+/// The system's resolver reports no TTL.
+async fn lookup(host: &str, port: u16) -> std::io::Result<Answer> {
     let lower = host.trim_end_matches('.').to_ascii_lowercase();
-    if lower == "localhost" || lower.ends_with(".localhost") {
-        return Ok(vec![
+    let addresses = if lower == "localhost" || lower.ends_with(".localhost") {
+        vec![
             SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, port)),
             SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
-        ]);
+        ]
+    } else {
+        tokio::net::lookup_host((host, port)).await?.collect()
+    };
+    Ok(Answer {
+        addresses,
+        ttl: None,
+    })
+}
+
+/// When the next resolution is due: with `respect_dns_ttl`, the shortest TTL of the answers
+/// when every answer had one above zero, as Envoy takes it; else `dns_refresh_rate`.
+fn next_refresh(respect_ttl: bool, ttls: &[Option<Duration>], refresh: Duration) -> Duration {
+    if !respect_ttl || ttls.is_empty() {
+        return refresh;
     }
-    Ok(tokio::net::lookup_host((host, port)).await?.collect())
+    let known: Option<Vec<Duration>> = ttls.iter().map(|t| t.filter(|t| !t.is_zero())).collect();
+    known.and_then(|k| k.into_iter().min()).unwrap_or(refresh)
 }
 
 /// Resolves every named endpoint of `cluster` and publishes the hosts. A lookup that fails, or
@@ -108,6 +146,7 @@ pub async fn resolve(cluster: &Arc<Cluster>) {
     crate::stats::inc(&cluster.stats.update_attempt);
     let mut resolved = Vec::new();
     let mut failed = false;
+    let mut ttls = Vec::new();
     for (host, port, endpoint, priority) in cluster.dns_endpoints() {
         let found = match cluster.resolver.get() {
             Some(r) => r.resolve(&host, port),
@@ -115,7 +154,8 @@ pub async fn resolve(cluster: &Arc<Cluster>) {
         };
         match found {
             Ok(found) => {
-                let mut addrs = keep(cluster.config.dns_family, found.into_iter());
+                ttls.push(found.ttl);
+                let mut addrs = keep(cluster.config.dns_family, found.addresses.into_iter());
                 if cluster.config.discovery == Discovery::LogicalDns {
                     addrs.truncate(1);
                 }
@@ -138,7 +178,11 @@ pub async fn resolve(cluster: &Arc<Cluster>) {
         crate::stats::inc(&cluster.stats.update_success);
         cluster.set_resolved(resolved);
     }
-    cluster.dns.resolved_at(Instant::now(), refresh);
+    let next = next_refresh(cluster.config.respect_dns_ttl, &ttls, refresh);
+    if cluster.config.respect_dns_ttl && ttls.iter().any(Option::is_none) {
+        cluster.dns.say_no_ttl_once(&cluster.config.name);
+    }
+    cluster.dns.resolved_at(Instant::now(), next);
 }
 
 #[cfg(test)]
@@ -165,6 +209,21 @@ mod tests {
             k(DnsFamily::All, &both),
             addrs(&["127.0.0.1:80", "[::1]:80"])
         );
+    }
+
+    #[test]
+    fn respect_dns_ttl_takes_the_shortest_ttl_when_every_answer_has_one() {
+        let s = Duration::from_secs;
+        let rate = s(60);
+        assert_eq!(next_refresh(false, &[Some(s(5))], rate), rate);
+        assert_eq!(next_refresh(true, &[Some(s(5)), Some(s(3))], rate), s(3));
+        assert_eq!(next_refresh(true, &[Some(s(5)), None], rate), rate);
+        assert_eq!(
+            next_refresh(true, &[Some(s(0))], rate),
+            rate,
+            "a zero TTL is no TTL"
+        );
+        assert_eq!(next_refresh(true, &[], rate), rate);
     }
 
     #[test]

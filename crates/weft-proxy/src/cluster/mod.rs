@@ -123,6 +123,8 @@ pub struct ClusterConfig {
     pub dns_family: DnsFamily,
     /// `dns_refresh_rate`: how often a DNS cluster resolves again.
     pub dns_refresh_rate: Duration,
+    /// `respect_dns_ttl`: resolve again when the answers' TTL runs out instead.
+    pub respect_dns_ttl: bool,
     pub localities: Vec<LocalityConfig>,
     /// The `ClusterLoadAssignment` an EDS cluster takes: `eds_cluster_config.service_name`, or
     /// the cluster's name.

@@ -319,7 +319,7 @@ const TABLE: &[(&str, &str)] = &[
          ring_hash_lb_config \
          maglev_lb_config load_assignment transport_socket \
          typed_extension_protocol_options http2_protocol_options http_protocol_options \
-         dns_lookup_family=AUTO|V4_ONLY|V6_ONLY|V4_PREFERRED|ALL dns_refresh_rate metadata circuit_breakers \
+         dns_lookup_family=AUTO|V4_ONLY|V6_ONLY|V4_PREFERRED|ALL dns_refresh_rate respect_dns_ttl metadata circuit_breakers \
          common_http_protocol_options max_requests_per_connection outlier_detection \
          common_lb_config health_checks",
     ),

@@ -159,18 +159,19 @@ impl<I> H2Guard<I> {
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for H2Guard<I> {
+    #[inline]
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
         let this = &mut *self;
+        if let State::Off = this.state {
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
+        }
+        let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
-                if matches!(this.state, State::Off) {
-                    return Poll::Ready(Ok(()));
-                }
                 let fresh = &buf.filled()[before..];
                 match this.scan(fresh) {
                     Ok(()) => Poll::Ready(Ok(())),

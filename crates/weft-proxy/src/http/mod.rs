@@ -36,6 +36,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 /// Envoy's default limit on request headers: 60 KiB.
 pub const MAX_REQUEST_HEADERS: usize = 60 * 1024;
 
+/// Envoy's default `max_headers_count`, and hyper's.
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+
 /// How long a client may take to send request headers. Envoy sets no bound unless
 /// `request_headers_timeout` is given (not supported); Weft keeps this one against slow clients.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -145,9 +148,13 @@ where
     builder
         .http1()
         .max_buf_size(hcm.max_request_headers_bytes.max(MAX_REQUEST_HEADERS) + 16 * 1024)
-        .max_headers(hcm.max_headers_count)
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
+    // hyper's own limit is Envoy's default, 100, kept on the stack; a configured one costs a
+    // heap buffer per request, so it is set only when it differs.
+    if hcm.max_headers_count != DEFAULT_MAX_HEADERS {
+        builder.http1().max_headers(hcm.max_headers_count);
+    }
     let mut http2 = builder.http2();
     http2
         .max_header_list_size(u32::try_from(hcm.max_request_headers_bytes).unwrap_or(u32::MAX))

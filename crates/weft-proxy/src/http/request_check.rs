@@ -66,6 +66,26 @@ pub(super) fn check(
     codec: &crate::stats::CodecStats,
 ) -> Result<(), LocalReply> {
     let refuse = |e| Err(LocalReply::Downstream(e));
+    // One pass over the headers gathers what the checks need.
+    let mut size = parts.uri.path_and_query().map_or(0, |p| p.as_str().len());
+    let (mut te, mut te_chunked, mut content_length, mut hosts, mut h2c, mut underscored) =
+        (0u32, true, false, 0u32, false, false);
+    let underscores_matter = hcm.headers_with_underscores != UnderscoreAction::Allow;
+    for (name, value) in parts.headers.iter() {
+        size += name.as_str().len() + value.len();
+        if name == TRANSFER_ENCODING {
+            te += 1;
+            te_chunked &= value.as_bytes().eq_ignore_ascii_case(b"chunked");
+        } else if name == CONTENT_LENGTH {
+            content_length = true;
+        } else if name == HOST {
+            hosts += 1;
+        } else if name == UPGRADE {
+            h2c = value.as_bytes().eq_ignore_ascii_case(b"h2c");
+        } else if underscores_matter && name.as_str().contains('_') {
+            underscored = true;
+        }
+    }
     let http1 = matches!(
         parts.version,
         Version::HTTP_09 | Version::HTTP_10 | Version::HTTP_11
@@ -78,31 +98,22 @@ pub(super) fn check(
         if !HTTP1_METHODS.contains(&parts.method.as_str()) {
             return refuse(DownstreamError::Codec);
         }
-        let te = parts.headers.get_all(TRANSFER_ENCODING);
-        if te.iter().next().is_some() {
-            let chunked_only = te.iter().count() == 1
-                && te
-                    .iter()
-                    .all(|v| v.as_bytes().eq_ignore_ascii_case(b"chunked"));
-            if !chunked_only {
+        if te > 0 {
+            if te > 1 || !te_chunked {
                 return refuse(DownstreamError::InvalidTransferEncoding);
             }
-            if parts.headers.contains_key(CONTENT_LENGTH) {
+            if content_length {
                 return refuse(DownstreamError::ContentLengthAndChunked);
             }
         }
         if parts.method == Method::CONNECT {
-            if parts.uri.authority().is_none()
-                || parts
-                    .uri
-                    .path_and_query()
-                    .is_some_and(|p| p.as_str() != "/" && !p.as_str().is_empty())
-            {
+            let target = parts.uri.path_and_query().map_or("", |p| p.as_str());
+            if parts.uri.authority().is_none() || !(target.is_empty() || target == "/") {
                 return refuse(DownstreamError::Codec);
             }
         } else if parts.uri.scheme().is_none() {
             let target = parts.uri.path_and_query().map_or("", |p| p.as_str());
-            if target == "*" || (parts.method == Method::OPTIONS && parts.uri == "*") {
+            if target == "*" {
                 return refuse(DownstreamError::AbsolutePathRejected);
             }
             if !target.starts_with('/') {
@@ -110,17 +121,15 @@ pub(super) fn check(
             }
         }
         // An `h2c` upgrade offer is ignored: the request is served as HTTP/1.1, as Envoy does.
-        if parts
-            .headers
-            .get(UPGRADE)
-            .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"h2c"))
-        {
+        if h2c {
             parts.headers.remove(UPGRADE);
             parts.headers.remove(&HTTP2_SETTINGS);
             parts.headers.remove(CONNECTION);
         }
-        join_hosts(parts);
-        if parts.uri.authority().is_none() && !parts.headers.contains_key(HOST) {
+        if hosts > 1 {
+            join_hosts(parts);
+        }
+        if hosts == 0 && parts.uri.authority().is_none() {
             return refuse(DownstreamError::MissingHost);
         }
     }
@@ -132,35 +141,24 @@ pub(super) fn check(
     if authority.is_some_and(|a| !authority_is_valid(a)) {
         return refuse(DownstreamError::InvalidAuthority);
     }
-    let size: usize = parts
-        .headers
-        .iter()
-        .map(|(k, v)| k.as_str().len() + v.len())
-        .sum::<usize>()
-        + parts.uri.path_and_query().map_or(0, |p| p.as_str().len());
     if size > hcm.max_request_headers_bytes {
         return refuse(DownstreamError::HeadersTooLarge);
     }
-    match hcm.headers_with_underscores {
-        UnderscoreAction::Allow => {}
-        action => {
-            let underscored: Vec<http::HeaderName> = parts
-                .headers
-                .keys()
-                .filter(|k| k.as_str().contains('_'))
-                .cloned()
-                .collect();
-            if !underscored.is_empty() {
-                let (dropped, rejected) = codec.underscores(!http1);
-                if action == UnderscoreAction::RejectRequest {
-                    crate::stats::inc(rejected);
-                    return refuse(DownstreamError::Underscore);
-                }
-                for k in underscored {
-                    parts.headers.remove(&k);
-                    crate::stats::inc(dropped);
-                }
-            }
+    if underscored {
+        let (dropped, rejected) = codec.underscores(!http1);
+        if hcm.headers_with_underscores == UnderscoreAction::RejectRequest {
+            crate::stats::inc(rejected);
+            return refuse(DownstreamError::Underscore);
+        }
+        let names: Vec<http::HeaderName> = parts
+            .headers
+            .keys()
+            .filter(|k| k.as_str().contains('_'))
+            .cloned()
+            .collect();
+        for k in names {
+            parts.headers.remove(&k);
+            crate::stats::inc(dropped);
         }
     }
     Ok(())
@@ -169,13 +167,11 @@ pub(super) fn check(
 /// Several `Host` headers become one, their values joined with commas, as Envoy's codec joins
 /// repeated headers.
 fn join_hosts(parts: &mut http::request::Parts) {
-    let mut hosts = parts.headers.get_all(HOST).iter();
-    let (Some(first), Some(_)) = (hosts.next(), hosts.next()) else {
-        return;
-    };
-    let mut joined = first.as_bytes().to_vec();
-    for h in parts.headers.get_all(HOST).iter().skip(1) {
-        joined.push(b',');
+    let mut joined = Vec::new();
+    for h in parts.headers.get_all(HOST) {
+        if !joined.is_empty() {
+            joined.push(b',');
+        }
         joined.extend_from_slice(h.as_bytes());
     }
     if let Ok(v) = HeaderValue::from_bytes(&joined) {
@@ -186,10 +182,18 @@ fn join_hosts(parts: &mut http::request::Parts) {
 /// RFC 3986's authority characters (host, port, userinfo, IPv6 brackets), as Envoy's
 /// `authorityIsValid` allows them.
 fn authority_is_valid(a: &[u8]) -> bool {
-    a.iter().all(|&c| {
-        c.is_ascii_alphanumeric()
+    a.iter().all(|&c| AUTHORITY_CHARS[usize::from(c)])
+}
+
+/// `AUTHORITY_CHARS[c]`: `c` may appear in an authority. A table: this runs on every request.
+static AUTHORITY_CHARS: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric()
             || matches!(
-                c,
+                b,
                 b'-' | b'.'
                     | b'_'
                     | b'~'
@@ -209,9 +213,11 @@ fn authority_is_valid(a: &[u8]) -> bool {
                     | b'['
                     | b']'
                     | b'%'
-            )
-    })
-}
+            );
+        c += 1;
+    }
+    t
+};
 
 #[cfg(test)]
 mod tests {

@@ -175,7 +175,8 @@ fn build(
         }
         DiscoveryType::StrictDns | DiscoveryType::LogicalDns => {
             // As istiod writes them: the proxy's own address family only (V4_ONLY unless the
-            // proxy is IPv6-only), refreshed at the mesh's rate.
+            // proxy is IPv6-only), refreshed when the answer's TTL runs out, else at the mesh's
+            // rate.
             c.dns_lookup_family = if scope.ipv6_only {
                 DnsLookupFamily::V6Only
             } else {
@@ -184,6 +185,7 @@ fn build(
             #[allow(deprecated)]
             {
                 c.dns_refresh_rate = Some(pb::duration(inputs.mesh.dns_refresh_rate));
+                c.respect_dns_ttl = true;
             }
             let mut cla: ClusterLoadAssignment =
                 endpoint::assignment(name, service, port.number, None);

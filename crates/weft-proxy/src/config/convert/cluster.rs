@@ -328,6 +328,8 @@ pub fn cluster(c: &pb::Cluster, path: &str) -> Result<ClusterConfig> {
         h2_max_concurrent_streams,
         dns_family,
         dns_refresh_rate,
+        #[allow(deprecated)]
+        respect_dns_ttl: c.respect_dns_ttl,
         localities,
         eds_service_name,
         eds_initial_fetch_timeout,

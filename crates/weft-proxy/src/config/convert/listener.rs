@@ -367,7 +367,7 @@ fn connection_manager(
     }
     let max_headers_count = common
         .and_then(|o| o.max_headers_count.as_ref())
-        .map_or(100, |v| v.value);
+        .map_or(crate::http::DEFAULT_MAX_HEADERS as u32, |v| v.value);
     if max_headers_count == 0 {
         return Err(FieldError::new(
             format!("{opath}.max_headers_count"),

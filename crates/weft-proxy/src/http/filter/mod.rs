@@ -103,8 +103,9 @@ pub struct Stream {
     /// The request is gRPC: the proxy's own replies are gRPC replies.
     pub grpc: bool,
     /// Headers every response to this request gets (set, replacing the upstream's), from
-    /// filters that decided them on the request side.
-    pub response_headers: Option<http::HeaderMap>,
+    /// filters that decided them on the request side. Boxed: most requests have none, and the
+    /// stream travels inside every request's future.
+    pub response_headers: Option<Box<http::HeaderMap>>,
     /// Whatever must live as long as the request (a fault's place under `max_active_faults`).
     pub held: Vec<Box<dyn Send + Sync>>,
 }
@@ -114,7 +115,7 @@ impl Stream {
     pub fn add_response_headers(&mut self, headers: http::HeaderMap) {
         match &mut self.response_headers {
             Some(h) => h.extend(headers),
-            None => self.response_headers = Some(headers),
+            None => self.response_headers = Some(Box::new(headers)),
         }
     }
 }
@@ -222,40 +223,63 @@ pub enum Answer {
     Respond(Box<http::Response<ProxyBody>>, &'static str),
 }
 
+/// Where the request sides stand: all done, or one filter holds the request.
+pub enum Step {
+    Done(Decoded),
+    /// Filter `index` holds the request until `wait` says what it decided; `run` goes on from
+    /// there.
+    Paused {
+        index: usize,
+        ran: u64,
+        wait: Pin<Box<dyn Future<Output = Decode> + Send>>,
+    },
+}
+
 impl FilterChain {
-    /// Runs the request sides in order, until one answers.
-    pub async fn on_request(&self, cx: &mut RequestContext<'_>, levels: Levels<'_>) -> Decoded {
-        let mut ran = 0u64;
-        for (i, entry) in self.filters.iter().enumerate() {
-            if !levels.enabled(&entry.name, entry.disabled) {
-                continue;
-            }
-            ran |= 1 << i;
-            let per_route = PerRoute {
-                levels,
-                name: &entry.name,
+    /// Runs the request sides in order from filter `from`, until one answers or holds the
+    /// request. `resumed` is what the filter at `from` decided after holding it. Synchronous, so
+    /// that a request no filter holds costs no future of its own.
+    pub fn run(
+        &self,
+        cx: &mut RequestContext<'_>,
+        levels: Levels<'_>,
+        from: usize,
+        mut ran: u64,
+        mut resumed: Option<Decode>,
+    ) -> Step {
+        for (i, entry) in self.filters.iter().enumerate().skip(from) {
+            let decision = match resumed.take() {
+                Some(d) => d,
+                None => {
+                    if !levels.enabled(&entry.name, entry.disabled) {
+                        continue;
+                    }
+                    ran |= 1 << i;
+                    let per_route = PerRoute {
+                        levels,
+                        name: &entry.name,
+                    };
+                    entry.filter.on_request(cx, per_route)
+                }
             };
-            let mut decision = entry.filter.on_request(cx, per_route);
-            loop {
-                decision = match decision {
-                    Decode::Continue => break,
-                    Decode::Pause(wait) => wait.await,
-                    Decode::Reply(r) => {
-                        return Decoded {
-                            ran,
-                            answer: Some(Answer::Reply(r)),
-                        };
-                    }
-                    Decode::Respond(resp, details) => {
-                        return Decoded {
-                            ran,
-                            answer: Some(Answer::Respond(resp, details)),
-                        };
-                    }
-                };
-            }
+            let answer = match decision {
+                Decode::Continue => continue,
+                Decode::Pause(wait) => {
+                    return Step::Paused {
+                        index: i,
+                        ran,
+                        wait,
+                    };
+                }
+                Decode::Reply(r) => Answer::Reply(r),
+                Decode::Respond(resp, details) => Answer::Respond(resp, details),
+            };
+            return Step::Done(Decoded {
+                ran,
+                answer: Some(answer),
+            });
         }
-        Decoded { ran, answer: None }
+        Step::Done(Decoded { ran, answer: None })
     }
 
     /// Runs the response sides of the filters in `ran`, last first.
@@ -266,7 +290,7 @@ impl FilterChain {
             }
         }
         if let Some(h) = stream.response_headers.take() {
-            response.headers.extend(h);
+            response.headers.extend(*h);
         }
     }
 }

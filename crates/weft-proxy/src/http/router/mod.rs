@@ -5,7 +5,7 @@
 mod finish;
 mod forward;
 
-use super::filter::{Answer, Levels, RequestContext, Stream};
+use super::filter::{Answer, Levels, RequestContext, Step, Stream};
 use super::local_reply::{DownstreamError, LocalReply};
 use super::{Connection, RouteSource, headers, upgrade};
 use crate::cluster::Cluster;
@@ -134,7 +134,12 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
         RouteSource::Static(rc) => Some(rc.clone()),
         RouteSource::Rds { name, .. } => snapshot.routes.get(name).cloned(),
     };
-    let scheme = parts.uri.scheme_str().unwrap_or("http").to_string();
+    // Kept apart from `parts`, which the filters may change; no allocation for http(s).
+    let scheme: std::borrow::Cow<'static, str> = match parts.uri.scheme_str() {
+        None | Some("http") => "http".into(),
+        Some("https") => "https".into(),
+        Some(other) => other.to_string().into(),
+    };
     let selected = match route_config.as_deref() {
         None => Selected::None,
         Some(rc) => {
@@ -168,7 +173,16 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
             conn: &conn,
             stream: &mut finisher.stream,
         };
-        let decoded = hcm.filters.on_request(&mut cx, levels).await;
+        let mut step = hcm.filters.run(&mut cx, levels, 0, 0, None);
+        let decoded = loop {
+            match step {
+                Step::Done(d) => break d,
+                Step::Paused { index, ran, wait } => {
+                    let decided = wait.await;
+                    step = hcm.filters.run(&mut cx, levels, index, ran, Some(decided));
+                }
+            }
+        };
         finisher.filters_ran = decoded.ran;
         match decoded.answer {
             None => {}
