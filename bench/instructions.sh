@@ -23,23 +23,8 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
   cargo build --release --locked -p weft
 fi
 WEFT=${WEFT:-$ROOT/target/release/weft}
-cat > "$WORK/nginx/nginx.conf" <<NGINX
-worker_processes 1;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/logs/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $WORK/nginx/tmp/body;
-    proxy_temp_path $WORK/nginx/tmp/proxy;
-    fastcgi_temp_path $WORK/nginx/tmp/fastcgi;
-    uwsgi_temp_path $WORK/nginx/tmp/uwsgi;
-    scgi_temp_path $WORK/nginx/tmp/scgi;
-    keepalive_requests 1000000;
-    server { listen 127.0.0.1:$UP; location / { default_type text/plain; return 200 "ok\n"; } }
-}
-NGINX
+. bench/lib.sh
+write_nginx_conf "$WORK/nginx" "$UP"
 sed -e "s/{ADMIN}/$ADMIN/; s/{PROXY}/$PROXY/; s/{PROXY_R}/$PROXY_R/; s/{UPSTREAM}/$UP/" \
   bench/bootstrap.yaml > "$WORK/weft.yaml"
 nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx/" & NGINX_PID=$!

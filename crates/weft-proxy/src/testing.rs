@@ -184,9 +184,19 @@ static_resources:
         - endpoint: { address: { socket_address: { address: 10.0.0.2, port_value: 80 } } }
 "#;
 
-    fn status(out: &[u8]) -> u16 {
-        String::from_utf8_lossy(out)
-            .split_whitespace()
+    const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+
+    /// What the proxy wrote back to `request` on the `http` listener.
+    async fn answer(proxy: &InProcess, request: &[u8]) -> String {
+        let out = proxy
+            .exchange("http", request, Duration::from_millis(100))
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    fn status(out: &str) -> u16 {
+        out.split_whitespace()
             .nth(1)
             .and_then(|s| s.parse().ok())
             .unwrap_or(0)
@@ -225,15 +235,7 @@ static_resources:
         proxy.start_cluster_manager();
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert_eq!(resolver.0.load(Ordering::Relaxed), 1, "resolved at once");
-        let out = proxy
-            .exchange(
-                "http",
-                b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
-                Duration::from_millis(100),
-            )
-            .await
-            .unwrap();
-        assert_eq!(status(&out), 200);
+        assert_eq!(status(&answer(&proxy, GET).await), 200);
         assert_eq!(answered.load(Ordering::Relaxed), 1);
         // 10 s more: five more lookups, one every 2 s.
         tokio::time::sleep(Duration::from_secs(10)).await;
@@ -269,17 +271,7 @@ static_resources:
             .insert("10.0.0.2:80".parse().unwrap(), (200, good.clone()));
         proxy.connect_with(Arc::new(upstreams));
         proxy.start_cluster_manager();
-        let get = || async {
-            let out = proxy
-                .exchange(
-                    "http",
-                    b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
-                    Duration::from_millis(100),
-                )
-                .await
-                .unwrap();
-            status(&out)
-        };
+        let get = || async { status(&answer(&proxy, GET).await) };
         // Round robin takes the failing host every other request; the retry goes to the other.
         for _ in 0..6 {
             assert_eq!(get().await, 200);
@@ -314,28 +306,16 @@ static_resources:
             "direct_response: { status: 200, body: { inline_string: \"hello\" } }",
         );
         let proxy = InProcess::from_yaml(&direct).unwrap();
-        let out = proxy
-            .exchange(
-                "http",
-                b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
-                Duration::from_secs(5),
-            )
-            .await
-            .unwrap();
-        let text = String::from_utf8_lossy(&out);
+        let text = answer(
+            &proxy,
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        )
+        .await;
         // Two pipelined requests, two answers, and the connection kept open.
         assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
         assert_eq!(text.matches("\r\n\r\nhello").count(), 2, "{text}");
         // A lowercase method is refused, and the connection closed.
-        let out = proxy
-            .exchange(
-                "http",
-                b"get / HTTP/1.1\r\nHost: a\r\n\r\n",
-                Duration::from_secs(5),
-            )
-            .await
-            .unwrap();
-        let text = String::from_utf8_lossy(&out);
+        let text = answer(&proxy, b"get / HTTP/1.1\r\nHost: a\r\n\r\n").await;
         assert!(text.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{text}");
         assert!(text.contains("connection: close\r\n"), "{text}");
         assert!(
