@@ -248,6 +248,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             gateway_ports: vec![format!("80={}", args.gateway_port)],
             port_base: args.port_base,
             envoy: None,
+            keep_logs: false,
         };
         let mut mesh: Up = up::start(&up_args).await?;
         let gateway = SocketAddr::from(([127, 0, 0, 1], args.gateway_port));
@@ -271,7 +272,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             "\nEdit {} (weights, matches, subsets): each save is validated and pushed. Ctrl-C stops the demo.",
             routing.display()
         );
-        tokio::signal::ctrl_c().await?;
+        up::stopped().await?;
         mesh.stop();
         Ok(ExitCode::SUCCESS)
     })

@@ -34,6 +34,10 @@ pub struct Args {
     /// Run real Envoy (this binary) as every proxy instead of `weft proxy`.
     #[arg(long)]
     pub envoy: Option<PathBuf>,
+    /// Keep the run folder (proxies' bootstraps and logs) when the mesh stops; it is removed
+    /// otherwise.
+    #[arg(long)]
+    pub keep_logs: bool,
 }
 
 /// One proxy `weft up` runs.
@@ -56,15 +60,24 @@ pub struct Up {
     pub proxies: Vec<ProxyPlan>,
     pub children: Vec<(String, Child)>,
     pub run_dir: PathBuf,
+    pub keep_logs: bool,
 }
 
 impl Up {
+    /// Stops every proxy and the control plane, and removes the run folder unless asked to
+    /// keep it.
     pub fn stop(&mut self) {
         for (_, child) in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
         }
         self.control.stop();
+        if !self.keep_logs
+            && self.run_dir.exists()
+            && let Err(e) = std::fs::remove_dir_all(&self.run_dir)
+        {
+            eprintln!("weft up: cannot remove {}: {e}", self.run_dir.display());
+        }
     }
 
     /// What runs where, for people.
@@ -316,6 +329,21 @@ pub async fn start(args: &Args) -> anyhow::Result<Up> {
         proxies,
         children,
         run_dir,
+        keep_logs: args.keep_logs,
+    })
+}
+
+/// Resolves with the name of the first of SIGINT, SIGTERM and SIGHUP to arrive: each stops the
+/// mesh, as a service manager or a closed terminal expects.
+pub(crate) async fn stopped() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+        _ = hup.recv() => "SIGHUP",
     })
 }
 
@@ -333,7 +361,8 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             "\nEdits to {} are validated and pushed live. Ctrl-C stops everything.",
             args.control.dir.display()
         );
-        tokio::signal::ctrl_c().await?;
+        let signal = stopped().await?;
+        tracing::info!(signal, "stopping the mesh");
         up.stop();
         Ok(ExitCode::SUCCESS)
     })
