@@ -161,7 +161,7 @@ async fn idle_expired(idle: Duration, body: Option<&KeptBody>) {
     loop {
         let last = body
             .and_then(KeptBody::last_read)
-            .map_or(began, |l| Instant::from_std(l).max(began));
+            .map_or(began, |l| l.max(began));
         if Instant::now() >= last + idle {
             return;
         }

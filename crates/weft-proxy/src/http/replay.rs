@@ -16,7 +16,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use tokio::time::Instant;
 
 /// Envoy's buffer limit when a route sets none: the listener's default
 /// `per_connection_buffer_limit_bytes`, 1 MiB.

@@ -13,7 +13,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::Context;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// tokio's clock (the system's unless a test pauses it), as the timers sleep on it.
+use tokio::time::Instant;
 use tokio::time::Sleep;
 
 #[derive(Debug)]
@@ -80,7 +82,7 @@ impl Activity {
             let Some(next) = [request_at, idle_at, deadline].into_iter().flatten().min() else {
                 return std::future::pending().await;
             };
-            tokio::time::sleep_until(next.into()).await;
+            tokio::time::sleep_until(next).await;
             let now = Instant::now();
             if deadline.is_some_and(|d| now >= d) {
                 return Expired::MaxDuration;
@@ -118,7 +120,7 @@ impl ResponseTimer {
             activity,
             idle,
             deadline,
-            sleep: Box::pin(tokio::time::sleep_until(at.into())),
+            sleep: Box::pin(tokio::time::sleep_until(at)),
             stats,
         })
     }
@@ -157,7 +159,7 @@ impl ResponseTimer {
                 return Some(Expired::Idle);
             }
             let at = Self::next(&self.activity, self.idle, self.deadline)?;
-            self.sleep.as_mut().reset(at.into());
+            self.sleep.as_mut().reset(at);
         }
     }
 }

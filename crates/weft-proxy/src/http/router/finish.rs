@@ -14,7 +14,8 @@ use crate::stats;
 use crate::upstream;
 use http::{HeaderValue, Response, StatusCode};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
+use tokio::time::Instant;
 
 static X_ENVOY_OVERLOADED: http::HeaderName = http::HeaderName::from_static("x-envoy-overloaded");
 

@@ -17,7 +17,7 @@ use crate::upstream::Version;
 use http::{HeaderValue, Request, Response};
 use hyper::body::{Body as _, Incoming};
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 static X_ENVOY_UPSTREAM_SERVICE_TIME: http::HeaderName =
     http::HeaderName::from_static("x-envoy-upstream-service-time");
