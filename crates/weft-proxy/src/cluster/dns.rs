@@ -12,46 +12,26 @@ use tokio::time::Instant;
 /// Envoy's `dns_refresh_rate` when none is given.
 pub const DEFAULT_REFRESH: Duration = Duration::from_secs(5);
 
-/// When a cluster's next resolution is due, and whether one is running.
+/// A DNS cluster's rounds of resolution, and whether a missing TTL has been said.
 #[derive(Debug, Default)]
-pub struct Schedule(
-    std::sync::Mutex<(Option<Instant>, bool)>,
-    std::sync::atomic::AtomicBool,
-);
+pub struct Schedule {
+    rounds: super::Rounds,
+    said_no_ttl: std::sync::atomic::AtomicBool,
+}
 
 impl Schedule {
     /// `respect_dns_ttl` met an answer without a TTL (the system's resolver gives none): said
     /// once per cluster, since the refresh then falls back to `dns_refresh_rate`.
     fn say_no_ttl_once(&self, cluster: &str) {
-        if !self.1.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        if !self
+            .said_no_ttl
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
             tracing::warn!(
                 cluster,
                 "respect_dns_ttl: the system resolver reports no TTL; this cluster resolves again every dns_refresh_rate"
             );
         }
-    }
-
-    /// Whether a resolution should start now; if so, it is marked running.
-    fn take_due(&self, now: Instant) -> bool {
-        let Ok(mut s) = self.0.lock() else {
-            return false;
-        };
-        let due = !s.1 && s.0.is_none_or(|at| now >= at);
-        if due {
-            s.1 = true;
-        }
-        due
-    }
-
-    fn done(&self, next: Instant) {
-        if let Ok(mut s) = self.0.lock() {
-            *s = (Some(next), false);
-        }
-    }
-
-    /// The cluster has been resolved (warmed) out of turn: the next refresh counts from now.
-    fn resolved_at(&self, now: Instant, refresh: Duration) {
-        self.done(now + refresh);
     }
 }
 
@@ -85,12 +65,12 @@ impl Cluster {
 
     /// A resolution that was given up (warming ran out of time): the next may start at once.
     pub fn dns_retry_now(&self) {
-        self.dns.done(Instant::now());
+        self.dns.rounds.next_at(Instant::now());
     }
 
     /// A DNS cluster whose refresh is due: marked running, to be resolved by the caller.
     pub fn dns_due(&self, now: Instant) -> bool {
-        self.is_dns() && self.dns.take_due(now)
+        self.is_dns() && self.dns.rounds.take_due(now)
     }
 }
 
@@ -182,7 +162,7 @@ pub async fn resolve(cluster: &Arc<Cluster>) {
     if cluster.config.respect_dns_ttl && ttls.iter().any(Option::is_none) {
         cluster.dns.say_no_ttl_once(&cluster.config.name);
     }
-    cluster.dns.resolved_at(Instant::now(), next);
+    cluster.dns.rounds.next_at(Instant::now() + next);
 }
 
 #[cfg(test)]
@@ -224,16 +204,5 @@ mod tests {
             "a zero TTL is no TTL"
         );
         assert_eq!(next_refresh(true, &[], rate), rate);
-    }
-
-    #[test]
-    fn a_running_resolution_is_not_started_twice() {
-        let s = Schedule::default();
-        let now = Instant::now();
-        assert!(s.take_due(now), "a new cluster resolves at once");
-        assert!(!s.take_due(now), "not while one runs");
-        s.done(now + Duration::from_secs(5));
-        assert!(!s.take_due(now + Duration::from_secs(4)));
-        assert!(s.take_due(now + Duration::from_secs(5)));
     }
 }

@@ -14,8 +14,8 @@ use crate::stats::ClusterStats;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,17 +218,52 @@ pub struct Cluster {
     /// When the next DNS resolution is due (STRICT_DNS, LOGICAL_DNS).
     dns: dns::Schedule,
     /// Where connections come from instead of the network, for tests (`testing`).
-    pub connector: std::sync::OnceLock<Arc<dyn crate::upstream::Connector>>,
+    pub connector: OnceLock<Arc<dyn crate::upstream::Connector>>,
     /// Who resolves the cluster's names instead of the system, for tests (`testing`).
-    pub resolver: std::sync::OnceLock<Arc<dyn dns::Resolver>>,
-    /// When the next round of health checks is due, and whether one is running.
-    health_rounds: std::sync::Mutex<(Option<tokio::time::Instant>, bool)>,
+    pub resolver: OnceLock<Arc<dyn dns::Resolver>>,
+    /// Rounds of health checks.
+    health_rounds: Rounds,
     /// Held while a new host set is built and published, so that two changes at once (an
     /// ejection on each of two workers, an EDS update) cannot publish a set missing the other.
     publishing: std::sync::Mutex<()>,
     /// ORIGINAL_DST: the hosts made so far, by address. Replaced whole on insert (rare), read
     /// without a lock.
     original_dst_hosts: ArcSwap<HashMap<SocketAddr, Arc<Host>>>,
+}
+
+/// A test's hook (`testing`) stays with the cluster's next version.
+fn inherit<T: ?Sized>(previous: Option<&OnceLock<Arc<T>>>) -> OnceLock<Arc<T>> {
+    previous
+        .and_then(|p| p.get().cloned())
+        .map(OnceLock::from)
+        .unwrap_or_default()
+}
+
+/// When a cluster's next round of periodic work (health checks, DNS resolution) is due, and
+/// whether one is running: the cluster manager starts a round only when it is due and none runs.
+#[derive(Debug, Default)]
+pub struct Rounds(std::sync::Mutex<(Option<tokio::time::Instant>, bool)>);
+
+impl Rounds {
+    /// Whether a round should start at `now` (at once for a new cluster); if so it is marked
+    /// running until `next_at`.
+    pub fn take_due(&self, now: tokio::time::Instant) -> bool {
+        let Ok(mut r) = self.0.lock() else {
+            return false;
+        };
+        let due = !r.1 && r.0.is_none_or(|at| now >= at);
+        if due {
+            r.1 = true;
+        }
+        due
+    }
+
+    /// The round ended (or was given up): the next is due at `at`.
+    pub fn next_at(&self, at: tokio::time::Instant) {
+        if let Ok(mut r) = self.0.lock() {
+            *r = (Some(at), false);
+        }
+    }
 }
 
 /// ORIGINAL_DST hosts kept before unused ones are dropped (Envoy drops them on its
@@ -296,16 +331,10 @@ impl Cluster {
                     .unwrap_or_default();
                 (c, stats)
             }),
-            health_rounds: std::sync::Mutex::new((None, false)),
+            health_rounds: Rounds::default(),
             dns: dns::Schedule::default(),
-            connector: previous
-                .and_then(|p| p.connector.get().cloned())
-                .map(std::sync::OnceLock::from)
-                .unwrap_or_default(),
-            resolver: previous
-                .and_then(|p| p.resolver.get().cloned())
-                .map(std::sync::OnceLock::from)
-                .unwrap_or_default(),
+            connector: inherit(previous.map(|p| &p.connector)),
+            resolver: inherit(previous.map(|p| &p.resolver)),
             original_dst_hosts: ArcSwap::default(),
             config,
         };
@@ -432,15 +461,7 @@ impl Cluster {
         if self.health_check.is_none() {
             return false;
         }
-        let Ok(mut rounds) = self.health_rounds.lock() else {
-            return false;
-        };
-        let now = tokio::time::Instant::now();
-        let due = !rounds.1 && rounds.0.is_none_or(|at| now >= at);
-        if due {
-            rounds.1 = true;
-        }
-        due
+        self.health_rounds.take_due(tokio::time::Instant::now())
     }
 
     /// A round ended: the next is an interval away, or `no_traffic_interval` while no request
@@ -454,9 +475,8 @@ impl Cluster {
         } else {
             config.interval
         };
-        if let Ok(mut rounds) = self.health_rounds.lock() {
-            *rounds = (Some(tokio::time::Instant::now() + interval), false);
-        }
+        self.health_rounds
+            .next_at(tokio::time::Instant::now() + interval);
     }
 
     /// Outlier detection's interval work, when its interval has passed.
@@ -519,4 +539,23 @@ fn reuse(
         })
         .cloned()
         .unwrap_or_else(|| Arc::new(Host::new(addr, endpoint, priority)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_running_round_is_not_started_twice() {
+        let r = Rounds::default();
+        let now = tokio::time::Instant::now();
+        assert!(
+            r.take_due(now),
+            "a new cluster's first round starts at once"
+        );
+        assert!(!r.take_due(now), "not while one runs");
+        r.next_at(now + Duration::from_secs(5));
+        assert!(!r.take_due(now + Duration::from_secs(4)));
+        assert!(r.take_due(now + Duration::from_secs(5)));
+    }
 }

@@ -46,6 +46,16 @@ impl DownstreamError {
     pub fn closes_connection(self) -> bool {
         !matches!(self, DownstreamError::AbsolutePathRejected)
     }
+
+    /// Refused by Envoy's codec, before a request exists: flag DPE, the status's reason phrase
+    /// as the body, no request in the access log. The others (a missing Host, `OPTIONS *`) are
+    /// refused by the connection manager, after the request was parsed.
+    pub fn by_codec(self) -> bool {
+        !matches!(
+            self,
+            DownstreamError::MissingHost | DownstreamError::AbsolutePathRejected
+        )
+    }
 }
 
 /// The proxy's own answer, and why.
@@ -152,8 +162,8 @@ impl LocalReply {
             StreamIdleTimeout { .. } => flags::SI,
             FaultAbort(_) => flags::FI,
             RateLimited(_) => flags::RL,
-            Downstream(DownstreamError::MissingHost | DownstreamError::AbsolutePathRejected) => 0,
-            Downstream(_) => flags::DPE,
+            Downstream(e) if e.by_codec() => flags::DPE,
+            Downstream(_) => 0,
             RetryBufferExceeded
             | RequestTimeout { .. }
             | MaxStreamDuration { .. }
@@ -213,11 +223,8 @@ impl LocalReply {
         match self {
             NoRoute | ClusterNotFound(_) | UpgradeRefused | BadRequest { .. } => "",
             // Envoy's codec errors say the status's reason phrase.
-            Downstream(DownstreamError::MissingHost | DownstreamError::AbsolutePathRejected) => "",
-            Downstream(DownstreamError::LowVersion) => "Upgrade Required",
-            Downstream(DownstreamError::InvalidTransferEncoding) => "Not Implemented",
-            Downstream(DownstreamError::HeadersTooLarge) => "Request Header Fields Too Large",
-            Downstream(_) => "Bad Request",
+            Downstream(e) if e.by_codec() => self.status().canonical_reason().unwrap_or(""),
+            Downstream(_) => "",
             NoHealthyUpstream => "no healthy upstream",
             Overflow => {
                 "upstream connect error or disconnect/reset before headers. reset reason: overflow"
@@ -286,9 +293,7 @@ impl LocalReply {
             StreamIdleTimeout { .. } => stats::inc(&s.downstream_rq_idle_timeout),
             RequestTimeout { .. } => stats::inc(&s.downstream_rq_timeout),
             MaxStreamDuration { .. } => stats::inc(&s.downstream_rq_max_duration_reached),
-            Downstream(_) if self.flag() == flags::DPE => {
-                stats::inc(&s.downstream_cx_protocol_error)
-            }
+            Downstream(e) if e.by_codec() => stats::inc(&s.downstream_cx_protocol_error),
             _ => {}
         }
     }

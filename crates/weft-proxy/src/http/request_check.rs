@@ -58,13 +58,14 @@ const HTTP1_METHODS: &[&str] = &[
 static HTTP2_SETTINGS: http::HeaderName = http::HeaderName::from_static("http2-settings");
 
 /// Checks a request as Envoy's codec and connection manager would, and normalises what Envoy
-/// normalises (several `Host` headers joined, an `h2c` upgrade offer dropped). `Err` is the
-/// reply that refuses it.
+/// normalises (several `Host` headers joined, an `h2c` upgrade offer dropped). `Ok` is the
+/// request's authority (the target's, else `Host`, else empty); `Err` the reply that refuses
+/// it.
 pub(super) fn check(
     parts: &mut http::request::Parts,
     hcm: &HttpConnectionManager,
     codec: &crate::stats::CodecStats,
-) -> Result<(), LocalReply> {
+) -> Result<String, LocalReply> {
     let refuse = |e| Err(LocalReply::Downstream(e));
     // One pass over the headers gathers what the checks need.
     let mut size = parts.uri.path_and_query().map_or(0, |p| p.as_str().len());
@@ -133,14 +134,18 @@ pub(super) fn check(
             return refuse(DownstreamError::MissingHost);
         }
     }
-    let authority = parts
-        .uri
-        .authority()
-        .map(|a| a.as_str().as_bytes())
-        .or_else(|| parts.headers.get(HOST).map(HeaderValue::as_bytes));
-    if authority.is_some_and(|a| !authority_is_valid(a)) {
-        return refuse(DownstreamError::InvalidAuthority);
-    }
+    let authority = match parts.uri.authority() {
+        Some(a) => a.as_str().as_bytes(),
+        None => parts
+            .headers
+            .get(HOST)
+            .map_or(&[][..], HeaderValue::as_bytes),
+    };
+    // Valid authority characters are ASCII, so the text is UTF-8 once they are checked.
+    let authority = match std::str::from_utf8(authority) {
+        Ok(a) if authority_is_valid(a.as_bytes()) => a.to_string(),
+        _ => return refuse(DownstreamError::InvalidAuthority),
+    };
     if size > hcm.max_request_headers_bytes {
         return refuse(DownstreamError::HeadersTooLarge);
     }
@@ -161,7 +166,7 @@ pub(super) fn check(
             crate::stats::inc(dropped);
         }
     }
-    Ok(())
+    Ok(authority)
 }
 
 /// Several `Host` headers become one, their values joined with commas, as Envoy's codec joins

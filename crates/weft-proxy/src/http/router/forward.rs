@@ -249,7 +249,7 @@ pub(super) async fn forward_request(
     let attempts = attempt::Attempts {
         cluster: &cluster,
         version,
-        deadline: timeout.map(|t| tokio::time::Instant::now() + t),
+        deadline: timeout.map(|t| Instant::now() + t),
         retry,
         request_hash,
         priority: forward.priority,

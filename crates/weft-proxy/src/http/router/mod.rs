@@ -6,7 +6,7 @@ mod finish;
 mod forward;
 
 use super::filter::{Answer, Levels, RequestContext, Step, Stream};
-use super::local_reply::{DownstreamError, LocalReply};
+use super::local_reply::LocalReply;
 use super::{Connection, RouteSource, headers, upgrade};
 use crate::cluster::Cluster;
 use crate::cluster::circuit::Priority;
@@ -17,7 +17,7 @@ use crate::route::{
 };
 use crate::stats;
 use finish::{Finisher, finish_local, reply};
-use http::header::{HOST, LOCATION};
+use http::header::LOCATION;
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use std::collections::HashMap;
@@ -58,18 +58,6 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
     let (mut parts, body) = req.into_parts();
     upgrade::from_extended_connect(&mut parts);
     let checked = super::request_check::check(&mut parts, &hcm, &conn.shared.codec);
-    let authority: String = parts
-        .uri
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            parts
-                .headers
-                .get(HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        })
-        .unwrap_or_default();
     let remote = headers::on_request(
         &mut parts.headers,
         &hcm,
@@ -105,16 +93,14 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
         close_connection: parts.method == http::Method::CONNECT,
         _active: conn.idle.as_ref().map(|t| t.begin()),
     };
-    if let Err(cause) = checked {
+    let authority = match checked {
+        Ok(authority) => authority,
         // What the codec refuses is logged without the request, as Envoy logs it.
-        let logged = matches!(
-            cause,
-            LocalReply::Downstream(
-                DownstreamError::MissingHost | DownstreamError::AbsolutePathRejected
-            )
-        );
-        return reply(finisher, logged.then_some(&parts), cause, None);
-    }
+        Err(LocalReply::Downstream(e)) if e.by_codec() => {
+            return reply(finisher, None, LocalReply::Downstream(e), None);
+        }
+        Err(cause) => return reply(finisher, Some(&parts), cause, None),
+    };
     // Envoy refuses an upgrade the connection manager does not list, before any filter.
     if upgrade::requested(&parts)
         .is_some_and(|t| !hcm.upgrades.iter().any(|u| u.eq_ignore_ascii_case(&t)))
