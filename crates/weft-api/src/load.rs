@@ -7,7 +7,7 @@ use std::path::Path;
 
 use crate::de::{Context, UnknownField};
 use crate::path::FieldPath;
-use crate::resource::{Lookup, Resource, lookup};
+use crate::resource::{Lookup, Resource, lookup, unknown_istio_kind};
 use crate::yaml::{self, Node, Pos, Value};
 
 /// Where an object was read: the file, the document within it (1-based) and the first line.
@@ -30,9 +30,13 @@ pub enum Severity {
     Warning,
 }
 
-/// The object a problem belongs to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The object a problem belongs to. Ordered and compared as an identity: two objects with the
+/// same group, kind, namespace and name are one object to the API server.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectRef {
+    /// The API group (empty for the core group); not shown, but Istio's Gateway and Gateway
+    /// API's are different objects.
+    pub group: String,
     pub kind: String,
     pub namespace: String,
     pub name: String,
@@ -93,6 +97,9 @@ pub struct Loaded {
 impl Loaded {
     pub fn object_ref(&self) -> ObjectRef {
         ObjectRef {
+            group: crate::resource::split_api_version(self.resource.api_version())
+                .0
+                .to_string(),
             kind: self.resource.kind().to_string(),
             namespace: self.resource.namespace().to_string(),
             name: self.resource.name().to_string(),
@@ -288,8 +295,9 @@ impl LoadResult {
             return;
         }
         let (api_version, kind) = (api_version.to_string(), kind.to_string());
-        let object = raw_object_ref(&node, &kind);
+        let object = raw_object_ref(&node, &api_version, &kind);
         match lookup(&api_version, &kind) {
+            Lookup::Known(_) if self.too_large(&node, &origin, &object) => {}
             Lookup::Known(info) => {
                 let ctx = Context::default();
                 match info.parse(&node, &ctx) {
@@ -343,12 +351,43 @@ impl LoadResult {
                     ),
                 });
             }
-            Lookup::Unknown => self
-                .skipped
-                .entry((api_version, kind))
-                .or_default()
-                .push(origin),
+            Lookup::Unknown => match unknown_istio_kind(&api_version, &kind) {
+                Some(message) => self.problems.push(Problem {
+                    severity: Severity::Error,
+                    file: origin.file.clone(),
+                    line: FieldPath::root().key("kind").locate(&node).line,
+                    document: origin.document,
+                    object: Some(object),
+                    path: Some(FieldPath::root().key("kind")),
+                    message,
+                }),
+                None => self
+                    .skipped
+                    .entry((api_version, kind))
+                    .or_default()
+                    .push(origin),
+            },
         }
+    }
+
+    /// Refuses an object larger than the Kubernetes API server stores, as it would.
+    fn too_large(&mut self, node: &Node, origin: &Origin, object: &ObjectRef) -> bool {
+        let size = json_size(&node.to_json());
+        if size <= MAX_OBJECT_BYTES {
+            return false;
+        }
+        self.problems.push(Problem {
+            severity: Severity::Error,
+            file: origin.file.clone(),
+            line: origin.line,
+            document: origin.document,
+            object: Some(object.clone()),
+            path: None,
+            message: format!(
+                "object is {size} bytes as JSON, more than the {MAX_OBJECT_BYTES} the Kubernetes API server stores (etcd's request size limit)"
+            ),
+        });
+        true
     }
 
     /// Loads the items of a `kind: List`, moving them out of the list document.
@@ -384,8 +423,30 @@ impl LoadResult {
     }
 }
 
+/// The largest object the Kubernetes API server accepts: etcd's default request limit
+/// (`--max-request-bytes`, 1.5 MiB).
+pub const MAX_OBJECT_BYTES: usize = 1536 * 1024;
+
+/// The length of `value` written as compact JSON, without keeping the text.
+fn json_size(value: &serde_json::Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing a Value to a counter cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
+
 /// Kind, namespace and name read from an object that may not have parsed.
-fn raw_object_ref(node: &Node, kind: &str) -> ObjectRef {
+fn raw_object_ref(node: &Node, api_version: &str, kind: &str) -> ObjectRef {
     let meta = node.get("metadata");
     let field = |k: &str| {
         meta.and_then(|m| m.get(k))
@@ -393,6 +454,9 @@ fn raw_object_ref(node: &Node, kind: &str) -> ObjectRef {
             .map(str::to_string)
     };
     ObjectRef {
+        group: crate::resource::split_api_version(api_version)
+            .0
+            .to_string(),
         kind: kind.to_string(),
         namespace: field("namespace").unwrap_or_else(|| "default".to_string()),
         name: field("name").unwrap_or_default(),

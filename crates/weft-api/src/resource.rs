@@ -192,6 +192,81 @@ kinds! {
     "gateway.networking.k8s.io" "HTTPRoute" &["v1", "v1beta1"] => GatewayApi;
 }
 
+/// Every kind Istio's CRDs define (`../shared/istio/crd`), by group: a kind in these groups that
+/// is not one of them is a typo, not a kind someone else owns, so it is refused rather than
+/// skipped.
+pub static ISTIO_KINDS: &[(&str, &str)] = &[
+    ("networking.istio.io", "VirtualService"),
+    ("networking.istio.io", "DestinationRule"),
+    ("networking.istio.io", "Gateway"),
+    ("networking.istio.io", "ServiceEntry"),
+    ("networking.istio.io", "Sidecar"),
+    ("networking.istio.io", "WorkloadEntry"),
+    ("networking.istio.io", "WorkloadGroup"),
+    ("networking.istio.io", "EnvoyFilter"),
+    ("networking.istio.io", "ProxyConfig"),
+    ("security.istio.io", "PeerAuthentication"),
+    ("security.istio.io", "RequestAuthentication"),
+    ("security.istio.io", "AuthorizationPolicy"),
+    ("telemetry.istio.io", "Telemetry"),
+    ("extensions.istio.io", "WasmPlugin"),
+    ("extensions.istio.io", "TrafficExtension"),
+];
+
+/// Why an `apiVersion`/`kind` in one of Istio's groups names no Istio kind, with the kind that
+/// was probably meant; `None` when the group is not Istio's or the kind exists.
+pub fn unknown_istio_kind(api_version: &str, kind: &str) -> Option<String> {
+    let (group, _) = split_api_version(api_version);
+    if !ISTIO_KINDS.iter().any(|(g, _)| *g == group) {
+        return None;
+    }
+    if ISTIO_KINDS.iter().any(|(g, k)| *g == group && *k == kind) {
+        return None;
+    }
+    let lower = kind.to_ascii_lowercase();
+    let best = ISTIO_KINDS
+        .iter()
+        .map(|(g, k)| (edit_distance(&lower, &k.to_ascii_lowercase()), *g, *k))
+        .min();
+    let hint = match best {
+        Some((d, g, k)) if d <= 3 || lower == k.to_ascii_lowercase() => {
+            if g == group {
+                format!("; did you mean {k}?")
+            } else {
+                format!("; did you mean {k} (in {g})?")
+            }
+        }
+        _ => String::new(),
+    };
+    let kinds: Vec<&str> = ISTIO_KINDS
+        .iter()
+        .filter(|(g, _)| *g == group)
+        .map(|(_, k)| *k)
+        .collect();
+    Some(format!(
+        "no kind {kind:?} is served in {group} (its kinds: {}){hint}",
+        kinds.join(", ")
+    ))
+}
+
+/// Levenshtein distance, for "did you mean" hints on short names.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (diagonal + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(above + 1);
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
 /// What an `apiVersion`/`kind` pair names.
 pub enum Lookup {
     Known(&'static KindInfo),
@@ -244,6 +319,31 @@ mod tests {
             Lookup::Unknown
         ));
         assert!(matches!(lookup("v1", "Service"), Lookup::Known(_)));
+        let typo = unknown_istio_kind("networking.istio.io/v1", "VirtualServise");
+        assert!(
+            typo.as_deref()
+                .is_some_and(|t| t.ends_with("did you mean VirtualService?")),
+            "{typo:?}"
+        );
+        let moved = unknown_istio_kind("networking.istio.io/v1", "AuthorizationPolicy");
+        assert!(
+            moved.as_deref().is_some_and(
+                |t| t.ends_with("did you mean AuthorizationPolicy (in security.istio.io)?")
+            ),
+            "{moved:?}"
+        );
+        assert_eq!(
+            unknown_istio_kind("networking.istio.io/v1beta1", "ProxyConfig"),
+            None
+        );
+        assert_eq!(
+            unknown_istio_kind("install.istio.io/v1alpha1", "IstioOperator"),
+            None
+        );
+        assert!(
+            unknown_istio_kind("telemetry.istio.io/v1", "Widget")
+                .is_some_and(|t| !t.contains("did you mean"))
+        );
         assert!(matches!(
             lookup("apps/v1beta1", "Deployment"),
             Lookup::Known(_)

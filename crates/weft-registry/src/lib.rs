@@ -7,6 +7,7 @@
 pub mod host;
 mod kube;
 pub mod protocol;
+pub mod references;
 mod service_entry;
 pub mod source;
 

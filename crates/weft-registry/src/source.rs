@@ -1,21 +1,29 @@
-//! Config sources: a folder of YAML, loaded and validated as a whole and watched for edits, and
-//! the in-memory form tests hand over directly. A folder with an error is refused whole, naming
-//! the file, line, object, field and reason, so that the last good config keeps serving.
+//! Config sources: a folder of YAML, loaded, validated and watched for edits, and the in-memory
+//! form tests hand over directly. Each object is accepted or refused on its own, as the
+//! Kubernetes API server takes `kubectl apply -f DIR`: a refused object names its file, line,
+//! object, field and reason, and its last good version (if it had one) keeps serving; the rest
+//! of the folder applies. That holds at start as for a live edit.
 
+use crate::references;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 use weft_api::Resource;
-use weft_api::load::{LoadResult, Severity};
+use weft_api::load::{LoadResult, Loaded, ObjectRef, Problem, Severity};
 use weft_api::types::mesh::MeshConfig;
 use weft_api::validate::check_loaded;
 
-/// A complete, valid configuration.
+/// What a folder holds now: the objects that serve, and every problem found.
 #[derive(Debug, Clone, Default)]
 pub struct Config {
     pub resources: Vec<Resource>,
     pub mesh: MeshConfig,
-    /// Warnings: not blocking, still worth telling.
-    pub warnings: Vec<String>,
+    /// Each refused an object, a file or the mesh config.
+    pub errors: Vec<Problem>,
+    /// Not blocking, still worth telling: unknown fields, references to what does not exist.
+    pub warnings: Vec<Problem>,
+    /// Refused objects whose last good version keeps serving.
+    pub kept: Vec<ObjectRef>,
 }
 
 /// Where config comes from: a folder, and optionally a MeshConfig file. Without the file, the
@@ -26,85 +34,187 @@ pub struct Folder {
     pub mesh_file: Option<PathBuf>,
 }
 
-/// One file as last read: its objects and what validation said, kept until the file changes.
-#[derive(Debug, Clone, Default)]
+/// One file as last read: its valid objects and what validation said, kept until the file
+/// changes.
+#[derive(Debug, Default)]
 struct FileState {
-    resources: Vec<Resource>,
-    errors: Vec<String>,
-    warnings: Vec<String>,
+    valid: Vec<Loaded>,
+    /// Objects validation refused (they keep their last good version).
+    refused: Vec<ObjectRef>,
+    /// Nothing in the file could be read as objects (unreadable, not YAML): every object it
+    /// last gave keeps serving.
+    unreadable: bool,
+    errors: Vec<Problem>,
+    warnings: Vec<Problem>,
 }
 
-/// Files already read, by path, with the size and modification time they were read at.
+type Stamp = (u64, Option<SystemTime>);
+
+/// What a watcher remembers between loads: files already read (by path, with the size and
+/// modification time they were read at), and the last good version of every object and of the
+/// mesh config.
 #[derive(Debug, Default)]
 pub struct FileCache {
-    files: std::collections::BTreeMap<PathBuf, ((u64, Option<SystemTime>), FileState)>,
+    files: BTreeMap<PathBuf, (Stamp, FileState)>,
+    last_good: BTreeMap<ObjectRef, Loaded>,
+    mesh: Option<MeshConfig>,
 }
 
 fn read_file(path: &Path) -> FileState {
     let mut loaded = LoadResult::default();
     loaded.load_path(path);
-    let mut problems = std::mem::take(&mut loaded.problems);
-    for obj in &loaded.objects {
-        problems.extend(check_loaded(obj, false));
+    let mut state = FileState::default();
+    for p in std::mem::take(&mut loaded.problems) {
+        if p.severity == Severity::Error {
+            match &p.object {
+                Some(o) => state.refused.push(o.clone()),
+                None => state.unreadable = true,
+            }
+        }
+        sort(&mut state, p);
     }
-    let (errors, warnings): (Vec<_>, Vec<_>) =
-        problems.iter().partition(|p| p.severity == Severity::Error);
-    FileState {
-        resources: loaded.objects.into_iter().map(|o| o.resource).collect(),
-        errors: errors.into_iter().map(ToString::to_string).collect(),
-        warnings: warnings.into_iter().map(ToString::to_string).collect(),
+    for obj in loaded.objects {
+        let problems = check_loaded(&obj, false);
+        let refused = problems.iter().any(|p| p.severity == Severity::Error);
+        for p in problems {
+            sort(&mut state, p);
+        }
+        if refused {
+            state.refused.push(obj.object_ref());
+        } else {
+            state.valid.push(obj);
+        }
+    }
+    state
+}
+
+fn sort(state: &mut FileState, p: Problem) {
+    match p.severity {
+        Severity::Error => state.errors.push(p),
+        Severity::Warning => state.warnings.push(p),
     }
 }
 
 impl Folder {
-    /// Loads and validates everything; `Err` lists every error found.
-    pub fn load(&self) -> Result<Config, Vec<String>> {
+    /// Loads and validates everything once.
+    pub fn load(&self) -> Config {
         self.load_cached(&mut FileCache::default())
     }
 
-    /// `load`, reading again only the files that changed since `cache` last saw them: an edit
-    /// of one small file in a folder of thousands of objects is quick to take.
-    pub fn load_cached(&self, cache: &mut FileCache) -> Result<Config, Vec<String>> {
-        let mut seen = std::collections::BTreeSet::new();
-        let mut resources = Vec::new();
-        let mut errors = Vec::new();
-        let mut warnings = Vec::new();
+    /// `load`, reading again only the files that changed since `cache` last saw them (an edit
+    /// of one small file in a folder of thousands of objects is quick to take), and keeping
+    /// the last good version of what is refused now.
+    pub fn load_cached(&self, cache: &mut FileCache) -> Config {
+        let mut out = Config::default();
+        let mut seen = BTreeSet::new();
         for (path, size, modified) in self.fingerprint() {
             if Some(&path) == self.mesh_file.as_ref() {
                 continue;
             }
             let stamp = (size, modified);
-            let fresh = match cache.files.get(&path) {
-                Some((s, state)) if *s == stamp => state.clone(),
-                _ => {
-                    let state = read_file(&path);
-                    cache.files.insert(path.clone(), (stamp, state.clone()));
-                    state
-                }
-            };
+            if cache.files.get(&path).is_none_or(|(s, _)| *s != stamp) {
+                cache.files.insert(path.clone(), (stamp, read_file(&path)));
+            }
             seen.insert(path);
-            resources.extend(fresh.resources);
-            errors.extend(fresh.errors);
-            warnings.extend(fresh.warnings);
         }
         cache.files.retain(|p, _| seen.contains(p));
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        let mesh = match &self.mesh_file {
-            Some(file) => {
-                let text = std::fs::read_to_string(file)
-                    .map_err(|e| vec![format!("{}: {e}", file.display())])?;
-                MeshConfig::from_yaml(&text)
-                    .map_err(|e| vec![format!("{}: MeshConfig: {e}", file.display())])?
+
+        let mut candidates: Vec<&Loaded> = Vec::new();
+        let mut refused: Vec<&ObjectRef> = Vec::new();
+        let mut unreadable = BTreeSet::new();
+        for (path, (_, state)) in &cache.files {
+            candidates.extend(&state.valid);
+            refused.extend(&state.refused);
+            if state.unreadable {
+                unreadable.insert(path.display().to_string());
             }
-            None => mesh_from_config_map(&resources)?,
+            out.errors.extend(state.errors.iter().cloned());
+            out.warnings.extend(state.warnings.iter().cloned());
+        }
+        let duplicates = references::duplicates(&candidates);
+        let dropped: BTreeSet<usize> = duplicates.iter().map(|(i, _)| *i).collect();
+        out.errors.extend(duplicates.into_iter().map(|(_, p)| p));
+        let mut accepted: BTreeMap<ObjectRef, Loaded> = BTreeMap::new();
+        let mut order = Vec::new();
+        for (i, obj) in candidates.into_iter().enumerate() {
+            if !dropped.contains(&i) {
+                order.push(obj.object_ref());
+                accepted.insert(obj.object_ref(), obj.clone());
+            }
+        }
+        let keep = refused.into_iter().cloned().chain(
+            cache
+                .last_good
+                .iter()
+                .filter(|(_, obj)| unreadable.contains(&obj.origin.file))
+                .map(|(id, _)| id.clone()),
+        );
+        for id in keep.collect::<BTreeSet<_>>() {
+            if accepted.contains_key(&id) {
+                continue;
+            }
+            if let Some(old) = cache.last_good.get(&id) {
+                order.push(id.clone());
+                accepted.insert(id.clone(), old.clone());
+                out.kept.push(id);
+            }
+        }
+
+        out.mesh = match self.mesh(&accepted) {
+            Ok(mesh) => {
+                cache.mesh = Some(mesh.clone());
+                mesh
+            }
+            Err(p) => {
+                out.errors.push(*p);
+                cache.mesh.clone().unwrap_or_default()
+            }
         };
-        Ok(Config {
-            resources,
-            mesh,
-            warnings,
-        })
+        let loaded: Vec<&Loaded> = order.iter().filter_map(|id| accepted.get(id)).collect();
+        out.resources = loaded.iter().map(|o| o.resource.clone()).collect();
+        let options = crate::Options::default();
+        let registry = crate::Registry::build(&out.resources, &options);
+        out.warnings.extend(references::missing(
+            &loaded,
+            &registry,
+            &options.domain_suffix,
+        ));
+        cache.last_good = accepted;
+        out
+    }
+
+    /// The mesh config: the file given, else the `istio` ConfigMap's `mesh` key.
+    fn mesh(&self, objects: &BTreeMap<ObjectRef, Loaded>) -> Result<MeshConfig, Box<Problem>> {
+        let problem = |file: String, line: u32, object, message| {
+            Box::new(Problem {
+                severity: Severity::Error,
+                file,
+                line,
+                document: 1,
+                object,
+                path: None,
+                message: format!("{message}; the last good mesh config keeps serving"),
+            })
+        };
+        if let Some(file) = &self.mesh_file {
+            let shown = file.display().to_string();
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| problem(shown.clone(), 0, None, format!("cannot read: {e}")))?;
+            return MeshConfig::from_yaml(&text)
+                .map_err(|e| problem(shown, 1, None, format!("MeshConfig: {e}")));
+        }
+        for obj in objects.values() {
+            if let Resource::ConfigMap(cm) = &obj.resource
+                && cm.metadata.name.as_deref() == Some("istio")
+                && let Some(text) = cm.data.as_ref().and_then(|d| d.get("mesh"))
+            {
+                let at = weft_api::FieldPath::root().key("data").key("mesh");
+                return MeshConfig::from_yaml(text).map_err(|e| {
+                    Box::new(obj.problem(Severity::Error, at, format!("MeshConfig: {e}")))
+                });
+            }
+        }
+        Ok(MeshConfig::default())
     }
 
     /// What the folder holds now: every YAML/JSON file with its size and modification time.
@@ -121,11 +231,7 @@ impl Folder {
 
     /// Calls `on_change` with the folder's config now and after every edit, checking every
     /// `interval`, until `on_change` returns false.
-    pub async fn watch(
-        &self,
-        interval: Duration,
-        mut on_change: impl FnMut(Result<Config, Vec<String>>) -> bool,
-    ) {
+    pub async fn watch(&self, interval: Duration, mut on_change: impl FnMut(Config) -> bool) {
         let mut cache = FileCache::default();
         let mut seen = self.fingerprint();
         if !on_change(self.load_cached(&mut cache)) {
@@ -168,26 +274,25 @@ fn walk(path: &Path, out: &mut Vec<(PathBuf, u64, Option<SystemTime>)>) {
     }
 }
 
-/// The `mesh` key of the `istio` ConfigMap, if the folder has one.
-fn mesh_from_config_map(resources: &[Resource]) -> Result<MeshConfig, Vec<String>> {
-    for r in resources {
-        if let Resource::ConfigMap(cm) = r
-            && cm.metadata.name.as_deref() == Some("istio")
-            && let Some(text) = cm.data.as_ref().and_then(|d| d.get("mesh"))
-        {
-            return MeshConfig::from_yaml(text)
-                .map_err(|e| vec![format!("ConfigMap {}/istio: data.mesh: {e}", r.namespace())]);
-        }
-    }
-    Ok(MeshConfig::default())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const VS: &str = "apiVersion: networking.istio.io/v1\nkind: VirtualService\n\
+        metadata: { name: web, namespace: default }\n\
+        spec:\n  hosts: [ web ]\n  http:\n  - timeout: TIMEOUT\n    route: [ { destination: { host: web } } ]\n";
+
+    fn timeout(r: &[Resource]) -> Option<String> {
+        r.iter().find_map(|r| match r {
+            Resource::VirtualService(vs) => {
+                vs.spec.http[0].timeout.as_ref().map(|t| format!("{t:?}"))
+            }
+            _ => None,
+        })
+    }
+
     #[test]
-    fn a_bad_object_refuses_the_folder_naming_it_and_a_config_map_sets_the_mesh() {
+    fn a_bad_object_is_refused_alone_and_its_last_good_version_keeps_serving() {
         let dir = tempfile::tempdir().unwrap();
         let folder = Folder {
             dir: dir.path().to_path_buf(),
@@ -199,25 +304,106 @@ mod tests {
              data:\n  mesh: |\n    outboundTrafficPolicy: { mode: REGISTRY_ONLY }\n",
         )
         .unwrap();
-        let good = folder.load().unwrap();
+        let svc = "apiVersion: v1\nkind: Service\nmetadata: { name: web, namespace: default }\n\
+                   spec: { ports: [ { port: 80, name: http } ] }\n";
+        std::fs::write(dir.path().join("svc.yaml"), svc).unwrap();
+        // At start, with nothing to fall back on: the bad object is refused, the rest serves.
+        std::fs::write(dir.path().join("vs.yaml"), VS.replace("TIMEOUT", "-1s")).unwrap();
+        let mut cache = FileCache::default();
+        let start = folder.load_cached(&mut cache);
+        assert_eq!(start.errors.len(), 1, "{:?}", start.errors);
+        assert!(
+            start.errors[0]
+                .to_string()
+                .contains("vs.yaml:7: VirtualService default/web: spec.http[0].timeout"),
+            "{}",
+            start.errors[0]
+        );
+        assert!(start.kept.is_empty());
         assert_eq!(
-            good.mesh.resolve().outbound_traffic_policy,
+            start.resources.len(),
+            2,
+            "the ConfigMap and the Service serve"
+        );
+        assert_eq!(
+            start.mesh.resolve().outbound_traffic_policy,
             weft_api::types::sidecar::OutboundTrafficPolicyMode::RegistryOnly
         );
-        let before = folder.fingerprint();
+        // Fixed: it serves. Broken again: its last good version keeps serving.
+        std::fs::write(dir.path().join("vs.yaml"), VS.replace("TIMEOUT", "5s")).unwrap();
+        let good = folder.load_cached(&mut cache);
+        assert!(good.errors.is_empty(), "{:?}", good.errors);
+        let served = timeout(&good.resources).unwrap();
+        std::fs::write(dir.path().join("vs.yaml"), VS.replace("TIMEOUT", "-2s ")).unwrap();
+        let bad = folder.load_cached(&mut cache);
+        assert_eq!(bad.errors.len(), 1);
+        assert_eq!(bad.kept.len(), 1);
+        assert_eq!(timeout(&bad.resources), Some(served.clone()));
+        // A file that is no longer YAML keeps every object it gave.
+        std::fs::write(dir.path().join("vs.yaml"), "spec: [ unclosed\n").unwrap();
+        let broken = folder.load_cached(&mut cache);
+        assert!(
+            broken.errors[0].to_string().contains("invalid YAML"),
+            "{:?}",
+            broken.errors
+        );
+        assert_eq!(timeout(&broken.resources), Some(served));
+        // Removed: gone.
+        std::fs::remove_file(dir.path().join("vs.yaml")).unwrap();
+        let removed = folder.load_cached(&mut cache);
+        assert_eq!(timeout(&removed.resources), None);
+        assert!(removed.errors.is_empty());
+    }
+
+    #[test]
+    fn duplicates_and_missing_references_are_located() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = Folder {
+            dir: dir.path().to_path_buf(),
+            mesh_file: None,
+        };
+        std::fs::write(dir.path().join("a.yaml"), VS.replace("TIMEOUT", "1s")).unwrap();
+        let other = VS
+            .replace("TIMEOUT", "2s")
+            .replace("host: web }", "host: web, subset: v9 }");
         std::fs::write(
-            dir.path().join("vs.yaml"),
-            "apiVersion: networking.istio.io/v1\nkind: VirtualService\n\
-             metadata: { name: bad, namespace: default }\n\
-             spec:\n  hosts: [ web ]\n  http:\n  - timeout: -1s\n    route: [ { destination: { host: web } } ]\n",
+            dir.path().join("b.yaml"),
+            format!("# the same name\n{other}"),
         )
         .unwrap();
-        assert_ne!(folder.fingerprint(), before);
-        let errors = folder.load().unwrap_err();
-        assert_eq!(errors.len(), 1, "{errors:?}");
+        let c = folder.load();
+        let shown: Vec<String> = c.errors.iter().map(ToString::to_string).collect();
+        assert_eq!(shown.len(), 1, "{shown:?}");
         assert!(
-            errors[0].contains("vs.yaml:7: VirtualService default/bad: spec.http[0].timeout"),
-            "{errors:?}"
+            shown[0].contains("b.yaml:4: VirtualService default/web: metadata.name: duplicate: VirtualService default/web is already defined at"),
+            "{shown:?}"
+        );
+        assert!(shown[0].contains("a.yaml:3"), "{shown:?}");
+        let served_subsets: Vec<Option<String>> = c
+            .resources
+            .iter()
+            .filter_map(|r| match r {
+                Resource::VirtualService(vs) => Some(
+                    vs.spec.http[0].route.as_ref()?[0]
+                        .destination
+                        .as_ref()?
+                        .subset
+                        .clone(),
+                ),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            served_subsets,
+            vec![None],
+            "the first definition (a.yaml) serves"
+        );
+        let warnings: Vec<String> = c.warnings.iter().map(ToString::to_string).collect();
+        assert!(
+            warnings.iter().any(|w| w.contains(
+                "a.yaml:8: warning: VirtualService default/web: spec.http[0].route[0].destination.host: Referenced host not found: \"web\""
+            )),
+            "{warnings:?}"
         );
     }
 }

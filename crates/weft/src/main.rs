@@ -34,6 +34,13 @@ enum Command {
     ProxyConfig(cmd::status::ConfigArgs),
     /// Benchmark tool: many simulated sidecars on one control plane (bench/control-plane.sh).
     XdsLoad(cmd::xds_load::Args),
+    /// How `weft up` starts a proxy: becomes PROGRAM, to be killed when process PARENT goes.
+    #[command(hide = true)]
+    ExecWithParent {
+        parent: u32,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        program: Vec<std::ffi::OsString>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -47,6 +54,9 @@ fn main() -> ExitCode {
         Command::ProxyStatus(args) => cmd::status::proxy_status(&args),
         Command::ProxyConfig(args) => cmd::status::proxy_config(&args),
         Command::XdsLoad(args) => cmd::xds_load::run(&args),
+        Command::ExecWithParent { parent, program } => {
+            cmd::up::fleet::exec_with_parent(parent, &program).map(|()| ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,

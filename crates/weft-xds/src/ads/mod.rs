@@ -363,9 +363,19 @@ impl Stream<'_> {
         self.pending.remove(type_url);
         if let Some(error) = error {
             let message = error.message.clone();
-            tracing::warn!(type_url, error = %message, "proxy rejected configuration");
-            self.tracker
-                .type_status(self.id, type_url, |s| s.nack = Some(message));
+            let (mut node, mut sent) = (String::new(), String::new());
+            self.tracker.update(self.id, |c| {
+                node.clone_from(&c.node);
+                let s = c.types.entry(type_url.to_string()).or_default();
+                sent.clone_from(&s.sent);
+                s.nack = Some(message.clone());
+            });
+            // An error, not a warning: the proxy serves config older than the folder's, and
+            // the message (Envoy's and Weft's both) names the resource it refused.
+            let kind = type_url.rsplit('.').next().unwrap_or(type_url);
+            tracing::error!(
+                "NACK: proxy {node} rejected {kind} version {sent}: {message} (it keeps serving what it last accepted)"
+            );
         } else if let Some(version) = version {
             self.tracker.type_status(self.id, type_url, |s| {
                 s.acked = Some(version);

@@ -4,13 +4,14 @@
 
 use super::monitor;
 use anyhow::Context as _;
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-use weft_registry::source::Folder;
+use weft_registry::source::{Config, Folder};
 use weft_xds::control::ControlPlane;
 use weft_xds::translate::Inputs;
 
@@ -45,19 +46,75 @@ impl ControlPlaneArgs {
     }
 }
 
-/// What the control plane reports besides per-proxy state: the errors that refused the latest
-/// edit (empty once a valid edit arrives).
+/// What the control plane reports besides per-proxy state: the folder's problems now, in the
+/// words `weft validate` uses.
 #[derive(Default)]
 pub struct ConfigStatus {
+    /// Each refused an object, a file or the mesh config.
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
+    /// Refused objects whose last good version keeps serving.
+    pub kept: Vec<String>,
     pub generation: u64,
+}
+
+/// Problems already logged: each is logged when it appears, not again on every edit while it
+/// stays.
+#[derive(Default)]
+struct Told {
+    problems: BTreeSet<String>,
+    registry: BTreeSet<String>,
+}
+
+impl Told {
+    fn report(&mut self, config: &Config) {
+        let mut now = BTreeSet::new();
+        for p in &config.errors {
+            let line = p.to_string();
+            if !self.problems.contains(&line) {
+                let refused = p.object.as_ref().map_or("the file is refused", |o| {
+                    if config.kept.contains(o) {
+                        "refused; its last good version keeps serving"
+                    } else {
+                        "refused"
+                    }
+                });
+                tracing::error!("{line} ({refused})");
+            }
+            now.insert(line);
+        }
+        for p in &config.warnings {
+            let line = p.to_string();
+            if !self.problems.contains(&line) {
+                tracing::warn!("{line}");
+            }
+            now.insert(line);
+        }
+        for gone in self.problems.difference(&now) {
+            tracing::info!("resolved: {gone}");
+        }
+        self.problems = now;
+    }
+
+    fn registry(&mut self, problems: &[String]) {
+        let now: BTreeSet<String> = problems.iter().cloned().collect();
+        for p in now.difference(&self.registry) {
+            tracing::warn!("{p}");
+        }
+        self.registry = now;
+    }
 }
 
 /// A running control plane.
 pub struct Running {
     pub xds: SocketAddr,
     pub monitoring: SocketAddr,
+    /// The folder's config as last loaded (empty until the first load).
+    pub config: watch::Receiver<Arc<Config>>,
+    /// The folder's problems now.
+    pub status: Arc<Mutex<ConfigStatus>>,
+    /// Where each connected proxy stands (`/debug/syncz` reads the same).
+    pub control: ControlPlane,
     stop: watch::Sender<bool>,
 }
 
@@ -79,12 +136,16 @@ pub async fn start(folder: Folder, xds: &str, monitoring: &str) -> anyhow::Resul
     let monitor_listener = tokio::net::TcpListener::bind(monitoring)
         .await
         .with_context(|| format!("cannot listen for monitoring on {monitoring}"))?;
+    let status = Arc::new(Mutex::new(ConfigStatus::default()));
+    let (config_tx, config) = watch::channel(Arc::new(Config::default()));
     let running = Running {
         xds: xds_listener.local_addr()?,
         monitoring: monitor_listener.local_addr()?,
+        config,
+        status: status.clone(),
+        control: control.clone(),
         stop,
     };
-    let status = Arc::new(Mutex::new(ConfigStatus::default()));
 
     let server = control.server();
     let mut until = stopped.clone();
@@ -103,32 +164,18 @@ pub async fn start(folder: Folder, xds: &str, monitoring: &str) -> anyhow::Resul
     let watch_status = status.clone();
     let mut until = stopped.clone();
     tokio::spawn(async move {
+        let mut told = Told::default();
         let watching = folder.watch(WATCH_INTERVAL, move |loaded| {
             let mut st = watch_status.lock().unwrap_or_else(|p| p.into_inner());
-            match loaded {
-                Ok(config) => {
-                    for w in &config.warnings {
-                        tracing::warn!("{w}");
-                    }
-                    st.errors.clear();
-                    st.warnings = config.warnings.clone();
-                    st.generation += 1;
-                    let inputs = Inputs::new(&config.resources, config.mesh.resolve());
-                    for p in &inputs.registry.problems {
-                        tracing::warn!("{p}");
-                    }
-                    updates.send(inputs).is_ok()
-                }
-                Err(errors) => {
-                    for e in &errors {
-                        tracing::error!(
-                            "configuration refused, the last good one keeps serving: {e}"
-                        );
-                    }
-                    st.errors = errors;
-                    true
-                }
-            }
+            told.report(&loaded);
+            st.errors = loaded.errors.iter().map(ToString::to_string).collect();
+            st.warnings = loaded.warnings.iter().map(ToString::to_string).collect();
+            st.kept = loaded.kept.iter().map(ToString::to_string).collect();
+            st.generation += 1;
+            let inputs = Inputs::new(&loaded.resources, loaded.mesh.resolve());
+            told.registry(&inputs.registry.problems);
+            config_tx.send_replace(Arc::new(loaded));
+            updates.send(inputs).is_ok()
         });
         tokio::select! {
             () = watching => {}

@@ -249,6 +249,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             port_base: args.port_base,
             envoy: None,
             keep_logs: false,
+            status_file: None,
         };
         let mut mesh: Up = up::start(&up_args).await?;
         let gateway = SocketAddr::from(([127, 0, 0, 1], args.gateway_port));

@@ -67,7 +67,7 @@ impl Monitor {
             .collect();
         match req.uri().path() {
             "/ready" => reply(StatusCode::OK, json!("ready")),
-            "/debug/syncz" => reply(StatusCode::OK, self.syncz()),
+            "/debug/syncz" => reply(StatusCode::OK, syncz(&self.control)),
             "/debug/problems" => reply(StatusCode::OK, self.problems()),
             "/debug/config_dump" => match query.get("proxyID") {
                 Some(id) => match self.control.proxies().get(id) {
@@ -84,53 +84,6 @@ impl Monitor {
             },
             _ => reply(StatusCode::NOT_FOUND, json!({"error": "not found"})),
         }
-    }
-
-    /// Each connected proxy, and per type what was sent, what it accepted, and the verdict
-    /// istioctl shows: SYNCED, STALE (sent, not yet accepted), NACKED, NOT SENT.
-    fn syncz(&self) -> Value {
-        let proxies = self.control.proxies();
-        let mut out = Vec::new();
-        for c in self.control.connections() {
-            let mut types = serde_json::Map::new();
-            for (short, url) in TYPES {
-                let s = c.types.get(url).cloned().unwrap_or_default();
-                let current = proxies
-                    .get(&c.node)
-                    .and_then(|p| p.snapshot.resources(url))
-                    .map(|r| r.version.clone());
-                let verdict = if s.sent.is_empty() {
-                    "NOT SENT"
-                } else if s.nack.is_some() {
-                    "NACKED"
-                } else if s.acked.is_some() && s.acked == current {
-                    "SYNCED"
-                } else {
-                    "STALE"
-                };
-                types.insert(
-                    short.to_string(),
-                    json!({
-                        "status": verdict,
-                        "sent": s.sent,
-                        "acked": s.acked,
-                        "current": current,
-                        "error": s.nack,
-                    }),
-                );
-            }
-            let kind = proxies.get(&c.node).map(|p| match p.proxy.kind {
-                ProxyKind::Sidecar => "sidecar",
-                ProxyKind::Router => "router",
-            });
-            out.push(json!({
-                "proxy": c.node,
-                "kind": kind,
-                "delta": c.delta,
-                "types": types,
-            }));
-        }
-        Value::Array(out)
     }
 
     /// Everything the operator should know is wrong: the refused edit, each proxy's translation
@@ -166,12 +119,60 @@ impl Monitor {
         json!({
             "config_errors": status.errors,
             "config_warnings": status.warnings,
+            "kept_last_good": status.kept,
             "registry": inputs.registry.problems,
             "translation": translation,
             "refused_proxies": self.control.refused(),
             "gateways_without_proxy": unserved,
         })
     }
+}
+
+/// Each connected proxy, and per type what was sent, what it accepted, and the verdict
+/// istioctl shows: SYNCED, STALE (sent, not yet accepted), NACKED, NOT SENT.
+pub fn syncz(control: &ControlPlane) -> Value {
+    let proxies = control.proxies();
+    let mut out = Vec::new();
+    for c in control.connections() {
+        let mut types = serde_json::Map::new();
+        for (short, url) in TYPES {
+            let s = c.types.get(url).cloned().unwrap_or_default();
+            let current = proxies
+                .get(&c.node)
+                .and_then(|p| p.snapshot.resources(url))
+                .map(|r| r.version.clone());
+            let verdict = if s.sent.is_empty() {
+                "NOT SENT"
+            } else if s.nack.is_some() {
+                "NACKED"
+            } else if s.acked.is_some() && s.acked == current {
+                "SYNCED"
+            } else {
+                "STALE"
+            };
+            types.insert(
+                short.to_string(),
+                json!({
+                    "status": verdict,
+                    "sent": s.sent,
+                    "acked": s.acked,
+                    "current": current,
+                    "error": s.nack,
+                }),
+            );
+        }
+        let kind = proxies.get(&c.node).map(|p| match p.proxy.kind {
+            ProxyKind::Sidecar => "sidecar",
+            ProxyKind::Router => "router",
+        });
+        out.push(json!({
+            "proxy": c.node,
+            "kind": kind,
+            "delta": c.delta,
+            "types": types,
+        }));
+    }
+    Value::Array(out)
 }
 
 /// A proxy's resources, as sent, in Envoy's JSON form.

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use serde::Serialize;
-use weft_api::load::{LoadResult, Problem, Severity};
+use weft_api::load::{LoadResult, Loaded, Problem, Severity};
 use weft_api::validate::check_loaded;
+use weft_registry::references;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -54,8 +55,13 @@ pub fn check(files: &[PathBuf], strict: bool) -> Report {
     }
     let mut problems = std::mem::take(&mut loaded.problems);
     let mut counts = BTreeMap::new();
+    let mut valid = Vec::new();
     for obj in &loaded.objects {
-        problems.extend(check_loaded(obj, strict));
+        let found = check_loaded(obj, strict);
+        if !found.iter().any(|p| p.severity == Severity::Error) {
+            valid.push(obj);
+        }
+        problems.extend(found);
         // Gateway API's Gateway shares its kind name with Istio's.
         let label = match &obj.resource {
             weft_api::Resource::GatewayApi(o) => format!("{} (Gateway API)", o.kind),
@@ -63,6 +69,24 @@ pub fn check(files: &[PathBuf], strict: bool) -> Report {
         };
         *counts.entry(label).or_insert(0) += 1;
     }
+    // What only the objects together show, in the words `weft up` uses for it.
+    let duplicates = references::duplicates(&valid);
+    let dropped: Vec<usize> = duplicates.iter().map(|(i, _)| *i).collect();
+    problems.extend(duplicates.into_iter().map(|(_, p)| p));
+    let valid: Vec<&Loaded> = valid
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !dropped.contains(i))
+        .map(|(_, o)| o)
+        .collect();
+    let resources: Vec<weft_api::Resource> = valid.iter().map(|o| o.resource.clone()).collect();
+    let options = weft_registry::Options::default();
+    let registry = weft_registry::Registry::build(&resources, &options);
+    problems.extend(references::missing(
+        &valid,
+        &registry,
+        &options.domain_suffix,
+    ));
     problems.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
     Report {
         problems,

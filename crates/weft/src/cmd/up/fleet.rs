@@ -1,0 +1,283 @@
+//! The proxies `weft up` runs, kept as the folder says: started when a workload or Gateway
+//! selector appears, restarted when it changes, stopped when it goes, and restarted with
+//! back-off when one exits on its own. Every proxy is started so that it dies with `weft up`,
+//! even when `weft up` is killed with SIGKILL (see `exec_with_parent`).
+
+use super::plan::{Kind, Ports, ProxyPlan, ProxyPorts, bootstrap};
+use anyhow::Context as _;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long an exited proxy waits before its first restart; doubled per exit in a row.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A proxy that ran this long before exiting starts its back-off again from the first step.
+const STABLE_AFTER: Duration = Duration::from_secs(30);
+
+/// What the fleet needs to start a proxy.
+pub struct Options {
+    pub run_dir: PathBuf,
+    pub envoy: Option<PathBuf>,
+    pub xds: SocketAddr,
+    pub gateway_address: String,
+}
+
+/// Where a proxy stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    Running,
+    /// Exited on its own (or could not start); starts again at `at`.
+    Restarting {
+        at: Instant,
+    },
+}
+
+/// One proxy and its process.
+pub struct Managed {
+    pub plan: ProxyPlan,
+    pub ports: ProxyPorts,
+    pub state: State,
+    child: Option<Child>,
+    started: Instant,
+    /// Exits in a row without running `STABLE_AFTER` in between.
+    exits_in_row: u32,
+    /// Times it was started again after exiting on its own.
+    pub restarts: u32,
+    /// Why it last exited on its own.
+    pub last_exit: Option<String>,
+}
+
+impl Managed {
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+pub struct Fleet {
+    pub proxies: BTreeMap<String, Managed>,
+    ports: Ports,
+    opts: Options,
+}
+
+impl Fleet {
+    pub fn new(opts: Options, port_base: u16) -> Fleet {
+        Fleet {
+            proxies: BTreeMap::new(),
+            ports: Ports { next: port_base },
+            opts,
+        }
+    }
+
+    /// Makes the running proxies those of `plans`: new ones start, changed ones restart (keeping
+    /// their ports), and those no longer called for stop. `quiet` for the first round, which the
+    /// banner shows instead.
+    pub fn reconcile(&mut self, plans: Vec<ProxyPlan>, quiet: bool) -> anyhow::Result<()> {
+        let wanted: BTreeMap<String, ProxyPlan> =
+            plans.into_iter().map(|p| (p.label.clone(), p)).collect();
+        let gone: Vec<String> = self
+            .proxies
+            .keys()
+            .filter(|l| !wanted.contains_key(*l))
+            .cloned()
+            .collect();
+        for label in gone {
+            if let Some(mut m) = self.proxies.remove(&label) {
+                kill(&mut m);
+                tracing::info!("stopped {label}: it is no longer in the folder");
+            }
+        }
+        for (label, plan) in wanted {
+            match self.proxies.get_mut(&label) {
+                Some(m) if m.plan == plan => {}
+                Some(m) => {
+                    kill(m);
+                    m.plan = plan;
+                    m.exits_in_row = 0;
+                    start(m, &self.opts);
+                    tracing::info!("restarted {label}: its workload changed");
+                }
+                None => {
+                    let ports = self.ports.for_plan(&plan)?;
+                    let mut m = Managed {
+                        plan,
+                        ports,
+                        state: State::Running,
+                        child: None,
+                        started: Instant::now(),
+                        exits_in_row: 0,
+                        restarts: 0,
+                        last_exit: None,
+                    };
+                    start(&mut m, &self.opts);
+                    if !quiet {
+                        tracing::info!(
+                            "started {label}: {}",
+                            describe(&m, &self.opts.gateway_address)
+                        );
+                    }
+                    self.proxies.insert(label, m);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Notices proxies that exited on their own, reports each, and starts those whose back-off
+    /// has passed. Returns whether anything changed.
+    pub fn check(&mut self) -> bool {
+        let now = Instant::now();
+        let mut changed = false;
+        for (label, m) in &mut self.proxies {
+            match m.state {
+                State::Running => {
+                    let exited = match m.child.as_mut().map(Child::try_wait) {
+                        Some(Ok(Some(status))) => Some(status.to_string()),
+                        Some(Ok(None)) => None,
+                        Some(Err(e)) => Some(format!("cannot be waited for: {e}")),
+                        None => Some("did not start".to_string()),
+                    };
+                    let Some(why) = exited else { continue };
+                    m.child = None;
+                    if now.duration_since(m.started) >= STABLE_AFTER {
+                        m.exits_in_row = 0;
+                    }
+                    let backoff = FIRST_BACKOFF
+                        .saturating_mul(1 << m.exits_in_row.min(5))
+                        .min(MAX_BACKOFF);
+                    m.exits_in_row += 1;
+                    tracing::error!(
+                        "{label} exited unexpectedly ({why}); restarting it in {}s (log: {})",
+                        backoff.as_secs(),
+                        log_file(&self.opts.run_dir, &m.plan).display()
+                    );
+                    m.last_exit = Some(why);
+                    m.state = State::Restarting { at: now + backoff };
+                    changed = true;
+                }
+                State::Restarting { at } if at <= now => {
+                    start(m, &self.opts);
+                    m.restarts += 1;
+                    if m.child.is_some() {
+                        tracing::info!("restarted {label} (restart {})", m.restarts);
+                    }
+                    changed = true;
+                }
+                State::Restarting { .. } => {}
+            }
+        }
+        changed
+    }
+
+    /// Stops every proxy.
+    pub fn stop_all(&mut self) {
+        for m in self.proxies.values_mut() {
+            kill(m);
+        }
+    }
+}
+
+fn kill(m: &mut Managed) {
+    if let Some(mut child) = m.child.take() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+fn file_name(plan: &ProxyPlan) -> String {
+    plan.label.replace([' ', '/', ',', '='], "-")
+}
+
+pub fn log_file(run_dir: &Path, plan: &ProxyPlan) -> PathBuf {
+    run_dir.join(format!("{}.log", file_name(plan)))
+}
+
+/// Starts the proxy's process; a failure to start is an exit like any other (reported, and
+/// tried again after the back-off).
+fn start(m: &mut Managed, opts: &Options) {
+    m.started = Instant::now();
+    m.state = State::Running;
+    match spawn(m, opts) {
+        Ok(child) => m.child = Some(child),
+        Err(e) => {
+            tracing::error!("{}: {e:#}", m.plan.label);
+            m.child = None;
+        }
+    }
+}
+
+fn spawn(m: &Managed, opts: &Options) -> anyhow::Result<Child> {
+    let p = &m.plan;
+    let file = opts.run_dir.join(format!("{}.yaml", file_name(p)));
+    let text =
+        serde_json::to_string_pretty(&bootstrap(p, m.ports, opts.xds, &opts.gateway_address))?;
+    std::fs::write(&file, text)?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_file(&opts.run_dir, p))?;
+    let weft = std::env::current_exe()?;
+    let mut cmd = Command::new(&weft);
+    cmd.args(["exec-with-parent", &std::process::id().to_string(), "--"]);
+    match &opts.envoy {
+        Some(envoy) => {
+            cmd.arg(envoy).args([
+                "--concurrency",
+                "1",
+                "--use-dynamic-base-id",
+                "-l",
+                "warning",
+                "-c",
+            ]);
+        }
+        None => {
+            cmd.arg(&weft)
+                .args(["proxy", "--concurrency", "1", "-l", "warn", "-c"]);
+        }
+    }
+    cmd.arg(&file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    cmd.spawn()
+        .with_context(|| format!("cannot start the proxy for {}", p.label))
+}
+
+/// One line on where a proxy listens, for people.
+pub fn describe(m: &Managed, gateway_address: &str) -> String {
+    let mut line = format!("admin http://127.0.0.1:{}", m.ports.admin);
+    if let Some(port) = m.ports.http_proxy {
+        line.push_str(&format!("  HTTP_PROXY=http://127.0.0.1:{port}"));
+    }
+    if m.plan.kind == Kind::Gateway {
+        for (server, listen) in &m.plan.gateway_ports {
+            line.push_str(&format!(
+                "  {gateway_address}:{listen} (Gateway port {server})"
+            ));
+        }
+    }
+    line
+}
+
+/// `weft exec-with-parent PID -- PROGRAM ARGS...`: becomes PROGRAM, set to be killed when the
+/// thread of `PID` that started it exits. Linux keeps the parent-death signal across exec, so
+/// the proxy itself (Envoy or `weft proxy`) carries it, with no process in between; and
+/// nothing here needs `unsafe` (a `pre_exec` hook would). `weft up` starts its proxies from
+/// threads that live as long as it does.
+pub fn exec_with_parent(parent: u32, program: &[std::ffi::OsString]) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt as _;
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .context("cannot set the parent-death signal")?;
+    // The parent may have died before the signal was set: then nobody would send it.
+    let ppid = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get().unsigned_abs());
+    if ppid != parent {
+        anyhow::bail!("the process that started this one ({parent}) is gone");
+    }
+    let Some((program, args)) = program.split_first() else {
+        anyhow::bail!("exec-with-parent: no program given");
+    };
+    let e = Command::new(program).args(args).exec();
+    Err(anyhow::Error::new(e).context(format!("cannot run {}", program.to_string_lossy())))
+}

@@ -1,0 +1,286 @@
+//! `weft up -f DIR`: a mesh on this machine. The control plane runs in this process; each
+//! workload (WorkloadEntry or Pod) gets a sidecar proxy and each distinct Gateway `selector` a
+//! gateway proxy, as Istio's install provides istio-ingressgateway. Proxies are child
+//! processes — `weft proxy`, or Envoy itself with `--envoy` — started from an ordinary Envoy
+//! bootstrap that points them at the control plane.
+//!
+//! Without traffic capture, applications send through their sidecar as an HTTP proxy
+//! (`HTTP_PROXY=http://127.0.0.1:PORT`, routed by Host), and reach each other directly.
+
+pub mod fleet;
+pub mod plan;
+mod status_file;
+
+use super::control_plane::{self, ConfigStatus, Running};
+use fleet::Fleet;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use weft_registry::source::Config;
+use weft_xds::control::ControlPlane;
+
+#[derive(clap::Args, Clone)]
+pub struct Args {
+    #[command(flatten)]
+    pub control: control_plane::ControlPlaneArgs,
+    /// The address gateways listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub gateway_address: String,
+    /// Gateway server port → the port the gateway listens on, as the istio-ingressgateway
+    /// Service maps them (so that port 80 needs no root). A port not listed listens as itself.
+    #[arg(long = "gateway-port", value_name = "PORT=PORT", default_values_t = ["80=8080".to_string(), "443=8443".to_string()])]
+    pub gateway_ports: Vec<String>,
+    /// First port for the proxies' admin and HTTP proxy ports; 0 picks free ports.
+    #[arg(long, default_value_t = 15100)]
+    pub port_base: u16,
+    /// Run real Envoy (this binary) as every proxy instead of `weft proxy`.
+    #[arg(long)]
+    pub envoy: Option<PathBuf>,
+    /// Keep the run folder (proxies' bootstraps and logs) when the mesh stops; it is removed
+    /// otherwise.
+    #[arg(long)]
+    pub keep_logs: bool,
+    /// Keep this JSON file current with what runs where and how each proxy stands (its
+    /// schema is in the README); removed when the mesh stops.
+    #[arg(long, value_name = "PATH")]
+    pub status_file: Option<PathBuf>,
+}
+
+pub struct Up {
+    pub control: Running,
+    pub fleet: Arc<Mutex<Fleet>>,
+    pub run_dir: PathBuf,
+    pub keep_logs: bool,
+    status_file: Option<PathBuf>,
+    stop: watch::Sender<bool>,
+}
+
+/// What the status file shows besides the fleet, cloned for the task that keeps it.
+pub struct View {
+    pub control: ControlPlane,
+    pub status: Arc<Mutex<ConfigStatus>>,
+    pub xds: SocketAddr,
+    pub monitoring: SocketAddr,
+    pub gateway_address: String,
+    pub folder: PathBuf,
+}
+
+fn lock(fleet: &Mutex<Fleet>) -> std::sync::MutexGuard<'_, Fleet> {
+    fleet.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Up {
+    /// Stops every proxy and the control plane, and removes the run folder unless asked to
+    /// keep it, and the status file.
+    pub fn stop(&mut self) {
+        self.stop.send_replace(true);
+        lock(&self.fleet).stop_all();
+        self.control.stop();
+        if !self.keep_logs
+            && self.run_dir.exists()
+            && let Err(e) = std::fs::remove_dir_all(&self.run_dir)
+        {
+            eprintln!("weft up: cannot remove {}: {e}", self.run_dir.display());
+        }
+        if let Some(f) = &self.status_file {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+
+    /// What runs where, for people.
+    pub fn describe(&self, gateway_address: &str) -> String {
+        let mut out = format!(
+            "control plane  xDS {}  status http://{}/debug/syncz\n",
+            self.control.xds, self.control.monitoring
+        );
+        for m in lock(&self.fleet).proxies.values() {
+            out.push_str(&format!(
+                "{:<40} {}\n",
+                m.plan.label,
+                fleet::describe(m, gateway_address)
+            ));
+        }
+        out.push_str(&format!("logs           {}\n", self.run_dir.display()));
+        out
+    }
+}
+
+/// Starts the control plane and every proxy the folder calls for, then keeps the proxies as
+/// the folder says until `stop`.
+pub async fn start(args: &Args) -> anyhow::Result<Up> {
+    let c = &args.control;
+    let port_map = plan::parse_port_map(&args.gateway_ports)?;
+    let control = control_plane::start(c.folder(), &c.xds_address, &c.monitoring_address).await?;
+    // The first load: objects it refuses are reported by the control plane, and the rest of
+    // the mesh starts.
+    let mut config = control.config.clone();
+    config.changed().await?;
+    let first = config.borrow_and_update().clone();
+    remove_stale_run_folders();
+    let run_dir = std::env::temp_dir().join(format!("weft-up-{}", std::process::id()));
+    std::fs::create_dir_all(&run_dir)?;
+    if !args.keep_logs {
+        std::fs::write(run_dir.join(RUNNING_MARK), "")?;
+    }
+    let mut fleet = Fleet::new(
+        fleet::Options {
+            run_dir: run_dir.clone(),
+            envoy: args.envoy.clone(),
+            xds: control.xds,
+            gateway_address: args.gateway_address.clone(),
+        },
+        args.port_base,
+    );
+    fleet.reconcile(plan::plan(&first.resources, &port_map), true)?;
+    let fleet = Arc::new(Mutex::new(fleet));
+    let (stop, stopped) = watch::channel(false);
+    let view = View {
+        control: control.control.clone(),
+        status: control.status.clone(),
+        xds: control.xds,
+        monitoring: control.monitoring,
+        gateway_address: args.gateway_address.clone(),
+        folder: c.dir.clone(),
+    };
+    let writer = args.status_file.clone().map(status_file::Writer::new);
+    tokio::spawn(supervise(
+        fleet.clone(),
+        config,
+        port_map,
+        view,
+        writer,
+        stopped,
+    ));
+    Ok(Up {
+        control,
+        fleet,
+        run_dir,
+        keep_logs: args.keep_logs,
+        status_file: args.status_file.clone(),
+        stop,
+    })
+}
+
+/// In a run folder that is to be removed when its `weft up` stops.
+const RUNNING_MARK: &str = ".remove-when-stopped";
+
+/// Removes the run folders of `weft up`s that are gone without removing theirs (killed with
+/// SIGKILL, or a crash): their proxies died with them, so nothing reads them. Folders kept
+/// with `--keep-logs` have no mark and stay.
+fn remove_stale_run_folders() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("weft-up-"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let dead = !std::path::Path::new("/proc").join(pid.to_string()).exists();
+        if dead && e.path().join(RUNNING_MARK).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// How often exited proxies are looked for and the status file refreshed.
+const SUPERVISE_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Follows the folder (workloads and Gateways appear, change and go) and the proxies (one that
+/// exits is restarted), and keeps the status file current.
+async fn supervise(
+    fleet: Arc<Mutex<Fleet>>,
+    mut config: watch::Receiver<Arc<Config>>,
+    port_map: BTreeMap<u16, u16>,
+    view: View,
+    mut writer: Option<status_file::Writer>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut inbound = status_file::inbound(&config.borrow().resources);
+    let mut tick = tokio::time::interval(SUPERVISE_INTERVAL);
+    let mut write_failed = false;
+    loop {
+        tokio::select! {
+            _ = stopped.wait_for(|s| *s) => return,
+            changed = config.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let now = config.borrow_and_update().clone();
+                inbound = status_file::inbound(&now.resources);
+                if let Err(e) = lock(&fleet).reconcile(plan::plan(&now.resources, &port_map), false) {
+                    tracing::error!("cannot follow the folder's workloads: {e:#}");
+                }
+            }
+            _ = tick.tick() => {
+                lock(&fleet).check();
+            }
+        }
+        if let Some(w) = &mut writer {
+            let value = status_file::render(&lock(&fleet), &view, &inbound);
+            match w.write(&value) {
+                Ok(()) => write_failed = false,
+                Err(e) if !write_failed => {
+                    tracing::error!("cannot write the status file {}: {e}", w.path.display());
+                    write_failed = true;
+                }
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+/// Resolves with the name of the first of SIGINT, SIGTERM and SIGHUP to arrive: each stops the
+/// mesh, as a service manager or a closed terminal expects.
+pub(crate) async fn stopped() -> anyhow::Result<&'static str> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+        _ = hup.recv() => "SIGHUP",
+    })
+}
+
+pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
+    control_plane::init_logging(&args.control.log_level);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut up = start(args).await?;
+        println!("weft up: a mesh from {}\n", args.control.dir.display());
+        print!("{}", up.describe(&args.gateway_address));
+        let refused = up
+            .control
+            .status
+            .lock()
+            .map(|s| s.errors.len())
+            .unwrap_or(0);
+        if refused > 0 {
+            println!(
+                "\n{refused} problem(s) refused objects, files or the mesh config (see the errors above, or http://{}/debug/problems); the rest of the mesh runs.",
+                up.control.monitoring
+            );
+        }
+        println!(
+            "\nEdits to {} are validated and pushed live; workloads added, changed or removed start, restart or stop their sidecars. Ctrl-C stops everything.",
+            args.control.dir.display()
+        );
+        let signal = stopped().await?;
+        tracing::info!(signal, "stopping the mesh");
+        up.stop();
+        Ok(ExitCode::SUCCESS)
+    })
+}

@@ -1,0 +1,219 @@
+//! Which proxies a folder calls for, and the bootstrap each starts from.
+
+use anyhow::Context as _;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use weft_api::Resource;
+use weft_api::types::common::Labels;
+
+/// Sidecar or gateway, as the status file and Istio's node ids name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    Sidecar,
+    Gateway,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Sidecar => "sidecar",
+            Kind::Gateway => "gateway",
+        }
+    }
+}
+
+/// One proxy the folder calls for. Two plans that compare equal run the same proxy: a change
+/// to any field restarts it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyPlan {
+    /// `sidecar default/web-v1`, `gateway istio=ingressgateway`: the key a proxy is known by
+    /// across edits.
+    pub label: String,
+    pub kind: Kind,
+    pub node_id: String,
+    pub namespace: String,
+    /// The WorkloadEntry or Pod (sidecars), the gateway's name (gateways).
+    pub workload: String,
+    pub labels: Labels,
+    /// Gateways: (Gateway server port, listening port).
+    pub gateway_ports: Vec<(u16, u16)>,
+}
+
+/// The ports a running proxy was given; they stay with its label across restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyPorts {
+    pub admin: u16,
+    /// Sidecars: the HTTP proxy port applications use.
+    pub http_proxy: Option<u16>,
+}
+
+/// Ports handed out one after another from `base`, skipping those in use; any free port when
+/// `base` is 0.
+pub struct Ports {
+    pub next: u16,
+}
+
+impl Ports {
+    pub fn take(&mut self) -> anyhow::Result<u16> {
+        if self.next == 0 {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            return Ok(l.local_addr()?.port());
+        }
+        while self.next < u16::MAX {
+            let p = self.next;
+            self.next += 1;
+            if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+                return Ok(p);
+            }
+        }
+        anyhow::bail!("no free port left above the port base")
+    }
+
+    pub fn for_plan(&mut self, plan: &ProxyPlan) -> anyhow::Result<ProxyPorts> {
+        Ok(ProxyPorts {
+            admin: self.take()?,
+            http_proxy: match plan.kind {
+                Kind::Sidecar => Some(self.take()?),
+                Kind::Gateway => None,
+            },
+        })
+    }
+}
+
+pub fn parse_port_map(pairs: &[String]) -> anyhow::Result<BTreeMap<u16, u16>> {
+    pairs
+        .iter()
+        .map(|p| {
+            let (a, b) = p
+                .split_once('=')
+                .with_context(|| format!("--gateway-port {p}: expected PORT=PORT"))?;
+            Ok((a.trim().parse()?, b.trim().parse()?))
+        })
+        .collect()
+}
+
+/// The proxies the folder calls for: a sidecar per WorkloadEntry and Pod, a gateway per
+/// distinct Gateway selector.
+pub fn plan(resources: &[Resource], port_map: &BTreeMap<u16, u16>) -> Vec<ProxyPlan> {
+    let mut out = Vec::new();
+    let mut selectors: BTreeMap<Vec<(String, String)>, Vec<u16>> = BTreeMap::new();
+    for r in resources {
+        let (name, ns) = (r.name().to_string(), r.namespace().to_string());
+        let workload = match r {
+            Resource::WorkloadEntry(w) => Some((
+                w.spec.address.clone().unwrap_or_else(|| "127.0.0.1".into()),
+                w.spec.labels.clone(),
+            )),
+            Resource::Pod(p) => Some((
+                p.status
+                    .as_ref()
+                    .and_then(|s| s.pod_ip.clone())
+                    .unwrap_or_else(|| "127.0.0.1".into()),
+                p.metadata.labels.clone(),
+            )),
+            Resource::Gateway(g) => {
+                let key: Vec<(String, String)> = g.spec.selector.clone().into_iter().collect();
+                let entry = selectors.entry(key).or_default();
+                for s in &g.spec.servers {
+                    if let Some(n) = s.port.as_ref().and_then(|p| p.number) {
+                        entry.push(u16::try_from(n).unwrap_or(0));
+                    }
+                }
+                None
+            }
+            _ => None,
+        };
+        if let Some((ip, labels)) = workload {
+            out.push(ProxyPlan {
+                label: format!("sidecar {ns}/{name}"),
+                kind: Kind::Sidecar,
+                node_id: format!("sidecar~{ip}~{name}.{ns}~{ns}.svc.cluster.local"),
+                namespace: ns,
+                workload: name,
+                labels,
+                gateway_ports: Vec::new(),
+            });
+        }
+    }
+    for (i, (selector, mut server_ports)) in selectors.into_iter().enumerate() {
+        if selector.is_empty() {
+            continue;
+        }
+        server_ports.sort_unstable();
+        server_ports.dedup();
+        let name = selector
+            .iter()
+            .find(|(k, _)| k == "istio")
+            .map_or_else(|| format!("gateway-{i}"), |(_, v)| format!("istio-{v}"));
+        let shown: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        out.push(ProxyPlan {
+            label: format!("gateway {}", shown.join(",")),
+            kind: Kind::Gateway,
+            node_id: format!("router~127.0.0.1~{name}.istio-system~istio-system.svc.cluster.local"),
+            namespace: "istio-system".into(),
+            workload: name,
+            labels: selector.into_iter().collect(),
+            gateway_ports: server_ports
+                .into_iter()
+                .map(|p| (p, port_map.get(&p).copied().unwrap_or(p)))
+                .collect(),
+        });
+    }
+    out
+}
+
+/// The bootstrap a proxy starts from: its identity, its admin port, and ADS at the control
+/// plane. Envoy and `weft proxy` both take it.
+pub fn bootstrap(
+    p: &ProxyPlan,
+    ports: ProxyPorts,
+    xds: SocketAddr,
+    gateway_address: &str,
+) -> serde_json::Value {
+    let mut metadata = json!({
+        "NAMESPACE": p.namespace,
+        "LABELS": p.labels,
+        "INTERCEPTION_MODE": "NONE",
+    });
+    if let Some(port) = ports.http_proxy {
+        metadata["HTTP_PROXY_PORT"] = json!(port.to_string());
+    }
+    if !p.gateway_ports.is_empty() {
+        let map: Vec<String> = p
+            .gateway_ports
+            .iter()
+            .map(|(a, b)| format!("{a}={b}"))
+            .collect();
+        metadata["WEFT_GATEWAY_PORTS"] = json!(map.join(","));
+        metadata["WEFT_GATEWAY_ADDRESS"] = json!(gateway_address);
+    }
+    json!({
+        "node": { "id": p.node_id, "cluster": p.label.replace(' ', "-"), "metadata": metadata },
+        "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": ports.admin } } },
+        "dynamic_resources": {
+            "ads_config": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [ { "envoy_grpc": { "cluster_name": "xds-grpc" } } ]
+            },
+            "cds_config": { "ads": {}, "resource_api_version": "V3" },
+            "lds_config": { "ads": {}, "resource_api_version": "V3" }
+        },
+        "static_resources": { "clusters": [ {
+            "name": "xds-grpc",
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "typed_extension_protocol_options": {
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "explicit_http_config": { "http2_protocol_options": {} }
+                }
+            },
+            "load_assignment": { "cluster_name": "xds-grpc", "endpoints": [ { "lb_endpoints": [ {
+                "endpoint": { "address": { "socket_address": {
+                    "address": xds.ip().to_string(), "port_value": xds.port() } } }
+            } ] } ] }
+        } ] }
+    })
+}
