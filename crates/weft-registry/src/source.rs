@@ -131,8 +131,19 @@ impl Folder {
             out.errors.extend(state.errors.iter().cloned());
             out.warnings.extend(state.warnings.iter().cloned());
         }
-        let duplicates = references::duplicates(&candidates);
-        let dropped: BTreeSet<usize> = duplicates.iter().map(|(i, _)| *i).collect();
+        // Of two definitions of one object, the one serving now stays and the newcomer is
+        // refused, wherever their files sort; at start, the first in file order serves.
+        let incumbent = |o: &Loaded| {
+            cache
+                .last_good
+                .get(&o.object_ref())
+                .is_some_and(|old| old.origin.file == o.origin.file)
+        };
+        let mut ranked: Vec<usize> = (0..candidates.len()).collect();
+        ranked.sort_by_key(|i| !incumbent(candidates[*i]));
+        let in_rank: Vec<&Loaded> = ranked.iter().map(|i| candidates[*i]).collect();
+        let duplicates = references::duplicates(&in_rank);
+        let dropped: BTreeSet<usize> = duplicates.iter().map(|(i, _)| ranked[*i]).collect();
         out.errors.extend(duplicates.into_iter().map(|(_, p)| p));
         let mut accepted: BTreeMap<ObjectRef, Loaded> = BTreeMap::new();
         let mut order = Vec::new();
@@ -180,6 +191,9 @@ impl Folder {
             &options.domain_suffix,
         ));
         cache.last_good = accepted;
+        for list in [&mut out.errors, &mut out.warnings] {
+            list.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
+        }
         out
     }
 

@@ -72,7 +72,12 @@ pub fn check(files: &[PathBuf], strict: bool) -> Report {
     // What only the objects together show, in the words `weft up` uses for it.
     let duplicates = references::duplicates(&valid);
     let dropped: Vec<usize> = duplicates.iter().map(|(i, _)| *i).collect();
-    problems.extend(duplicates.into_iter().map(|(_, p)| p));
+    // Files checked together need not be one folder of config (`-f` of Istio's samples holds
+    // alternatives of one object): here a duplicate is a warning; `weft up` refuses it.
+    problems.extend(duplicates.into_iter().map(|(_, p)| Problem {
+        severity: Severity::Warning,
+        ..p
+    }));
     let valid: Vec<&Loaded> = valid
         .into_iter()
         .enumerate()

@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod recorder;
+pub mod up;
 pub mod xds;
 
 use bytes::Bytes;
