@@ -108,7 +108,11 @@ async fn bad_objects_at_start(envoy: bool) {
     for (e, want) in errors.iter().zip(&expected) {
         assert!(e.starts_with(want.as_str()), "{e}\nwanted {want}");
     }
-    assert!(errors[1].ends_with("did you mean VirtualService?"), "{}", errors[1]);
+    assert!(
+        errors[1].ends_with("did you mean VirtualService?"),
+        "{}",
+        errors[1]
+    );
     // The first definition of `web` (base.yaml) serves, not the duplicate's `nowhere`.
     assert_eq!(serves(gateway).await, "web-v1", "envoy {envoy}");
     let err = up.stderr();
@@ -120,7 +124,9 @@ async fn bad_objects_at_start(envoy: bool) {
     let before = up.generation();
     let early = dir.path().join("a-dup.yaml");
     std::fs::write(&early, bad.split("---\n").nth(2).unwrap()).unwrap();
-    let status = wait(&up, "the edit", |s| s["config"]["generation"].as_u64() > Some(before));
+    let status = wait(&up, "the edit", |s| {
+        s["config"]["generation"].as_u64() > Some(before)
+    });
     let newcomer = format!(
         "{}:3: VirtualService default/web: metadata.name: duplicate: ",
         early.display()
@@ -170,17 +176,26 @@ async fn workloads_live(envoy: bool) {
         synced(s, name) && pid(s, name) != first
     });
     let second = pid(&status, name);
-    assert!(!alive(first), "the changed workload's old sidecar {first} still runs");
+    assert!(
+        !alive(first),
+        "the changed workload's old sidecar {first} still runs"
+    );
     assert_eq!(
-        Up::proxy(&status, name).unwrap()["admin"], v2["admin"],
+        Up::proxy(&status, name).unwrap()["admin"],
+        v2["admin"],
         "a restarted sidecar keeps its ports"
     );
 
     std::fs::remove_file(&added).unwrap();
-    wait(&up, "web-v2's sidecar gone", |s| Up::proxy(s, name).is_none());
+    wait(&up, "web-v2's sidecar gone", |s| {
+        Up::proxy(s, name).is_none()
+    });
     let deadline = Instant::now() + Duration::from_secs(5);
     while alive(second) {
-        assert!(Instant::now() < deadline, "removed workload's sidecar {second} still runs");
+        assert!(
+            Instant::now() < deadline,
+            "removed workload's sidecar {second} still runs"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -213,11 +228,16 @@ async fn restarted(envoy: bool) {
         "{gw:#}"
     );
     assert!(
-        up.stderr().contains("gateway istio=ingressgateway exited unexpectedly"),
+        up.stderr()
+            .contains("gateway istio=ingressgateway exited unexpectedly"),
         "{}",
         up.stderr()
     );
-    assert_eq!(serves(gateway).await, "web-v1", "the restarted gateway serves");
+    assert_eq!(
+        serves(gateway).await,
+        "web-v1",
+        "the restarted gateway serves"
+    );
     // Killed again straight away: the second restart waits 2 s, twice the first.
     let second = pid(&status, name);
     let killed = Instant::now();
@@ -265,7 +285,10 @@ async fn sigkill(envoy: bool) {
     up.child.wait().unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while pids.iter().any(|p| alive(*p)) {
-        assert!(Instant::now() < deadline, "proxies {pids:?} outlived weft up (envoy {envoy})");
+        assert!(
+            Instant::now() < deadline,
+            "proxies {pids:?} outlived weft up (envoy {envoy})"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

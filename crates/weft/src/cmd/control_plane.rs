@@ -198,6 +198,8 @@ pub async fn start(folder: Folder, xds: &str, monitoring: &str) -> anyhow::Resul
 pub fn init_logging(level: &str) {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: `weft up 2> file` and service managers get text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
             "weft={level},weft_xds={level},weft_registry={level},weft_proxy={level}"
         )))

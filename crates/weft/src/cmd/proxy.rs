@@ -38,6 +38,8 @@ fn default_concurrency() -> usize {
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // `weft up` writes each proxy's log to a file: colour codes only for a terminal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
             "weft_proxy={0},weft={0}",
             args.log_level
