@@ -9,7 +9,6 @@ mod support;
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use support::up::Up;
 use support::{Req, try_request};
 
 struct Case {
@@ -337,21 +336,6 @@ const CASES: &[Case] = &[
     },
 ];
 
-/// The ingress gateway routing every host to one workload (the echo upstream).
-fn base(echo: u16) -> String {
-    format!(
-        "apiVersion: v1\nkind: Service\nmetadata: {{ name: web }}\n\
-         spec:\n  ports: [ {{ port: 80, name: http }} ]\n  selector: {{ app: web }}\n---\n\
-         apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\n\
-         metadata: {{ name: web-v1, namespace: default }}\n\
-         spec: {{ address: 127.0.0.1, ports: {{ http: {echo} }}, labels: {{ app: web }} }}\n---\n\
-         apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{ name: web-gateway }}\n\
-         spec:\n  selector: {{ istio: ingressgateway }}\n  servers:\n  - port: {{ number: 80, name: http, protocol: HTTP }}\n    hosts: [ \"*\" ]\n---\n\
-         apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{ name: web }}\n\
-         spec:\n  hosts: [ \"*\" ]\n  gateways: [ web-gateway ]\n  http:\n  - route: [ {{ destination: {{ host: web }} }} ]\n"
-    )
-}
-
 /// The problem line every surface must show for `case`, up to its reason.
 fn expected_prefix(case: &Case, file: &str) -> String {
     let line = case
@@ -401,11 +385,7 @@ async fn gateway_answer(gateway: SocketAddr) -> String {
 
 async fn broken_edits(envoy: bool) {
     assert!(CASES.len() >= 30, "{} kinds of mistake", CASES.len());
-    let echo = support::start_echo("web-v1").await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("base.yaml"), base(echo.port())).unwrap();
-    let up = tokio::task::block_in_place(|| Up::start(dir.path(), envoy));
-    let gateway = SocketAddr::from(([127, 0, 0, 1], up.gateway_port));
+    let (dir, up, gateway) = support::up::mesh(envoy, &[]).await;
     let deadline = Instant::now() + Duration::from_secs(15);
     while gateway_answer(gateway).await != "web-v1" {
         assert!(Instant::now() < deadline, "the mesh never served");

@@ -51,20 +51,7 @@ fn alive(pid: u32) -> bool {
 fn stop_with(signal: &str, envoy: bool, keep_logs: bool) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("mesh.yaml"), MESH).unwrap();
-    let mut cmd = Command::new(support::weft_binary());
-    cmd.arg("up").arg("-f").arg(dir.path()).args([
-        "--xds-address",
-        "127.0.0.1:0",
-        "--monitoring-address",
-        "127.0.0.1:0",
-        "--port-base",
-        "0",
-        "-l",
-        "warn",
-    ]);
-    if envoy {
-        cmd.arg("--envoy").arg(support::envoy_binary());
-    }
+    let mut cmd = support::up::command(dir.path(), envoy);
     if keep_logs {
         cmd.arg("--keep-logs");
     }
