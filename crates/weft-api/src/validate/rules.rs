@@ -247,17 +247,40 @@ pub fn validate_regex(re: &str) -> Rule {
     }
 }
 
+/// A header name is an RFC 7230 token (Istio's `validHeaderNameRegex`): letters, digits and
+/// ``!#$%&'*+-.^_`|~``, upper case allowed.
 pub fn validate_header_name(name: &str) -> Rule {
     if name.is_empty() {
         return Err("header name cannot be empty".into());
     }
-    if !name
-        .bytes()
-        .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
-    {
+    let tchar = |c: u8| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c);
+    if !name.bytes().all(tchar) {
         return Err(format!("header name {name} is not a valid header name"));
     }
     Ok(())
+}
+
+/// The pseudo-headers a route may match on (Istio's `pseudoHeaders`).
+const PSEUDO_HEADERS: &[&str] = &[":method", ":scheme", ":authority", ":path", ":status"];
+
+/// A header name in an HTTP match (`headers`, `withoutHeaders`): a token, one of the
+/// pseudo-headers, or a JWT claim (`@request.auth.claims.NAME`, `@request.auth.claims[NAME]`),
+/// as Istio's `ValidateHTTPHeaderNameOrJwtClaimRoute` allows.
+pub fn validate_route_header_name(name: &str) -> Rule {
+    if PSEUDO_HEADERS.contains(&name) || jwt_claim_route(name).is_some() {
+        return Ok(());
+    }
+    validate_header_name(name)
+}
+
+/// The claim path of a `@request.auth.claims` route header, if it is one.
+pub fn jwt_claim_route(name: &str) -> Option<&str> {
+    let rest = name.strip_prefix("@request.auth.claims")?;
+    let claim = match rest.strip_prefix('.') {
+        Some(c) => c,
+        None => rest.strip_prefix('[')?.strip_suffix(']')?,
+    };
+    (!claim.is_empty()).then_some(claim)
 }
 
 /// Header values go into Envoy's header formatter: control characters are rejected and a `%`

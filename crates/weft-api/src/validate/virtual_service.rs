@@ -145,16 +145,28 @@ fn string_match_regex(f: &mut Findings, path: &FieldPath, m: Option<&StringMatch
     }
 }
 
+/// Which map of string matches: header names are checked, and `withoutHeaders` takes
+/// `regex: "*"` (a presence match, which is not a regex).
+#[derive(PartialEq)]
+enum MatchMap {
+    Headers,
+    WithoutHeaders,
+    QueryParams,
+}
+
 fn match_map(
     f: &mut Findings,
     path: &FieldPath,
     m: Option<&BTreeMap<String, StringMatch>>,
-    headers: bool,
+    kind: MatchMap,
 ) {
     for (name, sm) in m.into_iter().flatten() {
         let p = path.key(name.clone());
-        if headers {
-            f.check(&p, rules::validate_header_name(name));
+        if kind != MatchMap::QueryParams {
+            f.check(&p, rules::validate_route_header_name(name));
+        }
+        if kind == MatchMap::WithoutHeaders && matches!(sm, StringMatch::Regex(r) if r == "*") {
+            continue;
         }
         string_match_regex(f, &p, Some(sm));
     }
@@ -211,14 +223,19 @@ fn http_route(f: &mut Findings, p: &FieldPath, r: &HttpRoute, delegate_vs: bool)
         string_match_regex(f, &mp.key("scheme"), m.scheme.as_ref());
         string_match_regex(f, &mp.key("method"), m.method.as_ref());
         string_match_regex(f, &mp.key("authority"), m.authority.as_ref());
-        match_map(f, &mp.key("headers"), m.headers.as_ref(), true);
+        match_map(f, &mp.key("headers"), m.headers.as_ref(), MatchMap::Headers);
         match_map(
             f,
             &mp.key("withoutHeaders"),
             m.without_headers.as_ref(),
-            true,
+            MatchMap::WithoutHeaders,
         );
-        match_map(f, &mp.key("queryParams"), m.query_params.as_ref(), false);
+        match_map(
+            f,
+            &mp.key("queryParams"),
+            m.query_params.as_ref(),
+            MatchMap::QueryParams,
+        );
         if let Some(port) = m.port {
             f.check(&mp.key("port"), rules::validate_port(port));
         }

@@ -29,6 +29,8 @@ pub struct Thresholds {
     pub max_connection_pools: u64,
     /// Replaces `max_retries` when set.
     pub retry_budget: Option<RetryBudget>,
+    /// `track_remaining`: publish `remaining_*` gauges (istiod turns it on everywhere).
+    pub track_remaining: bool,
 }
 
 impl Default for Thresholds {
@@ -40,6 +42,7 @@ impl Default for Thresholds {
             max_retries: 3,
             max_connection_pools: u64::MAX,
             retry_budget: None,
+            track_remaining: false,
         }
     }
 }
@@ -168,6 +171,31 @@ impl Breakers {
                 format!("circuit_breakers.{name}.cx_pool_open"),
                 open(&r.pools, t.max_connection_pools),
             ));
+            if t.track_remaining {
+                let left = |c: &AtomicU64, max: u64| max.saturating_sub(c.load(Ordering::Relaxed));
+                out.extend([
+                    (
+                        format!("circuit_breakers.{name}.remaining_cx"),
+                        left(&r.connections, t.max_connections),
+                    ),
+                    (
+                        format!("circuit_breakers.{name}.remaining_pending"),
+                        left(&r.pending, t.max_pending_requests),
+                    ),
+                    (
+                        format!("circuit_breakers.{name}.remaining_rq"),
+                        left(&r.requests, t.max_requests),
+                    ),
+                    (
+                        format!("circuit_breakers.{name}.remaining_retries"),
+                        left(&r.retries, r.max_retries(t)),
+                    ),
+                    (
+                        format!("circuit_breakers.{name}.remaining_cx_pools"),
+                        left(&r.pools, t.max_connection_pools),
+                    ),
+                ]);
+            }
         }
         out
     }

@@ -354,7 +354,7 @@ const TABLE: &[(&str, &str)] = &[
     (
         "envoy.config.cluster.v3.CircuitBreakers.Thresholds",
         "priority=DEFAULT|HIGH max_connections max_pending_requests max_requests max_retries \
-         retry_budget max_connection_pools",
+         retry_budget max_connection_pools track_remaining",
     ),
     (
         "envoy.config.cluster.v3.CircuitBreakers.Thresholds.RetryBudget",

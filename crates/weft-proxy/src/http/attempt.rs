@@ -181,7 +181,9 @@ fn no_answer(f: &Failure) -> Option<NoAnswer> {
         Failure::Exchange(e) => {
             // h2 reports the peer's REFUSED_STREAM in its error's text.
             let refused = format!("{e:?}").contains("REFUSED_STREAM");
-            Some(NoAnswer::Reset { refused })
+            // hyper hands back as canceled a request its connection closed before sending.
+            let unsent = e.is_canceled();
+            Some(NoAnswer::Reset { refused, unsent })
         }
         Failure::Timeout | Failure::Stream(..) | Failure::BodyAbandoned => None,
     }
@@ -257,6 +259,8 @@ pub(super) async fn send(
     let mut request = Some(request);
     let mut tried: Vec<Arc<Host>> = Vec::new();
     let mut retries = 0u32;
+    // Whether any attempt has sent bytes upstream (for `reset-before-request`).
+    let mut started = false;
     // The retry in flight holds its place under max_retries (or the budget) until the next
     // decision, as Envoy's retry state does.
     let mut _slot: Option<RetrySlot<'_>> = None;
@@ -301,7 +305,14 @@ pub(super) async fn send(
         _slot = None;
         let retriable = match &outcome {
             Ok((resp, _)) => policy.retries_response(resp.status(), resp.headers()),
-            Err(f) => no_answer(f).is_some_and(|w| policy.retries_failure(w)),
+            Err(f) => no_answer(f).is_some_and(|w| policy.retries_failure(w, started)),
+        };
+        started |= match &outcome {
+            Ok(_) => true,
+            Err(f) => !matches!(
+                no_answer(f),
+                Some(NoAnswer::ConnectFailure | NoAnswer::Reset { unsent: true, .. })
+            ),
         };
         if !retriable {
             if retries > 0 && outcome.is_ok() {

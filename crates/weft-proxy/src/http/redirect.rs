@@ -11,15 +11,12 @@ pub(super) fn location(
     path: &str,
     query: Option<&str>,
 ) -> String {
-    let scheme = r.scheme.as_deref().unwrap_or(scheme);
-    let (orig_host, orig_port) = split_port(authority);
-    let host = r.host.as_deref().unwrap_or(orig_host);
-    let port = r
-        .port
-        .map(|p| p.to_string())
-        .or_else(|| orig_port.map(str::to_string));
-    // The default port of either scheme is left out of the new URL.
-    let port = port.filter(|p| p != "80" && p != "443");
+    let new_scheme = r.scheme.as_deref().unwrap_or(scheme);
+    let new_port = r.port.map(|p| format!(":{p}")).unwrap_or_default();
+    let host = match r.host.as_deref() {
+        Some(h) => h,
+        None => request_host(authority, new_scheme, scheme, !new_port.is_empty()),
+    };
     let mut new_path = match &r.path {
         PathRedirect::Keep => path.to_string(),
         PathRedirect::Path(p) => p.clone(),
@@ -31,9 +28,30 @@ pub(super) fn location(
         new_path.push('?');
         new_path.push_str(q);
     }
-    match port {
-        Some(p) => format!("{scheme}://{host}:{p}{new_path}"),
-        None => format!("{scheme}://{host}{new_path}"),
+    format!("{new_scheme}://{host}{new_port}{new_path}")
+}
+
+/// The request's host as the redirect keeps it (Envoy's `processRequestHost`): its port goes
+/// only when the redirect names a port of its own, or when the scheme changes and the port is
+/// the default of the request's scheme (`http://b:80` to `https://b`). `b:80` staying `b:80`
+/// on a plain redirect is what Envoy does.
+fn request_host<'a>(
+    authority: &'a str,
+    new_scheme: &str,
+    request_scheme: &str,
+    new_port: bool,
+) -> &'a str {
+    let (host, port) = split_port(authority);
+    let Some(port) = port else {
+        return authority;
+    };
+    let scheme_changes = !new_scheme.eq_ignore_ascii_case(request_scheme);
+    let default_port = (request_scheme.eq_ignore_ascii_case("https") && port == "443")
+        || (request_scheme.eq_ignore_ascii_case("http") && port == "80");
+    if new_port || (scheme_changes && default_port) {
+        host
+    } else {
+        authority
     }
 }
 

@@ -21,6 +21,12 @@ pub mod on {
     pub const GRPC_RESOURCE_EXHAUSTED: u32 = 1 << 9;
     pub const GRPC_UNAVAILABLE: u32 = 1 << 10;
     pub const GRPC_INTERNAL: u32 = 1 << 11;
+    pub const RESET_BEFORE_REQUEST: u32 = 1 << 12;
+    pub const ENVOY_RATELIMITED: u32 = 1 << 13;
+    /// Only with `retriable_headers`, which the proxy refuses: alone it never fires, in Envoy too.
+    pub const RETRIABLE_HEADERS: u32 = 1 << 14;
+    /// The Weft proxy has no HTTP/3 upstreams, so it never fires.
+    pub const HTTP3_POST_CONNECT_FAILURE: u32 = 1 << 15;
 
     /// Envoy's names for the conditions.
     pub fn parse(token: &str) -> Option<u32> {
@@ -37,6 +43,10 @@ pub mod on {
             "resource-exhausted" => GRPC_RESOURCE_EXHAUSTED,
             "unavailable" => GRPC_UNAVAILABLE,
             "internal" => GRPC_INTERNAL,
+            "reset-before-request" => RESET_BEFORE_REQUEST,
+            "envoy-ratelimited" => ENVOY_RATELIMITED,
+            "retriable-headers" => RETRIABLE_HEADERS,
+            "http3-post-connect-failure" => HTTP3_POST_CONNECT_FAILURE,
             _ => return None,
         })
     }
@@ -63,9 +73,11 @@ pub struct RetryPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoAnswer {
     ConnectFailure,
-    /// The stream was reset before an answer (REFUSED_STREAM when `refused`).
+    /// The stream was reset before an answer (REFUSED_STREAM when `refused`); `unsent` when
+    /// not a byte of the request reached the connection (it closed first).
     Reset {
         refused: bool,
+        unsent: bool,
     },
     PerTryTimeout,
 }
@@ -90,6 +102,9 @@ impl RetryPolicy {
         if self.has(on::RETRIABLE_STATUS_CODES) && self.retriable_status_codes.contains(&code) {
             return true;
         }
+        if self.has(on::ENVOY_RATELIMITED) && headers.contains_key("x-envoy-ratelimited") {
+            return true;
+        }
         let grpc = headers
             .get("grpc-status")
             .and_then(|v| v.to_str().ok())
@@ -104,12 +119,17 @@ impl RetryPolicy {
         }
     }
 
-    /// Whether an attempt that got no answer calls for a retry.
-    pub fn retries_failure(&self, why: NoAnswer) -> bool {
+    /// Whether an attempt that got no answer calls for a retry. `started`: some attempt of
+    /// this request has already sent bytes upstream, which ends `reset-before-request` for
+    /// the request, as Envoy's router keeps it.
+    pub fn retries_failure(&self, why: NoAnswer, started: bool) -> bool {
         let any = self.has(on::FIVE_XX) || self.has(on::GATEWAY_ERROR) || self.has(on::RESET);
+        let before_request = !started && self.has(on::RESET_BEFORE_REQUEST);
         match why {
-            NoAnswer::ConnectFailure => any || self.has(on::CONNECT_FAILURE),
-            NoAnswer::Reset { refused } => any || (refused && self.has(on::REFUSED_STREAM)),
+            NoAnswer::ConnectFailure => any || self.has(on::CONNECT_FAILURE) || before_request,
+            NoAnswer::Reset { refused, unsent } => {
+                any || (refused && self.has(on::REFUSED_STREAM)) || (unsent && before_request)
+            }
             NoAnswer::PerTryTimeout => any,
         }
     }
@@ -153,17 +173,51 @@ mod tests {
         let p = policy(on::GATEWAY_ERROR);
         assert!(p.retries_response(StatusCode::SERVICE_UNAVAILABLE, &h));
         assert!(!p.retries_response(StatusCode::INTERNAL_SERVER_ERROR, &h));
-        assert!(p.retries_failure(NoAnswer::PerTryTimeout));
+        assert!(p.retries_failure(NoAnswer::PerTryTimeout, false));
         let p = policy(on::CONNECT_FAILURE | on::RETRIABLE_STATUS_CODES);
-        assert!(p.retries_failure(NoAnswer::ConnectFailure));
-        assert!(!p.retries_failure(NoAnswer::Reset { refused: false }));
+        assert!(p.retries_failure(NoAnswer::ConnectFailure, false));
+        let reset = NoAnswer::Reset {
+            refused: false,
+            unsent: false,
+        };
+        assert!(!p.retries_failure(reset, false));
         assert!(p.retries_response(StatusCode::IM_A_TEAPOT, &h));
         assert!(!p.retries_response(StatusCode::SERVICE_UNAVAILABLE, &h));
         let mut grpc = HeaderMap::new();
         grpc.insert("grpc-status", "14".parse().unwrap());
         assert!(policy(on::GRPC_UNAVAILABLE).retries_response(StatusCode::OK, &grpc));
         assert!(!policy(on::GRPC_CANCELLED).retries_response(StatusCode::OK, &grpc));
-        assert!(policy(on::REFUSED_STREAM).retries_failure(NoAnswer::Reset { refused: true }));
+        let refused = NoAnswer::Reset {
+            refused: true,
+            unsent: false,
+        };
+        assert!(policy(on::REFUSED_STREAM).retries_failure(refused, false));
+        let mut limited = HeaderMap::new();
+        limited.insert("x-envoy-ratelimited", "true".parse().unwrap());
+        assert!(
+            policy(on::ENVOY_RATELIMITED).retries_response(StatusCode::TOO_MANY_REQUESTS, &limited)
+        );
+        assert!(!policy(on::ENVOY_RATELIMITED).retries_response(StatusCode::TOO_MANY_REQUESTS, &h));
+    }
+
+    #[test]
+    fn reset_before_request_retries_only_what_never_left() {
+        let p = policy(on::RESET_BEFORE_REQUEST);
+        let unsent = NoAnswer::Reset {
+            refused: false,
+            unsent: true,
+        };
+        let sent = NoAnswer::Reset {
+            refused: false,
+            unsent: false,
+        };
+        assert!(p.retries_failure(unsent, false));
+        assert!(p.retries_failure(NoAnswer::ConnectFailure, false));
+        assert!(!p.retries_failure(sent, false));
+        assert!(!p.retries_failure(NoAnswer::PerTryTimeout, false));
+        // Once an earlier attempt sent bytes, the request has started for good.
+        assert!(!p.retries_failure(unsent, true));
+        assert!(!p.retries_failure(NoAnswer::ConnectFailure, true));
     }
 
     #[test]

@@ -353,31 +353,51 @@ fn protocol_options(c: &mut Cluster, protocol: Protocol, pool: Option<&Connectio
     );
 }
 
-/// connectionPool limits as circuit-breaker thresholds. Istio writes Envoy's maximum for the
-/// limits a rule leaves unset; those equal Envoy's behaviour with no limit, so they are left
-/// out unless a rule sets something.
-fn connection_pool(c: &mut Cluster, pool: Option<&ConnectionPoolSettings>) {
-    let Some(pool) = pool else { return };
-    let limit = |n: Option<i64>| {
-        n.and_then(|n| u32::try_from(n).ok())
-            .filter(|n| *n > 0)
-            .map(|value| UInt32Value { value })
-    };
-    let tcp = pool.tcp.as_ref();
-    let http = pool.http.as_ref();
-    let t = Thresholds {
-        max_connections: limit(tcp.and_then(|t| t.max_connections)),
-        max_pending_requests: limit(http.and_then(|h| h.http1_max_pending_requests)),
-        max_requests: limit(http.and_then(|h| h.http2_max_requests)),
-        max_retries: limit(http.and_then(|h| h.max_retries)),
+/// istiod's circuit breakers (`getDefaultCircuitBreakerThresholds`): every limit at its
+/// maximum, with the remaining capacity published. Envoy's own defaults (1024 connections,
+/// pending and requests, 3 retries in flight) would fail requests Istio lets through: with a
+/// retry policy and one bad instance, more than 3 retries are soon in flight.
+fn default_thresholds() -> Thresholds {
+    let max = Some(UInt32Value { value: u32::MAX });
+    Thresholds {
+        max_connections: max,
+        max_pending_requests: max,
+        max_requests: max,
+        max_retries: max,
+        track_remaining: true,
         ..Default::default()
-    };
-    if t != Thresholds::default() {
-        c.circuit_breakers = Some(CircuitBreakers {
-            thresholds: vec![t],
-            ..Default::default()
-        });
     }
+}
+
+fn default_circuit_breakers() -> CircuitBreakers {
+    CircuitBreakers {
+        thresholds: vec![default_thresholds()],
+        ..Default::default()
+    }
+}
+
+/// connectionPool limits over istiod's defaults: a limit replaces the default only when it is
+/// above 0, as istiod's `applyConnectionPool` does.
+fn connection_pool(c: &mut Cluster, pool: Option<&ConnectionPoolSettings>) {
+    let mut t = default_thresholds();
+    let tcp = pool.and_then(|p| p.tcp.as_ref());
+    let http = pool.and_then(|p| p.http.as_ref());
+    let set = |slot: &mut Option<UInt32Value>, n: Option<i64>| {
+        if let Some(value) = n.and_then(|n| u32::try_from(n).ok()).filter(|n| *n > 0) {
+            *slot = Some(UInt32Value { value });
+        }
+    };
+    set(&mut t.max_connections, tcp.and_then(|t| t.max_connections));
+    set(
+        &mut t.max_pending_requests,
+        http.and_then(|h| h.http1_max_pending_requests),
+    );
+    set(&mut t.max_requests, http.and_then(|h| h.http2_max_requests));
+    set(&mut t.max_retries, http.and_then(|h| h.max_retries));
+    c.circuit_breakers = Some(CircuitBreakers {
+        thresholds: vec![t],
+        ..Default::default()
+    });
 }
 
 fn outlier_detection(od: &IstioOutlier) -> OutlierDetection {
@@ -436,6 +456,7 @@ pub fn passthrough(inputs: &Inputs, name: &str) -> Cluster {
         )),
         connect_timeout: Some(pb::duration(inputs.mesh.connect_timeout)),
         lb_policy: LbPolicy::ClusterProvided as i32,
+        circuit_breakers: Some(default_circuit_breakers()),
         ..Default::default()
     }
 }
@@ -448,6 +469,7 @@ pub fn inbound(inputs: &Inputs, port: u16, address: &str, target: u16) -> Cluste
         cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
         connect_timeout: Some(pb::duration(inputs.mesh.connect_timeout)),
         load_assignment: Some(endpoint::single(&name, address, target)),
+        circuit_breakers: Some(default_circuit_breakers()),
         ..Default::default()
     }
 }

@@ -69,6 +69,7 @@ pub fn listeners(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy, out: &mut Ge
                     hosts: &server.hosts,
                     port: number,
                     https_redirect: tls.and_then(|t| t.https_redirect) == Some(true),
+                    tls: false,
                 });
             } else if tls::is_tls(protocol) && mode == Some(ServerTlsMode::Passthrough) {
                 provenance.entry(listen).or_insert_with(|| gw.config_path());
@@ -96,6 +97,7 @@ pub fn listeners(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy, out: &mut Ge
                                 hosts: &server.hosts,
                                 port: number,
                                 https_redirect: false,
+                                tls: true,
                             },
                             tls: socket,
                             provenance: gw.config_path(),

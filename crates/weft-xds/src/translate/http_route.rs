@@ -19,7 +19,8 @@ use envoy_types::pb::envoy::config::route::v3::route_action::{
 use envoy_types::pb::envoy::config::route::v3::{
     DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RedirectAction, RetryPolicy, Route,
     RouteAction, RouteMatch, WeightedCluster, header_matcher, query_parameter_matcher,
-    redirect_action, route, route_match, weighted_cluster::ClusterWeight,
+    redirect_action, route, route_match,
+    weighted_cluster::{ClusterWeight, cluster_weight},
 };
 use envoy_types::pb::envoy::extensions::filters::common::fault::v3::{FaultDelay, fault_delay};
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy;
@@ -47,6 +48,8 @@ pub struct Context<'s, 'a> {
     pub scope: &'s Scope<'a>,
     pub port: u16,
     pub gateways: Vec<String>,
+    /// The server terminates TLS: a redirect's scheme is https unless it says otherwise.
+    pub tls: bool,
 }
 
 impl Context<'_, '_> {
@@ -80,14 +83,23 @@ pub fn routes(
     };
     let mut out = Vec::new();
     for m in applicable {
+        if let Some(claim) = m.and_then(claim_match) {
+            // istiod matches these on the JWT filter's metadata; matched as a header it would
+            // be a name Envoy refuses, and dropped it would route requests without the claim.
+            ctx.scope.problem(format!(
+                "{field}: match on {claim}: routing on JWT claims needs RequestAuthentication, which Weft does not apply yet; this match is left out"
+            ));
+            continue;
+        }
         let mut r = Route {
             name: route_name(http, m),
             r#match: Some(route_match(m)),
             metadata: Some(pb::provenance(&vs.config_path())),
             ..Default::default()
         };
+        let mut authority = None;
         if let Some(h) = &http.headers {
-            apply_headers(
+            authority = apply_headers(
                 &mut r.request_headers_to_add,
                 &mut r.request_headers_to_remove,
                 h.request.as_ref(),
@@ -99,7 +111,10 @@ pub fn routes(
             );
         }
         if let Some(redirect) = &http.redirect {
-            r.action = Some(route::Action::Redirect(redirect_action(redirect)));
+            let Some(action) = redirect_action(ctx, redirect, &field) else {
+                continue;
+            };
+            r.action = Some(route::Action::Redirect(action));
         } else if let Some(direct) = &http.direct_response {
             let body = match direct.body.as_ref() {
                 Some(b) => match (&b.string, &b.bytes) {
@@ -132,7 +147,7 @@ pub fn routes(
                 ..Default::default()
             }));
         } else {
-            let Some(action) = route_action(ctx, vs, http, &field) else {
+            let Some(action) = route_action(ctx, vs, http, authority, &field) else {
                 continue;
             };
             r.action = Some(route::Action::Route(action));
@@ -178,6 +193,16 @@ fn applies(ctx: &Context<'_, '_>, vs: &Obj<VirtualService>, m: &HttpMatchRequest
     true
 }
 
+/// The first `@request.auth.claims` header of a match.
+fn claim_match(m: &HttpMatchRequest) -> Option<&str> {
+    m.headers
+        .iter()
+        .flatten()
+        .chain(m.without_headers.iter().flatten())
+        .map(|(name, _)| name.as_str())
+        .find(|name| weft_api::validate::rules::jwt_claim_route(name).is_some())
+}
+
 fn route_name(http: &HttpRoute, m: Option<&HttpMatchRequest>) -> String {
     match (http.name.as_deref(), m.and_then(|m| m.name.as_deref())) {
         (Some(r), Some(m)) => format!("{r}.{m}"),
@@ -206,13 +231,22 @@ fn regex(s: &str) -> RegexMatcher {
     }
 }
 
+/// A header match as istiod's `translateHeaderMatch` writes it: `regex: "*"` is a presence
+/// match. A `withoutHeaders` entry is the same, inverted, and (unless a presence match) treats a
+/// missing header as empty, so that a request without the header is one that lacks the value:
+/// it matches. Without that flag Envoy fails an inverted match on a missing header.
 fn header(name: &str, m: &StringMatch, invert: bool) -> HeaderMatcher {
+    let present = matches!(m, StringMatch::Regex(r) if r == "*");
+    let specifier = if present {
+        header_matcher::HeaderMatchSpecifier::PresentMatch(true)
+    } else {
+        header_matcher::HeaderMatchSpecifier::StringMatch(string_matcher(m, false))
+    };
     HeaderMatcher {
         name: name.to_string(),
         invert_match: invert,
-        header_match_specifier: Some(header_matcher::HeaderMatchSpecifier::StringMatch(
-            string_matcher(m, false),
-        )),
+        treat_missing_header_as_empty: invert && !present,
+        header_match_specifier: Some(specifier),
         ..Default::default()
     }
 }
@@ -329,10 +363,12 @@ fn destination_cluster(
     Some((outbound_name(port, &subset, &hostname), hostname))
 }
 
+/// `authority`: what the route's own `headers.request` set `:authority` or `Host` to.
 fn route_action(
     ctx: &Context<'_, '_>,
     vs: &Obj<VirtualService>,
     http: &HttpRoute,
+    authority: Option<String>,
     field: &str,
 ) -> Option<RouteAction> {
     let destinations = http.route.as_deref().unwrap_or_default();
@@ -361,8 +397,9 @@ fn route_action(
             }),
             ..Default::default()
         };
+        let mut dest_authority = None;
         if let Some(h) = &d.headers {
-            apply_headers(
+            dest_authority = apply_headers(
                 &mut cw.request_headers_to_add,
                 &mut cw.request_headers_to_remove,
                 h.request.as_ref(),
@@ -373,17 +410,39 @@ fn route_action(
                 h.response.as_ref(),
             );
         }
-        clusters.push(cw);
+        clusters.push((cw, dest_authority));
     }
     // Destinations with weight 0 get no traffic; Envoy refuses them in a weighted list.
     let total: u32 = clusters
         .iter()
-        .filter_map(|c| c.weight.as_ref())
+        .filter_map(|(c, _)| c.weight.as_ref())
         .map(|w| w.value)
         .sum();
     if clusters.len() > 1 {
-        clusters.retain(|c| c.weight.as_ref().is_some_and(|w| w.value > 0));
+        clusters.retain(|(c, _)| c.weight.as_ref().is_some_and(|w| w.value > 0));
     }
+    // The host is rewritten as istiod does it: `rewrite.authority`, else the route's headers;
+    // one destination's own `:authority` only when neither did, several destinations each on
+    // their own weighted cluster.
+    let route_authority = http
+        .rewrite
+        .as_ref()
+        .and_then(|rw| rw.authority.clone())
+        .or(authority);
+    let single_authority = match clusters.as_slice() {
+        [(_, a)] => a.clone(),
+        _ => None,
+    };
+    let mut clusters: Vec<ClusterWeight> = clusters
+        .into_iter()
+        .map(|(mut cw, a)| {
+            if let Some(a) = a.filter(|_| single_authority.is_none()) {
+                cw.host_rewrite_specifier =
+                    Some(cluster_weight::HostRewriteSpecifier::HostRewriteLiteral(a));
+            }
+            cw
+        })
+        .collect();
     if clusters.is_empty() || total == 0 {
         return None;
     }
@@ -431,10 +490,9 @@ fn route_action(
                 },
             );
         }
-        if let Some(a) = &rw.authority {
-            action.host_rewrite_specifier =
-                Some(HostRewriteSpecifier::HostRewriteLiteral(a.clone()));
-        }
+    }
+    if let Some(a) = route_authority.or(single_authority) {
+        action.host_rewrite_specifier = Some(HostRewriteSpecifier::HostRewriteLiteral(a));
     }
     if let Some(h) = &first_host
         && let Some(s) = ctx.scope.service(h)
@@ -621,17 +679,43 @@ fn cors_policy(c: &IstioCors) -> CorsPolicy {
     }
 }
 
-fn redirect_action(r: &weft_api::types::virtual_service::HttpRedirect) -> RedirectAction {
+/// A redirect as istiod's `ApplyRedirect` writes it: `uri` replaces the whole path (even on a
+/// prefix match); `derivePort: FROM_REQUEST_PORT` is the port the route table serves;
+/// a port that is its scheme's default is left out; an unknown code leaves the route out.
+fn redirect_action(
+    ctx: &Context<'_, '_>,
+    r: &weft_api::types::virtual_service::HttpRedirect,
+    field: &str,
+) -> Option<RedirectAction> {
+    use weft_api::types::virtual_service::RedirectPortSelection;
     let code = match r.redirect_code.unwrap_or(301) {
+        301 => redirect_action::RedirectResponseCode::MovedPermanently,
         302 => redirect_action::RedirectResponseCode::Found,
         303 => redirect_action::RedirectResponseCode::SeeOther,
         307 => redirect_action::RedirectResponseCode::TemporaryRedirect,
         308 => redirect_action::RedirectResponseCode::PermanentRedirect,
-        _ => redirect_action::RedirectResponseCode::MovedPermanently,
+        other => {
+            ctx.scope.problem(format!(
+                "{field}.redirect.redirectCode: {other} is not one Envoy sends (301, 302, 303, 307, 308); the route is left out, as istiod leaves it without an action"
+            ));
+            return None;
+        }
     };
-    RedirectAction {
+    let mut port = match (r.port, r.derive_port) {
+        (Some(p), _) => u32::try_from(p).unwrap_or(0),
+        (None, Some(RedirectPortSelection::FromRequestPort)) => u32::from(ctx.port),
+        _ => 0,
+    };
+    let scheme = r
+        .scheme
+        .as_deref()
+        .unwrap_or(if ctx.tls { "https" } else { "http" });
+    if (port == 80 && scheme == "http") || (port == 443 && scheme == "https") {
+        port = 0;
+    }
+    Some(RedirectAction {
         host_redirect: r.authority.clone().unwrap_or_default(),
-        port_redirect: r.port.and_then(|p| u32::try_from(p).ok()).unwrap_or(0),
+        port_redirect: port,
         response_code: code as i32,
         scheme_rewrite_specifier: r
             .scheme
@@ -642,19 +726,30 @@ fn redirect_action(r: &weft_api::types::virtual_service::HttpRedirect) -> Redire
             .clone()
             .map(redirect_action::PathRewriteSpecifier::PathRedirect),
         ..Default::default()
-    }
+    })
 }
 
-/// `set` overwrites, `add` appends, `remove` removes, as istiod maps them.
+/// `set` overwrites, `add` appends, `remove` removes, as istiod maps them. `:authority` and
+/// `Host` are not headers to Envoy: their value comes back, to become a host rewrite (`set`
+/// before `add`), and no pseudo-header or `Host` is added or removed as a header.
 pub fn apply_headers(
     add: &mut Vec<HeaderValueOption>,
     remove: &mut Vec<String>,
     ops: Option<&HeaderOperations>,
-) {
-    let Some(ops) = ops else { return };
+) -> Option<String> {
+    let ops = ops?;
+    let internal = |k: &str| k.starts_with(':') || k.eq_ignore_ascii_case("host");
+    let authority_of = |m: &Option<BTreeMap<String, String>>| {
+        m.iter()
+            .flatten()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(":authority") || k.eq_ignore_ascii_case("host"))
+            .map(|(_, v)| v.clone())
+            .next_back()
+    };
     let entries = |m: &Option<BTreeMap<String, String>>, action: HeaderAppendAction| {
         m.iter()
             .flatten()
+            .filter(|(k, _)| !internal(k))
             .map(|(k, v)| HeaderValueOption {
                 header: Some(HeaderValue {
                     key: k.clone(),
@@ -671,7 +766,14 @@ pub fn apply_headers(
         HeaderAppendAction::OverwriteIfExistsOrAdd,
     ));
     add.extend(entries(&ops.add, HeaderAppendAction::AppendIfExistsOrAdd));
-    remove.extend(ops.remove.iter().flatten().cloned());
+    remove.extend(
+        ops.remove
+            .iter()
+            .flatten()
+            .filter(|k| !internal(k))
+            .cloned(),
+    );
+    authority_of(&ops.set).or_else(|| authority_of(&ops.add))
 }
 
 /// The DestinationRule's consistent hash as the route's hash policy.

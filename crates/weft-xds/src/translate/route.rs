@@ -140,6 +140,7 @@ fn sidecar_port(scope: &Scope<'_>, port: u16, bare: bool, table: &mut Table) {
         scope,
         port,
         gateways: vec!["mesh".into()],
+        tls: false,
     };
     let at_port: Vec<&Service> = scope
         .services
@@ -263,6 +264,8 @@ pub struct GatewayServer<'a> {
     pub port: u16,
     /// `tls.httpsRedirect`: the server's virtual hosts send plain requests to https.
     pub https_redirect: bool,
+    /// The server terminates TLS (redirects default to https).
+    pub tls: bool,
 }
 
 /// The domains of a gateway's virtual host for `host`, with any port.
@@ -290,6 +293,7 @@ pub fn gateway(scope: &Scope<'_>, name: &str, servers: &[GatewayServer<'_>]) -> 
             scope,
             port: server.port,
             gateways: vec![server.gateway.clone()],
+            tls: server.tls,
         };
         for (vs, hosts) in &scope.virtual_services {
             if !ctx.binds(&vs.spec.gateways, &vs.namespace) {

@@ -131,6 +131,25 @@ pub async fn start_echo(name: &'static str) -> SocketAddr {
     .await
 }
 
+/// An upstream that answers every request with `status` and `x-upstream: name`: an instance
+/// that is always failing.
+pub async fn start_failing(name: &'static str, status: u16) -> SocketAddr {
+    serve_each(move |stream| async move {
+        let service = service_fn(move |_req: http::Request<Incoming>| async move {
+            let mut resp = http::Response::new(full(Bytes::from_static(b"failing\n")));
+            *resp.status_mut() =
+                http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::SERVICE_UNAVAILABLE);
+            resp.headers_mut()
+                .insert("x-upstream", http::HeaderValue::from_static(name));
+            Ok::<_, hyper::Error>(resp)
+        });
+        let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(stream), service)
+            .await;
+    })
+    .await
+}
+
 /// `start_echo`, answering every request `delay` late: a slow host.
 pub async fn start_delayed_echo(name: &'static str, delay: Duration) -> SocketAddr {
     serve_each(move |stream| async move {

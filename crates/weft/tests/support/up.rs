@@ -20,6 +20,11 @@ impl Up {
     /// Starts `weft up -f dir`, with real Envoy as every proxy when `envoy`, and waits for its
     /// status file.
     pub fn start(dir: &Path, envoy: bool) -> Up {
+        Up::start_with(dir, envoy, &[])
+    }
+
+    /// `start` with more arguments for `weft up` (`--gateway-port 8000=PORT`...).
+    pub fn start_with(dir: &Path, envoy: bool, args: &[String]) -> Up {
         let files = tempfile::tempdir().unwrap();
         let status_file = files.path().join("status.json");
         let stderr_file = files.path().join("stderr.log");
@@ -32,6 +37,7 @@ impl Up {
             &format!("443={}", super::free_port()),
         ]);
         cmd.arg("--status-file").arg(&status_file);
+        cmd.args(args);
         let child = cmd
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr_file).unwrap())

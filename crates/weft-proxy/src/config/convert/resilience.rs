@@ -65,6 +65,7 @@ fn thresholds(t: &pb::circuit_breakers::Thresholds, path: &str) -> Result<Thresh
         max_retries: value(&t.max_retries, d.max_retries),
         max_connection_pools: value(&t.max_connection_pools, d.max_connection_pools),
         retry_budget,
+        track_remaining: t.track_remaining,
     })
 }
 
