@@ -247,7 +247,6 @@ fn header(name: &str, m: &StringMatch, invert: bool) -> HeaderMatcher {
         invert_match: invert,
         treat_missing_header_as_empty: invert && !present,
         header_match_specifier: Some(specifier),
-        ..Default::default()
     }
 }
 
