@@ -3,6 +3,7 @@
 //! them.
 
 pub mod de;
+pub mod fidelity;
 pub mod load;
 pub mod path;
 pub mod resource;

@@ -139,6 +139,7 @@ pub fn check_loaded(obj: &Loaded, strict: bool) -> Vec<Problem> {
             .into_iter()
             .map(|d| obj.problem(d.severity, d.path, d.message)),
     );
+    out.extend(crate::fidelity::not_applied(obj));
     out
 }
 

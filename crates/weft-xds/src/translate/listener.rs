@@ -5,7 +5,7 @@
 //! applications name in `HTTP_PROXY`.
 
 use super::cluster::{self, BLACK_HOLE, INBOUND_PASSTHROUGH, PASSTHROUGH};
-use super::config::{DOMAIN_SUFFIX, Scope};
+use super::config::Scope;
 use super::http_route::{CORS_FILTER, FAULT_FILTER};
 use super::pb;
 use super::proxy::{Interception, Proxy};
@@ -246,10 +246,11 @@ fn outbound(inputs: &Inputs, scope: &Scope<'_>, out: &mut Generated) {
             } else if let Some(vip) = s.addresses.first() {
                 // A TCP service is told apart by its virtual IP; without one it is reached
                 // through the passthrough chain.
-                let cluster = tcp_route(scope, &s.hostname, p.number)
-                    .unwrap_or_else(|| cluster::outbound_name(p.number, "", &s.hostname));
+                let clusters = tcp_route(scope, &s.hostname, p.number).unwrap_or_else(|| {
+                    vec![(cluster::outbound_name(p.number, "", &s.hostname), 100)]
+                });
                 let prefix = format!("outbound|{}||{}", p.number, s.hostname);
-                let chains = vec![chain("", vec![tcp_proxy(&prefix, &cluster)], None)];
+                let chains = vec![chain("", vec![weighted_tcp_proxy(&prefix, clusters)], None)];
                 handoff(out, vip, p.number, Vec::new(), chains);
             }
         }
@@ -309,8 +310,9 @@ fn handoff(
     );
 }
 
-/// The cluster a VirtualService's first applicable `tcp` route sends a TCP service's port to.
-fn tcp_route(scope: &Scope<'_>, hostname: &str, port: u16) -> Option<String> {
+/// The weighted clusters a VirtualService's first applicable `tcp` route sends a TCP service's
+/// port to.
+fn tcp_route(scope: &Scope<'_>, hostname: &str, port: u16) -> Option<Vec<(String, u32)>> {
     for (vs, hosts) in &scope.virtual_services {
         if !hosts.iter().any(|h| host::matches(h, hostname)) {
             continue;
@@ -324,19 +326,8 @@ fn tcp_route(scope: &Scope<'_>, hostname: &str, port: u16) -> Option<String> {
             if !applies {
                 continue;
             }
-            let d = tcp.route.first()?.destination.as_ref()?;
-            let h = host::fqdn(d.host.as_deref()?, &vs.namespace, DOMAIN_SUFFIX);
-            let p = d
-                .port
-                .as_ref()
-                .and_then(|p| p.number)
-                .and_then(|n| u16::try_from(n).ok())
-                .unwrap_or(port);
-            return Some(cluster::outbound_name(
-                p,
-                d.subset.as_deref().unwrap_or(""),
-                &h,
-            ));
+            let clusters = super::tls::weighted(vs, &tcp.route, port);
+            return (!clusters.is_empty()).then_some(clusters);
         }
     }
     None

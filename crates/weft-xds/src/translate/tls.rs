@@ -39,9 +39,18 @@ pub fn sni_chain(names: Vec<String>, filter: Filter, provenance: Option<&str>) -
 
 /// The weighted clusters of a `tls` route, hosts relative to the VirtualService.
 pub fn destinations(vs: &Obj<VirtualService>, route: &TlsRoute, port: u16) -> Vec<(String, u32)> {
-    let single = route.route.len() == 1;
+    weighted(vs, &route.route, port)
+}
+
+/// The weighted clusters of a `tls` or `tcp` route's destinations, hosts relative to the
+/// VirtualService; one destination takes everything.
+pub fn weighted(
+    vs: &Obj<VirtualService>,
+    route: &[weft_api::types::virtual_service::RouteDestination],
+    port: u16,
+) -> Vec<(String, u32)> {
+    let single = route.len() == 1;
     route
-        .route
         .iter()
         .filter_map(|d| {
             let dest = d.destination.as_ref()?;
