@@ -227,10 +227,28 @@ pub fn selects(selector: &Labels, labels: &Labels) -> bool {
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
-/// Istio's `istio-locality` label writes `region.zone.subzone`; Envoy wants slashes.
-pub(crate) fn locality(labels: &Labels) -> Option<String> {
+/// A workload's `region/zone/subzone` from its labels, as istiod reads them: the topology
+/// labels (`topology.kubernetes.io/region`, `.../zone`, `topology.istio.io/subzone`) when any is
+/// there, else `topology.istio.io/locality` or the older `istio-locality` (`region.zone.subzone`,
+/// dots for slashes).
+pub fn locality(labels: &Labels) -> Option<String> {
+    let topology = [
+        "topology.kubernetes.io/region",
+        "topology.kubernetes.io/zone",
+        "topology.istio.io/subzone",
+    ];
+    if topology.iter().any(|k| labels.contains_key(*k)) {
+        let part = |k: &str| labels.get(k).map(String::as_str).unwrap_or("");
+        return Some(format!(
+            "{}/{}/{}",
+            part(topology[0]),
+            part(topology[1]),
+            part(topology[2])
+        ));
+    }
     labels
-        .get("istio-locality")
+        .get("topology.istio.io/locality")
+        .or_else(|| labels.get("istio-locality"))
         .map(|l| l.replace('.', "/"))
         .filter(|l| !l.is_empty())
 }

@@ -364,9 +364,33 @@ fn traffic_management_fields() {
         "reviews-v1",
         &node(
             "sidecar~10.0.0.11~reviews-v1.bookinfo~bookinfo.svc.cluster.local",
-            &[("app", "reviews"), ("version", "v1")],
+            &[
+                ("app", "reviews"),
+                ("version", "v1"),
+                ("istio-locality", "us-east.zone-a"),
+            ],
             &[],
         ),
+    );
+    // Locality failover (the mesh's default, with the rule's outlier detection): the proxy's
+    // own zone first, the rest of its region next, as istiod places them for this proxy.
+    let eds =
+        &reviews["endpoints"]["outbound|9080||reviews.bookinfo.svc.cluster.local"]["endpoints"];
+    let placed: Vec<(String, u64)> = eds
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["locality"]["zone"].as_str().unwrap_or("").to_string(),
+                l["priority"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        placed,
+        vec![("zone-a".to_string(), 0), ("zone-b".to_string(), 1)],
+        "{eds:#}"
     );
     let count = |o: &serde_json::Value| {
         o["routes"]["9080"]["virtual_hosts"]

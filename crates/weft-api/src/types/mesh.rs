@@ -32,6 +32,8 @@ pub struct MeshConfig {
     pub default_virtual_service_export_to: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub default_destination_rule_export_to: Vec<String>,
+    /// The mesh-wide locality load balancing a DestinationRule without its own uses.
+    pub locality_lb_setting: Option<super::destination_rule::LocalityLbSetting>,
     /// Fields Weft does not read.
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_json::Value>,
@@ -81,6 +83,9 @@ pub struct Mesh {
     pub default_service_export_to: Vec<String>,
     pub default_virtual_service_export_to: Vec<String>,
     pub default_destination_rule_export_to: Vec<String>,
+    /// `localityLbSetting`: on (`enabled: true`) unless the mesh config says otherwise, as
+    /// Istio's default mesh config has it.
+    pub locality_lb_setting: super::destination_rule::LocalityLbSetting,
 }
 
 impl Default for Mesh {
@@ -133,6 +138,12 @@ impl MeshConfig {
             default_service_export_to: export(&self.default_service_export_to),
             default_virtual_service_export_to: export(&self.default_virtual_service_export_to),
             default_destination_rule_export_to: export(&self.default_destination_rule_export_to),
+            locality_lb_setting: self.locality_lb_setting.clone().unwrap_or(
+                super::destination_rule::LocalityLbSetting {
+                    enabled: Some(true),
+                    ..Default::default()
+                },
+            ),
         }
     }
 }

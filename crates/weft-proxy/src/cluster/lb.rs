@@ -1,6 +1,7 @@
 //! Host selection: Envoy's priority levels (with the 1.4 overprovisioning factor and the 50 %
-//! panic threshold), then round robin, least request (power of two choices; or its peak EWMA
-//! variant, `peak_ewma.rs`) or random within a level. Everything here is lock-free: a host set is immutable and replaced whole.
+//! panic threshold), then, under `locality_weighted_lb_config`, a locality by its weight times
+//! its availability, then round robin, least request (power of two choices; or its peak EWMA
+//! variant, `peak_ewma.rs`) or random within a level or locality. Everything here is lock-free: a host set is immutable and replaced whole.
 
 use super::hash::{self, Table};
 use super::{Health, Host, LbPolicy};
@@ -12,6 +13,18 @@ const OVERPROVISIONING: u64 = 140;
 pub const DEFAULT_PANIC_THRESHOLD: f64 = 50.0;
 /// Largest smooth weighted round robin schedule precomputed; beyond it, weighted random.
 const MAX_SCHEDULE: u64 = 4096;
+
+/// How a host set balances.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub policy: LbPolicy,
+    /// Below this share of healthy hosts (percent) a level ignores health; 0 never panics.
+    pub panic_threshold: f64,
+    /// Hosts failing their active health checks count as unhealthy.
+    pub active_hc: bool,
+    /// `locality_weighted_lb_config`: localities with a weight are picked by it first.
+    pub locality_weighted: bool,
+}
 
 #[derive(Debug)]
 pub struct HostSet {
@@ -33,39 +46,43 @@ struct Level {
     /// RING_HASH / MAGLEV tables over the healthy hosts and over all (for panic).
     table_healthy: Option<Table>,
     table_all: Option<Table>,
+    /// Under locality weighted balancing: each weighted locality of the level as a level of
+    /// its own, with its weight.
+    localities: Vec<(u32, Level)>,
 }
 
 impl HostSet {
     pub fn new(hosts: Vec<Arc<Host>>, policy: LbPolicy) -> Self {
-        Self::with_panic_threshold(hosts, policy, DEFAULT_PANIC_THRESHOLD, false)
+        Self::with_options(
+            hosts,
+            Options {
+                policy,
+                panic_threshold: DEFAULT_PANIC_THRESHOLD,
+                active_hc: false,
+                locality_weighted: false,
+            },
+        )
     }
 
-    /// A host set whose levels panic below `panic_threshold` percent of healthy hosts; with
-    /// `active_hc`, hosts failing their health checks count as unhealthy.
-    pub fn with_panic_threshold(
-        mut hosts: Vec<Arc<Host>>,
-        policy: LbPolicy,
-        panic_threshold: f64,
-        active_hc: bool,
-    ) -> Self {
+    pub fn with_options(mut hosts: Vec<Arc<Host>>, o: Options) -> Self {
         hosts.sort_by_key(|h| h.priority);
         let mut levels: Vec<Level> = Vec::new();
         let mut current: Vec<Arc<Host>> = Vec::new();
         let mut priority = None;
         for host in hosts {
             if priority.is_some_and(|p| p != host.priority) {
-                levels.push(Level::new(std::mem::take(&mut current), policy, active_hc));
+                levels.push(Level::with_localities(std::mem::take(&mut current), o));
             }
             priority = Some(host.priority);
             current.push(host);
         }
         if !current.is_empty() {
-            levels.push(Level::new(current, policy, active_hc));
+            levels.push(Level::with_localities(current, o));
         }
         HostSet {
             levels,
-            policy,
-            panic_threshold,
+            policy: o.policy,
+            panic_threshold: o.panic_threshold,
         }
     }
 
@@ -101,6 +118,21 @@ impl HostSet {
         if !panic && level.healthy.is_empty() {
             return None;
         }
+        // In panic every host of the level is a candidate, whatever its locality, as in Envoy.
+        let level = match level.pick_locality() {
+            Some(locality) if !panic => locality,
+            _ => level,
+        };
+        self.choose_in(level, panic, request_hash)
+    }
+
+    /// A host of `level` (or of one of its localities) by the policy.
+    fn choose_in<'a>(
+        &self,
+        level: &'a Level,
+        panic: bool,
+        request_hash: Option<u64>,
+    ) -> Option<&'a Arc<Host>> {
         if self.policy.is_hashing() {
             let table = if panic {
                 &level.table_all
@@ -221,6 +253,65 @@ impl HostSet {
 }
 
 impl Level {
+    /// A level, with its weighted localities as levels of their own when balancing by
+    /// locality. Hashing policies ignore localities, as Envoy's ring hash and Maglev do.
+    fn with_localities(hosts: Vec<Arc<Host>>, o: Options) -> Self {
+        let mut localities = Vec::new();
+        if o.locality_weighted && !o.policy.is_hashing() {
+            let mut by_locality: std::collections::BTreeMap<u32, (u32, Vec<Arc<Host>>)> =
+                std::collections::BTreeMap::new();
+            for h in &hosts {
+                let entry = by_locality.entry(h.locality).or_default();
+                entry.0 = h.locality_weight;
+                entry.1.push(h.clone());
+            }
+            localities = by_locality
+                .into_values()
+                .filter(|(weight, _)| *weight > 0)
+                .map(|(weight, members)| (weight, Level::new(members, o.policy, o.active_hc)))
+                .collect();
+        }
+        let mut level = Level::new(hosts, o.policy, o.active_hc);
+        level.localities = localities;
+        level
+    }
+
+    /// Envoy's locality pick: each weighted locality in proportion to its weight times its
+    /// availability, min(1, 1.4 × its healthy share). `None` when no locality is weighted or
+    /// none has a healthy host: then the level's hosts are picked from as a whole.
+    fn pick_locality(&self) -> Option<&Level> {
+        if self.localities.is_empty() {
+            return None;
+        }
+        let effective: Vec<f64> = self
+            .localities
+            .iter()
+            .map(|(weight, l)| {
+                if l.hosts.is_empty() {
+                    return 0.0;
+                }
+                let share = l.healthy.len() as f64 / l.hosts.len() as f64;
+                f64::from(*weight) * (OVERPROVISIONING as f64 / 100.0 * share).min(1.0)
+            })
+            .collect();
+        let total: f64 = effective.iter().sum();
+        if total <= 0.0 {
+            return None;
+        }
+        let mut roll = fastrand::f64() * total;
+        for ((_, l), w) in self.localities.iter().zip(&effective) {
+            if roll < *w {
+                return Some(l);
+            }
+            roll -= w;
+        }
+        self.localities
+            .iter()
+            .rev()
+            .find(|(_, l)| !l.healthy.is_empty())
+            .map(|(_, l)| l)
+    }
+
     fn new(hosts: Vec<Arc<Host>>, policy: LbPolicy, active_hc: bool) -> Self {
         let healthy: Vec<usize> = (0..hosts.len())
             .filter(|&i| {
@@ -257,6 +348,7 @@ impl Level {
             cursor: AtomicUsize::new(start),
             table_healthy,
             table_all,
+            localities: Vec::new(),
         }
     }
 }
@@ -320,8 +412,67 @@ mod tests {
             weight,
             health,
             hostname: String::new(),
+            locality: 0,
+            locality_weight: 0,
         };
         Arc::new(Host::new(addr, &e, priority))
+    }
+
+    fn in_locality(port: u16, health: Health, locality: u32, weight: u32) -> Arc<Host> {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let e = EndpointConfig {
+            address: EndpointAddress::Ip(addr),
+            weight: 1,
+            health,
+            hostname: String::new(),
+            locality,
+            locality_weight: weight,
+        };
+        Arc::new(Host::new(addr, &e, 0))
+    }
+
+    #[test]
+    fn localities_take_their_weight_times_their_availability() {
+        let options = |locality_weighted| Options {
+            policy: LbPolicy::RoundRobin,
+            panic_threshold: DEFAULT_PANIC_THRESHOLD,
+            active_hc: false,
+            locality_weighted,
+        };
+        let hosts = || {
+            vec![
+                in_locality(1, Health::Healthy, 0, 3),
+                in_locality(2, Health::Healthy, 0, 3),
+                in_locality(3, Health::Healthy, 1, 1),
+                in_locality(4, Health::Healthy, 1, 1),
+            ]
+        };
+        let n = 20_000;
+        let share = |c: &std::collections::BTreeMap<u16, usize>, ports: &[u16]| {
+            ports
+                .iter()
+                .map(|p| c.get(p).copied().unwrap_or(0))
+                .sum::<usize>() as f64
+                / n as f64
+        };
+        let weighted = HostSet::with_options(hosts(), options(true));
+        let c = counts(&weighted, n);
+        assert!((share(&c, &[1, 2]) - 0.75).abs() < 0.02, "{c:?}");
+        // Without locality_weighted_lb_config the weights are not read: round robin over all.
+        let plain = HostSet::with_options(hosts(), options(false));
+        assert!((share(&counts(&plain, n), &[1, 2]) - 0.5).abs() < 0.02);
+        // Half of locality 0 down: availability min(1, 1.4 × 0.5) = 0.7, so 2.1 : 1.
+        let mut half = hosts();
+        half[1] = in_locality(2, Health::Unhealthy, 0, 3);
+        let c = counts(&HostSet::with_options(half, options(true)), n);
+        assert!((share(&c, &[1]) - 2.1 / 3.1).abs() < 0.02, "{c:?}");
+        assert_eq!(c.get(&2), None, "an unhealthy host gets nothing");
+        // A locality without weight gets nothing while a weighted one can take traffic.
+        let mut unweighted = hosts();
+        unweighted[2] = in_locality(3, Health::Healthy, 1, 0);
+        unweighted[3] = in_locality(4, Health::Healthy, 1, 0);
+        let c = counts(&HostSet::with_options(unweighted, options(true)), n);
+        assert_eq!(share(&c, &[1, 2]), 1.0, "{c:?}");
     }
 
     fn counts(set: &HostSet, n: usize) -> std::collections::BTreeMap<u16, usize> {

@@ -102,6 +102,10 @@ pub struct EndpointConfig {
     pub weight: u32,
     pub health: Health,
     pub hostname: String,
+    /// Which locality of the assignment it is in (its index), and that locality's
+    /// `load_balancing_weight` (0 when unset), for locality weighted balancing.
+    pub locality: u32,
+    pub locality_weight: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,6 +150,8 @@ pub struct ClusterConfig {
     pub health_check: Option<health_check::HealthCheckConfig>,
     /// `common_lb_config.healthy_panic_threshold`, percent.
     pub healthy_panic_threshold: f64,
+    /// `common_lb_config.locality_weighted_lb_config`: pick a locality by its weight first.
+    pub locality_weighted: bool,
 }
 
 /// One upstream host as the load balancer sees it.
@@ -156,6 +162,9 @@ pub struct Host {
     pub weight: u32,
     pub health: Health,
     pub priority: u32,
+    /// Its locality (index in the assignment) and that locality's weight (0: none).
+    pub locality: u32,
+    pub locality_weight: u32,
     /// Requests in flight, for LEAST_REQUEST and `/clusters`.
     pub active_requests: AtomicU64,
     pub stats: HostStats,
@@ -188,6 +197,8 @@ impl Host {
             weight: endpoint.weight.max(1),
             health: endpoint.health,
             priority,
+            locality: endpoint.locality,
+            locality_weight: endpoint.locality_weight,
             active_requests: AtomicU64::new(0),
             stats: HostStats::default(),
             outlier: outlier::HostMonitor::default(),
@@ -376,6 +387,8 @@ impl Cluster {
             weight: 1,
             health: Health::Healthy,
             hostname: String::new(),
+            locality: 0,
+            locality_weight: 0,
         };
         let host = Arc::new(Host::new(destination, &endpoint, 0));
         let mut chosen = host.clone();
@@ -418,11 +431,14 @@ impl Cluster {
     /// Makes `hosts` the cluster's hosts, with the membership gauges that describe them.
     fn publish(&self, hosts: Vec<Arc<Host>>) {
         let _publishing = self.publishing.lock();
-        let set = lb::HostSet::with_panic_threshold(
+        let set = lb::HostSet::with_options(
             hosts,
-            self.config.lb_policy,
-            self.config.healthy_panic_threshold,
-            self.config.health_check.is_some(),
+            lb::Options {
+                policy: self.config.lb_policy,
+                panic_threshold: self.config.healthy_panic_threshold,
+                active_hc: self.config.health_check.is_some(),
+                locality_weighted: self.config.locality_weighted,
+            },
         );
         let s = &self.stats;
         s.membership_total
@@ -536,6 +552,8 @@ fn reuse(
                 && h.priority == priority
                 && h.weight == endpoint.weight.max(1)
                 && h.health == endpoint.health
+                && h.locality == endpoint.locality
+                && h.locality_weight == endpoint.locality_weight
         })
         .cloned()
         .unwrap_or_else(|| Arc::new(Host::new(addr, endpoint, priority)))

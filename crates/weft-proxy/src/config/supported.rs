@@ -336,7 +336,11 @@ const TABLE: &[(&str, &str)] = &[
     ("envoy.type.v3.Int64Range", "start end"),
     (
         "envoy.config.cluster.v3.Cluster.CommonLbConfig",
-        "healthy_panic_threshold",
+        "healthy_panic_threshold locality_weighted_lb_config",
+    ),
+    (
+        "envoy.config.cluster.v3.Cluster.CommonLbConfig.LocalityWeightedLbConfig",
+        "",
     ),
     (
         "envoy.config.cluster.v3.OutlierDetection",

@@ -9,7 +9,7 @@ use super::{Generated, Inputs};
 use envoy_types::pb::envoy::config::cluster::v3::circuit_breakers::Thresholds;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::{
     ClusterDiscoveryType, CommonLbConfig, DiscoveryType, DnsLookupFamily, EdsClusterConfig,
-    LbPolicy, MaglevLbConfig, RingHashLbConfig,
+    LbPolicy, MaglevLbConfig, RingHashLbConfig, common_lb_config,
 };
 use envoy_types::pb::envoy::config::cluster::v3::{CircuitBreakers, Cluster, OutlierDetection};
 use envoy_types::pb::envoy::config::core::v3::{
@@ -115,13 +115,33 @@ pub fn outbound(inputs: &Inputs, scope: &Scope<'_>, out: &mut Generated) {
             for (subset, labels) in subsets {
                 let name = outbound_name(port.number, &subset, &service.hostname);
                 let policy = policy(dr, &subset, port.number);
-                let Some(cluster) = build(inputs, scope, service, port, &name, &policy, dr) else {
+                let Some(mut cluster) = build(inputs, scope, service, port, &name, &policy, dr)
+                else {
                     continue;
                 };
+                let plan = super::locality::plan(
+                    policy
+                        .load_balancer
+                        .and_then(|l| l.locality_lb_setting.as_ref()),
+                    &inputs.mesh.locality_lb_setting,
+                    policy.outlier_detection.is_some(),
+                    scope.locality,
+                    scope.labels,
+                );
+                if plan.as_ref().is_some_and(super::locality::Plan::weighted) {
+                    cluster
+                        .common_lb_config
+                        .get_or_insert_with(Default::default)
+                        .locality_config_specifier = Some(
+                        common_lb_config::LocalityConfigSpecifier::LocalityWeightedLbConfig(
+                            Default::default(),
+                        ),
+                    );
+                }
                 if is_eds(&cluster) {
                     out.endpoints.insert(
                         name.clone(),
-                        endpoint::assignment(&name, service, port.number, labels),
+                        endpoint::assignment(&name, service, port.number, labels, plan.as_ref()),
                     );
                 }
                 out.clusters.insert(name, cluster);
@@ -188,7 +208,7 @@ fn build(
                 c.respect_dns_ttl = true;
             }
             let mut cla: ClusterLoadAssignment =
-                endpoint::assignment(name, service, port.number, None);
+                endpoint::assignment(name, service, port.number, None, None);
             if discovery == DiscoveryType::LogicalDns {
                 // LOGICAL_DNS takes exactly one name.
                 for group in &mut cla.endpoints {

@@ -140,6 +140,8 @@ pub fn binds(gateways: &[String], namespace: &str, gateway: &str) -> bool {
 pub struct Scope<'a> {
     pub namespace: &'a str,
     pub labels: &'a Labels,
+    /// The proxy's `region/zone/subzone`, if known.
+    pub locality: Option<&'a str>,
     /// The Sidecar resource that applies to this proxy, if any.
     pub sidecar: Option<&'a Obj<Sidecar>>,
     /// `(namespace pattern, host pattern)` from the Sidecar's egress hosts; `*/*` without one.
@@ -186,6 +188,7 @@ impl<'a> Scope<'a> {
         let mut scope = Scope {
             namespace: ns,
             labels: &proxy.labels,
+            locality: proxy.locality.as_deref(),
             sidecar,
             egress,
             outbound_policy,

@@ -1,6 +1,7 @@
 //! Load assignments: a service port's ready endpoints, those of a subset picked by its labels,
 //! grouped by locality as Envoy wants them.
 
+use super::locality::Plan;
 use super::pb;
 use envoy_types::pb::envoy::config::core::v3::Locality;
 use envoy_types::pb::envoy::config::endpoint::v3::{
@@ -11,14 +12,18 @@ use std::collections::BTreeMap;
 use weft_api::types::common::Labels;
 use weft_registry::Service;
 
-/// The endpoints of `service` serving `port`, only those whose labels carry every subset label.
+/// The endpoints of `service` serving `port`, only those whose labels carry every subset label,
+/// grouped by locality and placed by the proxy's locality `plan`. Each locality weighs the sum
+/// of its endpoints' weights, as istiod writes it (Envoy reads it only under
+/// `locality_weighted_lb_config`).
 pub fn assignment(
     cluster: &str,
     service: &Service,
     port: u16,
     subset: Option<&Labels>,
+    plan: Option<&Plan>,
 ) -> ClusterLoadAssignment {
-    let mut by_locality: BTreeMap<String, Vec<LbEndpoint>> = BTreeMap::new();
+    let mut groups: BTreeMap<(String, u32), (u32, Vec<LbEndpoint>)> = BTreeMap::new();
     for e in &service.endpoints {
         if e.service_port != port || !e.ready {
             continue;
@@ -28,26 +33,46 @@ pub fn assignment(
         {
             continue;
         }
-        by_locality
-            .entry(e.locality.clone().unwrap_or_default())
-            .or_default()
-            .push(LbEndpoint {
-                host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
-                    address: Some(pb::socket(&e.address, e.port)),
-                    ..Default::default()
-                })),
-                load_balancing_weight: (e.weight != 1).then_some(UInt32Value { value: e.weight }),
+        let Some(priority) = plan.map_or(Some(0), |p| p.priority(e)) else {
+            continue;
+        };
+        let group = groups
+            .entry((e.locality.clone().unwrap_or_default(), priority))
+            .or_default();
+        group.0 = group.0.saturating_add(e.weight.max(1));
+        group.1.push(LbEndpoint {
+            host_identifier: Some(lb_endpoint::HostIdentifier::Endpoint(Endpoint {
+                address: Some(pb::socket(&e.address, e.port)),
                 ..Default::default()
-            });
+            })),
+            load_balancing_weight: (e.weight != 1).then_some(UInt32Value { value: e.weight }),
+            ..Default::default()
+        });
     }
+    // Priorities run 0..N without gaps, as Envoy wants them.
+    let used: std::collections::BTreeSet<u32> = groups.keys().map(|(_, p)| *p).collect();
+    let rank = |p: u32| u32::try_from(used.range(..p).count()).unwrap_or(u32::MAX);
+    let weights: Vec<(String, u32)> = groups
+        .iter()
+        .map(|((l, _), (w, _))| (l.clone(), *w))
+        .collect();
+    let placed = match plan {
+        Some(p) => p.weights(&weights),
+        None => weights.iter().map(|(_, w)| Some(*w)).collect(),
+    };
     ClusterLoadAssignment {
         cluster_name: cluster.to_string(),
-        endpoints: by_locality
+        endpoints: groups
             .into_iter()
-            .map(|(locality, lb_endpoints)| LocalityLbEndpoints {
-                locality: locality_of(&locality),
-                lb_endpoints,
-                ..Default::default()
+            .zip(placed)
+            .filter_map(|(((locality, priority), (_, lb_endpoints)), weight)| {
+                Some(LocalityLbEndpoints {
+                    locality: locality_of(&locality),
+                    lb_endpoints,
+                    load_balancing_weight: Some(UInt32Value { value: weight? }),
+                    priority: rank(priority),
+                    ..Default::default()
+                })
             })
             .collect(),
         ..Default::default()

@@ -16,6 +16,7 @@ mod gateway;
 mod gateway_tls;
 mod http_route;
 mod listener;
+mod locality;
 mod pb;
 mod proxy;
 mod route;

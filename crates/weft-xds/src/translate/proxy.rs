@@ -44,6 +44,8 @@ pub struct Proxy {
     /// Gateway server port → the port the gateway listens on (Istio's gateway Service
     /// `port` → `targetPort`); a port not listed listens on its own number.
     pub gateway_ports: BTreeMap<u16, u16>,
+    /// `region/zone/subzone`: from the topology labels, else the node's `locality`.
+    pub locality: Option<String>,
 }
 
 impl Proxy {
@@ -60,6 +62,7 @@ impl Proxy {
             http_proxy_port: None,
             gateway_address: "0.0.0.0".into(),
             gateway_ports: BTreeMap::new(),
+            locality: None,
         }
     }
 
@@ -135,6 +138,11 @@ impl Proxy {
                 gateway_ports.insert(from, to);
             }
         }
+        let locality = weft_registry::locality(&labels).or_else(|| {
+            let l = node.locality.as_ref()?;
+            let joined = format!("{}/{}/{}", l.region, l.zone, l.sub_zone);
+            (joined != "//").then_some(joined)
+        });
         Ok(Proxy {
             id: node.id.clone(),
             kind,
@@ -142,6 +150,7 @@ impl Proxy {
             name: name.to_string(),
             namespace,
             labels,
+            locality,
             interception,
             http_proxy_port,
             gateway_address: string(meta, "WEFT_GATEWAY_ADDRESS")

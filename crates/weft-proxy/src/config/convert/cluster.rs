@@ -315,6 +315,12 @@ pub fn cluster(c: &pb::Cluster, path: &str) -> Result<ClusterConfig> {
             c.common_lb_config.as_ref(),
             &format!("{path}.common_lb_config"),
         )?,
+        locality_weighted: c.common_lb_config.as_ref().is_some_and(|l| {
+            matches!(
+                l.locality_config_specifier,
+                Some(pb::cluster::common_lb_config::LocalityConfigSpecifier::LocalityWeightedLbConfig(_))
+            )
+        }),
         name: c.name.clone(),
         stat_name: if c.alt_stat_name.is_empty() {
             c.name.clone()
@@ -450,6 +456,8 @@ pub fn load_assignment(
                 weight: e.load_balancing_weight.as_ref().map_or(1, |w| w.value),
                 health,
                 hostname: endpoint.hostname.clone(),
+                locality: u32::try_from(i).unwrap_or(u32::MAX),
+                locality_weight: l.load_balancing_weight.as_ref().map_or(0, |w| w.value),
             });
         }
         localities.push(LocalityConfig {

@@ -36,6 +36,8 @@ pub struct ProxyPlan {
     /// The WorkloadEntry or Pod (sidecars), the gateway's name (gateways).
     pub workload: String,
     pub labels: Labels,
+    /// `region/zone/subzone`: the WorkloadEntry's `locality`, else its topology labels.
+    pub locality: Option<String>,
     /// Gateways: (Gateway server port, listening port).
     pub gateway_ports: Vec<(u16, u16)>,
 }
@@ -104,6 +106,11 @@ pub fn plan(resources: &[Resource], port_map: &BTreeMap<u16, u16>) -> Vec<ProxyP
             Resource::WorkloadEntry(w) => Some((
                 w.spec.address.clone().unwrap_or_else(|| "127.0.0.1".into()),
                 w.spec.labels.clone(),
+                w.spec
+                    .locality
+                    .clone()
+                    .filter(|l| !l.is_empty())
+                    .or_else(|| weft_registry::locality(&w.spec.labels)),
             )),
             Resource::Pod(p) => Some((
                 p.status
@@ -111,6 +118,7 @@ pub fn plan(resources: &[Resource], port_map: &BTreeMap<u16, u16>) -> Vec<ProxyP
                     .and_then(|s| s.pod_ip.clone())
                     .unwrap_or_else(|| "127.0.0.1".into()),
                 p.metadata.labels.clone(),
+                weft_registry::locality(&p.metadata.labels),
             )),
             Resource::Gateway(g) => {
                 let key: Vec<(String, String)> = g.spec.selector.clone().into_iter().collect();
@@ -124,7 +132,7 @@ pub fn plan(resources: &[Resource], port_map: &BTreeMap<u16, u16>) -> Vec<ProxyP
             }
             _ => None,
         };
-        if let Some((ip, labels)) = workload {
+        if let Some((ip, labels, locality)) = workload {
             out.push(ProxyPlan {
                 label: format!("sidecar {ns}/{name}"),
                 kind: Kind::Sidecar,
@@ -132,6 +140,7 @@ pub fn plan(resources: &[Resource], port_map: &BTreeMap<u16, u16>) -> Vec<ProxyP
                 namespace: ns,
                 workload: name,
                 labels,
+                locality,
                 gateway_ports: Vec::new(),
             });
         }
@@ -154,6 +163,7 @@ pub fn plan(resources: &[Resource], port_map: &BTreeMap<u16, u16>) -> Vec<ProxyP
             namespace: "istio-system".into(),
             workload: name,
             labels: selector.into_iter().collect(),
+            locality: None,
             gateway_ports: server_ports
                 .into_iter()
                 .map(|p| (p, port_map.get(&p).copied().unwrap_or(p)))
@@ -188,8 +198,18 @@ pub fn bootstrap(
         metadata["WEFT_GATEWAY_PORTS"] = json!(map.join(","));
         metadata["WEFT_GATEWAY_ADDRESS"] = json!(gateway_address);
     }
+    let mut node =
+        json!({ "id": p.node_id, "cluster": p.label.replace(' ', "-"), "metadata": metadata });
+    if let Some(l) = &p.locality {
+        let mut parts = l.splitn(3, '/');
+        node["locality"] = json!({
+            "region": parts.next().unwrap_or(""),
+            "zone": parts.next().unwrap_or(""),
+            "sub_zone": parts.next().unwrap_or(""),
+        });
+    }
     json!({
-        "node": { "id": p.node_id, "cluster": p.label.replace(' ', "-"), "metadata": metadata },
+        "node": node,
         "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": ports.admin } } },
         "dynamic_resources": {
             "ads_config": {

@@ -98,6 +98,7 @@ pub fn render(
                 "namespace": p.namespace,
                 "workload": p.workload,
                 "node_id": p.node_id,
+                "locality": p.locality,
                 "pid": m.pid(),
                 "state": match m.state {
                     State::Running if m.pid().is_some() => "running",
