@@ -213,6 +213,7 @@ pub fn sidecar(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy, out: &mut Gene
     }
     if proxy.interception == Interception::None {
         ingress_listeners(inputs, scope, proxy, out);
+        egress_listeners(inputs, scope, out);
         return;
     }
     outbound(inputs, scope, out);
@@ -483,6 +484,67 @@ fn ingress_listeners(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy, out: &mu
                 address: Some(pb::socket(&bind, t.port)),
                 filter_chains: vec![chain("", vec![filter], None)],
                 traffic_direction: TrafficDirection::Inbound as i32,
+                ..Default::default()
+            },
+        );
+    }
+}
+
+/// Without capture, a Sidecar's `egress` listeners that name a `port` are listeners of their
+/// own on `bind` (127.0.0.1 by default, as istiod binds them without capture): an application
+/// sending to `127.0.0.1:PORT` reaches that port's route table, or for TCP the port's service.
+fn egress_listeners(inputs: &Inputs, scope: &Scope<'_>, out: &mut Generated) {
+    let Some(sc) = scope.sidecar else { return };
+    for (i, egress) in sc.spec.egress.iter().enumerate() {
+        let field = format!("{}: egress[{i}]", sc.label());
+        let Some(port) = egress.port.as_ref() else {
+            continue;
+        };
+        let Some(number) = port.number.and_then(|n| u16::try_from(n).ok()) else {
+            continue;
+        };
+        let protocol = weft_registry::Protocol::for_istio_port(
+            port.protocol.as_deref(),
+            port.name.as_deref().unwrap_or(""),
+        );
+        let bind = egress
+            .bind
+            .clone()
+            .filter(|b| !b.is_empty())
+            .unwrap_or_else(|| "127.0.0.1".into());
+        let name = format!("{bind}_{number}");
+        let filter = if is_http(protocol) {
+            let table = number.to_string();
+            out.routes
+                .entry(table.clone())
+                .or_insert_with(|| route::sidecar(scope, number));
+            http_connection_manager(inputs, scope, name.clone(), Routes::Rds(table), false)
+        } else {
+            let serving: Vec<&weft_registry::Service> = scope
+                .services
+                .iter()
+                .copied()
+                .filter(|s| s.ports.iter().any(|p| p.number == number))
+                .collect();
+            let [service] = serving.as_slice() else {
+                scope.problem(format!(
+                    "{field}.port: a TCP port is told apart by destination, which needs capture;                      {} services listen on {number}, so this listener is left out",
+                    serving.len()
+                ));
+                continue;
+            };
+            let clusters = tcp_route(scope, &service.hostname, number).unwrap_or_else(|| {
+                vec![(cluster::outbound_name(number, "", &service.hostname), 100)]
+            });
+            weighted_tcp_proxy(&name, clusters)
+        };
+        out.listeners.insert(
+            name.clone(),
+            Listener {
+                name,
+                address: Some(pb::socket(&bind, number)),
+                filter_chains: vec![chain("", vec![filter], None)],
+                traffic_direction: TrafficDirection::Outbound as i32,
                 ..Default::default()
             },
         );
