@@ -557,14 +557,16 @@ fn percent(p: Option<&Percent>, deprecated: Option<i64>) -> FractionalPercent {
 }
 
 /// Istio's retry policy: its default (2 attempts on connect-failure, refused-stream,
-/// unavailable, cancelled and 503) unless the route says otherwise; `attempts: 0` turns
-/// retries off.
+/// unavailable and cancelled) unless the route says otherwise; `attempts: 0` turns retries off.
+/// The default retries no 503: istiod stopped (`EXCLUDE_UNSAFE_503_FROM_DEFAULT_RETRY`, on by
+/// default), since a 503 may come after the request did its work; `retriable-status-codes`
+/// stays in `retry_on` with no code, as istiod writes it.
 pub fn retry_policy(r: Option<&HttpRetry>) -> Option<RetryPolicy> {
     let mut p = RetryPolicy {
         retry_on: "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
             .into(),
         num_retries: Some(UInt32Value { value: 2 }),
-        retriable_status_codes: vec![503],
+        retriable_status_codes: Vec::new(),
         retry_host_predicate: vec![RetryHostPredicate {
             name: "envoy.retry_host_predicates.previous_hosts".into(),
             config_type: Some(retry_host_predicate::ConfigType::TypedConfig(pb::any(
