@@ -79,6 +79,14 @@ const CASES: &[Case] = &[
         warning: false,
     },
     Case {
+        mistake: "regex past RE2's repeat limit",
+        yaml: "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: { name: w }\nspec:\n  hosts: [ web ]\n  http:\n  - match:\n    - uri: { regex: \"/v(1|2){2000}\" }  # <-\n    route: [ { destination: { host: web } } ]\n",
+        object: Some("VirtualService default/w"),
+        field: Some("spec.http[0].match[0].uri.regex"),
+        reason: "invalid repeat count: (1|2){2000}",
+        warning: false,
+    },
+    Case {
         mistake: "fault percentage",
         yaml: "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: { name: w }\nspec:\n  hosts: [ web ]\n  http:\n  - fault:\n      abort:\n        httpStatus: 503\n        percentage: { value: 150 }  # <-\n    route: [ { destination: { host: web } } ]\n",
         object: Some("VirtualService default/w"),

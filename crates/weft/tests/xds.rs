@@ -173,7 +173,8 @@ async fn delta_configures_and_updates_like_envoy() {
     configure_and_update("DELTA_GRPC").await;
 }
 
-/// A config that both proxies refuse (a regex that does not compile) and one that only Weft
+/// A config that both proxies refuse (a regex past RE2's repeat limit, which Rust's regex crate
+/// would take) and one that only Weft
 /// refuses (a field it does not implement) are NACKed with the reason, while the last good
 /// config keeps serving; the next good config is ACKed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,8 +211,8 @@ async fn bad_updates_are_nacked_and_the_last_good_config_serves() {
         eventually(node, || serves(local(port), "/a", "a1")).await;
     }
 
-    // Version 2: a route whose regex does not compile.
-    let bad_regex = json!({"match": {"safe_regex": {"regex": "(unclosed"}}});
+    // Version 2: a route whose regex RE2 does not compile (a count over 1000).
+    let bad_regex = json!({"match": {"safe_regex": {"regex": "/a{2000}"}}});
     for (_, node, _, port) in nodes {
         cache.set_node(node, config("2", port, bad_regex.clone(), eds_cluster("a")));
     }

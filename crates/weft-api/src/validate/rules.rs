@@ -234,6 +234,11 @@ pub fn validate_regex(re: &str) -> Rule {
     if re.is_empty() {
         return Err("regex string match should not be empty".into());
     }
+    if let Some(rep) = re2_repetition_error(re) {
+        return Err(format!(
+            "invalid regex {re:?}: invalid repeat count: {rep} (over 1000, counts of nested repetitions multiplied); Istio uses RE2 style regex-based match (https://github.com/google/re2/wiki/Syntax)"
+        ));
+    }
     match regex::Regex::new(re) {
         Ok(_) => Ok(()),
         Err(e) => {
@@ -245,6 +250,46 @@ pub fn validate_regex(re: &str) -> Rule {
             ))
         }
     }
+}
+
+/// (weft-proxy's `config::convert::re2` holds the same walk for Envoy's NACK.)
+/// RE2's repetition limit (Envoy's regex engine, and Go's, which Istio validates with): no
+/// counted repetition above 1000, nor nested ones whose counts multiply past 1000 (RE2's
+/// RepetitionWalker). Returns the repetition that breaks it, as written.
+fn re2_repetition_error(re: &str) -> Option<String> {
+    use regex_syntax::ast::{Ast, RepetitionKind, RepetitionRange};
+    const MAX_REPEAT: u32 = 1000;
+    fn walk(ast: &Ast, budget: u32, re: &str) -> Option<String> {
+        match ast {
+            Ast::Repetition(r) => {
+                let count = match &r.op.kind {
+                    RepetitionKind::Range(RepetitionRange::Exactly(n))
+                    | RepetitionKind::Range(RepetitionRange::AtLeast(n)) => *n,
+                    RepetitionKind::Range(RepetitionRange::Bounded(_, n)) => *n,
+                    _ => return walk(&r.ast, budget, re),
+                };
+                let written = || {
+                    re.get(r.span.start.offset..r.span.end.offset)
+                        .unwrap_or("")
+                        .to_string()
+                };
+                if count > MAX_REPEAT {
+                    return Some(written());
+                }
+                let left = if count == 0 { budget } else { budget / count };
+                if left == 0 {
+                    return Some(written());
+                }
+                walk(&r.ast, left, re)
+            }
+            Ast::Group(g) => walk(&g.ast, budget, re),
+            Ast::Alternation(a) => a.asts.iter().find_map(|x| walk(x, budget, re)),
+            Ast::Concat(c) => c.asts.iter().find_map(|x| walk(x, budget, re)),
+            _ => None,
+        }
+    }
+    let ast = regex_syntax::ast::parse::Parser::new().parse(re).ok()?;
+    walk(&ast, MAX_REPEAT, re)
 }
 
 /// A header name is an RFC 7230 token (Istio's `validHeaderNameRegex`): letters, digits and
@@ -442,6 +487,20 @@ pub const GRPC_STATUSES: &[&str] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn regexes_past_re2s_repeat_limit_are_refused_as_go_refuses_them() {
+        for ok in ["a{1000}", "(a{2}){500}", "[a-z]{3,}", "^/api/v[0-9]+"] {
+            assert!(validate_regex(ok).is_ok(), "{ok}");
+        }
+        for (bad, rep) in [("(a|b){2000}", "(a|b){2000}"), ("(a{2}){501}", "a{2}")] {
+            let err = validate_regex(bad).err().unwrap_or_default();
+            assert!(
+                err.contains("invalid repeat count") && err.contains(rep),
+                "{bad}: {err}"
+            );
+        }
+    }
 
     #[test]
     fn hosts() {

@@ -9,6 +9,7 @@ mod headers;
 mod http_filters;
 mod listener;
 mod local_ratelimit;
+mod re2;
 mod resilience;
 mod retry;
 mod route;
@@ -26,6 +27,7 @@ use super::FieldError;
 use crate::server::{Snapshot, StatsStore};
 use envoy_types::pb::envoy::config::bootstrap::v3::Bootstrap;
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
+use re2::re2_limits;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -86,11 +88,13 @@ pub(crate) fn type_name(any: &Any) -> &str {
 
 /// Regexes in Envoy config are RE2 and must match the whole input.
 pub(crate) fn full_regex(re: &str, path: &str) -> Result<regex::Regex> {
+    re2_limits(re, path)?;
     regex::Regex::new(&format!("^(?:{re})$"))
         .map_err(|e| FieldError::new(path, format!("invalid regex: {e}")))
 }
 
 pub(crate) fn regex(re: &str, path: &str) -> Result<regex::Regex> {
+    re2_limits(re, path)?;
     regex::Regex::new(re).map_err(|e| FieldError::new(path, format!("invalid regex: {e}")))
 }
 
