@@ -40,7 +40,7 @@ fn re2_repetition_error(re: &str) -> Option<String> {
                 if count > MAX_REPEAT {
                     return Some(written());
                 }
-                let left = if count == 0 { budget } else { budget / count };
+                let left = budget.checked_div(count).unwrap_or(budget);
                 if left == 0 {
                     return Some(written());
                 }
