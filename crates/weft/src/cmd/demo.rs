@@ -255,7 +255,15 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         let gateway = SocketAddr::from(([127, 0, 0, 1], args.gateway_port));
         println!("weft demo: the canary tutorial, with its YAML in {}\n", args.dir.display());
         print!("{}", mesh.describe("127.0.0.1"));
-        let result = steps(args, gateway, &routing).await;
+        let mut signals = up::StopSignals::listen()?;
+        let result = tokio::select! {
+            result = steps(args, gateway, &routing) => result,
+            signal = signals.first() => {
+                tracing::info!(signal, "stopping the demo");
+                mesh.stop();
+                return Ok(ExitCode::SUCCESS);
+            }
+        };
         if let Err(e) = &result {
             eprintln!("weft demo: {e:#}");
             mesh.stop();
@@ -273,7 +281,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             "\nEdit {} (weights, matches, subsets): each save is validated and pushed. Ctrl-C stops the demo.",
             routing.display()
         );
-        up::stopped().await?;
+        signals.first().await;
         mesh.stop();
         Ok(ExitCode::SUCCESS)
     })

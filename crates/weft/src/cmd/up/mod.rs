@@ -238,18 +238,34 @@ async fn supervise(
     }
 }
 
-/// Resolves with the name of the first of SIGINT, SIGTERM and SIGHUP to arrive: each stops the
-/// mesh, as a service manager or a closed terminal expects.
-pub(crate) async fn stopped() -> anyhow::Result<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(tokio::select! {
-        _ = int.recv() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
-        _ = hup.recv() => "SIGHUP",
-    })
+/// SIGINT, SIGTERM and SIGHUP: each stops the mesh, as a service manager or a closed terminal
+/// expects. Listening starts before the banner that tells a script the mesh is up, so a signal
+/// sent right after it is not taken by the default disposition (which would leave the run
+/// folder behind).
+pub(crate) struct StopSignals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    pub(crate) fn listen() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// The name of the first to arrive.
+    pub(crate) async fn first(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "SIGINT",
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.hup.recv() => "SIGHUP",
+        }
+    }
 }
 
 pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
@@ -260,6 +276,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         .build()?;
     runtime.block_on(async {
         let mut up = start(args).await?;
+        let mut signals = StopSignals::listen()?;
         println!("weft up: a mesh from {}\n", args.control.dir.display());
         print!("{}", up.describe(&args.gateway_address));
         let refused = up
@@ -278,7 +295,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             "\nEdits to {} are validated and pushed live; workloads added, changed or removed start, restart or stop their sidecars. Ctrl-C stops everything.",
             args.control.dir.display()
         );
-        let signal = stopped().await?;
+        let signal = signals.first().await;
         tracing::info!(signal, "stopping the mesh");
         up.stop();
         Ok(ExitCode::SUCCESS)
