@@ -81,20 +81,40 @@ pub fn refusal(template: &str, from: &str, to: &str) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// A port nobody listens on right now.
-/// A port nothing listens on now. The kernel may hand the same ephemeral port out again once it
-/// is released, so a port is never given twice in one test process (two placeholders of one
+/// A port nothing listens on now, never given twice in one test process (two placeholders of one
 /// bootstrap getting the same port made a proxy refuse its config).
 pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
     static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
         std::sync::Mutex::new(std::collections::BTreeSet::new());
-    loop {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = l.local_addr().unwrap().port();
-        if GIVEN.lock().unwrap().insert(port) {
+    // Below the kernel's ephemeral range: a port from bind(0) can be taken, before the test's
+    // proxy binds it, as the local port of some outgoing connection (CI saw Envoy's gateway
+    // refuse its listener with "Address already in use").
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let low = 10_000u16;
+    let random = std::collections::hash_map::RandomState::new();
+    for attempt in 0u64.. {
+        let port = if ephemeral_start > low + 1000 && attempt < 10_000 {
+            let mut h = random.build_hasher();
+            h.write_u64(attempt);
+            low + (h.finish() % u64::from(ephemeral_start - low)) as u16
+        } else {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let bindable = std::net::TcpListener::bind(("0.0.0.0", port)).is_ok()
+            && std::net::UdpSocket::bind(("0.0.0.0", port)).is_ok();
+        if bindable && GIVEN.lock().unwrap().insert(port) {
             return port;
         }
     }
+    unreachable!("ports run out")
 }
 
 /// Binds an ephemeral port on 127.0.0.1 and runs `handle` on every connection, each in a task

@@ -66,7 +66,7 @@ impl Fleet {
     pub fn new(opts: Options, port_base: u16) -> Fleet {
         Fleet {
             proxies: BTreeMap::new(),
-            ports: Ports { next: port_base },
+            ports: Ports::from_base(port_base),
             opts,
         }
     }

@@ -50,26 +50,59 @@ pub struct ProxyPorts {
     pub http_proxy: Option<u16>,
 }
 
-/// Ports handed out one after another from `base`, skipping those in use; any free port when
-/// `base` is 0.
+/// Ports handed out one after another from `base`, skipping those in use; when `base` is 0, any
+/// free port below the kernel's ephemeral range (a port from bind(0) can become the local port
+/// of an outgoing connection before the proxy binds it). A port is never handed out twice.
 pub struct Ports {
-    pub next: u16,
+    next: u16,
+    given: std::collections::HashSet<u16>,
 }
 
 impl Ports {
+    pub fn from_base(base: u16) -> Self {
+        Self {
+            next: base,
+            given: Default::default(),
+        }
+    }
+
     pub fn take(&mut self) -> anyhow::Result<u16> {
         if self.next == 0 {
-            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-            return Ok(l.local_addr()?.port());
+            return self.take_any();
         }
         while self.next < u16::MAX {
             let p = self.next;
             self.next += 1;
-            if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            if bindable(p) && self.given.insert(p) {
                 return Ok(p);
             }
         }
         anyhow::bail!("no free port left above the port base")
+    }
+
+    fn take_any(&mut self) -> anyhow::Result<u16> {
+        use std::hash::{BuildHasher, Hasher};
+        const LOW: u16 = 10_000;
+        let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+            .unwrap_or(32768);
+        let random = std::collections::hash_map::RandomState::new();
+        for attempt in 0u64..10_000 {
+            let port = if ephemeral_start > LOW + 1000 {
+                let mut h = random.build_hasher();
+                h.write_u64(attempt);
+                LOW + (h.finish() % u64::from(ephemeral_start - LOW)) as u16
+            } else {
+                std::net::TcpListener::bind("127.0.0.1:0")?
+                    .local_addr()?
+                    .port()
+            };
+            if bindable(port) && self.given.insert(port) {
+                return Ok(port);
+            }
+        }
+        anyhow::bail!("no free port found")
     }
 
     pub fn for_plan(&mut self, plan: &ProxyPlan) -> anyhow::Result<ProxyPorts> {
@@ -236,4 +269,9 @@ pub fn bootstrap(
             } ] } ] }
         } ] }
     })
+}
+
+/// Free on every address, as a listener on 0.0.0.0 needs it.
+fn bindable(port: u16) -> bool {
+    std::net::TcpListener::bind(("0.0.0.0", port)).is_ok()
 }
