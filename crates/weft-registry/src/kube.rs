@@ -77,6 +77,12 @@ pub(crate) fn service(s: &KubeService, index: &Index<'_>, options: &Options, out
         from_pods(selector, &ns, &ports, index, &mut endpoints);
         from_workload_entries(selector, &ns, &ports, index, &mut endpoints);
     }
+    let traffic_distribution = crate::traffic_distribution(
+        spec.traffic_distribution.as_deref(),
+        &s.metadata.annotations,
+        &origin,
+        &mut out.problems,
+    );
     out.services.push(Service {
         hostname: host::kube_service(&name, &ns, &options.domain_suffix),
         namespace: ns,
@@ -87,6 +93,7 @@ pub(crate) fn service(s: &KubeService, index: &Index<'_>, options: &Options, out
         export_to: export_to(&s.metadata.annotations),
         endpoints,
         origin,
+        traffic_distribution,
     });
 }
 

@@ -83,6 +83,51 @@ pub struct Service {
     pub export_to: Vec<String>,
     pub endpoints: Vec<Endpoint>,
     pub origin: Origin,
+    /// Which endpoints clients prefer when no DestinationRule sets locality balancing.
+    pub traffic_distribution: TrafficDistribution,
+}
+
+/// A Kubernetes Service's `trafficDistribution`, or Istio's `networking.istio.io/traffic-distribution`
+/// annotation (the way to set it on a ServiceEntry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TrafficDistribution {
+    #[default]
+    Any,
+    /// `PreferSameZone`, or `PreferClose` (its older name).
+    PreferSameZone,
+    PreferSameNode,
+}
+
+const TRAFFIC_DISTRIBUTION: &str = "networking.istio.io/traffic-distribution";
+
+/// istiod's `GetTrafficDistribution`: the spec's value if it is one Kubernetes defines, else the
+/// annotation's, compared without case; any other annotation value means no preference, which
+/// is reported rather than passed over.
+pub(crate) fn traffic_distribution(
+    spec: Option<&str>,
+    annotations: &BTreeMap<String, String>,
+    origin: &Origin,
+    problems: &mut Vec<String>,
+) -> TrafficDistribution {
+    match spec {
+        Some("PreferSameZone" | "PreferClose") => return TrafficDistribution::PreferSameZone,
+        Some("PreferSameNode") => return TrafficDistribution::PreferSameNode,
+        _ => {}
+    }
+    let Some(value) = annotations.get(TRAFFIC_DISTRIBUTION) else {
+        return TrafficDistribution::Any;
+    };
+    match value.to_ascii_lowercase().as_str() {
+        "preferclose" | "prefersamezone" => TrafficDistribution::PreferSameZone,
+        "prefersamenode" => TrafficDistribution::PreferSameNode,
+        "" => TrafficDistribution::Any,
+        _ => {
+            problems.push(format!(
+                "{origin}: metadata.annotations[{TRAFFIC_DISTRIBUTION}]: {value:?} is not PreferClose, PreferSameZone or PreferSameNode; as in Istio, no preference applies"
+            ));
+            TrafficDistribution::Any
+        }
+    }
 }
 
 /// One address serving one port of a service.

@@ -39,6 +39,8 @@ pub(crate) fn services(se: &IstioObject<ServiceEntry>, index: &Index<'_>, out: &
             target,
         ));
     }
+    let traffic_distribution =
+        crate::traffic_distribution(None, &se.metadata.annotations, &origin, &mut out.problems);
     let resolution = match spec.resolution() {
         SeResolution::None => Resolution::Passthrough,
         SeResolution::Static => Resolution::ClientSideLb,
@@ -118,6 +120,7 @@ pub(crate) fn services(se: &IstioObject<ServiceEntry>, index: &Index<'_>, out: &
             },
             endpoints,
             origin: origin.clone(),
+            traffic_distribution,
         });
     }
 }

@@ -376,3 +376,60 @@ spec:
         ]
     );
 }
+
+#[test]
+fn traffic_distribution_comes_from_the_spec_or_istios_annotation() {
+    use weft_registry::TrafficDistribution;
+    let r = build(
+        r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: spec-wins
+  namespace: ns1
+  annotations: { networking.istio.io/traffic-distribution: PreferSameNode }
+spec: { trafficDistribution: PreferClose, ports: [ { name: http, port: 80 } ] }
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: by-annotation
+  namespace: ns1
+  annotations: { networking.istio.io/traffic-distribution: prefersamenode }
+spec: { ports: [ { name: http, port: 80 } ] }
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: external
+  namespace: ns1
+  annotations: { networking.istio.io/traffic-distribution: PreferSameZone }
+spec: { hosts: [ a.example.com ], ports: [ { number: 80, name: http } ], resolution: DNS }
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata:
+  name: typo
+  namespace: ns1
+  annotations: { networking.istio.io/traffic-distribution: PreferNearby }
+spec: { hosts: [ b.example.com ], ports: [ { number: 80, name: http } ], resolution: DNS }
+"#,
+    );
+    let td = |host: &str| one(&r, host).traffic_distribution;
+    assert_eq!(
+        td("spec-wins.ns1.svc.cluster.local"),
+        TrafficDistribution::PreferSameZone
+    );
+    assert_eq!(
+        td("by-annotation.ns1.svc.cluster.local"),
+        TrafficDistribution::PreferSameNode
+    );
+    assert_eq!(td("a.example.com"), TrafficDistribution::PreferSameZone);
+    assert_eq!(td("b.example.com"), TrafficDistribution::Any);
+    assert_eq!(
+        r.problems,
+        [
+            "ServiceEntry ns1/typo: metadata.annotations[networking.istio.io/traffic-distribution]: \"PreferNearby\" is not PreferClose, PreferSameZone or PreferSameNode; as in Istio, no preference applies"
+        ]
+    );
+}

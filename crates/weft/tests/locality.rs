@@ -1,7 +1,9 @@
 //! Locality load balancing through `weft up`, with Weft proxies and with Envoy, as istiod
 //! places endpoints for each proxy: with outlier detection, a client's requests stay in its own
 //! zone and fail over to the next zone of its region when that zone's endpoint is ejected; a
-//! `distribute` rule splits traffic between regions by weight.
+//! `distribute` rule splits traffic between regions by weight. A service's `trafficDistribution`
+//! (the Kubernetes field, or Istio's annotation on a ServiceEntry) keeps requests in the client's
+//! zone with no DestinationRule at all.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -56,6 +58,17 @@ async fn locality(envoy: bool) {
     folder += &workload("geo-far", "geo", far.port(), "r2/z1/s1");
     folder += &workload("spread-east", "spread", east.port(), "r1/z1/s1");
     folder += &workload("spread-west", "spread", west.port(), "r2/z1/s1");
+    let close_near = support::start_echo("close-near").await;
+    let close_far = support::start_echo("close-far").await;
+    // Another subzone of the client's zone is as close as it gets under PreferClose.
+    folder += &workload("close-near", "close", close_near.port(), "r1/z1/s2");
+    folder += &workload("close-far", "close", close_far.port(), "r1/z2/s1");
+    folder += "apiVersion: v1\nkind: Service\nmetadata: { name: close }\n\
+               spec:\n  trafficDistribution: PreferClose\n  ports: [ { port: 80, name: http } ]\n  selector: { app: close }\n---\n";
+    folder += "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\n\
+               metadata:\n  name: close-external\n  annotations: { networking.istio.io/traffic-distribution: PreferClose }\n\
+               spec:\n  hosts: [ close.example.com ]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  \
+               ports: [ { number: 80, name: http, protocol: HTTP } ]\n  workloadSelector: { labels: { app: close } }\n---\n";
     // The client: its sidecar's locality is its WorkloadEntry's.
     folder += "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\n\
                metadata: { name: client, namespace: default }\n\
@@ -98,6 +111,17 @@ async fn locality(envoy: bool) {
         (east_share - 0.8).abs() < 0.05 && spread.len() == 2,
         "envoy {envoy}: distribute 80/20 gave {spread:?}"
     );
+
+    // trafficDistribution: PreferClose, with no DestinationRule and so no outlier detection:
+    // every request stays in the client's zone (without it, half would leave).
+    for host in ["close", "close.example.com"] {
+        let close = tally(proxy, host, 50).await;
+        assert_eq!(
+            close.get("close-near"),
+            Some(&50),
+            "envoy {envoy}: {host} with PreferClose gave {close:?}"
+        );
+    }
 
     // Failover: the client's own zone first, while its endpoint is there.
     let before = tally(proxy, "geo", 20).await;

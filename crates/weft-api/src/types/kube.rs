@@ -59,6 +59,7 @@ pub struct ServiceSpec {
     #[serde(rename = "type")]
     pub type_: Option<String>,
     pub external_name: Option<String>,
+    pub traffic_distribution: Option<String>,
     #[serde(flatten)]
     pub rest: Rest,
 }

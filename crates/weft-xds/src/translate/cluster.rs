@@ -123,6 +123,7 @@ pub fn outbound(inputs: &Inputs, scope: &Scope<'_>, out: &mut Generated) {
                     policy
                         .load_balancer
                         .and_then(|l| l.locality_lb_setting.as_ref()),
+                    service.traffic_distribution,
                     &inputs.mesh.locality_lb_setting,
                     policy.outlier_detection.is_some(),
                     scope.locality,

@@ -2,10 +2,11 @@
 //! proxy, endpoints get priorities by how close they are to the proxy (failover) or their
 //! localities get weights (`distribute`). Failover needs outlier detection, as in Istio, since
 //! only ejection moves traffic to the next priority; `enabled: false` on the rule turns it all
-//! off; without a rule the mesh's setting applies (on by default).
+//! off; without a rule, the service's `trafficDistribution` (failover by topology labels, with
+//! or without outlier detection), else the mesh's setting (on by default).
 
 use weft_api::types::destination_rule::LocalityLbSetting;
-use weft_registry::Endpoint;
+use weft_registry::{Endpoint, TrafficDistribution};
 
 /// What locality balancing does for one proxy and one cluster.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,21 +60,47 @@ fn matches(locality: &[String; 3], rule: &str) -> bool {
     part(0, false) && part(1, true) && part(2, true)
 }
 
+/// The failover istiod's `GetLocalityLbSetting` writes for a service's `trafficDistribution`:
+/// same network, region and zone first (and subzone and node for `PreferSameNode`).
+fn preferred(distribution: TrafficDistribution) -> Option<LocalityLbSetting> {
+    let mut labels = vec![
+        "topology.istio.io/network",
+        "topology.kubernetes.io/region",
+        "topology.kubernetes.io/zone",
+    ];
+    match distribution {
+        TrafficDistribution::Any => return None,
+        TrafficDistribution::PreferSameZone => {}
+        TrafficDistribution::PreferSameNode => {
+            labels.extend(["topology.istio.io/subzone", "kubernetes.io/hostname"]);
+        }
+    }
+    Some(LocalityLbSetting {
+        failover_priority: labels.into_iter().map(str::to_string).collect(),
+        enabled: Some(true),
+        ..Default::default()
+    })
+}
+
 /// The plan for a proxy at `proxy_locality` with labels `proxy_labels`: the rule's setting
-/// (`rule`, from the DestinationRule's merged load balancer) or else the mesh's; failover only
-/// with `outlier_detection`.
+/// (`rule`, from the DestinationRule's merged load balancer), else the one the service's
+/// `distribution` implies, else the mesh's; failover only with `outlier_detection`, except for
+/// the service's preference, which istiod applies without it.
 pub fn plan(
     rule: Option<&LocalityLbSetting>,
+    distribution: TrafficDistribution,
     mesh: &LocalityLbSetting,
     outlier_detection: bool,
     proxy_locality: Option<&str>,
     proxy_labels: &weft_api::types::common::Labels,
 ) -> Option<Plan> {
-    let setting = match rule {
-        Some(r) if r.enabled == Some(false) => return None,
-        Some(r) => r,
-        None if mesh.enabled == Some(false) => return None,
-        None => mesh,
+    let from_service = preferred(distribution);
+    let (setting, outlier_detection) = match (rule, &from_service) {
+        (Some(r), _) if r.enabled == Some(false) => return None,
+        (Some(r), _) => (r, outlier_detection),
+        (None, Some(s)) => (s, true),
+        (None, None) if mesh.enabled == Some(false) => return None,
+        (None, None) => (mesh, outlier_detection),
     };
     let proxy = split(proxy_locality?);
     if let Some(d) = setting
@@ -249,7 +276,15 @@ mod tests {
     #[test]
     fn proximity_and_failover_rules_give_istiods_priorities() {
         let on = setting(r#"{"enabled": true}"#);
-        let p = plan(None, &on, true, Some("r1/z1/s1"), &Labels::new()).unwrap();
+        let p = plan(
+            None,
+            TrafficDistribution::Any,
+            &on,
+            true,
+            Some("r1/z1/s1"),
+            &Labels::new(),
+        )
+        .unwrap();
         assert!(!p.weighted(), "the default failover sets priorities only");
         let prio = |l: &str| p.priority(&endpoint(l, &[])).unwrap();
         assert_eq!(
@@ -263,18 +298,40 @@ mod tests {
         );
         // No outlier detection: no failover at all.
         assert_eq!(
-            plan(None, &on, false, Some("r1/z1/s1"), &Labels::new()),
+            plan(
+                None,
+                TrafficDistribution::Any,
+                &on,
+                false,
+                Some("r1/z1/s1"),
+                &Labels::new()
+            ),
             None
         );
         // A rule turning it off wins over the mesh.
         let off = setting(r#"{"enabled": false}"#);
         assert_eq!(
-            plan(Some(&off), &on, true, Some("r1/z1/s1"), &Labels::new()),
+            plan(
+                Some(&off),
+                TrafficDistribution::Any,
+                &on,
+                true,
+                Some("r1/z1/s1"),
+                &Labels::new()
+            ),
             None
         );
         // failover from r1 to r3: r3 stays 3, any other region drops to 4.
         let rules = setting(r#"{"failover": [{"from": "r1", "to": "r3"}]}"#);
-        let p = plan(Some(&rules), &on, true, Some("r1/z1/s1"), &Labels::new()).unwrap();
+        let p = plan(
+            Some(&rules),
+            TrafficDistribution::Any,
+            &on,
+            true,
+            Some("r1/z1/s1"),
+            &Labels::new(),
+        )
+        .unwrap();
         assert!(p.weighted());
         assert_eq!(p.priority(&endpoint("r3/z/s", &[])), Some(3));
         assert_eq!(p.priority(&endpoint("r2/z/s", &[])), Some(4));
@@ -285,7 +342,15 @@ mod tests {
         let s = setting(
             r#"{"failoverPriority": ["topology.kubernetes.io/region", "topology.kubernetes.io/zone", "tier=gold"]}"#,
         );
-        let p = plan(Some(&s), &s, true, Some("r1/z1/"), &Labels::new()).unwrap();
+        let p = plan(
+            Some(&s),
+            TrafficDistribution::Any,
+            &s,
+            true,
+            Some("r1/z1/"),
+            &Labels::new(),
+        )
+        .unwrap();
         let prio = |l: &str, labels: &[(&str, &str)]| p.priority(&endpoint(l, labels)).unwrap();
         assert_eq!(prio("r1/z1/", &[("tier", "gold")]), 0);
         assert_eq!(prio("r1/z1/", &[("tier", "silver")]), 1);
@@ -297,7 +362,15 @@ mod tests {
     fn distribute_shares_each_entry_by_locality_weight_and_drops_the_rest() {
         let s =
             setting(r#"{"distribute": [{"from": "r1/z1/*", "to": {"r1/z1/*": 70, "r2/*": 30}}]}"#);
-        let p = plan(Some(&s), &s, false, Some("r1/z1/s1"), &Labels::new()).unwrap();
+        let p = plan(
+            Some(&s),
+            TrafficDistribution::Any,
+            &s,
+            false,
+            Some("r1/z1/s1"),
+            &Labels::new(),
+        )
+        .unwrap();
         assert!(p.weighted());
         let w = p.weights(&[
             ("r1/z1/s1".into(), 2),
@@ -308,8 +381,77 @@ mod tests {
         assert_eq!(w, vec![Some(70), Some(10), Some(20), None]);
         // A proxy elsewhere: this entry is not for it, and without outlier detection nothing.
         assert_eq!(
-            plan(Some(&s), &s, false, Some("r9/z/s"), &Labels::new()),
+            plan(
+                Some(&s),
+                TrafficDistribution::Any,
+                &s,
+                false,
+                Some("r9/z/s"),
+                &Labels::new()
+            ),
             None
+        );
+    }
+
+    #[test]
+    fn a_services_traffic_distribution_fails_over_by_zone_without_outlier_detection() {
+        let on = LocalityLbSetting::default();
+        let p = plan(
+            None,
+            TrafficDistribution::PreferSameZone,
+            &on,
+            false,
+            Some("r1/z1/s1"),
+            &Labels::new(),
+        )
+        .unwrap();
+        assert!(p.weighted());
+        let prio = |l: &str| p.priority(&endpoint(l, &[]));
+        assert_eq!(prio("r1/z1/s1"), Some(0));
+        assert_eq!(prio("r1/z1/s2"), Some(0), "subzone is not compared");
+        assert_eq!(prio("r1/z2/s1"), Some(1));
+        assert_eq!(prio("r2/z1/s1"), Some(2));
+        let node = plan(
+            None,
+            TrafficDistribution::PreferSameNode,
+            &on,
+            false,
+            Some("r1/z1/s1"),
+            &Labels::from([("kubernetes.io/hostname".to_string(), "n1".to_string())]),
+        )
+        .unwrap();
+        let host = |l: &str, h: &str| node.priority(&endpoint(l, &[("kubernetes.io/hostname", h)]));
+        assert_eq!(host("r1/z1/s1", "n1"), Some(0));
+        assert_eq!(host("r1/z1/s1", "n2"), Some(1));
+        assert_eq!(host("r1/z1/s2", "n1"), Some(2));
+        // A DestinationRule's setting wins over the service's preference, and `enabled: false`
+        // turns both off.
+        let off = LocalityLbSetting {
+            enabled: Some(false),
+            ..Default::default()
+        };
+        assert_eq!(
+            plan(
+                Some(&off),
+                TrafficDistribution::PreferSameZone,
+                &on,
+                false,
+                Some("r1/z1/s1"),
+                &Labels::new()
+            ),
+            None
+        );
+        assert_eq!(
+            plan(
+                Some(&on),
+                TrafficDistribution::PreferSameZone,
+                &on,
+                false,
+                Some("r1/z1/s1"),
+                &Labels::new()
+            ),
+            None,
+            "the rule's default failover needs outlier detection"
         );
     }
 }
