@@ -51,6 +51,8 @@ pub enum Resource {
     Telemetry(Box<IstioObject<Telemetry>>),
     Namespace(Box<MetaOnly>),
     ServiceAccount(Box<MetaOnly>),
+    /// Read for its labels (topology), as analysis and locality read them.
+    Node(Box<MetaOnly>),
     Service(Box<Service>),
     Endpoints(Box<Endpoints>),
     EndpointSlice(Box<EndpointSlice>),
@@ -83,7 +85,7 @@ impl Resource {
             Resource::RequestAuthentication(o) => (&o.api_version, &o.kind, &o.metadata),
             Resource::AuthorizationPolicy(o) => (&o.api_version, &o.kind, &o.metadata),
             Resource::Telemetry(o) => (&o.api_version, &o.kind, &o.metadata),
-            Resource::Namespace(o) | Resource::ServiceAccount(o) => {
+            Resource::Namespace(o) | Resource::ServiceAccount(o) | Resource::Node(o) => {
                 (&o.api_version, &o.kind, &o.metadata)
             }
             Resource::Service(o) => (&o.api_version, &o.kind, &o.metadata),
@@ -94,6 +96,36 @@ impl Resource {
             Resource::ConfigMap(o) => (&o.api_version, &o.kind, &o.metadata),
             Resource::Secret(o) => (&o.api_version, &o.kind, &o.metadata),
             Resource::GatewayApi(o) => (&o.api_version, &o.kind, &o.metadata),
+        }
+    }
+
+    /// For tools that place objects, as `istioctl analyze` gives namespace-less ones the
+    /// selected namespace.
+    pub fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        match self {
+            Resource::VirtualService(o) => &mut o.metadata,
+            Resource::DestinationRule(o) => &mut o.metadata,
+            Resource::Gateway(o) => &mut o.metadata,
+            Resource::ServiceEntry(o) => &mut o.metadata,
+            Resource::Sidecar(o) => &mut o.metadata,
+            Resource::WorkloadEntry(o) => &mut o.metadata,
+            Resource::WorkloadGroup(o) => &mut o.metadata,
+            Resource::EnvoyFilter(o) => &mut o.metadata,
+            Resource::PeerAuthentication(o) => &mut o.metadata,
+            Resource::RequestAuthentication(o) => &mut o.metadata,
+            Resource::AuthorizationPolicy(o) => &mut o.metadata,
+            Resource::Telemetry(o) => &mut o.metadata,
+            Resource::Namespace(o) | Resource::ServiceAccount(o) | Resource::Node(o) => {
+                &mut o.metadata
+            }
+            Resource::Service(o) => &mut o.metadata,
+            Resource::Endpoints(o) => &mut o.metadata,
+            Resource::EndpointSlice(o) => &mut o.metadata,
+            Resource::Pod(o) => &mut o.metadata,
+            Resource::Workload(o) => &mut o.metadata,
+            Resource::ConfigMap(o) => &mut o.metadata,
+            Resource::Secret(o) => &mut o.metadata,
+            Resource::GatewayApi(o) => &mut o.metadata,
         }
     }
 
@@ -174,6 +206,7 @@ kinds! {
     "telemetry.istio.io" "Telemetry" TELEMETRY => Telemetry;
     "" "Namespace" &["v1"] => Namespace;
     "" "ServiceAccount" &["v1"] => ServiceAccount;
+    "" "Node" &["v1"] => Node;
     "" "Service" &["v1"] => Service;
     "" "Endpoints" &["v1"] => Endpoints;
     "discovery.k8s.io" "EndpointSlice" &["v1", "v1beta1"] => EndpointSlice;

@@ -4,6 +4,7 @@
 //! the WorkloadEntries and Pods their `workloadSelector` picks — with no I/O, so that
 //! translation can be tested on plain values.
 
+pub mod analysis;
 pub mod host;
 mod kube;
 pub mod protocol;

@@ -18,6 +18,9 @@ struct Cli {
 enum Command {
     /// Check Istio and Kubernetes YAML as Istio's admission webhook would, reporting every error.
     Validate(cmd::validate::Args),
+    /// Find what validation of one object cannot see, with Istio's analyzers and IST message
+    /// codes, as `istioctl analyze --use-kube=false` does.
+    Analyze(cmd::analyze::Args),
     /// Run the proxy from an Envoy v3 bootstrap file (the one `envoy -c` accepts).
     Proxy(cmd::proxy::Args),
     /// Run the control plane: translate a folder of Istio YAML and serve it to proxies over ADS.
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Validate(args) => cmd::validate::run(&args),
+        Command::Analyze(args) => cmd::analyze::run(&args),
         Command::Proxy(args) => cmd::proxy::run(&args),
         Command::ControlPlane(args) => cmd::control_plane::run(&args),
         Command::Up(args) => cmd::up::run(&args),

@@ -107,6 +107,7 @@ pub fn validate(resource: &Resource) -> Vec<Diagnostic> {
         }
         Resource::Namespace(_)
         | Resource::ServiceAccount(_)
+        | Resource::Node(_)
         | Resource::Endpoints(_)
         | Resource::EndpointSlice(_)
         | Resource::Pod(_)

@@ -1,0 +1,382 @@
+//! `istioctl analyze` in Weft: Istio's analyzers, by their istioctl names, over a set of
+//! objects, with Istio's message codes, levels and templates. What validation of one object
+//! cannot see (a reference to a host nobody serves, two gateways on one port) is found here.
+//!
+//! Objects without a namespace take the selected one, as istioctl places file input; Istio's
+//! own analyzer tests select `""`, and so does the corpus test.
+
+pub mod catalog;
+mod destination_rule;
+mod format;
+mod hosts;
+mod service;
+mod service_entry;
+
+use crate::{Options, Registry};
+use catalog::MessageType;
+pub use format::go_format;
+use std::fmt;
+use weft_api::Resource;
+use weft_api::load::{LoadResult, Loaded};
+use weft_api::path::FieldPath;
+use weft_api::types::mesh::MeshConfig;
+
+/// A message's severity, ordered from least to most severe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Info,
+    Warning,
+    Error,
+}
+
+impl Level {
+    /// istioctl's level names, without regard to case.
+    pub fn parse(s: &str) -> Option<Level> {
+        match s.to_ascii_lowercase().as_str() {
+            "info" => Some(Level::Info),
+            "warning" => Some(Level::Warning),
+            "error" => Some(Level::Error),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Info => "Info",
+            Level::Warning => "Warning",
+            Level::Error => "Error",
+        }
+    }
+}
+
+/// The object a message is about: `Kind namespace/name`, or `Kind name` without a namespace
+/// (istio's `Origin.FriendlyName`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ResourceId {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for ResourceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{} {}", self.kind, self.name)
+        } else {
+            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
+
+/// One finding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub message_type: &'static MessageType,
+    pub resource: ResourceId,
+    /// `file:line` of the object or of the field the message is about, when it came from a file.
+    pub reference: Option<String>,
+    pub text: String,
+}
+
+impl fmt::Display for Message {
+    /// istioctl's log format: `Level [CODE] (Kind ns/name file:line) text`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} [{}] ({}",
+            self.message_type.level.as_str(),
+            self.message_type.code,
+            self.resource
+        )?;
+        if let Some(r) = &self.reference {
+            write!(f, " {r}")?;
+        }
+        write!(f, ") {}", self.text)
+    }
+}
+
+/// What the analyzers read: the objects (namespaced ones placed in a namespace), the registry
+/// built from them, and the mesh config.
+pub struct Context {
+    pub objects: Vec<Loaded>,
+    pub registry: Registry,
+    pub mesh: MeshConfig,
+    pub istio_namespace: String,
+    pub domain_suffix: String,
+}
+
+/// Istio's default resources for file input (`AddDefaultResources`): a stand-in ingress gateway
+/// Pod and Service in the Istio namespace, unless the mesh turns the ingress controller off.
+const DEFAULT_RESOURCES: &str = include_str!("default_resources.yaml");
+
+impl Context {
+    /// `default_namespace` goes to every namespaced object that has none.
+    pub fn new(objects: Vec<Loaded>, default_namespace: &str, mesh: MeshConfig) -> Context {
+        let mut objects = objects;
+        let ingress_off = mesh
+            .other
+            .get("ingressControllerMode")
+            .and_then(|v| v.as_str())
+            .is_some_and(|m| m.eq_ignore_ascii_case("OFF"));
+        if !ingress_off {
+            let mut defaults = LoadResult::default();
+            defaults.load_str("<default resources>", DEFAULT_RESOURCES);
+            for mut d in defaults.objects {
+                // No file: istioctl prints no reference for them.
+                d.origin.file.clear();
+                objects.push(d);
+            }
+        }
+        // istioctl leaves Kubernetes' own namespaces out (inject.IgnoredNamespaces).
+        objects.retain(|o| {
+            !matches!(
+                o.resource.metadata().namespace.as_deref(),
+                Some("kube-system" | "kube-public" | "kube-node-lease" | "local-path-storage")
+            )
+        });
+        for o in &mut objects {
+            if !matches!(o.resource, Resource::Namespace(_) | Resource::Node(_)) {
+                o.resource
+                    .metadata_mut()
+                    .namespace
+                    .get_or_insert_with(|| default_namespace.to_string());
+            }
+        }
+        // istiod's DOMAIN_SUFFIX; the mesh config does not carry it.
+        let domain_suffix = "cluster.local".to_string();
+        let resources: Vec<Resource> = objects.iter().map(|o| o.resource.clone()).collect();
+        let registry = Registry::build(
+            &resources,
+            &Options {
+                domain_suffix: domain_suffix.clone(),
+            },
+        );
+        Context {
+            objects,
+            registry,
+            mesh,
+            istio_namespace: "istio-system".into(),
+            domain_suffix,
+        }
+    }
+
+    /// The namespace an object is in (`""` only under Istio's test harness).
+    pub fn namespace(o: &Loaded) -> &str {
+        o.resource.metadata().namespace.as_deref().unwrap_or("")
+    }
+
+    pub fn resource_id(o: &Loaded) -> ResourceId {
+        ResourceId {
+            kind: o.resource.kind().to_string(),
+            namespace: Self::namespace(o).to_string(),
+            name: o.resource.name().to_string(),
+        }
+    }
+}
+
+/// Where analyzers put what they find.
+pub struct Findings {
+    pub messages: Vec<Message>,
+}
+
+impl Findings {
+    /// A message of type `code` about `o`, at the line of `path` in it, with the template's
+    /// arguments.
+    pub fn add(&mut self, o: &Loaded, path: &FieldPath, code: &str, args: &[String]) {
+        let Some(t) = catalog::by_code(code) else {
+            return;
+        };
+        let reference = (!o.origin.file.is_empty()).then(|| {
+            let line = match path.locate(&o.raw).line {
+                0 => o.origin.line,
+                l => l,
+            };
+            format!("{}:{line}", o.origin.file)
+        });
+        self.messages.push(Message {
+            message_type: t,
+            resource: Context::resource_id(o),
+            reference,
+            text: go_format(t.template, args),
+        });
+    }
+}
+
+/// One analyzer, as istioctl names it.
+pub struct Analyzer {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub run: fn(&Context, &mut Findings),
+}
+
+/// Every analyzer Weft has, by istioctl's names.
+pub static ANALYZERS: &[Analyzer] = &[
+    Analyzer {
+        name: "destinationrule.CaCertificateAnalyzer",
+        description: "Checks if gateway instance is using TLS without a CA certificate to verify the server",
+        run: destination_rule::ca_certificates,
+    },
+    Analyzer {
+        name: "destinationrule.SubsetSelectPodAnalyzer",
+        description: "Checks that each DestinationRule subset selects pods and each host exists",
+        run: destination_rule::subsets_select_pods,
+    },
+    Analyzer {
+        name: "service.PortNameAnalyzer",
+        description: "Checks the port names associated with each service",
+        run: service::port_names,
+    },
+    Analyzer {
+        name: "serviceentry.Analyzer",
+        description: "Checks that ServiceEntries for TCP ports have addresses",
+        run: service_entry::protocol_addresses,
+    },
+    Analyzer {
+        name: "serviceentry.ConflictingServiceEntryProtocolAnalyzer",
+        description: "Checks that ServiceEntries do not give one host and port different protocols",
+        run: service_entry::conflicting_protocols,
+    },
+];
+
+pub fn analyzer(name: &str) -> Option<&'static Analyzer> {
+    ANALYZERS.iter().find(|a| a.name == name)
+}
+
+/// Runs `selected` analyzers (all when empty), then drops what the objects' own
+/// `galley.istio.io/analyze-suppress` annotations suppress.
+pub fn analyze(ctx: &Context, selected: &[&'static Analyzer]) -> Vec<Message> {
+    let mut findings = Findings {
+        messages: Vec::new(),
+    };
+    let all: Vec<&Analyzer> = if selected.is_empty() {
+        ANALYZERS.iter().collect()
+    } else {
+        selected.to_vec()
+    };
+    for a in all {
+        (a.run)(ctx, &mut findings);
+    }
+    let mut messages = findings.messages;
+    messages.retain(|m| !suppressed_by_annotation(ctx, m));
+    // istioctl prints messages sorted by resource and code, each once.
+    messages.sort_by(|a, b| {
+        (&a.resource, a.message_type.code, &a.text, &a.reference).cmp(&(
+            &b.resource,
+            b.message_type.code,
+            &b.text,
+            &b.reference,
+        ))
+    });
+    messages.dedup();
+    messages
+}
+
+const SUPPRESS_ANNOTATION: &str = "galley.istio.io/analyze-suppress";
+
+/// The annotation lists codes, comma-separated; `*` suppresses every code on the object.
+fn suppressed_by_annotation(ctx: &Context, m: &Message) -> bool {
+    ctx.objects.iter().any(|o| {
+        Context::resource_id(o) == m.resource
+            && o.resource
+                .metadata()
+                .annotations
+                .get(SUPPRESS_ANNOTATION)
+                .is_some_and(|codes| {
+                    codes
+                        .split(',')
+                        .map(str::trim)
+                        .any(|c| c == "*" || c == m.message_type.code)
+                })
+    })
+}
+
+/// `--suppress CODE=Kind name`: the resource is `Kind ns/name` or istioctl's older
+/// `Kind name.ns`, and `*` matches any run of characters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Suppression {
+    pub code: String,
+    pub resource: String,
+}
+
+impl Suppression {
+    pub fn parse(s: &str) -> Result<Suppression, String> {
+        match s.split('=').collect::<Vec<_>>().as_slice() {
+            [code, resource] => Ok(Suppression {
+                code: code.to_string(),
+                resource: resource.to_string(),
+            }),
+            _ => Err(format!(
+                "{s} is not a valid suppression value. See weft analyze --help"
+            )),
+        }
+    }
+
+    pub fn matches(&self, m: &Message) -> bool {
+        if self.code != m.message_type.code {
+            return false;
+        }
+        let r = &m.resource;
+        let slash = r.to_string();
+        let dotted = if r.namespace.is_empty() {
+            format!("{} {}", r.kind, r.name)
+        } else {
+            format!("{} {}.{}", r.kind, r.name, r.namespace)
+        };
+        glob(&self.resource, &slash) || glob(&self.resource, &dotted)
+    }
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+fn glob(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == text;
+    }
+    let mut rest = text;
+    for (i, part) in parts.iter().enumerate() {
+        if i == 0 {
+            match rest.strip_prefix(part) {
+                Some(r) => rest = r,
+                None => return false,
+            }
+        } else if i == parts.len() - 1 {
+            return rest.ends_with(part);
+        } else {
+            match rest.find(part) {
+                Some(at) => rest = &rest[at + part.len()..],
+                None => return false,
+            }
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suppressions_take_both_resource_forms_and_wildcards() {
+        let m = Message {
+            message_type: catalog::by_code("IST0103").unwrap_or(&catalog::CATALOG[0]),
+            resource: ResourceId {
+                kind: "Pod".into(),
+                namespace: "testing".into(),
+                name: "mypod".into(),
+            },
+            reference: None,
+            text: String::new(),
+        };
+        for (s, hit) in [
+            ("IST0103=Pod mypod.testing", true),
+            ("IST0103=Pod testing/mypod", true),
+            ("IST0103=Pod *.testing", true),
+            ("IST0103=Pod *", true),
+            ("IST0102=Pod mypod.testing", false),
+            ("IST0103=Pod other.testing", false),
+        ] {
+            assert_eq!(Suppression::parse(s).map(|x| x.matches(&m)), Ok(hit), "{s}");
+        }
+        assert!(Suppression::parse("IST0103").is_err());
+    }
+}
