@@ -12,6 +12,8 @@ use weft_api::types::common::Labels;
 #[derive(Debug, Clone)]
 pub struct HostEntry {
     pub workload_selector: Option<Labels>,
+    /// Port numbers: a ServiceEntry's `ports`, a Service's `port`s.
+    pub ports: Vec<i64>,
 }
 
 pub struct HostMap {
@@ -45,6 +47,12 @@ impl HostMap {
                 let ns = Context::namespace(o);
                 let entry = HostEntry {
                     workload_selector: se.spec.workload_selector.as_ref().map(|w| w.labels.clone()),
+                    ports: se
+                        .spec
+                        .ports
+                        .iter()
+                        .map(|p| p.number.unwrap_or(0))
+                        .collect(),
                 };
                 for scope in scopes(&se.spec.export_to, ns) {
                     for h in &se.spec.hosts {
@@ -66,11 +74,17 @@ impl HostMap {
                     .map(|a| a.split(',').map(str::to_string).collect())
                     .unwrap_or_default();
                 let host = fqdn(ns, o.resource.name(), &ctx.domain_suffix);
+                let ports: Vec<i64> = svc
+                    .spec
+                    .iter()
+                    .flat_map(|s| s.ports.iter().map(|p| p.port.unwrap_or(0)))
+                    .collect();
                 for scope in scopes(&export, ns) {
                     by_key.insert(
                         (scope, host.clone()),
                         HostEntry {
                             workload_selector: None,
+                            ports: ports.clone(),
                         },
                     );
                 }
@@ -105,13 +119,15 @@ impl HostMap {
                 return Some(e);
             }
         }
-        let bare = host.trim_start_matches('*');
+        // Go's TrimPrefix: one leading `*`.
+        let bare = host.strip_prefix('*').unwrap_or(host);
         self.by_key
             .iter()
             .find(|((scope, defined), _)| {
-                defined.starts_with('*')
-                    && (scope == "*" || scope == ns)
-                    && bare.ends_with(defined.trim_start_matches('*'))
+                (scope == "*" || scope == ns)
+                    && defined
+                        .strip_prefix('*')
+                        .is_some_and(|suffix| bare.ends_with(suffix))
             })
             .map(|(_, e)| e)
     }

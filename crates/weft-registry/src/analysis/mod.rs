@@ -11,6 +11,7 @@ mod format;
 mod hosts;
 mod service;
 mod service_entry;
+mod virtual_service;
 
 use crate::{Options, Registry};
 use catalog::MessageType;
@@ -220,6 +221,26 @@ pub static ANALYZERS: &[Analyzer] = &[
         name: "destinationrule.SubsetSelectPodAnalyzer",
         description: "Checks that each DestinationRule subset selects pods and each host exists",
         run: destination_rule::subsets_select_pods,
+    },
+    Analyzer {
+        name: "virtualservice.ConflictingMeshGatewayHostsAnalyzer",
+        description: "Checks if multiple virtual services associated with the mesh gateway have conflicting hosts",
+        run: virtual_service::conflicting_mesh_gateway_hosts,
+    },
+    Analyzer {
+        name: "virtualservice.DestinationHostAnalyzer",
+        description: "Checks the destination hosts associated with each virtual service",
+        run: virtual_service::destination_hosts,
+    },
+    Analyzer {
+        name: "virtualservice.DestinationRuleAnalyzer",
+        description: "Checks the destination rules associated with each virtual service",
+        run: virtual_service::destination_rules,
+    },
+    Analyzer {
+        name: "virtualservice.GatewayAnalyzer",
+        description: "Checks the gateways associated with each virtual service",
+        run: virtual_service::gateways,
     },
     Analyzer {
         name: "service.PortNameAnalyzer",
