@@ -8,6 +8,7 @@
 pub mod catalog;
 mod destination_rule;
 mod format;
+mod gateway;
 mod hosts;
 mod service;
 mod service_entry;
@@ -241,6 +242,26 @@ pub static ANALYZERS: &[Analyzer] = &[
         name: "virtualservice.GatewayAnalyzer",
         description: "Checks the gateways associated with each virtual service",
         run: virtual_service::gateways,
+    },
+    Analyzer {
+        name: "gateway.CertificateAnalyzer",
+        description: "Checks a gateway certificate",
+        run: gateway::duplicate_certificates,
+    },
+    Analyzer {
+        name: "gateway.ConflictingGatewayAnalyzer",
+        description: "Checks a gateway's selector, port number and hosts",
+        run: gateway::conflicting_gateways,
+    },
+    Analyzer {
+        name: "gateway.IngressGatewayPortAnalyzer",
+        description: "Checks a gateway's ports against the gateway's Kubernetes service ports",
+        run: gateway::ingress_gateway_ports,
+    },
+    Analyzer {
+        name: "sidecar.SelectorAnalyzer",
+        description: "Validates that sidecars that define a workload selector match at least one pod, and that there aren't multiple sidecar resources that select overlapping pods",
+        run: gateway::sidecar_selectors,
     },
     Analyzer {
         name: "service.PortNameAnalyzer",
