@@ -94,13 +94,15 @@ pub fn free_port() -> u16 {
         .ok()
         .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
         .unwrap_or(32768);
+    // weft up's own picks (`--port-base 0`) start at 20000.
     let low = 10_000u16;
+    let high = ephemeral_start.min(20_000);
     let random = std::collections::hash_map::RandomState::new();
     for attempt in 0u64.. {
-        let port = if ephemeral_start > low + 1000 && attempt < 10_000 {
+        let port = if high > low + 1000 && attempt < 10_000 {
             let mut h = random.build_hasher();
             h.write_u64(attempt);
-            low + (h.finish() % u64::from(ephemeral_start - low)) as u16
+            low + (h.finish() % u64::from(high - low)) as u16
         } else {
             std::net::TcpListener::bind("127.0.0.1:0")
                 .unwrap()
