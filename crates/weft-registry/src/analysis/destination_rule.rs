@@ -18,11 +18,7 @@ pub fn ca_certificates(ctx: &Context, out: &mut Findings) {
             continue;
         };
         let ns = Context::namespace(o).to_string();
-        let name = if ns.is_empty() {
-            o.resource.name().to_string()
-        } else {
-            format!("{ns}/{}", o.resource.name())
-        };
+        let name = Context::full_name(o);
         let host = dr.spec.host.clone().unwrap_or_default();
         let selected = dr.spec.workload_selector.is_some();
         let unverified = |tls: &ClientTlsSettings| -> Option<&'static str> {

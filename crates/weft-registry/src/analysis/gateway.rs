@@ -22,15 +22,6 @@ fn selects(selector: &Labels, labels: &Labels) -> bool {
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
-fn full_name(o: &Loaded) -> String {
-    let ns = Context::namespace(o);
-    if ns.is_empty() {
-        o.resource.name().to_string()
-    } else {
-        format!("{ns}/{}", o.resource.name())
-    }
-}
-
 /// Pods: (namespace, name, labels, annotations).
 fn pods(ctx: &Context) -> Vec<(&str, &str, &Labels, &Labels)> {
     ctx.objects
@@ -75,9 +66,12 @@ pub fn conflicting_gateways(ctx: &Context, out: &mut Findings) {
                 .map(|h| (h.clone(), bind.clone()))
                 .collect();
             let entries = by_key.entry((sel.clone(), port)).or_default();
-            match entries.iter_mut().find(|(n, _)| *n == full_name(o)) {
+            match entries
+                .iter_mut()
+                .find(|(n, _)| *n == Context::full_name(o))
+            {
                 Some(e) => e.1 = hb,
-                None => entries.push((full_name(o), hb)),
+                None => entries.push((Context::full_name(o), hb)),
             }
         }
     }
@@ -85,7 +79,7 @@ pub fn conflicting_gateways(ctx: &Context, out: &mut Findings) {
         let Resource::Gateway(gw) = &o.resource else {
             continue;
         };
-        let name = full_name(o);
+        let name = Context::full_name(o);
         let sel = selector_string(&gw.spec.selector);
         let hit: Vec<&(String, String)> = by_key
             .keys()
@@ -263,7 +257,7 @@ pub fn duplicate_certificates(ctx: &Context, out: &mut Findings) {
             let Some(tls) = &s.tls else { continue };
             for j in index.get(&key(tls)).into_iter().flatten() {
                 let (other_o, other) = gateways[*j];
-                if *j == i || full_name(other_o) == full_name(o) {
+                if *j == i || Context::full_name(other_o) == Context::full_name(o) {
                     continue;
                 }
                 let subset = gw
@@ -272,7 +266,11 @@ pub fn duplicate_certificates(ctx: &Context, out: &mut Findings) {
                     .iter()
                     .all(|(k, v)| other.spec.selector.get(k) == Some(v));
                 if subset {
-                    let args = [format!("[{} {}]", full_name(o), full_name(other_o))];
+                    let args = [format!(
+                        "[{} {}]",
+                        Context::full_name(o),
+                        Context::full_name(other_o)
+                    )];
                     let at = FieldPath::root()
                         .key("spec")
                         .key("servers")
@@ -346,7 +344,7 @@ pub fn sidecar_selectors(ctx: &Context, out: &mut Findings) {
         let names: Vec<&str> = list.iter().map(|o| o.resource.name()).collect();
         for o in list {
             if ambient {
-                if reported.insert(full_name(o)) {
+                if reported.insert(Context::full_name(o)) {
                     let why = "selected workload is in ambient mode, the policy has no impact";
                     out.add(o, &spec, "IST0167", &[why.into()]);
                 }
@@ -369,7 +367,7 @@ pub fn sidecar_selectors(ctx: &Context, out: &mut Findings) {
         });
         if ambient {
             for o in list {
-                if reported.insert(full_name(o)) {
+                if reported.insert(Context::full_name(o)) {
                     let why = "namespace is in ambient mode, the policy has no impact";
                     out.add(o, &spec, "IST0167", &[why.into()]);
                 }

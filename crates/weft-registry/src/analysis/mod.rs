@@ -167,6 +167,17 @@ impl Context {
         o.resource.metadata().namespace.as_deref().unwrap_or("")
     }
 
+    /// `ns/name`, or `name` without a namespace (Istio's `FullName.String()`), as messages
+    /// name objects in their text.
+    pub fn full_name(o: &Loaded) -> String {
+        let ns = Self::namespace(o);
+        if ns.is_empty() {
+            o.resource.name().to_string()
+        } else {
+            format!("{ns}/{}", o.resource.name())
+        }
+    }
+
     pub fn resource_id(o: &Loaded) -> ResourceId {
         ResourceId {
             kind: o.resource.kind().to_string(),

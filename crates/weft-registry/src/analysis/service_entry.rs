@@ -4,7 +4,6 @@
 use super::{Context, Findings};
 use std::collections::{BTreeMap, BTreeSet};
 use weft_api::Resource;
-use weft_api::load::Loaded;
 use weft_api::path::FieldPath;
 
 /// `serviceentry.Analyzer`: a ServiceEntry without `addresses` (and none allocated in its
@@ -76,14 +75,6 @@ pub fn conflicting_protocols(ctx: &Context, out: &mut Findings) {
             }
         }
     }
-    let full_name = |o: &Loaded| {
-        let ns = Context::namespace(o);
-        if ns.is_empty() {
-            o.resource.name().to_string()
-        } else {
-            format!("{ns}/{}", o.resource.name())
-        }
-    };
     let mut reported = BTreeSet::new();
     for ((scope, host, port), entries) in &index {
         let mut all = entries.clone();
@@ -98,7 +89,7 @@ pub fn conflicting_protocols(ctx: &Context, out: &mut Findings) {
         }
         let names: BTreeSet<String> = all
             .iter()
-            .map(|(_, i)| full_name(&ctx.objects[*i]))
+            .map(|(_, i)| Context::full_name(&ctx.objects[*i]))
             .collect();
         let names = names.into_iter().collect::<Vec<_>>().join(", ");
         let protocols = protocols.into_iter().collect::<Vec<_>>().join(", ");
