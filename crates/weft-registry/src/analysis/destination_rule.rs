@@ -3,6 +3,7 @@
 
 use super::hosts::HostMap;
 use super::{Context, Findings};
+use crate::selects;
 use std::collections::BTreeMap;
 use weft_api::Resource;
 use weft_api::path::FieldPath;
@@ -143,10 +144,7 @@ pub fn subsets_select_pods(ctx: &Context, out: &mut Findings) {
             by_name.insert(s.name.as_deref().unwrap_or(""), (i, selector));
         }
         for (name, (i, selector)) in by_name {
-            let selects = pods
-                .iter()
-                .any(|p| selector.iter().all(|(k, v)| p.get(k) == Some(v)));
-            if !selects {
+            if !pods.iter().any(|p| selects(&selector, p)) {
                 let at = spec.key("subsets").index(i);
                 out.add(o, &at, "IST0173", &[name.to_string()]);
             }

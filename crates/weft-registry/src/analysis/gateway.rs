@@ -4,6 +4,7 @@
 //! (IST0101, IST0110, IST0111, IST0167).
 
 use super::{Context, Findings};
+use crate::selects;
 use std::collections::{BTreeMap, BTreeSet};
 use weft_api::Resource;
 use weft_api::load::Loaded;
@@ -17,9 +18,10 @@ fn selector_string(labels: &Labels) -> String {
     pairs.join(",")
 }
 
-/// Every pair present with the same value; an empty selector matches everything.
-fn selects(selector: &Labels, labels: &Labels) -> bool {
-    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+/// IST0101 for a selector no pod matches.
+fn no_pod_selected(o: &Loaded, selector: String, out: &mut Findings) {
+    let at = FieldPath::root().key("spec").key("selector");
+    out.add(o, &at, "IST0101", &["selector".into(), selector]);
 }
 
 /// Pods: (namespace, name, labels, annotations).
@@ -93,12 +95,7 @@ pub fn conflicting_gateways(ctx: &Context, out: &mut Findings) {
             })
             .collect();
         if !sel.is_empty() && hit.is_empty() {
-            out.add(
-                o,
-                &FieldPath::root().key("spec").key("selector"),
-                "IST0101",
-                &["selector".into(), sel],
-            );
+            no_pod_selected(o, sel, out);
             continue;
         }
         for (i, server) in gw.spec.servers.iter().enumerate() {
@@ -197,12 +194,7 @@ pub fn ingress_gateway_ports(ctx: &Context, out: &mut Findings) {
         }
         let sel = selector_string(&gw.spec.selector);
         if !matched {
-            out.add(
-                o,
-                &FieldPath::root().key("spec").key("selector"),
-                "IST0101",
-                &["selector".into(), sel],
-            );
+            no_pod_selected(o, sel, out);
             continue;
         }
         for (i, server) in gw.spec.servers.iter().enumerate() {

@@ -3,7 +3,7 @@
 //! is exported to, or `*`.
 
 use super::Context;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use weft_api::Resource;
 use weft_api::types::common::Labels;
 
@@ -21,6 +21,8 @@ pub struct HostMap {
 }
 
 /// A short name is a Kubernetes Service in `ns`; a name with a dot, or a wildcard, is as written.
+/// Not `crate::host::fqdn`: the analyzers' `ConvertHostToFQDN` keeps an empty namespace as
+/// `name..svc.<suffix>`, which their test cases depend on.
 pub fn fqdn(ns: &str, host: &str, domain_suffix: &str) -> String {
     if host.starts_with('*') || host.contains('.') {
         host.to_string()
@@ -29,9 +31,11 @@ pub fn fqdn(ns: &str, host: &str, domain_suffix: &str) -> String {
     }
 }
 
-fn scopes(export_to: &[String], ns: &str) -> Vec<String> {
-    if export_to.is_empty() {
-        return vec!["*".into()];
+/// The scopes an object in `ns` with `exportTo` is visible in: `*` when it is exported to all
+/// (no `exportTo`, or `*` among them), else each entry, `.` meaning its own namespace.
+pub fn export_scopes(export_to: &[String], ns: &str) -> BTreeSet<String> {
+    if export_to.is_empty() || export_to.iter().any(|e| e == "*") {
+        return BTreeSet::from(["*".to_string()]);
     }
     export_to
         .iter()
@@ -54,7 +58,7 @@ impl HostMap {
                         .map(|p| p.number.unwrap_or(0))
                         .collect(),
                 };
-                for scope in scopes(&se.spec.export_to, ns) {
+                for scope in export_scopes(&se.spec.export_to, ns) {
                     for h in &se.spec.hosts {
                         let key = (scope.clone(), fqdn(ns, h, &ctx.domain_suffix));
                         by_key.insert(key, entry.clone());
@@ -79,7 +83,7 @@ impl HostMap {
                     .iter()
                     .flat_map(|s| s.ports.iter().map(|p| p.port.unwrap_or(0)))
                     .collect();
-                for scope in scopes(&export, ns) {
+                for scope in export_scopes(&export, ns) {
                     by_key.insert(
                         (scope, host.clone()),
                         HostEntry {

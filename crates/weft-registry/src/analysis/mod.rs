@@ -14,7 +14,6 @@ mod service;
 mod service_entry;
 mod virtual_service;
 
-use crate::{Options, Registry};
 use catalog::MessageType;
 pub use format::go_format;
 use std::fmt;
@@ -97,13 +96,11 @@ impl fmt::Display for Message {
     }
 }
 
-/// What the analyzers read: the objects (namespaced ones placed in a namespace), the registry
-/// built from them, and the mesh config.
+/// What the analyzers read: the objects (namespaced ones placed in a namespace) and the mesh
+/// config.
 pub struct Context {
     pub objects: Vec<Loaded>,
-    pub registry: Registry,
     pub mesh: MeshConfig,
-    pub istio_namespace: String,
     pub domain_suffix: String,
 }
 
@@ -144,21 +141,11 @@ impl Context {
                     .get_or_insert_with(|| default_namespace.to_string());
             }
         }
-        // istiod's DOMAIN_SUFFIX; the mesh config does not carry it.
-        let domain_suffix = "cluster.local".to_string();
-        let resources: Vec<Resource> = objects.iter().map(|o| o.resource.clone()).collect();
-        let registry = Registry::build(
-            &resources,
-            &Options {
-                domain_suffix: domain_suffix.clone(),
-            },
-        );
         Context {
             objects,
-            registry,
             mesh,
-            istio_namespace: "istio-system".into(),
-            domain_suffix,
+            // istiod's DOMAIN_SUFFIX; the mesh config does not carry it.
+            domain_suffix: "cluster.local".to_string(),
         }
     }
 

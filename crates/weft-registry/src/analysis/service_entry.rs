@@ -1,6 +1,7 @@
 //! ServiceEntry analyzers: TCP ports without addresses (IST0134), and one host and port given
 //! different protocols by different entries (IST0177).
 
+use super::hosts::export_scopes;
 use super::{Context, Findings};
 use std::collections::{BTreeMap, BTreeSet};
 use weft_api::Resource;
@@ -55,16 +56,7 @@ pub fn conflicting_protocols(ctx: &Context, out: &mut Findings) {
             continue;
         };
         let ns = Context::namespace(o);
-        let scopes: BTreeSet<String> =
-            if se.spec.export_to.is_empty() || se.spec.export_to.iter().any(|e| e == "*") {
-                BTreeSet::from(["*".to_string()])
-            } else {
-                se.spec
-                    .export_to
-                    .iter()
-                    .map(|e| if e == "." { ns.to_string() } else { e.clone() })
-                    .collect()
-            };
+        let scopes = export_scopes(&se.spec.export_to, ns);
         for scope in &scopes {
             for h in &se.spec.hosts {
                 for p in &se.spec.ports {

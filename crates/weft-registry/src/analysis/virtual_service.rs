@@ -3,7 +3,7 @@
 //! (IST0101, IST0112), subsets an ingress route bypasses (IST0140), subsets no DestinationRule
 //! defines (IST0101), and hosts two mesh VirtualServices both claim (IST0109).
 
-use super::hosts::{HostMap, fqdn};
+use super::hosts::{HostMap, export_scopes, fqdn};
 use super::{Context, Findings};
 use std::collections::{BTreeMap, BTreeSet};
 use weft_api::Resource;
@@ -67,6 +67,13 @@ fn routes(vs: &VirtualService) -> Vec<Dest<'_>> {
             });
         }
     }
+    out.extend(http_routes(vs));
+    out
+}
+
+fn http_routes(vs: &VirtualService) -> Vec<Dest<'_>> {
+    let spec = FieldPath::root().key("spec");
+    let mut out = Vec::new();
     for (i, r) in vs.http.iter().enumerate() {
         for (j, d) in r.route.iter().flatten().enumerate() {
             let at = spec.key("http").index(i).key("route").index(j);
@@ -136,18 +143,10 @@ pub fn destination_hosts(ctx: &Context, out: &mut Findings) {
     // splits by subset, skips those subsets' rules.
     let mut subset_dests: Vec<(String, String)> = Vec::new();
     for (o, vs) in virtual_services(ctx) {
-        for r in &vs.spec.http {
-            for d in r
-                .route
-                .iter()
-                .flatten()
-                .filter_map(|d| d.destination.as_ref())
-            {
-                let host = d.host.as_deref().unwrap_or("");
-                if d.subset.as_deref().is_some_and(|s| !s.is_empty()) {
-                    for h in vs.spec.hosts.iter().filter(|h| h.as_str() == host) {
-                        subset_dests.push((Context::full_name(o), h.clone()));
-                    }
+        for d in http_routes(&vs.spec) {
+            if !d.subset().is_empty() {
+                for h in vs.spec.hosts.iter().filter(|h| h.as_str() == d.host()) {
+                    subset_dests.push((Context::full_name(o), h.clone()));
                 }
             }
         }
@@ -156,20 +155,13 @@ pub fn destination_hosts(ctx: &Context, out: &mut Findings) {
         if vs.spec.gateways.is_empty() {
             continue;
         }
-        let spec = FieldPath::root().key("spec");
-        for (i, r) in vs.spec.http.iter().enumerate() {
-            for (j, rd) in r.route.iter().flatten().enumerate() {
-                let d = Dest {
-                    at: spec.key("http").index(i).key("route").index(j),
-                    destination: rd.destination.as_ref(),
-                };
-                if !d.subset().is_empty() {
-                    continue;
-                }
-                for (other, host) in &subset_dests {
-                    if host == d.host() {
-                        out.add(o, &d.at, "IST0140", &[other.clone(), Context::full_name(o)]);
-                    }
+        for d in http_routes(&vs.spec) {
+            if !d.subset().is_empty() {
+                continue;
+            }
+            for (other, host) in &subset_dests {
+                if host == d.host() {
+                    out.add(o, &d.at, "IST0140", &[other.clone(), Context::full_name(o)]);
                 }
             }
         }
@@ -224,7 +216,8 @@ pub fn destination_rules(ctx: &Context, out: &mut Findings) {
     }
 }
 
-/// Istio's `host.Name.Matches`: equal, or one's `*` suffix covers the other.
+/// Istio's `host.Name.Matches`: equal, or one's `*` suffix covers the other. Symmetric and
+/// case-sensitive, unlike `crate::host::matches`, which asks whether a pattern covers a host.
 fn host_matches(a: &str, b: &str) -> bool {
     match (a.strip_prefix('*'), b.strip_prefix('*')) {
         (Some(x), Some(y)) => {
@@ -371,16 +364,7 @@ pub fn conflicting_mesh_gateway_hosts(ctx: &Context, out: &mut Findings) {
             continue;
         }
         let ns = Context::namespace(o);
-        let scopes: BTreeSet<String> =
-            if vs.spec.export_to.is_empty() || vs.spec.export_to.iter().any(|e| e == "*") {
-                BTreeSet::from(["*".to_string()])
-            } else {
-                vs.spec
-                    .export_to
-                    .iter()
-                    .map(|e| if e == "." { ns.to_string() } else { e.clone() })
-                    .collect()
-            };
+        let scopes = export_scopes(&vs.spec.export_to, ns);
         for scope in scopes {
             for h in &vs.spec.hosts {
                 let key = (scope.clone(), fqdn(ns, h, &ctx.domain_suffix));

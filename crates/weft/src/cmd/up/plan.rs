@@ -50,9 +50,9 @@ pub struct ProxyPorts {
     pub http_proxy: Option<u16>,
 }
 
-/// Ports handed out one after another from `base`, skipping those in use; when `base` is 0, any
-/// free port below the kernel's ephemeral range (a port from bind(0) can become the local port
-/// of an outgoing connection before the proxy binds it). A port is never handed out twice.
+/// Ports handed out one after another from `base`, skipping those in use; when `base` is 0, free
+/// ports between 20000 and the kernel's ephemeral range (a port from bind(0) can become the
+/// local port of an outgoing connection before the proxy binds it). Never one twice.
 pub struct Ports {
     next: u16,
     given: std::collections::HashSet<u16>,
