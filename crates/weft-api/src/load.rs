@@ -132,6 +132,9 @@ pub struct LoadResult {
     pub problems: Vec<Problem>,
     /// Objects of kinds Weft does not read, by `apiVersion` and kind.
     pub skipped: BTreeMap<(String, String), Vec<Origin>>,
+    /// The skipped objects themselves, as [`Resource::Other`], for analyzers that read kinds
+    /// Weft does not serve (webhook configurations, CRDs, WasmPlugins...).
+    pub others: Vec<Loaded>,
     /// Documents that are not Kubernetes objects at all (no apiVersion and no kind: an OpenAPI
     /// file, a Prometheus config...), with what they are instead.
     pub not_objects: Vec<(Origin, String)>,
@@ -361,11 +364,20 @@ impl LoadResult {
                     path: Some(FieldPath::root().key("kind")),
                     message,
                 }),
-                None => self
-                    .skipped
-                    .entry((api_version, kind))
-                    .or_default()
-                    .push(origin),
+                None => {
+                    if let Ok(resource) = crate::resource::other(&node) {
+                        self.others.push(Loaded {
+                            origin: origin.clone(),
+                            resource,
+                            raw: node,
+                            unknown_fields: Vec::new(),
+                        });
+                    }
+                    self.skipped
+                        .entry((api_version, kind))
+                        .or_default()
+                        .push(origin);
+                }
             },
         }
     }

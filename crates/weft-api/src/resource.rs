@@ -63,6 +63,9 @@ pub enum Resource {
     Secret(Box<Secret>),
     /// Gateway API Gateway and HTTPRoute.
     GatewayApi(Box<GatewayApiObject>),
+    /// A kind Weft does not serve (a webhook configuration, a CRD, a WasmPlugin...), kept with
+    /// its envelope for analysis only: nothing translates it.
+    Other(Box<MetaOnly>),
 }
 
 impl Resource {
@@ -85,9 +88,10 @@ impl Resource {
             Resource::RequestAuthentication(o) => (&o.api_version, &o.kind, &o.metadata),
             Resource::AuthorizationPolicy(o) => (&o.api_version, &o.kind, &o.metadata),
             Resource::Telemetry(o) => (&o.api_version, &o.kind, &o.metadata),
-            Resource::Namespace(o) | Resource::ServiceAccount(o) | Resource::Node(o) => {
-                (&o.api_version, &o.kind, &o.metadata)
-            }
+            Resource::Namespace(o)
+            | Resource::ServiceAccount(o)
+            | Resource::Node(o)
+            | Resource::Other(o) => (&o.api_version, &o.kind, &o.metadata),
             Resource::Service(o) => (&o.api_version, &o.kind, &o.metadata),
             Resource::Endpoints(o) => (&o.api_version, &o.kind, &o.metadata),
             Resource::EndpointSlice(o) => (&o.api_version, &o.kind, &o.metadata),
@@ -115,9 +119,10 @@ impl Resource {
             Resource::RequestAuthentication(o) => &mut o.metadata,
             Resource::AuthorizationPolicy(o) => &mut o.metadata,
             Resource::Telemetry(o) => &mut o.metadata,
-            Resource::Namespace(o) | Resource::ServiceAccount(o) | Resource::Node(o) => {
-                &mut o.metadata
-            }
+            Resource::Namespace(o)
+            | Resource::ServiceAccount(o)
+            | Resource::Node(o)
+            | Resource::Other(o) => &mut o.metadata,
             Resource::Service(o) => &mut o.metadata,
             Resource::Endpoints(o) => &mut o.metadata,
             Resource::EndpointSlice(o) => &mut o.metadata,
@@ -160,6 +165,11 @@ pub struct KindInfo {
     pub kind: &'static str,
     pub versions: &'static [&'static str],
     parse: ParseFn,
+}
+
+/// Reads any object's envelope, for kinds Weft does not serve.
+pub fn other(node: &Node) -> Result<Resource, DeError> {
+    typed(node, &Context::default()).map(|o| Resource::Other(Box::new(o)))
 }
 
 impl KindInfo {

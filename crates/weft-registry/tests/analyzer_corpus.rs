@@ -41,7 +41,14 @@ fn run(case: &Value) -> Result<Vec<(String, String)>, String> {
         }
         None => MeshConfig::default(),
     };
-    let ctx = Context::new(loaded.objects, "", mesh);
+    let mut objects = loaded.objects;
+    objects.append(&mut loaded.others);
+    let mut ctx = Context::new(objects, "", mesh);
+    if let Some(f) = case["mesh_networks_file"].as_str() {
+        let text = std::fs::read_to_string(local(f)).map_err(|e| e.to_string())?;
+        let docs = weft_api::yaml::parse_stream(&text).map_err(|e| e.to_string())?;
+        ctx.mesh_networks = docs.first().map(|d| d.to_json());
+    }
     Ok(analysis::analyze(&ctx, &[analyzer])
         .into_iter()
         .map(|m| (m.message_type.code.to_string(), m.resource.to_string()))

@@ -114,7 +114,8 @@ pub fn validate(resource: &Resource) -> Vec<Diagnostic> {
         | Resource::Workload(_)
         | Resource::ConfigMap(_)
         | Resource::Secret(_)
-        | Resource::GatewayApi(_) => {}
+        | Resource::GatewayApi(_)
+        | Resource::Other(_) => {}
     }
     f.out
 }

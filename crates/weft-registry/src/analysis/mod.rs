@@ -101,7 +101,28 @@ impl fmt::Display for Message {
 pub struct Context {
     pub objects: Vec<Loaded>,
     pub mesh: MeshConfig,
+    /// The mesh networks (`meshNetworks` in Istio's values), as written.
+    pub mesh_networks: Option<serde_json::Value>,
     pub domain_suffix: String,
+}
+
+/// Kinds without a namespace: they keep none when placed.
+fn cluster_scoped(kind: &str) -> bool {
+    matches!(
+        kind,
+        "Namespace"
+            | "Node"
+            | "MutatingWebhookConfiguration"
+            | "ValidatingWebhookConfiguration"
+            | "CustomResourceDefinition"
+            | "ClusterRole"
+            | "ClusterRoleBinding"
+            | "GatewayClass"
+            | "PersistentVolume"
+            | "StorageClass"
+            | "PriorityClass"
+            | "APIService"
+    )
 }
 
 /// Istio's default resources for file input (`AddDefaultResources`): a stand-in ingress gateway
@@ -134,7 +155,7 @@ impl Context {
             )
         });
         for o in &mut objects {
-            if !matches!(o.resource, Resource::Namespace(_) | Resource::Node(_)) {
+            if !cluster_scoped(o.resource.kind()) {
                 o.resource
                     .metadata_mut()
                     .namespace
@@ -144,9 +165,15 @@ impl Context {
         Context {
             objects,
             mesh,
+            mesh_networks: None,
             // istiod's DOMAIN_SUFFIX; the mesh config does not carry it.
             domain_suffix: "cluster.local".to_string(),
         }
+    }
+
+    /// The object as written, for fields Weft's types do not carry.
+    pub fn json(o: &Loaded) -> serde_json::Value {
+        o.raw.to_json()
     }
 
     /// The namespace an object is in (`""` only under Istio's test harness).

@@ -158,7 +158,9 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     } else {
         format!("namespace: {selected_namespace}")
     };
-    let ctx = Context::new(loaded.objects, &selected_namespace, mesh);
+    let mut objects = loaded.objects;
+    objects.append(&mut loaded.others);
+    let ctx = Context::new(objects, &selected_namespace, mesh);
     let mut messages: Vec<Message> = analysis::analyze(&ctx, &selected);
     messages.retain(|m| {
         (selected_namespace.is_empty()
