@@ -45,7 +45,9 @@ pub fn duplicates(objects: &[&Loaded]) -> Vec<(usize, Problem)> {
 }
 
 /// References in `objects` to what neither they nor `registry` define, as warnings: the object
-/// still applies, as istiod applies it, and the requests that follow the reference fail.
+/// still applies, as istiod applies it, and the requests that follow the reference fail. Each
+/// ends with its `istioctl analyze` code, so that the analyzers' own IST0101 at the same field
+/// is recognised as this one (see `source.rs`).
 pub fn missing(objects: &[&Loaded], registry: &Registry, domain_suffix: &str) -> Vec<Problem> {
     let mut subsets: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut gateways = BTreeSet::new();
@@ -95,7 +97,7 @@ pub fn missing(objects: &[&Loaded], registry: &Registry, domain_suffix: &str) ->
                     out.push(obj.problem(
                         Severity::Warning,
                         spec.key("host"),
-                        format!("Referenced host not found: {h:?}"),
+                        format!("Referenced host not found: {h:?} [IST0101 Error]"),
                     ));
                 }
             }
@@ -143,7 +145,7 @@ impl<F: Fn(&str) -> bool> Refs<'_, F> {
                     out.push(self.obj.problem(
                         Severity::Warning,
                         at.key("delegate").key("name"),
-                        format!("Referenced VirtualService not found: {key:?}"),
+                        format!("Referenced VirtualService not found: {key:?} [IST0101 Error]"),
                     ));
                 }
             }
@@ -186,7 +188,7 @@ impl<F: Fn(&str) -> bool> Refs<'_, F> {
             out.push(self.obj.problem(
                 Severity::Warning,
                 at,
-                format!("Referenced gateway not found: {key:?}"),
+                format!("Referenced gateway not found: {key:?} [IST0101 Error]"),
             ));
         }
     }
@@ -200,7 +202,7 @@ impl<F: Fn(&str) -> bool> Refs<'_, F> {
             out.push(self.obj.problem(
                 Severity::Warning,
                 at.key("host"),
-                format!("Referenced host not found: {h:?}"),
+                format!("Referenced host not found: {h:?} [IST0101 Error]"),
             ));
             return;
         }
@@ -218,7 +220,7 @@ impl<F: Fn(&str) -> bool> Refs<'_, F> {
             out.push(self.obj.problem(
                 Severity::Warning,
                 at.key("subset"),
-                format!("Referenced host+subset in destinationrule not found: \"{h}+{subset}\""),
+                format!("Referenced host+subset in destinationrule not found: \"{h}+{subset}\" [IST0101 Error]"),
             ));
         }
     }

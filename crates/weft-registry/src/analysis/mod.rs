@@ -5,11 +5,14 @@
 //! Objects without a namespace take the selected one, as istioctl places file input; Istio's
 //! own analyzer tests select `""`, and so does the corpus test.
 
+mod authn;
 pub mod catalog;
+mod deployment;
 mod destination_rule;
 mod format;
 mod gateway;
 mod hosts;
+mod live;
 mod service;
 mod service_entry;
 mod virtual_service;
@@ -17,8 +20,7 @@ mod virtual_service;
 use catalog::MessageType;
 pub use format::go_format;
 use std::fmt;
-use weft_api::Resource;
-use weft_api::load::{LoadResult, Loaded};
+use weft_api::load::{LoadResult, Loaded, Problem, Severity};
 use weft_api::path::FieldPath;
 use weft_api::types::mesh::MeshConfig;
 
@@ -77,6 +79,9 @@ pub struct Message {
     /// `file:line` of the object or of the field the message is about, when it came from a file.
     pub reference: Option<String>,
     pub text: String,
+    /// The same finding as `weft up` and `weft validate` report problems: at the field, with
+    /// the code after the text. `None` when the object came from no file.
+    pub problem: Option<Problem>,
 }
 
 impl fmt::Display for Message {
@@ -130,14 +135,34 @@ fn cluster_scoped(kind: &str) -> bool {
 const DEFAULT_RESOURCES: &str = include_str!("default_resources.yaml");
 
 impl Context {
-    /// `default_namespace` goes to every namespaced object that has none.
+    /// The objects a running mesh serves, as `weft up` holds them, with the Pods it runs for
+    /// them in place of Istio's stand-in resources.
+    pub fn live(objects: Vec<Loaded>, mesh: MeshConfig) -> Context {
+        let mut ctx = Context::build(objects, "default", mesh, false);
+        let pods = live::pods(&ctx.objects);
+        ctx.objects.extend(pods);
+        ctx
+    }
+
+    /// Objects read from files, as `istioctl analyze` takes them: `default_namespace` goes to
+    /// every namespaced object that has none, and Istio's default resources are added.
     pub fn new(objects: Vec<Loaded>, default_namespace: &str, mesh: MeshConfig) -> Context {
+        Context::build(objects, default_namespace, mesh, true)
+    }
+
+    fn build(
+        objects: Vec<Loaded>,
+        default_namespace: &str,
+        mesh: MeshConfig,
+        defaults: bool,
+    ) -> Context {
         let mut objects = objects;
-        let ingress_off = mesh
-            .other
-            .get("ingressControllerMode")
-            .and_then(|v| v.as_str())
-            .is_some_and(|m| m.eq_ignore_ascii_case("OFF"));
+        let ingress_off = !defaults
+            || mesh
+                .other
+                .get("ingressControllerMode")
+                .and_then(|v| v.as_str())
+                .is_some_and(|m| m.eq_ignore_ascii_case("OFF"));
         if !ingress_off {
             let mut defaults = LoadResult::default();
             defaults.load_str("<default resources>", DEFAULT_RESOURCES);
@@ -213,18 +238,26 @@ impl Findings {
         let Some(t) = catalog::by_code(code) else {
             return;
         };
-        let reference = (!o.origin.file.is_empty()).then(|| {
-            let line = match path.locate(&o.raw).line {
-                0 => o.origin.line,
-                l => l,
-            };
-            format!("{}:{line}", o.origin.file)
+        let text = go_format(t.template, args);
+        let problem = (!o.origin.file.is_empty()).then(|| {
+            // Every finding is a warning to `weft up`: the object applies all the same, as
+            // istiod applies it; Istio's level is in the code.
+            let mut p = o.problem(
+                Severity::Warning,
+                path.clone(),
+                format!("{text} [{} {}]", t.code, t.level.as_str()),
+            );
+            if p.line == 0 {
+                p.line = o.origin.line;
+            }
+            p
         });
         self.messages.push(Message {
             message_type: t,
             resource: Context::resource_id(o),
-            reference,
-            text: go_format(t.template, args),
+            reference: problem.as_ref().map(|p| format!("{}:{}", p.file, p.line)),
+            text,
+            problem,
         });
     }
 }
@@ -238,6 +271,21 @@ pub struct Analyzer {
 
 /// Every analyzer Weft has, by istioctl's names.
 pub static ANALYZERS: &[Analyzer] = &[
+    Analyzer {
+        name: "applicationUID.Analyzer",
+        description: "Checks invalid application UID",
+        run: deployment::application_uid,
+    },
+    Analyzer {
+        name: "authn.BlockedCIDRsAnalyzer",
+        description: "Checks that BLOCKED_CIDRS_IN_JWKS_URIS is configured on istiod when RequestAuthentication resources exist",
+        run: authn::blocked_cidrs,
+    },
+    Analyzer {
+        name: "deployment.MultiServiceAnalyzer",
+        description: "Checks association between services and pods",
+        run: deployment::multiple_services,
+    },
     Analyzer {
         name: "destinationrule.CaCertificateAnalyzer",
         description: "Checks if gateway instance is using TLS without a CA certificate to verify the server",
@@ -433,6 +481,7 @@ mod tests {
             },
             reference: None,
             text: String::new(),
+            problem: None,
         };
         for (s, hit) in [
             ("IST0103=Pod mypod.testing", true),

@@ -1,0 +1,210 @@
+//! Telemetry analyzers: access logging entries that name no provider while the mesh has no
+//! default one (`telemetry.ProviderAnalyzer`, IST0157); selectors that match no pod or pods
+//! another Telemetry also selects (`telemetry.SelectorAnalyzer`, IST0101, IST0159); several
+//! selector-less Telemetries in one namespace (`telemetry.DefaultSelectorAnalyzer`, IST0160);
+//! tracing through a Lightstep extension provider (`telemetry.LightstepAnalyzer`, IST0002).
+
+use super::{Context, Findings};
+use crate::selects;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use weft_api::Resource;
+use weft_api::load::Loaded;
+use weft_api::path::FieldPath;
+use weft_api::resource::split_api_version;
+use weft_api::types::common::Labels;
+
+/// Whether `o` is of `kind` in API `group`, whatever the version.
+pub(super) fn is_kind(o: &Loaded, group: &str, kind: &str) -> bool {
+    o.resource.kind() == kind && split_api_version(o.resource.api_version()).0 == group
+}
+
+/// Telemetry objects with their JSON, in input order.
+fn telemetries(ctx: &Context) -> Vec<(&Loaded, Value)> {
+    ctx.objects
+        .iter()
+        .filter(|o| is_kind(o, "telemetry.istio.io", "Telemetry"))
+        .map(|o| (o, Context::json(o)))
+        .collect()
+}
+
+/// A policy's `spec.selector.matchLabels`: `None` when there is no selector at all (Istio tells
+/// a missing selector from an empty one), else its labels, possibly none.
+pub(super) fn selector_labels(obj: &Value) -> Option<Labels> {
+    let selector = obj.pointer("/spec/selector").filter(|v| !v.is_null())?;
+    let labels: Labels = selector
+        .get("matchLabels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    (k.clone(), v)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(labels)
+}
+
+/// Kubernetes' `SelectorFromSet(...).String()`: `k=v` pairs sorted by key, comma-separated.
+fn selector_string(labels: &Labels) -> String {
+    let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    pairs.join(",")
+}
+
+/// Go's `%v` of a sorted `[]string` of the objects' names.
+fn name_list(list: &[&Loaded]) -> String {
+    let mut names: Vec<&str> = list.iter().map(|o| o.resource.name()).collect();
+    names.sort_unstable();
+    format!("[{}]", names.join(" "))
+}
+
+/// The array at `key` of a JSON value, empty when absent or not an array.
+fn array<'a>(v: &'a Value, key: &str) -> &'a [Value] {
+    v.get(key)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+}
+
+/// `telemetry.ProviderAnalyzer`: with no default access log provider in the mesh, an enabled
+/// access logging entry without providers configures nothing.
+pub fn providers(ctx: &Context, out: &mut Findings) {
+    let has_default = ctx
+        .mesh
+        .other
+        .get("defaultProviders")
+        .is_some_and(|d| !array(d, "accessLogging").is_empty());
+    if has_default {
+        return;
+    }
+    for (o, obj) in telemetries(ctx) {
+        let Some(spec) = obj.get("spec") else {
+            continue;
+        };
+        for entry in array(spec, "accessLogging") {
+            let disabled = entry.get("disabled").and_then(Value::as_bool) == Some(true);
+            if disabled || !array(entry, "providers").is_empty() {
+                continue;
+            }
+            let args = [
+                o.resource.name().to_string(),
+                Context::namespace(o).to_string(),
+            ];
+            out.add(o, &FieldPath::root(), "IST0157", &args);
+        }
+    }
+}
+
+/// `telemetry.SelectorAnalyzer`: a Telemetry with a non-empty selector must match a pod of its
+/// own namespace, and no pod may be matched by two of them.
+pub fn selectors(ctx: &Context, out: &mut Findings) {
+    let pods: Vec<(&str, &str, &Labels)> = ctx
+        .objects
+        .iter()
+        .filter(|o| matches!(o.resource, Resource::Pod(_)))
+        .map(|o| {
+            (
+                Context::namespace(o),
+                o.resource.name(),
+                &o.resource.metadata().labels,
+            )
+        })
+        .collect();
+    let mut by_pod: BTreeMap<(&str, &str), Vec<&Loaded>> = BTreeMap::new();
+    for (o, obj) in telemetries(ctx) {
+        let Some(selector) = selector_labels(&obj).filter(|l| !l.is_empty()) else {
+            continue;
+        };
+        let ns = Context::namespace(o);
+        let mut found = false;
+        for (pod_ns, pod_name, labels) in &pods {
+            if *pod_ns == ns && selects(&selector, labels) {
+                found = true;
+                by_pod.entry((*pod_ns, *pod_name)).or_default().push(o);
+            }
+        }
+        if !found {
+            // Istio points at the first label of the selector.
+            let mut at = FieldPath::root()
+                .key("spec")
+                .key("selector")
+                .key("matchLabels");
+            if let Some(first) = selector.keys().next() {
+                at = at.key(first.as_str());
+            }
+            let args = ["selector".to_string(), selector_string(&selector)];
+            out.add(o, &at, "IST0101", &args);
+        }
+    }
+    let at = FieldPath::root().key("metadata").key("name");
+    for ((pod_ns, pod_name), list) in &by_pod {
+        if list.len() < 2 {
+            continue;
+        }
+        let names = name_list(list);
+        for o in list {
+            let args = [names.clone(), pod_ns.to_string(), pod_name.to_string()];
+            out.add(o, &at, "IST0159", &args);
+        }
+    }
+}
+
+/// `telemetry.DefaultSelectorAnalyzer`: at most one Telemetry per namespace may leave out the
+/// selector, or which one applies is undefined.
+pub fn default_selectors(ctx: &Context, out: &mut Findings) {
+    let mut by_ns: BTreeMap<&str, Vec<&Loaded>> = BTreeMap::new();
+    for (o, obj) in telemetries(ctx) {
+        if selector_labels(&obj).is_none() {
+            by_ns.entry(Context::namespace(o)).or_default().push(o);
+        }
+    }
+    for (ns, list) in &by_ns {
+        if list.len() < 2 {
+            continue;
+        }
+        let names = name_list(list);
+        for o in list {
+            let args = [names.clone(), ns.to_string()];
+            out.add(o, &FieldPath::root(), "IST0160", &args);
+        }
+    }
+}
+
+/// `telemetry.LightstepAnalyzer`: tracing through a mesh extension provider of the Lightstep
+/// type, which Istio deprecates in favour of OpenTelemetry.
+pub fn lightstep(ctx: &Context, out: &mut Findings) {
+    let lightstep: BTreeSet<&str> = ctx
+        .mesh
+        .other
+        .get("extensionProviders")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter(|p| p.get("lightstep").is_some_and(|l| !l.is_null()))
+        .map(|p| p.get("name").and_then(Value::as_str).unwrap_or(""))
+        .collect();
+    if lightstep.is_empty() {
+        return;
+    }
+    for (o, obj) in telemetries(ctx) {
+        let Some(spec) = obj.get("spec") else {
+            continue;
+        };
+        for tracing in array(spec, "tracing") {
+            for provider in array(tracing, "providers") {
+                let name = provider.get("name").and_then(Value::as_str).unwrap_or("");
+                if lightstep.contains(name) {
+                    let why = format!(
+                        "The Lightstep provider {name} is deprecated, please migrate to OpenTelemetry provider."
+                    );
+                    out.add(o, &FieldPath::root(), "IST0002", &[why]);
+                }
+            }
+        }
+    }
+}
