@@ -91,7 +91,8 @@ fn pod_in_mesh(o: &Loaded, json: &Value, namespaces: &BTreeMap<&str, &Labels>) -
 }
 
 /// `istio.io/istio`'s `namespaceMatch`: `*` alone matches all; a leading `*` matches by suffix,
-/// a trailing one by prefix; otherwise the names must be equal without regard to case.
+/// a trailing one by prefix; otherwise the names must be equal without regard to case
+/// (namespace names are ASCII).
 fn namespace_match(ns: &str, exp: &str) -> bool {
     if exp == "*" {
         return true;
@@ -102,7 +103,7 @@ fn namespace_match(ns: &str, exp: &str) -> bool {
     if let Some(prefix) = exp.strip_suffix('*') {
         return ns.starts_with(prefix);
     }
-    ns.to_lowercase() == exp.to_lowercase()
+    ns.eq_ignore_ascii_case(exp)
 }
 
 fn array<'a>(v: Option<&'a Value>, key: &str) -> &'a [Value] {
@@ -147,7 +148,7 @@ pub fn authorization_policies(ctx: &Context, out: &mut Findings) {
         let json = Context::json(o);
         let ns = Context::namespace(o);
         let selector = selector_labels(&json);
-        let local: &[&Labels] = pods.get(ns).map_or(&[], Vec::as_slice);
+        let local: &[&Labels] = pods.get(ns).map(Vec::as_slice).unwrap_or_default();
         if ns == root_namespace {
             // Mesh-wide: a selector may pick a pod in any namespace.
             if let Some(sel) = &selector {

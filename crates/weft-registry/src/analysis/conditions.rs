@@ -109,7 +109,11 @@ fn report(o: &Loaded, layout: Layout, negative: &[&str], policy: bool, out: &mut
     let obj = Context::json(o);
     for (at, c) in conditions(&obj, layout) {
         let (kind, reason) = (text(c, "type"), text(c, "reason"));
-        let args = [kind.to_string(), reason.to_string(), text(c, "message").to_string()];
+        let args = [
+            kind.to_string(),
+            reason.to_string(),
+            text(c, "message").to_string(),
+        ];
         if text(c, "status") == "False" && negative.contains(&kind) {
             out.add(o, &at, "IST0171", &args);
         }

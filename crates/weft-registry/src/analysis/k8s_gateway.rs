@@ -38,9 +38,7 @@ pub fn selectors(ctx: &Context, out: &mut Findings) {
     for (group, kind) in POLICY_KINDS {
         for o in ctx.objects.iter().filter(|o| is_kind(o, group, kind)) {
             let obj = Context::json(o);
-            let targeted = obj
-                .pointer("/spec/targetRef")
-                .is_some_and(|t| !t.is_null());
+            let targeted = obj.pointer("/spec/targetRef").is_some_and(|t| !t.is_null());
             if targeted {
                 continue;
             }

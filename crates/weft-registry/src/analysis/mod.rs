@@ -7,14 +7,17 @@
 
 mod authn;
 pub mod catalog;
+mod conditions;
 mod deployment;
 mod destination_rule;
 mod format;
 mod gateway;
 mod hosts;
+mod k8s_gateway;
 mod live;
 mod service;
 mod service_entry;
+mod telemetry;
 mod virtual_service;
 
 use catalog::MessageType;
@@ -282,6 +285,11 @@ pub static ANALYZERS: &[Analyzer] = &[
         run: authn::blocked_cidrs,
     },
     Analyzer {
+        name: "conditions.ConditionAnalyzer",
+        description: "Checks for negative status conditions on resources",
+        run: conditions::negative_conditions,
+    },
+    Analyzer {
         name: "deployment.MultiServiceAnalyzer",
         description: "Checks association between services and pods",
         run: deployment::multiple_services,
@@ -337,6 +345,16 @@ pub static ANALYZERS: &[Analyzer] = &[
         run: gateway::sidecar_selectors,
     },
     Analyzer {
+        name: "k8sgateway.SelectorAnalyzer",
+        description: "Check that selectors are effective for Kubernetes gateway",
+        run: k8s_gateway::selectors,
+    },
+    Analyzer {
+        name: "k8sgateway.CRDVersionAnalyzer",
+        description: "Checks Gateway API CRDs are at the minimum version required by this Istio version",
+        run: k8s_gateway::crd_versions,
+    },
+    Analyzer {
         name: "service.PortNameAnalyzer",
         description: "Checks the port names associated with each service",
         run: service::port_names,
@@ -350,6 +368,26 @@ pub static ANALYZERS: &[Analyzer] = &[
         name: "serviceentry.ConflictingServiceEntryProtocolAnalyzer",
         description: "Checks that ServiceEntries do not give one host and port different protocols",
         run: service_entry::conflicting_protocols,
+    },
+    Analyzer {
+        name: "telemetry.ProviderAnalyzer",
+        description: "Validates that providers in telemetry resource is valid",
+        run: telemetry::providers,
+    },
+    Analyzer {
+        name: "telemetry.SelectorAnalyzer",
+        description: "Validates that telemetries that define a selector match at least one pod, and that there aren't multiple telemetry resources that select overlapping pods",
+        run: telemetry::selectors,
+    },
+    Analyzer {
+        name: "telemetry.DefaultSelectorAnalyzer",
+        description: "Validates that there aren't multiple telemetry resources that have no selector",
+        run: telemetry::default_selectors,
+    },
+    Analyzer {
+        name: "telemetry.LightstepAnalyzer",
+        description: "Validates that lightstep provider is still used",
+        run: telemetry::lightstep,
     },
 ];
 
