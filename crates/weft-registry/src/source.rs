@@ -190,20 +190,8 @@ impl Folder {
             &registry,
             &options.domain_suffix,
         ));
-        let owned = loaded.iter().map(|o| (*o).clone()).collect();
-        let ctx = crate::analysis::Context::live(owned, out.mesh.clone());
-        for m in crate::analysis::analyze(&ctx, &[]) {
-            let Some(p) = m.problem else { continue };
-            // The reference checks above report the same IST0101 at the same field.
-            let tag = format!("[{} ", m.message_type.code);
-            let reported = out
-                .warnings
-                .iter()
-                .any(|w| w.file == p.file && w.line == p.line && w.message.contains(&tag));
-            if !reported {
-                out.warnings.push(p);
-            }
-        }
+        let found = crate::analysis::live_problems(&loaded, &out.mesh, &out.warnings);
+        out.warnings.extend(found);
         cache.last_good = accepted;
         for list in [&mut out.errors, &mut out.warnings] {
             list.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));

@@ -342,6 +342,31 @@ const CASES: &[Case] = &[
         reason: "unknown field",
         warning: true,
     },
+    // `istioctl analyze`'s findings, with their codes.
+    Case {
+        mistake: "port name Istio cannot read (IST0118)",
+        yaml: "apiVersion: v1\nkind: Service\nmetadata: { name: odd }\nspec:\n  selector: { app: web }\n  ports:\n  - { name: foo, port: 9000 }  # <-\n",
+        object: Some("Service default/odd"),
+        field: Some("spec.ports[0]"),
+        reason: "Port name foo (port: 9000, targetPort: 0) doesn't follow the naming convention of Istio port. [IST0118 Info]",
+        warning: true,
+    },
+    Case {
+        mistake: "subset that selects no workload (IST0173)",
+        yaml: "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: { name: d }\nspec:\n  host: web\n  subsets:\n  - name: v9  # <-\n    labels: { version: v9 }\n  - name: v1\n    labels: { version: v1 }\n",
+        object: Some("DestinationRule default/d"),
+        field: Some("spec.subsets[0]"),
+        reason: "The Subset v9 defined in the DestinationRule does not select any pods. Which may lead to 503 UH (NoHealthyUpstream). [IST0173 Error]",
+        warning: true,
+    },
+    Case {
+        mistake: "two gateways on one port and host (IST0145)",
+        yaml: "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: { name: other-gateway }\nspec:\n  selector: { istio: ingressgateway }\n  servers:\n  - port: { number: 80, name: http, protocol: HTTP }  # <-\n    hosts: [ \"*\" ]\n",
+        object: Some("Gateway default/other-gateway"),
+        field: Some("spec.servers[0]"),
+        reason: "Conflict with gateways default/web-gateway (workload selector istio=ingressgateway, port 80, hosts *). [IST0145 Error]",
+        warning: true,
+    },
 ];
 
 /// The problem line every surface must show for `case`, up to its reason.

@@ -151,10 +151,10 @@ pub fn authorization_policies(ctx: &Context, out: &mut Findings) {
         let local: &[&Labels] = pods.get(ns).map(Vec::as_slice).unwrap_or_default();
         if ns == root_namespace {
             // Mesh-wide: a selector may pick a pod in any namespace.
-            if let Some(sel) = &selector {
-                if !pods.values().flatten().any(|l| selects(sel, l)) {
-                    out.add(o, &root, "IST0127", &[selector_string(sel)]);
-                }
+            if let Some(sel) = &selector
+                && !pods.values().flatten().any(|l| selects(sel, l))
+            {
+                out.add(o, &root, "IST0127", &[selector_string(sel)]);
             }
         } else {
             match &selector {
@@ -172,9 +172,8 @@ pub fn authorization_policies(ctx: &Context, out: &mut Findings) {
 }
 
 /// IST0101 for each source namespace pattern that matches no Namespace object (with none at all,
-/// not even `*` matches). Istio points every finding at `namespaces[k]`, for `notNamespaces` too
-/// with `k` counted within that list, and falls back to the object's line where there is no such
-/// field; the same path gives the same lines here.
+/// not even `*` matches). Istio's line for a `notNamespaces` entry is looked up under
+/// `namespaces` (a slip); the message points at the entry itself here.
 fn namespaces_not_found(
     o: &Loaded,
     json: &Value,
@@ -190,10 +189,9 @@ fn namespaces_not_found(
                 if namespaces.keys().any(|ns| namespace_match(ns, exp)) {
                     continue;
                 }
-                let index = if k >= listed.len() {
-                    k - listed.len()
-                } else {
-                    k
+                let (field, index) = match k.checked_sub(listed.len()) {
+                    Some(index) => ("notNamespaces", index),
+                    None => ("namespaces", k),
                 };
                 let at = FieldPath::root()
                     .key("spec")
@@ -202,7 +200,7 @@ fn namespaces_not_found(
                     .key("from")
                     .index(j)
                     .key("source")
-                    .key("namespaces")
+                    .key(field)
                     .index(index);
                 out.add(o, &at, "IST0101", &["namespace".into(), exp.to_string()]);
             }

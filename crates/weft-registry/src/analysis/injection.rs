@@ -118,7 +118,10 @@ pub fn namespaces_and_pods(ctx: &Context, out: &mut Findings) {
         if found.len() > 1 {
             out.add(o, &FieldPath::root(), "IST0123", &[go_list(&found)]);
         }
-        if labels.get(DATAPLANE_MODE_LABEL).is_some_and(|m| m == "ambient") {
+        if labels
+            .get(DATAPLANE_MODE_LABEL)
+            .is_some_and(|m| m == "ambient")
+        {
             continue;
         }
 
@@ -183,7 +186,10 @@ fn go_field<'a>(m: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
 }
 
 /// A nested struct as Go decodes it: absent or null is empty, another type fails the decode.
-fn go_object<'a>(v: Option<&'a Value>, empty: &'a Map<String, Value>) -> Option<&'a Map<String, Value>> {
+fn go_object<'a>(
+    v: Option<&'a Value>,
+    empty: &'a Map<String, Value>,
+) -> Option<&'a Map<String, Value>> {
     match v {
         None | Some(Value::Null) => Some(empty),
         Some(Value::Object(m)) => Some(m),
@@ -206,23 +212,26 @@ fn injector_proxy_image(cm: &Value) -> String {
         .pointer("/data/values")
         .and_then(Value::as_str)
         .unwrap_or("");
-    let Ok(values) = serde_json::from_str::<Value>(text) else {
-        return String::new();
-    };
+    serde_json::from_str::<Value>(text)
+        .ok()
+        .and_then(|values| decode_proxy_image(&values))
+        .unwrap_or_default()
+}
+
+/// `None` where Go's decoder fails: a field of the wrong type.
+fn decode_proxy_image(values: &Value) -> Option<String> {
     let empty = Map::new();
-    let decoded = (|| {
-        let global = go_object(go_field(go_object(Some(&values), &empty)?, "global"), &empty)?;
-        let hub = go_string(go_field(global, "hub"))?;
-        let tag = go_string(go_field(global, "tag"))?;
-        let proxy = go_object(go_field(global, "proxy"), &empty)?;
-        let image = go_string(go_field(proxy, "image"))?;
-        Some(if image.contains('/') {
-            image.to_string()
-        } else {
-            format!("{hub}/{image}:{tag}")
-        })
-    })();
-    decoded.unwrap_or_default()
+    let top = go_object(Some(values), &empty)?;
+    let global = go_object(go_field(top, "global"), &empty)?;
+    let hub = go_string(go_field(global, "hub"))?;
+    let tag = go_string(go_field(global, "tag"))?;
+    let proxy = go_object(go_field(global, "proxy"), &empty)?;
+    let image = go_string(go_field(proxy, "image"))?;
+    Some(if image.contains('/') {
+        image.to_string()
+    } else {
+        format!("{hub}/{image}:{tag}")
+    })
 }
 
 fn image_type(v: Option<&Value>) -> &str {
@@ -275,12 +284,16 @@ impl ImageTypes {
             let spec = json.get("spec");
             let kind = image_type(spec).to_string();
             let ns = Context::namespace(o);
-            let selector = spec.and_then(|s| s.get("selector")).filter(|s| !s.is_null());
+            let selector = spec
+                .and_then(|s| s.get("selector"))
+                .filter(|s| !s.is_null());
             if ns == root_ns {
                 types.root = kind;
             } else if let Some(sel) = selector {
                 let labels = labels_of(sel.get("matchLabels"));
-                types.workloads.insert(Context::full_name(o), (labels, kind));
+                types
+                    .workloads
+                    .insert(Context::full_name(o), (labels, kind));
             } else {
                 types.namespaces.insert(ns.to_string(), kind);
             }
@@ -293,22 +306,25 @@ impl ImageTypes {
         let meta = o.resource.metadata();
         let mut variant = self.mesh.as_str();
         if !self.root.is_empty() {
-            variant = &self.root;
+            variant = self.root.as_str();
         }
         if let Some(t) = self.namespaces.get(ns).filter(|t| !t.is_empty()) {
-            variant = t;
+            variant = t.as_str();
         }
         for (name, (match_labels, t)) in &self.workloads {
             // Istio asks whether the selector holds every pod label, not the converse.
             if name.starts_with(ns) && !t.is_empty() && selects(&meta.labels, match_labels) {
-                variant = t;
+                variant = t.as_str();
             }
         }
         let annotated = meta
             .annotations
             .get(PROXY_CONFIG_ANNOTATION)
             .and_then(|text| weft_api::yaml::parse_stream(text).ok())
-            .and_then(|docs| docs.first().map(|d| image_type(Some(&d.to_json())).to_string()))
+            .and_then(|docs| {
+                docs.first()
+                    .map(|d| image_type(Some(&d.to_json())).to_string())
+            })
             .filter(|t| !t.is_empty());
         let variant = annotated.unwrap_or_else(|| variant.to_string());
         if variant == "default" {
@@ -324,7 +340,9 @@ pub fn proxy_images(ctx: &Context, out: &mut Findings) {
     let injector_images: BTreeMap<&str, String> = ctx
         .objects
         .iter()
-        .filter(|o| is_kind(o, "", "ConfigMap") && o.resource.name().starts_with(INJECTOR_CONFIG_MAP))
+        .filter(|o| {
+            is_kind(o, "", "ConfigMap") && o.resource.name().starts_with(INJECTOR_CONFIG_MAP)
+        })
         .map(|o| (o.resource.name(), injector_proxy_image(&Context::json(o))))
         .collect();
     if injector_images.is_empty() {
@@ -397,8 +415,7 @@ fn label_name_ok(s: &str) -> bool {
             s.len() <= 63
                 && f.is_ascii_alphanumeric()
                 && l.is_ascii_alphanumeric()
-                && b
-                    .iter()
+                && b.iter()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
         }
         _ => false,
@@ -448,7 +465,9 @@ fn label_selector_matches(selector: Option<&Value>, labels: &Labels) -> bool {
         }
     }
     if let Some(exprs) = sel.get("matchExpressions").filter(|e| !e.is_null()) {
-        let Some(exprs) = exprs.as_array() else { return false };
+        let Some(exprs) = exprs.as_array() else {
+            return false;
+        };
         for e in exprs {
             let key = str_field(e, "key");
             let values: Vec<&str> = e
@@ -490,7 +509,13 @@ pub fn image_auto(ctx: &Context, out: &mut Findings) {
     let configs: Vec<Value> = ctx
         .objects
         .iter()
-        .filter(|o| is_kind(o, "admissionregistration.k8s.io", "MutatingWebhookConfiguration"))
+        .filter(|o| {
+            is_kind(
+                o,
+                "admissionregistration.k8s.io",
+                "MutatingWebhookConfiguration",
+            )
+        })
         .map(Context::json)
         .collect();
     let webhooks: Vec<&Value> = configs
@@ -499,6 +524,7 @@ pub fn image_auto(ctx: &Context, out: &mut Findings) {
         .flatten()
         .filter(|w| str_field(w, "name").ends_with("istio.io"))
         .collect();
+    let no_labels = Labels::new();
 
     for o in ctx.objects.iter().filter(|o| is_kind(o, "", "Pod")) {
         // A pod is past injection already: `auto` left in it never runs.
@@ -508,7 +534,11 @@ pub fn image_auto(ctx: &Context, out: &mut Findings) {
         }
     }
 
-    for o in ctx.objects.iter().filter(|o| is_kind(o, "apps", "Deployment")) {
+    for o in ctx
+        .objects
+        .iter()
+        .filter(|o| is_kind(o, "apps", "Deployment"))
+    {
         let json = Context::json(o);
         if !has_auto_image(json.pointer("/spec/template/spec")) {
             continue;
@@ -525,11 +555,10 @@ pub fn image_auto(ctx: &Context, out: &mut Findings) {
                     && Context::namespace(n).is_empty()
                     && n.resource.name() == ns
             })
-            .map(|n| n.resource.metadata().labels.clone())
-            .unwrap_or_default();
+            .map_or(&no_labels, |n| &n.resource.metadata().labels);
         let pod_labels = labels_of(json.pointer("/spec/template/metadata/labels"));
         let injected = webhooks.iter().any(|w| {
-            label_selector_matches(w.get("namespaceSelector"), &ns_labels)
+            label_selector_matches(w.get("namespaceSelector"), ns_labels)
                 && label_selector_matches(w.get("objectSelector"), &pod_labels)
         });
         if !injected {

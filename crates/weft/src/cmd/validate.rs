@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use serde::Serialize;
 use weft_api::load::{LoadResult, Loaded, Problem, Severity};
+use weft_api::types::mesh::MeshConfig;
 use weft_api::validate::check_loaded;
 use weft_registry::references;
 
@@ -92,6 +93,9 @@ pub fn check(files: &[PathBuf], strict: bool) -> Report {
         &registry,
         &options.domain_suffix,
     ));
+    // `istioctl analyze`'s findings, as `weft up` reports them.
+    let found = weft_registry::analysis::live_problems(&valid, &MeshConfig::default(), &problems);
+    problems.extend(found);
     problems.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
     Report {
         problems,
