@@ -59,36 +59,86 @@ const TRAFFIC_DISTRIBUTION: &[&str] = &["Namespace", "Service", "ServiceEntry"];
 /// Every annotation Istio knows. The catalog's generator makes an entry without a feature
 /// status Alpha (`proxyMemoryLimit`, `userVolumeMount`, `includeInboundPorts`).
 static CATALOG: &[Def] = &[
-    def("alpha.istio.io/canonical-serviceaccounts", Alpha, true, SERVICE),
-    def("alpha.istio.io/kubernetes-serviceaccounts", Alpha, true, SERVICE),
+    def(
+        "alpha.istio.io/canonical-serviceaccounts",
+        Alpha,
+        true,
+        SERVICE,
+    ),
+    def(
+        "alpha.istio.io/kubernetes-serviceaccounts",
+        Alpha,
+        true,
+        SERVICE,
+    ),
     def("ambient.istio.io/bypass-inbound-capture", Alpha, false, POD),
     def("ambient.istio.io/dns-capture", Alpha, false, POD),
     def("ambient.istio.io/redirection", Beta, false, POD),
-    def("ambient.istio.io/waypoint-inbound-binding", Alpha, false, WAYPOINT_BINDING),
+    def(
+        "ambient.istio.io/waypoint-inbound-binding",
+        Alpha,
+        false,
+        WAYPOINT_BINDING,
+    ),
     def("galley.istio.io/analyze-suppress", Alpha, false, ANY),
     def("gateway.istio.io/controller-version", Alpha, false, ANY),
     def("gateway.istio.io/name-override", Alpha, false, GATEWAY),
     def("gateway.istio.io/service-account", Alpha, false, GATEWAY),
     def("inject.istio.io/templates", Alpha, false, POD),
-    def("istio.io/autoRegistrationGroup", Alpha, false, WORKLOAD_ENTRY),
+    def(
+        "istio.io/autoRegistrationGroup",
+        Alpha,
+        false,
+        WORKLOAD_ENTRY,
+    ),
     def("istio.io/connectedAt", Alpha, false, WORKLOAD_ENTRY),
     def("istio.io/disconnectedAt", Alpha, false, WORKLOAD_ENTRY),
     def("istio.io/dry-run", Alpha, false, &["AuthorizationPolicy"]),
     def("istio.io/reroute-virtual-interfaces", Alpha, false, POD),
     def("istio.io/rev", Alpha, false, POD),
-    def("istio.io/use-waypoint-canary-weight", Alpha, false, CANARY_WEIGHT),
+    def(
+        "istio.io/use-waypoint-canary-weight",
+        Alpha,
+        false,
+        CANARY_WEIGHT,
+    ),
     def("istio.io/workloadController", Alpha, false, WORKLOAD_ENTRY),
     def("kubernetes.io/ingress.class", Stable, false, &["Ingress"]),
     def("networking.istio.io/exportTo", Alpha, false, SERVICE),
     def("networking.istio.io/service-type", Alpha, false, GATEWAY),
-    def("networking.istio.io/traffic-distribution", Alpha, false, TRAFFIC_DISTRIBUTION),
+    def(
+        "networking.istio.io/traffic-distribution",
+        Alpha,
+        false,
+        TRAFFIC_DISTRIBUTION,
+    ),
     def("prometheus.istio.io/merge-metrics", Alpha, false, POD),
     def("proxy.istio.io/config", Beta, false, POD),
     def("proxy.istio.io/overrides", Alpha, false, POD),
-    def("readiness.status.sidecar.istio.io/applicationPorts", Alpha, false, POD),
-    def("readiness.status.sidecar.istio.io/failureThreshold", Alpha, false, POD),
-    def("readiness.status.sidecar.istio.io/initialDelaySeconds", Alpha, false, POD),
-    def("readiness.status.sidecar.istio.io/periodSeconds", Alpha, false, POD),
+    def(
+        "readiness.status.sidecar.istio.io/applicationPorts",
+        Alpha,
+        false,
+        POD,
+    ),
+    def(
+        "readiness.status.sidecar.istio.io/failureThreshold",
+        Alpha,
+        false,
+        POD,
+    ),
+    def(
+        "readiness.status.sidecar.istio.io/initialDelaySeconds",
+        Alpha,
+        false,
+        POD,
+    ),
+    def(
+        "readiness.status.sidecar.istio.io/periodSeconds",
+        Alpha,
+        false,
+        POD,
+    ),
     def("sidecar.istio.io/agentLogLevel", Alpha, false, POD),
     def("sidecar.istio.io/bootstrapOverride", Alpha, false, POD),
     def("sidecar.istio.io/componentLogLevel", Alpha, false, POD),
@@ -117,16 +167,61 @@ static CATALOG: &[Def] = &[
     def("sidecar.istio.io/userVolume", Alpha, false, POD),
     def("sidecar.istio.io/userVolumeMount", Alpha, false, POD),
     def("status.sidecar.istio.io/port", Alpha, false, POD),
-    def("topology.istio.io/controlPlaneClusters", Alpha, false, &["Namespace"]),
+    def(
+        "topology.istio.io/controlPlaneClusters",
+        Alpha,
+        false,
+        &["Namespace"],
+    ),
     def("traffic.istio.io/nodeSelector", Stable, false, SERVICE),
-    def("traffic.sidecar.istio.io/excludeInboundPorts", Alpha, false, POD),
-    def("traffic.sidecar.istio.io/excludeInterfaces", Alpha, false, POD),
-    def("traffic.sidecar.istio.io/excludeOutboundIPRanges", Alpha, false, POD),
-    def("traffic.sidecar.istio.io/excludeOutboundPorts", Alpha, false, POD),
-    def("traffic.sidecar.istio.io/includeInboundPorts", Alpha, false, POD),
-    def("traffic.sidecar.istio.io/includeOutboundIPRanges", Alpha, false, POD),
-    def("traffic.sidecar.istio.io/includeOutboundPorts", Alpha, false, POD),
-    def("traffic.sidecar.istio.io/kubevirtInterfaces", Alpha, true, POD),
+    def(
+        "traffic.sidecar.istio.io/excludeInboundPorts",
+        Alpha,
+        false,
+        POD,
+    ),
+    def(
+        "traffic.sidecar.istio.io/excludeInterfaces",
+        Alpha,
+        false,
+        POD,
+    ),
+    def(
+        "traffic.sidecar.istio.io/excludeOutboundIPRanges",
+        Alpha,
+        false,
+        POD,
+    ),
+    def(
+        "traffic.sidecar.istio.io/excludeOutboundPorts",
+        Alpha,
+        false,
+        POD,
+    ),
+    def(
+        "traffic.sidecar.istio.io/includeInboundPorts",
+        Alpha,
+        false,
+        POD,
+    ),
+    def(
+        "traffic.sidecar.istio.io/includeOutboundIPRanges",
+        Alpha,
+        false,
+        POD,
+    ),
+    def(
+        "traffic.sidecar.istio.io/includeOutboundPorts",
+        Alpha,
+        false,
+        POD,
+    ),
+    def(
+        "traffic.sidecar.istio.io/kubevirtInterfaces",
+        Alpha,
+        true,
+        POD,
+    ),
 ];
 
 /// Written by Istio itself (injector, gateway controller), never by users: both analyzers pass
@@ -172,7 +267,10 @@ fn inspected_kind(o: &Loaded) -> Option<&'static str> {
 }
 
 fn annotation_path(ann: &str) -> FieldPath {
-    FieldPath::root().key("metadata").key("annotations").key(ann)
+    FieldPath::root()
+        .key("metadata")
+        .key("annotations")
+        .key(ann)
 }
 
 /// `annotations.K8sAnalyzer`.
@@ -188,7 +286,7 @@ pub fn misplaced_and_invalid(ctx: &Context, out: &mut Findings) {
             }
             let at = annotation_path(ann);
             let Some(d) = lookup(ann) else {
-                out.add(o, &at, "IST0108", &[ann.clone()]);
+                out.add(o, &at, "IST0108", std::slice::from_ref(ann));
                 continue;
             };
             // Someone who also set the replacement label knows; keeping both is deliberate.
@@ -239,7 +337,12 @@ pub fn alpha_annotations(ctx: &Context, out: &mut Findings) {
             {
                 continue;
             }
-            out.add(o, &annotation_path(ann), "IST0136", &[ann.clone()]);
+            out.add(
+                o,
+                &annotation_path(ann),
+                "IST0136",
+                std::slice::from_ref(ann),
+            );
         }
     }
 }
@@ -271,9 +374,7 @@ fn validate(ann: &str, value: &str) -> Result<(), String> {
             .map_err(|e| format!("excludeInboundPorts invalid: {e}")),
         "readiness.status.sidecar.istio.io/initialDelaySeconds"
         | "readiness.status.sidecar.istio.io/periodSeconds"
-        | "readiness.status.sidecar.istio.io/failureThreshold" => {
-            parse_uint(value, 32).map(|_| ())
-        }
+        | "readiness.status.sidecar.istio.io/failureThreshold" => parse_uint(value, 32).map(|_| ()),
         "traffic.sidecar.istio.io/includeOutboundIPRanges" if value == "*" => Ok(()),
         "traffic.sidecar.istio.io/includeOutboundIPRanges" => {
             cidr_list(value).map_err(|e| format!("includeIPRanges invalid: {e}"))
@@ -284,9 +385,7 @@ fn validate(ann: &str, value: &str) -> Result<(), String> {
         "traffic.sidecar.istio.io/includeInboundPorts" if value == "*" => Ok(()),
         "traffic.sidecar.istio.io/includeInboundPorts" => port_list("includeInboundPorts", value),
         "traffic.sidecar.istio.io/excludeInboundPorts" => port_list("excludeInboundPorts", value),
-        "traffic.sidecar.istio.io/excludeOutboundPorts" => {
-            port_list("excludeOutboundPorts", value)
-        }
+        "traffic.sidecar.istio.io/excludeOutboundPorts" => port_list("excludeOutboundPorts", value),
         "prometheus.istio.io/merge-metrics" => match value {
             "1" | "t" | "T" | "TRUE" | "true" | "True" | "0" | "f" | "F" | "FALSE" | "false"
             | "False" => Ok(()),
@@ -306,7 +405,9 @@ fn parse_uint(s: &str, bits: u32) -> Result<u64, String> {
     }
     match s.parse::<u64>() {
         Ok(n) if bits >= 64 || n >> bits == 0 => Ok(n),
-        _ => Err(format!("strconv.ParseUint: parsing {s:?}: value out of range")),
+        _ => Err(format!(
+            "strconv.ParseUint: parsing {s:?}: value out of range"
+        )),
     }
 }
 
@@ -462,7 +563,9 @@ fn proxy_address(addr: &str) -> Result<(), String> {
         return Err(format!("port number {n} must be in the range 1..65535"));
     }
     if host.is_empty() {
-        return Err(format!("{host:?} is not a valid hostname or an IPv4 address"));
+        return Err(format!(
+            "{host:?} is not a valid hostname or an IPv4 address"
+        ));
     }
     Ok(())
 }
@@ -480,7 +583,10 @@ mod tests {
         assert!(!ok(delay, "4294967296"));
         assert!(ok(delay, "10"));
         assert!(ok("traffic.sidecar.istio.io/includeInboundPorts", "*"));
-        assert!(ok("traffic.sidecar.istio.io/excludeInboundPorts", " 15020, 80"));
+        assert!(ok(
+            "traffic.sidecar.istio.io/excludeInboundPorts",
+            " 15020, 80"
+        ));
         assert!(!ok("traffic.sidecar.istio.io/excludeInboundPorts", "70000"));
         let ranges = "traffic.sidecar.istio.io/excludeOutboundIPRanges";
         assert!(ok(ranges, "10.0.0.0/8,fd00::/8"));

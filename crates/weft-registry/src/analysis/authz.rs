@@ -159,12 +159,10 @@ pub fn authorization_policies(ctx: &Context, out: &mut Findings) {
         } else {
             match &selector {
                 None if local.is_empty() => out.add(o, &root, "IST0127", &[String::new()]),
-                None => {}
-                Some(sel) => {
-                    if !local.iter().any(|l| selects(sel, l)) {
-                        out.add(o, &root, "IST0127", &[selector_string(sel)]);
-                    }
+                Some(sel) if !local.iter().any(|l| selects(sel, l)) => {
+                    out.add(o, &root, "IST0127", &[selector_string(sel)]);
                 }
+                _ => {}
             }
         }
         namespaces_not_found(o, &json, &namespaces, out);

@@ -5,16 +5,22 @@
 //! Objects without a namespace take the selected one, as istioctl places file input; Istio's
 //! own analyzer tests select `""`, and so does the corpus test.
 
+mod annotations;
 mod authn;
+mod authz;
 pub mod catalog;
 mod conditions;
 mod deployment;
+mod deprecation;
 mod destination_rule;
 mod format;
 mod gateway;
 mod hosts;
+mod injection;
+mod jwt_claim_route;
 mod k8s_gateway;
 mod live;
+mod mesh_networks;
 mod service;
 mod service_entry;
 mod telemetry;
@@ -265,6 +271,34 @@ impl Findings {
     }
 }
 
+impl Findings {
+    /// A message about something that is no object of the input (Istio's pseudo-resource
+    /// `MeshNetworks istio-system/meshnetworks`): no file, no line.
+    pub fn add_pseudo(
+        &mut self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        code: &str,
+        args: &[String],
+    ) {
+        let Some(t) = catalog::by_code(code) else {
+            return;
+        };
+        self.messages.push(Message {
+            message_type: t,
+            resource: ResourceId {
+                kind: kind.into(),
+                namespace: namespace.into(),
+                name: name.into(),
+            },
+            reference: None,
+            text: go_format(t.template, args),
+            problem: None,
+        });
+    }
+}
+
 /// One analyzer, as istioctl names it.
 pub struct Analyzer {
     pub name: &'static str,
@@ -274,6 +308,21 @@ pub struct Analyzer {
 
 /// Every analyzer Weft has, by istioctl's names.
 pub static ANALYZERS: &[Analyzer] = &[
+    Analyzer {
+        name: "annotations.K8sAnalyzer",
+        description: "Checks for misplaced and invalid Istio annotations in Kubernetes resources",
+        run: annotations::misplaced_and_invalid,
+    },
+    Analyzer {
+        name: "annotations.AlphaAnalyzer",
+        description: "Checks for alpha Istio annotations in Kubernetes resources",
+        run: annotations::alpha_annotations,
+    },
+    Analyzer {
+        name: "auth.AuthorizationPoliciesAnalyzer",
+        description: "Checks the validity of authorization policies",
+        run: authz::authorization_policies,
+    },
     Analyzer {
         name: "applicationUID.Analyzer",
         description: "Checks invalid application UID",
@@ -288,6 +337,11 @@ pub static ANALYZERS: &[Analyzer] = &[
         name: "conditions.ConditionAnalyzer",
         description: "Checks for negative status conditions on resources",
         run: conditions::negative_conditions,
+    },
+    Analyzer {
+        name: "deprecation.DeprecationAnalyzer",
+        description: "Checks for deprecated Istio types and fields",
+        run: deprecation::deprecated_fields,
     },
     Analyzer {
         name: "deployment.MultiServiceAnalyzer",
@@ -308,6 +362,11 @@ pub static ANALYZERS: &[Analyzer] = &[
         name: "virtualservice.ConflictingMeshGatewayHostsAnalyzer",
         description: "Checks if multiple virtual services associated with the mesh gateway have conflicting hosts",
         run: virtual_service::conflicting_mesh_gateway_hosts,
+    },
+    Analyzer {
+        name: "virtualservice.JWTClaimRouteAnalyzer",
+        description: "Checks the VirtualService using JWT claim based routing has corresponding RequestAuthentication",
+        run: jwt_claim_route::jwt_claim_routes,
     },
     Analyzer {
         name: "virtualservice.DestinationHostAnalyzer",
@@ -345,6 +404,21 @@ pub static ANALYZERS: &[Analyzer] = &[
         run: gateway::sidecar_selectors,
     },
     Analyzer {
+        name: "injection.Analyzer",
+        description: "Checks conditions related to Istio sidecar injection",
+        run: injection::namespaces_and_pods,
+    },
+    Analyzer {
+        name: "injection.ImageAnalyzer",
+        description: "Checks the image of auto-injection configured with the running proxies on pods",
+        run: injection::proxy_images,
+    },
+    Analyzer {
+        name: "injection.ImageAutoAnalyzer",
+        description: "Makes sure that Pods and Deployments with `image: auto` are going to be injected",
+        run: injection::image_auto,
+    },
+    Analyzer {
         name: "k8sgateway.SelectorAnalyzer",
         description: "Check that selectors are effective for Kubernetes gateway",
         run: k8s_gateway::selectors,
@@ -353,6 +427,11 @@ pub static ANALYZERS: &[Analyzer] = &[
         name: "k8sgateway.CRDVersionAnalyzer",
         description: "Checks Gateway API CRDs are at the minimum version required by this Istio version",
         run: k8s_gateway::crd_versions,
+    },
+    Analyzer {
+        name: "meshnetworks.MeshNetworksAnalyzer",
+        description: "Check the validity of MeshNetworks in the cluster",
+        run: mesh_networks::mesh_networks,
     },
     Analyzer {
         name: "service.PortNameAnalyzer",
@@ -391,6 +470,23 @@ pub static ANALYZERS: &[Analyzer] = &[
     },
 ];
 
+/// Analyzers Istio runs only when selected by name (`skip_all`): alpha annotations are
+/// legitimate, so flagging them is opt-in.
+pub const NOT_IN_DEFAULT: &[&str] = &["annotations.AlphaAnalyzer"];
+
+/// Analyzers about a cluster's machinery that `weft up` does not have: injection webhooks and
+/// the injector's images (`weft up` gives every workload its proxy), istiod's Deployment, and
+/// CRD versions.
+pub const NOT_LIVE: &[&str] = &[
+    "authn.BlockedCIDRsAnalyzer",
+    "externalcontrolplane.ExternalControlPlaneAnalyzer",
+    "injection.Analyzer",
+    "injection.ImageAnalyzer",
+    "injection.ImageAutoAnalyzer",
+    "k8sgateway.CRDVersionAnalyzer",
+    "webhook.Analyzer",
+];
+
 pub fn analyzer(name: &str) -> Option<&'static Analyzer> {
     ANALYZERS.iter().find(|a| a.name == name)
 }
@@ -401,8 +497,12 @@ pub fn analyzer(name: &str) -> Option<&'static Analyzer> {
 pub fn live_problems(objects: &[&Loaded], mesh: &MeshConfig, reported: &[Problem]) -> Vec<Problem> {
     let owned = objects.iter().map(|o| (*o).clone()).collect();
     let ctx = Context::live(owned, mesh.clone());
+    let selected: Vec<&'static Analyzer> = ANALYZERS
+        .iter()
+        .filter(|a| !NOT_IN_DEFAULT.contains(&a.name) && !NOT_LIVE.contains(&a.name))
+        .collect();
     let mut out = Vec::new();
-    for m in analyze(&ctx, &[]) {
+    for m in analyze(&ctx, &selected) {
         let Some(p) = m.problem else { continue };
         let tag = format!("[{} ", m.message_type.code);
         let said = |w: &Problem| w.file == p.file && w.line == p.line && w.message.contains(&tag);
@@ -420,7 +520,10 @@ pub fn analyze(ctx: &Context, selected: &[&'static Analyzer]) -> Vec<Message> {
         messages: Vec::new(),
     };
     let all: Vec<&Analyzer> = if selected.is_empty() {
-        ANALYZERS.iter().collect()
+        ANALYZERS
+            .iter()
+            .filter(|a| !NOT_IN_DEFAULT.contains(&a.name))
+            .collect()
     } else {
         selected.to_vec()
     };
