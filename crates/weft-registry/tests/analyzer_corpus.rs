@@ -27,12 +27,18 @@ fn local(upstream: &str) -> PathBuf {
 fn run(case: &Value) -> Result<Vec<(String, String)>, String> {
     let name = case["analyzer"].as_str().unwrap_or("");
     let analyzer = analysis::analyzer(name).ok_or(format!("no analyzer {name}"))?;
-    if !case["multicluster"].is_null() {
-        return Err("multi-cluster analysis is not built".into());
-    }
     let mut loaded = LoadResult::default();
     for f in case["input_files"].as_array().into_iter().flatten() {
         loaded.load_path(&local(f.as_str().unwrap_or("")));
+    }
+    // Each cluster's files, loaded as one more set of objects whose files say the cluster.
+    let mut cluster_by_file = BTreeMap::new();
+    for (cluster, files) in case["multicluster"].as_object().into_iter().flatten() {
+        for f in files.as_array().into_iter().flatten() {
+            let path = local(f.as_str().unwrap_or(""));
+            loaded.load_path(&path);
+            cluster_by_file.insert(path.display().to_string(), cluster.clone());
+        }
     }
     let mesh = match case["mesh_config_file"].as_str() {
         Some(f) => {
@@ -44,6 +50,7 @@ fn run(case: &Value) -> Result<Vec<(String, String)>, String> {
     let mut objects = loaded.objects;
     objects.append(&mut loaded.others);
     let mut ctx = Context::new(objects, "", mesh);
+    ctx.cluster_by_file = cluster_by_file;
     if let Some(f) = case["mesh_networks_file"].as_str() {
         let text = std::fs::read_to_string(local(f)).map_err(|e| e.to_string())?;
         let docs = weft_api::yaml::parse_stream(&text).map_err(|e| e.to_string())?;

@@ -21,6 +21,7 @@ mod jwt_claim_route;
 mod k8s_gateway;
 mod live;
 mod mesh_networks;
+mod multicluster;
 mod service;
 mod service_entry;
 mod telemetry;
@@ -117,6 +118,9 @@ pub struct Context {
     pub mesh: MeshConfig,
     /// The mesh networks (`meshNetworks` in Istio's values), as written.
     pub mesh_networks: Option<serde_json::Value>,
+    /// For a multi-cluster analysis, the cluster each input file came from; a file not listed
+    /// belongs to no remote cluster.
+    pub cluster_by_file: std::collections::BTreeMap<String, String>,
     pub domain_suffix: String,
 }
 
@@ -200,6 +204,7 @@ impl Context {
             objects,
             mesh,
             mesh_networks: None,
+            cluster_by_file: std::collections::BTreeMap::new(),
             // istiod's DOMAIN_SUFFIX; the mesh config does not carry it.
             domain_suffix: "cluster.local".to_string(),
         }
@@ -447,6 +452,11 @@ pub static ANALYZERS: &[Analyzer] = &[
         name: "serviceentry.ConflictingServiceEntryProtocolAnalyzer",
         description: "Checks that ServiceEntries do not give one host and port different protocols",
         run: service_entry::conflicting_protocols,
+    },
+    Analyzer {
+        name: "services.MultiClusterServiceAnalyzer",
+        description: "Check the validity of services in the multi-cluster environment",
+        run: multicluster::inconsistent_services,
     },
     Analyzer {
         name: "telemetry.ProviderAnalyzer",
