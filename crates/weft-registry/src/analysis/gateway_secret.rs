@@ -13,6 +13,9 @@ use std::collections::BTreeMap;
 use weft_api::path::FieldPath;
 use weft_api::types::common::Labels;
 
+/// A Secret's `data`, decoded, by key.
+type SecretData = BTreeMap<String, Vec<u8>>;
+
 pub fn secrets(ctx: &Context, out: &mut Findings) {
     let pods: Vec<(&str, &Labels)> = ctx
         .objects
@@ -21,7 +24,7 @@ pub fn secrets(ctx: &Context, out: &mut Findings) {
         .map(|o| (Context::namespace(o), &o.resource.metadata().labels))
         .collect();
     // A Secret whose data is not base64 never reaches Istio's store, so it counts as missing.
-    let secrets: Vec<(&str, &str, BTreeMap<String, Vec<u8>>)> = ctx
+    let secrets: Vec<(&str, &str, SecretData)> = ctx
         .objects
         .iter()
         .filter(|o| o.resource.kind() == "Secret")
@@ -53,7 +56,10 @@ pub fn secrets(ctx: &Context, out: &mut Findings) {
             .map_or("", |(ns, _)| *ns);
         if ns.is_empty() {
             let at = match selector.keys().next() {
-                Some(k) => FieldPath::root().key("spec").key("selector").key(k.as_str()),
+                Some(k) => FieldPath::root()
+                    .key("spec")
+                    .key("selector")
+                    .key(k.as_str()),
                 None => FieldPath::root(),
             };
             let text: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
@@ -84,7 +90,10 @@ pub fn secrets(ctx: &Context, out: &mut Findings) {
                 .iter()
                 .find(|(n, s, _)| *n == secret_ns && *s == secret_name)
             {
-                None => out.add(o, &at, "IST0101", &["credentialName".into(), name.into()]),
+                None => {
+                    let args = ["credentialName".to_string(), name.to_string()];
+                    out.add(o, &at, "IST0101", &args);
+                }
                 Some((_, _, data)) if !valid_credential(data) => {
                     let args = [o.resource.name().to_string(), ns.to_string()];
                     out.add(o, &at, "IST0161", &args);
@@ -98,13 +107,13 @@ pub fn secrets(ctx: &Context, out: &mut Findings) {
 /// Istio's `ExtractCertInfo` then `ValidateCertificate`: `cert` and `key`, else `tls.crt` and
 /// `tls.key`, both non-empty; then the certificate must be valid.
 fn valid_credential(data: &BTreeMap<String, Vec<u8>>) -> bool {
-    let pair = |cert: &str, key: &str| {
-        let filled = |k: &str| data.get(k).filter(|v| !v.is_empty());
-        filled(key).and(filled(cert))
-    };
-    pair("cert", "key")
-        .or_else(|| pair("tls.crt", "tls.key"))
-        .is_some_and(|cert| certificate_valid(cert))
+    let filled = |k: &str| data.get(k).filter(|v| !v.is_empty());
+    let generic = (filled("cert"), filled("key"));
+    let tls = (filled("tls.crt"), filled("tls.key"));
+    match (generic, tls) {
+        ((Some(cert), Some(_)), _) | (_, (Some(cert), Some(_))) => certificate_valid(cert),
+        _ => false,
+    }
 }
 
 /// The first PEM block, whatever its type, holds one or more DER certificates; each must
@@ -170,7 +179,9 @@ fn first_pem_block(data: &[u8]) -> Option<Vec<u8>> {
         else {
             continue;
         };
-        if !end_line.starts_with(kind) || !end_line.ends_with(DASHES) || !line(after_end).0.is_empty()
+        if !end_line.starts_with(kind)
+            || !end_line.ends_with(DASHES)
+            || !line(after_end).0.is_empty()
         {
             continue;
         }
@@ -179,7 +190,7 @@ fn first_pem_block(data: &[u8]) -> Option<Vec<u8>> {
             .unwrap_or_default()
             .iter()
             .copied()
-            .filter(|b| !matches!(b, b' ' | b'\t'))
+            .filter(|b| !matches!(*b, b' ' | b'\t'))
             .collect();
         if let Some(bytes) = decode_base64(&body) {
             return Some(bytes);
@@ -201,7 +212,7 @@ fn line(data: &[u8]) -> (&[u8], &[u8]) {
         None => (data, &[][..]),
     };
     while let [head @ .., last] = l
-        && matches!(last, b' ' | b'\t' | b'\r')
+        && matches!(*last, b' ' | b'\t' | b'\r')
     {
         l = head;
     }
@@ -233,9 +244,9 @@ fn decode_base64(input: &[u8]) -> Option<Vec<u8>> {
     let text: Vec<u8> = input
         .iter()
         .copied()
-        .filter(|b| !matches!(b, b'\r' | b'\n'))
+        .filter(|b| !matches!(*b, b'\r' | b'\n'))
         .collect();
-    if text.len() % 4 != 0 {
+    if !text.len().is_multiple_of(4) {
         return None;
     }
     let quads = text.len() / 4;
@@ -292,9 +303,12 @@ mod tests {
     fn pem_blocks_need_matching_end_lines() {
         let pem = b"junk\n-----BEGIN X-----\naGk=\n-----END X-----\n";
         assert_eq!(first_pem_block(pem).as_deref(), Some(&b"hi"[..]));
-        let bad = b"-----BEGIN X-----\naGk=\n-----END Y-----\n-----BEGIN Z-----\naGE=\n-----END Z-----";
+        let bad =
+            b"-----BEGIN X-----\naGk=\n-----END Y-----\n-----BEGIN Z-----\naGE=\n-----END Z-----";
         assert_eq!(first_pem_block(bad).as_deref(), Some(&b"ha"[..]));
         assert!(first_pem_block(b"hush hush hush\n").is_none());
-        assert!(!certificate_valid(b"-----BEGIN CERTIFICATE-----\naGk=\n-----END CERTIFICATE-----\n"));
+        assert!(!certificate_valid(
+            b"-----BEGIN CERTIFICATE-----\naGk=\n-----END CERTIFICATE-----\n"
+        ));
     }
 }

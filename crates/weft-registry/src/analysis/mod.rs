@@ -13,8 +13,10 @@ mod conditions;
 mod deployment;
 mod deprecation;
 mod destination_rule;
+mod envoy_filter;
 mod format;
 mod gateway;
+mod gateway_secret;
 mod hosts;
 mod injection;
 mod jwt_claim_route;
@@ -22,10 +24,12 @@ mod k8s_gateway;
 mod live;
 mod mesh_networks;
 mod multicluster;
+mod schema;
 mod service;
 mod service_entry;
 mod telemetry;
 mod virtual_service;
+mod webhook;
 
 use catalog::MessageType;
 pub use format::go_format;
@@ -389,6 +393,21 @@ pub static ANALYZERS: &[Analyzer] = &[
         run: virtual_service::gateways,
     },
     Analyzer {
+        name: "envoyfilter.EnvoyPatchAnalyzer",
+        description: "Checks an envoyFilters ",
+        run: envoy_filter::patches,
+    },
+    Analyzer {
+        name: "externalcontrolplane.ExternalControlPlaneAnalyzer",
+        description: "Checks that the remote IstioOperator resources reference an external control plane",
+        run: webhook::external_control_plane,
+    },
+    Analyzer {
+        name: "gateway.SecretAnalyzer",
+        description: "Checks a gateway's referenced secrets for correctness",
+        run: gateway_secret::secrets,
+    },
+    Analyzer {
         name: "gateway.CertificateAnalyzer",
         description: "Checks a gateway certificate",
         run: gateway::duplicate_certificates,
@@ -439,6 +458,11 @@ pub static ANALYZERS: &[Analyzer] = &[
         run: mesh_networks::mesh_networks,
     },
     Analyzer {
+        name: "schema.ValidationAnalyzer.VirtualService",
+        description: "Runs schema validation as an analyzer on 'VirtualService' resources",
+        run: schema::virtual_services,
+    },
+    Analyzer {
         name: "service.PortNameAnalyzer",
         description: "Checks the port names associated with each service",
         run: service::port_names,
@@ -477,6 +501,11 @@ pub static ANALYZERS: &[Analyzer] = &[
         name: "telemetry.LightstepAnalyzer",
         description: "Validates that lightstep provider is still used",
         run: telemetry::lightstep,
+    },
+    Analyzer {
+        name: "webhook.Analyzer",
+        description: "Checks the validity of Istio webhooks",
+        run: webhook::webhooks,
     },
 ];
 

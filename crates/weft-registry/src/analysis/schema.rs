@@ -77,7 +77,10 @@ fn check_rules(routes: &[Value], http: bool, found: &mut Vec<Found>) {
                 let earlier = routes
                     .get(first)
                     .map_or_else(|| format!("#{first}"), |r| route_name(r, first, http));
-                found.push(("IST0131", vec![rule.clone(), request_name(m, mn, http), earlier]));
+                found.push((
+                    "IST0131",
+                    vec![rule.clone(), request_name(m, mn, http), earlier],
+                ));
                 duplicates += 1;
                 continue;
             }
@@ -116,7 +119,10 @@ fn request_name(m: &Value, n: usize, http: bool) -> String {
 }
 
 fn named(v: &Value, http: bool) -> Option<String> {
-    let name = v.get("name").and_then(Value::as_str).filter(|n| !n.is_empty())?;
+    let name = v
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())?;
     http.then(|| go_format("%q", &[name.to_string()]))
 }
 
@@ -263,8 +269,7 @@ impl PrefixMatch {
     fn covers(&self, later: &PrefixMatch) -> bool {
         let maps = |a: &BTreeMap<String, String>, b: &BTreeMap<String, String>| {
             a.len() == b.len()
-                && a
-                    .iter()
+                && a.iter()
                     .all(|(k, v)| b.get(k).is_some_and(|w| v.starts_with(w.as_str())))
         };
         later.prefix.starts_with(&self.prefix)
@@ -319,7 +324,10 @@ mod tests {
         let c = json!({"uri": {"prefix": "/a"}, "method": {"exact": "GET"}});
         assert_ne!(canonical(&b, true), canonical(&c, true));
         // An empty string match is still a match on something.
-        assert_ne!(canonical(&json!({"uri": {}}), true), canonical(&json!({}), true));
+        assert_ne!(
+            canonical(&json!({"uri": {}}), true),
+            canonical(&json!({}), true)
+        );
     }
 
     #[test]
@@ -334,7 +342,11 @@ mod tests {
             {}
         ]);
         let mut found = Vec::new();
-        check_rules(routes.as_array().map_or(&[][..], Vec::as_slice), true, &mut found);
+        check_rules(
+            routes.as_array().map_or(&[][..], Vec::as_slice),
+            true,
+            &mut found,
+        );
         let codes: Vec<&str> = found.iter().map(|(c, _)| *c).collect();
         assert_eq!(codes, ["IST0131", "IST0130", "IST0131"]);
         assert_eq!(

@@ -17,8 +17,7 @@ const REV_LABEL: &str = "istio.io/rev";
 
 fn is_admission(o: &Loaded, kind: &str) -> bool {
     o.resource.kind() == kind
-        && o
-            .resource
+        && o.resource
             .api_version()
             .starts_with("admissionregistration.k8s.io/")
 }
@@ -58,9 +57,8 @@ fn valid_label_name(s: &str) -> bool {
     b.len() <= 63
         && b.first().is_some_and(u8::is_ascii_alphanumeric)
         && b.last().is_some_and(u8::is_ascii_alphanumeric)
-        && b
-            .iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(*c, b'-' | b'_' | b'.'))
 }
 
 /// A DNS-1123 subdomain, as a label key's prefix must be.
@@ -100,7 +98,7 @@ fn requirements(selector: &Value) -> Option<Vec<Requirement<'_>>> {
                 return None;
             }
             out.push(Requirement {
-                key,
+                key: key.as_str(),
                 operator: "In",
                 values: vec![value],
             });
@@ -109,7 +107,10 @@ fn requirements(selector: &Value) -> Option<Vec<Requirement<'_>>> {
     if let Some(expressions) = present(selector, "matchExpressions") {
         for e in expressions.as_array()? {
             let key = e.get("key").and_then(Value::as_str).unwrap_or_default();
-            let operator = e.get("operator").and_then(Value::as_str).unwrap_or_default();
+            let operator = e
+                .get("operator")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             let values: Vec<&str> = match present(e, "values") {
                 Some(v) => v
                     .as_array()?
@@ -251,10 +252,10 @@ pub fn webhooks(ctx: &Context, out: &mut Findings) {
         for obj_labels in &objects {
             let matched: BTreeSet<String> = configs
                 .iter()
-                .flat_map(|(name, hooks)| {
+                .flat_map(move |(name, hooks)| {
                     hooks
                         .iter()
-                        .filter(|h| {
+                        .filter(move |h| {
                             selector_matches(h.get("namespaceSelector"), ns_labels)
                                 && selector_matches(h.get("objectSelector"), obj_labels)
                         })
@@ -290,14 +291,17 @@ pub fn webhooks(ctx: &Context, out: &mut Findings) {
     for (name, hooks) in &configs {
         for hook in hooks {
             // A webhook called by URL names no Service.
-            let Some(service) = hook
-                .get("clientConfig")
-                .and_then(|c| present(c, "service"))
-            else {
+            let Some(service) = hook.get("clientConfig").and_then(|c| present(c, "service")) else {
                 continue;
             };
-            let ns = service.get("namespace").and_then(Value::as_str).unwrap_or_default();
-            let svc = service.get("name").and_then(Value::as_str).unwrap_or_default();
+            let ns = service
+                .get("namespace")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let svc = service
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             if services.contains(&(ns, svc)) {
                 continue;
             }
@@ -317,10 +321,13 @@ pub fn webhooks(ctx: &Context, out: &mut Findings) {
 /// `%XX` escapes are complete and hexadecimal.
 fn escapes_ok(s: &str) -> bool {
     let b = s.as_bytes();
-    b.iter().enumerate().filter(|(_, c)| **c == b'%').all(|(i, _)| {
-        b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
-            && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit)
-    })
+    b.iter()
+        .enumerate()
+        .filter(|(_, c)| **c == b'%')
+        .all(|(i, _)| {
+            b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit)
+        })
 }
 
 /// Go's host rules: escapes only for bytes past ASCII (or `%25`, an IPv6 zone's `%`), and only
@@ -335,7 +342,7 @@ fn host_ok(host: &str) -> bool {
             };
             if !hi.is_ascii_hexdigit()
                 || !lo.is_ascii_hexdigit()
-                || (matches!(hi, b'0'..=b'7') && !(hi == b'2' && lo == b'5'))
+                || (matches!(hi, b'0'..=b'7') && (hi, lo) != (b'2', b'5'))
             {
                 return false;
             }
@@ -460,21 +467,25 @@ fn lint_url(url: &str) -> Result<bool, &'static str> {
     Ok(false)
 }
 
-/// `externalcontrolplane.ExternalControlPlaneAnalyzer`: every webhook of Istio's validating
-/// (`istiod-default-validator`, `istio-validator*`) and injecting (`istio-sidecar-injector*`)
+/// Istio's validating (`istiod-default-validator`, `istio-validator*`) and injecting
+/// (`istio-sidecar-injector*`) webhook configurations, by kind and name.
+fn istio_webhook_config(kind: &str, name: &str) -> bool {
+    if kind == "ValidatingWebhookConfiguration" {
+        name == "istiod-default-validator" || name.starts_with("istio-validator")
+    } else {
+        name.starts_with("istio-sidecar-injector")
+    }
+}
+
+/// `externalcontrolplane.ExternalControlPlaneAnalyzer`: every webhook of Istio's own
 /// configurations either names a Service or has a URL that parses to a hostname.
 pub fn external_control_plane(ctx: &Context, out: &mut Findings) {
-    let istio_validator = |name: &str| {
-        !name.is_empty() && (name == "istiod-default-validator" || name.starts_with("istio-validator"))
-    };
-    let istio_injector = |name: &str| name.starts_with("istio-sidecar-injector");
-    let checks: [(&str, &dyn Fn(&str) -> bool); 2] = [
-        ("ValidatingWebhookConfiguration", &istio_validator),
-        ("MutatingWebhookConfiguration", &istio_injector),
-    ];
-    for (kind, is_istio) in checks {
+    for kind in [
+        "ValidatingWebhookConfiguration",
+        "MutatingWebhookConfiguration",
+    ] {
         for o in &ctx.objects {
-            if !is_admission(o, kind) || !is_istio(o.resource.name()) {
+            if !is_admission(o, kind) || !istio_webhook_config(kind, o.resource.name()) {
                 continue;
             }
             let json = Context::json(o);
