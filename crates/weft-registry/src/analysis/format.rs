@@ -1,6 +1,21 @@
 //! Istio's templates are Go `fmt` strings: `%s`, `%v` and `%d` print an argument as it is, `%q`
 //! quotes it as Go's `strconv.Quote` does.
 
+const LIST: char = '\u{1e}';
+const ITEM: char = '\u{1f}';
+
+/// An argument that is a Go `[]string`: `%v` prints `[a b]`, `%q` prints `["a" "b"]`.
+pub fn go_list<S: AsRef<str>>(items: &[S]) -> String {
+    let mut out = String::from(LIST);
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(ITEM);
+        }
+        out.push_str(item.as_ref());
+    }
+    out
+}
+
 /// The template with its verbs replaced by `args`, in order; a verb without an argument prints
 /// Go's `%!s(MISSING)`.
 pub fn go_format(template: &str, args: &[String]) -> String {
@@ -15,6 +30,17 @@ pub fn go_format(template: &str, args: &[String]) -> String {
         match chars.next() {
             Some('%') => out.push('%'),
             Some(verb @ ('s' | 'v' | 'd' | 'q')) => match args.next() {
+                Some(a) if a.starts_with(LIST) => {
+                    let items = a[LIST.len_utf8()..].split(ITEM).filter(|i| !i.is_empty());
+                    let shown: Vec<String> = if verb == 'q' {
+                        items.map(quote).collect()
+                    } else {
+                        items.map(str::to_string).collect()
+                    };
+                    out.push('[');
+                    out.push_str(&shown.join(" "));
+                    out.push(']');
+                }
                 Some(a) if verb == 'q' => out.push_str(&quote(a)),
                 Some(a) => out.push_str(a),
                 None => {

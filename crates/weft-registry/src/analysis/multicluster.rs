@@ -59,7 +59,7 @@ pub fn inconsistent_services(ctx: &Context, out: &mut Findings) {
             continue;
         }
         clusters.insert(first_cluster);
-        let quoted: Vec<String> = clusters.iter().map(|c| format!("{c:?}")).collect();
+        let clusters: Vec<&str> = clusters.into_iter().collect();
         let reasons: Vec<&str> = reasons.into_iter().collect();
         out.add(
             first_object,
@@ -67,8 +67,8 @@ pub fn inconsistent_services(ctx: &Context, out: &mut Findings) {
             "IST0170",
             &[
                 name.to_string(),
-                format!("{namespace:?}"),
-                format!("[{}]", quoted.join(" ")),
+                namespace.to_string(),
+                super::format::go_list(&clusters),
                 reasons.join("; "),
             ],
         );
@@ -88,4 +88,42 @@ fn same_ports(a: Option<&Value>, b: Option<&Value>) -> bool {
         ports
     };
     sorted(a) == sorted(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Context, analyze, analyzer};
+    use weft_api::load::LoadResult;
+    use weft_api::types::mesh::MeshConfig;
+
+    const WEST: &str = "apiVersion: v1\nkind: Service\nmetadata: { name: shop, namespace: web }\nspec:\n  ports: [ { name: http, port: 80, protocol: TCP } ]\n---\napiVersion: v1\nkind: Service\nmetadata: { name: same, namespace: web }\nspec:\n  ports: [ { name: http, port: 80, protocol: TCP } ]\n";
+    const EAST: &str = "apiVersion: v1\nkind: Service\nmetadata: { name: shop, namespace: web }\nspec:\n  clusterIP: None\n  ports: [ { name: http, port: 80, protocol: TCP }, { name: grpc, port: 90, protocol: TCP } ]\n---\napiVersion: v1\nkind: Service\nmetadata: { name: same, namespace: web }\nspec:\n  ports: [ { name: http, port: 80, protocol: TCP } ]\n";
+
+    #[test]
+    fn a_service_defined_unlike_in_two_clusters_is_reported_once_with_every_difference() {
+        let mut loaded = LoadResult::default();
+        loaded.load_str("west.yaml", WEST);
+        loaded.load_str("east.yaml", EAST);
+        let mut ctx = Context::new(loaded.objects, "", MeshConfig::default());
+        ctx.cluster_by_file = [("west.yaml", "west"), ("east.yaml", "east")]
+            .into_iter()
+            .map(|(f, c)| (f.to_string(), c.to_string()))
+            .collect();
+        let Some(a) = analyzer("services.MultiClusterServiceAnalyzer") else {
+            panic!("the analyzer is registered");
+        };
+        let found: Vec<String> = analyze(&ctx, &[a])
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            found,
+            [
+                "Warning [IST0170] (Service web/shop east.yaml:1) The service shop in namespace \"web\" is inconsistent across clusters [\"east\" \"west\"], which can lead to undefined behaviors. The inconsistent behaviors are: service has mixed mode like headless and clusterIP; service ports are inconsistent."
+            ]
+        );
+        // Without cluster origins, nothing is multi-cluster.
+        ctx.cluster_by_file.clear();
+        assert!(analyze(&ctx, &[a]).is_empty());
+    }
 }

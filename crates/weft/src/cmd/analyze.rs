@@ -160,7 +160,20 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     };
     let mut objects = loaded.objects;
     objects.append(&mut loaded.others);
-    let ctx = Context::new(objects, &selected_namespace, mesh);
+    // Mesh networks live where istiod reads them: the `meshNetworks` key of the `istio`
+    // ConfigMap.
+    let mesh_networks = objects.iter().find_map(|o| {
+        let weft_api::Resource::ConfigMap(cm) = &o.resource else {
+            return None;
+        };
+        let text = cm.data.as_ref()?.get("meshNetworks")?;
+        (cm.metadata.name.as_deref() == Some("istio"))
+            .then(|| weft_api::yaml::parse_stream(text).ok())
+            .flatten()
+            .and_then(|docs| docs.first().map(weft_api::yaml::Node::to_json))
+    });
+    let mut ctx = Context::new(objects, &selected_namespace, mesh);
+    ctx.mesh_networks = mesh_networks;
     let mut messages: Vec<Message> = analysis::analyze(&ctx, &selected);
     messages.retain(|m| {
         (selected_namespace.is_empty()
