@@ -183,14 +183,8 @@ impl Folder {
         };
         let loaded: Vec<&Loaded> = order.iter().filter_map(|id| accepted.get(id)).collect();
         out.resources = loaded.iter().map(|o| o.resource.clone()).collect();
-        let options = crate::Options::default();
-        let registry = crate::Registry::build(&out.resources, &options);
-        out.warnings.extend(references::missing(
-            &loaded,
-            &registry,
-            &options.domain_suffix,
-        ));
-        let found = crate::analysis::live_problems(&loaded, &out.mesh, &out.warnings);
+        out.warnings.extend(references::missing(&loaded));
+        let found = crate::analysis::live_problems(&loaded, &out.mesh);
         out.warnings.extend(found);
         cache.last_good = accepted;
         for list in [&mut out.errors, &mut out.warnings] {

@@ -20,7 +20,8 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// A VirtualService whose subset no DestinationRule defines (line 8 names it), beside a
+/// A VirtualService whose subset no DestinationRule defines (its destination host, where Istio
+/// points, is line 9), beside a
 /// DestinationRule that defines another, with its Service and a Pod for that subset.
 const MISSING_SUBSET: &str = "\
 apiVersion: networking.istio.io/v1
@@ -68,7 +69,7 @@ fn findings_print_as_istioctl_prints_them_and_set_the_exit_code() {
     );
     assert!(
         text(&o.stdout).contains(
-            "Error [IST0101] (VirtualService default/reviews reviews.yaml:8) Referenced host+subset in destinationrule not found: \"reviews+v9\""
+            "Error [IST0101] (VirtualService default/reviews reviews.yaml:9) Referenced host+subset in destinationrule not found: \"reviews+v9\""
         ),
         "{}",
         text(&o.stdout)
@@ -131,7 +132,7 @@ fn findings_print_as_istioctl_prints_them_and_set_the_exit_code() {
     assert_eq!(v[0]["code"], "IST0101");
     assert_eq!(v[0]["level"], "Error");
     assert_eq!(v[0]["origin"], "VirtualService default/reviews");
-    assert_eq!(v[0]["reference"], "reviews.yaml:8");
+    assert_eq!(v[0]["reference"], "reviews.yaml:9");
     assert_eq!(
         v[0]["documentationUrl"],
         "https://istio.io/latest/docs/reference/config/analysis/ist0101/?ref=istioctl-analyze"
@@ -191,7 +192,7 @@ fn the_annotation_suppresses_and_files_are_gathered_as_istioctl_gathers_them() {
     let o = weft(dir.path(), &[".", "-R"]);
     assert_eq!(o.status.code(), Some(79));
     assert!(
-        text(&o.stdout).contains("VirtualService default/ratings ./sub/b.yaml:8"),
+        text(&o.stdout).contains("VirtualService default/ratings ./sub/b.yaml:9"),
         "{}",
         text(&o.stdout)
     );
@@ -267,7 +268,7 @@ fn each_analyzer_finds_its_mistake() {
         (
             "virtualservice.DestinationRuleAnalyzer",
             MISSING_SUBSET,
-            "Error [IST0101] (VirtualService default/reviews f.yaml:8) Referenced host+subset in destinationrule not found: \"reviews+v9\"",
+            "Error [IST0101] (VirtualService default/reviews f.yaml:9) Referenced host+subset in destinationrule not found: \"reviews+v9\"",
         ),
         (
             "virtualservice.GatewayAnalyzer",

@@ -315,15 +315,15 @@ const CASES: &[Case] = &[
         yaml: "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: { name: d }\nspec:\n  host: nowhere  # <-\n",
         object: Some("DestinationRule default/d"),
         field: Some("spec.host"),
-        reason: "Referenced host not found: \"nowhere\"",
+        reason: "The host nowhere defined in the DestinationRule does not match any services in the mesh. [IST0174 Warning]",
         warning: true,
     },
     Case {
         mistake: "missing subset",
-        yaml: "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: { name: w }\nspec:\n  hosts: [ web.example ]\n  http:\n  - route:\n    - destination:\n        host: web\n        subset: v9  # <-\n",
+        yaml: "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: { name: w }\nspec:\n  hosts: [ web.example ]\n  http:\n  - route:\n    - destination:\n        host: web  # <-\n        subset: v9\n",
         object: Some("VirtualService default/w"),
-        field: Some("spec.http[0].route[0].destination.subset"),
-        reason: "Referenced host+subset in destinationrule not found: \"web+v9\"",
+        field: Some("spec.http[0].route[0].destination.host"),
+        reason: "Referenced host+subset in destinationrule not found: \"web+v9\" [IST0101 Error]",
         warning: true,
     },
     Case {
@@ -331,7 +331,7 @@ const CASES: &[Case] = &[
         yaml: "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: { name: w }\nspec:\n  hosts: [ web.example ]\n  gateways:\n  - no-such-gateway  # <-\n  http: [ { route: [ { destination: { host: web } } ] } ]\n",
         object: Some("VirtualService default/w"),
         field: Some("spec.gateways[0]"),
-        reason: "Referenced gateway not found: \"default/no-such-gateway\"",
+        reason: "Referenced gateway not found: \"no-such-gateway\" [IST0101 Error]",
         warning: true,
     },
     Case {

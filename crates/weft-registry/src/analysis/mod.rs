@@ -530,26 +530,19 @@ pub fn analyzer(name: &str) -> Option<&'static Analyzer> {
     ANALYZERS.iter().find(|a| a.name == name)
 }
 
-/// Every analyzer's findings on the objects of a running mesh, as problems (warnings at the
-/// field), leaving out those `reported` already has: the reference checks report the same
-/// IST0101 at the same field, with the same code.
-pub fn live_problems(objects: &[&Loaded], mesh: &MeshConfig, reported: &[Problem]) -> Vec<Problem> {
+/// Every analyzer's findings on the objects of a running mesh, as problems: warnings at the
+/// field, the code after the text.
+pub fn live_problems(objects: &[&Loaded], mesh: &MeshConfig) -> Vec<Problem> {
     let owned = objects.iter().map(|o| (*o).clone()).collect();
     let ctx = Context::live(owned, mesh.clone());
     let selected: Vec<&'static Analyzer> = ANALYZERS
         .iter()
         .filter(|a| !NOT_IN_DEFAULT.contains(&a.name) && !NOT_LIVE.contains(&a.name))
         .collect();
-    let mut out = Vec::new();
-    for m in analyze(&ctx, &selected) {
-        let Some(p) = m.problem else { continue };
-        let tag = format!("[{} ", m.message_type.code);
-        let said = |w: &Problem| w.file == p.file && w.line == p.line && w.message.contains(&tag);
-        if !reported.iter().any(said) {
-            out.push(p);
-        }
-    }
-    out
+    analyze(&ctx, &selected)
+        .into_iter()
+        .filter_map(|m| m.problem)
+        .collect()
 }
 
 /// Runs `selected` analyzers (all when empty), then drops what the objects' own

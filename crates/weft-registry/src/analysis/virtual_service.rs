@@ -21,7 +21,9 @@ fn virtual_services(
     })
 }
 
-/// A destination and where it is written; `None` for `route: - {}`, which Istio still checks.
+/// A destination and where its host is written (messages point there, as Istio's
+/// `util.DestinationHost` and `MirrorHost` do); `None` for `route: - {}`, which Istio still
+/// checks.
 struct Dest<'a> {
     at: FieldPath,
     destination: Option<&'a Destination>,
@@ -51,7 +53,13 @@ fn routes(vs: &VirtualService) -> Vec<Dest<'_>> {
     let mut out = Vec::new();
     for (i, r) in vs.tcp.iter().enumerate() {
         for (j, d) in r.route.iter().enumerate() {
-            let at = spec.key("tcp").index(i).key("route").index(j);
+            let at = spec
+                .key("tcp")
+                .index(i)
+                .key("route")
+                .index(j)
+                .key("destination")
+                .key("host");
             out.push(Dest {
                 at,
                 destination: d.destination.as_ref(),
@@ -60,7 +68,13 @@ fn routes(vs: &VirtualService) -> Vec<Dest<'_>> {
     }
     for (i, r) in vs.tls.iter().enumerate() {
         for (j, d) in r.route.iter().enumerate() {
-            let at = spec.key("tls").index(i).key("route").index(j);
+            let at = spec
+                .key("tls")
+                .index(i)
+                .key("route")
+                .index(j)
+                .key("destination")
+                .key("host");
             out.push(Dest {
                 at,
                 destination: d.destination.as_ref(),
@@ -76,7 +90,13 @@ fn http_routes(vs: &VirtualService) -> Vec<Dest<'_>> {
     let mut out = Vec::new();
     for (i, r) in vs.http.iter().enumerate() {
         for (j, d) in r.route.iter().flatten().enumerate() {
-            let at = spec.key("http").index(i).key("route").index(j);
+            let at = spec
+                .key("http")
+                .index(i)
+                .key("route")
+                .index(j)
+                .key("destination")
+                .key("host");
             out.push(Dest {
                 at,
                 destination: d.destination.as_ref(),
@@ -91,14 +111,20 @@ fn mirrors(vs: &VirtualService) -> Vec<Dest<'_>> {
     let mut out = Vec::new();
     for (i, r) in vs.http.iter().enumerate() {
         if let Some(m) = &r.mirror {
-            let at = spec.key("http").index(i).key("mirror");
+            let at = spec.key("http").index(i).key("mirror").key("host");
             out.push(Dest {
                 at,
                 destination: Some(m),
             });
         }
         for (j, m) in r.mirrors.iter().flatten().enumerate() {
-            let at = spec.key("http").index(i).key("mirrors").index(j);
+            let at = spec
+                .key("http")
+                .index(i)
+                .key("mirrors")
+                .index(j)
+                .key("destination")
+                .key("host");
             out.push(Dest {
                 at,
                 destination: m.destination.as_ref(),

@@ -85,16 +85,9 @@ pub fn check(files: &[PathBuf], strict: bool) -> Report {
         .filter(|(i, _)| !dropped.contains(i))
         .map(|(_, o)| o)
         .collect();
-    let resources: Vec<weft_api::Resource> = valid.iter().map(|o| o.resource.clone()).collect();
-    let options = weft_registry::Options::default();
-    let registry = weft_registry::Registry::build(&resources, &options);
-    problems.extend(references::missing(
-        &valid,
-        &registry,
-        &options.domain_suffix,
-    ));
+    problems.extend(references::missing(&valid));
     // `istioctl analyze`'s findings, as `weft up` reports them.
-    let found = weft_registry::analysis::live_problems(&valid, &MeshConfig::default(), &problems);
+    let found = weft_registry::analysis::live_problems(&valid, &MeshConfig::default());
     problems.extend(found);
     problems.sort_by(|a, b| (&a.file, a.line).cmp(&(&b.file, b.line)));
     Report {
