@@ -10,6 +10,7 @@
 //! at `targetRef`/`targetRefs`: a waypoint-bound policy without a selector is judged as
 //! namespace-wide, and so it is here.
 
+use super::json::{array, is_kind, selector_labels, selector_string};
 use super::{Context, Findings};
 use crate::selects;
 use serde_json::Value;
@@ -20,42 +21,6 @@ use weft_api::types::common::Labels;
 
 const INJECT_KEY: &str = "sidecar.istio.io/inject";
 const AMBIENT_REDIRECTION: &str = "ambient.istio.io/redirection";
-
-/// The API group of an object's `apiVersion` (`""` for the core group's `v1`).
-fn api_group(o: &Loaded) -> &str {
-    o.resource
-        .api_version()
-        .rsplit_once('/')
-        .map_or("", |(group, _)| group)
-}
-
-fn is_kind(o: &Loaded, group: &str, kind: &str) -> bool {
-    o.resource.kind() == kind && api_group(o) == group
-}
-
-/// `spec.selector.matchLabels`, or `None` when the policy has no selector at all: an empty
-/// selector is still a selector (it matches every pod), a missing one makes the policy
-/// namespace-wide.
-fn selector_labels(json: &Value) -> Option<Labels> {
-    let selector = json.pointer("/spec/selector").filter(|v| !v.is_null())?;
-    let mut labels = Labels::new();
-    if let Some(m) = selector.get("matchLabels").and_then(Value::as_object) {
-        for (k, v) in m {
-            let v = match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            labels.insert(k.clone(), v);
-        }
-    }
-    Some(labels)
-}
-
-/// Kubernetes' `SelectorFromSet(...).String()`: `k=v` pairs sorted by key, comma-separated.
-fn selector_string(labels: &Labels) -> String {
-    let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    pairs.join(",")
-}
 
 /// Istio's `util.PodInMesh`: an `istio-proxy` container (the first so named, among containers
 /// then init containers) with an image; else the inject label, else the inject annotation; else
@@ -104,13 +69,6 @@ fn namespace_match(ns: &str, exp: &str) -> bool {
         return ns.starts_with(prefix);
     }
     ns.eq_ignore_ascii_case(exp)
-}
-
-fn array<'a>(v: Option<&'a Value>, key: &str) -> &'a [Value] {
-    match v.and_then(|v| v.get(key)).and_then(Value::as_array) {
-        Some(a) => a.as_slice(),
-        None => &[],
-    }
 }
 
 fn strings<'a>(v: Option<&'a Value>, key: &str) -> Vec<&'a str> {

@@ -2,7 +2,7 @@
 //! Services, ServiceEntries, AuthorizationPolicies and Gateway API Gateways and routes
 //! (IST0171), so that `analyze` surfaces what `kubectl get` would only show deep in `status`.
 
-use super::telemetry::is_kind;
+use super::json::is_kind;
 use super::{Context, Findings};
 use serde_json::Value;
 use weft_api::load::Loaded;

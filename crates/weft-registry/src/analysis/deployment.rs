@@ -5,6 +5,7 @@
 //! - `applicationUID.Analyzer`: a Pod or Deployment runs an application as UID 1337, the UID the
 //!   sidecar's traffic capture exempts (IST0144).
 
+use super::json::array_at;
 use super::{Context, Findings};
 use crate::selects;
 use serde_json::Value;
@@ -37,19 +38,6 @@ fn string_map(v: Option<&Value>) -> Labels {
     out
 }
 
-fn array<'a>(v: &'a Value, pointer: &str) -> &'a [Value] {
-    match v.pointer(pointer).and_then(Value::as_array) {
-        Some(a) => a.as_slice(),
-        None => &[],
-    }
-}
-
-/// Go's `%v` of a slice: `[a b c]`.
-fn go_list<T: ToString>(items: &[T]) -> String {
-    let parts: Vec<String> = items.iter().map(ToString::to_string).collect();
-    format!("[{}]", parts.join(" "))
-}
-
 /// Istio's `util.IsIstioControlPlane`: the object's own labels mark it as Istio's.
 fn is_control_plane(o: &Loaded) -> bool {
     let labels = &o.resource.metadata().labels;
@@ -60,7 +48,7 @@ fn is_control_plane(o: &Loaded) -> bool {
 /// else the inject label, else the inject annotation, else the namespace's `istio-injection`
 /// label, decides.
 fn deployment_in_mesh(ctx: &Context, o: &Loaded, json: &Value) -> bool {
-    let has_proxy = array(json, "/spec/template/spec/containers")
+    let has_proxy = array_at(json, "/spec/template/spec/containers")
         .iter()
         .find(|c| c.get("name").and_then(Value::as_str) == Some("istio-proxy"))
         .is_some_and(|c| {
@@ -158,7 +146,7 @@ pub fn multiple_services(ctx: &Context, out: &mut Findings) {
         // target port -> port -> Service (a later Service replaces an earlier one, as in Istio).
         let mut by_target: BTreeMap<String, BTreeMap<i64, String>> = BTreeMap::new();
         for svc in &services {
-            for p in array(&svc.json, "/spec/ports") {
+            for p in array_at(&svc.json, "/spec/ports") {
                 let number = port_number(p);
                 let protocol = match p.get("protocol").and_then(Value::as_str) {
                     Some(s) if !s.is_empty() => s.to_string(),
@@ -187,7 +175,11 @@ pub fn multiple_services(ctx: &Context, out: &mut Findings) {
                 o,
                 &at,
                 "IST0116",
-                &[name.clone(), port.to_string(), go_list(&names)],
+                &[
+                    name.clone(),
+                    port.to_string(),
+                    super::format::go_list(&names),
+                ],
             );
         }
         for (target, ports) in &by_target {
@@ -203,9 +195,9 @@ pub fn multiple_services(ctx: &Context, out: &mut Findings) {
                 "IST0137",
                 &[
                     name.clone(),
-                    go_list(&names),
+                    super::format::go_list(&names),
                     target.clone(),
-                    go_list(&numbers),
+                    super::format::go_list(&numbers),
                 ],
             );
         }
@@ -227,7 +219,7 @@ fn pod_spec_uses_proxy_uid(spec: Option<&Value>) -> bool {
     if runs_as_proxy(spec.get("securityContext")) {
         return true;
     }
-    array(spec, "/containers")
+    array_at(spec, "/containers")
         .iter()
         .filter(|c| {
             !matches!(
@@ -269,6 +261,5 @@ mod tests {
         assert_eq!(target_port(&p), "http");
         let p = serde_json::json!({"port": 80, "targetPort": 0});
         assert_eq!(target_port(&p), "80");
-        assert_eq!(go_list(&[9080, 9090]), "[9080 9090]");
     }
 }

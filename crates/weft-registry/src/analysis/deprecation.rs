@@ -4,9 +4,9 @@
 //! of the removed `rbac.istio.io` types. Istio's list of deprecated collections is empty, so no
 //! kind is reported merely for being present.
 
+use super::json::api_group;
 use super::{Context, Findings};
 use serde_json::Value;
-use weft_api::load::Loaded;
 use weft_api::path::FieldPath;
 
 /// Kinds of `rbac.istio.io` whose CRDs Istio no longer ships.
@@ -16,13 +16,6 @@ const REMOVED_RBAC_KINDS: [&str; 4] = [
     "ServiceRole",
     "ServiceRoleBinding",
 ];
-
-fn api_group(o: &Loaded) -> &str {
-    o.resource
-        .api_version()
-        .rsplit_once('/')
-        .map_or("", |(group, _)| group)
-}
 
 /// A proto `int32` as written: a JSON number, or a string holding one.
 fn number(v: &Value) -> Option<f64> {

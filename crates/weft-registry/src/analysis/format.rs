@@ -4,14 +4,13 @@
 const LIST: char = '\u{1e}';
 const ITEM: char = '\u{1f}';
 
-/// An argument that is a Go `[]string`: `%v` prints `[a b]`, `%q` prints `["a" "b"]`.
-pub fn go_list<S: AsRef<str>>(items: &[S]) -> String {
+/// An argument that is a Go slice: `%v` prints `[a b]`, `%q` prints `["a" "b"]`. Each item is
+/// kept, empty ones too, as Go prints them (`[ a]`).
+pub fn go_list<S: ToString>(items: &[S]) -> String {
     let mut out = String::from(LIST);
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(ITEM);
-        }
-        out.push_str(item.as_ref());
+    for item in items {
+        out.push(ITEM);
+        out.push_str(&item.to_string());
     }
     out
 }
@@ -31,7 +30,7 @@ pub fn go_format(template: &str, args: &[String]) -> String {
             Some('%') => out.push('%'),
             Some(verb @ ('s' | 'v' | 'd' | 'q')) => match args.next() {
                 Some(a) if a.starts_with(LIST) => {
-                    let items = a[LIST.len_utf8()..].split(ITEM).filter(|i| !i.is_empty());
+                    let items = a[LIST.len_utf8()..].split(ITEM).skip(1);
                     let shown: Vec<String> = if verb == 'q' {
                         items.map(quote).collect()
                     } else {
@@ -89,5 +88,15 @@ mod tests {
             "Referenced host not found: \"a\\\"b\""
         );
         assert_eq!(go_format("%d%% of %s", &["5".into()]), "5% of %!s(MISSING)");
+    }
+
+    #[test]
+    fn lists_print_as_go_prints_slices() {
+        let args = [
+            go_list(&[9080, 9090]),
+            go_list(&["", "a"]),
+            go_list::<&str>(&[]),
+        ];
+        assert_eq!(go_format("%v %q %v", &args), "[9080 9090] [\"\" \"a\"] []");
     }
 }

@@ -3,6 +3,7 @@
 //! one certificate (IST0138); Sidecars that select nothing or select a pod with another
 //! (IST0101, IST0110, IST0111, IST0167).
 
+use super::json::selector_string;
 use super::{Context, Findings};
 use crate::selects;
 use std::collections::{BTreeMap, BTreeSet};
@@ -11,12 +12,6 @@ use weft_api::load::Loaded;
 use weft_api::path::FieldPath;
 use weft_api::types::common::Labels;
 use weft_api::types::kube::IntOrString;
-
-/// Kubernetes' `SelectorFromSet(...).String()`: `k=v` pairs sorted by key, `""` for none.
-fn selector_string(labels: &Labels) -> String {
-    let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    pairs.join(",")
-}
 
 /// IST0101 for a selector no pod matches.
 fn no_pod_selected(o: &Loaded, selector: String, out: &mut Findings) {
@@ -342,11 +337,7 @@ pub fn sidecar_selectors(ctx: &Context, out: &mut Findings) {
                 }
                 continue;
             }
-            let args = [
-                format!("[{}]", names.join(" ")),
-                pod.0.clone(),
-                pod.1.clone(),
-            ];
+            let args = [super::format::go_list(&names), pod.0.clone(), pod.1.clone()];
             out.add(o, &spec.key("workloadSelector"), "IST0110", &args);
         }
     }
@@ -369,7 +360,7 @@ pub fn sidecar_selectors(ctx: &Context, out: &mut Findings) {
         if list.len() > 1 {
             let names: Vec<&str> = list.iter().map(|o| o.resource.name()).collect();
             for o in list {
-                let args = [format!("[{}]", names.join(" ")), ns.clone()];
+                let args = [super::format::go_list(&names), ns.clone()];
                 out.add(o, &spec, "IST0111", &args);
             }
         }

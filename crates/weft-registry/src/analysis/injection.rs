@@ -8,13 +8,14 @@
 //! - `injection.ImageAutoAnalyzer`: `image: auto` proxies that no injection webhook will fill in
 //!   (IST0146 for Deployments, IST0147 for Pods).
 
+use super::json::is_kind;
+use super::label_selector;
 use super::{Context, Findings};
 use crate::selects;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use weft_api::load::Loaded;
 use weft_api::path::FieldPath;
-use weft_api::resource::split_api_version;
 use weft_api::types::common::Labels;
 
 const INJECTION_LABEL: &str = "istio-injection";
@@ -27,10 +28,6 @@ const PROXY_CONTAINER: &str = "istio-proxy";
 const INJECTOR_CONFIG_MAP: &str = "istio-sidecar-injector";
 const ISTIO_SYSTEM: &str = "istio-system";
 
-fn is_kind(o: &Loaded, group: &str, kind: &str) -> bool {
-    o.resource.kind() == kind && split_api_version(o.resource.api_version()).0 == group
-}
-
 /// The injector ConfigMap a revision reads; the default revision has the bare name.
 fn injector_config_map(revision: &str) -> String {
     if revision.is_empty() || revision == "default" {
@@ -38,11 +35,6 @@ fn injector_config_map(revision: &str) -> String {
     } else {
         format!("{INJECTOR_CONFIG_MAP}-{revision}")
     }
-}
-
-/// Go's `%v` of a string slice.
-fn go_list(items: &[String]) -> String {
-    format!("[{}]", items.join(" "))
 }
 
 /// A pod spec's containers, then its init containers (native sidecars run as init containers).
@@ -116,7 +108,12 @@ pub fn namespaces_and_pods(ctx: &Context, out: &mut Findings) {
             }
         }
         if found.len() > 1 {
-            out.add(o, &FieldPath::root(), "IST0123", &[go_list(&found)]);
+            out.add(
+                o,
+                &FieldPath::root(),
+                "IST0123",
+                &[super::format::go_list(&found)],
+            );
         }
         if labels
             .get(DATAPLANE_MODE_LABEL)
@@ -402,98 +399,14 @@ pub fn proxy_images(ctx: &Context, out: &mut Findings) {
     }
     for (ns, pods) in mismatched {
         if let Some(n) = namespaces.get(ns) {
-            out.add(n, &FieldPath::root(), "IST0158", &[go_list(&pods)]);
+            out.add(
+                n,
+                &FieldPath::root(),
+                "IST0158",
+                &[super::format::go_list(&pods)],
+            );
         }
     }
-}
-
-/// Kubernetes' label name: up to 63 characters, alphanumeric at both ends, `-_.` between.
-fn label_name_ok(s: &str) -> bool {
-    let b = s.as_bytes();
-    match (b.first(), b.last()) {
-        (Some(f), Some(l)) => {
-            s.len() <= 63
-                && f.is_ascii_alphanumeric()
-                && l.is_ascii_alphanumeric()
-                && b.iter()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
-        }
-        _ => false,
-    }
-}
-
-/// A label key: a name, optionally behind a DNS subdomain prefix and `/`.
-fn label_key_ok(k: &str) -> bool {
-    match k.split_once('/') {
-        None => label_name_ok(k),
-        Some((prefix, name)) => {
-            prefix.len() <= 253
-                && prefix.split('.').all(|part| {
-                    let b = part.as_bytes();
-                    let edge = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-                    b.first().is_some_and(edge)
-                        && b.last().is_some_and(edge)
-                        && b.iter().all(|c| edge(c) || *c == b'-')
-                })
-                && !name.contains('/')
-                && label_name_ok(name)
-        }
-    }
-}
-
-fn label_value_ok(v: &str) -> bool {
-    v.is_empty() || label_name_ok(v)
-}
-
-/// `metav1.LabelSelectorAsSelector(...).Matches`: no selector or an empty one matches
-/// everything; a selector Kubernetes would reject matches nothing.
-fn label_selector_matches(selector: Option<&Value>, labels: &Labels) -> bool {
-    let Some(sel) = selector.filter(|s| !s.is_null()) else {
-        return true;
-    };
-    let Some(sel) = sel.as_object() else {
-        return false;
-    };
-    let mut ok = true;
-    let mut matched = true;
-    if let Some(m) = sel.get("matchLabels").filter(|m| !m.is_null()) {
-        let Some(m) = m.as_object() else { return false };
-        for (k, v) in m {
-            let Some(v) = v.as_str() else { return false };
-            ok &= label_key_ok(k) && label_value_ok(v);
-            matched &= labels.get(k).is_some_and(|l| l == v);
-        }
-    }
-    if let Some(exprs) = sel.get("matchExpressions").filter(|e| !e.is_null()) {
-        let Some(exprs) = exprs.as_array() else {
-            return false;
-        };
-        for e in exprs {
-            let key = str_field(e, "key");
-            let values: Vec<&str> = e
-                .get("values")
-                .and_then(Value::as_array)
-                .map(|vs| vs.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
-            let present = labels.get(key);
-            ok &= label_key_ok(key);
-            match str_field(e, "operator") {
-                "In" | "NotIn" if values.is_empty() => ok = false,
-                "In" => {
-                    ok &= values.iter().all(|v| label_value_ok(v));
-                    matched &= present.is_some_and(|l| values.contains(&l.as_str()));
-                }
-                "NotIn" => {
-                    ok &= values.iter().all(|v| label_value_ok(v));
-                    matched &= !present.is_some_and(|l| values.contains(&l.as_str()));
-                }
-                "Exists" if values.is_empty() => matched &= present.is_some(),
-                "DoesNotExist" if values.is_empty() => matched &= present.is_none(),
-                _ => ok = false,
-            }
-        }
-    }
-    ok && matched
 }
 
 fn has_auto_image(spec: Option<&Value>) -> bool {
@@ -558,8 +471,8 @@ pub fn image_auto(ctx: &Context, out: &mut Findings) {
             .map_or(&no_labels, |n| &n.resource.metadata().labels);
         let pod_labels = labels_of(json.pointer("/spec/template/metadata/labels"));
         let injected = webhooks.iter().any(|w| {
-            label_selector_matches(w.get("namespaceSelector"), ns_labels)
-                && label_selector_matches(w.get("objectSelector"), &pod_labels)
+            label_selector::matches(w.get("namespaceSelector"), ns_labels)
+                && label_selector::matches(w.get("objectSelector"), &pod_labels)
         });
         if !injected {
             let args = ["Deployment".to_string(), o.resource.name().to_string()];
@@ -585,21 +498,5 @@ mod tests {
         assert_eq!(injector_proxy_image(&cm(full)), "a.io/p:3");
         assert_eq!(injector_proxy_image(&cm(r#"{"global":{"tag":1}}"#)), "");
         assert_eq!(injector_proxy_image(&cm("not json")), "");
-    }
-
-    #[test]
-    fn webhook_selectors_match_as_kubernetes_does() {
-        let labels: Labels = [("istio-injection".to_string(), "enabled".to_string())].into();
-        let eq = json!({ "matchLabels": { "istio-injection": "enabled" } });
-        let not_in = json!({ "matchExpressions": [
-            { "key": "istio-injection", "operator": "NotIn", "values": ["disabled"] }
-        ] });
-        let bad = json!({ "matchExpressions": [{ "key": "a", "operator": "In" }] });
-        assert!(label_selector_matches(None, &Labels::new()));
-        assert!(label_selector_matches(Some(&json!({})), &Labels::new()));
-        assert!(label_selector_matches(Some(&eq), &labels));
-        assert!(!label_selector_matches(Some(&eq), &Labels::new()));
-        assert!(label_selector_matches(Some(&not_in), &labels));
-        assert!(!label_selector_matches(Some(&bad), &labels));
     }
 }

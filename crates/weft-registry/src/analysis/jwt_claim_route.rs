@@ -3,11 +3,11 @@
 //! pods no RequestAuthentication covers (IST0149). Without one the proxy never validates the
 //! token, so the claims it would route on are never there.
 
+use super::json::{array, is_kind, string_map};
 use super::{Context, Findings};
 use crate::selects;
 use serde_json::Value;
 use std::collections::BTreeMap;
-use weft_api::load::Loaded;
 use weft_api::path::FieldPath;
 use weft_api::types::common::Labels;
 
@@ -17,39 +17,6 @@ const JWT_CLAIM_PREFIX: &str = "@request.auth.claims";
 /// Istio looks in this namespace, not the configured root namespace, for policies that cover
 /// every pod (`constants.IstioSystemNamespace`).
 const ISTIO_SYSTEM: &str = "istio-system";
-
-fn api_group(o: &Loaded) -> &str {
-    o.resource
-        .api_version()
-        .rsplit_once('/')
-        .map_or("", |(group, _)| group)
-}
-
-fn is_kind(o: &Loaded, group: &str, kind: &str) -> bool {
-    o.resource.kind() == kind && api_group(o) == group
-}
-
-/// A label map from the JSON; a missing map is empty, and so selects every pod.
-fn string_map(v: Option<&Value>) -> Labels {
-    let mut out = Labels::new();
-    if let Some(m) = v.and_then(Value::as_object) {
-        for (k, v) in m {
-            let v = match v {
-                Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            out.insert(k.clone(), v);
-        }
-    }
-    out
-}
-
-fn array<'a>(v: Option<&'a Value>, key: &str) -> &'a [Value] {
-    match v.and_then(|v| v.get(key)).and_then(Value::as_array) {
-        Some(a) => a.as_slice(),
-        None => &[],
-    }
-}
 
 /// The first claim header a route matches on (or requires absent), if any.
 fn claim_key(vs: &Value) -> Option<String> {

@@ -3,7 +3,7 @@
 //! the bundle version Istio needs, whose resources istiod would never watch
 //! (`k8sgateway.CRDVersionAnalyzer`, IST0176).
 
-use super::telemetry::{is_kind, selector_labels};
+use super::json::{is_kind, selector_labels};
 use super::{Context, Findings};
 use crate::selects;
 use std::collections::BTreeMap;

@@ -4,6 +4,7 @@
 //! selector-less Telemetries in one namespace (`telemetry.DefaultSelectorAnalyzer`, IST0160);
 //! tracing through a Lightstep extension provider (`telemetry.LightstepAnalyzer`, IST0002).
 
+use super::json::{array, is_kind, selector_labels, selector_string};
 use super::{Context, Findings};
 use crate::selects;
 use serde_json::Value;
@@ -11,13 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use weft_api::Resource;
 use weft_api::load::Loaded;
 use weft_api::path::FieldPath;
-use weft_api::resource::split_api_version;
 use weft_api::types::common::Labels;
-
-/// Whether `o` is of `kind` in API `group`, whatever the version.
-pub(super) fn is_kind(o: &Loaded, group: &str, kind: &str) -> bool {
-    o.resource.kind() == kind && split_api_version(o.resource.api_version()).0 == group
-}
 
 /// Telemetry objects with their JSON, in input order.
 fn telemetries(ctx: &Context) -> Vec<(&Loaded, Value)> {
@@ -28,47 +23,11 @@ fn telemetries(ctx: &Context) -> Vec<(&Loaded, Value)> {
         .collect()
 }
 
-/// A policy's `spec.selector.matchLabels`: `None` when there is no selector at all (Istio tells
-/// a missing selector from an empty one), else its labels, possibly none.
-pub(super) fn selector_labels(obj: &Value) -> Option<Labels> {
-    let selector = obj.pointer("/spec/selector").filter(|v| !v.is_null())?;
-    let labels: Labels = selector
-        .get("matchLabels")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| {
-                    let v = match v {
-                        Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    };
-                    (k.clone(), v)
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    Some(labels)
-}
-
-/// Kubernetes' `SelectorFromSet(...).String()`: `k=v` pairs sorted by key, comma-separated.
-fn selector_string(labels: &Labels) -> String {
-    let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    pairs.join(",")
-}
-
 /// Go's `%v` of a sorted `[]string` of the objects' names.
 fn name_list(list: &[&Loaded]) -> String {
     let mut names: Vec<&str> = list.iter().map(|o| o.resource.name()).collect();
     names.sort_unstable();
-    format!("[{}]", names.join(" "))
-}
-
-/// The array at `key` of a JSON value, empty when absent or not an array.
-fn array<'a>(v: &'a Value, key: &str) -> &'a [Value] {
-    v.get(key)
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or_default()
+    super::format::go_list(&names)
 }
 
 /// `telemetry.ProviderAnalyzer`: with no default access log provider in the mesh, an enabled
@@ -78,7 +37,7 @@ pub fn providers(ctx: &Context, out: &mut Findings) {
         .mesh
         .other
         .get("defaultProviders")
-        .is_some_and(|d| !array(d, "accessLogging").is_empty());
+        .is_some_and(|d| !array(Some(d), "accessLogging").is_empty());
     if has_default {
         return;
     }
@@ -86,9 +45,9 @@ pub fn providers(ctx: &Context, out: &mut Findings) {
         let Some(spec) = obj.get("spec") else {
             continue;
         };
-        for entry in array(spec, "accessLogging") {
+        for entry in array(Some(spec), "accessLogging") {
             let disabled = entry.get("disabled").and_then(Value::as_bool) == Some(true);
-            if disabled || !array(entry, "providers").is_empty() {
+            if disabled || !array(Some(entry), "providers").is_empty() {
                 continue;
             }
             let args = [
@@ -195,8 +154,8 @@ pub fn lightstep(ctx: &Context, out: &mut Findings) {
         let Some(spec) = obj.get("spec") else {
             continue;
         };
-        for tracing in array(spec, "tracing") {
-            for provider in array(tracing, "providers") {
+        for tracing in array(Some(spec), "tracing") {
+            for provider in array(Some(tracing), "providers") {
                 let name = provider.get("name").and_then(Value::as_str).unwrap_or("");
                 if lightstep.contains(name) {
                     let why = format!(

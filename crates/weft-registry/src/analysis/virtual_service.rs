@@ -153,7 +153,7 @@ pub fn destination_hosts(ctx: &Context, out: &mut Findings) {
                 match d.port() {
                     None if entry.ports.len() > 1 => {
                         let ports: Vec<String> = entry.ports.iter().map(i64::to_string).collect();
-                        let args = [host.to_string(), format!("[{}]", ports.join(" "))];
+                        let args = [host.to_string(), super::format::go_list(&ports)];
                         out.add(o, &d.at, "IST0112", &args);
                     }
                     Some(p) if !entry.ports.contains(&p) => {
@@ -367,7 +367,7 @@ pub fn gateways(ctx: &Context, out: &mut Findings) {
                     format!("{}/{}", key.0, key.1)
                 };
                 let args = [
-                    format!("[{}]", vs.spec.hosts.join(" ")),
+                    super::format::go_list(&vs.spec.hosts),
                     Context::full_name(o),
                     gw_full,
                 ];
