@@ -370,12 +370,58 @@ fn each_analyzer_finds_its_mistake_in_its_example() {
         let Some(name) = line.strip_prefix("* ").and_then(|l| l.split(':').next()) else {
             continue;
         };
-        let inline = source.contains(&format!("\"{name}\",\n"));
+        let inline = source.contains(&format!("\"{name}\",\n"))
+            || name
+                .strip_prefix("schema.ValidationAnalyzer.")
+                .is_some_and(|kind| source.contains(&format!("(\"{kind}\", \"")));
         assert!(
             inline
                 || with_example.iter().any(|a| a == name)
                 || name == "services.MultiClusterServiceAnalyzer",
             "{name} has no example of our own"
+        );
+    }
+}
+
+/// Each kind's schema analyzer on one of the invalid fixtures of `weft-api` (each names the
+/// line, field and message Istio's validation gives): the error comes out as IST0106 there.
+#[test]
+fn schema_analyzers_give_validation_errors_their_code() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../weft-api/tests/fixtures/invalid");
+    for (kind, fixture) in [
+        ("AuthorizationPolicy", "113-ap-deny-no-rules"),
+        ("DestinationRule", "050-dr-subset-duplicate"),
+        ("Gateway", "071-gw-https-no-tls"),
+        ("PeerAuthentication", "104-pa-port-level-no-selector"),
+        ("RequestAuthentication", "107-ra-no-issuer"),
+        ("ServiceEntry", "085-se-none-with-endpoints"),
+        ("Sidecar", "095-sc-empty"),
+        ("Telemetry", "119-tm-provider-empty"),
+        ("VirtualService", "001-vs-weights-not-100"),
+        ("WorkloadEntry", "100-we-no-address"),
+        ("WorkloadGroup", "103-wg-no-template"),
+    ] {
+        let yaml = std::fs::read_to_string(fixtures.join(format!("{fixture}.yaml"))).unwrap();
+        // `# expect-error: L12 spec.http[0].route: total destination weight 110 != 100`
+        let expect = yaml
+            .lines()
+            .find_map(|l| l.strip_prefix("# expect-error: L"))
+            .unwrap();
+        let (line, rest) = expect.split_once(' ').unwrap();
+        let (_, message) = rest.split_once(": ").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f.yaml"), &yaml).unwrap();
+        let analyzer = format!("schema.ValidationAnalyzer.{kind}");
+        let o = weft(dir.path(), &["f.yaml", "-A", "--analyzer", &analyzer]);
+        let out = text(&o.stdout);
+        // The fixtures give the start of the message.
+        let want_ref = format!("f.yaml:{line}) Schema validation error: {message}");
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(&format!("Error [IST0106] ({kind} "))
+                    && l.contains(&want_ref)),
+            "{analyzer} on {fixture}: want …{want_ref}\ngot\n{out}{}",
+            text(&o.stderr)
         );
     }
 }

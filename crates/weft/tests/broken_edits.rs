@@ -360,6 +360,14 @@ const CASES: &[Case] = &[
         warning: true,
     },
     Case {
+        mistake: "rule after a catch-all (IST0130)",
+        yaml: "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: { name: w }\nspec:\n  hosts: [ web.example ]\n  http:\n  - route: [ { destination: { host: web } } ]\n  - route: [ { destination: { host: web } } ]  # <-\n",
+        object: Some("VirtualService default/w"),
+        field: Some("spec.http[1]"),
+        reason: "VirtualService rule #1 not used (only the last rule can have no matches). [IST0130 Warning]",
+        warning: true,
+    },
+    Case {
         mistake: "two gateways on one port and host (IST0145)",
         yaml: "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: { name: other-gateway }\nspec:\n  selector: { istio: ingressgateway }\n  servers:\n  - port: { number: 80, name: http, protocol: HTTP }  # <-\n    hosts: [ \"*\" ]\n",
         object: Some("Gateway default/other-gateway"),

@@ -105,7 +105,6 @@ pub(super) fn validate(f: &mut Findings, spec: &FieldPath, vs: &VirtualService) 
         tcp_route(f, &spec.key("tcp").index(i), r);
     }
     export_to(f, &spec.key("exportTo"), &vs.export_to, false);
-    unreachable_rules(f, spec, vs);
 }
 
 /// `namespace/name`, `name`, or the legacy FQDN form `name.namespace.svc.cluster.local`.
@@ -794,41 +793,4 @@ fn tls_route(f: &mut Findings, p: &FieldPath, r: &TlsRoute, vs: &VirtualService)
         f.err(&p.key("route"), "TLS route is required");
     }
     route_destinations(f, &p.key("route"), &r.route);
-}
-
-/// Istio warns (does not reject) when a rule can never be reached.
-fn unreachable_rules(f: &mut Findings, spec: &FieldPath, vs: &VirtualService) {
-    let mut catch_all: Option<usize> = None;
-    let mut seen: Vec<(String, usize)> = Vec::new();
-    for (i, r) in vs.http.iter().enumerate() {
-        let name = r
-            .name
-            .as_ref()
-            .map_or(format!("#{i}"), |n| format!("{n:?}"));
-        if r.matches.is_empty() {
-            if catch_all.is_some() {
-                f.warn(&spec.key("http").index(i), format!("virtualService rule {name} not used (only the last rule can have no matches)"));
-            }
-            catch_all = Some(i);
-            continue;
-        }
-        let mut dups = 0;
-        for (j, m) in r.matches.iter().enumerate() {
-            let mut m = m.clone();
-            m.name = None;
-            let key = serde_json::to_string(&m).unwrap_or_default();
-            if let Some((_, first)) = seen.iter().find(|(k, _)| *k == key) {
-                dups += 1;
-                f.warn(&spec.key("http").index(i).key("match").index(j), format!("virtualService rule {name} match #{j} is not used (duplicate/overlapping match in rule #{first})"));
-            } else {
-                seen.push((key, i));
-            }
-        }
-        if dups == r.matches.len() {
-            f.warn(
-                &spec.key("http").index(i),
-                format!("virtualService rule {name} not used (all matches used by prior rules)"),
-            );
-        }
-    }
 }

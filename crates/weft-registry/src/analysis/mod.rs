@@ -27,6 +27,7 @@ mod live;
 mod mesh_networks;
 mod multicluster;
 mod schema;
+mod schema_kinds;
 mod service;
 mod service_entry;
 mod telemetry;
@@ -128,6 +129,9 @@ pub struct Context {
     /// belongs to no remote cluster.
     pub cluster_by_file: std::collections::BTreeMap<String, String>,
     pub domain_suffix: String,
+    /// A running mesh (`weft up`, `weft validate`), whose validation already reports what the
+    /// schema analyzers would.
+    pub live: bool,
 }
 
 /// Kinds without a namespace: they keep none when placed.
@@ -158,6 +162,7 @@ impl Context {
     /// them in place of Istio's stand-in resources.
     pub fn live(objects: Vec<Loaded>, mesh: MeshConfig) -> Context {
         let mut ctx = Context::build(objects, "default", mesh, false);
+        ctx.live = true;
         let pods = live::pods(&ctx.objects);
         ctx.objects.extend(pods);
         ctx
@@ -211,6 +216,7 @@ impl Context {
             mesh,
             mesh_networks: None,
             cluster_by_file: std::collections::BTreeMap::new(),
+            live: false,
             // istiod's DOMAIN_SUFFIX; the mesh config does not carry it.
             domain_suffix: "cluster.local".to_string(),
         }
@@ -460,9 +466,59 @@ pub static ANALYZERS: &[Analyzer] = &[
         run: mesh_networks::mesh_networks,
     },
     Analyzer {
+        name: "schema.ValidationAnalyzer.AuthorizationPolicy",
+        description: "Runs schema validation as an analyzer on 'AuthorizationPolicy' resources",
+        run: schema_kinds::authorization_policy,
+    },
+    Analyzer {
+        name: "schema.ValidationAnalyzer.DestinationRule",
+        description: "Runs schema validation as an analyzer on 'DestinationRule' resources",
+        run: schema_kinds::destination_rule,
+    },
+    Analyzer {
+        name: "schema.ValidationAnalyzer.Gateway",
+        description: "Runs schema validation as an analyzer on 'Gateway' resources",
+        run: schema_kinds::gateway,
+    },
+    Analyzer {
+        name: "schema.ValidationAnalyzer.PeerAuthentication",
+        description: "Runs schema validation as an analyzer on 'PeerAuthentication' resources",
+        run: schema_kinds::peer_authentication,
+    },
+    Analyzer {
+        name: "schema.ValidationAnalyzer.RequestAuthentication",
+        description: "Runs schema validation as an analyzer on 'RequestAuthentication' resources",
+        run: schema_kinds::request_authentication,
+    },
+    Analyzer {
+        name: "schema.ValidationAnalyzer.ServiceEntry",
+        description: "Runs schema validation as an analyzer on 'ServiceEntry' resources",
+        run: schema_kinds::service_entry,
+    },
+    Analyzer {
+        name: "schema.ValidationAnalyzer.Sidecar",
+        description: "Runs schema validation as an analyzer on 'Sidecar' resources",
+        run: schema_kinds::sidecar,
+    },
+    Analyzer {
+        name: "schema.ValidationAnalyzer.Telemetry",
+        description: "Runs schema validation as an analyzer on 'Telemetry' resources",
+        run: schema_kinds::telemetry,
+    },
+    Analyzer {
         name: "schema.ValidationAnalyzer.VirtualService",
         description: "Runs schema validation as an analyzer on 'VirtualService' resources",
         run: schema::virtual_services,
+    },
+    Analyzer {
+        name: "schema.ValidationAnalyzer.WorkloadEntry",
+        description: "Runs schema validation as an analyzer on 'WorkloadEntry' resources",
+        run: schema_kinds::workload_entry,
+    },
+    Analyzer {
+        name: "schema.ValidationAnalyzer.WorkloadGroup",
+        description: "Runs schema validation as an analyzer on 'WorkloadGroup' resources",
+        run: schema_kinds::workload_group,
     },
     Analyzer {
         name: "service.PortNameAnalyzer",

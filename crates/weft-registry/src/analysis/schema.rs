@@ -4,18 +4,19 @@
 //! rule already has; and a match that can never win (IST0131): the same match as an earlier one,
 //! or a URI prefix match that an earlier prefix match covers.
 //!
-//! Istio's analyzer also passes on every other validation error and warning of the object
-//! (IST0106, IST0133); this one reports only the two codes above.
+//! It also passes on the object's other validation errors and warnings (IST0106, IST0133), as
+//! every kind's schema analyzer does (`schema_kinds.rs`).
 
 use super::{Context, Findings, go_format};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use weft_api::path::FieldPath;
 
-/// A message to emit: code and template arguments.
-type Found = (&'static str, Vec<String>);
+/// A message to emit: code, template arguments, and the rule or match it is about.
+type Found = (&'static str, Vec<String>, FieldPath);
 
 pub fn virtual_services(ctx: &Context, out: &mut Findings) {
+    super::schema_kinds::virtual_service(ctx, out);
     for o in &ctx.objects {
         if o.resource.kind() != "VirtualService"
             || !o.resource.api_version().starts_with("networking.istio.io/")
@@ -31,20 +32,22 @@ pub fn virtual_services(ctx: &Context, out: &mut Findings) {
                 .and_then(|s| s.get(key))
                 .and_then(Value::as_array)
             {
-                check_rules(routes, http, &mut found);
+                let base = FieldPath::root().key("spec").key(key);
+                check_rules(routes, http, &base, &mut found);
             }
         }
-        // istioctl places these messages on the object, not on a field.
-        for (code, args) in found {
-            out.add(o, &FieldPath::root(), code, &args);
+        // istioctl places these on the object; Weft on the rule or match, so that `weft up`
+        // and `weft validate` point where the other problems of a field point.
+        for (code, args, at) in found {
+            out.add(o, &at, code, &args);
         }
     }
 }
 
 /// Istio's `analyzeUnreachable{HTTP,TCP,TLS}Rules`.
-fn check_rules(routes: &[Value], http: bool, found: &mut Vec<Found>) {
-    fn unreachable(found: &mut Vec<Found>, rule: String, why: &str) {
-        found.push(("IST0130", vec![rule, why.to_string()]));
+fn check_rules(routes: &[Value], http: bool, base: &FieldPath, found: &mut Vec<Found>) {
+    fn unreachable(found: &mut Vec<Found>, rule: String, why: &str, at: FieldPath) {
+        found.push(("IST0130", vec![rule, why.to_string()], at));
     }
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut catch_all = false;
@@ -60,7 +63,8 @@ fn check_rules(routes: &[Value], http: bool, found: &mut Vec<Found>) {
             .map_or(&[][..], Vec::as_slice);
         if matches.is_empty() {
             if catch_all {
-                unreachable(found, rule, "only the last rule can have no matches");
+                let at = base.index(rn);
+                unreachable(found, rule, "only the last rule can have no matches", at);
             }
             catch_all = true;
             continue;
@@ -69,7 +73,13 @@ fn check_rules(routes: &[Value], http: bool, found: &mut Vec<Found>) {
         for (mn, m) in matches.iter().enumerate() {
             // Istio reports this once per match, not once per rule.
             if catch_all {
-                unreachable(found, rule.clone(), "route without matches defined before");
+                let at = base.index(rn).key("match").index(mn);
+                unreachable(
+                    found,
+                    rule.clone(),
+                    "route without matches defined before",
+                    at,
+                );
                 continue;
             }
             let key = canonical(m, http);
@@ -80,17 +90,26 @@ fn check_rules(routes: &[Value], http: bool, found: &mut Vec<Found>) {
                 found.push((
                     "IST0131",
                     vec![rule.clone(), request_name(m, mn, http), earlier],
+                    base.index(rn).key("match").index(mn),
                 ));
                 duplicates += 1;
                 continue;
             }
             seen.insert(key, rn);
-            if http && let Some(p) = PrefixMatch::new(m, &rule, mn) {
+            if http
+                && let Some(p) =
+                    PrefixMatch::new(m, &rule, mn, base.index(rn).key("match").index(mn))
+            {
                 prefixed.push(p);
             }
         }
         if duplicates == matches.len() {
-            unreachable(found, rule, "all matches used by prior rules");
+            unreachable(
+                found,
+                rule,
+                "all matches used by prior rules",
+                base.index(rn),
+            );
         }
     }
     // A later prefix match that an earlier one covers never wins; equal prefixes were either
@@ -103,7 +122,7 @@ fn check_rules(routes: &[Value], http: bool, found: &mut Vec<Found>) {
                     format!("{} of prefix {}", b.request, b.prefix),
                     format!("{} of prefix {} on {}", a.request, a.prefix, a.rule),
                 ];
-                found.push(("IST0131", args));
+                found.push(("IST0131", args, b.at.clone()));
             }
         }
     }
@@ -229,6 +248,7 @@ fn camel_case(k: &str) -> String {
 /// What Istio keeps of an HTTP match with a URI prefix to find matches an earlier one covers.
 /// String matches become `exact:v` or `prefix:v`, or `""` for a regex or nothing.
 struct PrefixMatch {
+    at: FieldPath,
     rule: String,
     request: String,
     prefix: String,
@@ -241,7 +261,7 @@ struct PrefixMatch {
 }
 
 impl PrefixMatch {
-    fn new(m: &Value, rule: &str, mn: usize) -> Option<PrefixMatch> {
+    fn new(m: &Value, rule: &str, mn: usize, at: FieldPath) -> Option<PrefixMatch> {
         let prefix = field(m, "uri", "uri")?
             .get("prefix")?
             .as_str()
@@ -252,6 +272,7 @@ impl PrefixMatch {
             s => s,
         };
         Some(PrefixMatch {
+            at,
             rule: rule.to_string(),
             request: request_name(m, mn, true),
             prefix: prefix.to_string(),
@@ -345,12 +366,22 @@ mod tests {
         check_rules(
             routes.as_array().map_or(&[][..], Vec::as_slice),
             true,
+            &FieldPath::root().key("spec").key("http"),
             &mut found,
         );
-        let codes: Vec<&str> = found.iter().map(|(c, _)| *c).collect();
+        let codes: Vec<&str> = found.iter().map(|(c, _, _)| *c).collect();
         assert_eq!(codes, ["IST0131", "IST0130", "IST0131"]);
+        let at: Vec<String> = found.iter().map(|(_, _, p)| p.to_string()).collect();
         assert_eq!(
-            found.get(2).map(|(_, a)| a.clone()),
+            at,
+            [
+                "spec.http[1].match[0]",
+                "spec.http[3]",
+                "spec.http[1].match[1]"
+            ]
+        );
+        assert_eq!(
+            found.get(2).map(|(_, a, _)| a.clone()),
             Some(vec![
                 "\"two\"".to_string(),
                 "#1 of prefix /api/v1/products".to_string(),
