@@ -9,11 +9,12 @@
 
 mod identity;
 mod root;
+pub mod service;
 mod sign;
 
 pub use identity::{Identity, IdentityError};
 pub use root::{CaError, CaFiles};
-pub use sign::{SignError, Signed};
+pub use sign::{ServerCert, SignError, Signed};
 
 use rcgen::{Issuer, KeyPair};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -164,6 +164,52 @@ impl Ca {
     }
 }
 
+impl Ca {
+    /// A certificate and key of the CA's own for a server it runs (istiod's on 15012), for
+    /// `names`: DNS names, or IP addresses where they parse as one.
+    pub fn issue_server(&self, names: &[&str], ttl: Duration) -> Result<ServerCert, SignError> {
+        let sign = |e: rcgen::Error| SignError::Sign(e.to_string());
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(sign)?;
+        let mut params = rcgen::CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        for n in names {
+            let san = match n.parse::<std::net::IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(n.to_string().try_into().map_err(sign)?),
+            };
+            params.subject_alt_names.push(san);
+        }
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.use_authority_key_identifier_extension = true;
+        let now = SystemTime::now();
+        params.not_before = (now - CLOCK_SKEW).into();
+        params.not_after = (now + ttl).into();
+        params.serial_number = Some(SerialNumber::from_slice(&random_serial()));
+        let cert = params.signed_by(&key, &self.issuer).map_err(sign)?;
+        let mut cert_chain = vec![cert.pem()];
+        cert_chain.extend(self.chain.iter().cloned());
+        Ok(ServerCert {
+            cert_chain: cert_chain.concat(),
+            key: key.serialize_pem(),
+        })
+    }
+}
+
+/// A server's certificate chain and key, PEM.
+#[derive(Debug, Clone)]
+pub struct ServerCert {
+    pub cert_chain: String,
+    pub key: String,
+}
+
 /// A positive 128-bit serial unique to this process's issuances (RFC 5280 asks unique per CA,
 /// at most 20 bytes): the process's random hasher keys over the time and a counter.
 pub(crate) fn random_serial() -> [u8; 16] {
