@@ -35,7 +35,82 @@ pub struct ControlPlaneArgs {
     pub monitoring_address: String,
     #[arg(short = 'l', long = "log-level", default_value = "info")]
     pub log_level: String,
+    /// ADS and Istio's certificate service over TLS (Istio's 15012), with a certificate of the
+    /// mesh CA's for istiod's names; off unless given.
+    #[arg(long)]
+    pub secure_xds_address: Option<String>,
+    /// Where the mesh CA keeps its self-signed root, made on first start and kept, so that
+    /// identities stay valid across restarts [default: $XDG_STATE_HOME/weft/ca, else
+    /// ~/.local/state/weft/ca].
+    #[arg(long)]
+    pub ca_dir: Option<PathBuf>,
+    /// An operator's own CA in Istio's cacerts layout (ca-cert.pem, ca-key.pem, root-cert.pem,
+    /// cert-chain.pem), used instead of a root of Weft's.
+    #[arg(long)]
+    pub cacerts: Option<PathBuf>,
 }
+
+impl ControlPlaneArgs {
+    /// The secure port's CA, when the secure port is asked for. The trust domain is the mesh
+    /// config's (`--mesh-config`), `cluster.local` by default.
+    pub fn secure(&self) -> anyhow::Result<Option<Secure>> {
+        let Some(address) = &self.secure_xds_address else {
+            return Ok(None);
+        };
+        let trust_domain = match &self.mesh_config {
+            Some(f) => {
+                let text = std::fs::read_to_string(f)
+                    .with_context(|| format!("cannot read {}", f.display()))?;
+                weft_api::types::mesh::MeshConfig::from_yaml(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?
+                    .trust_domain
+                    .unwrap_or_else(|| "cluster.local".to_string())
+            }
+            None => "cluster.local".to_string(),
+        };
+        let state = match &self.ca_dir {
+            Some(d) => d.clone(),
+            None => default_ca_dir()?,
+        };
+        let ca = weft_ca::Ca::open(&state, self.cacerts.as_deref(), &trust_domain)?;
+        Ok(Some(Secure {
+            address: address.clone(),
+            ca: Arc::new(ca),
+            credentials: Arc::new(weft_ca::service::Credentials::default()),
+        }))
+    }
+}
+
+/// `$XDG_STATE_HOME/weft/ca`, else `~/.local/state/weft/ca`.
+fn default_ca_dir() -> anyhow::Result<PathBuf> {
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(d).join("weft/ca"));
+    }
+    let home = std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| anyhow::anyhow!("no HOME to keep the CA in; give --ca-dir"))?;
+    Ok(PathBuf::from(home).join(".local/state/weft/ca"))
+}
+
+/// Istio's 15012: where, and the CA it serves and signs its own certificate with.
+pub struct Secure {
+    pub address: String,
+    pub ca: Arc<weft_ca::Ca>,
+    /// The credentials workloads prove their identity with.
+    pub credentials: Arc<weft_ca::service::Credentials>,
+}
+
+/// The names istiod's certificate carries, so that clients configured for Istio find them.
+const ISTIOD_NAMES: [&str; 4] = [
+    "istiod.istio-system.svc",
+    "istiod.istio-system.svc.cluster.local",
+    "istiod",
+    "localhost",
+];
+
+/// The control plane's certificate lifetime. It is not rotated yet: a year outlasts any local
+/// run.
+const ISTIOD_CERT_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
 impl ControlPlaneArgs {
     pub fn folder(&self) -> Folder {
@@ -108,6 +183,8 @@ impl Told {
 /// A running control plane.
 pub struct Running {
     pub xds: SocketAddr,
+    /// ADS and the certificate service over TLS, when asked for.
+    pub secure_xds: Option<SocketAddr>,
     pub monitoring: SocketAddr,
     /// The folder's config as last loaded (empty until the first load).
     pub config: watch::Receiver<Arc<Config>>,
@@ -127,12 +204,21 @@ impl Running {
 /// How often the folder is checked for edits: well inside the second an edit may take.
 const WATCH_INTERVAL: Duration = Duration::from_millis(100);
 
-pub async fn start(folder: Folder, xds: &str, monitoring: &str) -> anyhow::Result<Running> {
+pub async fn start(
+    folder: Folder,
+    xds: &str,
+    monitoring: &str,
+    secure: Option<Secure>,
+) -> anyhow::Result<Running> {
     let control = ControlPlane::new();
     let (stop, stopped) = watch::channel(false);
     let xds_listener = tokio::net::TcpListener::bind(xds)
         .await
         .with_context(|| format!("cannot listen for xDS on {xds}"))?;
+    let secure_xds = match secure {
+        Some(s) => Some(serve_secure(s, &control, stopped.clone()).await?),
+        None => None,
+    };
     let monitor_listener = tokio::net::TcpListener::bind(monitoring)
         .await
         .with_context(|| format!("cannot listen for monitoring on {monitoring}"))?;
@@ -140,6 +226,7 @@ pub async fn start(folder: Folder, xds: &str, monitoring: &str) -> anyhow::Resul
     let (config_tx, config) = watch::channel(Arc::new(Config::default()));
     let running = Running {
         xds: xds_listener.local_addr()?,
+        secure_xds,
         monitoring: monitor_listener.local_addr()?,
         config,
         status: status.clone(),
@@ -195,6 +282,45 @@ pub async fn start(folder: Folder, xds: &str, monitoring: &str) -> anyhow::Resul
     Ok(running)
 }
 
+/// Binds the secure port and serves ADS and the certificate service on it, over TLS with a
+/// certificate of the mesh CA's. Clients are not asked for certificates yet: ADS here is
+/// server-authenticated, and the certificate service authenticates callers by credential.
+async fn serve_secure(
+    secure: Secure,
+    control: &ControlPlane,
+    mut stopped: watch::Receiver<bool>,
+) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(&secure.address)
+        .await
+        .with_context(|| format!("cannot listen for secure xDS on {}", secure.address))?;
+    let addr = listener.local_addr()?;
+    let ip = addr.ip().to_string();
+    let mut names: Vec<&str> = ISTIOD_NAMES.to_vec();
+    names.push(&ip);
+    let cert = secure.ca.issue_server(&names, ISTIOD_CERT_TTL)?;
+    let tls = tonic::transport::ServerTlsConfig::new().identity(
+        tonic::transport::Identity::from_pem(&cert.cert_chain, &cert.key),
+    );
+    let ca_service = weft_ca::service::CaService::new(secure.ca, secure.credentials);
+    let router = tonic::transport::Server::builder()
+        .tls_config(tls)?
+        .add_service(control.server().into_service())
+        .add_service(ca_service);
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        if let Err(e) = router
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "secure xDS server stopped");
+        }
+    });
+    Ok(addr)
+}
+
 pub fn init_logging(level: &str) {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -213,11 +339,20 @@ pub fn run(args: &ControlPlaneArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let running = start(args.folder(), &args.xds_address, &args.monitoring_address).await?;
+        let running = start(
+            args.folder(),
+            &args.xds_address,
+            &args.monitoring_address,
+            args.secure()?,
+        )
+        .await?;
         println!(
             "weft control-plane: xDS on {}, status on http://{}",
             running.xds, running.monitoring
         );
+        if let Some(s) = running.secure_xds {
+            println!("weft control-plane: xDS and CA over TLS on {s}");
+        }
         tokio::signal::ctrl_c().await?;
         running.stop();
         Ok(ExitCode::SUCCESS)

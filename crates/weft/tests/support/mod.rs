@@ -510,6 +510,13 @@ impl Proxy {
 
     /// `start`, with more command-line arguments for the proxy.
     pub fn start_with(kind: Kind, template: &str, given: &[(&str, u16)], args: &[&str]) -> Proxy {
+        let proxy = Self::spawn(kind, template, given, args);
+        proxy.wait_ready();
+        proxy
+    }
+
+    /// `start_with` without waiting for `/ready`: for a proxy that is not to become ready.
+    pub fn spawn(kind: Kind, template: &str, given: &[(&str, u16)], args: &[&str]) -> Proxy {
         let mut ports: BTreeMap<String, u16> =
             given.iter().map(|(k, v)| (k.to_string(), *v)).collect();
         let mut text = template.to_string();
@@ -549,14 +556,12 @@ impl Proxy {
             }
         };
         let child = cmd.stdout(Stdio::null()).stderr(log).spawn().unwrap();
-        let proxy = Proxy {
+        Proxy {
             kind,
             ports,
             child,
             dir,
-        };
-        proxy.wait_ready();
-        proxy
+        }
     }
 
     pub fn port(&self, key: &str) -> u16 {

@@ -114,7 +114,13 @@ impl Up {
 pub async fn start(args: &Args) -> anyhow::Result<Up> {
     let c = &args.control;
     let port_map = plan::parse_port_map(&args.gateway_ports)?;
-    let control = control_plane::start(c.folder(), &c.xds_address, &c.monitoring_address).await?;
+    let control = control_plane::start(
+        c.folder(),
+        &c.xds_address,
+        &c.monitoring_address,
+        c.secure()?,
+    )
+    .await?;
     // The first load: objects it refuses are reported by the control plane, and the rest of
     // the mesh starts.
     let mut config = control.config.clone();
