@@ -61,6 +61,11 @@ pub fn handle(req: &http::Request<Incoming>, shared: &ServerState) -> http::Resp
             reply(200, json, pretty(&config_dump(shared, include_eds)))
         }
         "/clusters" => reply(200, text, clusters(shared)),
+        "/certs" => reply(
+            200,
+            json,
+            pretty(&crate::agent::certs_json(&shared.secrets)),
+        ),
         "/stats" => reply(200, text, stats_text(shared)),
         "/stats/prometheus" => reply(200, "text/plain; version=0.0.4", prometheus(shared)),
         "/quitquitquit" if req.method() == http::Method::POST => {

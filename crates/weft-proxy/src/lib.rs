@@ -26,6 +26,8 @@
 //!   checks; `cluster::manager` owns every cluster's timed work (DNS in `cluster::dns`, health
 //!   check rounds, outlier intervals) for bootstrap, CDS and EDS clusters alike.
 //! - `upstream`: connections to hosts (TCP, TLS, HTTP/1.1 and HTTP/2 pools).
+//! - `agent`: the proxy's own Istio agent: its key, CSR and workload certificate from the mesh
+//!   CA, renewed at half-life.
 //! - `xds`: the ADS client; `xds::state::DynamicConfig` applies updates whole or not at all,
 //!   with Envoy's warming.
 //! - `server`: the process-wide `ServerState` (config snapshot, stats, shutdown), workers;
@@ -44,6 +46,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod agent;
 pub mod cluster;
 pub mod config;
 pub mod http;

@@ -25,6 +25,8 @@ pub struct Options {
     pub xds_delta: bool,
     /// `--node-id`: replaces the bootstrap's `node.id`.
     pub node_id: Option<String>,
+    /// The proxy's own agent: where its workload certificate comes from.
+    pub agent: Option<crate::agent::AgentOptions>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -130,6 +132,9 @@ pub fn run(options: &Options) -> Result<(), RunError> {
     {
         let _runtime = control.enter();
         crate::cluster::manager::spawn(shared.clone());
+    }
+    if let Some(agent) = &options.agent {
+        control.spawn(crate::agent::run(agent.clone(), shared.secrets.clone()));
     }
     let ads = ads_config(&loaded.bootstrap, &snapshot, options, &origin)?;
     shared.snapshot.store(Arc::new(snapshot));

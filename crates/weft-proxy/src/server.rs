@@ -130,6 +130,8 @@ pub struct ServerState {
     /// This machine's address as Envoy picks it (the first non-loopback IPv4 interface): a
     /// loopback peer is recorded in `x-forwarded-for` as this address.
     pub local_address: IpAddr,
+    /// The workload certificate the agent keeps (`default`, `ROOTCA`).
+    pub secrets: Arc<crate::agent::SecretStore>,
 }
 
 /// The first non-loopback IPv4 address of an interface, in the order the system lists them,
@@ -166,6 +168,7 @@ impl ServerState {
             xds: XdsStats::default(),
             codec: crate::stats::CodecStats::default(),
             local_address: node_address(),
+            secrets: Arc::default(),
         })
     }
 

@@ -185,6 +185,8 @@ pub struct Running {
     pub xds: SocketAddr,
     /// ADS and the certificate service over TLS, when asked for.
     pub secure_xds: Option<SocketAddr>,
+    /// The mesh CA and the credentials it honours, with the secure port.
+    pub ca: Option<(Arc<weft_ca::Ca>, Arc<weft_ca::service::Credentials>)>,
     pub monitoring: SocketAddr,
     /// The folder's config as last loaded (empty until the first load).
     pub config: watch::Receiver<Arc<Config>>,
@@ -215,6 +217,9 @@ pub async fn start(
     let xds_listener = tokio::net::TcpListener::bind(xds)
         .await
         .with_context(|| format!("cannot listen for xDS on {xds}"))?;
+    let ca = secure
+        .as_ref()
+        .map(|s| (s.ca.clone(), s.credentials.clone()));
     let secure_xds = match secure {
         Some(s) => Some(serve_secure(s, &control, stopped.clone()).await?),
         None => None,
@@ -227,6 +232,7 @@ pub async fn start(
     let running = Running {
         xds: xds_listener.local_addr()?,
         secure_xds,
+        ca,
         monitoring: monitor_listener.local_addr()?,
         config,
         status: status.clone(),

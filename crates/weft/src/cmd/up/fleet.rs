@@ -23,6 +23,17 @@ pub struct Options {
     pub envoy: Option<PathBuf>,
     pub xds: SocketAddr,
     pub gateway_address: String,
+    /// With the secure port: what Weft proxies need to get their workload certificates.
+    pub identity: Option<Identities>,
+}
+
+/// The mesh CA as proxies reach it, and the credentials `weft up` hands them.
+pub struct Identities {
+    pub ca_address: SocketAddr,
+    /// The mesh roots, written in the run folder for proxies to trust the CA by.
+    pub root_file: PathBuf,
+    pub trust_domain: String,
+    pub credentials: std::sync::Arc<weft_ca::service::Credentials>,
 }
 
 /// Where a proxy stands.
@@ -48,6 +59,8 @@ pub struct Managed {
     pub restarts: u32,
     /// Why it last exited on its own.
     pub last_exit: Option<String>,
+    /// The credential its current process proves its identity with.
+    credential: Option<String>,
 }
 
 impl Managed {
@@ -86,6 +99,9 @@ impl Fleet {
         for label in gone {
             if let Some(mut m) = self.proxies.remove(&label) {
                 kill(&mut m);
+                if let (Some(ids), Some(token)) = (&self.opts.identity, m.credential.take()) {
+                    ids.credentials.revoke(&token);
+                }
                 tracing::info!("stopped {label}: it is no longer in the folder");
             }
         }
@@ -110,6 +126,7 @@ impl Fleet {
                         exits_in_row: 0,
                         restarts: 0,
                         last_exit: None,
+                        credential: None,
                     };
                     start(&mut m, &self.opts);
                     if !quiet {
@@ -199,6 +216,23 @@ pub fn log_file(run_dir: &Path, plan: &ProxyPlan) -> PathBuf {
 fn start(m: &mut Managed, opts: &Options) {
     m.started = Instant::now();
     m.state = State::Running;
+    // Each start gets a credential of its own; the one before proves nothing any more.
+    if let Some(ids) = &opts.identity {
+        if let Some(old) = m.credential.take() {
+            ids.credentials.revoke(&old);
+        }
+        if opts.envoy.is_none() {
+            let identity = weft_ca::Identity::new(
+                &ids.trust_domain,
+                &m.plan.namespace,
+                &m.plan.service_account,
+            );
+            match ids.credentials.issue(identity) {
+                Ok(token) => m.credential = Some(token),
+                Err(e) => tracing::error!("{}: no credential: {e}", m.plan.label),
+            }
+        }
+    }
     match spawn(m, opts) {
         Ok(child) => m.child = Some(child),
         Err(e) => {
@@ -234,7 +268,18 @@ fn spawn(m: &Managed, opts: &Options) -> anyhow::Result<Child> {
         }
         None => {
             cmd.arg(&weft)
-                .args(["proxy", "--concurrency", "1", "-l", "warn", "-c"]);
+                .args(["proxy", "--concurrency", "1", "-l", "warn"]);
+            if let (Some(ids), Some(token)) = (&opts.identity, &m.credential) {
+                let file = opts.run_dir.join(format!("{}.credential", file_name(p)));
+                write_private(&file, token)?;
+                cmd.arg("--ca-address")
+                    .arg(ids.ca_address.to_string())
+                    .arg("--ca-root")
+                    .arg(&ids.root_file)
+                    .arg("--credential-file")
+                    .arg(&file);
+            }
+            cmd.arg("-c");
         }
     }
     cmd.arg(&file)
@@ -243,6 +288,19 @@ fn spawn(m: &Managed, opts: &Options) -> anyhow::Result<Child> {
         .stderr(log);
     cmd.spawn()
         .with_context(|| format!("cannot start the proxy for {}", p.label))
+}
+
+/// A file only its owner reads: a credential is as good as the identity it proves.
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())
 }
 
 /// One line on where a proxy listens, for people.

@@ -138,6 +138,7 @@ pub async fn start(args: &Args) -> anyhow::Result<Up> {
             envoy: args.envoy.clone(),
             xds: control.xds,
             gateway_address: args.gateway_address.clone(),
+            identity: identities(&control, &run_dir)?,
         },
         args.port_base,
     );
@@ -169,6 +170,25 @@ pub async fn start(args: &Args) -> anyhow::Result<Up> {
         status_file: args.status_file.clone(),
         stop,
     })
+}
+
+/// With the secure port, what Weft proxies need to get their workload certificates: the CA's
+/// address, its roots in a file of the run folder, and the credentials to hand out.
+fn identities(
+    control: &control_plane::Running,
+    run_dir: &std::path::Path,
+) -> anyhow::Result<Option<fleet::Identities>> {
+    let (Some(ca_address), Some((ca, credentials))) = (control.secure_xds, &control.ca) else {
+        return Ok(None);
+    };
+    let root_file = run_dir.join("root-cert.pem");
+    std::fs::write(&root_file, ca.roots_pem())?;
+    Ok(Some(fleet::Identities {
+        ca_address,
+        root_file,
+        trust_domain: ca.trust_domain().to_string(),
+        credentials: credentials.clone(),
+    }))
 }
 
 /// In a run folder that is to be removed when its `weft up` stops.

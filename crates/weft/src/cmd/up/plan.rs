@@ -40,6 +40,9 @@ pub struct ProxyPlan {
     pub locality: Option<String>,
     /// Gateways: (Gateway server port, listening port).
     pub gateway_ports: Vec<(u16, u16)>,
+    /// The service account the proxy's identity names (`default` when the workload names none;
+    /// Istio's ingress gateway account for gateways).
+    pub service_account: String,
 }
 
 /// The ports a running proxy was given; they stay with its label across restarts.
@@ -143,6 +146,7 @@ pub fn plan(resources: &[Resource], port_map: &BTreeMap<u16, u16>) -> Vec<ProxyP
                     .clone()
                     .filter(|l| !l.is_empty())
                     .or_else(|| weft_registry::locality(&w.spec.labels)),
+                w.spec.service_account.clone(),
             )),
             Resource::Pod(p) => Some((
                 p.status
@@ -151,6 +155,7 @@ pub fn plan(resources: &[Resource], port_map: &BTreeMap<u16, u16>) -> Vec<ProxyP
                     .unwrap_or_else(|| "127.0.0.1".into()),
                 p.metadata.labels.clone(),
                 weft_registry::locality(&p.metadata.labels),
+                p.spec.as_ref().and_then(|s| s.service_account_name.clone()),
             )),
             Resource::Gateway(g) => {
                 let key: Vec<(String, String)> = g.spec.selector.clone().into_iter().collect();
@@ -164,7 +169,7 @@ pub fn plan(resources: &[Resource], port_map: &BTreeMap<u16, u16>) -> Vec<ProxyP
             }
             _ => None,
         };
-        if let Some((ip, labels, locality)) = workload {
+        if let Some((ip, labels, locality, account)) = workload {
             out.push(ProxyPlan {
                 label: format!("sidecar {ns}/{name}"),
                 kind: Kind::Sidecar,
@@ -174,6 +179,9 @@ pub fn plan(resources: &[Resource], port_map: &BTreeMap<u16, u16>) -> Vec<ProxyP
                 labels,
                 locality,
                 gateway_ports: Vec::new(),
+                service_account: account
+                    .filter(|a| !a.is_empty())
+                    .unwrap_or_else(|| "default".into()),
             });
         }
     }
@@ -200,6 +208,7 @@ pub fn plan(resources: &[Resource], port_map: &BTreeMap<u16, u16>) -> Vec<ProxyP
                 .into_iter()
                 .map(|p| (p, port_map.get(&p).copied().unwrap_or(p)))
                 .collect(),
+            service_account: "istio-ingressgateway-service-account".into(),
         });
     }
     out

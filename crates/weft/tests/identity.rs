@@ -1,0 +1,120 @@
+//! Identities under `weft up --secure-xds-address`: each Weft proxy, as its own agent, gets a
+//! workload certificate from the mesh CA naming the SPIFFE identity of its workload's service
+//! account (Istio's ingress gateway account for the gateway), seen on its admin `/certs` as on
+//! Envoy's; each credential proves its own proxy's identity only.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use support::up::Up;
+use support::{Req, try_request};
+
+/// The SPIFFE URIs of a proxy's `default` secret, from its admin `/certs`.
+async fn identities(admin: SocketAddr) -> Vec<String> {
+    let Ok(r) = try_request(admin, &Req::get("admin", "/certs")).await else {
+        return Vec::new();
+    };
+    let Some(v) = r.json() else {
+        return Vec::new();
+    };
+    v["certificates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["cert_chain"].as_array().cloned().unwrap_or_default())
+        .flat_map(|c| {
+            c["subject_alt_names"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|s| s["uri"].as_str().map(str::to_string))
+        .collect()
+}
+
+fn admin(status: &Value, name: &str) -> SocketAddr {
+    Up::proxy(status, name).unwrap()["admin"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_weft_proxy_gets_the_identity_of_its_service_account() {
+    let echo = support::start_echo("web-v1").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("base.yaml"),
+        support::up::base_mesh(echo.port()),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("api.yaml"),
+        "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: { name: api, namespace: shop }\nspec: { address: 127.0.0.1, serviceAccount: api-sa, labels: { app: api } }\n",
+    )
+    .unwrap();
+    let ca_dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--secure-xds-address".to_string(),
+        "127.0.0.1:0".to_string(),
+        "--ca-dir".to_string(),
+        ca_dir.path().display().to_string(),
+    ];
+    let up = tokio::task::block_in_place(|| Up::start_with(dir.path(), false, &args));
+    let status = tokio::task::block_in_place(|| {
+        up.wait_status("three proxies", |s| {
+            s["proxies"].as_array().is_some_and(|p| p.len() == 3)
+        })
+    });
+    let want = [
+        (
+            "gateway istio=ingressgateway",
+            "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account",
+        ),
+        (
+            "sidecar default/web-v1",
+            "spiffe://cluster.local/ns/default/sa/default",
+        ),
+        (
+            "sidecar shop/api",
+            "spiffe://cluster.local/ns/shop/sa/api-sa",
+        ),
+    ];
+    for (name, identity) in want {
+        let admin = admin(&status, name);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let got = identities(admin).await;
+            if got == [identity] {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}: identities {got:?}, want {identity}\n{}",
+                up.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // The credentials are the proxies' own: readable by their owner only.
+    let run_dir = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n == format!("weft-up-{}", up.child.id()))
+        })
+        .expect("the run folder");
+    let credential = run_dir.join("sidecar-shop-api.credential");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&credential).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+}
