@@ -23,6 +23,9 @@ enum Command {
     Analyze(cmd::analyze::Args),
     /// Run the proxy from an Envoy v3 bootstrap file (the one `envoy -c` accepts).
     Proxy(cmd::proxy::Args),
+    /// Istio's pilot-agent for stock Envoy: the workload certificate from the mesh CA, renewed,
+    /// served over SDS on a Unix socket.
+    Agent(cmd::agent::Args),
     /// Run the control plane: translate a folder of Istio YAML and serve it to proxies over ADS.
     ControlPlane(cmd::control_plane::ControlPlaneArgs),
     /// Run a mesh on this machine from a folder of Istio YAML: the control plane, a sidecar per
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => cmd::validate::run(&args),
         Command::Analyze(args) => cmd::analyze::run(&args),
         Command::Proxy(args) => cmd::proxy::run(&args),
+        Command::Agent(args) => cmd::agent::run(&args),
         Command::ControlPlane(args) => cmd::control_plane::run(&args),
         Command::Up(args) => cmd::up::run(&args),
         Command::Demo(args) => cmd::demo::run(&args),

@@ -29,43 +29,8 @@ pub struct Args {
     /// Log level for the proxy's own log (not the access log).
     #[arg(short = 'l', long = "log-level", default_value = "info")]
     log_level: String,
-    /// The mesh CA (HOST:PORT, the control plane's 15012): the proxy, as its own agent, gets its
-    /// workload certificate there and renews it at half its life.
-    #[arg(long, requires_all = ["ca_root", "credential_file"])]
-    ca_address: Option<String>,
-    /// PEM roots the CA's server certificate must chain to.
-    #[arg(long)]
-    ca_root: Option<std::path::PathBuf>,
-    /// The name the CA's server certificate must carry.
-    #[arg(long, default_value = "istiod.istio-system.svc")]
-    ca_server_name: String,
-    /// File holding the credential that proves this proxy's identity to the CA.
-    #[arg(long)]
-    credential_file: Option<std::path::PathBuf>,
-    /// Lifetime to ask for the workload certificate, in seconds (the CA's default, 24 h, if
-    /// unset).
-    #[arg(long)]
-    cert_ttl_s: Option<u64>,
-}
-
-impl Args {
-    fn agent(&self) -> anyhow::Result<Option<weft_proxy::agent::AgentOptions>> {
-        let (Some(address), Some(root), Some(credential)) =
-            (&self.ca_address, &self.ca_root, &self.credential_file)
-        else {
-            return Ok(None);
-        };
-        let read = |p: &std::path::Path| {
-            std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
-        };
-        Ok(Some(weft_proxy::agent::AgentOptions {
-            ca_address: address.clone(),
-            ca_root: read(root)?,
-            ca_server_name: self.ca_server_name.clone(),
-            credential: read(credential)?.trim().to_string(),
-            ttl: self.cert_ttl_s.map(std::time::Duration::from_secs),
-        }))
-    }
+    #[command(flatten)]
+    ca: super::agent::CaArgs,
 }
 
 fn default_concurrency() -> usize {
@@ -105,7 +70,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         xds_address: args.xds.clone(),
         xds_delta: args.xds_delta,
         node_id: args.node_id.clone(),
-        agent: args.agent()?,
+        agent: args.ca.agent()?,
     };
     match weft_proxy::run::run(&options) {
         Ok(()) => Ok(ExitCode::SUCCESS),

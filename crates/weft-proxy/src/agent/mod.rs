@@ -3,6 +3,8 @@
 //! and renews it at half its life, keeping the one it has while renewal fails. What it holds is
 //! what Envoy's SDS secrets `default` (certificate and key) and `ROOTCA` (trusted roots) carry.
 
+pub mod sds;
+
 use arc_swap::ArcSwapOption;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -56,13 +58,27 @@ impl WorkloadCert {
     }
 }
 
-/// The proxy's secrets: read by TLS contexts and the admin `/certs`, replaced whole on renewal.
-#[derive(Debug, Default)]
+/// The proxy's secrets: read by TLS contexts, SDS and the admin `/certs`, replaced whole on
+/// renewal.
+#[derive(Debug)]
 pub struct SecretStore {
     pub current: ArcSwapOption<WorkloadCert>,
     /// Certificates obtained, and attempts that failed: the agent's health at a glance.
     pub issued: std::sync::atomic::AtomicU64,
     pub failed: std::sync::atomic::AtomicU64,
+    /// Bumped with every new certificate, for those who push it on (SDS streams).
+    pub version: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for SecretStore {
+    fn default() -> SecretStore {
+        SecretStore {
+            current: ArcSwapOption::empty(),
+            issued: std::sync::atomic::AtomicU64::new(0),
+            failed: std::sync::atomic::AtomicU64::new(0),
+            version: tokio::sync::watch::channel(0).0,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +115,7 @@ pub async fn run(options: AgentOptions, store: Arc<SecretStore>) {
                     .duration_since(SystemTime::now())
                     .unwrap_or_default();
                 store.current.store(Some(Arc::new(cert)));
+                store.version.send_modify(|v| *v += 1);
                 store
                     .issued
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
