@@ -118,3 +118,150 @@ async fn every_weft_proxy_gets_the_identity_of_its_service_account() {
     );
     assert_eq!(mode & 0o777, 0o600);
 }
+
+/// Connects gRPC to a Unix socket (tonic dials URIs; this dials the socket whatever the URI).
+#[derive(Clone)]
+struct UnixConnector(std::path::PathBuf);
+
+impl tonic::codegen::Service<tonic::codegen::http::Uri> for UnixConnector {
+    type Response = hyper_util::rt::TokioIo<tokio::net::UnixStream>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: tonic::codegen::http::Uri) -> Self::Future {
+        let path = self.0.clone();
+        Box::pin(async move {
+            Ok(hyper_util::rt::TokioIo::new(
+                tokio::net::UnixStream::connect(path).await?,
+            ))
+        })
+    }
+}
+
+/// The SPIFFE URIs of secret `default` as an agent serves it over SDS on `socket`, read with
+/// `openssl x509`.
+async fn sds_identities(socket: &std::path::Path, scratch: &std::path::Path) -> Vec<String> {
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{Secret, secret};
+    use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+    use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
+    use prost::Message;
+    let Ok(channel) = tonic::transport::Endpoint::from_static("http://agent")
+        .connect_with_connector(UnixConnector(socket.to_path_buf()))
+        .await
+    else {
+        return Vec::new();
+    };
+    let Ok(response) = SecretDiscoveryServiceClient::new(channel)
+        .fetch_secrets(DiscoveryRequest {
+            resource_names: vec!["default".into()],
+            ..Default::default()
+        })
+        .await
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for any in response.into_inner().resources {
+        let Ok(s) = Secret::decode(any.value.as_slice()) else {
+            continue;
+        };
+        let Some(secret::Type::TlsCertificate(tls)) = s.r#type else {
+            continue;
+        };
+        let Some(envoy_types::pb::envoy::config::core::v3::data_source::Specifier::InlineBytes(
+            pem,
+        )) = tls.certificate_chain.and_then(|d| d.specifier)
+        else {
+            continue;
+        };
+        let file = scratch.join("leaf.pem");
+        std::fs::write(&file, pem).unwrap();
+        let text = std::process::Command::new("openssl")
+            .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        out.extend(
+            String::from_utf8_lossy(&text.stdout)
+                .split([',', '\n'])
+                .filter_map(|s| s.trim().strip_prefix("URI:").map(str::to_string)),
+        );
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_envoy_gets_its_identity_from_an_agent_of_its_own() {
+    let echo = support::start_echo("web-v1").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("base.yaml"),
+        support::up::base_mesh(echo.port()),
+    )
+    .unwrap();
+    let ca_dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--secure-xds-address".to_string(),
+        "127.0.0.1:0".to_string(),
+        "--ca-dir".to_string(),
+        ca_dir.path().display().to_string(),
+    ];
+    let up = tokio::task::block_in_place(|| Up::start_with(dir.path(), true, &args));
+    tokio::task::block_in_place(|| {
+        up.wait_status("two proxies", |s| {
+            s["proxies"].as_array().is_some_and(|p| p.len() == 2)
+        })
+    });
+    let run_dir = std::env::temp_dir().join(format!("weft-up-{}", up.child.id()));
+    let scratch = tempfile::tempdir().unwrap();
+    for (socket, identity) in [
+        (
+            "gateway-istio-ingressgateway.sds.sock",
+            "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account",
+        ),
+        (
+            "sidecar-default-web-v1.sds.sock",
+            "spiffe://cluster.local/ns/default/sa/default",
+        ),
+    ] {
+        let path = run_dir.join(socket);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let got = sds_identities(&path, scratch.path()).await;
+            if got == [identity] {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{socket}: {got:?}, want {identity}\n{}",
+                up.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // Envoy's bootstrap names its agent's socket as Istio's `sds-grpc` cluster.
+    let bootstrap: Value = serde_json::from_str(
+        &std::fs::read_to_string(run_dir.join("sidecar-default-web-v1.yaml")).unwrap(),
+    )
+    .unwrap();
+    let clusters = bootstrap["static_resources"]["clusters"]
+        .as_array()
+        .unwrap();
+    let sds = clusters.iter().find(|c| c["name"] == "sds-grpc").unwrap();
+    assert_eq!(
+        sds["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["pipe"]["path"],
+        run_dir
+            .join("sidecar-default-web-v1.sds.sock")
+            .display()
+            .to_string()
+    );
+}

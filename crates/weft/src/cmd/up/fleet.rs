@@ -61,6 +61,8 @@ pub struct Managed {
     pub last_exit: Option<String>,
     /// The credential its current process proves its identity with.
     credential: Option<String>,
+    /// Envoy's agent (`weft agent`), serving it its certificate over SDS.
+    agent: Option<Child>,
 }
 
 impl Managed {
@@ -127,6 +129,7 @@ impl Fleet {
                         restarts: 0,
                         last_exit: None,
                         credential: None,
+                        agent: None,
                     };
                     start(&mut m, &self.opts);
                     if !quiet {
@@ -197,7 +200,7 @@ impl Fleet {
 }
 
 fn kill(m: &mut Managed) {
-    if let Some(mut child) = m.child.take() {
+    for mut child in [m.child.take(), m.agent.take()].into_iter().flatten() {
         let _ = child.kill();
         let _ = child.wait();
     }
@@ -221,16 +224,20 @@ fn start(m: &mut Managed, opts: &Options) {
         if let Some(old) = m.credential.take() {
             ids.credentials.revoke(&old);
         }
-        if opts.envoy.is_none() {
-            let identity = weft_ca::Identity::new(
-                &ids.trust_domain,
-                &m.plan.namespace,
-                &m.plan.service_account,
-            );
-            match ids.credentials.issue(identity) {
-                Ok(token) => m.credential = Some(token),
-                Err(e) => tracing::error!("{}: no credential: {e}", m.plan.label),
-            }
+        let identity = weft_ca::Identity::new(
+            &ids.trust_domain,
+            &m.plan.namespace,
+            &m.plan.service_account,
+        );
+        match ids.credentials.issue(identity) {
+            Ok(token) => m.credential = Some(token),
+            Err(e) => tracing::error!("{}: no credential: {e}", m.plan.label),
+        }
+    }
+    if opts.envoy.is_some() {
+        match spawn_agent(m, opts) {
+            Ok(agent) => m.agent = agent,
+            Err(e) => tracing::error!("{}: no agent: {e:#}", m.plan.label),
         }
     }
     match spawn(m, opts) {
@@ -245,8 +252,14 @@ fn start(m: &mut Managed, opts: &Options) {
 fn spawn(m: &Managed, opts: &Options) -> anyhow::Result<Child> {
     let p = &m.plan;
     let file = opts.run_dir.join(format!("{}.yaml", file_name(p)));
-    let text =
-        serde_json::to_string_pretty(&bootstrap(p, m.ports, opts.xds, &opts.gateway_address))?;
+    let sds = (opts.envoy.is_some() && m.credential.is_some()).then(|| sds_socket(opts, p));
+    let text = serde_json::to_string_pretty(&bootstrap(
+        p,
+        m.ports,
+        opts.xds,
+        &opts.gateway_address,
+        sds.as_deref(),
+    ))?;
     std::fs::write(&file, text)?;
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -269,16 +282,7 @@ fn spawn(m: &Managed, opts: &Options) -> anyhow::Result<Child> {
         None => {
             cmd.arg(&weft)
                 .args(["proxy", "--concurrency", "1", "-l", "warn"]);
-            if let (Some(ids), Some(token)) = (&opts.identity, &m.credential) {
-                let file = opts.run_dir.join(format!("{}.credential", file_name(p)));
-                write_private(&file, token)?;
-                cmd.arg("--ca-address")
-                    .arg(ids.ca_address.to_string())
-                    .arg("--ca-root")
-                    .arg(&ids.root_file)
-                    .arg("--credential-file")
-                    .arg(&file);
-            }
+            ca_args(&mut cmd, m, opts)?;
             cmd.arg("-c");
         }
     }
@@ -288,6 +292,56 @@ fn spawn(m: &Managed, opts: &Options) -> anyhow::Result<Child> {
         .stderr(log);
     cmd.spawn()
         .with_context(|| format!("cannot start the proxy for {}", p.label))
+}
+
+/// `--ca-address`, `--ca-root` and `--credential-file` for a proxy with a credential (written
+/// to a file of its own).
+fn ca_args(cmd: &mut Command, m: &Managed, opts: &Options) -> anyhow::Result<bool> {
+    let (Some(ids), Some(token)) = (&opts.identity, &m.credential) else {
+        return Ok(false);
+    };
+    let file = opts
+        .run_dir
+        .join(format!("{}.credential", file_name(&m.plan)));
+    write_private(&file, token)?;
+    cmd.arg("--ca-address")
+        .arg(ids.ca_address.to_string())
+        .arg("--ca-root")
+        .arg(&ids.root_file)
+        .arg("--credential-file")
+        .arg(&file);
+    Ok(true)
+}
+
+/// Where an Envoy's agent serves its secrets.
+fn sds_socket(opts: &Options, p: &ProxyPlan) -> PathBuf {
+    opts.run_dir.join(format!("{}.sds.sock", file_name(p)))
+}
+
+/// `weft agent` for an Envoy with a credential, as pilot-agent runs beside Envoy in a pod;
+/// its log goes to the proxy's.
+fn spawn_agent(m: &Managed, opts: &Options) -> anyhow::Result<Option<Child>> {
+    let weft = std::env::current_exe()?;
+    let mut cmd = Command::new(&weft);
+    cmd.args(["exec-with-parent", &std::process::id().to_string(), "--"])
+        .arg(&weft)
+        .args(["agent", "-l", "warn"]);
+    if !ca_args(&mut cmd, m, opts)? {
+        return Ok(None);
+    }
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_file(&opts.run_dir, &m.plan))?;
+    cmd.arg("--sds-socket")
+        .arg(sds_socket(opts, &m.plan))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start the agent for {}", m.plan.label))?;
+    Ok(Some(child))
 }
 
 /// A file only its owner reads: a credential is as good as the identity it proves.

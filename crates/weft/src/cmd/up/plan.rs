@@ -221,6 +221,7 @@ pub fn bootstrap(
     ports: ProxyPorts,
     xds: SocketAddr,
     gateway_address: &str,
+    sds_socket: Option<&std::path::Path>,
 ) -> serde_json::Value {
     let mut metadata = json!({
         "NAMESPACE": p.namespace,
@@ -249,6 +250,38 @@ pub fn bootstrap(
             "sub_zone": parts.next().unwrap_or(""),
         });
     }
+    let mut clusters = vec![json!({
+        "name": "xds-grpc",
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": { "http2_protocol_options": {} }
+            }
+        },
+        "load_assignment": { "cluster_name": "xds-grpc", "endpoints": [ { "lb_endpoints": [ {
+            "endpoint": { "address": { "socket_address": {
+                "address": xds.ip().to_string(), "port_value": xds.port() } } }
+        } ] } ] }
+    })];
+    // Istio's `sds-grpc`: where Envoy reads secrets `default` and `ROOTCA` from its agent.
+    if let Some(socket) = sds_socket {
+        clusters.push(json!({
+            "name": "sds-grpc",
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "typed_extension_protocol_options": {
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "explicit_http_config": { "http2_protocol_options": {} }
+                }
+            },
+            "load_assignment": { "cluster_name": "sds-grpc", "endpoints": [ { "lb_endpoints": [ {
+                "endpoint": { "address": { "pipe": { "path": socket.display().to_string() } } }
+            } ] } ] }
+        }));
+    }
     json!({
         "node": node,
         "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": ports.admin } } },
@@ -261,21 +294,7 @@ pub fn bootstrap(
             "cds_config": { "ads": {}, "resource_api_version": "V3" },
             "lds_config": { "ads": {}, "resource_api_version": "V3" }
         },
-        "static_resources": { "clusters": [ {
-            "name": "xds-grpc",
-            "type": "STATIC",
-            "connect_timeout": "1s",
-            "typed_extension_protocol_options": {
-                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                    "explicit_http_config": { "http2_protocol_options": {} }
-                }
-            },
-            "load_assignment": { "cluster_name": "xds-grpc", "endpoints": [ { "lb_endpoints": [ {
-                "endpoint": { "address": { "socket_address": {
-                    "address": xds.ip().to_string(), "port_value": xds.port() } } }
-            } ] } ] }
-        } ] }
+        "static_resources": { "clusters": clusters }
     })
 }
 
