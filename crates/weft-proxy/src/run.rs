@@ -202,6 +202,20 @@ fn ads_config(
     origin: &str,
 ) -> Result<Option<AdsConfig>, ConfigError> {
     let node = bootstrap.node.clone().unwrap_or_default();
+    // `api_config_source` passes the field check for SDS only (see `supported`).
+    if let Some(d) = &bootstrap.dynamic_resources {
+        for (name, source) in [("lds_config", &d.lds_config), ("cds_config", &d.cds_config)] {
+            if source.as_ref().is_some_and(|s| !crate::config::convert::is_ads(s)) {
+                return Err(field_error(
+                    origin,
+                    FieldError::new(
+                        format!("dynamic_resources.{name}"),
+                        "must be {ads: {}}: the Weft proxy takes LDS and CDS over ADS",
+                    ),
+                ));
+            }
+        }
+    }
     if let Some(address) = &options.xds_address {
         let uri = if address.contains("://") {
             address.clone()

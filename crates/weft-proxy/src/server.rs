@@ -168,7 +168,7 @@ impl ServerState {
             xds: XdsStats::default(),
             codec: crate::stats::CodecStats::default(),
             local_address: node_address(),
-            secrets: Arc::default(),
+            secrets: crate::agent::secrets().clone(),
         })
     }
 

@@ -4,15 +4,25 @@
 //! what Envoy's SDS secrets `default` (certificate and key) and `ROOTCA` (trusted roots) carry.
 
 pub mod sds;
+pub mod tls;
 
 use arc_swap::ArcSwapOption;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+use rustls_pki_types::pem::PemObject;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use weft_ca::service::{
     CREATE_CERTIFICATE_PATH, IstioCertificateRequest, IstioCertificateResponse,
 };
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+
+static SECRETS: std::sync::OnceLock<Arc<SecretStore>> = std::sync::OnceLock::new();
+
+/// The process's secrets: one identity per proxy process, as one agent per pod. TLS contexts
+/// that name SDS secrets read them here.
+pub fn secrets() -> &'static Arc<SecretStore> {
+    SECRETS.get_or_init(Arc::default)
+}
 
 /// Where the CA is and how to prove who this proxy is.
 #[derive(Debug, Clone)]
@@ -44,6 +54,10 @@ pub struct WorkloadCert {
     pub not_after: SystemTime,
     /// When this proxy received it, by its own clock.
     pub received: SystemTime,
+    /// The chain and key as TLS presents them.
+    pub certified: Arc<rustls::sign::CertifiedKey>,
+    /// The roots as TLS checks peers against them.
+    pub root_store: Arc<rustls::RootCertStore>,
 }
 
 impl WorkloadCert {
@@ -192,7 +206,7 @@ fn workload_cert(mut chain: Vec<String>, key: String) -> Result<WorkloadCert, Ag
     }
     let roots = chain.pop().unwrap_or_default();
     let leaf_pem = chain.first().cloned().unwrap_or_default();
-    let der = rustls_pki_types::pem::PemObject::from_pem_slice(leaf_pem.as_bytes())
+    let der = PemObject::from_pem_slice(leaf_pem.as_bytes())
         .map(|c: rustls_pki_types::CertificateDer<'static>| c.to_vec())
         .map_err(|e| AgentError::Answer(format!("the leaf is not PEM: {e}")))?;
     let (_, leaf) = X509Certificate::from_der(&der)
@@ -212,6 +226,27 @@ fn workload_cert(mut chain: Vec<String>, key: String) -> Result<WorkloadCert, Ag
                 .collect()
         })
         .unwrap_or_default();
+    let answer = |what: &str, e: &dyn std::fmt::Display| AgentError::Answer(format!("{what}: {e}"));
+    let chain_der: Vec<rustls_pki_types::CertificateDer<'static>> = chain
+        .iter()
+        .flat_map(|pem| rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| answer("the chain is not PEM", &e))?;
+    let key_der = rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes())
+        .map_err(|e| answer("the key is not PEM", &e))?;
+    let provider = crate::upstream::tls::provider();
+    let signing = provider
+        .key_provider
+        .load_private_key(key_der)
+        .map_err(|e| answer("the key is unusable", &e))?;
+    let certified = Arc::new(rustls::sign::CertifiedKey::new(chain_der, signing));
+    let mut root_store = rustls::RootCertStore::empty();
+    for root in rustls_pki_types::CertificateDer::pem_slice_iter(roots.as_bytes()) {
+        let root = root.map_err(|e| answer("the roots are not PEM", &e))?;
+        root_store
+            .add(root)
+            .map_err(|e| answer("a root is unusable", &e))?;
+    }
     let time = |t: x509_parser::time::ASN1Time| {
         SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(t.timestamp()).unwrap_or(0))
     };
@@ -222,6 +257,8 @@ fn workload_cert(mut chain: Vec<String>, key: String) -> Result<WorkloadCert, Ag
         not_before: time(validity.not_before),
         not_after: time(validity.not_after),
         received: SystemTime::now(),
+        certified,
+        root_store: Arc::new(root_store),
         chain,
         key,
         roots,

@@ -23,9 +23,11 @@ const TABLE: &[(&str, &str)] = &[
         "lds_config cds_config ads_config",
     ),
     // xDS: only ADS over gRPC, which is what Istio's proxies use.
+    // `api_config_source` only for SDS (its secrets come from the proxy's own agent, whatever
+    // the source names); LDS, CDS, RDS and EDS refuse anything but `ads` where they read it.
     (
         "envoy.config.core.v3.ConfigSource",
-        "ads resource_api_version=V3 initial_fetch_timeout",
+        "ads api_config_source resource_api_version=V3 initial_fetch_timeout",
     ),
     ("envoy.config.core.v3.AggregatedConfigSource", ""),
     (
@@ -178,7 +180,21 @@ const TABLE: &[(&str, &str)] = &[
     ),
     (
         "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext",
-        "tls_params tls_certificates validation_context alpn_protocols",
+        "tls_params tls_certificates validation_context alpn_protocols \
+         tls_certificate_sds_secret_configs validation_context_sds_secret_config \
+         combined_validation_context",
+    ),
+    (
+        "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext.CombinedCertificateValidationContext",
+        "default_validation_context validation_context_sds_secret_config",
+    ),
+    (
+        "envoy.extensions.transport_sockets.tls.v3.SdsSecretConfig",
+        "name sds_config",
+    ),
+    (
+        "envoy.extensions.transport_sockets.tls.v3.SubjectAltNameMatcher",
+        "san_type=DNS|URI|EMAIL|IP_ADDRESS matcher",
     ),
     (
         "envoy.extensions.transport_sockets.tls.v3.TlsParameters",
@@ -190,7 +206,7 @@ const TABLE: &[(&str, &str)] = &[
     ),
     (
         "envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext",
-        "trusted_ca",
+        "trusted_ca match_typed_subject_alt_names match_subject_alt_names",
     ),
     // Routes
     (

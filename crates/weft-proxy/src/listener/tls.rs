@@ -4,21 +4,35 @@
 //! As in Envoy: the server certificate is the context's one `tls_certificates` entry; ALPN
 //! offers `alpn_protocols`; with a `validation_context.trusted_ca` a client certificate is asked
 //! for and, when given, must lead to that CA; `require_client_certificate` refuses a client
-//! without one.
+//! without one. The certificate may be SDS secret `default` and the CA SDS `ROOTCA` (the agent's,
+//! read at each handshake), and the client's SANs may be required to match.
 
 use rustls::ServerConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use crate::agent::tls::{PeerVerifier, Roots, SanMatcher, SdsCertificate};
 use rustls::server::WebPkiClientVerifier;
 use std::sync::Arc;
+
+/// The certificate a server presents.
+#[derive(Debug)]
+pub enum ServerCert {
+    Static {
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    },
+    /// SDS `default`: the agent's workload certificate.
+    Sds,
+}
 
 /// What `convert` reads from the proto.
 #[derive(Debug)]
 pub struct ServerSettings {
-    pub chain: Vec<CertificateDer<'static>>,
-    pub key: PrivateKeyDer<'static>,
+    pub cert: ServerCert,
     pub alpn: Vec<Vec<u8>>,
     pub versions: Vec<&'static rustls::SupportedProtocolVersion>,
-    pub client_ca: Option<Vec<CertificateDer<'static>>>,
+    pub client_ca: Option<Roots>,
+    /// Client certificates must carry a SAN one of these accepts (none: any).
+    pub client_sans: Vec<SanMatcher>,
     pub require_client_certificate: bool,
 }
 
@@ -49,13 +63,8 @@ impl DownstreamTls {
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&settings.versions)?;
         let builder = match settings.client_ca {
-            Some(cas) => {
-                let mut roots = rustls::RootCertStore::empty();
-                for ca in cas {
-                    roots.add(ca)?;
-                }
-                let verifier =
-                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            Some(Roots::Static(roots)) if settings.client_sans.is_empty() => {
+                let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider);
                 let verifier = if settings.require_client_certificate {
                     verifier.build()?
                 } else {
@@ -63,12 +72,23 @@ impl DownstreamTls {
                 };
                 builder.with_client_cert_verifier(verifier)
             }
+            Some(roots) => builder.with_client_cert_verifier(Arc::new(PeerVerifier::new(
+                roots,
+                settings.client_sans,
+                settings.require_client_certificate,
+                provider,
+            ))),
             None if settings.require_client_certificate => {
                 return Err(DownstreamTlsError::NoClientCa);
             }
             None => builder.with_no_client_auth(),
         };
-        let mut config = builder.with_single_cert(settings.chain, settings.key)?;
+        let mut config = match settings.cert {
+            ServerCert::Static { chain, key } => builder.with_single_cert(chain, key)?,
+            ServerCert::Sds => builder.with_cert_resolver(Arc::new(SdsCertificate(
+                crate::agent::secrets().clone(),
+            ))),
+        };
         config.alpn_protocols = settings.alpn;
         Ok(DownstreamTls {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),

@@ -3,9 +3,13 @@
 //! - with a `validation_context.trusted_ca`, the chain must lead to that CA, but the host name is
 //!   not compared with the certificate (Envoy checks names only when told which to expect);
 //! - without one, any certificate is accepted, as Envoy does;
+//! - with SAN matchers (`match_typed_subject_alt_names`), the certificate must carry a SAN one
+//!   of them accepts: secure naming, the server's SPIFFE identity;
+//! - the client certificate and the CA may be SDS `default` and `ROOTCA` (the agent's);
 //! - SNI only when `sni` is set;
 //! - ALPN from `alpn_protocols`, else the HTTP version the pool speaks (`h2` / `http/1.1`).
 
+use crate::agent::tls::{Roots, SanMatcher, SdsCertificate, sans_match};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -36,15 +40,24 @@ impl PartialEq for UpstreamTls {
     }
 }
 
+/// The certificate a client presents.
+#[derive(Debug)]
+pub enum ClientCert {
+    Static(
+        Vec<CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    ),
+    /// SDS `default`: the agent's workload certificate.
+    Sds,
+}
+
 /// What `convert` reads from the proto, before configs are built.
 #[derive(Debug, Default)]
 pub struct TlsSettings {
     pub sni: Option<String>,
-    pub trusted_ca: Option<Vec<CertificateDer<'static>>>,
-    pub client_cert: Option<(
-        Vec<CertificateDer<'static>>,
-        rustls::pki_types::PrivateKeyDer<'static>,
-    )>,
+    pub trusted_ca: Option<Roots>,
+    pub sans: Vec<SanMatcher>,
+    pub client_cert: Option<ClientCert>,
     pub alpn: Vec<Vec<u8>>,
     pub versions: Vec<&'static rustls::SupportedProtocolVersion>,
 }
@@ -64,18 +77,9 @@ pub fn provider() -> Arc<CryptoProvider> {
 impl UpstreamTls {
     pub fn build(settings: TlsSettings, source: String) -> Result<Self, TlsConfigError> {
         let provider = provider();
-        let roots = match &settings.trusted_ca {
-            Some(cas) => {
-                let mut roots = RootCertStore::empty();
-                for ca in cas {
-                    roots.add(ca.clone())?;
-                }
-                Some(Arc::new(roots))
-            }
-            None => None,
-        };
         let verifier: Arc<dyn ServerCertVerifier> = Arc::new(EnvoyVerifier {
-            roots,
+            roots: settings.trusted_ca.clone(),
+            sans: settings.sans.clone(),
             provider: provider.clone(),
         });
         let make = |fallback: &[&[u8]]| -> Result<Arc<ClientConfig>, TlsConfigError> {
@@ -84,9 +88,12 @@ impl UpstreamTls {
                 .dangerous()
                 .with_custom_certificate_verifier(verifier.clone());
             let mut config = match &settings.client_cert {
-                Some((chain, key)) => {
+                Some(ClientCert::Static(chain, key)) => {
                     builder.with_client_auth_cert(chain.clone(), key.clone_key())?
                 }
+                Some(ClientCert::Sds) => builder.with_client_cert_resolver(Arc::new(
+                    SdsCertificate(crate::agent::secrets().clone()),
+                )),
                 None => builder.with_no_client_auth(),
             };
             config.alpn_protocols = if settings.alpn.is_empty() {
@@ -134,11 +141,12 @@ impl UpstreamTls {
 
 /// Envoy's check of an upstream certificate: with `roots` (a `trusted_ca`), the chain must lead
 /// to one of them, and the name is not compared (see the module doc); without, any certificate
-/// is accepted. The handshake signature is checked either way, so the peer holds the
-/// certificate's key.
+/// is accepted. With `sans`, a SAN must match. The handshake signature is checked either way,
+/// so the peer holds the certificate's key.
 #[derive(Debug)]
 struct EnvoyVerifier {
-    roots: Option<Arc<RootCertStore>>,
+    roots: Option<Roots>,
+    sans: Vec<SanMatcher>,
     provider: Arc<CryptoProvider>,
 }
 
@@ -152,14 +160,22 @@ impl ServerCertVerifier for EnvoyVerifier {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         if let Some(roots) = &self.roots {
+            let roots: Arc<RootCertStore> = roots
+                .current()
+                .ok_or_else(|| rustls::Error::General("no trusted roots yet".into()))?;
             let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
             rustls::client::verify_server_cert_signed_by_trust_anchor(
                 &cert,
-                roots,
+                &roots,
                 intermediates,
                 now,
                 self.provider.signature_verification_algorithms.all,
             )?;
+        }
+        if !self.sans.is_empty() && !sans_match(&self.sans, end_entity) {
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ));
         }
         Ok(ServerCertVerified::assertion())
     }

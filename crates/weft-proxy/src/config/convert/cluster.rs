@@ -190,6 +190,12 @@ pub fn cluster(c: &pb::Cluster, path: &str) -> Result<ClusterConfig> {
         .as_ref()
         .and_then(|e| e.eds_config.as_ref())
     {
+        Some(source) if !super::is_ads(source) => {
+            return Err(FieldError::new(
+                format!("{path}.eds_cluster_config.eds_config"),
+                "must be {ads: {}}: the Weft proxy takes EDS over ADS",
+            ));
+        }
         Some(source) => super::initial_fetch_timeout(source),
         None => Some(super::DEFAULT_INITIAL_FETCH_TIMEOUT),
     };

@@ -284,7 +284,7 @@ fn connection_manager(
             let Some(source) = rds
                 .config_source
                 .as_ref()
-                .filter(|c| c.config_source_specifier.is_some())
+                .filter(|c| super::is_ads(c))
             else {
                 return Err(FieldError::new(
                     format!("{path}.rds.config_source"),

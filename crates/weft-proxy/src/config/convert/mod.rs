@@ -99,6 +99,14 @@ pub(crate) fn regex(re: &str, path: &str) -> Result<regex::Regex> {
 }
 
 /// The snapshot a static bootstrap describes.
+/// Whether a config source is `ads`, the only one LDS, CDS, RDS and EDS take.
+pub fn is_ads(source: &envoy_types::pb::envoy::config::core::v3::ConfigSource) -> bool {
+    matches!(
+        source.config_source_specifier,
+        Some(envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier::Ads(_))
+    )
+}
+
 pub fn static_snapshot(
     bootstrap: &Bootstrap,
     store: &StatsStore,

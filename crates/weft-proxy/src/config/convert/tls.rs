@@ -5,12 +5,13 @@
 
 use super::{Result, decode_any, type_name};
 use crate::config::FieldError;
-use crate::listener::tls::{DownstreamTls, ServerSettings};
-use crate::upstream::tls::{TlsSettings, UpstreamTls};
+use crate::agent::tls::{Roots, SanMatcher, SanType};
+use crate::listener::tls::{DownstreamTls, ServerCert, ServerSettings};
+use crate::upstream::tls::{ClientCert, TlsSettings, UpstreamTls};
 use envoy_types::pb::envoy::config::core::v3::{DataSource, TransportSocket, data_source};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, TlsCertificate,
-    UpstreamTlsContext, common_tls_context, tls_parameters,
+    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig,
+    TlsCertificate, UpstreamTlsContext, common_tls_context, tls_parameters,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -54,18 +55,13 @@ pub fn downstream(t: &TransportSocket, path: &str) -> Result<Arc<DownstreamTls>>
     let cpath = format!("{tpath}.common_tls_context");
     let default = CommonTlsContext::default();
     let common = ctx.common_tls_context.as_ref().unwrap_or(&default);
-    let (chain, key) = match common.tls_certificates.as_slice() {
-        [cert] => certificate(cert, &format!("{cpath}.tls_certificates[0]"))?,
-        [] => {
+    let cert = match context_certificate(common, &cpath)? {
+        Some(Cert::Static(chain, key)) => ServerCert::Static { chain, key },
+        Some(Cert::Sds) => ServerCert::Sds,
+        None => {
             return Err(FieldError::new(
                 format!("{cpath}.tls_certificates"),
                 "a server certificate is required",
-            ));
-        }
-        _ => {
-            return Err(FieldError::new(
-                format!("{cpath}.tls_certificates"),
-                "the Weft proxy takes one server certificate per filter chain",
             ));
         }
     };
@@ -79,21 +75,9 @@ pub fn downstream(t: &TransportSocket, path: &str) -> Result<Arc<DownstreamTls>>
         )?,
         None => vec![&rustls::version::TLS12, &rustls::version::TLS13],
     };
-    let client_ca = match &common.validation_context_type {
-        None => None,
-        Some(common_tls_context::ValidationContextType::ValidationContext(v)) => {
-            trusted_ca(v, &format!("{cpath}.validation_context"))?
-        }
-        Some(_) => {
-            return Err(FieldError::new(
-                format!("{cpath}.validation_context_sds_secret_config"),
-                "only an inline validation_context is supported",
-            ));
-        }
-    };
+    let (client_ca, client_sans) = context_validation(common, &cpath)?;
     let settings = ServerSettings {
-        chain,
-        key,
+        cert,
         alpn: common
             .alpn_protocols
             .iter()
@@ -101,6 +85,7 @@ pub fn downstream(t: &TransportSocket, path: &str) -> Result<Arc<DownstreamTls>>
             .collect(),
         versions,
         client_ca,
+        client_sans,
         require_client_certificate: ctx
             .require_client_certificate
             .as_ref()
@@ -156,46 +141,177 @@ pub fn transport_socket(t: &TransportSocket, path: &str) -> Result<Option<Arc<Up
                 &format!("{cpath}.tls_params"),
             )?;
         }
-        match common.tls_certificates.as_slice() {
-            [] => {}
-            [cert] => {
-                settings.client_cert =
-                    Some(certificate(cert, &format!("{cpath}.tls_certificates[0]"))?);
-            }
-            _ => {
-                return Err(FieldError::new(
-                    format!("{cpath}.tls_certificates"),
-                    "an upstream context takes at most one certificate",
-                ));
-            }
-        }
-        match &common.validation_context_type {
-            None => {}
-            Some(common_tls_context::ValidationContextType::ValidationContext(v)) => {
-                settings.trusted_ca = trusted_ca(v, &format!("{cpath}.validation_context"))?;
-            }
-            Some(_) => {
-                return Err(FieldError::new(
-                    format!("{cpath}.validation_context_sds_secret_config"),
-                    "only an inline validation_context is supported",
-                ));
-            }
-        }
+        settings.client_cert = match context_certificate(common, &cpath)? {
+            Some(Cert::Static(chain, key)) => Some(ClientCert::Static(chain, key)),
+            Some(Cert::Sds) => Some(ClientCert::Sds),
+            None => None,
+        };
+        (settings.trusted_ca, settings.sans) = context_validation(common, &cpath)?;
     }
     UpstreamTls::build(settings, format!("{ctx:?}"))
         .map(|t| Some(Arc::new(t)))
         .map_err(|e| FieldError::new(tpath, e.to_string()))
 }
 
-fn trusted_ca(
-    v: &CertificateValidationContext,
-    path: &str,
-) -> Result<Option<Vec<CertificateDer<'static>>>> {
+/// A context's own certificate.
+enum Cert {
+    Static(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
+    /// SDS `default`.
+    Sds,
+}
+
+/// Istio's SDS secret names, served by the proxy's own agent whatever `sds_config` names (in a
+/// pod, `sds-grpc` is the agent next door; here the agent is in the proxy).
+const SDS_CERTIFICATE: &str = "default";
+const SDS_ROOTS: &str = "ROOTCA";
+
+fn sds_name(sds: &SdsSecretConfig, want: &str, path: &str) -> Result<()> {
+    if sds.name == want {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            format!("{path}.name"),
+            format!(
+                "the Weft proxy's agent serves SDS secrets {SDS_CERTIFICATE:?} and {SDS_ROOTS:?}; here it must be {want:?}, not {:?}",
+                sds.name
+            ),
+        ))
+    }
+}
+
+/// `tls_certificates` (one) or `tls_certificate_sds_secret_configs` (SDS `default`).
+fn context_certificate(common: &CommonTlsContext, cpath: &str) -> Result<Option<Cert>> {
+    match (
+        common.tls_certificates.as_slice(),
+        common.tls_certificate_sds_secret_configs.as_slice(),
+    ) {
+        ([], []) => Ok(None),
+        ([cert], []) => {
+            let (chain, key) = certificate(cert, &format!("{cpath}.tls_certificates[0]"))?;
+            Ok(Some(Cert::Static(chain, key)))
+        }
+        ([], [sds]) => {
+            let path = format!("{cpath}.tls_certificate_sds_secret_configs[0]");
+            sds_name(sds, SDS_CERTIFICATE, &path)?;
+            Ok(Some(Cert::Sds))
+        }
+        ([], _) => Err(FieldError::new(
+            format!("{cpath}.tls_certificate_sds_secret_configs"),
+            "the Weft proxy takes one certificate per context",
+        )),
+        (_, []) => Err(FieldError::new(
+            format!("{cpath}.tls_certificates"),
+            "the Weft proxy takes one certificate per context",
+        )),
+        (_, _) => Err(FieldError::new(
+            format!("{cpath}.tls_certificate_sds_secret_configs"),
+            "give tls_certificates or tls_certificate_sds_secret_configs, not both",
+        )),
+    }
+}
+
+/// The roots peers are checked against, and the SANs they must carry: an inline
+/// `validation_context`, SDS `ROOTCA`, or both combined (Istio's shape).
+fn context_validation(
+    common: &CommonTlsContext,
+    cpath: &str,
+) -> Result<(Option<Roots>, Vec<SanMatcher>)> {
+    use common_tls_context::ValidationContextType as V;
+    match &common.validation_context_type {
+        None => Ok((None, Vec::new())),
+        Some(V::ValidationContext(v)) => {
+            let path = format!("{cpath}.validation_context");
+            let roots = trusted_ca(v, &path)?;
+            Ok((roots, san_matchers(v, &path)?))
+        }
+        Some(V::ValidationContextSdsSecretConfig(sds)) => {
+            sds_name(sds, SDS_ROOTS, &format!("{cpath}.validation_context_sds_secret_config"))?;
+            Ok((Some(Roots::Sds(crate::agent::secrets().clone())), Vec::new()))
+        }
+        Some(V::CombinedValidationContext(c)) => {
+            let path = format!("{cpath}.combined_validation_context");
+            let Some(sds) = &c.validation_context_sds_secret_config else {
+                return Err(FieldError::new(
+                    format!("{path}.validation_context_sds_secret_config"),
+                    "is required",
+                ));
+            };
+            sds_name(sds, SDS_ROOTS, &format!("{path}.validation_context_sds_secret_config"))?;
+            let sans = match &c.default_validation_context {
+                Some(v) => {
+                    let vpath = format!("{path}.default_validation_context");
+                    if v.trusted_ca.is_some() {
+                        return Err(FieldError::new(
+                            format!("{vpath}.trusted_ca"),
+                            "the roots come from SDS ROOTCA here",
+                        ));
+                    }
+                    san_matchers(v, &vpath)?
+                }
+                None => Vec::new(),
+            };
+            Ok((Some(Roots::Sds(crate::agent::secrets().clone())), sans))
+        }
+        Some(_) => Err(FieldError::new(
+            cpath,
+            "this validation context type is not supported by the Weft proxy",
+        )),
+    }
+}
+
+/// `match_typed_subject_alt_names`, and the older `match_subject_alt_names` (any SAN type).
+fn san_matchers(v: &CertificateValidationContext, path: &str) -> Result<Vec<SanMatcher>> {
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::subject_alt_name_matcher::SanType as Pb;
+    let mut out = Vec::new();
+    for (i, m) in v.match_typed_subject_alt_names.iter().enumerate() {
+        let mpath = format!("{path}.match_typed_subject_alt_names[{i}]");
+        let san_type = match Pb::try_from(m.san_type) {
+            Ok(Pb::Dns) => SanType::Dns,
+            Ok(Pb::Uri) => SanType::Uri,
+            Ok(Pb::Email) => SanType::Email,
+            Ok(Pb::IpAddress) => SanType::IpAddress,
+            _ => {
+                return Err(FieldError::new(
+                    format!("{mpath}.san_type"),
+                    "must be DNS, URI, EMAIL or IP_ADDRESS",
+                ));
+            }
+        };
+        let Some(matcher) = &m.matcher else {
+            return Err(FieldError::new(format!("{mpath}.matcher"), "is required"));
+        };
+        out.push(SanMatcher {
+            san_type,
+            matcher: super::headers::string_match(matcher, &format!("{mpath}.matcher"))?,
+        });
+    }
+    // Deprecated in Envoy, still written by older control planes and by hand.
+    #[allow(deprecated)]
+    let legacy = &v.match_subject_alt_names;
+    for (i, m) in legacy.iter().enumerate() {
+        out.push(SanMatcher {
+            san_type: SanType::Any,
+            matcher: super::headers::string_match(
+                m,
+                &format!("{path}.match_subject_alt_names[{i}]"),
+            )?,
+        });
+    }
+    Ok(out)
+}
+
+fn trusted_ca(v: &CertificateValidationContext, path: &str) -> Result<Option<Roots>> {
     let Some(ca) = &v.trusted_ca else {
         return Ok(None);
     };
     let pem = data(Some(ca), &format!("{path}.trusted_ca"))?;
-    certificates(&pem, &format!("{path}.trusted_ca")).map(Some)
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certificates(&pem, &format!("{path}.trusted_ca"))? {
+        roots
+            .add(cert)
+            .map_err(|e| FieldError::new(format!("{path}.trusted_ca"), e.to_string()))?;
+    }
+    Ok(Some(Roots::Static(Arc::new(roots))))
 }
 
 fn certificates(pem: &[u8], path: &str) -> Result<Vec<CertificateDer<'static>>> {
