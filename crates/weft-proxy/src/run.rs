@@ -205,7 +205,10 @@ fn ads_config(
     // `api_config_source` passes the field check for SDS only (see `supported`).
     if let Some(d) = &bootstrap.dynamic_resources {
         for (name, source) in [("lds_config", &d.lds_config), ("cds_config", &d.cds_config)] {
-            if source.as_ref().is_some_and(|s| !crate::config::convert::is_ads(s)) {
+            if source
+                .as_ref()
+                .is_some_and(|s| !crate::config::convert::is_ads(s))
+            {
                 return Err(field_error(
                     origin,
                     FieldError::new(

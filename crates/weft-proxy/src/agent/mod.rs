@@ -7,9 +7,9 @@ pub mod sds;
 pub mod tls;
 
 use arc_swap::ArcSwapOption;
+use rustls_pki_types::pem::PemObject;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use rustls_pki_types::pem::PemObject;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig};
 use weft_ca::service::{
     CREATE_CERTIFICATE_PATH, IstioCertificateRequest, IstioCertificateResponse,

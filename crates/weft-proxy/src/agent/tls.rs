@@ -75,8 +75,14 @@ pub fn sans_match(matchers: &[SanMatcher], cert: &CertificateDer<'_>) -> bool {
 
 fn ip_text(bytes: &[u8]) -> String {
     match bytes.len() {
-        4 => <[u8; 4]>::try_from(bytes).map_or_else(|_| String::new(), |b| std::net::Ipv4Addr::from(b).to_string()),
-        16 => <[u8; 16]>::try_from(bytes).map_or_else(|_| String::new(), |b| std::net::Ipv6Addr::from(b).to_string()),
+        4 => <[u8; 4]>::try_from(bytes).map_or_else(
+            |_| String::new(),
+            |b| std::net::Ipv4Addr::from(b).to_string(),
+        ),
+        16 => <[u8; 16]>::try_from(bytes).map_or_else(
+            |_| String::new(),
+            |b| std::net::Ipv6Addr::from(b).to_string(),
+        ),
         _ => String::new(),
     }
 }
@@ -119,8 +125,11 @@ pub struct PeerVerifier {
     sans: Vec<SanMatcher>,
     mandatory: bool,
     provider: Arc<CryptoProvider>,
-    built: Mutex<Option<(Arc<RootCertStore>, Arc<dyn ClientCertVerifier>)>>,
+    built: Mutex<Option<Built>>,
 }
+
+/// rustls's verifier for one root set, and that set.
+type Built = (Arc<RootCertStore>, Arc<dyn ClientCertVerifier>);
 
 impl PeerVerifier {
     pub fn new(
@@ -149,10 +158,11 @@ impl PeerVerifier {
         {
             return Ok(v.clone());
         }
-        let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), self.provider.clone())
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(roots.clone(), self.provider.clone())
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
         *built = Some((roots, verifier.clone()));
         Ok(verifier)
     }

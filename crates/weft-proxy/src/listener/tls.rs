@@ -7,9 +7,9 @@
 //! without one. The certificate may be SDS secret `default` and the CA SDS `ROOTCA` (the agent's,
 //! read at each handshake), and the client's SANs may be required to match.
 
+use crate::agent::tls::{PeerVerifier, Roots, SanMatcher, SdsCertificate};
 use rustls::ServerConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use crate::agent::tls::{PeerVerifier, Roots, SanMatcher, SdsCertificate};
 use rustls::server::WebPkiClientVerifier;
 use std::sync::Arc;
 
@@ -85,9 +85,8 @@ impl DownstreamTls {
         };
         let mut config = match settings.cert {
             ServerCert::Static { chain, key } => builder.with_single_cert(chain, key)?,
-            ServerCert::Sds => builder.with_cert_resolver(Arc::new(SdsCertificate(
-                crate::agent::secrets().clone(),
-            ))),
+            ServerCert::Sds => builder
+                .with_cert_resolver(Arc::new(SdsCertificate(crate::agent::secrets().clone()))),
         };
         config.alpn_protocols = settings.alpn;
         Ok(DownstreamTls {

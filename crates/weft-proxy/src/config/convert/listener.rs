@@ -281,11 +281,7 @@ fn connection_manager(
                     "is required",
                 ));
             }
-            let Some(source) = rds
-                .config_source
-                .as_ref()
-                .filter(|c| super::is_ads(c))
-            else {
+            let Some(source) = rds.config_source.as_ref().filter(|c| super::is_ads(c)) else {
                 return Err(FieldError::new(
                     format!("{path}.rds.config_source"),
                     "must be {ads: {}}",

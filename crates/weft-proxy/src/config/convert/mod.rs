@@ -103,7 +103,9 @@ pub(crate) fn regex(re: &str, path: &str) -> Result<regex::Regex> {
 pub fn is_ads(source: &envoy_types::pb::envoy::config::core::v3::ConfigSource) -> bool {
     matches!(
         source.config_source_specifier,
-        Some(envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier::Ads(_))
+        Some(
+            envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier::Ads(_)
+        )
     )
 }
 

@@ -4,8 +4,8 @@
 //! missing or broken file is a config error naming its field.
 
 use super::{Result, decode_any, type_name};
-use crate::config::FieldError;
 use crate::agent::tls::{Roots, SanMatcher, SanType};
+use crate::config::FieldError;
 use crate::listener::tls::{DownstreamTls, ServerCert, ServerSettings};
 use crate::upstream::tls::{ClientCert, TlsSettings, UpstreamTls};
 use envoy_types::pb::envoy::config::core::v3::{DataSource, TransportSocket, data_source};
@@ -225,8 +225,15 @@ fn context_validation(
             Ok((roots, san_matchers(v, &path)?))
         }
         Some(V::ValidationContextSdsSecretConfig(sds)) => {
-            sds_name(sds, SDS_ROOTS, &format!("{cpath}.validation_context_sds_secret_config"))?;
-            Ok((Some(Roots::Sds(crate::agent::secrets().clone())), Vec::new()))
+            sds_name(
+                sds,
+                SDS_ROOTS,
+                &format!("{cpath}.validation_context_sds_secret_config"),
+            )?;
+            Ok((
+                Some(Roots::Sds(crate::agent::secrets().clone())),
+                Vec::new(),
+            ))
         }
         Some(V::CombinedValidationContext(c)) => {
             let path = format!("{cpath}.combined_validation_context");
@@ -236,7 +243,11 @@ fn context_validation(
                     "is required",
                 ));
             };
-            sds_name(sds, SDS_ROOTS, &format!("{path}.validation_context_sds_secret_config"))?;
+            sds_name(
+                sds,
+                SDS_ROOTS,
+                &format!("{path}.validation_context_sds_secret_config"),
+            )?;
             let sans = match &c.default_validation_context {
                 Some(v) => {
                     let vpath = format!("{path}.default_validation_context");
