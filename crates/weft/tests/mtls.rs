@@ -1,0 +1,332 @@
+//! Mutual TLS between sidecars with SPIFFE identities from the mesh CA, configured the way
+//! istiod configures ISTIO_MUTUAL: both certificates are SDS secret `default`, both ends trust
+//! SDS `ROOTCA`, and each checks the other's SAN (secure naming). Every pairing of data planes
+//! is tried, Weft and Envoy as client and as server; the Weft proxy is its own agent, Envoy
+//! gets its secrets from `weft agent`. A client that expects another server identity, and a
+//! server that expects another client identity, get no answer through.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::{Kind, Proxy, Req, try_request};
+use weft_ca::service::{CaService, Credentials};
+use weft_ca::{Ca, Identity};
+
+const CLIENT_ID: &str = "spiffe://cluster.local/ns/shop/sa/client";
+const SERVER_ID: &str = "spiffe://cluster.local/ns/shop/sa/web";
+
+struct Mesh {
+    ca_address: SocketAddr,
+    root: PathBuf,
+    credentials: Arc<Credentials>,
+    dir: tempfile::TempDir,
+}
+
+/// A process killed on drop.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One proxy with its identity: the Weft proxy as its own agent, Envoy with `weft agent`.
+struct Sidecar {
+    proxy: Proxy,
+    _agent: Option<Killed>,
+}
+
+impl Mesh {
+    async fn start() -> Mesh {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Arc::new(Ca::open(&dir.path().join("ca"), None, "cluster.local").unwrap());
+        let server = ca
+            .issue_server(&["istiod.istio-system.svc"], Duration::from_secs(3600))
+            .unwrap();
+        let credentials = Arc::new(Credentials::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let ca_address = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .tls_config(tonic::transport::ServerTlsConfig::new().identity(
+                    tonic::transport::Identity::from_pem(&server.cert_chain, &server.key),
+                ))
+                .unwrap()
+                .add_service(CaService::new(ca.clone(), credentials.clone()))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        let root = dir.path().join("root-cert.pem");
+        std::fs::write(&root, ca.roots_pem()).unwrap();
+        Mesh {
+            ca_address,
+            root,
+            credentials,
+            dir,
+        }
+    }
+
+    /// A credential file for the service account `sa` of namespace `shop`.
+    fn credential(&self, sa: &str) -> PathBuf {
+        let token = self
+            .credentials
+            .issue(Identity::new("cluster.local", "shop", sa))
+            .unwrap();
+        let file = self.dir.path().join(format!("{token}.credential"));
+        std::fs::write(&file, token).unwrap();
+        file
+    }
+
+    fn ca_args(&self, credential: &Path) -> Vec<String> {
+        vec![
+            "--ca-address".into(),
+            self.ca_address.to_string(),
+            "--ca-root".into(),
+            self.root.display().to_string(),
+            "--credential-file".into(),
+            credential.display().to_string(),
+        ]
+    }
+
+    /// Starts `kind` as `sa` from `template`, where `{SDS_CLUSTER}` becomes Envoy's `sds-grpc`
+    /// cluster on its agent's socket (nothing for Weft, which is its own agent).
+    fn sidecar(&self, kind: Kind, sa: &str, template: &str, given: &[(&str, u16)]) -> Sidecar {
+        let credential = self.credential(sa);
+        match kind {
+            Kind::Weft => {
+                let text = template.replace("{SDS_CLUSTER}", "");
+                let args = self.ca_args(&credential);
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                Sidecar {
+                    proxy: Proxy::start_with(kind, &text, given, &args),
+                    _agent: None,
+                }
+            }
+            Kind::Envoy => {
+                let socket = self.dir.path().join(format!(
+                    "{}.sock",
+                    credential
+                        .file_stem()
+                        .unwrap()
+                        .to_string_lossy()
+                        .get(..12)
+                        .unwrap()
+                ));
+                let agent = Command::new(support::weft_binary())
+                    .arg("agent")
+                    .args(self.ca_args(&credential))
+                    .args(["-l", "warn", "--sds-socket"])
+                    .arg(&socket)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap();
+                let text = template.replace("{SDS_CLUSTER}", &sds_cluster(&socket));
+                Sidecar {
+                    proxy: Proxy::start(kind, &text, given),
+                    _agent: Some(Killed(agent)),
+                }
+            }
+        }
+    }
+}
+
+fn sds_cluster(socket: &Path) -> String {
+    format!(
+        r#"
+  - name: sds-grpc
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{ http2_protocol_options: {{}} }}
+    load_assignment:
+      cluster_name: sds-grpc
+      endpoints: [ {{ lb_endpoints: [ {{ endpoint: {{ address: {{ pipe: {{ path: {} }} }} }} }} ] }} ]"#,
+        socket.display()
+    )
+}
+
+/// Istio's SDS reference to secret `name`.
+fn sds(name: &str) -> String {
+    format!(
+        "{{ name: {name}, sds_config: {{ api_config_source: {{ api_type: GRPC, transport_api_version: V3, grpc_services: [ {{ envoy_grpc: {{ cluster_name: sds-grpc }} }} ] }}, resource_api_version: V3 }} }}"
+    )
+}
+
+/// The TLS context both ends share: certificate `default`, roots `ROOTCA`, the peer's SAN.
+fn common(peer: &str) -> String {
+    format!(
+        r#"common_tls_context:
+            tls_certificate_sds_secret_configs: [ {default} ]
+            combined_validation_context:
+              default_validation_context:
+                match_typed_subject_alt_names: [ {{ san_type: URI, matcher: {{ exact: "{peer}" }} }} ]
+              validation_context_sds_secret_config: {rootca}"#,
+        default = sds("default"),
+        rootca = sds("ROOTCA"),
+    )
+}
+
+const HCM: &str = r#"name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: hcm
+          http_filters: [ { name: envoy.filters.http.router, typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router } } ]
+          route_config: { virtual_hosts: [ { name: all, domains: [ "*" ], routes: [ { match: { prefix: "/" }, route: { cluster: CLUSTER } } ] } ] }"#;
+
+/// The server sidecar: mTLS in, requiring a client certificate with `peer`, to the app.
+fn server(peer: &str) -> String {
+    format!(
+        r#"
+node: {{ id: server, cluster: server }}
+admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {{ADMIN}} }} }} }}
+static_resources:
+  listeners:
+  - name: inbound
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {{LISTEN}} }} }}
+    filter_chains:
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          require_client_certificate: true
+          {common}
+      filters:
+      - {hcm}
+  clusters:
+  - name: app
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment: {{ cluster_name: app, endpoints: [ {{ lb_endpoints: [ {{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {{APP}} }} }} }} }} ] }} ] }}{{SDS_CLUSTER}}
+"#,
+        common = common(peer),
+        hcm = HCM.replace("CLUSTER", "app"),
+    )
+}
+
+/// The client sidecar: plaintext in, mTLS to the server expecting `peer`.
+fn client(peer: &str) -> String {
+    format!(
+        r#"
+node: {{ id: client, cluster: client }}
+admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {{ADMIN}} }} }} }}
+static_resources:
+  listeners:
+  - name: outbound
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: {{OUT}} }} }}
+    filter_chains:
+    - filters:
+      - {hcm}
+  clusters:
+  - name: web
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment: {{ cluster_name: web, endpoints: [ {{ lb_endpoints: [ {{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {{SERVER}} }} }} }} }} ] }} ] }}
+    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: outbound_.80_._.web.shop.svc.cluster.local
+        {common}{{SDS_CLUSTER}}
+"#,
+        common = common(peer).replace("\n          ", "\n        "),
+        hcm = HCM.replace("CLUSTER", "web"),
+    )
+}
+
+/// What the client sidecar answers: the app's name, or the status.
+async fn answer(out: SocketAddr) -> String {
+    match try_request(out, &Req::get("web.shop", "/")).await {
+        Ok(r) if r.status == 200 => r
+            .json()
+            .and_then(|j| j["upstream"].as_str().map(str::to_string))
+            .unwrap_or_default(),
+        Ok(r) => format!("HTTP {}", r.status),
+        Err(e) => e,
+    }
+}
+
+/// The answer once both agents have their certificates: until then handshakes fail, so a
+/// success is waited for, and a refusal is taken only after the certificates have had time.
+async fn through(out: SocketAddr, want_ok: bool) -> String {
+    if !want_ok {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        return answer(out).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = answer(out).await;
+        if got == "app" || Instant::now() > deadline {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_pairing_of_data_planes_speaks_mtls_and_checks_identities() {
+    let mesh = Mesh::start().await;
+    let app = support::start_echo("app").await;
+    for server_kind in [Kind::Weft, Kind::Envoy] {
+        let web = tokio::task::block_in_place(|| {
+            mesh.sidecar(
+                server_kind,
+                "web",
+                &server(CLIENT_ID),
+                &[("APP", app.port())],
+            )
+        });
+        let server_port = web.proxy.port("LISTEN");
+        for client_kind in [Kind::Weft, Kind::Envoy] {
+            let pair = format!("{client_kind:?} client to {server_kind:?} server");
+            let good = tokio::task::block_in_place(|| {
+                mesh.sidecar(
+                    client_kind,
+                    "client",
+                    &client(SERVER_ID),
+                    &[("SERVER", server_port)],
+                )
+            });
+            let got = through(good.proxy.addr("OUT"), true).await;
+            assert_eq!(
+                got,
+                "app",
+                "{pair}\n{}\n{}",
+                good.proxy.log(),
+                web.proxy.log()
+            );
+
+            // Secure naming: the server is not who this client expects.
+            let wary = tokio::task::block_in_place(|| {
+                mesh.sidecar(
+                    client_kind,
+                    "client",
+                    &client("spiffe://cluster.local/ns/shop/sa/other"),
+                    &[("SERVER", server_port)],
+                )
+            });
+            let got = through(wary.proxy.addr("OUT"), false).await;
+            assert_eq!(got, "HTTP 503", "{pair}: a server of another identity");
+
+            // The client is not who this server expects.
+            let stranger = tokio::task::block_in_place(|| {
+                mesh.sidecar(
+                    client_kind,
+                    "stranger",
+                    &client(SERVER_ID),
+                    &[("SERVER", server_port)],
+                )
+            });
+            let got = through(stranger.proxy.addr("OUT"), false).await;
+            assert_eq!(got, "HTTP 503", "{pair}: a client of another identity");
+        }
+    }
+}
