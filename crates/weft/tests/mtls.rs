@@ -21,6 +21,8 @@ const CLIENT_ID: &str = "spiffe://cluster.local/ns/shop/sa/client";
 const SERVER_ID: &str = "spiffe://cluster.local/ns/shop/sa/web";
 
 struct Mesh {
+    /// Workload certificate lifetime, seconds (the CA's default when `None`).
+    cert_ttl: Option<u64>,
     ca_address: SocketAddr,
     root: PathBuf,
     credentials: Arc<Credentials>,
@@ -65,6 +67,7 @@ impl Mesh {
         let root = dir.path().join("root-cert.pem");
         std::fs::write(&root, ca.roots_pem()).unwrap();
         Mesh {
+            cert_ttl: None,
             ca_address,
             root,
             credentials,
@@ -84,14 +87,18 @@ impl Mesh {
     }
 
     fn ca_args(&self, credential: &Path) -> Vec<String> {
-        vec![
+        let mut args = vec![
             "--ca-address".into(),
             self.ca_address.to_string(),
             "--ca-root".into(),
             self.root.display().to_string(),
             "--credential-file".into(),
             credential.display().to_string(),
-        ]
+        ];
+        if let Some(ttl) = self.cert_ttl {
+            args.extend(["--cert-ttl-s".to_string(), ttl.to_string()]);
+        }
+        args
     }
 
     /// Starts `kind` as `sa` from `template`, where `{SDS_CLUSTER}` becomes Envoy's `sds-grpc`
@@ -328,5 +335,86 @@ async fn every_pairing_of_data_planes_speaks_mtls_and_checks_identities() {
             let got = through(stranger.proxy.addr("OUT"), false).await;
             assert_eq!(got, "HTTP 503", "{pair}: a client of another identity");
         }
+    }
+}
+
+/// Identity of a proxy's current certificate: its serial, from admin `/certs` (Weft) or, for
+/// Envoy, from the secret Envoy loaded.
+async fn serial(proxy: &Proxy) -> String {
+    let certs = proxy.admin("/certs").await;
+    let v: serde_json::Value = serde_json::from_str(&certs).unwrap_or_default();
+    v["certificates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["cert_chain"].as_array().cloned().unwrap_or_default())
+        .filter_map(|c| c["serial_number"].as_str().map(str::to_string))
+        .next()
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_requests_across_certificate_rotations_lose_none() {
+    let mut mesh = Mesh::start().await;
+    // Three seconds of life: each end renews every second and a half.
+    mesh.cert_ttl = Some(3);
+    let app = support::start_echo("app").await;
+    let web = tokio::task::block_in_place(|| {
+        mesh.sidecar(
+            Kind::Weft,
+            "web",
+            &server(CLIENT_ID),
+            &[("APP", app.port())],
+        )
+    });
+    // A fresh upstream handshake every 20 requests, so that handshakes meet renewed
+    // certificates at both ends.
+    let fresh = client(SERVER_ID).replace(
+        "    transport_socket:\n      name: envoy.transport_sockets.tls",
+        "    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        common_http_protocol_options: { max_requests_per_connection: 20 }\n        explicit_http_config: { http_protocol_options: {} }\n    transport_socket:\n      name: envoy.transport_sockets.tls",
+    );
+    assert_ne!(fresh, client(SERVER_ID));
+    for client_kind in [Kind::Weft, Kind::Envoy] {
+        let c = tokio::task::block_in_place(|| {
+            mesh.sidecar(
+                client_kind,
+                "client",
+                &fresh,
+                &[("SERVER", web.proxy.port("LISTEN"))],
+            )
+        });
+        let out = c.proxy.addr("OUT");
+        assert_eq!(through(out, true).await, "app");
+        let (server_before, client_before) = (serial(&web.proxy).await, serial(&c.proxy).await);
+        assert!(!server_before.is_empty() && !client_before.is_empty());
+        let mut failed = Vec::new();
+        let started = Instant::now();
+        for i in 0..2000 {
+            let got = answer(out).await;
+            if got != "app" {
+                failed.push(format!("request {i}: {got}"));
+            }
+            // Spread over at least four seconds: two renewals or more at each end.
+            let due = Duration::from_millis(2 * (i + 1));
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        assert!(
+            failed.is_empty(),
+            "{client_kind:?} client: {} lost: {:?}",
+            failed.len(),
+            &failed[..failed.len().min(5)]
+        );
+        assert_ne!(
+            serial(&web.proxy).await,
+            server_before,
+            "the server renewed"
+        );
+        assert_ne!(
+            serial(&c.proxy).await,
+            client_before,
+            "the {client_kind:?} client renewed"
+        );
     }
 }
