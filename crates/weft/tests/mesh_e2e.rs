@@ -466,9 +466,8 @@ async fn tutorial(envoy: bool) {
     }
 
     if !envoy {
-        // A setting the Weft proxy does not implement yet (subjectAltNames checked against an
-        // upstream's certificate, match_typed_subject_alt_names): it must NACK,
-        // say so in proxy-status, and keep serving the last good config.
+        // Config the proxy cannot apply (a CA certificate file that is not there): it must
+        // NACK, say so in proxy-status, and keep serving the last good config.
         std::fs::write(mesh.dir.join("extra.yaml"), UNSUPPORTED).unwrap();
         let start = Instant::now();
         let nacked = loop {
@@ -498,7 +497,7 @@ async fn tutorial(envoy: bool) {
             nacked["types"]["CDS"]["error"]
                 .as_str()
                 .unwrap()
-                .contains("match_typed_subject_alt_names"),
+                .contains("/nonexistent/extra-ca.pem"),
             "{nacked}"
         );
         let t = tally(gw, &website("/"), 50).await;
@@ -510,13 +509,13 @@ async fn tutorial(envoy: bool) {
     }
 }
 
-/// A service whose DestinationRule sets outlier detection.
+/// A service whose DestinationRule trusts a CA certificate file that does not exist.
 const UNSUPPORTED: &str = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\n\
     metadata: { name: extra }\n\
     spec: { hosts: [ extra.example.com ], location: MESH_EXTERNAL, resolution: DNS, ports: [ { number: 80, name: http, protocol: HTTP } ] }\n\
     ---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
     metadata: { name: extra }\n\
-    spec: { host: extra.example.com, trafficPolicy: { tls: { mode: SIMPLE, subjectAltNames: [ extra.example.com ] } } }\n";
+    spec: { host: extra.example.com, trafficPolicy: { tls: { mode: SIMPLE, caCertificates: /nonexistent/extra-ca.pem, subjectAltNames: [ extra.example.com ] } } }\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canary_tutorial_with_envoy_proxies() {
