@@ -227,7 +227,7 @@ fn build(
     } else {
         load_balancer(&mut c, policy.load_balancer) as i32
     };
-    protocol_options(&mut c, port.protocol, policy.connection_pool);
+    let h2 = protocol_options(&mut c, port.protocol, policy.connection_pool);
     connection_pool(&mut c, policy.connection_pool);
     if let Some(od) = policy.outlier_detection {
         c.outlier_detection = Some(outlier_detection(od));
@@ -240,7 +240,12 @@ fn build(
         });
     }
     if let Some(tls) = policy.tls {
-        match super::upstream_tls::transport_socket(tls, &service.hostname) {
+        let mesh = super::upstream_tls::MeshTls {
+            sni: istio_mtls_sni(name),
+            service_accounts: service_accounts(service, &inputs.mesh.trust_domain),
+            h2,
+        };
+        match super::upstream_tls::transport_socket(tls, &service.hostname, &mesh) {
             Ok(socket) => c.transport_socket = socket,
             Err(why) => {
                 let origin = dr.map(|d| d.label()).unwrap_or_default();
@@ -265,6 +270,32 @@ fn build(
     }
     c.metadata = Some(pb::istio_metadata(meta));
     Some(c)
+}
+
+/// istiod's SNI for mesh mTLS (`BuildDNSSrvSubsetKey`): `outbound_.9080_.v1_.reviews...`, and
+/// `outbound_.9080_._.reviews...` without a subset, from the cluster name
+/// `outbound|9080|v1|reviews...`.
+fn istio_mtls_sni(cluster_name: &str) -> String {
+    let parts: Vec<&str> = cluster_name.splitn(4, '|').collect();
+    match parts.as_slice() {
+        [direction, port, subset, host] => format!("{direction}_.{port}_.{subset}_.{host}"),
+        _ => cluster_name.to_string(),
+    }
+}
+
+/// The identities a service's workloads run as (istiod's `PushContext.ServiceAccounts`): each
+/// endpoint's service account as a SPIFFE URI in the service's namespace, sorted, once each.
+fn service_accounts(service: &weft_registry::Service, trust_domain: &str) -> Vec<String> {
+    let td = trust_domain.replace('@', ".");
+    let mut out: Vec<String> = service
+        .endpoints
+        .iter()
+        .filter_map(|e| e.service_account.as_deref().filter(|s| !s.is_empty()))
+        .map(|sa| format!("spiffe://{td}/ns/{}/sa/{sa}", service.namespace))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// The short name of a service (`reviews` of `reviews.default.svc.cluster.local`).
@@ -319,7 +350,13 @@ fn load_balancer(c: &mut Cluster, lb: Option<&LoadBalancerSettings>) -> LbPolicy
 
 /// HTTP/2 towards http2 and gRPC ports (and HTTP ports a DestinationRule upgrades); the
 /// client's own protocol when `useClientProtocol` says so.
-fn protocol_options(c: &mut Cluster, protocol: Protocol, pool: Option<&ConnectionPoolSettings>) {
+/// Sets the cluster's HTTP protocol options; whether it speaks HTTP/2 explicitly (istiod's
+/// `isHttp2Cluster`).
+fn protocol_options(
+    c: &mut Cluster,
+    protocol: Protocol,
+    pool: Option<&ConnectionPoolSettings>,
+) -> bool {
     let http = pool.and_then(|p| p.http.as_ref());
     let use_client = http.and_then(|h| h.use_client_protocol).unwrap_or(false);
     let upgrade = http.and_then(|h| h.h2_upgrade_policy) == Some(H2UpgradePolicy::Upgrade);
@@ -360,8 +397,9 @@ fn protocol_options(c: &mut Cluster, protocol: Protocol, pool: Option<&Connectio
     } else {
         None
     };
+    let explicit_h2 = matches!(choice, Some(UpstreamProtocolOptions::ExplicitHttpConfig(_)));
     if choice.is_none() && common.is_none() {
-        return;
+        return explicit_h2;
     }
     let options = HttpProtocolOptions {
         common_http_protocol_options: common,
@@ -372,6 +410,7 @@ fn protocol_options(c: &mut Cluster, protocol: Protocol, pool: Option<&Connectio
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".into(),
         pb::any(&options),
     );
+    explicit_h2
 }
 
 /// istiod's circuit breakers (`getDefaultCircuitBreakerThresholds`): every limit at its

@@ -1,14 +1,20 @@
 //! DestinationRule `tls` → the cluster's `transport_socket`: TLS origination with the files a
 //! rule names (SIMPLE: the CA to verify with; MUTUAL: also the client certificate and key),
-//! SNI, and the subject alternative names to accept. What needs the mesh's own certificates
-//! (ISTIO_MUTUAL) or a secret by name (`credentialName`, served over SDS) waits for the
-//! security issue; such clusters are left out rather than sent in plaintext.
+//! SNI, and the subject alternative names to accept; ISTIO_MUTUAL as istiod builds it
+//! (`buildUpstreamClusterTLSContext`): the workload certificate and mesh roots from SDS
+//! (`default`, `ROOTCA` on `sds-grpc`), the service's identities as exact SANs, istiod's SNI and
+//! ALPN. A secret by name (`credentialName`, served over SDS) waits for the gateway work; such
+//! clusters are left out rather than sent in plaintext.
 
 use super::pb;
-use envoy_types::pb::envoy::config::core::v3::{DataSource, TransportSocket, data_source};
+use envoy_types::pb::envoy::config::core::v3::{
+    ApiConfigSource, ApiVersion, ConfigSource, DataSource, GrpcService, TransportSocket,
+    api_config_source, config_source, data_source, grpc_service,
+};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-    CertificateValidationContext, CommonTlsContext, SubjectAltNameMatcher, TlsCertificate,
-    UpstreamTlsContext, common_tls_context, subject_alt_name_matcher::SanType,
+    CertificateValidationContext, CommonTlsContext, SdsSecretConfig, SubjectAltNameMatcher,
+    TlsCertificate, TlsParameters, UpstreamTlsContext, common_tls_context,
+    subject_alt_name_matcher::SanType, tls_parameters,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
 use weft_api::types::destination_rule::{ClientTlsMode, ClientTlsSettings};
@@ -20,20 +26,25 @@ pub(super) fn file(path: &str) -> DataSource {
     }
 }
 
+/// What ISTIO_MUTUAL needs of the cluster: istiod's SNI, the service's identities, and
+/// whether it speaks HTTP/2.
+pub struct MeshTls {
+    pub sni: String,
+    pub service_accounts: Vec<String>,
+    pub h2: bool,
+}
+
 /// The transport socket for `tls` on a cluster of `hostname`; `Ok(None)` for DISABLE,
 /// `Err(reason)` for what cannot be translated yet.
 pub fn transport_socket(
     tls: &ClientTlsSettings,
     hostname: &str,
+    mesh: &MeshTls,
 ) -> Result<Option<TransportSocket>, String> {
     let mode = tls.mode.unwrap_or(ClientTlsMode::Disable);
     match mode {
         ClientTlsMode::Disable => return Ok(None),
-        ClientTlsMode::IstioMutual => {
-            return Err(
-                "mode ISTIO_MUTUAL needs the mesh's certificates (the security issue)".into(),
-            );
-        }
+        ClientTlsMode::IstioMutual => return Ok(Some(istio_mutual(tls, mesh))),
         ClientTlsMode::Simple | ClientTlsMode::Mutual => {}
     }
     if tls.credential_name.is_some() {
@@ -77,6 +88,91 @@ pub fn transport_socket(
         ..Default::default()
     };
     Ok(Some(tls_socket(pb::any(&ctx))))
+}
+
+/// Istio's SDS reference to secret `name` on the agent's `sds-grpc` cluster
+/// (`ConstructSdsSecretConfig`).
+pub(super) fn sds_secret(name: &str) -> SdsSecretConfig {
+    SdsSecretConfig {
+        name: name.to_string(),
+        sds_config: Some(ConfigSource {
+            config_source_specifier: Some(config_source::ConfigSourceSpecifier::ApiConfigSource(
+                ApiConfigSource {
+                    api_type: api_config_source::ApiType::Grpc as i32,
+                    set_node_on_first_message_only: true,
+                    transport_api_version: ApiVersion::V3 as i32,
+                    grpc_services: vec![GrpcService {
+                        target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
+                            grpc_service::EnvoyGrpc {
+                                cluster_name: "sds-grpc".into(),
+                                ..Default::default()
+                            },
+                        )),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
+            )),
+            initial_fetch_timeout: Some(super::pb::millis(0)),
+            resource_api_version: ApiVersion::V3 as i32,
+            ..Default::default()
+        }),
+    }
+}
+
+/// ISTIO_MUTUAL: the mesh's own mutual TLS. The SANs are the rule's `subjectAltNames`, else the
+/// service's identities; the SNI the rule's, else istiod's.
+fn istio_mutual(tls: &ClientTlsSettings, mesh: &MeshTls) -> TransportSocket {
+    let sans: Vec<String> = match tls.subject_alt_names.as_deref() {
+        Some(s) if !s.is_empty() => s.to_vec(),
+        _ => mesh.service_accounts.clone(),
+    };
+    // istiod writes the untyped field, exact matches.
+    #[allow(deprecated)]
+    let default_validation_context = CertificateValidationContext {
+        match_subject_alt_names: sans
+            .into_iter()
+            .map(|s| StringMatcher {
+                match_pattern: Some(string_matcher::MatchPattern::Exact(s)),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let alpn: &[&str] = if mesh.h2 {
+        &["istio-peer-exchange", "istio", "h2"]
+    } else {
+        &["istio-peer-exchange", "istio"]
+    };
+    let common = CommonTlsContext {
+        tls_params: Some(TlsParameters {
+            tls_minimum_protocol_version: tls_parameters::TlsProtocol::TlSv12 as i32,
+            tls_maximum_protocol_version: tls_parameters::TlsProtocol::TlSv13 as i32,
+            ..Default::default()
+        }),
+        alpn_protocols: alpn.iter().map(|p| (*p).to_string()).collect(),
+        tls_certificate_sds_secret_configs: vec![sds_secret("default")],
+        validation_context_type: Some(
+            common_tls_context::ValidationContextType::CombinedValidationContext(
+                common_tls_context::CombinedCertificateValidationContext {
+                    default_validation_context: Some(default_validation_context),
+                    validation_context_sds_secret_config: Some(sds_secret("ROOTCA")),
+                    ..Default::default()
+                },
+            ),
+        ),
+        ..Default::default()
+    };
+    let ctx = UpstreamTlsContext {
+        common_tls_context: Some(common),
+        sni: tls
+            .sni
+            .clone()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| mesh.sni.clone()),
+        ..Default::default()
+    };
+    tls_socket(pb::any(&ctx))
 }
 
 /// `envoy.transport_sockets.tls` with its context (upstream or downstream).
