@@ -329,6 +329,17 @@ pub(crate) trait Protocol: Default + Send + 'static {
         snapshot: &Snapshot,
         stream: &mut Stream<'_>,
     ) -> Option<wire::Prepared>;
+
+    /// After clusters were sent again: Envoy warms an updated EDS cluster until endpoints come
+    /// for it, and asks for the same names it had, so the endpoints go again even unchanged
+    /// (istiod's full push sends EDS after CDS for the same reason).
+    fn after_clusters(
+        &mut self,
+        _snapshot: &Snapshot,
+        _stream: &mut Stream<'_>,
+    ) -> Option<wire::Prepared> {
+        None
+    }
 }
 
 /// What both protocols keep per stream: the nonces and where acceptance is recorded.
@@ -469,7 +480,12 @@ async fn run<P: Protocol>(
                 }
                 let snapshot = snapshots.borrow_and_update().clone();
                 for type_url in crate::type_url::ORDER {
-                    responses.extend(protocol.on_change(type_url, &snapshot, &mut stream));
+                    let response = protocol.on_change(type_url, &snapshot, &mut stream);
+                    let clusters = type_url == crate::type_url::CLUSTER && response.is_some();
+                    responses.extend(response);
+                    if clusters {
+                        responses.extend(protocol.after_clusters(&snapshot, &mut stream));
+                    }
                 }
             }
             () = async {

@@ -89,6 +89,12 @@ impl Protocol for Sotw {
     ) -> Option<Prepared> {
         self.push(type_url, snapshot, false, stream)
     }
+
+    fn after_clusters(&mut self, snapshot: &Snapshot, stream: &mut Stream<'_>) -> Option<Prepared> {
+        // ENDPOINT comes right after CLUSTER in `ORDER`, so its own `on_change` then finds
+        // these endpoints sent and sends nothing more.
+        self.push(crate::type_url::ENDPOINT, snapshot, true, stream)
+    }
 }
 
 impl Sotw {
