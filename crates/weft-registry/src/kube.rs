@@ -94,6 +94,7 @@ pub(crate) fn service(s: &KubeService, index: &Index<'_>, options: &Options, out
         endpoints,
         origin,
         traffic_distribution,
+        service_accounts: Vec::new(),
     });
 }
 

@@ -86,6 +86,9 @@ pub struct Service {
     pub origin: Origin,
     /// Which endpoints clients prefer when no DestinationRule sets locality balancing.
     pub traffic_distribution: TrafficDistribution,
+    /// Identities the service declares for secure naming besides its endpoints' accounts: a
+    /// ServiceEntry's `subjectAltNames`, as written.
+    pub service_accounts: Vec<String>,
 }
 
 /// A Kubernetes Service's `trafficDistribution`, or Istio's `networking.istio.io/traffic-distribution`

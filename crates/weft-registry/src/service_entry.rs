@@ -121,6 +121,7 @@ pub(crate) fn services(se: &IstioObject<ServiceEntry>, index: &Index<'_>, out: &
             endpoints,
             origin: origin.clone(),
             traffic_distribution,
+            service_accounts: spec.subject_alt_names.clone(),
         });
     }
 }

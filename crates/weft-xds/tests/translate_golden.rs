@@ -470,6 +470,19 @@ fn problems_are_reported_and_the_rest_translates() {
         &common["combined_validation_context"]["validation_context_sds_secret_config"],
         "ROOTCA",
     );
+    // The server's identities (istiod's `PushContext.ServiceAccounts`): the endpoints' accounts
+    // in the service's namespace and the ServiceEntry's subjectAltNames, sorted, as exact
+    // matches in the untyped field istiod writes.
+    let db = &out["clusters"]["outbound|5432||db.example.com"]["transport_socket"]["typed_config"];
+    assert_eq!(db["sni"], "outbound_.5432_._.db.example.com");
+    assert_eq!(
+        db["common_tls_context"]["combined_validation_context"]["default_validation_context"]
+            ["match_subject_alt_names"],
+        serde_json::json!([
+            { "exact": "spiffe://cluster.local/ns/db/sa/db" },
+            { "exact": "spiffe://cluster.local/ns/default/sa/replica" }
+        ])
+    );
     // The first VirtualService still routes.
     assert!(
         out["routes"]["80"]["virtual_hosts"][0]["routes"]

@@ -284,7 +284,8 @@ fn istio_mtls_sni(cluster_name: &str) -> String {
 }
 
 /// The identities a service's workloads run as (istiod's `PushContext.ServiceAccounts`): each
-/// endpoint's service account as a SPIFFE URI in the service's namespace, sorted, once each.
+/// endpoint's service account as a SPIFFE URI in the service's namespace, and those the service
+/// declares (a ServiceEntry's `subjectAltNames`, as written), sorted, once each.
 fn service_accounts(service: &weft_registry::Service, trust_domain: &str) -> Vec<String> {
     let td = trust_domain.replace('@', ".");
     let mut out: Vec<String> = service
@@ -292,6 +293,7 @@ fn service_accounts(service: &weft_registry::Service, trust_domain: &str) -> Vec
         .iter()
         .filter_map(|e| e.service_account.as_deref().filter(|s| !s.is_empty()))
         .map(|sa| format!("spiffe://{td}/ns/{}/sa/{sa}", service.namespace))
+        .chain(service.service_accounts.iter().cloned())
         .collect();
     out.sort();
     out.dedup();
