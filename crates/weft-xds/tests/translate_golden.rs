@@ -476,8 +476,7 @@ fn problems_are_reported_and_the_rest_translates() {
     let db = &out["clusters"]["outbound|5432||db.example.com"]["transport_socket"]["typed_config"];
     assert_eq!(db["sni"], "outbound_.5432_._.db.example.com");
     assert_eq!(
-        db["common_tls_context"]["combined_validation_context"]["default_validation_context"]
-            ["match_subject_alt_names"],
+        db["common_tls_context"]["combined_validation_context"]["default_validation_context"]["match_subject_alt_names"],
         serde_json::json!([
             { "exact": "spiffe://cluster.local/ns/db/sa/db" },
             { "exact": "spiffe://cluster.local/ns/default/sa/replica" }
