@@ -40,7 +40,6 @@ pub struct Signed {
     pub cert_chain: Vec<String>,
     /// PEM of every trusted root.
     pub roots: String,
-    pub not_after: SystemTime,
 }
 
 impl Signed {
@@ -126,9 +125,7 @@ impl Ca {
             });
         }
 
-        let params = &mut csr.params;
-        params.distinguished_name = DistinguishedName::new();
-        params.subject_alt_names = proved_uris
+        let sans = proved_uris
             .iter()
             .map(|u| {
                 u.clone()
@@ -137,29 +134,13 @@ impl Ca {
                     .map_err(|e| SignError::Sign(format!("{u}: {e}")))
             })
             .collect::<Result<_, _>>()?;
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        params.use_authority_key_identifier_extension = true;
-        let now = SystemTime::now();
-        params.not_before = (now - CLOCK_SKEW).into();
-        params.not_after = (now + ttl).into();
-        params.serial_number = Some(SerialNumber::from_slice(&random_serial()));
+        leaf_params(&mut csr.params, sans, ttl);
         let leaf = csr
             .signed_by(&self.issuer)
             .map_err(|e| SignError::Sign(e.to_string()))?;
-        let mut cert_chain = vec![leaf.pem()];
-        cert_chain.extend(self.chain.iter().cloned());
         Ok(Signed {
-            cert_chain,
+            cert_chain: self.chain_from(leaf.pem()),
             roots: self.roots.clone(),
-            not_after: now + ttl,
         })
     }
 }
@@ -170,37 +151,52 @@ impl Ca {
     pub fn issue_server(&self, names: &[&str], ttl: Duration) -> Result<ServerCert, SignError> {
         let sign = |e: rcgen::Error| SignError::Sign(e.to_string());
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(sign)?;
-        let mut params = rcgen::CertificateParams::default();
-        params.distinguished_name = DistinguishedName::new();
+        let mut sans = Vec::new();
         for n in names {
-            let san = match n.parse::<std::net::IpAddr>() {
+            sans.push(match n.parse::<std::net::IpAddr>() {
                 Ok(ip) => SanType::IpAddress(ip),
                 Err(_) => SanType::DnsName(n.to_string().try_into().map_err(sign)?),
-            };
-            params.subject_alt_names.push(san);
+            });
         }
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        params.use_authority_key_identifier_extension = true;
-        let now = SystemTime::now();
-        params.not_before = (now - CLOCK_SKEW).into();
-        params.not_after = (now + ttl).into();
-        params.serial_number = Some(SerialNumber::from_slice(&random_serial()));
+        let mut params = rcgen::CertificateParams::default();
+        leaf_params(&mut params, sans, ttl);
         let cert = params.signed_by(&key, &self.issuer).map_err(sign)?;
-        let mut cert_chain = vec![cert.pem()];
-        cert_chain.extend(self.chain.iter().cloned());
+        let cert_chain = self.chain_from(cert.pem());
         Ok(ServerCert {
             cert_chain: cert_chain.concat(),
             key: key.serialize_pem(),
         })
     }
+}
+
+impl Ca {
+    /// `leaf` followed by the CA's chain without the root.
+    fn chain_from(&self, leaf: String) -> Vec<String> {
+        let mut chain = vec![leaf];
+        chain.extend(self.chain.iter().cloned());
+        chain
+    }
+}
+
+/// What every leaf the CA signs is: `sans` as its only names (an empty subject), no CA, usable
+/// by both TLS ends, valid from a little before now for `ttl`, with a fresh serial.
+fn leaf_params(params: &mut rcgen::CertificateParams, sans: Vec<SanType>, ttl: Duration) {
+    params.distinguished_name = DistinguishedName::new();
+    params.subject_alt_names = sans;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    let now = SystemTime::now();
+    params.not_before = (now - CLOCK_SKEW).into();
+    params.not_after = (now + ttl).into();
+    params.serial_number = Some(SerialNumber::from_slice(&random_serial()));
 }
 
 /// A server's certificate chain and key, PEM.
