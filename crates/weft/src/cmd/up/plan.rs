@@ -250,37 +250,16 @@ pub fn bootstrap(
             "sub_zone": parts.next().unwrap_or(""),
         });
     }
-    let mut clusters = vec![json!({
-        "name": "xds-grpc",
-        "type": "STATIC",
-        "connect_timeout": "1s",
-        "typed_extension_protocol_options": {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": { "http2_protocol_options": {} }
-            }
-        },
-        "load_assignment": { "cluster_name": "xds-grpc", "endpoints": [ { "lb_endpoints": [ {
-            "endpoint": { "address": { "socket_address": {
-                "address": xds.ip().to_string(), "port_value": xds.port() } } }
-        } ] } ] }
-    })];
+    let mut clusters = vec![grpc_cluster(
+        "xds-grpc",
+        json!({ "socket_address": { "address": xds.ip().to_string(), "port_value": xds.port() } }),
+    )];
     // Istio's `sds-grpc`: where Envoy reads secrets `default` and `ROOTCA` from its agent.
     if let Some(socket) = sds_socket {
-        clusters.push(json!({
-            "name": "sds-grpc",
-            "type": "STATIC",
-            "connect_timeout": "1s",
-            "typed_extension_protocol_options": {
-                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
-                    "explicit_http_config": { "http2_protocol_options": {} }
-                }
-            },
-            "load_assignment": { "cluster_name": "sds-grpc", "endpoints": [ { "lb_endpoints": [ {
-                "endpoint": { "address": { "pipe": { "path": socket.display().to_string() } } }
-            } ] } ] }
-        }));
+        clusters.push(grpc_cluster(
+            "sds-grpc",
+            json!({ "pipe": { "path": socket.display().to_string() } }),
+        ));
     }
     json!({
         "node": node,
@@ -295,6 +274,24 @@ pub fn bootstrap(
             "lds_config": { "ads": {}, "resource_api_version": "V3" }
         },
         "static_resources": { "clusters": clusters }
+    })
+}
+
+/// A static cluster of one gRPC server (HTTP/2) at `address`.
+fn grpc_cluster(name: &str, address: serde_json::Value) -> serde_json::Value {
+    json!({
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": { "http2_protocol_options": {} }
+            }
+        },
+        "load_assignment": { "cluster_name": name, "endpoints": [ { "lb_endpoints": [ {
+            "endpoint": { "address": address }
+        } ] } ] }
     })
 }
 
