@@ -47,38 +47,36 @@ impl Dest<'_> {
     }
 }
 
+/// The destination of route `j` of rule `i` of `kind` (`http`, `tcp`, `tls`), where its host is
+/// written.
+fn route_dest<'a>(
+    kind: &str,
+    i: usize,
+    j: usize,
+    destination: Option<&'a Destination>,
+) -> Dest<'a> {
+    let at = FieldPath::root()
+        .key("spec")
+        .key(kind)
+        .index(i)
+        .key("route")
+        .index(j)
+        .key("destination")
+        .key("host");
+    Dest { at, destination }
+}
+
 /// Route destinations in Istio's order: tcp, tls, then http.
 fn routes(vs: &VirtualService) -> Vec<Dest<'_>> {
-    let spec = FieldPath::root().key("spec");
     let mut out = Vec::new();
     for (i, r) in vs.tcp.iter().enumerate() {
         for (j, d) in r.route.iter().enumerate() {
-            let at = spec
-                .key("tcp")
-                .index(i)
-                .key("route")
-                .index(j)
-                .key("destination")
-                .key("host");
-            out.push(Dest {
-                at,
-                destination: d.destination.as_ref(),
-            });
+            out.push(route_dest("tcp", i, j, d.destination.as_ref()));
         }
     }
     for (i, r) in vs.tls.iter().enumerate() {
         for (j, d) in r.route.iter().enumerate() {
-            let at = spec
-                .key("tls")
-                .index(i)
-                .key("route")
-                .index(j)
-                .key("destination")
-                .key("host");
-            out.push(Dest {
-                at,
-                destination: d.destination.as_ref(),
-            });
+            out.push(route_dest("tls", i, j, d.destination.as_ref()));
         }
     }
     out.extend(http_routes(vs));
@@ -86,21 +84,10 @@ fn routes(vs: &VirtualService) -> Vec<Dest<'_>> {
 }
 
 fn http_routes(vs: &VirtualService) -> Vec<Dest<'_>> {
-    let spec = FieldPath::root().key("spec");
     let mut out = Vec::new();
     for (i, r) in vs.http.iter().enumerate() {
         for (j, d) in r.route.iter().flatten().enumerate() {
-            let at = spec
-                .key("http")
-                .index(i)
-                .key("route")
-                .index(j)
-                .key("destination")
-                .key("host");
-            out.push(Dest {
-                at,
-                destination: d.destination.as_ref(),
-            });
+            out.push(route_dest("http", i, j, d.destination.as_ref()));
         }
     }
     out
