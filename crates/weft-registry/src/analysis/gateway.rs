@@ -13,6 +13,16 @@ use weft_api::path::FieldPath;
 use weft_api::types::common::Labels;
 use weft_api::types::kube::IntOrString;
 
+/// A server's port number as the conflict check keys it (`0` when unset).
+fn server_port(server: &weft_api::types::gateway::Server) -> String {
+    server
+        .port
+        .as_ref()
+        .and_then(|p| p.number)
+        .unwrap_or(0)
+        .to_string()
+}
+
 /// IST0101 for a selector no pod matches.
 fn no_pod_selected(o: &Loaded, selector: String, out: &mut Findings) {
     let at = FieldPath::root().key("spec").key("selector");
@@ -50,12 +60,7 @@ pub fn conflicting_gateways(ctx: &Context, out: &mut Findings) {
         };
         let sel = selector_string(&gw.spec.selector);
         for server in &gw.spec.servers {
-            let port = server
-                .port
-                .as_ref()
-                .and_then(|p| p.number)
-                .unwrap_or(0)
-                .to_string();
+            let port = server_port(server);
             let bind = server.bind.clone().unwrap_or_default();
             let hb: HostsBind = server
                 .hosts
@@ -94,12 +99,7 @@ pub fn conflicting_gateways(ctx: &Context, out: &mut Findings) {
             continue;
         }
         for (i, server) in gw.spec.servers.iter().enumerate() {
-            let port = server
-                .port
-                .as_ref()
-                .and_then(|p| p.number)
-                .unwrap_or(0)
-                .to_string();
+            let port = server_port(server);
             let bind = server.bind.clone().unwrap_or_default();
             let mut conflicts = Vec::new();
             for key in hit.iter().filter(|(_, p)| *p == port) {
