@@ -414,21 +414,11 @@ fn strings(v: &Value) -> Vec<&str> {
         .unwrap_or_default()
 }
 
-async fn gateway_answer(gateway: SocketAddr) -> String {
-    match try_request(gateway, &Req::get("web.example", "/")).await {
-        Ok(r) if r.status == 200 => r.json().map_or_else(String::new, |j| {
-            j["upstream"].as_str().unwrap_or("").to_string()
-        }),
-        Ok(r) => format!("HTTP {}", r.status),
-        Err(e) => e,
-    }
-}
-
 async fn broken_edits(envoy: bool) {
     assert!(CASES.len() >= 30, "{} kinds of mistake", CASES.len());
     let (dir, up, gateway) = support::up::mesh(envoy, &[]).await;
     let deadline = Instant::now() + Duration::from_secs(15);
-    while gateway_answer(gateway).await != "web-v1" {
+    while support::upstream_name(gateway, "web.example").await != "web-v1" {
         assert!(Instant::now() < deadline, "the mesh never served");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -543,7 +533,10 @@ async fn broken_edits(envoy: bool) {
         failures.join("\n")
     );
     // Through all of it the mesh kept its last good config.
-    assert_eq!(gateway_answer(gateway).await, "web-v1");
+    assert_eq!(
+        support::upstream_name(gateway, "web.example").await,
+        "web-v1"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use support::up::Up;
-use support::{Kind, Proxy, Req, try_request};
+use support::{Kind, Proxy};
 use weft_ca::{Ca, Identity};
 
 const GATEWAY_ID: &str =
@@ -53,17 +53,6 @@ static_resources:
 "#,
         d = dir.display()
     )
-}
-
-async fn answer(gateway: SocketAddr) -> String {
-    match try_request(gateway, &Req::get("web.example", "/")).await {
-        Ok(r) if r.status == 200 => r
-            .json()
-            .and_then(|j| j["upstream"].as_str().map(str::to_string))
-            .unwrap_or_default(),
-        Ok(r) => format!("HTTP {}", r.status),
-        Err(e) => e,
-    }
 }
 
 async fn istio_mutual(envoy: bool) {
@@ -113,7 +102,7 @@ async fn istio_mutual(envoy: bool) {
     let gateway = SocketAddr::from(([127, 0, 0, 1], up.gateway_port));
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let got = answer(gateway).await;
+        let got = support::upstream_name(gateway, "web.example").await;
         if got == "web-v1" {
             break;
         }
@@ -140,7 +129,7 @@ async fn istio_mutual(envoy: bool) {
     });
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let got = answer(gateway).await;
+        let got = support::upstream_name(gateway, "web.example").await;
         if got == "HTTP 503" {
             break;
         }

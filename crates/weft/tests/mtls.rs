@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{Kind, Proxy, Req, try_request};
-use weft_ca::service::{CaService, Credentials};
-use weft_ca::{Ca, Identity};
+use support::{Kind, Proxy};
+use weft_ca::Identity;
+use weft_ca::service::Credentials;
 
 const CLIENT_ID: &str = "spiffe://cluster.local/ns/shop/sa/client";
 const SERVER_ID: &str = "spiffe://cluster.local/ns/shop/sa/web";
@@ -48,29 +48,12 @@ struct Sidecar {
 impl Mesh {
     async fn start() -> Mesh {
         let dir = tempfile::tempdir().unwrap();
-        let ca = Arc::new(Ca::open(&dir.path().join("ca"), None, "cluster.local").unwrap());
-        let server = ca
-            .issue_server(&["istiod.istio-system.svc"], Duration::from_secs(3600))
-            .unwrap();
-        let credentials = Arc::new(Credentials::default());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let ca_address = listener.local_addr().unwrap();
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .tls_config(tonic::transport::ServerTlsConfig::new().identity(
-                    tonic::transport::Identity::from_pem(&server.cert_chain, &server.key),
-                ))
-                .unwrap()
-                .add_service(CaService::new(ca.clone(), credentials.clone()))
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-        );
-        let root = dir.path().join("root-cert.pem");
-        std::fs::write(&root, ca.roots_pem()).unwrap();
+        let ca = support::ca::start(dir.path()).await;
         Mesh {
             cert_ttl: None,
-            ca_address,
-            root,
-            credentials,
+            ca_address: ca.address,
+            root: ca.root,
+            credentials: ca.credentials,
             dir,
         }
     }
@@ -249,28 +232,16 @@ static_resources:
     )
 }
 
-/// What the client sidecar answers: the app's name, or the status.
-async fn answer(out: SocketAddr) -> String {
-    match try_request(out, &Req::get("web.shop", "/")).await {
-        Ok(r) if r.status == 200 => r
-            .json()
-            .and_then(|j| j["upstream"].as_str().map(str::to_string))
-            .unwrap_or_default(),
-        Ok(r) => format!("HTTP {}", r.status),
-        Err(e) => e,
-    }
-}
-
 /// The answer once both agents have their certificates: until then handshakes fail, so a
 /// success is waited for, and a refusal is taken only after the certificates have had time.
 async fn through(out: SocketAddr, want_ok: bool) -> String {
     if !want_ok {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        return answer(out).await;
+        return support::upstream_name(out, "web.shop").await;
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let got = answer(out).await;
+        let got = support::upstream_name(out, "web.shop").await;
         if got == "app" || Instant::now() > deadline {
             return got;
         }
@@ -390,7 +361,7 @@ async fn two_thousand_requests_across_certificate_rotations_lose_none() {
         let mut failed = Vec::new();
         let started = Instant::now();
         for i in 0..2000 {
-            let got = answer(out).await;
+            let got = support::upstream_name(out, "web.shop").await;
             if got != "app" {
                 failed.push(format!("request {i}: {got}"));
             }

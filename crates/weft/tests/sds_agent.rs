@@ -8,11 +8,9 @@ mod support;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::{Kind, Proxy};
-use weft_ca::service::{CaService, Credentials};
-use weft_ca::{Ca, Identity};
+use weft_ca::Identity;
 
 struct Killed(Child);
 
@@ -123,27 +121,12 @@ fn serial(text: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_presents_the_agents_certificate_over_sds_and_its_renewal() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = Arc::new(Ca::open(&dir.path().join("ca"), None, "cluster.local").unwrap());
-    let server = ca
-        .issue_server(&["istiod.istio-system.svc"], Duration::from_secs(3600))
-        .unwrap();
-    let credentials = Arc::new(Credentials::default());
-    let token = credentials
+    let mesh = support::ca::start(dir.path()).await;
+    let token = mesh
+        .credentials
         .issue(Identity::new("cluster.local", "shop", "web"))
         .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ca_address = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .tls_config(tonic::transport::ServerTlsConfig::new().identity(
-                tonic::transport::Identity::from_pem(&server.cert_chain, &server.key),
-            ))
-            .unwrap()
-            .add_service(CaService::new(ca.clone(), credentials.clone()))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    let root = dir.path().join("root-cert.pem");
-    std::fs::write(&root, ca.roots_pem()).unwrap();
+    let (ca_address, root) = (mesh.address, mesh.root.clone());
     let token_file = dir.path().join("credential");
     std::fs::write(&token_file, &token).unwrap();
     let socket = dir.path().join("sds.sock");

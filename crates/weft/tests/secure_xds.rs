@@ -105,17 +105,6 @@ static_resources:
     )
 }
 
-async fn answer(gateway: SocketAddr) -> String {
-    match try_request(gateway, &Req::get("web.example", "/")).await {
-        Ok(r) if r.status == 200 => r
-            .json()
-            .and_then(|j| j["upstream"].as_str().map(str::to_string))
-            .unwrap_or_default(),
-        Ok(r) => format!("HTTP {}", r.status),
-        Err(e) => e,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_takes_its_config_over_tls_from_a_control_plane_it_can_verify() {
     let echo = support::start_echo("web-v1").await;
@@ -140,7 +129,7 @@ async fn envoy_takes_its_config_over_tls_from_a_control_plane_it_can_verify() {
     let gateway = envoy.addr("GATEWAY");
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let got = answer(gateway).await;
+        let got = support::upstream_name(gateway, "web.example").await;
         if got == "web-v1" {
             break;
         }
@@ -176,7 +165,10 @@ async fn envoy_takes_its_config_over_tls_from_a_control_plane_it_can_verify() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_ne!(answer(stranger.addr("GATEWAY")).await, "web-v1");
+    assert_ne!(
+        support::upstream_name(stranger.addr("GATEWAY"), "web.example").await,
+        "web-v1"
+    );
 
     // The certificate service shares the port, and wants a credential.
     let channel = tonic::transport::Channel::from_shared(format!("https://{}", cp.secure))

@@ -2,6 +2,7 @@
 //! template, and a small HTTP/1.1 and h2c client.
 #![allow(dead_code)]
 
+pub mod ca;
 pub mod certs;
 pub mod recorder;
 pub mod up;
@@ -707,6 +708,19 @@ pub async fn request(addr: SocketAddr, req: &Req) -> Resp {
 }
 
 /// `request`, with a failure to connect or to get a response as an error.
+/// Who answered a GET of `/` for `authority` at `addr`: the echo upstream's name, else
+/// `HTTP <status>`, else the connection error.
+pub async fn upstream_name(addr: SocketAddr, authority: &str) -> String {
+    match try_request(addr, &Req::get(authority, "/")).await {
+        Ok(r) if r.status == 200 => r
+            .json()
+            .and_then(|j| j["upstream"].as_str().map(str::to_string))
+            .unwrap_or_default(),
+        Ok(r) => format!("HTTP {}", r.status),
+        Err(e) => e,
+    }
+}
+
 pub async fn try_request(addr: SocketAddr, req: &Req) -> Result<Resp, String> {
     let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     send(stream, req, "http").await
