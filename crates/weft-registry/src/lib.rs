@@ -152,6 +152,10 @@ pub struct Endpoint {
     /// Not ready endpoints are known but not sent traffic.
     pub ready: bool,
     pub origin: Origin,
+    /// Without capture (`weft up`), where the workload's application listens when its sidecar
+    /// fronts it: `address:port` above is then the sidecar's inbound listener, the one the
+    /// mesh sends to.
+    pub application: Option<(String, u16)>,
 }
 
 /// Everything the registry found, and what it could not use.
@@ -235,6 +239,7 @@ pub(crate) fn endpoint(address: String, service_port: u16, port: u16, origin: &O
         network: None,
         ready: true,
         origin: origin.clone(),
+        application: None,
     }
 }
 

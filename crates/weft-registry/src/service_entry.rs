@@ -160,5 +160,6 @@ pub(crate) fn workload_endpoint(
         network: w.network.clone(),
         ready: true,
         origin: origin.clone(),
+        application: None,
     }
 }

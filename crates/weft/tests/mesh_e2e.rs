@@ -223,7 +223,8 @@ async fn start(envoy: bool) -> Mesh {
             l.split("HTTP_PROXY=http://").nth(1),
         ) {
             let label = l.split("  ").next().unwrap().trim().to_string();
-            http_proxies.insert(label, addr.trim().parse().unwrap());
+            let addr = addr.split_whitespace().next().unwrap();
+            http_proxies.insert(label, addr.parse().unwrap());
         }
     }
     assert_eq!(http_proxies.len(), 3, "{lines:?}");

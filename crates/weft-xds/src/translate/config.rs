@@ -10,7 +10,7 @@ use weft_api::types::gateway::Gateway;
 use weft_api::types::mesh::Mesh;
 use weft_api::types::sidecar::{OutboundTrafficPolicyMode, Sidecar};
 use weft_api::types::virtual_service::VirtualService;
-use weft_registry::{Registry, Service, host, selects};
+use weft_registry::{Endpoint, Registry, Service, host, selects};
 
 /// The cluster's DNS suffix. Istio lets it be changed; Weft does not yet.
 pub const DOMAIN_SUFFIX: &str = "cluster.local";
@@ -111,6 +111,46 @@ impl Inputs {
             registry,
             config,
         }
+    }
+}
+
+impl Inputs {
+    /// Puts each workload's sidecar in front of it, as a pod's capture does, for a mesh without
+    /// capture (`weft up`): every endpoint of a WorkloadEntry or Pod is sent to its sidecar's
+    /// inbound listener at `sidecar_port(endpoint)` instead, on the workload's own address when
+    /// that is a loopback one (else on 127.0.0.1, where the sidecar runs), and the application's
+    /// address is kept for the sidecar to hand the traffic to. A workload whose Sidecar resource
+    /// has `ingress` listeners is left alone: there the mesh port and the application's
+    /// `defaultEndpoint` are the user's own.
+    pub fn front_workloads(&mut self, sidecar_port: &mut dyn FnMut(&Endpoint) -> Option<u16>) {
+        let mut registry = std::mem::take(&mut self.registry);
+        for s in &mut registry.services {
+            for e in &mut s.endpoints {
+                if !matches!(e.origin.kind, "WorkloadEntry" | "Pod") || e.application.is_some() {
+                    continue;
+                }
+                if sidecar_of(self, &e.origin.namespace, &e.labels)
+                    .is_some_and(|sc| !sc.spec.ingress.is_empty())
+                {
+                    continue;
+                }
+                let Some(port) = sidecar_port(e) else {
+                    continue;
+                };
+                let loopback = e
+                    .address
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+                let address = if loopback {
+                    e.address.clone()
+                } else {
+                    "127.0.0.1".to_string()
+                };
+                e.application = Some((std::mem::replace(&mut e.address, address), e.port));
+                e.port = port;
+            }
+        }
+        self.registry = registry;
     }
 }
 
@@ -317,13 +357,21 @@ impl<'a> Scope<'a> {
 /// The Sidecar resource of a workload: one in its namespace whose selector picks it, else its
 /// namespace's one without selector, else the root namespace's.
 pub(crate) fn find_sidecar<'a>(inputs: &'a Inputs, proxy: &Proxy) -> Option<&'a Obj<Sidecar>> {
+    sidecar_of(inputs, &proxy.namespace, &proxy.labels)
+}
+
+fn sidecar_of<'a>(
+    inputs: &'a Inputs,
+    namespace: &str,
+    labels: &Labels,
+) -> Option<&'a Obj<Sidecar>> {
     let sidecars = &inputs.config.sidecars;
     let selecting = sidecars.iter().find(|s| {
-        s.namespace == proxy.namespace
+        s.namespace == namespace
             && s.spec
                 .workload_selector
                 .as_ref()
-                .is_some_and(|w| !w.labels.is_empty() && selects(&w.labels, &proxy.labels))
+                .is_some_and(|w| !w.labels.is_empty() && selects(&w.labels, labels))
     });
     let namespace_wide = |ns: &str| {
         sidecars
@@ -331,6 +379,6 @@ pub(crate) fn find_sidecar<'a>(inputs: &'a Inputs, proxy: &Proxy) -> Option<&'a 
             .find(|s| s.namespace == ns && s.spec.workload_selector.is_none())
     };
     selecting
-        .or_else(|| namespace_wide(&proxy.namespace))
+        .or_else(|| namespace_wide(namespace))
         .or_else(|| namespace_wide(&inputs.mesh.root_namespace))
 }

@@ -213,6 +213,7 @@ pub fn sidecar(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy, out: &mut Gene
     }
     if proxy.interception == Interception::None {
         ingress_listeners(inputs, scope, proxy, out);
+        fronting_listeners(inputs, scope, proxy, out);
         egress_listeners(inputs, scope, out);
         return;
     }
@@ -336,7 +337,11 @@ fn tcp_route(scope: &Scope<'_>, hostname: &str, port: u16) -> Option<Vec<(String
 
 /// One port a sidecar serves its workload on.
 struct InboundTarget {
+    /// The workload's port as the mesh names it: the inbound cluster's, PeerAuthentication's.
     port: u16,
+    /// Without capture, where the sidecar listens for it (`port` unless `weft up` fronts the
+    /// workload, see `Inputs::front_workloads`).
+    listen: u16,
     /// Where the application listens.
     address: String,
     target: u16,
@@ -384,6 +389,7 @@ fn inbound_targets(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy) -> Vec<Inb
             };
             out.push(InboundTarget {
                 port: number,
+                listen: number,
                 address,
                 target,
                 http: is_http(protocol),
@@ -403,12 +409,23 @@ fn inbound_targets(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy) -> Vec<Inb
                 .iter()
                 .find(|p| p.number == e.service_port)
                 .map(|p| p.protocol);
-            out.push(InboundTarget {
-                port: e.port,
-                address: "127.0.0.1".into(),
-                target: e.port,
-                http: protocol.is_some_and(is_http),
-                bind: None,
+            out.push(match &e.application {
+                Some((address, app_port)) => InboundTarget {
+                    port: *app_port,
+                    listen: e.port,
+                    address: address.clone(),
+                    target: *app_port,
+                    http: protocol.is_some_and(is_http),
+                    bind: Some(e.address.clone()),
+                },
+                None => InboundTarget {
+                    port: e.port,
+                    listen: e.port,
+                    address: "127.0.0.1".into(),
+                    target: e.port,
+                    http: protocol.is_some_and(is_http),
+                    bind: None,
+                },
             });
         }
     }
@@ -467,7 +484,36 @@ fn ingress_listeners(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy, out: &mu
     if scope.sidecar.is_none_or(|s| s.spec.ingress.is_empty()) {
         return;
     }
-    for t in inbound_targets(inputs, scope, proxy) {
+    bound_inbound(
+        inputs,
+        scope,
+        proxy,
+        inbound_targets(inputs, scope, proxy),
+        out,
+    );
+}
+
+/// Without capture and without a Sidecar's `ingress`, the listeners `weft up` fronts the
+/// workload with: one per port of its application, where the mesh now sends that port.
+fn fronting_listeners(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy, out: &mut Generated) {
+    if scope.sidecar.is_some_and(|s| !s.spec.ingress.is_empty()) {
+        return;
+    }
+    let fronted = inbound_targets(inputs, scope, proxy)
+        .into_iter()
+        .filter(|t| t.bind.is_some())
+        .collect();
+    bound_inbound(inputs, scope, proxy, fronted, out);
+}
+
+fn bound_inbound(
+    inputs: &Inputs,
+    scope: &Scope<'_>,
+    proxy: &Proxy,
+    targets: Vec<InboundTarget>,
+    out: &mut Generated,
+) {
+    for t in targets {
         let bind = t.bind.clone().unwrap_or_else(|| {
             if proxy.ip.is_empty() {
                 "0.0.0.0".to_string()
@@ -475,13 +521,13 @@ fn ingress_listeners(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy, out: &mu
                 proxy.ip.clone()
             }
         });
-        let name = format!("{bind}_{}", t.port);
+        let name = format!("{bind}_{}", t.listen);
         let filter = inbound_filter(inputs, scope, &t, out);
         out.listeners.insert(
             name.clone(),
             Listener {
                 name,
-                address: Some(pb::socket(&bind, t.port)),
+                address: Some(pb::socket(&bind, t.listen)),
                 filter_chains: vec![chain("", vec![filter], None)],
                 traffic_direction: TrafficDirection::Inbound as i32,
                 ..Default::default()

@@ -266,6 +266,7 @@ mod tests {
                 namespace: "default".into(),
                 name: "x".into(),
             },
+            application: None,
         }
     }
 

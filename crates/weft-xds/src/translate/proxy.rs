@@ -161,8 +161,10 @@ impl Proxy {
 
     /// Whether `e` is this proxy's own workload: the same WorkloadEntry or Pod, or its address.
     pub fn is_instance(&self, e: &weft_registry::Endpoint) -> bool {
-        (e.origin.name == self.name && e.origin.namespace == self.namespace)
-            || (!self.ip.is_empty() && e.address == self.ip)
+        let same_workload = e.origin.name == self.name && e.origin.namespace == self.namespace;
+        // A fronted endpoint's address is its sidecar's, which many workloads share on one
+        // machine: only the workload it came from is it.
+        same_workload || (e.application.is_none() && !self.ip.is_empty() && e.address == self.ip)
     }
 
     /// The port a gateway listens on for a Gateway server's port.

@@ -206,11 +206,16 @@ impl Running {
 /// How often the folder is checked for edits: well inside the second an edit may take.
 const WATCH_INTERVAL: Duration = Duration::from_millis(100);
 
+/// For a mesh without capture: the port a workload's sidecar fronts an endpoint of it on (see
+/// `Inputs::front_workloads`).
+pub type Fronting = Arc<dyn Fn(&weft_registry::Endpoint) -> Option<u16> + Send + Sync>;
+
 pub async fn start(
     folder: Folder,
     xds: &str,
     monitoring: &str,
     secure: Option<Secure>,
+    fronting: Option<Fronting>,
 ) -> anyhow::Result<Running> {
     let control = ControlPlane::new();
     let (stop, stopped) = watch::channel(false);
@@ -265,7 +270,10 @@ pub async fn start(
             st.warnings = loaded.warnings.iter().map(ToString::to_string).collect();
             st.kept = loaded.kept.iter().map(ToString::to_string).collect();
             st.generation += 1;
-            let inputs = Inputs::new(&loaded.resources, loaded.mesh.resolve());
+            let mut inputs = Inputs::new(&loaded.resources, loaded.mesh.resolve());
+            if let Some(front) = &fronting {
+                inputs.front_workloads(&mut |e| front(e));
+            }
             told.registry(&inputs.registry.problems);
             config_tx.send_replace(Arc::new(loaded));
             updates.send(inputs).is_ok()
@@ -350,6 +358,7 @@ pub fn run(args: &ControlPlaneArgs) -> anyhow::Result<ExitCode> {
             &args.xds_address,
             &args.monitoring_address,
             args.secure()?,
+            None,
         )
         .await?;
         println!(

@@ -3,7 +3,7 @@
 //! back-off when one exits on its own. Every proxy is started so that it dies with `weft up`,
 //! even when `weft up` is killed with SIGKILL (see `exec_with_parent`).
 
-use super::plan::{Kind, Ports, ProxyPlan, ProxyPorts, bootstrap};
+use super::plan::{Fronts, Kind, Ports, ProxyPlan, ProxyPorts, bootstrap};
 use anyhow::Context as _;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -73,15 +73,22 @@ impl Managed {
 
 pub struct Fleet {
     pub proxies: BTreeMap<String, Managed>,
-    ports: Ports,
+    /// Shared with the fronts (`Fronts`): no port is handed out twice.
+    ports: std::sync::Arc<std::sync::Mutex<Ports>>,
+    pub fronts: std::sync::Arc<Fronts>,
     opts: Options,
 }
 
 impl Fleet {
-    pub fn new(opts: Options, port_base: u16) -> Fleet {
+    pub fn new(
+        opts: Options,
+        ports: std::sync::Arc<std::sync::Mutex<Ports>>,
+        fronts: std::sync::Arc<Fronts>,
+    ) -> Fleet {
         Fleet {
             proxies: BTreeMap::new(),
-            ports: Ports::from_base(port_base),
+            ports,
+            fronts,
             opts,
         }
     }
@@ -118,7 +125,11 @@ impl Fleet {
                     tracing::info!("restarted {label}: its workload changed");
                 }
                 None => {
-                    let ports = self.ports.for_plan(&plan)?;
+                    let ports = self
+                        .ports
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .for_plan(&plan)?;
                     let mut m = Managed {
                         plan,
                         ports,
@@ -135,7 +146,7 @@ impl Fleet {
                     if !quiet {
                         tracing::info!(
                             "started {label}: {}",
-                            describe(&m, &self.opts.gateway_address)
+                            describe(&m, &self.opts.gateway_address, &self.fronts)
                         );
                     }
                     self.proxies.insert(label, m);
@@ -358,10 +369,16 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
 }
 
 /// One line on where a proxy listens, for people.
-pub fn describe(m: &Managed, gateway_address: &str) -> String {
+pub fn describe(m: &Managed, gateway_address: &str, fronts: &Fronts) -> String {
     let mut line = format!("admin http://127.0.0.1:{}", m.ports.admin);
     if let Some(port) = m.ports.http_proxy {
         line.push_str(&format!("  HTTP_PROXY=http://127.0.0.1:{port}"));
+    }
+    if m.plan.kind == Kind::Sidecar {
+        for (address, app, sidecar) in fronts.of(&m.plan.namespace, &m.plan.workload) {
+            let host = super::plan::sidecar_host(&address);
+            line.push_str(&format!("  inbound {host}:{sidecar} -> {address}:{app}"));
+        }
     }
     if m.plan.kind == Kind::Gateway {
         for (server, listen) in &m.plan.gateway_ports {

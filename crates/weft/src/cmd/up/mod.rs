@@ -5,7 +5,10 @@
 //! bootstrap that points them at the control plane.
 //!
 //! Without traffic capture, applications send through their sidecar as an HTTP proxy
-//! (`HTTP_PROXY=http://127.0.0.1:PORT`, routed by Host), and reach each other directly.
+//! (`HTTP_PROXY=http://127.0.0.1:PORT`, routed by Host), and the mesh reaches each workload
+//! through its own sidecar, as in a pod: the mesh advertises a port of the sidecar's for every
+//! port the workload's application listens on (`Inputs::front_workloads`), and the sidecar hands
+//! the traffic to the application's port, the one its WorkloadEntry or Pod names.
 
 pub mod fleet;
 pub mod plan;
@@ -97,11 +100,12 @@ impl Up {
             "control plane  xDS {}  status http://{}/debug/syncz\n",
             self.control.xds, self.control.monitoring
         );
-        for m in lock(&self.fleet).proxies.values() {
+        let fleet = lock(&self.fleet);
+        for m in fleet.proxies.values() {
             out.push_str(&format!(
                 "{:<40} {}\n",
                 m.plan.label,
-                fleet::describe(m, gateway_address)
+                fleet::describe(m, gateway_address, &fleet.fronts)
             ));
         }
         out.push_str(&format!("logs           {}\n", self.run_dir.display()));
@@ -114,11 +118,18 @@ impl Up {
 pub async fn start(args: &Args) -> anyhow::Result<Up> {
     let c = &args.control;
     let port_map = plan::parse_port_map(&args.gateway_ports)?;
+    let ports = Arc::new(Mutex::new(plan::Ports::from_base(args.port_base)));
+    let fronts = Arc::new(plan::Fronts::new(ports.clone()));
+    let fronting: control_plane::Fronting = {
+        let fronts = fronts.clone();
+        Arc::new(move |e| fronts.port(e))
+    };
     let control = control_plane::start(
         c.folder(),
         &c.xds_address,
         &c.monitoring_address,
         c.secure()?,
+        Some(fronting),
     )
     .await?;
     // The first load: objects it refuses are reported by the control plane, and the rest of
@@ -140,7 +151,8 @@ pub async fn start(args: &Args) -> anyhow::Result<Up> {
             gateway_address: args.gateway_address.clone(),
             identity: identities(&control, &run_dir)?,
         },
-        args.port_base,
+        ports,
+        fronts,
     );
     fleet.reconcile(plan::plan(&first.resources, &port_map), true)?;
     let fleet = Arc::new(Mutex::new(fleet));
@@ -230,7 +242,8 @@ async fn supervise(
     mut writer: Option<status_file::Writer>,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let mut inbound = status_file::inbound(&config.borrow().resources);
+    let fronts = lock(&fleet).fronts.clone();
+    let mut inbound = status_file::inbound(&config.borrow().resources, &fronts);
     let mut tick = tokio::time::interval(SUPERVISE_INTERVAL);
     let mut write_failed = false;
     loop {
@@ -241,7 +254,7 @@ async fn supervise(
                     return;
                 }
                 let now = config.borrow_and_update().clone();
-                inbound = status_file::inbound(&now.resources);
+                inbound = status_file::inbound(&now.resources, &fronts);
                 if let Err(e) = lock(&fleet).reconcile(plan::plan(&now.resources, &port_map), false) {
                     tracing::error!("cannot follow the folder's workloads: {e:#}");
                 }

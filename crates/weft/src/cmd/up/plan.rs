@@ -118,6 +118,83 @@ impl Ports {
     }
 }
 
+/// The ports sidecars front their workloads on (`Inputs::front_workloads`): one per workload
+/// and application address, given the first time the control plane sees the endpoint and kept
+/// while `weft up` runs, so that an edit never moves a workload's mesh port.
+pub struct Fronts {
+    ports: std::sync::Arc<std::sync::Mutex<Ports>>,
+    given: std::sync::Mutex<BTreeMap<FrontKey, u16>>,
+}
+
+/// (namespace, workload, application address, application port).
+type FrontKey = (String, String, String, u16);
+
+impl Fronts {
+    pub fn new(ports: std::sync::Arc<std::sync::Mutex<Ports>>) -> Fronts {
+        Fronts {
+            ports,
+            given: Default::default(),
+        }
+    }
+
+    /// The sidecar port for an endpoint of a workload, given now if it has none yet.
+    pub fn port(&self, e: &weft_registry::Endpoint) -> Option<u16> {
+        let key = front_key(e);
+        let mut given = self.given.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(port) = given.get(&key) {
+            return Some(*port);
+        }
+        let taken = self.ports.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match taken {
+            Ok(port) => {
+                given.insert(key, port);
+                Some(port)
+            }
+            Err(err) => {
+                let (ns, name, address, port) = &key;
+                tracing::error!(
+                    "{ns}/{name}: no port for its sidecar to front {address}:{port} on ({err:#}); the mesh sends to the application directly"
+                );
+                None
+            }
+        }
+    }
+
+    /// The sidecar port an endpoint was given, if it was.
+    pub fn given(&self, e: &weft_registry::Endpoint) -> Option<u16> {
+        let given = self.given.lock().unwrap_or_else(|p| p.into_inner());
+        given.get(&front_key(e)).copied()
+    }
+
+    /// A workload's fronted ports: (application address, application port) → sidecar port.
+    pub fn of(&self, namespace: &str, workload: &str) -> Vec<(String, u16, u16)> {
+        let given = self.given.lock().unwrap_or_else(|p| p.into_inner());
+        given
+            .iter()
+            .filter(|((ns, name, _, _), _)| ns == namespace && name == workload)
+            .map(|((_, _, address, port), sidecar)| (address.clone(), *port, *sidecar))
+            .collect()
+    }
+}
+
+/// Where a fronting sidecar listens: on the workload's address when it is a loopback one,
+/// else on 127.0.0.1 (as `Inputs::front_workloads` places it).
+pub fn sidecar_host(address: &str) -> &str {
+    match address.parse::<std::net::IpAddr>() {
+        Ok(ip) if ip.is_loopback() => address,
+        _ => "127.0.0.1",
+    }
+}
+
+fn front_key(e: &weft_registry::Endpoint) -> FrontKey {
+    (
+        e.origin.namespace.clone(),
+        e.origin.name.clone(),
+        e.address.clone(),
+        e.port,
+    )
+}
+
 pub fn parse_port_map(pairs: &[String]) -> anyhow::Result<BTreeMap<u16, u16>> {
     pairs
         .iter()

@@ -11,8 +11,12 @@ use weft_api::Resource;
 use weft_registry::{Options, Registry};
 
 /// The inbound addresses of every workload, by (namespace, name): for each service port that
-/// selects it, where its application listens.
-pub fn inbound(resources: &[Resource]) -> BTreeMap<(String, String), Vec<Value>> {
+/// selects it, where its application listens and where its sidecar takes the mesh's traffic
+/// for it.
+pub fn inbound(
+    resources: &[Resource],
+    fronts: &super::plan::Fronts,
+) -> BTreeMap<(String, String), Vec<Value>> {
     let registry = Registry::build(resources, &Options::default());
     let mut out: BTreeMap<(String, String), Vec<Value>> = BTreeMap::new();
     for s in &registry.services {
@@ -32,6 +36,7 @@ pub fn inbound(resources: &[Resource]) -> BTreeMap<(String, String), Vec<Value>>
                     "service_port": e.service_port,
                     "port_name": port_name,
                     "address": join(&e.address, e.port),
+                    "sidecar": fronts.given(e).map(|port| join(super::plan::sidecar_host(&e.address), port)),
                 }));
         }
     }
