@@ -148,7 +148,7 @@ async fn handshake(
     listener: &Listener,
 ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
     let accepted = tokio::select! {
-        accepted = tls.acceptor.accept(stream) => accepted,
+        accepted = tls.accept(stream) => accepted,
         true = draining(listener.drain.subscribe()) => return None,
     };
     let ssl = listener.ssl_stats.as_deref();

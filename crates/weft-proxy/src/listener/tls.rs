@@ -38,7 +38,11 @@ pub struct ServerSettings {
 
 /// A filter chain's TLS, ready to accept with.
 pub struct DownstreamTls {
-    pub acceptor: tokio_rustls::TlsAcceptor,
+    config: Arc<ServerConfig>,
+    /// The same without ALPN, for a client that offers none of ours: Envoy then goes on with
+    /// no protocol agreed (the mesh's clients offer `istio-peer-exchange`, `istio` to servers
+    /// that speak `h2`, `http/1.1`), where rustls alone would end the handshake.
+    no_alpn: Option<Arc<ServerConfig>>,
 }
 
 impl std::fmt::Debug for DownstreamTls {
@@ -88,9 +92,32 @@ impl DownstreamTls {
             ServerCert::Sds => builder
                 .with_cert_resolver(Arc::new(SdsCertificate(crate::agent::secrets().clone()))),
         };
+        let no_alpn = (!settings.alpn.is_empty()).then(|| Arc::new(config.clone()));
         config.alpn_protocols = settings.alpn;
         Ok(DownstreamTls {
-            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            config: Arc::new(config),
+            no_alpn,
         })
+    }
+
+    pub async fn accept(
+        &self,
+        stream: tokio::net::TcpStream,
+    ) -> std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+        let Some(no_alpn) = &self.no_alpn else {
+            return tokio_rustls::TlsAcceptor::from(self.config.clone())
+                .accept(stream)
+                .await;
+        };
+        let start =
+            tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream)
+                .await?;
+        let ours = &self.config.alpn_protocols;
+        let agreed = start
+            .client_hello()
+            .alpn()
+            .is_none_or(|mut offered| offered.any(|p| ours.iter().any(|o| o == p)));
+        let config = if agreed { &self.config } else { no_alpn };
+        start.into_stream(config.clone()).await
     }
 }

@@ -8,6 +8,7 @@ use weft_api::types::common::Labels;
 use weft_api::types::destination_rule::DestinationRule;
 use weft_api::types::gateway::Gateway;
 use weft_api::types::mesh::Mesh;
+use weft_api::types::security::PeerAuthentication;
 use weft_api::types::sidecar::{OutboundTrafficPolicyMode, Sidecar};
 use weft_api::types::virtual_service::VirtualService;
 use weft_registry::{Endpoint, Registry, Service, host, selects};
@@ -34,6 +35,7 @@ impl<T> Obj<T> {
             "Gateway" => "gateway",
             "Sidecar" => "sidecar",
             "ServiceEntry" => "service-entry",
+            "PeerAuthentication" => "peer-authentication",
             _ => "object",
         };
         format!(
@@ -55,6 +57,7 @@ pub struct ConfigIndex {
     pub destination_rules: Vec<Obj<DestinationRule>>,
     pub gateways: Vec<Obj<Gateway>>,
     pub sidecars: Vec<Obj<Sidecar>>,
+    pub peer_authentications: Vec<Obj<PeerAuthentication>>,
 }
 
 /// One version of everything translation needs.
@@ -63,6 +66,10 @@ pub struct Inputs {
     pub mesh: Mesh,
     pub registry: Registry,
     pub config: ConfigIndex,
+    /// Workloads have certificates from the mesh CA (the control plane serves it): the mesh
+    /// can speak mTLS. Without, a STRICT port takes nothing and nothing originates mTLS on
+    /// its own (auto mTLS).
+    pub mesh_identity: bool,
 }
 
 impl Inputs {
@@ -100,16 +107,23 @@ impl Inputs {
                 }
                 Resource::Gateway(o) => config.gateways.push(obj("Gateway", r, &o.spec)),
                 Resource::Sidecar(o) => config.sidecars.push(obj("Sidecar", r, &o.spec)),
+                Resource::PeerAuthentication(o) => {
+                    config
+                        .peer_authentications
+                        .push(obj("PeerAuthentication", r, &o.spec))
+                }
                 _ => {}
             }
         }
         by_name(&mut config.virtual_services);
         by_name(&mut config.destination_rules);
         by_name(&mut config.gateways);
+        by_name(&mut config.peer_authentications);
         Inputs {
             mesh,
             registry,
             config,
+            mesh_identity: false,
         }
     }
 }

@@ -8,6 +8,7 @@ use super::cluster::{self, BLACK_HOLE, INBOUND_PASSTHROUGH, PASSTHROUGH};
 use super::config::Scope;
 use super::http_route::{CORS_FILTER, FAULT_FILTER};
 use super::pb;
+use super::peer_authn;
 use super::proxy::{Interception, Proxy};
 use super::route::{self, is_http};
 use super::{Generated, Inputs};
@@ -513,6 +514,7 @@ fn bound_inbound(
     targets: Vec<InboundTarget>,
     out: &mut Generated,
 ) {
+    let policy = peer_authn::policy(inputs, &proxy.namespace, &proxy.labels);
     for t in targets {
         let bind = t.bind.clone().unwrap_or_else(|| {
             if proxy.ip.is_empty() {
@@ -523,17 +525,36 @@ fn bound_inbound(
         });
         let name = format!("{bind}_{}", t.listen);
         let filter = inbound_filter(inputs, scope, &t, out);
+        let Some(chains) =
+            peer_authn::inbound_chains(inputs, policy.for_port(t.port), t.http, "", None, filter)
+        else {
+            strict_without_ca(scope, proxy, t.port);
+            continue;
+        };
+        let listener_filters = if peer_authn::inspects_tls(&chains) {
+            vec![super::tls::tls_inspector()]
+        } else {
+            Vec::new()
+        };
         out.listeners.insert(
             name.clone(),
             Listener {
                 name,
                 address: Some(pb::socket(&bind, t.listen)),
-                filter_chains: vec![chain("", vec![filter], None)],
+                listener_filters,
+                filter_chains: chains,
                 traffic_direction: TrafficDirection::Inbound as i32,
                 ..Default::default()
             },
         );
     }
+}
+
+fn strict_without_ca(scope: &Scope<'_>, proxy: &Proxy, port: u16) {
+    scope.problem(format!(
+        "workload {}/{} port {port}: PeerAuthentication makes it STRICT, and this mesh has no CA to give workloads certificates (start it with --secure-xds-address): the port refuses every connection",
+        proxy.namespace, proxy.name
+    ));
 }
 
 /// Without capture, a Sidecar's `egress` listeners that name a `port` are listeners of their
@@ -601,18 +622,38 @@ fn egress_listeners(inputs: &Inputs, scope: &Scope<'_>, out: &mut Generated) {
 /// passthrough chain for the rest.
 fn inbound(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy, out: &mut Generated) {
     let mut chains = Vec::new();
+    let policy = peer_authn::policy(inputs, &proxy.namespace, &proxy.labels);
     for t in inbound_targets(inputs, scope, proxy) {
         let filter = inbound_filter(inputs, scope, &t, out);
-        chains.push(chain(
-            &format!("0.0.0.0_{}", t.port),
-            vec![filter],
-            Some(FilterChainMatch {
-                destination_port: Some(UInt32Value {
-                    value: u32::from(t.port),
-                }),
-                ..Default::default()
-            }),
-        ));
+        let name = format!("0.0.0.0_{}", t.port);
+        let mode = policy.for_port(t.port);
+        match peer_authn::inbound_chains(inputs, mode, t.http, &name, Some(t.port), filter) {
+            Some(c) => chains.extend(c),
+            // No chain of its own would send the port to passthrough: one that closes instead.
+            None => {
+                strict_without_ca(scope, proxy, t.port);
+                chains.push(chain(
+                    &name,
+                    vec![tcp_proxy(BLACK_HOLE, BLACK_HOLE)],
+                    Some(FilterChainMatch {
+                        destination_port: Some(UInt32Value {
+                            value: u32::from(t.port),
+                        }),
+                        ..Default::default()
+                    }),
+                ));
+            }
+        }
+    }
+    let mut listener_filters = vec![ListenerFilter {
+        name: "envoy.filters.listener.original_dst".into(),
+        config_type: Some(listener_filter::ConfigType::TypedConfig(pb::any(
+            &OriginalDst::default(),
+        ))),
+        ..Default::default()
+    }];
+    if peer_authn::inspects_tls(&chains) {
+        listener_filters.push(super::tls::tls_inspector());
     }
     out.clusters.insert(
         INBOUND_PASSTHROUGH.into(),
@@ -628,13 +669,7 @@ fn inbound(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy, out: &mut Generate
         Listener {
             name: VIRTUAL_INBOUND.into(),
             address: Some(pb::socket("0.0.0.0", 15006)),
-            listener_filters: vec![ListenerFilter {
-                name: "envoy.filters.listener.original_dst".into(),
-                config_type: Some(listener_filter::ConfigType::TypedConfig(pb::any(
-                    &OriginalDst::default(),
-                ))),
-                ..Default::default()
-            }],
+            listener_filters,
             filter_chains: chains,
             traffic_direction: TrafficDirection::Inbound as i32,
             ..Default::default()

@@ -18,6 +18,7 @@ mod http_route;
 mod listener;
 mod locality;
 mod pb;
+mod peer_authn;
 mod proxy;
 mod route;
 mod tls;

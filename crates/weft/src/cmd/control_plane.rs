@@ -225,6 +225,7 @@ pub async fn start(
     let ca = secure
         .as_ref()
         .map(|s| (s.ca.clone(), s.credentials.clone()));
+    let mesh_identity = ca.is_some();
     let secure_xds = match secure {
         Some(s) => Some(serve_secure(s, &control, stopped.clone()).await?),
         None => None,
@@ -271,6 +272,7 @@ pub async fn start(
             st.kept = loaded.kept.iter().map(ToString::to_string).collect();
             st.generation += 1;
             let mut inputs = Inputs::new(&loaded.resources, loaded.mesh.resolve());
+            inputs.mesh_identity = mesh_identity;
             if let Some(front) = &fronting {
                 inputs.front_workloads(&mut |e| front(e));
             }
