@@ -414,6 +414,7 @@ mod tests {
             hostname: String::new(),
             locality: 0,
             locality_weight: 0,
+            socket_match: Arc::from([]),
         };
         Arc::new(Host::new(addr, &e, priority))
     }
@@ -427,6 +428,7 @@ mod tests {
             hostname: String::new(),
             locality,
             locality_weight: weight,
+            socket_match: Arc::from([]),
         };
         Arc::new(Host::new(addr, &e, 0))
     }

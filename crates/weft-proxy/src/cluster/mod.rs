@@ -106,6 +106,9 @@ pub struct EndpointConfig {
     /// `load_balancing_weight` (0 when unset), for locality weighted balancing.
     pub locality: u32,
     pub locality_weight: u32,
+    /// `metadata.filter_metadata["envoy.transport_socket_match"]`, as (key, value) pairs: what
+    /// the cluster's `transport_socket_matches` pick the endpoint's transport socket by.
+    pub socket_match: Arc<[(String, String)]>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,6 +142,9 @@ pub struct ClusterConfig {
     pub original_dst: OriginalDstConfig,
     /// `transport_socket` TLS.
     pub tls: Option<Arc<crate::upstream::tls::UpstreamTls>>,
+    /// `transport_socket_matches`, in order: the first whose criteria an endpoint's metadata
+    /// all carry gives its transport socket; one matching none gets `tls`.
+    pub tls_matches: Vec<TransportSocketMatch>,
     pub circuit_breakers: circuit::CircuitBreakers,
     /// `common_http_protocol_options.max_requests_per_connection`.
     pub max_requests_per_connection: Option<u32>,
@@ -152,6 +158,15 @@ pub struct ClusterConfig {
     pub healthy_panic_threshold: f64,
     /// `common_lb_config.locality_weighted_lb_config`: pick a locality by its weight first.
     pub locality_weighted: bool,
+}
+
+/// One of a cluster's `transport_socket_matches`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransportSocketMatch {
+    pub name: String,
+    pub criteria: Vec<(String, String)>,
+    /// None: `raw_buffer`, plaintext.
+    pub tls: Option<Arc<crate::upstream::tls::UpstreamTls>>,
 }
 
 /// One upstream host as the load balancer sees it.
@@ -174,6 +189,7 @@ pub struct Host {
     pub active_health: health_check::HostHealth,
     /// Its response latency, for the peak EWMA balancer (kept only under that policy).
     pub latency: peak_ewma::Latency,
+    pub socket_match: Arc<[(String, String)]>,
 }
 
 #[derive(Debug, Default)]
@@ -204,6 +220,7 @@ impl Host {
             outlier: outlier::HostMonitor::default(),
             active_health: health_check::HostHealth::default(),
             latency: peak_ewma::Latency::default(),
+            socket_match: endpoint.socket_match.clone(),
         }
     }
 }
@@ -282,6 +299,22 @@ impl Rounds {
 const ORIGINAL_DST_HOSTS_KEPT: usize = 1024;
 
 impl Cluster {
+    /// The transport socket for `host`: TLS, or None for plaintext.
+    pub fn tls_for(&self, host: &Host) -> Option<&Arc<crate::upstream::tls::UpstreamTls>> {
+        if self.config.tls_matches.is_empty() {
+            return self.config.tls.as_ref();
+        }
+        self.config
+            .tls_matches
+            .iter()
+            .find(|m| {
+                m.criteria
+                    .iter()
+                    .all(|c| host.socket_match.iter().any(|h| h == c))
+            })
+            .map_or(self.config.tls.as_ref(), |m| m.tls.as_ref())
+    }
+
     /// Takes a place under `max_requests` for one request (a client's or a mirror's), or counts
     /// it as dropped (`upstream_rq_active_overflow`, and completed) when there is none.
     pub fn admit_request(&self, priority: circuit::Priority) -> bool {
@@ -389,6 +422,7 @@ impl Cluster {
             hostname: String::new(),
             locality: 0,
             locality_weight: 0,
+            socket_match: Arc::from([]),
         };
         let host = Arc::new(Host::new(destination, &endpoint, 0));
         let mut chosen = host.clone();
@@ -554,6 +588,7 @@ fn reuse(
                 && h.health == endpoint.health
                 && h.locality == endpoint.locality
                 && h.locality_weight == endpoint.locality_weight
+                && h.socket_match == endpoint.socket_match
         })
         .cloned()
         .unwrap_or_else(|| Arc::new(Host::new(addr, endpoint, priority)))

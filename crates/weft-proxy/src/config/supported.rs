@@ -171,6 +171,14 @@ const TABLE: &[(&str, &str)] = &[
     // TLS, upstream and downstream
     ("envoy.config.core.v3.TransportSocket", "name typed_config"),
     (
+        "envoy.config.cluster.v3.Cluster.TransportSocketMatch",
+        "name match transport_socket",
+    ),
+    (
+        "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer",
+        "",
+    ),
+    (
         "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
         "common_tls_context sni",
     ),
@@ -337,7 +345,7 @@ const TABLE: &[(&str, &str)] = &[
          typed_extension_protocol_options http2_protocol_options http_protocol_options \
          dns_lookup_family=AUTO|V4_ONLY|V6_ONLY|V4_PREFERRED|ALL dns_refresh_rate respect_dns_ttl metadata circuit_breakers \
          common_http_protocol_options max_requests_per_connection outlier_detection \
-         common_lb_config health_checks",
+         common_lb_config health_checks transport_socket_matches",
     ),
     (
         "envoy.config.core.v3.HealthCheck",

@@ -226,7 +226,7 @@ async fn send(
             cs.count_status(resp.status().as_u16());
             let complete = resp.into_body().collect().await.is_ok();
             if let (true, Some(sender)) = (complete, release) {
-                upstream::release_http1(&cluster, host.address, Priority::Default, sender);
+                upstream::release_http1(&cluster, &host, Priority::Default, sender);
             }
         }
         Err(_) => stats::inc(&host.stats.rq_error),

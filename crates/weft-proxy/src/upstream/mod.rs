@@ -75,12 +75,11 @@ pub async fn open(
     host: &Host,
     purpose: Purpose,
 ) -> Result<tls::UpstreamStream, ConnectError> {
+    let tls = cluster.tls_for(host);
     if let Some(connector) = cluster.connector.get() {
         let connect = connector.connect(host.address);
         return match tokio::time::timeout(cluster.config.connect_timeout, connect).await {
-            Ok(Ok(stream)) if cluster.config.tls.is_none() => {
-                Ok(tls::UpstreamStream::Memory(stream))
-            }
+            Ok(Ok(stream)) if tls.is_none() => Ok(tls::UpstreamStream::Memory(stream)),
             Ok(Ok(_)) => Err(ConnectError::Tls(std::io::Error::other(
                 "TLS over an in-memory connection is not supported",
             ))),
@@ -93,7 +92,7 @@ pub async fn open(
             .await
             .map_err(ConnectError::Refused)?;
         let _ = stream.set_nodelay(true);
-        match &cluster.config.tls {
+        match tls {
             None => Ok(tls::UpstreamStream::Plain(stream)),
             Some(t) => {
                 let config = match purpose {

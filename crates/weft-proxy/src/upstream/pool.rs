@@ -48,24 +48,15 @@ thread_local! {
     static POOLS: RefCell<HashMap<PoolKey, Pool>> = RefCell::new(HashMap::new());
 }
 
-fn pool_key(
-    cluster: &Cluster,
-    address: SocketAddr,
-    version: Version,
-    priority: Priority,
-) -> PoolKey {
-    let tls = cluster
-        .config
-        .tls
-        .as_ref()
-        .map_or(0, |t| Arc::as_ptr(t) as usize);
+fn pool_key(cluster: &Cluster, host: &Host, version: Version, priority: Priority) -> PoolKey {
+    let tls = cluster.tls_for(host).map_or(0, |t| Arc::as_ptr(t) as usize);
     let owner = Arc::as_ptr(&cluster.breakers) as usize;
-    (address, version, tls, owner, priority)
+    (host.address, version, tls, owner, priority)
 }
 
 /// Gives back an HTTP/1.1 connection whose response was read to the end, for the next request,
 /// unless it has carried `max_requests_per_connection` requests.
-pub fn release_http1(cluster: &Cluster, address: SocketAddr, priority: Priority, conn: Http1) {
+pub fn release_http1(cluster: &Cluster, host: &Host, priority: Priority, conn: Http1) {
     if conn.sender.is_closed() {
         return;
     }
@@ -77,7 +68,7 @@ pub fn release_http1(cluster: &Cluster, address: SocketAddr, priority: Priority,
         stats::inc(&cluster.stats.upstream_cx_max_requests);
         return;
     }
-    let key = pool_key(cluster, address, Version::Http1, priority);
+    let key = pool_key(cluster, host, Version::Http1, priority);
     POOLS.with(|p| {
         // A connection outlives its pool only if the bookkeeping went wrong; it is then closed.
         if let Some(pool) = p.borrow_mut().get_mut(&key) {
@@ -108,7 +99,7 @@ pub async fn checkout(
     version: Version,
     priority: Priority,
 ) -> Result<Sender, ConnectError> {
-    let key = pool_key(cluster, host.address, version, priority);
+    let key = pool_key(cluster, host, version, priority);
     if let Some(s) = pooled(cluster, &key).await {
         return Ok(s);
     }

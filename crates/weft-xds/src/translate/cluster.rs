@@ -142,7 +142,14 @@ pub fn outbound(inputs: &Inputs, scope: &Scope<'_>, out: &mut Generated) {
                 if is_eds(&cluster) {
                     out.endpoints.insert(
                         name.clone(),
-                        endpoint::assignment(&name, service, port.number, labels, plan.as_ref()),
+                        endpoint::assignment(
+                            &name,
+                            service,
+                            port.number,
+                            labels,
+                            plan.as_ref(),
+                            &|e| super::peer_authn::mtls_ready(inputs, e),
+                        ),
                     );
                 }
                 out.clusters.insert(name, cluster);
@@ -209,7 +216,9 @@ fn build(
                 c.respect_dns_ttl = true;
             }
             let mut cla: ClusterLoadAssignment =
-                endpoint::assignment(name, service, port.number, None, None);
+                endpoint::assignment(name, service, port.number, None, None, &|e| {
+                    super::peer_authn::mtls_ready(inputs, e)
+                });
             if discovery == DiscoveryType::LogicalDns {
                 // LOGICAL_DNS takes exactly one name.
                 for group in &mut cla.endpoints {
@@ -239,12 +248,15 @@ fn build(
             ..Default::default()
         });
     }
+    let mesh = super::upstream_tls::MeshTls {
+        sni: istio_mtls_sni(name),
+        service_accounts: service_accounts(service, &inputs.mesh.trust_domain),
+        h2,
+    };
+    if policy.tls.is_none() && auto_mtls(inputs, service, discovery) {
+        c.transport_socket_matches = super::upstream_tls::auto_mtls(&mesh);
+    }
     if let Some(tls) = policy.tls {
-        let mesh = super::upstream_tls::MeshTls {
-            sni: istio_mtls_sni(name),
-            service_accounts: service_accounts(service, &inputs.mesh.trust_domain),
-            h2,
-        };
         match super::upstream_tls::transport_socket(tls, &service.hostname, &mesh) {
             Ok(socket) => c.transport_socket = socket,
             Err(why) => {
@@ -270,6 +282,20 @@ fn build(
     }
     c.metadata = Some(pb::istio_metadata(meta));
     Some(c)
+}
+
+/// Whether a cluster without a DestinationRule `tls` originates the mesh's mTLS to those of its
+/// endpoints that take it (istiod's `buildUpstreamTLSSettings` with auto mTLS): not to a
+/// service outside the mesh, not through ORIGINAL_DST, not when the mesh has no certificates
+/// or turns `enableAutoMtls` off, and not when the service's namespace (or the mesh) disables
+/// mTLS (`BestEffortInferServiceMTLSMode`; workload and port levels act per endpoint).
+fn auto_mtls(inputs: &Inputs, service: &weft_registry::Service, discovery: DiscoveryType) -> bool {
+    inputs.mesh.enable_auto_mtls
+        && inputs.mesh_identity
+        && !service.mesh_external
+        && discovery != DiscoveryType::OriginalDst
+        && super::peer_authn::namespace_mode(inputs, &service.namespace)
+            != super::peer_authn::Mode::Disable
 }
 
 /// istiod's SNI for mesh mTLS (`BuildDNSSrvSubsetKey`): `outbound_.9080_.v1_.reviews...`, and

@@ -3,7 +3,7 @@
 
 use super::locality::Plan;
 use super::pb;
-use envoy_types::pb::envoy::config::core::v3::Locality;
+use envoy_types::pb::envoy::config::core::v3::{Locality, Metadata};
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
 };
@@ -22,6 +22,7 @@ pub fn assignment(
     port: u16,
     subset: Option<&Labels>,
     plan: Option<&Plan>,
+    mtls_ready: &dyn Fn(&weft_registry::Endpoint) -> bool,
 ) -> ClusterLoadAssignment {
     let mut groups: BTreeMap<(String, u32), (u32, Vec<LbEndpoint>)> = BTreeMap::new();
     for e in &service.endpoints {
@@ -46,6 +47,16 @@ pub fn assignment(
                 ..Default::default()
             })),
             load_balancing_weight: (e.weight != 1).then_some(UInt32Value { value: e.weight }),
+            // What auto mTLS picks the endpoint's transport socket by (istiod's
+            // `AppendLbEndpointMetadata`).
+            metadata: mtls_ready(e).then(|| Metadata {
+                filter_metadata: [(
+                    "envoy.transport_socket_match".to_string(),
+                    pb::struct_of([("tlsMode", pb::string("istio"))]),
+                )]
+                .into(),
+                ..Default::default()
+            }),
             ..Default::default()
         });
     }

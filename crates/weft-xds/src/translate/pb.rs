@@ -65,12 +65,16 @@ pub fn list(items: Vec<Value>) -> Value {
 
 pub fn object(fields: impl IntoIterator<Item = (&'static str, Value)>) -> Value {
     Value {
-        kind: Some(Kind::StructValue(Struct {
-            fields: fields
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
-        })),
+        kind: Some(Kind::StructValue(struct_of(fields))),
+    }
+}
+
+pub fn struct_of(fields: impl IntoIterator<Item = (&'static str, Value)>) -> Struct {
+    Struct {
+        fields: fields
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
     }
 }
 

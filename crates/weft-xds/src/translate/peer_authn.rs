@@ -120,6 +120,20 @@ pub fn policy(inputs: &Inputs, namespace: &str, labels: &Labels) -> Policy {
     Policy { mode, ports }
 }
 
+/// Whether an endpoint takes the mesh's mTLS when a client's auto mTLS offers it (istiod's
+/// `checkMtlsEnabled`): it has a sidecar (`weft up` fronts it, or it carries Istio's
+/// `security.istio.io/tlsMode: istio` label) and its own policy does not disable mTLS on the
+/// port its application listens on.
+pub fn mtls_ready(inputs: &Inputs, e: &weft_registry::Endpoint) -> bool {
+    let sidecar = e.application.is_some()
+        || e.labels
+            .get("security.istio.io/tlsMode")
+            .map(String::as_str)
+            == Some("istio");
+    let port = e.application.as_ref().map_or(e.port, |(_, p)| *p);
+    sidecar && policy(inputs, &e.origin.namespace, &e.labels).for_port(port) != Mode::Disable
+}
+
 /// Istio's ALPN values for the mesh's mTLS (`allIstioMtlsALPNs`): what a client sidecar offers.
 const ISTIO_ALPNS: [&str; 5] = [
     "istio",

@@ -7,10 +7,12 @@
 //! clusters are left out rather than sent in plaintext.
 
 use super::pb;
+use envoy_types::pb::envoy::config::cluster::v3::cluster::TransportSocketMatch;
 use envoy_types::pb::envoy::config::core::v3::{
     ApiConfigSource, ApiVersion, ConfigSource, DataSource, GrpcService, TransportSocket,
     api_config_source, config_source, data_source, grpc_service,
 };
+use envoy_types::pb::envoy::extensions::transport_sockets::raw_buffer::v3::RawBuffer;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, CommonTlsContext, SdsSecretConfig, SubjectAltNameMatcher,
     TlsCertificate, TlsParameters, UpstreamTlsContext, common_tls_context,
@@ -173,6 +175,33 @@ fn istio_mutual(tls: &ClientTlsSettings, mesh: &MeshTls) -> TransportSocket {
         ..Default::default()
     };
     tls_socket(pb::any(&ctx))
+}
+
+/// Auto mTLS (istiod's `applyUpstreamTLSSettings`): ISTIO_MUTUAL to endpoints marked
+/// `tlsMode: istio`, plaintext to the rest.
+pub fn auto_mtls(mesh: &MeshTls) -> Vec<TransportSocketMatch> {
+    vec![
+        TransportSocketMatch {
+            name: "tlsMode-istio".into(),
+            r#match: Some(super::pb::struct_of([(
+                "tlsMode",
+                super::pb::string("istio"),
+            )])),
+            transport_socket: Some(istio_mutual(&ClientTlsSettings::default(), mesh)),
+        },
+        TransportSocketMatch {
+            name: "tlsMode-disabled".into(),
+            r#match: Some(Default::default()),
+            transport_socket: Some(TransportSocket {
+                name: "envoy.transport_sockets.raw_buffer".into(),
+                config_type: Some(
+                    envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
+                        pb::any(&RawBuffer::default()),
+                    ),
+                ),
+            }),
+        },
+    ]
 }
 
 /// `envoy.transport_sockets.tls` with its context (upstream or downstream).

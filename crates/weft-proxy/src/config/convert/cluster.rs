@@ -4,7 +4,7 @@ use super::{Result, decode_any, duration, type_name};
 use crate::cluster::hash;
 use crate::cluster::{
     ClusterConfig, Discovery, DnsFamily, EndpointAddress, EndpointConfig, Health, LbPolicy,
-    LocalityConfig, OriginalDstConfig, UpstreamProtocol,
+    LocalityConfig, OriginalDstConfig, TransportSocketMatch, UpstreamProtocol,
 };
 use crate::config::FieldError;
 use envoy_types::pb::envoy::config::cluster::v3 as pb;
@@ -350,7 +350,43 @@ pub fn cluster(c: &pb::Cluster, path: &str) -> Result<ClusterConfig> {
             Some(t) => super::tls::transport_socket(t, &format!("{path}.transport_socket"))?,
             None => None,
         },
+        tls_matches: c
+            .transport_socket_matches
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let mpath = format!("{path}.transport_socket_matches[{i}]");
+                Ok(TransportSocketMatch {
+                    name: m.name.clone(),
+                    criteria: m.r#match.as_ref().map(match_pairs).unwrap_or_default(),
+                    tls: match &m.transport_socket {
+                        Some(t) => super::tls::any_transport_socket(
+                            t,
+                            &format!("{mpath}.transport_socket"),
+                        )?,
+                        None => None,
+                    },
+                })
+            })
+            .collect::<Result<_>>()?,
     })
+}
+
+/// A metadata struct as (key, value) pairs, values in one text form, for
+/// `transport_socket_matches` against `envoy.transport_socket_match` endpoint metadata.
+fn match_pairs(s: &envoy_types::pb::google::protobuf::Struct) -> Vec<(String, String)> {
+    use envoy_types::pb::google::protobuf::value::Kind;
+    s.fields
+        .iter()
+        .map(|(k, v)| {
+            let value = match &v.kind {
+                Some(Kind::StringValue(s)) => s.clone(),
+                // Other kinds never equal a string of the same text.
+                other => format!("\u{0}{other:?}"),
+            };
+            (k.clone(), value)
+        })
+        .collect()
 }
 
 /// HTTP/2 options that the proxy honours only towards clients (flood limits, extended CONNECT):
@@ -464,6 +500,13 @@ pub fn load_assignment(
                 hostname: endpoint.hostname.clone(),
                 locality: u32::try_from(i).unwrap_or(u32::MAX),
                 locality_weight: l.load_balancing_weight.as_ref().map_or(0, |w| w.value),
+                socket_match: e
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.filter_metadata.get("envoy.transport_socket_match"))
+                    .map(match_pairs)
+                    .unwrap_or_default()
+                    .into(),
             });
         }
         localities.push(LocalityConfig {

@@ -116,6 +116,18 @@ fn certificate(
     Ok((chain, key))
 }
 
+/// A transport socket of `transport_socket_matches`: TLS, or `raw_buffer` (None).
+pub fn any_transport_socket(t: &TransportSocket, path: &str) -> Result<Option<Arc<UpstreamTls>>> {
+    if let Some(
+        envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(any),
+    ) = &t.config_type
+        && type_name(any) == "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"
+    {
+        return Ok(None);
+    }
+    transport_socket(t, path)
+}
+
 /// A cluster's TLS origination.
 pub fn transport_socket(t: &TransportSocket, path: &str) -> Result<Option<Arc<UpstreamTls>>> {
     let tpath = format!("{path}.typed_config");

@@ -89,7 +89,7 @@ impl Finish for Finisher {
             cluster.rq_time.record(self.start.elapsed());
             if complete {
                 if let Some(sender) = self.release.take() {
-                    upstream::release_http1(cluster, host.address, self.priority, sender);
+                    upstream::release_http1(cluster, host, self.priority, sender);
                 }
             } else {
                 stats::inc(&cluster.stats.upstream_rq_rx_reset);
