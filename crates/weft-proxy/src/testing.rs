@@ -88,6 +88,7 @@ impl InProcess {
             local: SocketAddr::from(([127, 0, 0, 1], 10000)),
             restored: None,
             tls: false,
+            client_cert: None,
             idle: None,
         };
         let (mut client, server) = tokio::io::duplex(1 << 16);

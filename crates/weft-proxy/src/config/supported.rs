@@ -94,7 +94,14 @@ const TABLE: &[(&str, &str)] = &[
         "stat_prefix codec_type route_config rds http_filters access_log generate_request_id \
          use_remote_address xff_num_trusted_hops request_timeout stream_idle_timeout server_name \
          upgrade_configs http2_protocol_options common_http_protocol_options max_request_headers_kb \
-         server_header_transformation=OVERWRITE|APPEND_IF_ABSENT|PASS_THROUGH",
+         server_header_transformation=OVERWRITE|APPEND_IF_ABSENT|PASS_THROUGH \
+         forward_client_cert_details=SANITIZE|FORWARD_ONLY|APPEND_FORWARD|SANITIZE_SET|ALWAYS_FORWARD_ONLY \
+         set_current_client_cert_details",
+    ),
+    // `cert` and `chain` (the PEM, URL-encoded) are not written.
+    (
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.SetCurrentClientCertDetails",
+        "subject dns uri",
     ),
     (
         "envoy.extensions.filters.network.http_connection_manager.v3.Rds",

@@ -76,7 +76,9 @@ pub fn on_request(
     peer: SocketAddr,
     local_address: IpAddr,
     tls: bool,
+    client_cert: Option<&str>,
 ) -> SocketAddr {
+    super::xfcc::on_request(headers, hcm.forward_client_cert, client_cert);
     let scheme = HeaderValue::from_static(if tls { "https" } else { "http" });
     // What a client says about being internal is never believed: Envoy strips the header from
     // every request and sets it only for addresses its `internal_address_config` names (none

@@ -17,6 +17,7 @@ pub mod router;
 pub mod stream_timer;
 mod upgrade;
 mod upstream_head;
+pub mod xfcc;
 
 use crate::access_log::AccessLog;
 use crate::http::body::ProxyBody;
@@ -97,6 +98,9 @@ pub struct HttpConnectionManager {
     pub h2_flood: h2_guard::FloodLimits,
     /// `http2_protocol_options.max_concurrent_streams` for HTTP/2 clients.
     pub h2_max_concurrent_streams: Option<u32>,
+    /// `forward_client_cert_details` and `set_current_client_cert_details`.
+    pub forward_client_cert: xfcc::ForwardClientCert,
+    pub client_cert_details: xfcc::CertDetails,
     pub stats: Arc<HttpStats>,
 }
 
@@ -127,6 +131,9 @@ pub struct Connection {
     pub restored: Option<SocketAddr>,
     /// The filter chain terminated TLS: `x-forwarded-proto` is `https`.
     pub tls: bool,
+    /// The client presented a certificate: this hop's XFCC element for it (empty when the
+    /// connection manager writes none).
+    pub client_cert: Option<Arc<str>>,
     /// What the connection's idle timeout watches; set by `serve`.
     pub idle: Option<Arc<conn_idle::Tracker>>,
 }

@@ -127,10 +127,11 @@ async fn connection(
                 restored,
             };
             match &chain.tls {
-                None => serve_chain(stream, chain, &listener, &shared, ends, false).await,
+                None => serve_chain(stream, chain, &listener, &shared, ends, None).await,
                 Some(tls) => {
                     if let Some(stream) = handshake(stream, tls, &listener).await {
-                        serve_chain(stream, chain, &listener, &shared, ends, true).await;
+                        let client = client_cert(&stream, chain, tls);
+                        serve_chain(stream, chain, &listener, &shared, ends, Some(client)).await;
                     }
                 }
             }
@@ -172,14 +173,32 @@ async fn handshake(
     }
 }
 
-/// Hands the connection (plain or decrypted) to the chain's network filter.
+/// What XFCC needs of a TLS connection: this hop's element when the client presented a
+/// certificate (worked out once, here, for every request the connection carries).
+fn client_cert(
+    stream: &tokio_rustls::server::TlsStream<TcpStream>,
+    chain: &FilterChain,
+    tls: &DownstreamTls,
+) -> Option<Arc<str>> {
+    let peer = stream.get_ref().1.peer_certificates()?.first()?;
+    Some(match &chain.filter {
+        NetworkFilter::Http(hcm) if hcm.forward_client_cert.writes() => {
+            crate::http::xfcc::element(hcm.client_cert_details, &tls.local_uris(), peer.as_ref())
+                .into()
+        }
+        _ => Arc::from(""),
+    })
+}
+
+/// Hands the connection (plain or decrypted) to the chain's network filter; `client_cert` is
+/// None for plaintext, and within, None when the client presented no certificate.
 async fn serve_chain<I>(
     io: I,
     chain: &FilterChain,
     listener: &Listener,
     shared: &Arc<ServerState>,
     ends: tcp::ConnectionAddresses,
-    tls: bool,
+    client_cert: Option<Option<Arc<str>>>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -191,7 +210,8 @@ async fn serve_chain<I>(
                 peer: ends.peer,
                 local: ends.local,
                 restored: ends.restored,
-                tls,
+                tls: client_cert.is_some(),
+                client_cert: client_cert.flatten(),
                 idle: None,
             };
             http::serve(io, conn, listener.drain.subscribe()).await;

@@ -43,6 +43,8 @@ pub struct DownstreamTls {
     /// no protocol agreed (the mesh's clients offer `istio-peer-exchange`, `istio` to servers
     /// that speak `h2`, `http/1.1`), where rustls alone would end the handshake.
     no_alpn: Option<Arc<ServerConfig>>,
+    /// The URI SANs of a static certificate (XFCC's `By`); None: the SDS one, read when asked.
+    static_uris: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for DownstreamTls {
@@ -87,6 +89,15 @@ impl DownstreamTls {
             }
             None => builder.with_no_client_auth(),
         };
+        let static_uris = match &settings.cert {
+            ServerCert::Static { chain, .. } => Some(
+                chain
+                    .first()
+                    .map(|c| crate::http::xfcc::uri_sans(c.as_ref()))
+                    .unwrap_or_default(),
+            ),
+            ServerCert::Sds => None,
+        };
         let mut config = match settings.cert {
             ServerCert::Static { chain, key } => builder.with_single_cert(chain, key)?,
             ServerCert::Sds => builder
@@ -97,7 +108,21 @@ impl DownstreamTls {
         Ok(DownstreamTls {
             config: Arc::new(config),
             no_alpn,
+            static_uris,
         })
+    }
+
+    /// The URI SANs of the certificate this context presents.
+    pub fn local_uris(&self) -> Vec<String> {
+        match &self.static_uris {
+            Some(uris) => uris.clone(),
+            None => crate::agent::secrets()
+                .current
+                .load()
+                .as_ref()
+                .map(|c| c.identities.clone())
+                .unwrap_or_default(),
+        }
     }
 
     pub async fn accept(

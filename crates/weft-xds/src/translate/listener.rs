@@ -87,6 +87,21 @@ pub fn http_connection_manager(
             ..Default::default()
         }],
         access_log: access_log(inputs),
+        // A sidecar tells its application who called it over mTLS (istiod's
+        // `buildSidecarInboundHTTPOpts`); a plaintext caller's own header is dropped.
+        forward_client_cert_details: if inbound {
+            http_connection_manager::ForwardClientCertDetails::AppendForward as i32
+        } else {
+            0
+        },
+        set_current_client_cert_details: inbound.then(|| {
+            http_connection_manager::SetCurrentClientCertDetails {
+                subject: Some(BoolValue { value: true }),
+                dns: true,
+                uri: true,
+                ..Default::default()
+            }
+        }),
         ..Default::default()
     };
     network_filter(HCM, pb::any(&hcm))

@@ -36,6 +36,31 @@ pub struct Leaf {
 pub fn leaf(ca: &Ca, names: &[&str]) -> Leaf {
     let params =
         CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    leaf_from(ca, params)
+}
+
+/// A leaf with DNS names `names`, URI SANs `uris` and subject attributes `subject`.
+pub fn leaf_named(
+    ca: &Ca,
+    names: &[&str],
+    uris: &[&str],
+    subject: &[(rcgen::DnType, &str)],
+) -> Leaf {
+    let mut params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    for u in uris {
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::URI((*u).try_into().unwrap()));
+    }
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    for (t, v) in subject {
+        params.distinguished_name.push(t.clone(), *v);
+    }
+    leaf_from(ca, params)
+}
+
+fn leaf_from(ca: &Ca, params: CertificateParams) -> Leaf {
     let key = KeyPair::generate().unwrap();
     let cert = params.signed_by(&key, &ca.issuer).unwrap();
     Leaf {

@@ -734,12 +734,24 @@ pub async fn try_request_tls(
     config: &rustls::ClientConfig,
     sni: &str,
 ) -> Result<Resp, String> {
-    let mut config = config.clone();
-    config.alpn_protocols = if req.h2 {
+    let alpn = if req.h2 {
         vec![b"h2".to_vec()]
     } else {
         vec![b"http/1.1".to_vec()]
     };
+    try_request_tls_alpn(addr, req, config, sni, alpn).await
+}
+
+/// `try_request_tls` offering `alpn` (HTTP/2 only when `req.h2`, whatever was agreed).
+pub async fn try_request_tls_alpn(
+    addr: SocketAddr,
+    req: &Req,
+    config: &rustls::ClientConfig,
+    sni: &str,
+    alpn: Vec<Vec<u8>>,
+) -> Result<Resp, String> {
+    let mut config = config.clone();
+    config.alpn_protocols = alpn;
     let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let name =
         rustls::pki_types::ServerName::try_from(sni.to_string()).map_err(|e| e.to_string())?;

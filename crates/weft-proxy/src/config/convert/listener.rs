@@ -380,7 +380,25 @@ fn connection_manager(
         format!("{opath}.max_stream_duration"),
     )?
     .filter(|d| !d.is_zero());
+    use crate::http::xfcc::{CertDetails, ForwardClientCert};
+    let forward_client_cert = match h.forward_client_cert_details {
+        1 => ForwardClientCert::ForwardOnly,
+        2 => ForwardClientCert::AppendForward,
+        3 => ForwardClientCert::SanitizeSet,
+        4 => ForwardClientCert::AlwaysForwardOnly,
+        _ => ForwardClientCert::Sanitize,
+    };
+    let client_cert_details =
+        h.set_current_client_cert_details
+            .as_ref()
+            .map_or(CertDetails::default(), |d| CertDetails {
+                subject: d.subject.as_ref().is_some_and(|b| b.value),
+                uri: d.uri,
+                dns: d.dns,
+            });
     Ok(HttpConnectionManager {
+        forward_client_cert,
+        client_cert_details,
         max_request_headers_bytes: max_request_headers_kb as usize * 1024,
         max_headers_count: max_headers_count as usize,
         headers_with_underscores,

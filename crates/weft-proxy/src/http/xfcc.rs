@@ -1,0 +1,224 @@
+//! `x-forwarded-client-cert` (XFCC), as Envoy's connection manager writes it
+//! (`forward_client_cert_details`, `set_current_client_cert_details`): what an mTLS client
+//! proved, told to the application behind the proxy. Istio's sidecars append it on every
+//! inbound request (`APPEND_FORWARD` with subject, URI and DNS), so an application can see the
+//! caller's SPIFFE identity; a plaintext request never carries a client's own.
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+
+pub static XFCC: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+
+/// `forward_client_cert_details`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForwardClientCert {
+    /// Envoy's default: the header is removed from every request.
+    #[default]
+    Sanitize,
+    /// Forwarded as the client sent it, on mTLS connections only.
+    ForwardOnly,
+    /// On mTLS connections, this hop's element is appended.
+    AppendForward,
+    /// On mTLS connections, the header is this hop's element alone.
+    SanitizeSet,
+    /// Forwarded as the client sent it, always.
+    AlwaysForwardOnly,
+}
+
+impl ForwardClientCert {
+    /// Whether the connection's element must be worked out.
+    pub fn writes(self) -> bool {
+        matches!(self, Self::AppendForward | Self::SanitizeSet)
+    }
+}
+
+/// `set_current_client_cert_details` (`cert` and `chain` are not supported).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CertDetails {
+    pub subject: bool,
+    pub uri: bool,
+    pub dns: bool,
+}
+
+/// This hop's element for a connection whose client presented `peer` (DER) to a server whose
+/// own certificate names `local_uris`: `By=…;Hash=…;Subject="…";URI=…;DNS=…`, in Envoy's order.
+pub fn element(details: CertDetails, local_uris: &[String], peer: &[u8]) -> String {
+    let mut parts: Vec<String> = local_uris.iter().map(|u| format!("By={u}")).collect();
+    parts.push(format!("Hash={}", sha256_hex(peer)));
+    let parsed = X509Certificate::from_der(peer).ok().map(|(_, c)| c);
+    if details.subject {
+        let subject = parsed
+            .as_ref()
+            .map(|c| rfc2253(c.subject()))
+            .unwrap_or_default();
+        parts.push(format!("Subject=\"{subject}\""));
+    }
+    let sans = parsed.as_ref().map(sans).unwrap_or_default();
+    if details.uri {
+        let uris: Vec<&String> = sans
+            .iter()
+            .filter(|(k, _)| *k == "URI")
+            .map(|(_, v)| v)
+            .collect();
+        if uris.is_empty() {
+            // The key stays even when the certificate has no URI.
+            parts.push("URI=".into());
+        }
+        parts.extend(uris.into_iter().map(|u| format!("URI={u}")));
+    }
+    if details.dns {
+        parts.extend(
+            sans.iter()
+                .filter(|(k, _)| *k == "DNS")
+                .map(|(_, v)| format!("DNS={v}")),
+        );
+    }
+    parts.join(";")
+}
+
+/// The URI SANs of a certificate (DER): a server's own, for `By`.
+pub fn uri_sans(der: &[u8]) -> Vec<String> {
+    X509Certificate::from_der(der)
+        .map(|(_, c)| {
+            sans(&c)
+                .into_iter()
+                .filter(|(k, _)| *k == "URI")
+                .map(|(_, v)| v)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn sans(c: &X509Certificate<'_>) -> Vec<(&'static str, String)> {
+    let Ok(Some(ext)) = c.subject_alternative_name() else {
+        return Vec::new();
+    };
+    ext.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::URI(u) => Some(("URI", (*u).to_string())),
+            GeneralName::DNSName(d) => Some(("DNS", (*d).to_string())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn sha256_hex(der: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A name as OpenSSL prints it with `XN_FLAG_RFC2253`: the last RDN first, `,` between them,
+/// short attribute names, RFC 2253 escaping.
+fn rfc2253(name: &x509_parser::x509::X509Name<'_>) -> String {
+    let mut rdns = Vec::new();
+    for rdn in name.iter().collect::<Vec<_>>().into_iter().rev() {
+        let attrs: Vec<String> = rdn
+            .iter()
+            .map(|a| {
+                let oid = a.attr_type().to_id_string();
+                let key = match oid.as_str() {
+                    "2.5.4.3" => "CN".to_string(),
+                    "2.5.4.6" => "C".to_string(),
+                    "2.5.4.7" => "L".to_string(),
+                    "2.5.4.8" => "ST".to_string(),
+                    "2.5.4.9" => "street".to_string(),
+                    "2.5.4.10" => "O".to_string(),
+                    "2.5.4.11" => "OU".to_string(),
+                    "0.9.2342.19200300.100.1.25" => "DC".to_string(),
+                    "0.9.2342.19200300.100.1.1" => "UID".to_string(),
+                    "1.2.840.113549.1.9.1" => "emailAddress".to_string(),
+                    other => other.to_string(),
+                };
+                let value = a.as_str().map(escape).unwrap_or_default();
+                format!("{key}={value}")
+            })
+            .collect();
+        rdns.push(attrs.join("+"));
+    }
+    rdns.join(",")
+}
+
+fn escape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    let last = v.chars().count().saturating_sub(1);
+    for (i, ch) in v.chars().enumerate() {
+        let special = matches!(ch, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
+            || (i == 0 && (ch == '#' || ch == ' '))
+            || (i == last && ch == ' ');
+        if special {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// Applies `mode` to a request; `client` is the connection's element when its client presented
+/// a certificate (empty when the mode writes none), `None` when it did not.
+pub fn on_request(headers: &mut HeaderMap, mode: ForwardClientCert, client: Option<&str>) {
+    if mode == ForwardClientCert::AlwaysForwardOnly {
+        return;
+    }
+    let Some(element) = client.filter(|_| mode != ForwardClientCert::Sanitize) else {
+        headers.remove(&XFCC);
+        return;
+    };
+    let value = match mode {
+        ForwardClientCert::AppendForward => match headers.get(&XFCC).map(HeaderValue::as_bytes) {
+            Some(existing) if !existing.is_empty() => {
+                let mut v = existing.to_vec();
+                v.push(b',');
+                v.extend_from_slice(element.as_bytes());
+                v
+            }
+            _ => element.as_bytes().to_vec(),
+        },
+        ForwardClientCert::SanitizeSet => element.as_bytes().to_vec(),
+        _ => return,
+    };
+    if let Ok(v) = HeaderValue::from_bytes(&value) {
+        headers.insert(XFCC.clone(), v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes() {
+        let mut h = HeaderMap::new();
+        h.insert(XFCC.clone(), HeaderValue::from_static("By=a;URI=forged"));
+        let mut plain = h.clone();
+        on_request(&mut plain, ForwardClientCert::AppendForward, None);
+        assert!(
+            plain.get(&XFCC).is_none(),
+            "a plaintext client proves nothing"
+        );
+        let mut appended = h.clone();
+        on_request(
+            &mut appended,
+            ForwardClientCert::AppendForward,
+            Some("Hash=1"),
+        );
+        assert_eq!(appended[&XFCC], "By=a;URI=forged,Hash=1");
+        let mut set = h.clone();
+        on_request(&mut set, ForwardClientCert::SanitizeSet, Some("Hash=1"));
+        assert_eq!(set[&XFCC], "Hash=1");
+        let mut sanitized = h.clone();
+        on_request(&mut sanitized, ForwardClientCert::Sanitize, Some("Hash=1"));
+        assert!(sanitized.get(&XFCC).is_none());
+        let mut kept = h.clone();
+        on_request(&mut kept, ForwardClientCert::AlwaysForwardOnly, None);
+        assert_eq!(kept[&XFCC], "By=a;URI=forged");
+    }
+
+    #[test]
+    fn escaping() {
+        assert_eq!(escape("a,b"), "a\\,b");
+        assert_eq!(escape(" x "), "\\ x\\ ");
+        assert_eq!(escape("#1"), "\\#1");
+    }
+}
