@@ -529,9 +529,9 @@ async fn canary_tutorial_with_weft_proxies() {
 }
 
 /// `weft demo`, as the README runs it, on free ports: the three steps, each checked by the
-/// distribution it prints.
+/// distribution it prints, and the STRICT mTLS step.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn demo_walks_the_three_steps() {
+async fn demo_walks_the_canary_steps_then_strict_mtls() {
     let dir = tempfile::tempdir().unwrap();
     let ports: Vec<String> = (0..4).map(|_| support::free_port().to_string()).collect();
     let out = tokio::task::spawn_blocking(move || {
@@ -553,7 +553,11 @@ async fn demo_walks_the_three_steps() {
                 "127.0.0.1:0",
                 "--monitoring-address",
                 "127.0.0.1:0",
+                "--secure-xds-address",
+                "127.0.0.1:0",
             ])
+            .arg("--ca-dir")
+            .arg(dir.path().join("ca"))
             .args(["--website-ports", &ports[1], &ports[2], &ports[3]])
             .output()
             .unwrap()
@@ -570,7 +574,7 @@ async fn demo_walks_the_three_steps() {
         .lines()
         .filter(|l| l.contains("1000 requests"))
         .collect();
-    assert_eq!(lines.len(), 4, "{stdout}");
+    assert_eq!(lines.len(), 5, "{stdout}");
     assert!(lines[0].ends_with("version-1: 1000 (100%)"), "{stdout}");
     // 90/10 over 1000: version-2 within 10 ± 4.5 points (4.7 standard deviations).
     for line in [lines[1], lines[2]] {
@@ -584,4 +588,35 @@ async fn demo_walks_the_three_steps() {
         assert!(!line.contains("version-3"), "{line}");
     }
     assert!(lines[3].ends_with("version-3: 1000 (100%)"), "{stdout}");
+    // Step 4, STRICT mTLS: plaintext at version-1's sidecar answered before and is refused
+    // after; the gateway still gets the 90/10 split; both ends of the hop show their identity.
+    let line = |start: &str| {
+        stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(start))
+            .unwrap_or_else(|| panic!("no line {start:?} in\n{stdout}"))
+    };
+    assert!(
+        line("before, a plaintext client").ends_with("got: version-1"),
+        "{stdout}"
+    );
+    assert!(
+        line("now, a plaintext client").contains(": refused"),
+        "{stdout}"
+    );
+    assert!(
+        lines[4].contains("version-1: ") && lines[4].contains("version-2: "),
+        "{stdout}"
+    );
+    assert!(
+        line("the ingress gateway presented").ends_with(
+            " spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        line("the website's sidecar presented")
+            .ends_with(" spiffe://cluster.local/ns/default/sa/website"),
+        "{stdout}"
+    );
 }

@@ -1,8 +1,12 @@
 //! `weft demo`: the canary tutorial of the seeds, end to end on this machine. Three versions of
-//! a website run as built-in workloads behind the ingress gateway on 127.0.0.1:8080; the demo
-//! writes the tutorial's YAML to a folder, then walks the three steps by editing it — all
-//! traffic to version-1, a 90/10 split, a header that reaches version-3 — and shows where the
-//! requests went after each edit. The mesh then keeps running for the user's own edits.
+//! a website run as built-in workloads behind the ingress gateway on 127.0.0.1:8080, each with
+//! its sidecar in front and a workload identity from the mesh CA; the demo writes the
+//! tutorial's YAML to a folder, then walks the three steps by editing it — all traffic to
+//! version-1, a 90/10 split, a header that reaches version-3 — and shows where the requests
+//! went after each edit. A fourth step turns STRICT mTLS on with one PeerAuthentication: a
+//! plaintext client is refused at a workload's sidecar, the gateway still gets through, and the
+//! identities both ends of that hop presented are shown. The mesh then keeps running for the
+//! user's own edits.
 
 use super::up::{self, Up};
 use anyhow::Context as _;
@@ -30,6 +34,14 @@ pub struct Args {
     pub xds_address: String,
     #[arg(long, default_value = "127.0.0.1:15014")]
     pub monitoring_address: String,
+    /// The mesh CA and ADS over TLS (Istio's 15012): every proxy gets its workload identity,
+    /// and the mesh speaks mTLS.
+    #[arg(long, default_value = "127.0.0.1:15012")]
+    pub secure_xds_address: String,
+    /// Where the mesh CA keeps its root [default: weft up's, $XDG_STATE_HOME/weft/ca, else
+    /// ~/.local/state/weft/ca].
+    #[arg(long)]
+    pub ca_dir: Option<PathBuf>,
     /// The port the ingress gateway listens on for the Gateway's port 80.
     #[arg(long, default_value_t = 8080)]
     pub gateway_port: u16,
@@ -56,7 +68,7 @@ fn workloads(ports: &[u16]) -> String {
         out.push_str(&format!(
             "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: web-v{v}\n  \
              namespace: default\nspec:\n  address: 127.0.0.1\n  ports:\n    http: {port}\n  labels:\n    \
-             app: website\n    version: website-version-{v}\n"
+             app: website\n    version: website-version-{v}\n  serviceAccount: website\n"
         ));
     }
     out
@@ -127,13 +139,18 @@ async fn serve_website(listener: tokio::net::TcpListener, version: usize) {
             continue;
         };
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |_req| async move {
+            let service = hyper::service::service_fn(move |req: http::Request<_>| async move {
                 let body = format!("<h1>Welcome to the website, version-{version}</h1>\n");
                 let mut resp = http::Response::new(Full::new(Bytes::from(body)));
                 resp.headers_mut()
                     .insert("content-type", http::HeaderValue::from_static("text/html"));
                 resp.headers_mut()
                     .insert("x-website-version", http::HeaderValue::from(version as u64));
+                // Who called, as the website's sidecar told it: the demo shows it.
+                if let Some(xfcc) = req.headers().get("x-forwarded-client-cert") {
+                    resp.headers_mut()
+                        .insert("x-forwarded-client-cert", xfcc.clone());
+                }
                 Ok::<_, std::convert::Infallible>(resp)
             });
             let _ = hyper::server::conn::http1::Builder::new()
@@ -145,6 +162,14 @@ async fn serve_website(listener: tokio::net::TcpListener, version: usize) {
 
 /// A GET through the gateway: the version that answered, or why none did.
 async fn get(gateway: SocketAddr, header: Option<(&str, &str)>) -> Result<String, String> {
+    get_with_caller(gateway, header).await.map(|(v, _)| v)
+}
+
+/// `get`, with the `x-forwarded-client-cert` the website was given.
+async fn get_with_caller(
+    gateway: SocketAddr,
+    header: Option<(&str, &str)>,
+) -> Result<(String, Option<String>), String> {
     let stream = tokio::net::TcpStream::connect(gateway)
         .await
         .map_err(|e| e.to_string())?;
@@ -164,8 +189,15 @@ async fn get(gateway: SocketAddr, header: Option<(&str, &str)>) -> Result<String
         .get("x-website-version")
         .and_then(|v| v.to_str().ok())
         .map(|v| format!("version-{v}"));
+    let caller = resp
+        .headers()
+        .get("x-forwarded-client-cert")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let _ = resp.into_body().collect().await;
-    version.ok_or_else(|| format!("HTTP {status}"))
+    version
+        .map(|v| (v, caller))
+        .ok_or_else(|| format!("HTTP {status}"))
 }
 
 /// Where `n` requests went.
@@ -224,6 +256,8 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         .build()?;
     runtime.block_on(async {
         std::fs::create_dir_all(&args.dir)?;
+        // Step 4 writes it; a run before this one may have left it.
+        let _ = std::fs::remove_file(args.dir.join("security.yaml"));
         let routing = args.dir.join("website-routing.yaml");
         write(&args.dir.join("website.yaml"), &workloads(&args.website_ports))?;
         write(
@@ -243,8 +277,8 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 xds_address: args.xds_address.clone(),
                 monitoring_address: args.monitoring_address.clone(),
                 log_level: args.log_level.clone(),
-                secure_xds_address: None,
-                ca_dir: None,
+                secure_xds_address: Some(args.secure_xds_address.clone()),
+                ca_dir: args.ca_dir.clone(),
                 cacerts: None,
             },
             gateway_address: "127.0.0.1".into(),
@@ -259,8 +293,19 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         println!("weft demo: the canary tutorial, with its YAML in {}\n", args.dir.display());
         print!("{}", mesh.describe("127.0.0.1"));
         let mut signals = up::StopSignals::listen()?;
+        // Where version-1's sidecar takes the mesh's traffic for it.
+        let inbound = {
+            let fleet = mesh.fleet.lock().unwrap_or_else(|p| p.into_inner());
+            fleet
+                .fronts
+                .of("default", "web-v1")
+                .first()
+                .and_then(|(address, _, port)| {
+                    format!("{}:{port}", up::plan::sidecar_host(address)).parse().ok()
+                })
+        };
         let result = tokio::select! {
-            result = steps(args, gateway, &routing) => result,
+            result = steps(args, gateway, &routing, inbound) => result,
             signal = signals.first() => {
                 tracing::info!(signal, "stopping the demo");
                 mesh.stop();
@@ -275,6 +320,9 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         println!("\nTry it:");
         println!("  curl http://127.0.0.1:{}/", args.gateway_port);
         println!("  curl -H 'x-website-version: 3' http://127.0.0.1:{}/", args.gateway_port);
+        if let Some(inbound) = inbound {
+            println!("  curl http://{inbound}/    (version-1's sidecar: refused, mTLS only)");
+        }
         println!("  weft proxy-status --control-plane http://{}", mesh.control.monitoring);
         if args.exit {
             mesh.stop();
@@ -290,7 +338,12 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn steps(args: &Args, gateway: SocketAddr, routing: &Path) -> anyhow::Result<()> {
+async fn steps(
+    args: &Args,
+    gateway: SocketAddr,
+    routing: &Path,
+    inbound: Option<SocketAddr>,
+) -> anyhow::Result<()> {
     let n = args.requests;
     for (i, (title, vs)) in STEPS.iter().enumerate() {
         if i > 0 {
@@ -321,5 +374,66 @@ async fn steps(args: &Args, gateway: SocketAddr, routing: &Path) -> anyhow::Resu
             );
         }
     }
+    let inbound = inbound.context("version-1 has no sidecar in front of it")?;
+    strict_mtls(args, gateway, inbound).await
+}
+
+/// One PeerAuthentication turns STRICT mTLS on for the whole mesh.
+const STRICT: &str = "# Step 4: the whole mesh takes mTLS only.\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n  name: default\n  namespace: istio-system\nspec:\n  mtls:\n    mode: STRICT\n";
+
+/// Step 4: STRICT mTLS. A plaintext client at version-1's sidecar is refused; the gateway,
+/// which speaks the mesh's mTLS, still gets through; and the website shows who called it.
+async fn strict_mtls(args: &Args, gateway: SocketAddr, inbound: SocketAddr) -> anyhow::Result<()> {
+    let file = args.dir.join("security.yaml");
+    println!(
+        "\nstep 4: STRICT mTLS for the whole mesh  (PeerAuthentication default in istio-system, in {})",
+        file.display()
+    );
+    let before = get(inbound, None).await.unwrap_or_else(|e| e);
+    println!("  before, a plaintext client at {inbound} (version-1's sidecar) got: {before}");
+    write(&file, STRICT)?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let refused = loop {
+        match get(inbound, None).await {
+            Err(e) if !e.starts_with("HTTP ") => break e,
+            _ => {}
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "version-1's sidecar at {inbound} still takes plaintext 15 s after STRICT"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!("  now, a plaintext client at {inbound}: refused ({refused})");
+    until_serving(gateway, "version-1", None).await?;
+    let n = args.requests;
+    let through = tally(gateway, n, None).await;
+    println!(
+        "  {n} requests through the gateway:        {}",
+        show(&through, n)
+    );
+    let (_, caller) = get_with_caller(gateway, None)
+        .await
+        .map_err(|e| anyhow::anyhow!("through the gateway: {e}"))?;
+    let caller = caller.context("the website was not told who called it")?;
+    // The last element is the hop into the website: its sidecar (By) and the gateway (URI).
+    let last = caller.rsplit(',').next().unwrap_or_default();
+    let field = |key: &str| {
+        last.split(';')
+            .find_map(|f| f.strip_prefix(key))
+            .unwrap_or("(none)")
+            .to_string()
+    };
+    println!("  identities on the mTLS hop into the website:");
+    println!(
+        "    {:<33}{}",
+        "the ingress gateway presented",
+        field("URI=")
+    );
+    println!(
+        "    {:<33}{}",
+        "the website's sidecar presented",
+        field("By=")
+    );
     Ok(())
 }
