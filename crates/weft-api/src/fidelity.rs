@@ -1,4 +1,4 @@
-//! What Weft applies of Istio's traffic-management kinds, field by field (`fidelity.table`),
+//! What Weft applies of Istio's traffic-management, security and telemetry kinds, field by field (`fidelity.table`),
 //! and the warnings for fields it does not apply, located where the object uses them. Nothing
 //! is dropped in silence: a setting Weft does not apply is said wherever it is written.
 

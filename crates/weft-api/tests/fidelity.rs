@@ -1,5 +1,5 @@
 //! The fidelity table (`src/fidelity.table`) against Istio's CRD schemas: every field of the
-//! traffic-management kinds has a row, no row names a field the schema lacks, every `yes` names
+//! traffic-management, security and telemetry kinds has a row, no row names a field the schema lacks, every `yes` names
 //! a test that exists, and every `no` draws its warning where an object uses the field.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -9,7 +9,7 @@ use std::path::Path;
 use weft_api::fidelity::{Applied, FIELDS, canonical, not_applied_in};
 use weft_api::yaml::{Node, parse_stream};
 
-const KINDS: [&str; 7] = [
+const KINDS: [&str; 11] = [
     "VirtualService",
     "DestinationRule",
     "Gateway",
@@ -17,6 +17,10 @@ const KINDS: [&str; 7] = [
     "Sidecar",
     "WorkloadEntry",
     "WorkloadGroup",
+    "PeerAuthentication",
+    "RequestAuthentication",
+    "AuthorizationPolicy",
+    "Telemetry",
 ];
 
 fn repo() -> &'static Path {
@@ -41,7 +45,7 @@ fn paths(path: &str, schema: &Value, out: &mut Vec<String>) {
     }
 }
 
-/// The table's paths for every field of the seven kinds, from the storage version's schema.
+/// The table's paths for every field of those kinds, from the storage version's schema.
 fn schema_rows() -> BTreeSet<String> {
     let text =
         std::fs::read_to_string(repo().join("../shared/istio/crd/crd-all.gen.yaml")).unwrap();
@@ -49,7 +53,8 @@ fn schema_rows() -> BTreeSet<String> {
     for doc in parse_stream(&text).unwrap() {
         let crd = doc.to_json();
         let kind = crd["spec"]["names"]["kind"].as_str().unwrap_or("");
-        if crd["spec"]["group"] != "networking.istio.io" || !KINDS.contains(&kind) {
+        let istio = ["networking.istio.io", "security.istio.io", "telemetry.istio.io"];
+        if !istio.iter().any(|g| crd["spec"]["group"] == *g) || !KINDS.contains(&kind) {
             continue;
         }
         let versions = crd["spec"]["versions"].as_array().unwrap();
