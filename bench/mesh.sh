@@ -62,7 +62,7 @@ tls_common() { # name peer-uri indent
   printf '%s    trusted_ca: { filename: %s }\n' "$pad" "$C/root.pem"
   printf '%s    match_typed_subject_alt_names: [ { san_type: URI, matcher: { exact: "%s" } } ]\n' "$pad" "$2"
 }
-hcm() { # stat cluster
+hcm() { # stat cluster [inbound]
   cat <<EOF
       - name: envoy.filters.network.http_connection_manager
         typed_config:
@@ -71,6 +71,11 @@ hcm() { # stat cluster
           route_config: { virtual_hosts: [ { name: all, domains: [ "*" ], routes: [ { match: { prefix: "/" }, route: { cluster: $2 } } ] } ] }
           http_filters: [ { name: envoy.filters.http.router, typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router } } ]
 EOF
+  # What istiod writes on a sidecar's inbound listeners: the caller's identity for the app.
+  if [ "${3:-}" = inbound ]; then
+    echo "          forward_client_cert_details: APPEND_FORWARD"
+    echo "          set_current_client_cert_details: { subject: true, uri: true, dns: true }"
+  fi
 }
 cluster() { # name port tls(0|1) max-requests-per-connection(0 = unlimited)
   echo "  - name: $1"
@@ -103,7 +108,7 @@ static_resources:
     address: { socket_address: { address: 127.0.0.1, port_value: $2 } }
     filter_chains:
     - filters:
-$(hcm plain app)
+$(hcm plain app inbound)
   - name: mtls
     address: { socket_address: { address: 127.0.0.1, port_value: $3 } }
     filter_chains:
@@ -114,7 +119,7 @@ $(hcm plain app)
           require_client_certificate: true
 $(tls_common server spiffe://cluster.local/ns/bench/sa/client "          ")
       filters:
-$(hcm mtls app)
+$(hcm mtls app inbound)
   clusters:
 $(cluster app "$UP" 0 0)
 EOF

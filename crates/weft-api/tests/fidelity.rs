@@ -53,7 +53,11 @@ fn schema_rows() -> BTreeSet<String> {
     for doc in parse_stream(&text).unwrap() {
         let crd = doc.to_json();
         let kind = crd["spec"]["names"]["kind"].as_str().unwrap_or("");
-        let istio = ["networking.istio.io", "security.istio.io", "telemetry.istio.io"];
+        let istio = [
+            "networking.istio.io",
+            "security.istio.io",
+            "telemetry.istio.io",
+        ];
         if !istio.iter().any(|g| crd["spec"]["group"] == *g) || !KINDS.contains(&kind) {
             continue;
         }

@@ -114,6 +114,13 @@ async fn envoy_takes_its_config_over_tls_from_a_control_plane_it_can_verify() {
         support::up::base_mesh(echo.port()),
     )
     .unwrap();
+    // This gateway has no agent to get certificates from (no `sds-grpc`), so the mesh does
+    // not originate mTLS on its own, as Istio's `enableAutoMtls: false` says.
+    std::fs::write(
+        folder.path().join("istio.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: { name: istio, namespace: istio-system }\ndata:\n  mesh: |\n    enableAutoMtls: false\n",
+    )
+    .unwrap();
     let ca_dir = tempfile::tempdir().unwrap();
     let cp = control_plane(folder.path(), ca_dir.path());
     let root = ca_dir.path().join("root-cert.pem");

@@ -301,7 +301,7 @@ fn auto_mtls(inputs: &Inputs, service: &weft_registry::Service, discovery: Disco
 /// istiod's SNI for mesh mTLS (`BuildDNSSrvSubsetKey`): `outbound_.9080_.v1_.reviews...`, and
 /// `outbound_.9080_._.reviews...` without a subset, from the cluster name
 /// `outbound|9080|v1|reviews...`.
-fn istio_mtls_sni(cluster_name: &str) -> String {
+pub(super) fn istio_mtls_sni(cluster_name: &str) -> String {
     let parts: Vec<&str> = cluster_name.splitn(4, '|').collect();
     match parts.as_slice() {
         [direction, port, subset, host] => format!("{direction}_.{port}_.{subset}_.{host}"),

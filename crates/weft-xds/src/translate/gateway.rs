@@ -36,6 +36,8 @@ pub fn listeners(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy, out: &mut Ge
     let mut http: BTreeMap<u16, Vec<GatewayServer<'_>>> = BTreeMap::new();
     let mut passthrough: BTreeMap<u16, Vec<Passthrough<'_>>> = BTreeMap::new();
     let mut https: BTreeMap<u16, Vec<Https<'_>>> = BTreeMap::new();
+    // AUTO_PASSTHROUGH servers: their hosts and Gateway, by listening port.
+    let mut auto: BTreeMap<u16, Vec<(&[String], String)>> = BTreeMap::new();
     let mut provenance: BTreeMap<u16, String> = BTreeMap::new();
     for gw in &inputs.config.gateways {
         let selector = &gw.spec.selector;
@@ -78,10 +80,15 @@ pub fn listeners(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy, out: &mut Ge
                     hosts: &server.hosts,
                     port: number,
                 });
+            } else if tls::is_tls(protocol) && mode == Some(ServerTlsMode::AutoPassthrough) {
+                provenance.entry(listen).or_insert_with(|| gw.config_path());
+                auto.entry(listen)
+                    .or_default()
+                    .push((&server.hosts, gw.config_path()));
             } else if protocol == Protocol::Https
                 && let Some(tls) = tls
             {
-                match gateway_tls::transport_socket(tls) {
+                match gateway_tls::transport_socket(tls, inputs.mesh_identity) {
                     Ok(socket) => {
                         provenance.entry(listen).or_insert_with(|| gw.config_path());
                         https.entry(listen).or_default().push(Https {
@@ -109,7 +116,7 @@ pub fn listeners(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy, out: &mut Ge
                 }
             } else {
                 scope.problem(format!(
-                    "{field}: port.protocol {}{}: not translated yet (plain HTTP, HTTPS with tls.mode SIMPLE, MUTUAL or OPTIONAL_MUTUAL, and TLS PASSTHROUGH are); this server is left out",
+                    "{field}: port.protocol {}{}: not translated yet (plain HTTP, HTTPS with tls.mode SIMPLE, MUTUAL, OPTIONAL_MUTUAL or ISTIO_MUTUAL, and TLS PASSTHROUGH or AUTO_PASSTHROUGH are); this server is left out",
                     port.protocol.as_deref().unwrap_or("(unset)"),
                     mode.map(|m| format!(" with tls.mode {}", pb::istio_name(&m))).unwrap_or_default(),
                 ));
@@ -117,12 +124,16 @@ pub fn listeners(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy, out: &mut Ge
         }
     }
     for (listen, servers) in http {
-        if passthrough.contains_key(&listen) || https.contains_key(&listen) {
+        if passthrough.contains_key(&listen)
+            || https.contains_key(&listen)
+            || auto.contains_key(&listen)
+        {
             scope.problem(format!(
                 "gateway port {listen}: plain HTTP and TLS servers on one port are not translated; the TLS servers are left out"
             ));
             passthrough.remove(&listen);
             https.remove(&listen);
+            auto.remove(&listen);
         }
         let route_name = format!("http.{listen}");
         out.routes.insert(
@@ -149,8 +160,12 @@ pub fn listeners(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy, out: &mut Ge
             false,
         );
     }
-    let tls_ports: std::collections::BTreeSet<u16> =
-        passthrough.keys().chain(https.keys()).copied().collect();
+    let tls_ports: std::collections::BTreeSet<u16> = passthrough
+        .keys()
+        .chain(https.keys())
+        .chain(auto.keys())
+        .copied()
+        .collect();
     for listen in tls_ports {
         let mut taken = Vec::new();
         let mut chains = Vec::new();
@@ -159,6 +174,8 @@ pub fn listeners(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy, out: &mut Ge
         }
         let servers = passthrough.remove(&listen).unwrap_or_default();
         chains.extend(passthrough_chains(scope, &servers, &mut taken));
+        let servers = auto.remove(&listen).unwrap_or_default();
+        chains.extend(super::sni_dnat::chains(scope, &servers, &mut taken, out));
         insert(out, proxy, listen, chains, provenance.get(&listen), true);
     }
 }

@@ -1,12 +1,13 @@
 //! A Gateway server's `tls` → its filter chain's `DownstreamTlsContext`: the gateway terminates
 //! TLS with the files the server names (SIMPLE: `serverCertificate` and `privateKey`; MUTUAL and
 //! OPTIONAL_MUTUAL: also the `caCertificates` that client certificates must lead to), offering
-//! h2 and HTTP/1.1 as istiod does. A secret by name (`credentialName`, served over SDS) and the
-//! mesh's own certificates (ISTIO_MUTUAL) wait for the security issue; such servers are left
-//! out rather than served in plaintext.
+//! h2 and HTTP/1.1 as istiod does. ISTIO_MUTUAL terminates the mesh's own mTLS with the
+//! gateway's workload certificate and the mesh roots (SDS `default`, `ROOTCA`), as istiod's
+//! `BuildListenerTLSContext` writes it. A secret by name (`credentialName`, served over SDS)
+//! waits; such servers are left out rather than served in plaintext.
 
 use super::pb;
-use super::upstream_tls::{file, san_matchers, tls_socket};
+use super::upstream_tls::{exact_sans, file, sds_secret, tls_socket};
 use envoy_types::pb::envoy::config::core::v3::TransportSocket;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, TlsCertificate,
@@ -14,17 +15,22 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 };
 use weft_api::types::gateway::{ServerTlsMode, ServerTlsSettings, TlsProtocol};
 
-/// The transport socket for a terminating server, or why it cannot be made (yet).
-pub fn transport_socket(tls: &ServerTlsSettings) -> Result<TransportSocket, String> {
+/// The transport socket for a terminating server, or why it cannot be made (yet);
+/// `mesh_identity`: the mesh CA gives proxies their certificates.
+pub fn transport_socket(
+    tls: &ServerTlsSettings,
+    mesh_identity: bool,
+) -> Result<TransportSocket, String> {
     let mode = tls.mode.unwrap_or(ServerTlsMode::Simple);
     let mutual = match mode {
         ServerTlsMode::Simple => false,
         ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual => true,
-        ServerTlsMode::IstioMutual => {
+        ServerTlsMode::IstioMutual if !mesh_identity => {
             return Err(
-                "tls.mode ISTIO_MUTUAL needs the mesh's certificates (the security issue)".into(),
+                "tls.mode ISTIO_MUTUAL needs the mesh's certificates, and this mesh has no CA (start it with --secure-xds-address)".into(),
             );
         }
+        ServerTlsMode::IstioMutual => return Ok(istio_mutual(tls)),
         ServerTlsMode::Passthrough | ServerTlsMode::AutoPassthrough => {
             return Err(format!(
                 "tls.mode {} does not terminate TLS",
@@ -74,16 +80,15 @@ pub fn transport_socket(tls: &ServerTlsSettings) -> Result<TransportSocket, Stri
                 pb::istio_name(&mode)
             ));
         };
-        let sans = san_matchers(tls.subject_alt_names.as_deref());
-        common.validation_context_type = Some(
-            common_tls_context::ValidationContextType::ValidationContext(
-                CertificateValidationContext {
-                    trusted_ca: Some(file(ca)),
-                    match_typed_subject_alt_names: sans,
-                    ..Default::default()
-                },
-            ),
-        );
+        let sans = exact_sans(tls.subject_alt_names.as_deref());
+        #[allow(deprecated)]
+        let validation = CertificateValidationContext {
+            trusted_ca: Some(file(ca)),
+            match_subject_alt_names: sans,
+            ..Default::default()
+        };
+        common.validation_context_type =
+            Some(common_tls_context::ValidationContextType::ValidationContext(validation));
     }
     let min = tls.min_protocol_version.map(version);
     let max = tls.max_protocol_version.map(version);
@@ -104,6 +109,39 @@ pub fn transport_socket(tls: &ServerTlsSettings) -> Result<TransportSocket, Stri
         ..Default::default()
     };
     Ok(tls_socket(pb::any(&ctx)))
+}
+
+/// ISTIO_MUTUAL: the gateway's workload certificate, a client certificate of the mesh
+/// required, and the server's `subjectAltNames` as exact matches of the untyped field. No TLS
+/// parameters: istiod applies the server's versions and ciphers to the other modes only.
+fn istio_mutual(tls: &ServerTlsSettings) -> TransportSocket {
+    #[allow(deprecated)]
+    let default_validation_context = CertificateValidationContext {
+        match_subject_alt_names: exact_sans(tls.subject_alt_names.as_deref()),
+        ..Default::default()
+    };
+    let common = CommonTlsContext {
+        alpn_protocols: vec!["h2".into(), "http/1.1".into()],
+        tls_certificate_sds_secret_configs: vec![sds_secret("default")],
+        validation_context_type: Some(
+            common_tls_context::ValidationContextType::CombinedValidationContext(
+                common_tls_context::CombinedCertificateValidationContext {
+                    default_validation_context: Some(default_validation_context),
+                    validation_context_sds_secret_config: Some(sds_secret("ROOTCA")),
+                    ..Default::default()
+                },
+            ),
+        ),
+        ..Default::default()
+    };
+    let ctx = DownstreamTlsContext {
+        common_tls_context: Some(common),
+        require_client_certificate: Some(envoy_types::pb::google::protobuf::BoolValue {
+            value: true,
+        }),
+        ..Default::default()
+    };
+    tls_socket(pb::any(&ctx))
 }
 
 fn version(v: TlsProtocol) -> EnvoyTls {

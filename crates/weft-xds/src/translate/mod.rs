@@ -21,6 +21,7 @@ mod pb;
 mod peer_authn;
 mod proxy;
 mod route;
+mod sni_dnat;
 mod tls;
 mod upstream_tls;
 

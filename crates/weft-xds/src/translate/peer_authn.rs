@@ -135,7 +135,7 @@ pub fn mtls_ready(inputs: &Inputs, e: &weft_registry::Endpoint) -> bool {
 }
 
 /// Istio's ALPN values for the mesh's mTLS (`allIstioMtlsALPNs`): what a client sidecar offers.
-const ISTIO_ALPNS: [&str; 5] = [
+pub(super) const ISTIO_ALPNS: [&str; 5] = [
     "istio",
     "istio-peer-exchange",
     "istio-http/1.0",

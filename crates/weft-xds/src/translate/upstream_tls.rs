@@ -14,9 +14,8 @@ use envoy_types::pb::envoy::config::core::v3::{
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::raw_buffer::v3::RawBuffer;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-    CertificateValidationContext, CommonTlsContext, SdsSecretConfig, SubjectAltNameMatcher,
-    TlsCertificate, TlsParameters, UpstreamTlsContext, common_tls_context,
-    subject_alt_name_matcher::SanType, tls_parameters,
+    CertificateValidationContext, CommonTlsContext, SdsSecretConfig, TlsCertificate, TlsParameters,
+    UpstreamTlsContext, common_tls_context, tls_parameters,
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
 use weft_api::types::destination_rule::{ClientTlsMode, ClientTlsSettings};
@@ -64,17 +63,16 @@ pub fn transport_socket(
         });
     }
     if tls.insecure_skip_verify != Some(true) {
-        let sans = san_matchers(tls.subject_alt_names.as_deref());
+        let sans = exact_sans(tls.subject_alt_names.as_deref());
         if tls.ca_certificates.is_some() || !sans.is_empty() {
-            common.validation_context_type = Some(
-                common_tls_context::ValidationContextType::ValidationContext(
-                    CertificateValidationContext {
-                        trusted_ca: tls.ca_certificates.as_deref().map(file),
-                        match_typed_subject_alt_names: sans,
-                        ..Default::default()
-                    },
-                ),
-            );
+            #[allow(deprecated)]
+            let validation = CertificateValidationContext {
+                trusted_ca: tls.ca_certificates.as_deref().map(file),
+                match_subject_alt_names: sans,
+                ..Default::default()
+            };
+            common.validation_context_type =
+                Some(common_tls_context::ValidationContextType::ValidationContext(validation));
         }
     }
     let sni = tls.sni.clone().unwrap_or_else(|| {
@@ -129,16 +127,9 @@ fn istio_mutual(tls: &ClientTlsSettings, mesh: &MeshTls) -> TransportSocket {
         Some(s) if !s.is_empty() => s.to_vec(),
         _ => mesh.service_accounts.clone(),
     };
-    // istiod writes the untyped field, exact matches.
     #[allow(deprecated)]
     let default_validation_context = CertificateValidationContext {
-        match_subject_alt_names: sans
-            .into_iter()
-            .map(|s| StringMatcher {
-                match_pattern: Some(string_matcher::MatchPattern::Exact(s)),
-                ..Default::default()
-            })
-            .collect(),
+        match_subject_alt_names: exact_sans(Some(&sans)),
         ..Default::default()
     };
     let alpn: &[&str] = if mesh.h2 {
@@ -216,16 +207,14 @@ pub(super) fn tls_socket(context: envoy_types::pb::google::protobuf::Any) -> Tra
     }
 }
 
-/// Istio's `subjectAltNames`: each an exact DNS name the peer's certificate must carry.
-pub(super) fn san_matchers(sans: Option<&[String]>) -> Vec<SubjectAltNameMatcher> {
+/// Istio's `subjectAltNames` as istiod writes them (`StringToExactMatch`): exact matches in the
+/// untyped field, which Envoy compares with every SAN of the peer's certificate, whatever its
+/// type (a DNS name or a SPIFFE URI alike).
+pub(super) fn exact_sans(sans: Option<&[String]>) -> Vec<StringMatcher> {
     sans.unwrap_or_default()
         .iter()
-        .map(|san| SubjectAltNameMatcher {
-            san_type: SanType::Dns as i32,
-            matcher: Some(StringMatcher {
-                match_pattern: Some(string_matcher::MatchPattern::Exact(san.clone())),
-                ..Default::default()
-            }),
+        .map(|san| StringMatcher {
+            match_pattern: Some(string_matcher::MatchPattern::Exact(san.clone())),
             ..Default::default()
         })
         .collect()

@@ -762,7 +762,7 @@ pub async fn try_request_tls_alpn(
     send(tls, req, "https").await
 }
 
-async fn send<I>(stream: I, req: &Req, scheme: &str) -> Result<Resp, String>
+pub async fn send<I>(stream: I, req: &Req, scheme: &str) -> Result<Resp, String>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
