@@ -169,6 +169,10 @@ impl ControlPlane {
                 cache.set_node_shared(id, snapshot.clone());
                 pushed += 1;
             }
+            // What an edit newly makes untranslatable is told as it happens, as at connect.
+            for problem in problems.iter().filter(|x| !p.problems.contains(x)) {
+                tracing::warn!(proxy = %id, "{problem}");
+            }
             p.snapshot = snapshot;
             p.problems = problems;
         }

@@ -3,6 +3,7 @@
 //! and renews it at half its life, keeping the one it has while renewal fails. What it holds is
 //! what Envoy's SDS secrets `default` (certificate and key) and `ROOTCA` (trusted roots) carry.
 
+pub mod ads;
 pub mod sds;
 pub mod tls;
 

@@ -22,6 +22,8 @@ pub enum Roots {
     Static(Arc<RootCertStore>),
     /// SDS `ROOTCA`: the agent's, as they are now.
     Sds(Arc<SecretStore>),
+    /// An SDS secret from the ADS stream (a credential's CA), as it is now.
+    Ads(String),
 }
 
 impl Roots {
@@ -30,6 +32,7 @@ impl Roots {
         match self {
             Roots::Static(r) => Some(r.clone()),
             Roots::Sds(store) => store.current.load().as_ref().map(|c| c.root_store.clone()),
+            Roots::Ads(name) => super::ads::ads_secrets().roots(name),
         }
     }
 }

@@ -177,6 +177,11 @@ const TABLE: &[(&str, &str)] = &[
     ),
     // TLS, upstream and downstream
     ("envoy.config.core.v3.TransportSocket", "name typed_config"),
+    // SDS secrets on the ADS stream (a gateway's credentialName).
+    (
+        "envoy.extensions.transport_sockets.tls.v3.Secret",
+        "name tls_certificate validation_context",
+    ),
     (
         "envoy.config.cluster.v3.Cluster.TransportSocketMatch",
         "name match transport_socket",

@@ -22,6 +22,8 @@ pub enum ServerCert {
     },
     /// SDS `default`: the agent's workload certificate.
     Sds,
+    /// An SDS secret from the ADS stream (a gateway's `credentialName`).
+    Ads(String),
 }
 
 /// What `convert` reads from the proto.
@@ -45,6 +47,10 @@ pub struct DownstreamTls {
     no_alpn: Option<Arc<ServerConfig>>,
     /// The URI SANs of a static certificate (XFCC's `By`); None: the SDS one, read when asked.
     static_uris: Option<Vec<String>>,
+    /// The ADS secret the certificate is, if it is one.
+    ads_certificate: Option<String>,
+    /// The secrets it names on the ADS stream, which the xDS client asks for.
+    pub ads_secrets: Vec<String>,
 }
 
 impl std::fmt::Debug for DownstreamTls {
@@ -65,6 +71,10 @@ pub enum DownstreamTlsError {
 
 impl DownstreamTls {
     pub fn build(settings: ServerSettings) -> Result<Self, DownstreamTlsError> {
+        let ads_roots = match &settings.client_ca {
+            Some(Roots::Ads(name)) => Some(name.clone()),
+            _ => None,
+        };
         let provider = crate::upstream::tls::provider();
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&settings.versions)?;
@@ -96,12 +106,21 @@ impl DownstreamTls {
                     .map(|c| crate::http::xfcc::uri_sans(c.as_ref()))
                     .unwrap_or_default(),
             ),
-            ServerCert::Sds => None,
+            ServerCert::Sds | ServerCert::Ads(_) => None,
         };
+        let ads_certificate = match &settings.cert {
+            ServerCert::Ads(name) => Some(name.clone()),
+            _ => None,
+        };
+        let mut ads_secrets: Vec<String> = ads_certificate.iter().cloned().collect();
+        ads_secrets.extend(ads_roots);
         let mut config = match settings.cert {
             ServerCert::Static { chain, key } => builder.with_single_cert(chain, key)?,
             ServerCert::Sds => builder
                 .with_cert_resolver(Arc::new(SdsCertificate(crate::agent::secrets().clone()))),
+            ServerCert::Ads(name) => {
+                builder.with_cert_resolver(Arc::new(crate::agent::ads::AdsCertificate(name)))
+            }
         };
         let no_alpn = (!settings.alpn.is_empty()).then(|| Arc::new(config.clone()));
         config.alpn_protocols = settings.alpn;
@@ -109,11 +128,16 @@ impl DownstreamTls {
             config: Arc::new(config),
             no_alpn,
             static_uris,
+            ads_certificate,
+            ads_secrets,
         })
     }
 
     /// The URI SANs of the certificate this context presents.
     pub fn local_uris(&self) -> Vec<String> {
+        if let Some(name) = &self.ads_certificate {
+            return crate::agent::ads::ads_secrets().uris(name);
+        }
         match &self.static_uris {
             Some(uris) => uris.clone(),
             None => crate::agent::secrets()

@@ -24,6 +24,7 @@ pub mod type_url {
     pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
     pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
     pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+    pub const SECRET: &str = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret";
 }
 
 /// Envoy's retry policy for a broken xDS stream: 500 ms doubling up to 30 s, with jitter.
@@ -55,6 +56,7 @@ pub enum StreamError {
 pub(crate) struct Followed {
     routes: BTreeSet<String>,
     endpoints: BTreeSet<String>,
+    secrets: BTreeSet<String>,
 }
 
 impl Followed {
@@ -68,9 +70,11 @@ impl Followed {
         for (type_url, wanted) in [
             (type_url::ENDPOINT, dynamic.endpoint_names()),
             (type_url::ROUTE, dynamic.route_names()),
+            (type_url::SECRET, dynamic.secret_names()),
         ] {
             let current = match type_url {
                 type_url::ROUTE => &mut self.routes,
+                type_url::SECRET => &mut self.secrets,
                 _ => &mut self.endpoints,
             };
             if *current != wanted {
@@ -86,6 +90,7 @@ impl Followed {
         match type_url {
             type_url::ROUTE => &self.routes,
             type_url::ENDPOINT => &self.endpoints,
+            type_url::SECRET => &self.secrets,
             _ => &NONE,
         }
     }
@@ -107,7 +112,9 @@ pub(crate) fn count(shared: &ServerState, type_url: &str, accepted: bool) {
         type_url::CLUSTER => (&s.cds_update_success, &s.cds_update_rejected),
         type_url::LISTENER => (&s.lds_update_success, &s.lds_update_rejected),
         type_url::ROUTE => (&s.rds_update_success, &s.rds_update_rejected),
-        _ => (&s.eds_update_success, &s.eds_update_rejected),
+        type_url::ENDPOINT => (&s.eds_update_success, &s.eds_update_rejected),
+        // Envoy counts SDS per secret (`sds.NAME.update_success`), which is not kept here.
+        _ => return,
     };
     if accepted {
         ok.fetch_add(1, Ordering::Relaxed);

@@ -7,6 +7,7 @@
 //! (`warming`): the version it replaces serves until it is ready.
 
 use super::{type_url, warming};
+use crate::agent::ads::AdsSecret;
 use crate::cluster::{Cluster, Discovery, LocalityConfig};
 use crate::config::{FieldError, convert, supported};
 use crate::http::RouteSource;
@@ -18,6 +19,7 @@ use envoy_types::pb::envoy::config::cluster::v3::Cluster as PbCluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener as PbListener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret as PbSecret;
 use envoy_types::pb::google::protobuf::Any;
 use prost::Message;
 use prost_reflect::{DynamicMessage, ReflectMessage, SerializeOptions};
@@ -71,6 +73,7 @@ enum Resource {
     Cluster(Arc<Cluster>),
     Route(Arc<RouteConfig>),
     Endpoints(Arc<Vec<LocalityConfig>>),
+    Secret(Arc<AdsSecret>),
 }
 
 fn kind(type_url: &str) -> &'static str {
@@ -79,6 +82,7 @@ fn kind(type_url: &str) -> &'static str {
         type_url::CLUSTER => "Cluster",
         type_url::ROUTE => "RouteConfiguration",
         type_url::ENDPOINT => "ClusterLoadAssignment",
+        type_url::SECRET => "Secret",
         _ => "resource",
     }
 }
@@ -126,6 +130,19 @@ impl DynamicConfig {
             }
         }
         names
+    }
+
+    /// The SDS secrets the listeners' TLS contexts name on the ADS stream.
+    pub fn secret_names(&self) -> BTreeSet<String> {
+        let all = self
+            .static_listeners
+            .iter()
+            .chain(self.held.listeners.values().map(|a| &a.built))
+            .chain(self.held.active_listeners.values().map(|a| &a.built));
+        all.flat_map(|l| l.filter_chains.iter())
+            .filter_map(|c| c.tls.as_ref())
+            .flat_map(|t| t.ads_secrets.iter().cloned())
+            .collect()
     }
 
     /// The load assignments the EDS clusters ask for.
@@ -359,6 +376,10 @@ impl DynamicConfig {
                     convert::load_assignment(&pb, "", Discovery::Eds).map_err(|e| fail(vec![e]))?;
                 Resource::Endpoints(Arc::new(localities))
             }
+            type_url::SECRET => {
+                let pb = PbSecret::decode(any.value.as_slice()).map_err(decode_error)?;
+                Resource::Secret(Arc::new(convert::secret(&pb).map_err(|e| fail(vec![e]))?))
+            }
             other => return Err(format!("type {other} is not supported by the Weft proxy")),
         };
         let json = message
@@ -399,6 +420,13 @@ impl DynamicConfig {
             .iter()
             .map(|(name, a)| (name.clone(), a.built.clone()))
             .collect();
+        crate::agent::ads::ads_secrets().set(
+            self.held
+                .secrets
+                .iter()
+                .map(|(name, a)| (name.clone(), a.built.clone()))
+                .collect(),
+        );
         let previous = self.shared.snapshot.load();
         let version = changed
             .map(|t| self.versions.get(t).cloned().unwrap_or_default())
@@ -444,6 +472,7 @@ struct AcceptedResources {
     clusters: BTreeMap<String, Accepted<Arc<Cluster>>>,
     routes: BTreeMap<String, Accepted<Arc<RouteConfig>>>,
     endpoints: BTreeMap<String, Accepted<Arc<Vec<LocalityConfig>>>>,
+    secrets: BTreeMap<String, Accepted<Arc<AdsSecret>>>,
     /// The listeners serving: the accepted version once it is warm, the one it replaces until
     /// then.
     active_listeners: BTreeMap<String, Accepted<Arc<Listener>>>,
@@ -500,6 +529,7 @@ impl AcceptedResources {
             type_url::CLUSTER => versions(&self.clusters),
             type_url::ROUTE => versions(&self.routes),
             type_url::ENDPOINT => versions(&self.endpoints),
+            type_url::SECRET => versions(&self.secrets),
             _ => HashMap::new(),
         }
     }
@@ -520,6 +550,7 @@ impl AcceptedResources {
             type_url::CLUSTER => same(&self.clusters, name, bytes, Resource::Cluster),
             type_url::ROUTE => same(&self.routes, name, bytes, Resource::Route),
             type_url::ENDPOINT => same(&self.endpoints, name, bytes, Resource::Endpoints),
+            type_url::SECRET => same(&self.secrets, name, bytes, Resource::Secret),
             _ => None,
         }
     }
@@ -558,6 +589,7 @@ impl AcceptedResources {
             type_url::CLUSTER => drop(self.clusters.remove(name)),
             type_url::ROUTE => drop(self.routes.remove(name)),
             type_url::ENDPOINT => drop(self.endpoints.remove(name)),
+            type_url::SECRET => drop(self.secrets.remove(name)),
             _ => {}
         }
     }
@@ -579,6 +611,10 @@ impl AcceptedResources {
             Resource::Endpoints(e) => {
                 let e = e.clone();
                 self.endpoints.insert(name, with(a, e));
+            }
+            Resource::Secret(s) => {
+                let s = s.clone();
+                self.secrets.insert(name, with(a, s));
             }
         }
     }

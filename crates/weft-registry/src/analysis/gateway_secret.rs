@@ -222,20 +222,33 @@ fn line(data: &[u8]) -> (&[u8], &[u8]) {
 /// A Secret's `data` as the Kubernetes client decodes it (null values are empty); `None` when
 /// a value is not a base64 string, which fails decoding of the whole Secret.
 fn secret_data(secret: &Value) -> Option<BTreeMap<String, Vec<u8>>> {
-    let Some(data) = secret.get("data").filter(|d| !d.is_null()) else {
-        return Some(BTreeMap::new());
+    let mut out: BTreeMap<String, Vec<u8>> = match secret.get("data").filter(|d| !d.is_null()) {
+        None => BTreeMap::new(),
+        Some(data) => data
+            .as_object()?
+            .iter()
+            .map(|(k, v)| {
+                let bytes = match v {
+                    Value::Null => Vec::new(),
+                    Value::String(s) => decode_base64(s.as_bytes())?,
+                    _ => return None,
+                };
+                Some((k.clone(), bytes))
+            })
+            .collect::<Option<_>>()?,
     };
-    data.as_object()?
-        .iter()
-        .map(|(k, v)| {
-            let bytes = match v {
-                Value::Null => Vec::new(),
-                Value::String(s) => decode_base64(s.as_bytes())?,
-                _ => return None,
-            };
-            Some((k.clone(), bytes))
-        })
-        .collect()
+    // A file's `stringData` is what the API server would have merged into `data`.
+    for (k, v) in secret
+        .get("stringData")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        if let Some(text) = v.as_str() {
+            out.insert(k.clone(), text.as_bytes().to_vec());
+        }
+    }
+    Some(out)
 }
 
 /// Go's `base64.StdEncoding`: padded, line breaks ignored, stray bits after the last byte

@@ -1,8 +1,8 @@
 //! The Pods of a mesh that `weft up` runs. Istio's analyzers read Pods, which a cluster has and
 //! a folder of config does not: `weft up` runs one sidecar per workload object and one gateway
 //! per Gateway selector, so each stands here as a Pod with the labels it serves with and its
-//! proxy, and each gateway with a Service on every port its Gateways name, as `weft up` listens
-//! on each of them. They come from no file, so findings about them are not shown; findings about the
+//! proxy, and each gateway (in istio-system, where `weft up` runs it) with a Service on every
+//! port its Gateways name, as `weft up` listens on each of them. They come from no file, so findings about them are not shown; findings about the
 //! objects that select them are.
 
 use super::Context;
@@ -12,7 +12,9 @@ use weft_api::load::{LoadResult, Loaded};
 
 pub(super) fn pods(objects: &[Loaded]) -> Vec<Loaded> {
     let mut pods = Vec::new();
-    let mut gateways: BTreeMap<(String, String), BTreeSet<i64>> = BTreeMap::new();
+    // By selector: `weft up` runs one gateway per distinct selector, in istio-system whatever
+    // the namespace of the Gateways that select it (as istio-ingressgateway runs there).
+    let mut gateways: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
     for o in objects {
         let ns = Context::namespace(o);
         let name = o.resource.name();
@@ -34,7 +36,7 @@ pub(super) fn pods(objects: &[Loaded]) -> Vec<Loaded> {
                         .flatten()
                         .filter_map(|s| s.pointer("/port/number").and_then(Value::as_i64));
                     gateways
-                        .entry((ns.to_string(), selector.to_string()))
+                        .entry(selector.to_string())
                         .or_default()
                         .extend(ports);
                 }
@@ -48,7 +50,8 @@ pub(super) fn pods(objects: &[Loaded]) -> Vec<Loaded> {
             labels.unwrap_or(json!({})),
         ));
     }
-    for (i, ((ns, selector), ports)) in gateways.into_iter().enumerate() {
+    let ns = "istio-system";
+    for (i, (selector, ports)) in gateways.into_iter().enumerate() {
         let labels: Value = serde_json::from_str(&selector).unwrap_or(json!({}));
         let name = format!("weft-gateway-{i}");
         let ports: Vec<Value> = ports
@@ -61,7 +64,7 @@ pub(super) fn pods(objects: &[Loaded]) -> Vec<Loaded> {
             "metadata": {"name": name, "namespace": ns},
             "spec": {"selector": labels, "ports": ports},
         }));
-        pods.push(pod(&ns, &name, labels));
+        pods.push(pod(ns, &name, labels));
     }
     let mut loaded = LoadResult::default();
     for p in pods {

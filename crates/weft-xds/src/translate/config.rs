@@ -58,6 +58,9 @@ pub struct ConfigIndex {
     pub gateways: Vec<Obj<Gateway>>,
     pub sidecars: Vec<Obj<Sidecar>>,
     pub peer_authentications: Vec<Obj<PeerAuthentication>>,
+    /// Kubernetes Secrets by (namespace, name), decoded, for `credentialName`.
+    pub secrets:
+        std::collections::BTreeMap<(String, String), Result<super::credential::SecretData, String>>,
 }
 
 /// One version of everything translation needs.
@@ -111,6 +114,12 @@ impl Inputs {
                     config
                         .peer_authentications
                         .push(obj("PeerAuthentication", r, &o.spec))
+                }
+                Resource::Secret(o) => {
+                    config.secrets.insert(
+                        (r.namespace().to_string(), r.name().to_string()),
+                        super::credential::decode(o),
+                    );
                 }
                 _ => {}
             }

@@ -88,7 +88,13 @@ pub fn listeners(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy, out: &mut Ge
             } else if protocol == Protocol::Https
                 && let Some(tls) = tls
             {
-                match gateway_tls::transport_socket(tls, inputs.mesh_identity) {
+                let mut secrets = Vec::new();
+                let socket =
+                    gateway_tls::transport_socket(tls, inputs, &proxy.namespace, &mut secrets);
+                for secret in secrets {
+                    out.secrets.insert(secret.name.clone(), secret);
+                }
+                match socket {
                     Ok(socket) => {
                         provenance.entry(listen).or_insert_with(|| gw.config_path());
                         https.entry(listen).or_default().push(Https {

@@ -3,24 +3,29 @@
 //! OPTIONAL_MUTUAL: also the `caCertificates` that client certificates must lead to), offering
 //! h2 and HTTP/1.1 as istiod does. ISTIO_MUTUAL terminates the mesh's own mTLS with the
 //! gateway's workload certificate and the mesh roots (SDS `default`, `ROOTCA`), as istiod's
-//! `BuildListenerTLSContext` writes it. A secret by name (`credentialName`, served over SDS)
-//! waits; such servers are left out rather than served in plaintext.
+//! `BuildListenerTLSContext` writes it. `credentialName` takes the certificate (and for MUTUAL
+//! the CA) from a Kubernetes Secret, served over SDS on the ADS stream (`credential`).
 
+use super::config::Inputs;
 use super::pb;
 use super::upstream_tls::{exact_sans, file, sds_secret, tls_socket};
 use envoy_types::pb::envoy::config::core::v3::TransportSocket;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, TlsCertificate,
     TlsParameters, common_tls_context, tls_parameters::TlsProtocol as EnvoyTls,
 };
 use weft_api::types::gateway::{ServerTlsMode, ServerTlsSettings, TlsProtocol};
 
-/// The transport socket for a terminating server, or why it cannot be made (yet);
-/// `mesh_identity`: the mesh CA gives proxies their certificates.
+/// The transport socket for a terminating server of a gateway in `namespace`, or why it cannot
+/// be made (yet); the secrets a `credentialName` calls for go to `secrets`.
 pub fn transport_socket(
     tls: &ServerTlsSettings,
-    mesh_identity: bool,
+    inputs: &Inputs,
+    namespace: &str,
+    secrets: &mut Vec<Secret>,
 ) -> Result<TransportSocket, String> {
+    let mesh_identity = inputs.mesh_identity;
     let mode = tls.mode.unwrap_or(ServerTlsMode::Simple);
     let mutual = match mode {
         ServerTlsMode::Simple => false,
@@ -38,12 +43,51 @@ pub fn transport_socket(
             ));
         }
     };
-    if tls.credential_name.is_some() || tls.credential_names.as_ref().is_some_and(|n| !n.is_empty())
-    {
-        return Err(
-            "tls.credentialName needs secrets served over SDS (the security issue); name the files with serverCertificate and privateKey"
-                .into(),
-        );
+    let credential = tls
+        .credential_name
+        .clone()
+        .filter(|c| !c.is_empty())
+        .or_else(|| {
+            tls.credential_names
+                .as_ref()
+                .and_then(|n| n.first().cloned())
+        });
+    if let Some(credential) = credential {
+        if tls.credential_names.as_ref().is_some_and(|n| n.len() > 1) {
+            return Err("tls.credentialNames: more than one credential (one RSA, one ECDSA) is not translated yet; give one".into());
+        }
+        secrets.extend(super::credential::secrets(
+            inputs,
+            namespace,
+            &credential,
+            mutual,
+        )?);
+        let mut common = CommonTlsContext {
+            alpn_protocols: vec!["h2".into(), "http/1.1".into()],
+            tls_certificate_sds_secret_configs: vec![super::credential::sds_ads(
+                &super::credential::resource_name(&credential),
+            )],
+            ..Default::default()
+        };
+        if mutual {
+            #[allow(deprecated)]
+            let default_validation_context = CertificateValidationContext {
+                match_subject_alt_names: exact_sans(tls.subject_alt_names.as_deref()),
+                ..Default::default()
+            };
+            common.validation_context_type = Some(
+                common_tls_context::ValidationContextType::CombinedValidationContext(
+                    common_tls_context::CombinedCertificateValidationContext {
+                        default_validation_context: Some(default_validation_context),
+                        validation_context_sds_secret_config: Some(super::credential::sds_ads(
+                            &super::credential::ca_resource_name(&credential),
+                        )),
+                        ..Default::default()
+                    },
+                ),
+            );
+        }
+        return Ok(finish(tls, mode, common));
     }
     let first = tls.tls_certificates.as_ref().and_then(|c| c.first());
     let cert = tls
@@ -90,6 +134,15 @@ pub fn transport_socket(
         common.validation_context_type =
             Some(common_tls_context::ValidationContextType::ValidationContext(validation));
     }
+    Ok(finish(tls, mode, common))
+}
+
+/// The server's TLS versions and ciphers, and whether it requires a client certificate.
+fn finish(
+    tls: &ServerTlsSettings,
+    mode: ServerTlsMode,
+    mut common: CommonTlsContext,
+) -> TransportSocket {
     let min = tls.min_protocol_version.map(version);
     let max = tls.max_protocol_version.map(version);
     let ciphers = tls.cipher_suites.clone().unwrap_or_default();
@@ -108,7 +161,7 @@ pub fn transport_socket(
         }),
         ..Default::default()
     };
-    Ok(tls_socket(pb::any(&ctx)))
+    tls_socket(pb::any(&ctx))
 }
 
 /// ISTIO_MUTUAL: the gateway's workload certificate, a client certificate of the mesh

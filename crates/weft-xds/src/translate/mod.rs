@@ -10,6 +10,7 @@
 
 mod cluster;
 mod config;
+mod credential;
 mod delegate;
 mod endpoint;
 mod gateway;
@@ -35,6 +36,7 @@ use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use envoy_types::pb::envoy::config::listener::v3::Listener;
 use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 use std::collections::BTreeMap;
 
 /// Everything one proxy should have, and what could not be translated.
@@ -44,6 +46,8 @@ pub struct Generated {
     pub routes: BTreeMap<String, RouteConfiguration>,
     pub clusters: BTreeMap<String, Cluster>,
     pub endpoints: BTreeMap<String, ClusterLoadAssignment>,
+    /// SDS secrets served over ADS (a gateway's `credentialName`).
+    pub secrets: BTreeMap<String, Secret>,
     /// Each names the Istio object, the field and the reason; the rest of the config is still
     /// generated, as istiod does.
     pub problems: Vec<String>,
@@ -57,6 +61,9 @@ impl Generated {
             .set(type_url::ENDPOINT, version, self.endpoints.clone())
             .set(type_url::LISTENER, version, self.listeners.clone())
             .set(type_url::ROUTE, version, self.routes.clone());
+        if !self.secrets.is_empty() {
+            s.set(type_url::SECRET, version, self.secrets.clone());
+        }
         s
     }
 }

@@ -49,7 +49,7 @@ pub fn transport_socket(
         ClientTlsMode::Simple | ClientTlsMode::Mutual => {}
     }
     if tls.credential_name.is_some() {
-        return Err("credentialName needs secrets served over SDS (the security issue)".into());
+        return Err("credentialName for TLS origination is not translated yet (a Gateway server takes one); name the files with clientCertificate, privateKey and caCertificates".into());
     }
     let mut common = CommonTlsContext::default();
     if mode == ClientTlsMode::Mutual {

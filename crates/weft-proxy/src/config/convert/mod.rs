@@ -18,6 +18,7 @@ mod tls;
 pub use cluster::{cluster, ip_socket_address, load_assignment};
 pub use listener::listener;
 pub use route::route_configuration;
+pub use tls::secret;
 
 pub(crate) use cors::cors_policy;
 pub(crate) use fault::fault_from_any;

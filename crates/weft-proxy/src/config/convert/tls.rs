@@ -58,6 +58,7 @@ pub fn downstream(t: &TransportSocket, path: &str) -> Result<Arc<DownstreamTls>>
     let cert = match context_certificate(common, &cpath)? {
         Some(Cert::Static(chain, key)) => ServerCert::Static { chain, key },
         Some(Cert::Sds) => ServerCert::Sds,
+        Some(Cert::Ads(name)) => ServerCert::Ads(name),
         None => {
             return Err(FieldError::new(
                 format!("{cpath}.tls_certificates"),
@@ -156,13 +157,24 @@ pub fn transport_socket(t: &TransportSocket, path: &str) -> Result<Option<Arc<Up
         settings.client_cert = match context_certificate(common, &cpath)? {
             Some(Cert::Static(chain, key)) => Some(ClientCert::Static(chain, key)),
             Some(Cert::Sds) => Some(ClientCert::Sds),
+            Some(Cert::Ads(_)) => return Err(upstream_ads(&cpath)),
             None => None,
         };
         (settings.trusted_ca, settings.sans) = context_validation(common, &cpath)?;
+        if matches!(settings.trusted_ca, Some(Roots::Ads(_))) {
+            return Err(upstream_ads(&cpath));
+        }
     }
     UpstreamTls::build(settings, format!("{ctx:?}"))
         .map(|t| Some(Arc::new(t)))
         .map_err(|e| FieldError::new(tpath, e.to_string()))
+}
+
+fn upstream_ads(cpath: &str) -> FieldError {
+    FieldError::new(
+        cpath,
+        "SDS secrets from the ADS stream are supported on listeners only (a gateway's credentialName), not for TLS to upstreams",
+    )
 }
 
 /// A context's own certificate.
@@ -170,6 +182,34 @@ enum Cert {
     Static(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
     /// SDS `default`.
     Sds,
+    /// An SDS secret on the ADS stream, by name.
+    Ads(String),
+}
+
+/// Where an SDS secret comes from: the proxy's agent, or the ADS stream.
+enum SdsRef {
+    Agent,
+    Ads(String),
+}
+
+/// An SDS secret config: with `sds_config` `ads`, any secret the control plane sends on the ADS
+/// stream; otherwise one of the agent's, `want`.
+fn sds_ref(sds: &SdsSecretConfig, want: &str, path: &str) -> Result<SdsRef> {
+    use envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier;
+    let ads = sds.sds_config.as_ref().is_some_and(|c| {
+        matches!(
+            c.config_source_specifier,
+            Some(ConfigSourceSpecifier::Ads(_))
+        )
+    });
+    if ads {
+        if sds.name.is_empty() {
+            return Err(FieldError::new(format!("{path}.name"), "is required"));
+        }
+        return Ok(SdsRef::Ads(sds.name.clone()));
+    }
+    sds_name(sds, want, path)?;
+    Ok(SdsRef::Agent)
 }
 
 /// Istio's SDS secret names, served by the proxy's own agent whatever `sds_config` names (in a
@@ -204,8 +244,10 @@ fn context_certificate(common: &CommonTlsContext, cpath: &str) -> Result<Option<
         }
         ([], [sds]) => {
             let path = format!("{cpath}.tls_certificate_sds_secret_configs[0]");
-            sds_name(sds, SDS_CERTIFICATE, &path)?;
-            Ok(Some(Cert::Sds))
+            Ok(Some(match sds_ref(sds, SDS_CERTIFICATE, &path)? {
+                SdsRef::Agent => Cert::Sds,
+                SdsRef::Ads(name) => Cert::Ads(name),
+            }))
         }
         ([], _) => Err(FieldError::new(
             format!("{cpath}.tls_certificate_sds_secret_configs"),
@@ -237,15 +279,8 @@ fn context_validation(
             Ok((roots, san_matchers(v, &path)?))
         }
         Some(V::ValidationContextSdsSecretConfig(sds)) => {
-            sds_name(
-                sds,
-                SDS_ROOTS,
-                &format!("{cpath}.validation_context_sds_secret_config"),
-            )?;
-            Ok((
-                Some(Roots::Sds(crate::agent::secrets().clone())),
-                Vec::new(),
-            ))
+            let path = format!("{cpath}.validation_context_sds_secret_config");
+            Ok((Some(sds_roots(sds_ref(sds, SDS_ROOTS, &path)?)), Vec::new()))
         }
         Some(V::CombinedValidationContext(c)) => {
             let path = format!("{cpath}.combined_validation_context");
@@ -255,11 +290,11 @@ fn context_validation(
                     "is required",
                 ));
             };
-            sds_name(
+            let roots = sds_roots(sds_ref(
                 sds,
                 SDS_ROOTS,
                 &format!("{path}.validation_context_sds_secret_config"),
-            )?;
+            )?);
             let sans = match &c.default_validation_context {
                 Some(v) => {
                     let vpath = format!("{path}.default_validation_context");
@@ -273,11 +308,54 @@ fn context_validation(
                 }
                 None => Vec::new(),
             };
-            Ok((Some(Roots::Sds(crate::agent::secrets().clone())), sans))
+            Ok((Some(roots), sans))
         }
         Some(_) => Err(FieldError::new(
             cpath,
             "this validation context type is not supported by the Weft proxy",
+        )),
+    }
+}
+
+fn sds_roots(r: SdsRef) -> Roots {
+    match r {
+        SdsRef::Agent => Roots::Sds(crate::agent::secrets().clone()),
+        SdsRef::Ads(name) => Roots::Ads(name),
+    }
+}
+
+/// An SDS `Secret` from the ADS stream: a certificate and key, or trusted roots.
+pub fn secret(
+    s: &envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret,
+) -> Result<crate::agent::ads::AdsSecret> {
+    use crate::agent::ads::AdsSecret;
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::secret::Type;
+    match &s.r#type {
+        Some(Type::TlsCertificate(cert)) => {
+            let (chain, key) = certificate(cert, ".tls_certificate")?;
+            let uris = chain
+                .first()
+                .map(|c| crate::http::xfcc::uri_sans(c.as_ref()))
+                .unwrap_or_default();
+            let signing = crate::upstream::tls::provider()
+                .key_provider
+                .load_private_key(key)
+                .map_err(|e| FieldError::new(".tls_certificate.private_key", e.to_string()))?;
+            Ok(AdsSecret::Certificate {
+                certified: Arc::new(rustls::sign::CertifiedKey::new(chain, signing)),
+                uris,
+            })
+        }
+        Some(Type::ValidationContext(v)) => match trusted_ca(v, ".validation_context")? {
+            Some(Roots::Static(store)) => Ok(AdsSecret::Roots(store)),
+            _ => Err(FieldError::new(
+                ".validation_context.trusted_ca",
+                "is required",
+            )),
+        },
+        _ => Err(FieldError::new(
+            ".",
+            "a secret must be a tls_certificate or a validation_context",
         )),
     }
 }
