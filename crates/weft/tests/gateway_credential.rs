@@ -2,8 +2,9 @@
 //! certificate comes from a Kubernetes Secret in the folder (the gateway's namespace), served to
 //! the gateway over SDS on its ADS stream as istiod serves it (`kubernetes://NAME`), in both of
 //! the forms istiod reads (`tls.crt`/`tls.key`/`ca.crt` and `cert`/`key`/`cacert`). SIMPLE and
-//! MUTUAL servers; an edit of the Secret reaches the gateway with no restart; a Secret that is
-//! not there is reported with the server it leaves out.
+//! MUTUAL servers (with `subjectAltNames` the client's certificate must carry); an edit of the
+//! Secret reaches the gateway with no restart; a Secret that is not there is reported with the
+//! server it leaves out.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -39,7 +40,7 @@ spec:
     tls: { mode: SIMPLE, credentialName: web-cred }
   - port: { number: 9443, name: https-mutual, protocol: HTTPS }
     hosts: [ "*" ]
-    tls: { mode: MUTUAL, credentialName: mutual-cred }
+    tls: { mode: MUTUAL, credentialName: mutual-cred, subjectAltNames: [ client.test ] }
   - port: { number: 9444, name: https-missing, protocol: HTTPS }
     hosts: [ "*" ]
     tls: { mode: SIMPLE, credentialName: nope }
@@ -93,6 +94,7 @@ async fn credential_name(envoy: bool) {
     let server = leaf(&first, &["web.example"]);
     let renewed = leaf(&second, &["web.example"]);
     let client = leaf(&clients, &["client.test"]);
+    let stranger = leaf(&clients, &["other.test"]);
     let app = support::start_echo("web-v1").await;
     let mesh = tempfile::tempdir().unwrap();
     let dir = mesh.path();
@@ -139,6 +141,12 @@ async fn credential_name(envoy: bool) {
             .await
             .is_err(),
         "MUTUAL let in a client without a certificate"
+    );
+    // The server's subjectAltNames: a certificate of the right CA for another name is refused.
+    let other = client_config(&first, Some(&stranger));
+    assert!(
+        answered(mutual, &other, "web.example").await.is_err(),
+        "MUTUAL let in a client its subjectAltNames do not name"
     );
     assert!(
         up.stderr()

@@ -9,38 +9,10 @@ mod support;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::sync::Arc;
-use support::certs::{Ca, Leaf, ca, leaf};
+use support::certs::{Leaf, ca, leaf, server_config};
 use support::{Kind, Proxy, Req, request};
 
 const TEMPLATE: &str = include_str!("data/upstream_tls.yaml");
-
-fn server_config(
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
-    client_ca: Option<&Ca>,
-) -> Arc<rustls::ServerConfig> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap();
-    let builder = match client_ca {
-        Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            roots.add(ca.der.clone()).unwrap();
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider,
-            )
-            .build()
-            .unwrap();
-            builder.with_client_cert_verifier(verifier)
-        }
-        None => builder.with_no_client_auth(),
-    };
-    let mut config = builder.with_single_cert(chain, key).unwrap();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Arc::new(config)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_tls_behaves_like_envoy() {
