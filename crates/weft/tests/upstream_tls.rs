@@ -7,8 +7,6 @@
 
 mod support;
 
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use std::sync::Arc;
 use support::certs::{Leaf, ca, leaf, server_config};
 use support::{Kind, Proxy, Req, request};
 
