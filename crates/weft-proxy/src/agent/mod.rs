@@ -297,3 +297,64 @@ pub fn certs_json(store: &SecretStore) -> serde_json::Value {
         } ],
     } ] })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
+
+    fn root(name: &str) -> (String, Issuer<'static, KeyPair>) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        (cert.pem(), Issuer::new(params, key))
+    }
+
+    /// During a root rotation the CA hands out both roots: a peer signed by either is trusted.
+    #[test]
+    fn a_bundle_of_two_roots_trusts_peers_of_either() {
+        let (old_pem, old) = root("old root");
+        let (new_pem, new) = root("new root");
+        let leaf = |issuer: &Issuer<'static, KeyPair>| {
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.subject_alt_names = vec![SanType::URI(
+                "spiffe://cluster.local/ns/default/sa/web"
+                    .try_into()
+                    .unwrap(),
+            )];
+            let key = KeyPair::generate().unwrap();
+            (params.signed_by(&key, issuer).unwrap(), key)
+        };
+        let (mine, key) = leaf(&new);
+        let cert = workload_cert(
+            vec![mine.pem(), format!("{old_pem}{new_pem}")],
+            key.serialize_pem(),
+        )
+        .unwrap();
+        assert_eq!(cert.root_store.len(), 2);
+        let provider = crate::upstream::tls::provider();
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            cert.root_store.clone(),
+            provider,
+        )
+        .build()
+        .unwrap();
+        for issuer in [&old, &new] {
+            let (peer, _) = leaf(issuer);
+            verifier
+                .verify_client_cert(peer.der(), &[], rustls::pki_types::UnixTime::now())
+                .unwrap();
+        }
+        let (_, stranger) = root("stranger");
+        let (peer, _) = leaf(&stranger);
+        assert!(
+            verifier
+                .verify_client_cert(peer.der(), &[], rustls::pki_types::UnixTime::now())
+                .is_err()
+        );
+    }
+}
