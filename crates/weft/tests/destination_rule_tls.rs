@@ -2,8 +2,8 @@
 //! and with Envoy: TLS origination from the ingress gateway to a service outside the mesh (a
 //! ServiceEntry whose HTTP port 80 targets 443, the way Istio's egress TLS origination is
 //! written), with the rule's `sni`, `caCertificates`, `subjectAltNames` and, for MUTUAL, the
-//! client certificate. The upstream reports what its handshake showed. ISTIO_MUTUAL is
-//! `istio_mutual.rs`'s, and `credentialName` on a rule is reported as not translated.
+//! client certificate, from files or from a Secret named by `credentialName`. The upstream
+//! reports what its handshake showed. ISTIO_MUTUAL is `istio_mutual.rs`'s.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -159,6 +159,42 @@ async fn modes(envoy: bool) {
     .await;
     // SIMPLE to the server that requires a client certificate: refused.
     step(&up, dir, mutual.port(), &checked, gateway, "HTTP 503").await;
+
+    // credentialName: the client certificate and the CA from a Secret of the gateway's
+    // namespace, served to it over SDS on its ADS stream. First with a CA that is not the
+    // server's, which must refuse it; then with the right one.
+    let indent = |pem: &str| -> String { pem.lines().map(|l| format!("    {l}\n")).collect() };
+    let secret = |ca: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{ name: api-cred, namespace: istio-system }}\nstringData:\n  cert: |\n{}  key: |\n{}  cacert: |\n{}",
+            indent(&client.pem),
+            indent(&client.key_pem),
+            indent(ca)
+        )
+    };
+    std::fs::write(dir.join("secret.yaml"), secret(&client_ca.pem)).unwrap();
+    let simple_by_name = "{ mode: SIMPLE, sni: api.external.test, credentialName: api-cred, subjectAltNames: [ api.external.test ] }";
+    step(&up, dir, simple.port(), simple_by_name, gateway, "HTTP 503").await;
+    std::fs::write(dir.join("secret.yaml"), secret(&server_ca.pem)).unwrap();
+    step(
+        &up,
+        dir,
+        simple.port(),
+        simple_by_name,
+        gateway,
+        "tls sni=api.external.test alpn=http/1.1 client=no",
+    )
+    .await;
+    let by_name = "{ mode: MUTUAL, sni: api.external.test, credentialName: api-cred }";
+    step(
+        &up,
+        dir,
+        mutual.port(),
+        by_name,
+        gateway,
+        "tls sni=api.external.test alpn=http/1.1 client=yes",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,6 @@
-//! SDS secrets that come on the ADS stream with the rest of the config, as istiod sends a
-//! gateway its `credentialName` certificates (`kubernetes://NAME`, `kubernetes://NAME-cacert`).
+//! SDS secrets that come on the ADS stream with the rest of the config, as istiod sends a proxy
+//! the `credentialName` certificates of its Gateway servers and DestinationRules
+//! (`kubernetes://NAME`, `kubernetes://NAME-cacert`).
 //! The xDS client replaces the whole set when an update is accepted; TLS contexts that name a
 //! secret read it here at each handshake, so a renewed certificate takes effect on the next
 //! connection, with no listener change.
@@ -72,5 +73,19 @@ pub struct AdsCertificate(pub String);
 impl ResolvesServerCert for AdsCertificate {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         ads_secrets().certificate(&self.0)
+    }
+}
+
+impl rustls::client::ResolvesClientCert for AdsCertificate {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        ads_secrets().certificate(&self.0)
+    }
+
+    fn has_certs(&self) -> bool {
+        true
     }
 }

@@ -32,6 +32,8 @@ pub struct UpstreamTls {
     pub http2: Arc<ClientConfig>,
     /// For `tcp_proxy`: only the configured ALPN.
     pub raw: Arc<ClientConfig>,
+    /// The secrets it names on the ADS stream, which the xDS client asks for.
+    pub ads_secrets: Vec<String>,
 }
 
 impl PartialEq for UpstreamTls {
@@ -49,6 +51,8 @@ pub enum ClientCert {
     ),
     /// SDS `default`: the agent's workload certificate.
     Sds,
+    /// An SDS secret from the ADS stream (a DestinationRule's `credentialName`).
+    Ads(String),
 }
 
 /// What `convert` reads from the proto, before configs are built.
@@ -94,6 +98,9 @@ impl UpstreamTls {
                 Some(ClientCert::Sds) => builder.with_client_cert_resolver(Arc::new(
                     SdsCertificate(crate::agent::secrets().clone()),
                 )),
+                Some(ClientCert::Ads(name)) => builder.with_client_cert_resolver(Arc::new(
+                    crate::agent::ads::AdsCertificate(name.clone()),
+                )),
                 None => builder.with_no_client_auth(),
             };
             config.alpn_protocols = if settings.alpn.is_empty() {
@@ -111,7 +118,15 @@ impl UpstreamTls {
             ),
             None => None,
         };
+        let mut ads_secrets = Vec::new();
+        if let Some(ClientCert::Ads(name)) = &settings.client_cert {
+            ads_secrets.push(name.clone());
+        }
+        if let Some(Roots::Ads(name)) = &settings.trusted_ca {
+            ads_secrets.push(name.clone());
+        }
         Ok(UpstreamTls {
+            ads_secrets,
             source,
             sni,
             http1: make(&[b"http/1.1"])?,

@@ -132,17 +132,31 @@ impl DynamicConfig {
         names
     }
 
-    /// The SDS secrets the listeners' TLS contexts name on the ADS stream.
+    /// The SDS secrets the listeners' and clusters' TLS contexts name on the ADS stream.
     pub fn secret_names(&self) -> BTreeSet<String> {
         let all = self
             .static_listeners
             .iter()
             .chain(self.held.listeners.values().map(|a| &a.built))
             .chain(self.held.active_listeners.values().map(|a| &a.built));
-        all.flat_map(|l| l.filter_chains.iter())
+        let listeners = all
+            .flat_map(|l| l.filter_chains.iter())
             .filter_map(|c| c.tls.as_ref())
-            .flat_map(|t| t.ads_secrets.iter().cloned())
-            .collect()
+            .flat_map(|t| t.ads_secrets.iter().cloned());
+        let clusters = self
+            .static_clusters
+            .values()
+            .chain(self.held.clusters.values().map(|a| &a.built))
+            .chain(self.held.active_clusters.values().map(|a| &a.built))
+            .flat_map(|c| {
+                c.config
+                    .tls
+                    .iter()
+                    .chain(c.config.tls_matches.iter().filter_map(|m| m.tls.as_ref()))
+                    .flat_map(|t| t.ads_secrets.iter().cloned())
+                    .collect::<Vec<_>>()
+            });
+        listeners.chain(clusters).collect()
     }
 
     /// The load assignments the EDS clusters ask for.

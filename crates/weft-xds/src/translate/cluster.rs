@@ -257,7 +257,16 @@ fn build(
         c.transport_socket_matches = super::upstream_tls::auto_mtls(&mesh);
     }
     if let Some(tls) = policy.tls {
-        match super::upstream_tls::transport_socket(tls, &service.hostname, &mesh) {
+        let mut secrets = Vec::new();
+        let credential = super::upstream_tls::Credential {
+            inputs,
+            namespace: scope.namespace,
+            secrets: &mut secrets,
+        };
+        let socket =
+            super::upstream_tls::transport_socket(tls, &service.hostname, &mesh, credential);
+        scope.secrets.borrow_mut().extend(secrets);
+        match socket {
             Ok(socket) => c.transport_socket = socket,
             Err(why) => {
                 let origin = dr.map(|d| d.label()).unwrap_or_default();

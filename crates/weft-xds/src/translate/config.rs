@@ -218,6 +218,9 @@ pub struct Scope<'a> {
     pub virtual_services: Vec<(&'a Obj<VirtualService>, Vec<String>)>,
     inputs: &'a Inputs,
     pub problems: RefCell<Vec<String>>,
+    /// SDS secrets the proxy's config names on the ADS stream (`credentialName`).
+    pub secrets:
+        RefCell<Vec<envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret>>,
 }
 
 impl<'a> Scope<'a> {
@@ -260,6 +263,7 @@ impl<'a> Scope<'a> {
             virtual_services: Vec::new(),
             inputs,
             problems: RefCell::new(Vec::new()),
+            secrets: RefCell::new(Vec::new()),
         };
         scope.services = inputs
             .registry

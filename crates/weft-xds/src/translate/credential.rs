@@ -1,11 +1,12 @@
-//! `credentialName`: a gateway's certificate from a Kubernetes Secret, as istiod serves it. The
-//! listener names the secret over SDS on the ADS stream (`kubernetes://NAME`, and
-//! `kubernetes://NAME-cacert` for the CA that client certificates must lead to), and the
-//! control plane sends the Secret resources with the proxy's other config, so that an edit of
-//! the Secret reaches the gateway like any other. The Secret is looked up in the gateway's own
-//! namespace (istiod's rule: the workload's, not the Gateway object's), in either of the forms
-//! istiod reads (`extractCertAndKey`): `tls.crt`/`tls.key`/`ca.crt`, or `cert`/`key`/`cacert`;
-//! the CA may also be a Secret of its own named `NAME-cacert`.
+//! `credentialName`: a certificate from a Kubernetes Secret, as istiod serves it, for a Gateway
+//! server or a DestinationRule's TLS origination. The listener or cluster names the secret over
+//! SDS on the ADS stream (`kubernetes://NAME`, and `kubernetes://NAME-cacert` for the CA that
+//! peers' certificates must lead to), and the control plane sends the Secret resources with the
+//! proxy's other config, so that an edit of the Secret reaches the proxy like any other. The
+//! Secret is looked up in the proxy's own namespace (istiod's rule: the workload's, not the
+//! Gateway's or rule's), in either of the forms istiod reads (`extractCertAndKey`):
+//! `tls.crt`/`tls.key`/`ca.crt`, or `cert`/`key`/`cacert`; the CA may also be a Secret of its
+//! own named `NAME-cacert`.
 
 use super::config::Inputs;
 use envoy_types::pb::envoy::config::core::v3::{
@@ -66,12 +67,13 @@ fn inline(bytes: &[u8]) -> DataSource {
     }
 }
 
-/// The Secret resources for `credential` in `namespace`: the certificate and key, and when
-/// `with_ca` the CA; or why they cannot be made.
+/// The Secret resources for `credential` in `namespace`: the certificate and key when
+/// `with_certificate`, and the CA when `with_ca`; or why they cannot be made.
 pub fn secrets(
     inputs: &Inputs,
     namespace: &str,
     credential: &str,
+    with_certificate: bool,
     with_ca: bool,
 ) -> Result<Vec<Secret>, String> {
     let found = |name: &str| {
@@ -88,20 +90,23 @@ pub fn secrets(
     let data = data.as_ref().map_err(|e| {
         format!("credentialName {credential:?}: Secret {namespace}/{credential}: {e}")
     })?;
-    let pair = |c: &str, k: &str| Some((data.get(c)?, data.get(k)?));
-    let Some((cert, key)) = pair("cert", "key").or_else(|| pair("tls.crt", "tls.key")) else {
-        return Err(format!(
-            "credentialName {credential:?}: Secret {namespace}/{credential} has neither cert and key nor tls.crt and tls.key"
-        ));
-    };
-    let mut out = vec![Secret {
-        name: resource_name(credential),
-        r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
-            certificate_chain: Some(inline(cert)),
-            private_key: Some(inline(key)),
-            ..Default::default()
-        })),
-    }];
+    let mut out = Vec::new();
+    if with_certificate {
+        let pair = |c: &str, k: &str| Some((data.get(c)?, data.get(k)?));
+        let Some((cert, key)) = pair("cert", "key").or_else(|| pair("tls.crt", "tls.key")) else {
+            return Err(format!(
+                "credentialName {credential:?}: Secret {namespace}/{credential} has neither cert and key nor tls.crt and tls.key"
+            ));
+        };
+        out.push(Secret {
+            name: resource_name(credential),
+            r#type: Some(secret::Type::TlsCertificate(TlsCertificate {
+                certificate_chain: Some(inline(cert)),
+                private_key: Some(inline(key)),
+                ..Default::default()
+            })),
+        });
+    }
     if with_ca {
         let ca_of = |d: &SecretData| d.get("cacert").or_else(|| d.get("ca.crt")).cloned();
         let ca = ca_of(data).or_else(|| {
@@ -111,7 +116,7 @@ pub fn secrets(
         });
         let Some(ca) = ca else {
             return Err(format!(
-                "credentialName {credential:?}: a MUTUAL server needs a CA: ca.crt or cacert in Secret {namespace}/{credential}, or a Secret {credential}-cacert"
+                "credentialName {credential:?}: the CA to verify peers with is missing: ca.crt or cacert in Secret {namespace}/{credential}, or a Secret {credential}-cacert"
             ));
         };
         out.push(Secret {

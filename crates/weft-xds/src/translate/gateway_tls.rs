@@ -60,6 +60,7 @@ pub fn transport_socket(
             inputs,
             namespace,
             &credential,
+            true,
             mutual,
         )?);
         let mut common = CommonTlsContext {

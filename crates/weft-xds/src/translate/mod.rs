@@ -82,6 +82,9 @@ pub fn generate(inputs: &Inputs, proxy: &Proxy) -> Generated {
         }
     }
     out.problems.extend(scope.problems.into_inner());
+    for secret in scope.secrets.into_inner() {
+        out.secrets.insert(secret.name.clone(), secret);
+    }
     out.problems.sort();
     out.problems.dedup();
     out

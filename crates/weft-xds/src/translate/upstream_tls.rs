@@ -3,8 +3,8 @@
 //! SNI, and the subject alternative names to accept; ISTIO_MUTUAL as istiod builds it
 //! (`buildUpstreamClusterTLSContext`): the workload certificate and mesh roots from SDS
 //! (`default`, `ROOTCA` on `sds-grpc`), the service's identities as exact SANs, istiod's SNI and
-//! ALPN. A secret by name (`credentialName`, served over SDS) waits for the gateway work; such
-//! clusters are left out rather than sent in plaintext.
+//! ALPN. `credentialName` takes the client certificate (MUTUAL) and the CA from a Kubernetes
+//! Secret of the proxy's namespace, served over SDS on the ADS stream (`credential`).
 
 use super::pb;
 use envoy_types::pb::envoy::config::cluster::v3::cluster::TransportSocketMatch;
@@ -13,6 +13,7 @@ use envoy_types::pb::envoy::config::core::v3::{
     api_config_source, config_source, data_source, grpc_service,
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::raw_buffer::v3::RawBuffer;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, CommonTlsContext, SdsSecretConfig, TlsCertificate, TlsParameters,
     UpstreamTlsContext, common_tls_context, tls_parameters,
@@ -35,12 +36,21 @@ pub struct MeshTls {
     pub h2: bool,
 }
 
+/// Where a rule's `credentialName` is looked up (the proxy's namespace), and where the secrets
+/// it calls for go.
+pub struct Credential<'a, 'b> {
+    pub inputs: &'a super::config::Inputs,
+    pub namespace: &'a str,
+    pub secrets: &'b mut Vec<Secret>,
+}
+
 /// The transport socket for `tls` on a cluster of `hostname`; `Ok(None)` for DISABLE,
 /// `Err(reason)` for what cannot be translated yet.
 pub fn transport_socket(
     tls: &ClientTlsSettings,
     hostname: &str,
     mesh: &MeshTls,
+    credential: Credential<'_, '_>,
 ) -> Result<Option<TransportSocket>, String> {
     let mode = tls.mode.unwrap_or(ClientTlsMode::Disable);
     match mode {
@@ -48,10 +58,41 @@ pub fn transport_socket(
         ClientTlsMode::IstioMutual => return Ok(Some(istio_mutual(tls, mesh))),
         ClientTlsMode::Simple | ClientTlsMode::Mutual => {}
     }
-    if tls.credential_name.is_some() {
-        return Err("credentialName for TLS origination is not translated yet (a Gateway server takes one); name the files with clientCertificate, privateKey and caCertificates".into());
-    }
     let mut common = CommonTlsContext::default();
+    if let Some(name) = tls.credential_name.as_deref().filter(|n| !n.is_empty()) {
+        // istiod's shape: the client certificate (MUTUAL) and the CA over SDS on the ADS
+        // stream, the rule's SANs beside the CA.
+        let mutual = mode == ClientTlsMode::Mutual;
+        credential.secrets.extend(super::credential::secrets(
+            credential.inputs,
+            credential.namespace,
+            name,
+            mutual,
+            true,
+        )?);
+        if mutual {
+            common.tls_certificate_sds_secret_configs = vec![super::credential::sds_ads(
+                &super::credential::resource_name(name),
+            )];
+        }
+        #[allow(deprecated)]
+        let default_validation_context = CertificateValidationContext {
+            match_subject_alt_names: exact_sans(tls.subject_alt_names.as_deref()),
+            ..Default::default()
+        };
+        common.validation_context_type = Some(
+            common_tls_context::ValidationContextType::CombinedValidationContext(
+                common_tls_context::CombinedCertificateValidationContext {
+                    default_validation_context: Some(default_validation_context),
+                    validation_context_sds_secret_config: Some(super::credential::sds_ads(
+                        &super::credential::ca_resource_name(name),
+                    )),
+                    ..Default::default()
+                },
+            ),
+        );
+        return Ok(Some(origination(tls, hostname, common)));
+    }
     if mode == ClientTlsMode::Mutual {
         let (Some(cert), Some(key)) = (&tls.client_certificate, &tls.private_key) else {
             return Err("mode MUTUAL needs clientCertificate and privateKey".into());
@@ -75,6 +116,15 @@ pub fn transport_socket(
                 Some(common_tls_context::ValidationContextType::ValidationContext(validation));
         }
     }
+    Ok(Some(origination(tls, hostname, common)))
+}
+
+/// The socket of a SIMPLE or MUTUAL origination: the rule's SNI, else the host's.
+fn origination(
+    tls: &ClientTlsSettings,
+    hostname: &str,
+    common: CommonTlsContext,
+) -> TransportSocket {
     let sni = tls.sni.clone().unwrap_or_else(|| {
         if hostname.starts_with('*') {
             String::new()
@@ -87,7 +137,7 @@ pub fn transport_socket(
         sni,
         ..Default::default()
     };
-    Ok(Some(tls_socket(pb::any(&ctx))))
+    tls_socket(pb::any(&ctx))
 }
 
 /// Istio's SDS reference to secret `name` on the agent's `sds-grpc` cluster

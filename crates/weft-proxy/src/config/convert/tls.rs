@@ -157,24 +157,14 @@ pub fn transport_socket(t: &TransportSocket, path: &str) -> Result<Option<Arc<Up
         settings.client_cert = match context_certificate(common, &cpath)? {
             Some(Cert::Static(chain, key)) => Some(ClientCert::Static(chain, key)),
             Some(Cert::Sds) => Some(ClientCert::Sds),
-            Some(Cert::Ads(_)) => return Err(upstream_ads(&cpath)),
+            Some(Cert::Ads(name)) => Some(ClientCert::Ads(name)),
             None => None,
         };
         (settings.trusted_ca, settings.sans) = context_validation(common, &cpath)?;
-        if matches!(settings.trusted_ca, Some(Roots::Ads(_))) {
-            return Err(upstream_ads(&cpath));
-        }
     }
     UpstreamTls::build(settings, format!("{ctx:?}"))
         .map(|t| Some(Arc::new(t)))
         .map_err(|e| FieldError::new(tpath, e.to_string()))
-}
-
-fn upstream_ads(cpath: &str) -> FieldError {
-    FieldError::new(
-        cpath,
-        "SDS secrets from the ADS stream are supported on listeners only (a gateway's credentialName), not for TLS to upstreams",
-    )
 }
 
 /// A context's own certificate.
