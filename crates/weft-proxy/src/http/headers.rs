@@ -76,7 +76,7 @@ pub fn on_request(
     peer: SocketAddr,
     local_address: IpAddr,
     tls: bool,
-    client_cert: Option<&str>,
+    client_cert: Option<&HeaderValue>,
 ) -> SocketAddr {
     super::xfcc::on_request(headers, hcm.forward_client_cert, client_cert);
     let scheme = HeaderValue::from_static(if tls { "https" } else { "http" });

@@ -133,7 +133,7 @@ pub struct Connection {
     pub tls: bool,
     /// The client presented a certificate: this hop's XFCC element for it (empty when the
     /// connection manager writes none).
-    pub client_cert: Option<Arc<str>>,
+    pub client_cert: Option<http::HeaderValue>,
     /// What the connection's idle timeout watches; set by `serve`.
     pub idle: Option<Arc<conn_idle::Tracker>>,
 }

@@ -155,9 +155,15 @@ fn escape(v: &str) -> String {
     out
 }
 
+/// This hop's element as a header value, made once per connection so that a request only
+/// shares it.
+pub fn value(element: &str) -> HeaderValue {
+    HeaderValue::from_bytes(element.as_bytes()).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
 /// Applies `mode` to a request; `client` is the connection's element when its client presented
 /// a certificate (empty when the mode writes none), `None` when it did not.
-pub fn on_request(headers: &mut HeaderMap, mode: ForwardClientCert, client: Option<&str>) {
+pub fn on_request(headers: &mut HeaderMap, mode: ForwardClientCert, client: Option<&HeaderValue>) {
     if mode == ForwardClientCert::AlwaysForwardOnly {
         return;
     }
@@ -165,20 +171,19 @@ pub fn on_request(headers: &mut HeaderMap, mode: ForwardClientCert, client: Opti
         headers.remove(&XFCC);
         return;
     };
-    let value = match mode {
-        ForwardClientCert::AppendForward => match headers.get(&XFCC).map(HeaderValue::as_bytes) {
-            Some(existing) if !existing.is_empty() => {
-                let mut v = existing.to_vec();
-                v.push(b',');
-                v.extend_from_slice(element.as_bytes());
-                v
-            }
-            _ => element.as_bytes().to_vec(),
-        },
-        ForwardClientCert::SanitizeSet => element.as_bytes().to_vec(),
+    let updated = match (mode, headers.get(&XFCC).map(HeaderValue::as_bytes)) {
+        (ForwardClientCert::AppendForward, Some(existing)) if !existing.is_empty() => {
+            let mut v = existing.to_vec();
+            v.push(b',');
+            v.extend_from_slice(element.as_bytes());
+            HeaderValue::from_bytes(&v).ok()
+        }
+        (ForwardClientCert::AppendForward | ForwardClientCert::SanitizeSet, _) => {
+            Some(element.clone())
+        }
         _ => return,
     };
-    if let Ok(v) = HeaderValue::from_bytes(&value) {
+    if let Some(v) = updated {
         headers.insert(XFCC.clone(), v);
     }
 }
@@ -193,22 +198,19 @@ mod tests {
         h.insert(XFCC.clone(), HeaderValue::from_static("By=a;URI=forged"));
         let mut plain = h.clone();
         on_request(&mut plain, ForwardClientCert::AppendForward, None);
+        let hash = value("Hash=1");
         assert!(
             plain.get(&XFCC).is_none(),
             "a plaintext client proves nothing"
         );
         let mut appended = h.clone();
-        on_request(
-            &mut appended,
-            ForwardClientCert::AppendForward,
-            Some("Hash=1"),
-        );
+        on_request(&mut appended, ForwardClientCert::AppendForward, Some(&hash));
         assert_eq!(appended[&XFCC], "By=a;URI=forged,Hash=1");
         let mut set = h.clone();
-        on_request(&mut set, ForwardClientCert::SanitizeSet, Some("Hash=1"));
+        on_request(&mut set, ForwardClientCert::SanitizeSet, Some(&hash));
         assert_eq!(set[&XFCC], "Hash=1");
         let mut sanitized = h.clone();
-        on_request(&mut sanitized, ForwardClientCert::Sanitize, Some("Hash=1"));
+        on_request(&mut sanitized, ForwardClientCert::Sanitize, Some(&hash));
         assert!(sanitized.get(&XFCC).is_none());
         let mut kept = h.clone();
         on_request(&mut kept, ForwardClientCert::AlwaysForwardOnly, None);

@@ -179,14 +179,14 @@ fn client_cert(
     stream: &tokio_rustls::server::TlsStream<TcpStream>,
     chain: &FilterChain,
     tls: &DownstreamTls,
-) -> Option<Arc<str>> {
+) -> Option<::http::HeaderValue> {
+    use crate::http::xfcc;
     let peer = stream.get_ref().1.peer_certificates()?.first()?;
     Some(match &chain.filter {
-        NetworkFilter::Http(hcm) if hcm.forward_client_cert.writes() => {
-            crate::http::xfcc::element(hcm.client_cert_details, &tls.local_uris(), peer.as_ref())
-                .into()
-        }
-        _ => Arc::from(""),
+        NetworkFilter::Http(hcm) if hcm.forward_client_cert.writes() => xfcc::value(
+            &xfcc::element(hcm.client_cert_details, &tls.local_uris(), peer.as_ref()),
+        ),
+        _ => ::http::HeaderValue::from_static(""),
     })
 }
 
@@ -198,7 +198,7 @@ async fn serve_chain<I>(
     listener: &Listener,
     shared: &Arc<ServerState>,
     ends: tcp::ConnectionAddresses,
-    client_cert: Option<Option<Arc<str>>>,
+    client_cert: Option<Option<::http::HeaderValue>>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {

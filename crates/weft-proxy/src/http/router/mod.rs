@@ -64,7 +64,7 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
         conn.peer,
         conn.shared.local_address,
         conn.tls,
-        conn.client_cert.as_deref(),
+        conn.client_cert.as_ref(),
     );
     let mut finisher = Finisher {
         conn: conn.clone(),
