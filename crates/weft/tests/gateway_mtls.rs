@@ -1,7 +1,8 @@
 //! The ingress gateway and the mesh's own mTLS, through `weft up` with its CA, with Weft
 //! proxies and with Envoy:
 //! - an HTTPS server with `tls.mode: ISTIO_MUTUAL` terminates mTLS with the gateway's workload
-//!   certificate and lets in only clients with a certificate of the mesh CA;
+//!   certificate and lets in only clients with a certificate of the mesh CA, whose identity and
+//!   certificate the application then reads in `x-forwarded-client-cert`;
 //! - a TLS server with `tls.mode: AUTO_PASSTHROUGH` terminates nothing: it reads the SNI a
 //!   sidecar sends (`outbound_.80_._.web.default.svc.cluster.local`) and passes the connection
 //!   to that service's workloads, whose own sidecar answers the handshake.
@@ -122,13 +123,13 @@ fn rustls_pemfile_certs(pem: &str) -> Vec<CertificateDer<'static>> {
         .collect()
 }
 
-/// A GET over TLS with `sni`: the upstream's name (or the status), and the SPIFFE identity of
-/// whoever answered the handshake.
+/// A GET over TLS with `sni`: the upstream's name (or the status), the SPIFFE identity of
+/// whoever answered the handshake, and the `x-forwarded-client-cert` the application heard.
 async fn get(
     addr: SocketAddr,
     config: Arc<rustls::ClientConfig>,
     sni: &str,
-) -> Result<(String, String), String> {
+) -> Result<(String, String, String), String> {
     let tcp = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| e.to_string())?;
@@ -158,12 +159,20 @@ async fn get(
         })
         .unwrap_or_default();
     let r = support::send(tls, &Req::get("web.example", "/"), "https").await?;
+    let xfcc = r
+        .json()
+        .and_then(|j| {
+            j["headers"]["x-forwarded-client-cert"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
     let who = if r.status == 200 {
         r.json().unwrap()["upstream"].as_str().unwrap().to_string()
     } else {
         format!("HTTP {}", r.status)
     };
-    Ok((who, peer))
+    Ok((who, peer, xfcc))
 }
 
 async fn gateway_mtls(envoy: bool) {
@@ -198,10 +207,13 @@ async fn gateway_mtls(envoy: bool) {
 
     // ISTIO_MUTUAL: a client of the mesh gets in, and the gateway presented its own identity.
     let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let xfcc = loop {
         let got = get(https, client(&ca, true, &["http/1.1"]), "web.example").await;
-        if got == Ok(("web-v1".into(), gateway_id.into())) {
-            break;
+        if let Ok((ref who, ref peer, ref heard)) = got
+            && who == "web-v1"
+            && peer == gateway_id
+        {
+            break heard.clone();
         }
         assert!(
             Instant::now() < deadline,
@@ -209,7 +221,21 @@ async fn gateway_mtls(envoy: bool) {
             up.stderr()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    };
+    // The application hears who called: the gateway set its mTLS client's certificate
+    // (SANITIZE_SET), and the workload's sidecar appended the gateway's identity.
+    let (gateway_hop, sidecar_hop) = xfcc.split_once(',').unwrap_or_else(|| panic!("{xfcc}"));
+    assert!(
+        gateway_hop.starts_with(&format!("By={gateway_id};Hash="))
+            && gateway_hop.contains(";Cert=\"-----BEGIN%20CERTIFICATE-----%0A")
+            && gateway_hop.ends_with(";URI=spiffe://cluster.local/ns/default/sa/client"),
+        "{xfcc}"
+    );
+    assert!(
+        sidecar_hop.starts_with(&format!("By={web_id};Hash="))
+            && sidecar_hop.ends_with(&format!(";URI={gateway_id}")),
+        "{xfcc}"
+    );
     let anonymous = get(https, client(&ca, false, &["http/1.1"]), "web.example").await;
     assert!(
         anonymous.is_err(),
@@ -220,7 +246,10 @@ async fn gateway_mtls(envoy: bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let got = get(auto, client(&ca, true, &["istio"]), sni).await;
-        if got == Ok(("web-v1".into(), web_id.into())) {
+        if got
+            .as_ref()
+            .is_ok_and(|(who, peer, _)| who == "web-v1" && peer == web_id)
+        {
             break;
         }
         assert!(

@@ -2,7 +2,8 @@
 //! `weft proxy` from one bootstrap (tests/data/xfcc.yaml): the header the upstream receives
 //! must be the same byte for byte, for a client certificate with a subject, a SPIFFE URI and a
 //! DNS name, under APPEND_FORWARD (what istiod writes on a sidecar's inbound listeners),
-//! SANITIZE_SET and the default SANITIZE; and a client offering only Istio's ALPN values to a
+//! SANITIZE_SET (also with the client's certificate and chain, as on istiod's gateways) and the
+//! default SANITIZE; and a client offering only Istio's ALPN values to a
 //! server that speaks `h2` and `http/1.1` is served with no protocol agreed, not refused.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -58,6 +59,7 @@ async fn xfcc_and_istio_alpn_match_envoy() {
             ("APPEND", vec![b"http/1.1".to_vec()]),
             ("SET", vec![b"http/1.1".to_vec()]),
             ("SANITIZE", vec![b"http/1.1".to_vec()]),
+            ("GATEWAY", vec![b"http/1.1".to_vec()]),
             // What a client sidecar offers for plain HTTP/1.1 over the mesh's mTLS.
             (
                 "APPEND",
@@ -96,5 +98,11 @@ async fn xfcc_and_istio_alpn_match_envoy() {
         seen[1][2].is_null(),
         "SANITIZE keeps nothing: {}",
         seen[1][2]
+    );
+    let gateway = seen[1][3].as_str().unwrap();
+    assert!(
+        gateway.contains(";Cert=\"-----BEGIN%20CERTIFICATE-----%0A")
+            && gateway.contains(";Chain=\"-----BEGIN%20CERTIFICATE-----%0A"),
+        "{gateway}"
     );
 }

@@ -98,10 +98,9 @@ const TABLE: &[(&str, &str)] = &[
          forward_client_cert_details=SANITIZE|FORWARD_ONLY|APPEND_FORWARD|SANITIZE_SET|ALWAYS_FORWARD_ONLY \
          set_current_client_cert_details",
     ),
-    // `cert` and `chain` (the PEM, URL-encoded) are not written.
     (
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.SetCurrentClientCertDetails",
-        "subject dns uri",
+        "subject cert chain dns uri",
     ),
     (
         "envoy.extensions.filters.network.http_connection_manager.v3.Rds",

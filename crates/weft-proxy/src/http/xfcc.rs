@@ -32,19 +32,32 @@ impl ForwardClientCert {
     }
 }
 
-/// `set_current_client_cert_details` (`cert` and `chain` are not supported).
+/// `set_current_client_cert_details`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CertDetails {
     pub subject: bool,
+    pub cert: bool,
+    pub chain: bool,
     pub uri: bool,
     pub dns: bool,
 }
 
-/// This hop's element for a connection whose client presented `peer` (DER) to a server whose
-/// own certificate names `local_uris`: `By=…;Hash=…;Subject="…";URI=…;DNS=…`, in Envoy's order.
-pub fn element(details: CertDetails, local_uris: &[String], peer: &[u8]) -> String {
+/// This hop's element for a connection whose client presented `chain` (DER, its certificate
+/// first) to a server whose own certificate names `local_uris`:
+/// `By=…;Hash=…;Cert="…";Chain="…";Subject="…";URI=…;DNS=…`, in Envoy's order.
+pub fn element(details: CertDetails, local_uris: &[String], chain: &[&[u8]]) -> String {
+    let Some(peer) = chain.first().copied() else {
+        return String::new();
+    };
     let mut parts: Vec<String> = local_uris.iter().map(|u| format!("By={u}")).collect();
     parts.push(format!("Hash={}", sha256_hex(peer)));
+    if details.cert {
+        parts.push(format!("Cert=\"{}\"", url_encoded_pem(peer)));
+    }
+    if details.chain {
+        let all: String = chain.iter().map(|c| url_encoded_pem(c)).collect();
+        parts.push(format!("Chain=\"{all}\""));
+    }
     let parsed = X509Certificate::from_der(peer).ok().map(|(_, c)| c);
     if details.subject {
         let subject = parsed
@@ -102,6 +115,31 @@ fn sans(c: &X509Certificate<'_>) -> Vec<(&'static str, String)> {
             _ => None,
         })
         .collect()
+}
+
+/// A certificate as OpenSSL writes it in PEM (64 characters a line), with the characters Envoy
+/// escapes escaped: newline, space, `+`, `/`, `=`.
+fn url_encoded_pem(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    let mut out = String::with_capacity(pem.len() * 11 / 10);
+    for ch in pem.chars() {
+        match ch {
+            '\n' => out.push_str("%0A"),
+            ' ' => out.push_str("%20"),
+            '+' => out.push_str("%2B"),
+            '/' => out.push_str("%2F"),
+            '=' => out.push_str("%3D"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 fn sha256_hex(der: &[u8]) -> String {

@@ -181,11 +181,17 @@ fn client_cert(
     tls: &DownstreamTls,
 ) -> Option<::http::HeaderValue> {
     use crate::http::xfcc;
-    let peer = stream.get_ref().1.peer_certificates()?.first()?;
+    let peer = stream.get_ref().1.peer_certificates()?;
+    peer.first()?;
     Some(match &chain.filter {
-        NetworkFilter::Http(hcm) if hcm.forward_client_cert.writes() => xfcc::value(
-            &xfcc::element(hcm.client_cert_details, &tls.local_uris(), peer.as_ref()),
-        ),
+        NetworkFilter::Http(hcm) if hcm.forward_client_cert.writes() => {
+            let ders: Vec<&[u8]> = peer.iter().map(AsRef::as_ref).collect();
+            xfcc::value(&xfcc::element(
+                hcm.client_cert_details,
+                &tls.local_uris(),
+                &ders,
+            ))
+        }
         _ => ::http::HeaderValue::from_static(""),
     })
 }

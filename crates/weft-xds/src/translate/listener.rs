@@ -88,15 +88,19 @@ pub fn http_connection_manager(
         }],
         access_log: access_log(inputs),
         // A sidecar tells its application who called it over mTLS (istiod's
-        // `buildSidecarInboundHTTPOpts`); a plaintext caller's own header is dropped.
+        // `buildSidecarInboundHTTPOpts`), a gateway who its mTLS client is, certificate included
+        // (`buildGatewayConnectionManager`); a plaintext caller's own header is dropped.
         forward_client_cert_details: if inbound {
             http_connection_manager::ForwardClientCertDetails::AppendForward as i32
+        } else if gateway {
+            http_connection_manager::ForwardClientCertDetails::SanitizeSet as i32
         } else {
             0
         },
-        set_current_client_cert_details: inbound.then(|| {
+        set_current_client_cert_details: (inbound || gateway).then(|| {
             http_connection_manager::SetCurrentClientCertDetails {
                 subject: Some(BoolValue { value: true }),
+                cert: gateway,
                 dns: true,
                 uri: true,
                 ..Default::default()

@@ -393,6 +393,8 @@ fn connection_manager(
             .as_ref()
             .map_or(CertDetails::default(), |d| CertDetails {
                 subject: d.subject.as_ref().is_some_and(|b| b.value),
+                cert: d.cert,
+                chain: d.chain,
                 uri: d.uri,
                 dns: d.dns,
             });
