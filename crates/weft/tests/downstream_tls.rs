@@ -7,7 +7,7 @@
 
 mod support;
 
-use support::certs::{ca, client_config, leaf};
+use support::certs::{ca, client_config, leaf, leaf_expired};
 use support::{Kind, Proxy, Req, counter, request, try_request_tls};
 
 const TEMPLATE: &str = include_str!("data/downstream_tls.yaml");
@@ -21,6 +21,7 @@ async fn tls_termination_and_require_tls_behave_like_envoy() {
     let b = leaf(&ca1, &["b.test"]);
     let client = leaf(&ca1, &["client.test"]);
     let untrusted_client = leaf(&stranger, &["client.test"]);
+    let expired_client = leaf_expired(&ca1, &["client.test"]);
     for (file, text) in [
         ("ca.pem", &ca1.pem),
         ("a.pem", &a.pem),
@@ -41,6 +42,7 @@ async fn tls_termination_and_require_tls_behave_like_envoy() {
     let plain = client_config(&ca1, None);
     let with_cert = client_config(&ca1, Some(&client));
     let with_untrusted = client_config(&ca1, Some(&untrusted_client));
+    let with_expired = client_config(&ca1, Some(&expired_client));
     let mut failures = Vec::new();
     for proxy in [&envoy, &weft] {
         let kind = proxy.kind;
@@ -71,6 +73,7 @@ async fn tls_termination_and_require_tls_behave_like_envoy() {
         for (what, config) in [
             ("no certificate", &plain),
             ("an untrusted certificate", &with_untrusted),
+            ("an expired certificate", &with_expired),
         ] {
             if let Ok(r) = try_request_tls(https, &Req::get("b.test", "/y"), config, "b.test").await
             {

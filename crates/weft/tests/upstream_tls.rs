@@ -7,7 +7,7 @@
 
 mod support;
 
-use support::certs::{Leaf, ca, leaf, server_config};
+use support::certs::{Leaf, ca, leaf, leaf_expired, server_config};
 use support::{Kind, Proxy, Req, request};
 
 const TEMPLATE: &str = include_str!("data/upstream_tls.yaml");
@@ -40,7 +40,14 @@ async fn upstream_tls_behaves_like_envoy() {
     .await;
     let mtls = support::start_tls_echo(server_config(server_chain, server_key, Some(&ca1))).await;
     let template = TEMPLATE.replace("@DIR@", dir.path().to_str().unwrap());
-    let given = [("TLS", tls.port()), ("MTLS", mtls.port())];
+    // A server whose certificate (of the right CA) has expired.
+    let old = leaf_expired(&ca1, &["upstream.test"]);
+    let expired = support::start_tls_echo(server_config(old.chain, old.key, None)).await;
+    let given = [
+        ("TLS", tls.port()),
+        ("MTLS", mtls.port()),
+        ("EXPIRED", expired.port()),
+    ];
     let t = template.clone();
     let envoy = tokio::task::spawn_blocking(move || Proxy::start(Kind::Envoy, &t, &given));
     let weft = tokio::task::spawn_blocking(move || Proxy::start(Kind::Weft, &template, &given));
@@ -53,6 +60,7 @@ async fn upstream_tls_behaves_like_envoy() {
             Some("tls sni=upstream.test alpn=http/1.1 client=no"),
         ),
         ("/wrong-ca", 503, None),
+        ("/expired", 503, None),
         ("/unverified", 200, Some("tls sni= alpn=http/1.1 client=no")),
         ("/h2", 200, Some("tls sni=upstream.test alpn=h2 client=no")),
         (

@@ -39,6 +39,15 @@ pub fn leaf(ca: &Ca, names: &[&str]) -> Leaf {
     leaf_from(ca, params)
 }
 
+/// A leaf for `names` signed by `ca` whose validity ended in 2021.
+pub fn leaf_expired(ca: &Ca, names: &[&str]) -> Leaf {
+    let mut params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    leaf_from(ca, params)
+}
+
 /// A leaf with DNS names `names`, URI SANs `uris` and subject attributes `subject`.
 pub fn leaf_named(
     ca: &Ca,
