@@ -64,6 +64,8 @@ async fn every_weft_proxy_gets_the_identity_of_its_service_account() {
         "127.0.0.1:0".to_string(),
         "--ca-dir".to_string(),
         ca_dir.path().display().to_string(),
+        "--workload-cert-ttl-s".to_string(),
+        "7200".to_string(),
     ];
     let up = tokio::task::block_in_place(|| Up::start_with(dir.path(), false, &args));
     let status = tokio::task::block_in_place(|| {
@@ -101,6 +103,19 @@ async fn every_weft_proxy_gets_the_identity_of_its_service_account() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+    // The CA's default lifetime, as asked (the CA backdates by a minute for clock skew).
+    let certs = try_request(
+        admin(&status, "sidecar shop/api"),
+        &Req::get("admin", "/certs"),
+    )
+    .await
+    .unwrap()
+    .json()
+    .unwrap();
+    let leaf = &certs["certificates"][0]["cert_chain"][0];
+    let lifetime = leaf["expiration_time_seconds"].as_u64().unwrap()
+        - leaf["valid_from_seconds"].as_u64().unwrap();
+    assert_eq!(lifetime, 7200 + 60, "{certs}");
     // The credentials are the proxies' own: readable by their owner only.
     let run_dir = std::fs::read_dir(std::env::temp_dir())
         .unwrap()

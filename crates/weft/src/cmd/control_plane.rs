@@ -48,6 +48,10 @@ pub struct ControlPlaneArgs {
     /// cert-chain.pem), used instead of a root of Weft's.
     #[arg(long)]
     pub cacerts: Option<PathBuf>,
+    /// Lifetime of a workload certificate whose CSR asks for none, in seconds (Istio's
+    /// DEFAULT_WORKLOAD_CERT_TTL, 24 h); at most 90 days (MAX_WORKLOAD_CERT_TTL).
+    #[arg(long, value_name = "SECONDS", default_value_t = 86_400)]
+    pub workload_cert_ttl_s: u64,
 }
 
 impl ControlPlaneArgs {
@@ -72,7 +76,15 @@ impl ControlPlaneArgs {
             Some(d) => d.clone(),
             None => default_ca_dir()?,
         };
-        let ca = weft_ca::Ca::open(&state, self.cacerts.as_deref(), &trust_domain)?;
+        let ttl = std::time::Duration::from_secs(self.workload_cert_ttl_s);
+        anyhow::ensure!(
+            !ttl.is_zero() && ttl <= weft_ca::MAX_WORKLOAD_TTL,
+            "--workload-cert-ttl-s {}: must be between 1 and {} (90 days)",
+            self.workload_cert_ttl_s,
+            weft_ca::MAX_WORKLOAD_TTL.as_secs()
+        );
+        let ca = weft_ca::Ca::open(&state, self.cacerts.as_deref(), &trust_domain)?
+            .with_default_ttl(ttl);
         Ok(Some(Secure {
             address: address.clone(),
             ca: Arc::new(ca),

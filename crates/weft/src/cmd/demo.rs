@@ -280,6 +280,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 secure_xds_address: Some(args.secure_xds_address.clone()),
                 ca_dir: args.ca_dir.clone(),
                 cacerts: None,
+                workload_cert_ttl_s: 86_400,
             },
             gateway_address: "127.0.0.1".into(),
             gateway_ports: vec![format!("80={}", args.gateway_port)],
