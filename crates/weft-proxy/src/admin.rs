@@ -412,6 +412,19 @@ fn all_stats(shared: &ServerState) -> Vec<StatLine> {
             ));
         }
     }
+    for ((enforced, shadow), s) in lock(&shared.stats.rbac).iter() {
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+        for (prefix, stat, value) in [
+            (enforced, "allowed", get(&s.allowed)),
+            (enforced, "denied", get(&s.denied)),
+            (shadow, "shadow_allowed", get(&s.shadow_allowed)),
+            (shadow, "shadow_denied", get(&s.shadow_denied)),
+        ] {
+            let name = crate::rbac::join(prefix, stat);
+            let prometheus = format!("envoy_{}", name.replace('.', "_"));
+            out.push((name, value, true, Vec::new(), prometheus));
+        }
+    }
     for (prefix, n) in lock(&shared.stats.connection_rate_limit).iter() {
         out.push((
             format!("local_rate_limit.{prefix}.rate_limited"),

@@ -51,6 +51,7 @@ pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod listener;
+pub mod rbac;
 pub mod route;
 pub mod run;
 pub mod server;

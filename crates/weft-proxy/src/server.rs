@@ -65,6 +65,8 @@ pub struct StatsStore {
     pub ssl: Mutex<BTreeMap<String, Arc<crate::stats::SslStats>>>,
     pub tcp: Mutex<BTreeMap<String, Arc<TcpStats>>>,
     pub listener_workers: Mutex<BTreeMap<String, Arc<WorkerStats>>>,
+    /// RBAC filters' counters, by (enforced prefix, shadow prefix).
+    pub rbac: Mutex<BTreeMap<(String, String), Arc<crate::rbac::RbacStats>>>,
 }
 
 /// Locks a stats map. A panic while it was held cannot leave counters half-written, so a
@@ -107,6 +109,12 @@ impl StatsStore {
     }
     pub fn tcp(&self, prefix: &str) -> Arc<TcpStats> {
         get_or_insert(&self.tcp, prefix)
+    }
+    pub fn rbac(&self, enforced: &str, shadow: &str) -> Arc<crate::rbac::RbacStats> {
+        lock(&self.rbac)
+            .entry((enforced.to_string(), shadow.to_string()))
+            .or_default()
+            .clone()
     }
 }
 

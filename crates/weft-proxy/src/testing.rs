@@ -89,6 +89,8 @@ impl InProcess {
             restored: None,
             tls: false,
             client_cert: None,
+            sni: None,
+            peer_identity: None,
             idle: None,
         };
         let (mut client, server) = tokio::io::duplex(1 << 16);

@@ -108,6 +108,10 @@ pub enum LocalReply {
     BadRequest {
         details: &'static str,
     },
+    /// The RBAC filter denied the request; `details` names the policy that did.
+    RbacDenied {
+        details: &'static str,
+    },
 }
 
 impl LocalReply {
@@ -115,6 +119,7 @@ impl LocalReply {
         use LocalReply::*;
         match self {
             NoRoute => StatusCode::NOT_FOUND,
+            RbacDenied { .. } => StatusCode::FORBIDDEN,
             ClusterNotFound(s) | RateLimited(s) => *s,
             NoHealthyUpstream | Overflow | ConnectFailure(_) | UpstreamReset => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -168,7 +173,8 @@ impl LocalReply {
             | RequestTimeout { .. }
             | MaxStreamDuration { .. }
             | UpgradeRefused
-            | BadRequest { .. } => 0,
+            | BadRequest { .. }
+            | RbacDenied { .. } => 0,
         }
     }
 
@@ -201,7 +207,7 @@ impl LocalReply {
             FaultAbort(_) => "fault_filter_abort",
             RateLimited(_) => "local_rate_limited",
             UpgradeRefused => "upgrade_failed",
-            BadRequest { details } => details,
+            BadRequest { details } | RbacDenied { details } => details,
             Downstream(e) => match e {
                 DownstreamError::LowVersion => "low_version",
                 DownstreamError::Codec => "http1.codec_error",
@@ -222,6 +228,7 @@ impl LocalReply {
         use LocalReply::*;
         match self {
             NoRoute | ClusterNotFound(_) | UpgradeRefused | BadRequest { .. } => "",
+            RbacDenied { .. } => "RBAC: access denied",
             // Envoy's codec errors say the status's reason phrase.
             Downstream(e) if e.by_codec() => self.status().canonical_reason().unwrap_or(""),
             Downstream(_) => "",

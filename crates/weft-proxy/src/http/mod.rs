@@ -134,6 +134,9 @@ pub struct Connection {
     /// The client presented a certificate: this hop's XFCC element for it (empty when the
     /// connection manager writes none).
     pub client_cert: Option<http::HeaderValue>,
+    /// TLS: the name the client asked for (SNI), and what its certificate says.
+    pub sni: Option<Arc<str>>,
+    pub peer_identity: Option<Arc<crate::rbac::PeerIdentity>>,
     /// What the connection's idle timeout watches; set by `serve`.
     pub idle: Option<Arc<conn_idle::Tracker>>,
 }

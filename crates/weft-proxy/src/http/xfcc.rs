@@ -89,6 +89,25 @@ pub fn element(details: CertDetails, local_uris: &[String], chain: &[&[u8]]) -> 
     parts.join(";")
 }
 
+/// What RBAC's `authenticated` principal reads of a client certificate (DER).
+pub fn peer_identity(der: &[u8]) -> crate::rbac::PeerIdentity {
+    let Ok((_, c)) = X509Certificate::from_der(der) else {
+        return crate::rbac::PeerIdentity::default();
+    };
+    let all = sans(&c);
+    let of = |kind: &str| {
+        all.iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    crate::rbac::PeerIdentity {
+        uris: of("URI"),
+        dns: of("DNS"),
+        subject: rfc2253(c.subject()),
+    }
+}
+
 /// The URI SANs of a certificate (DER): a server's own, for `By`.
 pub fn uri_sans(der: &[u8]) -> Vec<String> {
     X509Certificate::from_der(der)

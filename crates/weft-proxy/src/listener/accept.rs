@@ -131,7 +131,9 @@ async fn connection(
                 Some(tls) => {
                     if let Some(stream) = handshake(stream, tls, &listener).await {
                         let client = client_cert(&stream, chain, tls);
-                        serve_chain(stream, chain, &listener, &shared, ends, Some(client)).await;
+                        let info = tls_info(&stream, chain);
+                        let client = Some((client, info));
+                        serve_chain(stream, chain, &listener, &shared, ends, client).await;
                     }
                 }
             }
@@ -196,6 +198,36 @@ fn client_cert(
     })
 }
 
+/// What RBAC reads of a TLS connection: the SNI, and the client certificate's names.
+pub(crate) struct TlsInfo {
+    sni: Option<Arc<str>>,
+    peer: Option<Arc<crate::rbac::PeerIdentity>>,
+}
+
+/// Read once per connection, and only for a connection manager with an RBAC filter.
+fn tls_info(stream: &tokio_rustls::server::TlsStream<TcpStream>, chain: &FilterChain) -> TlsInfo {
+    let NetworkFilter::Http(hcm) = &chain.filter else {
+        return TlsInfo {
+            sni: None,
+            peer: None,
+        };
+    };
+    if !hcm.filters.filters.iter().any(|f| f.filter.reads_peer()) {
+        return TlsInfo {
+            sni: None,
+            peer: None,
+        };
+    }
+    let conn = stream.get_ref().1;
+    TlsInfo {
+        sni: conn.server_name().map(Arc::from),
+        peer: conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| Arc::new(crate::http::xfcc::peer_identity(c.as_ref()))),
+    }
+}
+
 /// Hands the connection (plain or decrypted) to the chain's network filter; `client_cert` is
 /// None for plaintext, and within, None when the client presented no certificate.
 async fn serve_chain<I>(
@@ -204,7 +236,7 @@ async fn serve_chain<I>(
     listener: &Listener,
     shared: &Arc<ServerState>,
     ends: tcp::ConnectionAddresses,
-    client_cert: Option<Option<::http::HeaderValue>>,
+    client_cert: Option<(Option<::http::HeaderValue>, TlsInfo)>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -217,7 +249,9 @@ async fn serve_chain<I>(
                 local: ends.local,
                 restored: ends.restored,
                 tls: client_cert.is_some(),
-                client_cert: client_cert.flatten(),
+                sni: client_cert.as_ref().and_then(|(_, i)| i.sni.clone()),
+                peer_identity: client_cert.as_ref().and_then(|(_, i)| i.peer.clone()),
+                client_cert: client_cert.and_then(|(c, _)| c),
                 idle: None,
             };
             http::serve(io, conn, listener.drain.subscribe()).await;

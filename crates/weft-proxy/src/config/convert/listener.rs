@@ -112,7 +112,7 @@ fn listener_filters(l: &pb::Listener, path: &str) -> Result<ListenerFilters> {
     Ok(out)
 }
 
-fn cidrs(list: &[CidrRange], path: &str) -> Result<Vec<Cidr>> {
+pub(super) fn cidrs(list: &[CidrRange], path: &str) -> Result<Vec<Cidr>> {
     let mut out = Vec::new();
     for (i, r) in list.iter().enumerate() {
         let rpath = format!("{path}[{i}]");

@@ -9,6 +9,7 @@ mod headers;
 mod http_filters;
 mod listener;
 mod local_ratelimit;
+mod rbac;
 mod re2;
 mod resilience;
 mod retry;
@@ -17,6 +18,7 @@ mod tls;
 
 pub use cluster::{cluster, ip_socket_address, load_assignment};
 pub use listener::listener;
+pub use rbac::engine as rbac_engine;
 pub use route::route_configuration;
 pub use tls::secret;
 

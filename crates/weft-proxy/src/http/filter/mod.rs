@@ -18,6 +18,7 @@
 pub mod cors;
 pub mod fault;
 pub mod local_ratelimit;
+pub mod rbac;
 
 use super::Connection;
 use super::local_reply::LocalReply;
@@ -31,7 +32,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 /// Every filter type the proxy knows.
-pub static FACTORIES: &[&Factory] = &[&fault::FACTORY, &cors::FACTORY, &local_ratelimit::FACTORY];
+pub static FACTORIES: &[&Factory] = &[
+    &fault::FACTORY,
+    &cors::FACTORY,
+    &local_ratelimit::FACTORY,
+    &rbac::FACTORY,
+];
 
 /// How a filter type is built from config.
 pub struct Factory {
@@ -79,6 +85,12 @@ pub trait HttpFilter: Send + Sync + std::fmt::Debug {
     /// The response side (Envoy's `encodeHeaders`), for the upstream's answer and the proxy's
     /// own replies alike, run last filter first.
     fn on_response(&self, _stream: &mut Stream, _response: &mut http::response::Parts) {}
+
+    /// Whether it reads the TLS connection's SNI and client certificate (worked out per
+    /// connection only for the chains that have such a filter).
+    fn reads_peer(&self) -> bool {
+        false
+    }
 }
 
 /// What a filter's request side decided.
@@ -125,6 +137,8 @@ pub struct RequestContext<'a> {
     pub head: &'a mut http::request::Parts,
     pub conn: &'a Connection,
     pub stream: &'a mut Stream,
+    /// The client's address as the connection manager trusts it (after `x-forwarded-for`).
+    pub remote: std::net::SocketAddr,
 }
 
 /// One entry of `http_filters`.

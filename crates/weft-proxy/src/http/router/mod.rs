@@ -160,6 +160,7 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
             head: &mut parts,
             conn: &conn,
             stream: &mut finisher.stream,
+            remote: finisher.remote,
         };
         let mut step = hcm.filters.run(&mut cx, levels, 0, 0, None);
         let decoded = loop {

@@ -1,0 +1,195 @@
+//! `envoy.config.rbac.v3.RBAC` → the engine (`crate::rbac`), for the RBAC HTTP filter.
+
+use super::Result;
+use crate::config::FieldError;
+use crate::rbac::{Action, Engine, Permission, Policy, Principal};
+use envoy_types::pb::envoy::config::core::v3::CidrRange;
+use envoy_types::pb::envoy::config::rbac::v3 as pb;
+use envoy_types::pb::envoy::r#type::matcher::v3::{PathMatcher, path_matcher};
+
+pub fn engine(rbac: &pb::Rbac, path: &str) -> Result<Engine> {
+    let action = match pb::rbac::Action::try_from(rbac.action) {
+        Ok(pb::rbac::Action::Allow) => Action::Allow,
+        Ok(pb::rbac::Action::Deny) => Action::Deny,
+        Ok(pb::rbac::Action::Log) => Action::Log,
+        Err(_) => return Err(FieldError::new(format!("{path}.action"), "unknown action")),
+    };
+    let mut policies = Vec::new();
+    let mut names: Vec<&String> = rbac.policies.keys().collect();
+    // Envoy keeps policies in a sorted map: the first match by name decides.
+    names.sort();
+    for name in names {
+        let p = &rbac.policies[name];
+        let ppath = format!("{path}.policies[\"{name}\"]");
+        if p.condition.is_some() || p.checked_condition.is_some() {
+            return Err(FieldError::new(
+                format!("{ppath}.condition"),
+                "CEL conditions are not supported by the Weft proxy",
+            ));
+        }
+        if p.permissions.is_empty() || p.principals.is_empty() {
+            return Err(FieldError::new(
+                ppath,
+                "permissions and principals each need at least one entry",
+            ));
+        }
+        let permissions = p
+            .permissions
+            .iter()
+            .enumerate()
+            .map(|(i, x)| permission(x, &format!("{ppath}.permissions[{i}]")))
+            .collect::<Result<_>>()?;
+        let principals = p
+            .principals
+            .iter()
+            .enumerate()
+            .map(|(i, x)| principal(x, &format!("{ppath}.principals[{i}]")))
+            .collect::<Result<_>>()?;
+        policies.push(Policy {
+            name: name.clone(),
+            details: crate::rbac::details(Some(name)),
+            permissions,
+            principals,
+        });
+    }
+    Ok(Engine { action, policies })
+}
+
+fn cidr(c: &CidrRange, path: &str) -> Result<crate::listener::Cidr> {
+    let mut all = super::listener::cidrs(std::slice::from_ref(c), path)?;
+    all.pop()
+        .ok_or_else(|| FieldError::new(path, "is required"))
+}
+
+fn url_path(p: &PathMatcher, path: &str) -> Result<crate::route::StringMatch> {
+    match &p.rule {
+        Some(path_matcher::Rule::Path(sm)) => {
+            super::headers::string_match(sm, &format!("{path}.path"))
+        }
+        None => Err(FieldError::new(format!("{path}.path"), "is required")),
+    }
+}
+
+fn permission(p: &pb::Permission, path: &str) -> Result<Permission> {
+    use pb::permission::Rule as R;
+    Ok(match &p.rule {
+        Some(R::Any(true)) => Permission::Any,
+        Some(R::AndRules(set)) | Some(R::OrRules(set)) => {
+            let field = if matches!(p.rule, Some(R::AndRules(_))) {
+                "and_rules"
+            } else {
+                "or_rules"
+            };
+            if set.rules.is_empty() {
+                return Err(FieldError::new(
+                    format!("{path}.{field}.rules"),
+                    "needs at least one rule",
+                ));
+            }
+            let rules = set
+                .rules
+                .iter()
+                .enumerate()
+                .map(|(i, r)| permission(r, &format!("{path}.{field}.rules[{i}]")))
+                .collect::<Result<Vec<_>>>()?;
+            if field == "and_rules" {
+                Permission::And(rules)
+            } else {
+                Permission::Or(rules)
+            }
+        }
+        Some(R::NotRule(r)) => {
+            Permission::Not(Box::new(permission(r, &format!("{path}.not_rule"))?))
+        }
+        Some(R::Header(h)) => Permission::Header(super::headers::header_matcher(
+            h,
+            &format!("{path}.header"),
+        )?),
+        Some(R::UrlPath(u)) => Permission::UrlPath(url_path(u, &format!("{path}.url_path"))?),
+        Some(R::DestinationIp(c)) => {
+            Permission::DestinationIp(cidr(c, &format!("{path}.destination_ip"))?)
+        }
+        Some(R::DestinationPort(port)) => {
+            Permission::DestinationPort(u16::try_from(*port).map_err(|_| {
+                FieldError::new(format!("{path}.destination_port"), "must be at most 65535")
+            })?)
+        }
+        Some(R::DestinationPortRange(r)) => {
+            let (start, end) = (u32::try_from(r.start).ok(), u32::try_from(r.end).ok());
+            match (start, end) {
+                (Some(s), Some(e)) if s < e && e <= 65536 => Permission::DestinationPortRange(s, e),
+                _ => {
+                    return Err(FieldError::new(
+                        format!("{path}.destination_port_range"),
+                        "needs 0 <= start < end <= 65536",
+                    ));
+                }
+            }
+        }
+        Some(R::RequestedServerName(sm)) => Permission::RequestedServerName(
+            super::headers::string_match(sm, &format!("{path}.requested_server_name"))?,
+        ),
+        _ => {
+            return Err(FieldError::new(
+                path,
+                "this permission is not supported by the Weft proxy (any, and_rules, or_rules, not_rule, header, url_path, destination_ip, destination_port, destination_port_range and requested_server_name are)",
+            ));
+        }
+    })
+}
+
+fn principal(p: &pb::Principal, path: &str) -> Result<Principal> {
+    use pb::principal::Identifier as I;
+    #[allow(deprecated)]
+    Ok(match &p.identifier {
+        Some(I::Any(true)) => Principal::Any,
+        Some(I::AndIds(set)) | Some(I::OrIds(set)) => {
+            let field = if matches!(p.identifier, Some(I::AndIds(_))) {
+                "and_ids"
+            } else {
+                "or_ids"
+            };
+            if set.ids.is_empty() {
+                return Err(FieldError::new(
+                    format!("{path}.{field}.ids"),
+                    "needs at least one id",
+                ));
+            }
+            let ids = set
+                .ids
+                .iter()
+                .enumerate()
+                .map(|(i, r)| principal(r, &format!("{path}.{field}.ids[{i}]")))
+                .collect::<Result<Vec<_>>>()?;
+            if field == "and_ids" {
+                Principal::And(ids)
+            } else {
+                Principal::Or(ids)
+            }
+        }
+        Some(I::NotId(r)) => Principal::Not(Box::new(principal(r, &format!("{path}.not_id"))?)),
+        Some(I::Authenticated(a)) => Principal::Authenticated(match &a.principal_name {
+            Some(sm) => Some(super::headers::string_match(
+                sm,
+                &format!("{path}.authenticated.principal_name"),
+            )?),
+            None => None,
+        }),
+        Some(I::SourceIp(c)) => Principal::DirectRemoteIp(cidr(c, &format!("{path}.source_ip"))?),
+        Some(I::DirectRemoteIp(c)) => {
+            Principal::DirectRemoteIp(cidr(c, &format!("{path}.direct_remote_ip"))?)
+        }
+        Some(I::RemoteIp(c)) => Principal::RemoteIp(cidr(c, &format!("{path}.remote_ip"))?),
+        Some(I::Header(h)) => Principal::Header(super::headers::header_matcher(
+            h,
+            &format!("{path}.header"),
+        )?),
+        Some(I::UrlPath(u)) => Principal::UrlPath(url_path(u, &format!("{path}.url_path"))?),
+        _ => {
+            return Err(FieldError::new(
+                path,
+                "this principal is not supported by the Weft proxy (any, and_ids, or_ids, not_id, authenticated, source_ip, direct_remote_ip, remote_ip, header and url_path are)",
+            ));
+        }
+    })
+}
