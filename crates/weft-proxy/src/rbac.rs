@@ -27,6 +27,10 @@ pub enum Permission {
     /// Half-open: `start <= port < end`.
     DestinationPortRange(u32, u32),
     RequestedServerName(StringMatch),
+    /// A dynamic metadata matcher, decided when the config is read: no filter of the Weft proxy
+    /// writes dynamic metadata yet (JWT will), so every lookup finds nothing, and the result is
+    /// what Envoy's matcher says of a missing value.
+    Metadata(bool),
 }
 
 #[derive(Debug, Clone)]
@@ -43,6 +47,8 @@ pub enum Principal {
     RemoteIp(Cidr),
     Header(HeaderMatch),
     UrlPath(StringMatch),
+    /// As `Permission::Metadata`.
+    Metadata(bool),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +110,7 @@ impl Permission {
                 (*start..*end).contains(&u32::from(s.local.port()))
             }
             Permission::RequestedServerName(m) => m.matches(s.sni.unwrap_or("")),
+            Permission::Metadata(m) => *m,
         }
     }
 }
@@ -125,6 +132,7 @@ impl Principal {
             Principal::RemoteIp(c) => c.contains(s.remote.ip()),
             Principal::Header(h) => s.request.is_some_and(|r| h.matches(r)),
             Principal::UrlPath(m) => s.request.is_some_and(|r| m.matches(r.path)),
+            Principal::Metadata(m) => *m,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! (tests/data/rbac.yaml): for each request, the same status and body from both (200 through,
 //! 403 `RBAC: access denied`), and the same `rbac.*` counters afterwards, for ALLOW and DENY
 //! rules, `and`/`or`/`not` nesting, header, path, port and address matchers, shadow rules that
-//! count without blocking, and over mTLS the client certificate's identity (`authenticated`)
+//! count without blocking, metadata matchers (with no metadata, as before any JWT), and over mTLS the client certificate's identity (`authenticated`)
 //! and the SNI (`requested_server_name`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -81,6 +81,10 @@ async fn rbac_decides_and_counts_like_envoy() {
         ("ALLOW", "PUT", "/PORTS", &[], 200),
         ("ALLOW", "PUT", "/ports", &[("x-blocked", "1")], 403),
         ("ALLOW", "GET", "/public/y", &[("x-shadow", "1")], 200),
+        // Metadata (a JWT's principal, as istiod matches it): there is none without JWT.
+        ("ALLOW", "POST", "/absent", &[], 403),
+        ("ALLOW", "POST", "/jwt-only", &[], 403),
+        ("DENY", "GET", "/jwt/x", &[], 403),
         ("DENY", "GET", "/x", &[], 200),
         ("DENY", "GET", "/admin/x", &[], 403),
         ("DENY", "DELETE", "/x", &[], 403),
@@ -149,6 +153,6 @@ async fn rbac_decides_and_counts_like_envoy() {
                 .join("\n")
         );
     }
-    assert_eq!(counter(&w, "http.allow.rbac.denied"), 5);
+    assert_eq!(counter(&w, "http.allow.rbac.denied"), 7);
     assert_eq!(counter(&w, "http.allow.rbac.audit_.shadow_denied"), 1);
 }

@@ -5,7 +5,7 @@ use crate::config::FieldError;
 use crate::rbac::{Action, Engine, Permission, Policy, Principal};
 use envoy_types::pb::envoy::config::core::v3::CidrRange;
 use envoy_types::pb::envoy::config::rbac::v3 as pb;
-use envoy_types::pb::envoy::r#type::matcher::v3::{PathMatcher, path_matcher};
+use envoy_types::pb::envoy::r#type::matcher::v3::{MetadataMatcher, PathMatcher, path_matcher};
 
 pub fn engine(rbac: &pb::Rbac, path: &str) -> Result<Engine> {
     let action = match pb::rbac::Action::try_from(rbac.action) {
@@ -70,8 +70,23 @@ fn url_path(p: &PathMatcher, path: &str) -> Result<crate::route::StringMatch> {
     }
 }
 
+/// A metadata matcher as it decides with no dynamic metadata (see `Permission::Metadata`):
+/// no value matcher of Envoy's matches a missing value (not even `present_match: false`, as
+/// Envoy answers), so the answer is `invert`.
+fn metadata(m: &MetadataMatcher, path: &str) -> Result<bool> {
+    if m.filter.is_empty() {
+        return Err(FieldError::new(format!("{path}.filter"), "is required"));
+    }
+    if m.value.as_ref().is_none_or(|v| v.match_pattern.is_none()) {
+        return Err(FieldError::new(format!("{path}.value"), "is required"));
+    }
+    Ok(m.invert)
+}
+
 fn permission(p: &pb::Permission, path: &str) -> Result<Permission> {
     use pb::permission::Rule as R;
+    // `metadata` is deprecated for `sourced_metadata`, and is what istiod writes.
+    #[allow(deprecated)]
     Ok(match &p.rule {
         Some(R::Any(true)) => Permission::Any,
         Some(R::AndRules(set)) | Some(R::OrRules(set)) => {
@@ -129,6 +144,7 @@ fn permission(p: &pb::Permission, path: &str) -> Result<Permission> {
         Some(R::RequestedServerName(sm)) => Permission::RequestedServerName(
             super::headers::string_match(sm, &format!("{path}.requested_server_name"))?,
         ),
+        Some(R::Metadata(m)) => Permission::Metadata(metadata(m, &format!("{path}.metadata"))?),
         _ => {
             return Err(FieldError::new(
                 path,
@@ -185,6 +201,7 @@ fn principal(p: &pb::Principal, path: &str) -> Result<Principal> {
             &format!("{path}.header"),
         )?),
         Some(I::UrlPath(u)) => Principal::UrlPath(url_path(u, &format!("{path}.url_path"))?),
+        Some(I::Metadata(m)) => Principal::Metadata(metadata(m, &format!("{path}.metadata"))?),
         _ => {
             return Err(FieldError::new(
                 path,

@@ -62,13 +62,13 @@ pub static FACTORY: super::Factory = super::Factory {
         (
             "envoy.config.rbac.v3.Permission",
             "any and_rules or_rules not_rule header url_path destination_ip destination_port \
-             destination_port_range requested_server_name",
+             destination_port_range requested_server_name metadata",
         ),
         ("envoy.config.rbac.v3.Permission.Set", "rules"),
         (
             "envoy.config.rbac.v3.Principal",
             "any and_ids or_ids not_id authenticated source_ip direct_remote_ip remote_ip header \
-             url_path",
+             url_path metadata",
         ),
         ("envoy.config.rbac.v3.Principal.Set", "ids"),
         (
@@ -77,6 +77,21 @@ pub static FACTORY: super::Factory = super::Factory {
         ),
         ("envoy.type.matcher.v3.PathMatcher", "path"),
         ("envoy.type.v3.Int32Range", "start end"),
+        // Metadata: decided when read (no filter writes dynamic metadata yet).
+        (
+            "envoy.type.matcher.v3.MetadataMatcher",
+            "filter path value invert",
+        ),
+        ("envoy.type.matcher.v3.MetadataMatcher.PathSegment", "key"),
+        (
+            "envoy.type.matcher.v3.ValueMatcher",
+            "null_match double_match string_match bool_match present_match list_match or_match",
+        ),
+        ("envoy.type.matcher.v3.ValueMatcher.NullMatch", ""),
+        ("envoy.type.matcher.v3.DoubleMatcher", "range exact"),
+        ("envoy.type.v3.DoubleRange", "start end"),
+        ("envoy.type.matcher.v3.ListMatcher", "one_of"),
+        ("envoy.type.matcher.v3.OrMatcher", "value_matchers"),
     ],
 };
 
