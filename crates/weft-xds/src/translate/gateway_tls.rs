@@ -8,7 +8,7 @@
 
 use super::config::Inputs;
 use super::pb;
-use super::upstream_tls::{exact_sans, file, sds_secret, tls_socket};
+use super::upstream_tls::{combined_validation, exact_sans, file, mesh_common, tls_socket};
 use envoy_types::pb::envoy::config::core::v3::TransportSocket;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
@@ -71,22 +71,10 @@ pub fn transport_socket(
             ..Default::default()
         };
         if mutual {
-            #[allow(deprecated)]
-            let default_validation_context = CertificateValidationContext {
-                match_subject_alt_names: exact_sans(tls.subject_alt_names.as_deref()),
-                ..Default::default()
-            };
-            common.validation_context_type = Some(
-                common_tls_context::ValidationContextType::CombinedValidationContext(
-                    common_tls_context::CombinedCertificateValidationContext {
-                        default_validation_context: Some(default_validation_context),
-                        validation_context_sds_secret_config: Some(super::credential::sds_ads(
-                            &super::credential::ca_resource_name(&credential),
-                        )),
-                        ..Default::default()
-                    },
-                ),
-            );
+            common.validation_context_type = Some(combined_validation(
+                exact_sans(tls.subject_alt_names.as_deref()),
+                super::credential::sds_ads(&super::credential::ca_resource_name(&credential)),
+            ));
         }
         return Ok(finish(tls, mode, common));
     }
@@ -169,25 +157,11 @@ fn finish(
 /// required, and the server's `subjectAltNames` as exact matches of the untyped field. No TLS
 /// parameters: istiod applies the server's versions and ciphers to the other modes only.
 fn istio_mutual(tls: &ServerTlsSettings) -> TransportSocket {
-    #[allow(deprecated)]
-    let default_validation_context = CertificateValidationContext {
-        match_subject_alt_names: exact_sans(tls.subject_alt_names.as_deref()),
-        ..Default::default()
-    };
-    let common = CommonTlsContext {
-        alpn_protocols: vec!["h2".into(), "http/1.1".into()],
-        tls_certificate_sds_secret_configs: vec![sds_secret("default")],
-        validation_context_type: Some(
-            common_tls_context::ValidationContextType::CombinedValidationContext(
-                common_tls_context::CombinedCertificateValidationContext {
-                    default_validation_context: Some(default_validation_context),
-                    validation_context_sds_secret_config: Some(sds_secret("ROOTCA")),
-                    ..Default::default()
-                },
-            ),
-        ),
-        ..Default::default()
-    };
+    let common = mesh_common(
+        exact_sans(tls.subject_alt_names.as_deref()),
+        &["h2", "http/1.1"],
+        None,
+    );
     let ctx = DownstreamTlsContext {
         common_tls_context: Some(common),
         require_client_certificate: Some(envoy_types::pb::google::protobuf::BoolValue {

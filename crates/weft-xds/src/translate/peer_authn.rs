@@ -10,12 +10,9 @@
 
 use super::config::{Inputs, Obj};
 use super::pb;
-use super::upstream_tls::{sds_secret, tls_socket};
+use super::upstream_tls::{mesh_common, mesh_tls_versions, tls_socket};
 use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, FilterChainMatch};
-use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, TlsParameters,
-    common_tls_context, tls_parameters,
-};
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::DownstreamTlsContext;
 use envoy_types::pb::envoy::r#type::matcher::v3::{StringMatcher, string_matcher};
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use weft_api::types::common::Labels;
@@ -216,37 +213,19 @@ fn downstream_tls(inputs: &Inputs, http: bool) -> DownstreamTlsContext {
     } else {
         &["istio-peer-exchange", "h2", "http/1.1"]
     };
-    #[allow(deprecated)]
-    let default_validation_context = CertificateValidationContext {
-        match_subject_alt_names: vec![StringMatcher {
-            match_pattern: Some(string_matcher::MatchPattern::Prefix(format!(
-                "spiffe://{}/",
-                inputs.mesh.trust_domain
-            ))),
-            ..Default::default()
-        }],
+    let trust_domain = StringMatcher {
+        match_pattern: Some(string_matcher::MatchPattern::Prefix(format!(
+            "spiffe://{}/",
+            inputs.mesh.trust_domain
+        ))),
         ..Default::default()
     };
     DownstreamTlsContext {
-        common_tls_context: Some(CommonTlsContext {
-            tls_params: Some(TlsParameters {
-                tls_minimum_protocol_version: tls_parameters::TlsProtocol::TlSv12 as i32,
-                tls_maximum_protocol_version: tls_parameters::TlsProtocol::TlSv13 as i32,
-                ..Default::default()
-            }),
-            alpn_protocols: alpn.iter().map(|p| (*p).to_string()).collect(),
-            tls_certificate_sds_secret_configs: vec![sds_secret("default")],
-            validation_context_type: Some(
-                common_tls_context::ValidationContextType::CombinedValidationContext(
-                    common_tls_context::CombinedCertificateValidationContext {
-                        default_validation_context: Some(default_validation_context),
-                        validation_context_sds_secret_config: Some(sds_secret("ROOTCA")),
-                        ..Default::default()
-                    },
-                ),
-            ),
-            ..Default::default()
-        }),
+        common_tls_context: Some(mesh_common(
+            vec![trust_domain],
+            alpn,
+            Some(mesh_tls_versions()),
+        )),
         require_client_certificate: Some(BoolValue { value: true }),
         ..Default::default()
     }

@@ -75,22 +75,10 @@ pub fn transport_socket(
                 &super::credential::resource_name(name),
             )];
         }
-        #[allow(deprecated)]
-        let default_validation_context = CertificateValidationContext {
-            match_subject_alt_names: exact_sans(tls.subject_alt_names.as_deref()),
-            ..Default::default()
-        };
-        common.validation_context_type = Some(
-            common_tls_context::ValidationContextType::CombinedValidationContext(
-                common_tls_context::CombinedCertificateValidationContext {
-                    default_validation_context: Some(default_validation_context),
-                    validation_context_sds_secret_config: Some(super::credential::sds_ads(
-                        &super::credential::ca_resource_name(name),
-                    )),
-                    ..Default::default()
-                },
-            ),
-        );
+        common.validation_context_type = Some(combined_validation(
+            exact_sans(tls.subject_alt_names.as_deref()),
+            super::credential::sds_ads(&super::credential::ca_resource_name(name)),
+        ));
         return Ok(Some(origination(tls, hostname, common)));
     }
     if mode == ClientTlsMode::Mutual {
@@ -177,35 +165,12 @@ fn istio_mutual(tls: &ClientTlsSettings, mesh: &MeshTls) -> TransportSocket {
         Some(s) if !s.is_empty() => s.to_vec(),
         _ => mesh.service_accounts.clone(),
     };
-    #[allow(deprecated)]
-    let default_validation_context = CertificateValidationContext {
-        match_subject_alt_names: exact_sans(Some(&sans)),
-        ..Default::default()
-    };
     let alpn: &[&str] = if mesh.h2 {
         &["istio-peer-exchange", "istio", "h2"]
     } else {
         &["istio-peer-exchange", "istio"]
     };
-    let common = CommonTlsContext {
-        tls_params: Some(TlsParameters {
-            tls_minimum_protocol_version: tls_parameters::TlsProtocol::TlSv12 as i32,
-            tls_maximum_protocol_version: tls_parameters::TlsProtocol::TlSv13 as i32,
-            ..Default::default()
-        }),
-        alpn_protocols: alpn.iter().map(|p| (*p).to_string()).collect(),
-        tls_certificate_sds_secret_configs: vec![sds_secret("default")],
-        validation_context_type: Some(
-            common_tls_context::ValidationContextType::CombinedValidationContext(
-                common_tls_context::CombinedCertificateValidationContext {
-                    default_validation_context: Some(default_validation_context),
-                    validation_context_sds_secret_config: Some(sds_secret("ROOTCA")),
-                    ..Default::default()
-                },
-            ),
-        ),
-        ..Default::default()
-    };
+    let common = mesh_common(exact_sans(Some(&sans)), alpn, Some(mesh_tls_versions()));
     let ctx = UpstreamTlsContext {
         common_tls_context: Some(common),
         sni: tls
@@ -216,6 +181,52 @@ fn istio_mutual(tls: &ClientTlsSettings, mesh: &MeshTls) -> TransportSocket {
         ..Default::default()
     };
     tls_socket(pb::any(&ctx))
+}
+
+/// istiod's TLS versions for the mesh's own mTLS: 1.2 to 1.3.
+pub(super) fn mesh_tls_versions() -> TlsParameters {
+    TlsParameters {
+        tls_minimum_protocol_version: tls_parameters::TlsProtocol::TlSv12 as i32,
+        tls_maximum_protocol_version: tls_parameters::TlsProtocol::TlSv13 as i32,
+        ..Default::default()
+    }
+}
+
+/// istiod's combined validation context: the roots from SDS secret `roots`, and the peer's
+/// SANs checked with `sans` (the untyped field).
+pub(super) fn combined_validation(
+    sans: Vec<StringMatcher>,
+    roots: SdsSecretConfig,
+) -> common_tls_context::ValidationContextType {
+    #[allow(deprecated)]
+    let default_validation_context = CertificateValidationContext {
+        match_subject_alt_names: sans,
+        ..Default::default()
+    };
+    common_tls_context::ValidationContextType::CombinedValidationContext(
+        common_tls_context::CombinedCertificateValidationContext {
+            default_validation_context: Some(default_validation_context),
+            validation_context_sds_secret_config: Some(roots),
+            ..Default::default()
+        },
+    )
+}
+
+/// The mesh's own mTLS context, client or server side, as istiod writes it: the workload
+/// certificate (SDS `default`) and the mesh roots (SDS `ROOTCA`), the peer checked with `sans`,
+/// offering `alpn`, with `versions` when istiod sets them.
+pub(super) fn mesh_common(
+    sans: Vec<StringMatcher>,
+    alpn: &[&str],
+    versions: Option<TlsParameters>,
+) -> CommonTlsContext {
+    CommonTlsContext {
+        tls_params: versions,
+        alpn_protocols: alpn.iter().map(|p| (*p).to_string()).collect(),
+        tls_certificate_sds_secret_configs: vec![sds_secret("default")],
+        validation_context_type: Some(combined_validation(sans, sds_secret("ROOTCA"))),
+        ..Default::default()
+    }
 }
 
 /// Auto mTLS (istiod's `applyUpstreamTLSSettings`): ISTIO_MUTUAL to endpoints marked
