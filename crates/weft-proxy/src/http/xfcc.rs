@@ -43,48 +43,38 @@ pub struct CertDetails {
 }
 
 /// This hop's element for a connection whose client presented `chain` (DER, its certificate
-/// first) to a server whose own certificate names `local_uris`:
+/// first, whose names are `peer`) to a server whose own certificate names `local_uris`:
 /// `By=…;Hash=…;Cert="…";Chain="…";Subject="…";URI=…;DNS=…`, in Envoy's order.
-pub fn element(details: CertDetails, local_uris: &[String], chain: &[&[u8]]) -> String {
-    let Some(peer) = chain.first().copied() else {
+pub fn element(
+    details: CertDetails,
+    local_uris: &[String],
+    chain: &[&[u8]],
+    peer: &crate::rbac::PeerIdentity,
+) -> String {
+    let Some(cert) = chain.first().copied() else {
         return String::new();
     };
     let mut parts: Vec<String> = local_uris.iter().map(|u| format!("By={u}")).collect();
-    parts.push(format!("Hash={}", sha256_hex(peer)));
+    parts.push(format!("Hash={}", sha256_hex(cert)));
     if details.cert {
-        parts.push(format!("Cert=\"{}\"", url_encoded_pem(peer)));
+        parts.push(format!("Cert=\"{}\"", url_encoded_pem(cert)));
     }
     if details.chain {
         let all: String = chain.iter().map(|c| url_encoded_pem(c)).collect();
         parts.push(format!("Chain=\"{all}\""));
     }
-    let parsed = X509Certificate::from_der(peer).ok().map(|(_, c)| c);
     if details.subject {
-        let subject = parsed
-            .as_ref()
-            .map(|c| rfc2253(c.subject()))
-            .unwrap_or_default();
-        parts.push(format!("Subject=\"{subject}\""));
+        parts.push(format!("Subject=\"{}\"", peer.subject));
     }
-    let sans = parsed.as_ref().map(sans).unwrap_or_default();
     if details.uri {
-        let uris: Vec<&String> = sans
-            .iter()
-            .filter(|(k, _)| *k == "URI")
-            .map(|(_, v)| v)
-            .collect();
-        if uris.is_empty() {
+        if peer.uris.is_empty() {
             // The key stays even when the certificate has no URI.
             parts.push("URI=".into());
         }
-        parts.extend(uris.into_iter().map(|u| format!("URI={u}")));
+        parts.extend(peer.uris.iter().map(|u| format!("URI={u}")));
     }
     if details.dns {
-        parts.extend(
-            sans.iter()
-                .filter(|(k, _)| *k == "DNS")
-                .map(|(_, v)| format!("DNS={v}")),
-        );
+        parts.extend(peer.dns.iter().map(|d| format!("DNS={d}")));
     }
     parts.join(";")
 }

@@ -130,10 +130,8 @@ async fn connection(
                 None => serve_chain(stream, chain, &listener, &shared, ends, None).await,
                 Some(tls) => {
                     if let Some(stream) = handshake(stream, tls, &listener).await {
-                        let client = client_cert(&stream, chain, tls);
-                        let info = tls_info(&stream, chain);
-                        let client = Some((client, info));
-                        serve_chain(stream, chain, &listener, &shared, ends, client).await;
+                        let info = tls_info(&stream, chain, tls);
+                        serve_chain(stream, chain, &listener, &shared, ends, Some(info)).await;
                     }
                 }
             }
@@ -175,68 +173,64 @@ async fn handshake(
     }
 }
 
-/// What XFCC needs of a TLS connection: this hop's element when the client presented a
-/// certificate (worked out once, here, for every request the connection carries).
-fn client_cert(
-    stream: &tokio_rustls::server::TlsStream<TcpStream>,
-    chain: &FilterChain,
-    tls: &DownstreamTls,
-) -> Option<::http::HeaderValue> {
-    use crate::http::xfcc;
-    let peer = stream.get_ref().1.peer_certificates()?;
-    peer.first()?;
-    Some(match &chain.filter {
-        NetworkFilter::Http(hcm) if hcm.forward_client_cert.writes() => {
-            let ders: Vec<&[u8]> = peer.iter().map(AsRef::as_ref).collect();
-            xfcc::value(&xfcc::element(
-                hcm.client_cert_details,
-                &tls.local_uris(),
-                &ders,
-            ))
-        }
-        _ => ::http::HeaderValue::from_static(""),
-    })
-}
-
-/// What RBAC reads of a TLS connection: the SNI, and the client certificate's names.
+/// What the connection manager reads of a TLS connection, worked out once for every request
+/// it carries: the XFCC element when the client presented a certificate (empty when the
+/// manager writes none), and, for chains whose filters read them (RBAC), the SNI and the
+/// certificate's names. The certificate is parsed once for both.
+#[derive(Default)]
 pub(crate) struct TlsInfo {
+    client_cert: Option<::http::HeaderValue>,
     sni: Option<Arc<str>>,
     peer: Option<Arc<crate::rbac::PeerIdentity>>,
 }
 
-/// Read once per connection, and only for a connection manager with an RBAC filter.
-fn tls_info(stream: &tokio_rustls::server::TlsStream<TcpStream>, chain: &FilterChain) -> TlsInfo {
+fn tls_info(
+    stream: &tokio_rustls::server::TlsStream<TcpStream>,
+    chain: &FilterChain,
+    tls: &DownstreamTls,
+) -> TlsInfo {
+    use crate::http::xfcc;
     let NetworkFilter::Http(hcm) = &chain.filter else {
-        return TlsInfo {
-            sni: None,
-            peer: None,
-        };
+        return TlsInfo::default();
     };
-    if !hcm.filters.filters.iter().any(|f| f.filter.reads_peer()) {
-        return TlsInfo {
-            sni: None,
-            peer: None,
-        };
-    }
     let conn = stream.get_ref().1;
+    let certs = conn.peer_certificates().filter(|c| !c.is_empty());
+    let reads_peer = hcm.filters.filters.iter().any(|f| f.filter.reads_peer());
+    let writes = hcm.forward_client_cert.writes();
+    let identity = certs
+        .and_then(|c| c.first())
+        .filter(|_| reads_peer || writes)
+        .map(|c| Arc::new(xfcc::peer_identity(c.as_ref())));
+    let client_cert = certs.map(|c| match &identity {
+        Some(id) if writes => {
+            let ders: Vec<&[u8]> = c.iter().map(AsRef::as_ref).collect();
+            xfcc::value(&xfcc::element(
+                hcm.client_cert_details,
+                &tls.local_uris(),
+                &ders,
+                id,
+            ))
+        }
+        _ => ::http::HeaderValue::from_static(""),
+    });
     TlsInfo {
-        sni: conn.server_name().map(Arc::from),
-        peer: conn
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .map(|c| Arc::new(crate::http::xfcc::peer_identity(c.as_ref()))),
+        client_cert,
+        sni: reads_peer
+            .then(|| conn.server_name().map(Arc::from))
+            .flatten(),
+        peer: identity.filter(|_| reads_peer),
     }
 }
 
-/// Hands the connection (plain or decrypted) to the chain's network filter; `client_cert` is
-/// None for plaintext, and within, None when the client presented no certificate.
+/// Hands the connection (plain or decrypted) to the chain's network filter; `tls` is None for
+/// plaintext.
 async fn serve_chain<I>(
     io: I,
     chain: &FilterChain,
     listener: &Listener,
     shared: &Arc<ServerState>,
     ends: tcp::ConnectionAddresses,
-    client_cert: Option<(Option<::http::HeaderValue>, TlsInfo)>,
+    tls: Option<TlsInfo>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -248,10 +242,10 @@ async fn serve_chain<I>(
                 peer: ends.peer,
                 local: ends.local,
                 restored: ends.restored,
-                tls: client_cert.is_some(),
-                sni: client_cert.as_ref().and_then(|(_, i)| i.sni.clone()),
-                peer_identity: client_cert.as_ref().and_then(|(_, i)| i.peer.clone()),
-                client_cert: client_cert.and_then(|(c, _)| c),
+                tls: tls.is_some(),
+                sni: tls.as_ref().and_then(|i| i.sni.clone()),
+                peer_identity: tls.as_ref().and_then(|i| i.peer.clone()),
+                client_cert: tls.and_then(|i| i.client_cert),
                 idle: None,
             };
             http::serve(io, conn, listener.drain.subscribe()).await;
