@@ -10,9 +10,10 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+
 use support::certs::{ca, leaf, server_config};
 use support::up::Up;
+use support::xds::eventually;
 
 const ROUTE: &str = r#"
 apiVersion: networking.istio.io/v1
@@ -57,19 +58,14 @@ async fn step(up: &Up, dir: &Path, port: u16, tls: &str, gateway: SocketAddr, wa
             s["config"]["generation"].as_u64() > Some(before)
         })
     });
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
+    eventually(&format!("tls {tls}"), || async {
         let got = support::upstream_name(gateway, "api.example").await;
         if got == want {
-            return;
+            return Ok(());
         }
-        assert!(
-            Instant::now() < deadline,
-            "tls {tls}: got {got:?}, want {want:?}\n{}",
-            up.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        Err(format!("got {got:?}, want {want:?}\n{}", up.stderr()))
+    })
+    .await;
 }
 
 async fn modes(envoy: bool) {

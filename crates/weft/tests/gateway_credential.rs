@@ -11,9 +11,10 @@ mod support;
 
 use base64::Engine as _;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::certs::{ca, client_config, leaf};
 use support::up::Up;
+use support::xds::eventually_within;
 use support::{Req, try_request_tls};
 
 fn b64(s: &str) -> String {
@@ -55,20 +56,12 @@ spec:
   - route: [ { destination: { host: web } } ]
 "#;
 
-async fn until(what: &str, up: &Up, mut check: impl AsyncFnMut() -> Result<(), String>) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let got = check().await;
-        if got.is_ok() {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: {got:?}\n{}",
-            up.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// `eventually_within` 20 s, with `weft up`'s log in the failure.
+async fn until(what: &str, up: &Up, check: impl AsyncFn() -> Result<(), String>) {
+    eventually_within(what, Duration::from_secs(20), || async {
+        check().await.map_err(|e| format!("{e}\n{}", up.stderr()))
+    })
+    .await
 }
 
 async fn answered(

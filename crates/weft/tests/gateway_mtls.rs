@@ -15,9 +15,10 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::Req;
 use support::up::Up;
+use support::xds::eventually_within;
 use weft_ca::{Ca, Identity};
 
 const GATEWAYS: &str = r#"
@@ -206,22 +207,13 @@ async fn gateway_mtls(envoy: bool) {
     let sni = "outbound_.80_._.web.default.svc.cluster.local";
 
     // ISTIO_MUTUAL: a client of the mesh gets in, and the gateway presented its own identity.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let xfcc = loop {
-        let got = get(https, client(&ca, true, &["http/1.1"]), "web.example").await;
-        if let Ok((ref who, ref peer, ref heard)) = got
-            && who == "web-v1"
-            && peer == gateway_id
-        {
-            break heard.clone();
+    let xfcc = eventually_within("ISTIO_MUTUAL", Duration::from_secs(20), || async {
+        match get(https, client(&ca, true, &["http/1.1"]), "web.example").await {
+            Ok((who, peer, heard)) if who == "web-v1" && peer == gateway_id => Ok(heard),
+            got => Err(format!("{got:?}\n{}", up.stderr())),
         }
-        assert!(
-            Instant::now() < deadline,
-            "ISTIO_MUTUAL: {got:?}\n{}",
-            up.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    })
+    .await;
     // The application hears who called: the gateway set its mTLS client's certificate
     // (SANITIZE_SET), and the workload's sidecar appended the gateway's identity.
     let (gateway_hop, sidecar_hop) = xfcc.split_once(',').unwrap_or_else(|| panic!("{xfcc}"));
@@ -243,22 +235,13 @@ async fn gateway_mtls(envoy: bool) {
     );
 
     // AUTO_PASSTHROUGH: the workload's sidecar answers the handshake through the gateway.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let got = get(auto, client(&ca, true, &["istio"]), sni).await;
-        if got
-            .as_ref()
-            .is_ok_and(|(who, peer, _)| who == "web-v1" && peer == web_id)
-        {
-            break;
+    eventually_within("AUTO_PASSTHROUGH", Duration::from_secs(20), || async {
+        match get(auto, client(&ca, true, &["istio"]), sni).await {
+            Ok((who, peer, _)) if who == "web-v1" && peer == web_id => Ok(()),
+            got => Err(format!("{got:?}\n{}", up.stderr())),
         }
-        assert!(
-            Instant::now() < deadline,
-            "AUTO_PASSTHROUGH: {got:?}\n{}",
-            up.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     // An SNI no service port has, or no Istio ALPN, matches no chain.
     for (name, alpn) in [
         ("outbound_.81_._.web.default.svc.cluster.local", "istio"),

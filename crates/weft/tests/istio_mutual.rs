@@ -12,8 +12,9 @@ mod support;
 
 use serde_json::Value;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::up::Up;
+use support::xds::eventually_within;
 use weft_ca::Ca;
 
 /// A counter of the workload sidecar's admin `/stats`, found through the status file.
@@ -55,19 +56,17 @@ async fn istio_mutual(envoy: bool) {
     ];
     let up = tokio::task::block_in_place(|| Up::start_with(mesh.path(), envoy, &args));
     let gateway = SocketAddr::from(([127, 0, 0, 1], up.gateway_port));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let got = support::upstream_name(gateway, "web.example").await;
-        if got == "web-v1" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no answer over the mesh's mTLS: {got}\n{}",
-            up.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually_within(
+        "an answer over the mesh's mTLS",
+        Duration::from_secs(20),
+        || async {
+            match support::upstream_name(gateway, "web.example").await {
+                got if got == "web-v1" => Ok(()),
+                got => Err(format!("{got}\n{}", up.stderr())),
+            }
+        },
+    )
+    .await;
 
     // The workload's sidecar terminated it.
     let status = up.status().unwrap();
@@ -85,15 +84,17 @@ async fn istio_mutual(envoy: bool) {
             s["config"]["generation"].as_u64() > Some(before)
         })
     });
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let got = support::upstream_name(gateway, "web.example").await;
-        if got == "HTTP 503" {
-            break;
-        }
-        assert!(Instant::now() < deadline, "still answered: {got}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually_within(
+        "secure naming refusing",
+        Duration::from_secs(10),
+        || async {
+            match support::upstream_name(gateway, "web.example").await {
+                got if got == "HTTP 503" => Ok(()),
+                got => Err(format!("still answered: {got}")),
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,8 +10,9 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+
 use support::up::Up;
+use support::xds::eventually;
 
 const STRICT_MESH: &str = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: { name: default, namespace: istio-system }\nspec: { mtls: { mode: STRICT } }\n";
 
@@ -62,20 +63,18 @@ async fn step(
     tokio::task::block_in_place(|| {
         up.wait_status(file, |s| s["config"]["generation"].as_u64() > Some(before))
     });
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
+    eventually(&format!("after {file}"), || async {
         let p = support::upstream_name(plain, "web").await;
         let g = support::upstream_name(gateway, "web.example").await;
         if want.0(&p) && g == want.1 {
-            return;
+            return Ok(());
         }
-        assert!(
-            Instant::now() < deadline,
-            "after {file}: plaintext got {p:?}, the gateway {g:?}\n{}",
+        Err(format!(
+            "plaintext got {p:?}, the gateway {g:?}\n{}",
             up.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        ))
+    })
+    .await;
 }
 
 fn answered(got: &str) -> bool {

@@ -207,15 +207,24 @@ impl Drop for ControlPlane {
 }
 
 /// Waits until `check` holds, or fails with what it last saw.
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
+pub async fn eventually<F, Fut>(what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,
 {
-    let deadline = Instant::now() + Duration::from_secs(15);
+    eventually_within(what, Duration::from_secs(15), check).await
+}
+
+/// `eventually` with a time limit of its own, and what `check` found when it held.
+pub async fn eventually_within<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + within;
     loop {
         match check().await {
-            Ok(()) => return,
+            Ok(found) => return found,
             Err(e) if Instant::now() > deadline => panic!("{what}: {e}"),
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
