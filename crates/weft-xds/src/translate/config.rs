@@ -160,20 +160,21 @@ impl Inputs {
                 let Some(port) = sidecar_port(e) else {
                     continue;
                 };
-                let loopback = e
-                    .address
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback());
-                let address = if loopback {
-                    e.address.clone()
-                } else {
-                    "127.0.0.1".to_string()
-                };
+                let address = fronting_host(&e.address).to_string();
                 e.application = Some((std::mem::replace(&mut e.address, address), e.port));
                 e.port = port;
             }
         }
         self.registry = registry;
+    }
+}
+
+/// Where a workload's fronting sidecar listens (`Inputs::front_workloads`): on the workload's
+/// own address when it is a loopback one, else on 127.0.0.1, where `weft up` runs the sidecar.
+pub fn fronting_host(address: &str) -> &str {
+    match address.parse::<std::net::IpAddr>() {
+        Ok(ip) if ip.is_loopback() => address,
+        _ => "127.0.0.1",
     }
 }
 

@@ -27,7 +27,7 @@ mod tls;
 mod upstream_tls;
 
 pub(crate) use config::find_sidecar;
-pub use config::{ConfigIndex, Inputs};
+pub use config::{ConfigIndex, Inputs, fronting_host};
 pub use proxy::{Interception, Proxy, ProxyKind};
 
 use crate::ads::Snapshot;

@@ -302,7 +302,7 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
                 .of("default", "web-v1")
                 .first()
                 .and_then(|(address, _, port)| {
-                    format!("{}:{port}", up::plan::sidecar_host(address)).parse().ok()
+                    format!("{}:{port}", weft_xds::translate::fronting_host(address)).parse().ok()
                 })
         };
         let result = tokio::select! {

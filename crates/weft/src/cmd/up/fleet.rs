@@ -376,7 +376,7 @@ pub fn describe(m: &Managed, gateway_address: &str, fronts: &Fronts) -> String {
     }
     if m.plan.kind == Kind::Sidecar {
         for (address, app, sidecar) in fronts.of(&m.plan.namespace, &m.plan.workload) {
-            let host = super::plan::sidecar_host(&address);
+            let host = weft_xds::translate::fronting_host(&address);
             line.push_str(&format!("  inbound {host}:{sidecar} -> {address}:{app}"));
         }
     }

@@ -177,15 +177,6 @@ impl Fronts {
     }
 }
 
-/// Where a fronting sidecar listens: on the workload's address when it is a loopback one,
-/// else on 127.0.0.1 (as `Inputs::front_workloads` places it).
-pub fn sidecar_host(address: &str) -> &str {
-    match address.parse::<std::net::IpAddr>() {
-        Ok(ip) if ip.is_loopback() => address,
-        _ => "127.0.0.1",
-    }
-}
-
 fn front_key(e: &weft_registry::Endpoint) -> FrontKey {
     (
         e.origin.namespace.clone(),

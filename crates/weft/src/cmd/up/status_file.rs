@@ -36,7 +36,7 @@ pub fn inbound(
                     "service_port": e.service_port,
                     "port_name": port_name,
                     "address": join(&e.address, e.port),
-                    "sidecar": fronts.given(e).map(|port| join(super::plan::sidecar_host(&e.address), port)),
+                    "sidecar": fronts.given(e).map(|port| join(weft_xds::translate::fronting_host(&e.address), port)),
                 }));
         }
     }
