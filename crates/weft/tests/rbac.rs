@@ -2,8 +2,10 @@
 //! (tests/data/rbac.yaml): for each request, the same status and body from both (200 through,
 //! 403 `RBAC: access denied`), and the same `rbac.*` counters afterwards, for ALLOW and DENY
 //! rules, `and`/`or`/`not` nesting, header, path, port and address matchers, shadow rules that
-//! count without blocking, metadata matchers (with no metadata, as before any JWT), and over mTLS the client certificate's identity (`authenticated`)
-//! and the SNI (`requested_server_name`).
+//! count without blocking, metadata matchers (with no metadata, as before any JWT), URI
+//! templates, and over mTLS the client certificate's identity (`authenticated`) and the SNI
+//! (`requested_server_name`). The network filter: the same decisions close TCP connections
+//! (plaintext and mTLS), with its `<stat_prefix>rbac.*` counters.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -87,6 +89,14 @@ async fn rbac_decides_and_counts_like_envoy() {
         ("DENY", "GET", "/jwt/x", &[], 403),
         ("DENY", "GET", "/x", &[], 200),
         ("DENY", "GET", "/admin/x", &[], 403),
+        // URI templates: `*` one segment, `**` any number; the query is not the path.
+        ("DENY", "GET", "/tmpl/a/x", &[], 403),
+        ("DENY", "GET", "/tmpl/a/x?q=/y", &[], 403),
+        ("DENY", "GET", "/tmpl/a/b/x", &[], 200),
+        ("DENY", "GET", "/tmpl//x", &[], 200),
+        ("DENY", "GET", "/deep/a/b/end", &[], 403),
+        ("DENY", "GET", "/deep//end", &[], 403),
+        ("DENY", "GET", "/deep/end", &[], 200),
         ("DENY", "DELETE", "/x", &[], 403),
     ];
     let mut failures = Vec::new();
@@ -133,6 +143,30 @@ async fn rbac_decides_and_counts_like_envoy() {
             }
         }
     }
+    // Network RBAC: a denied connection is closed before anything reaches the upstream.
+    for proxy in [&envoy, &weft] {
+        for (listener, through) in [("TCP_ALLOW", true), ("TCP_DENY", false)] {
+            let got = support::try_request(proxy.addr(listener), &Req::get("svc", "/tcp"))
+                .await
+                .map(|r| r.status);
+            if got.is_ok() != through || got.as_ref().is_ok_and(|s| *s != 200) {
+                failures.push(format!("{:?} {listener}: {got:?}", proxy.kind));
+            }
+        }
+        for (who, sni, through) in [
+            (&client, "server.test", true),
+            (&client, "other.test", false),
+            (&stranger, "server.test", false),
+        ] {
+            let config = client_config(&ca, Some(who));
+            let got = try_request_tls(proxy.addr("TCP_MTLS"), &Req::get(sni, "/tcp"), &config, sni)
+                .await
+                .map(|r| r.status);
+            if got.is_ok() != through {
+                failures.push(format!("{:?} TCP mTLS {sni}: {got:?}", proxy.kind));
+            }
+        }
+    }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     let (e, w) = (envoy.admin("/stats").await, weft.admin("/stats").await);
     for name in [
@@ -142,6 +176,12 @@ async fn rbac_decides_and_counts_like_envoy() {
         "http.allow.rbac.audit_.shadow_denied",
         "http.deny.rbac.mine.allowed",
         "http.deny.rbac.mine.denied",
+        "tcp_allow.rbac.allowed",
+        "tcp_allow.rbac.denied",
+        "tcp_allow.rbac.istio_dry_run_deny_shadow_denied",
+        "tcp_deny.rbac.denied",
+        "tcp_mtls.rbac.allowed",
+        "tcp_mtls.rbac.denied",
     ] {
         assert_eq!(
             counter(&w, name),
@@ -155,4 +195,7 @@ async fn rbac_decides_and_counts_like_envoy() {
     }
     assert_eq!(counter(&w, "http.allow.rbac.denied"), 7);
     assert_eq!(counter(&w, "http.allow.rbac.audit_.shadow_denied"), 1);
+    assert_eq!(counter(&w, "tcp_allow.rbac.allowed"), 1);
+    assert_eq!(counter(&w, "tcp_deny.rbac.denied"), 1);
+    assert_eq!(counter(&w, "tcp_mtls.rbac.denied"), 2);
 }

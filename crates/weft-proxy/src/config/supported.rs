@@ -140,6 +140,12 @@ const TABLE: &[(&str, &str)] = &[
         "envoy.type.v3.TokenBucket",
         "max_tokens tokens_per_fill fill_interval",
     ),
+    // The network RBAC filter's engine types are listed with the HTTP filter's.
+    (
+        "envoy.extensions.filters.network.rbac.v3.RBAC",
+        "rules shadow_rules stat_prefix shadow_rules_stat_prefix \
+         enforcement_type=ONE_TIME_ON_FIRST_BYTE",
+    ),
     (
         "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
         "stat_prefix cluster weighted_clusters idle_timeout access_log",

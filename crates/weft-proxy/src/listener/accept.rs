@@ -104,7 +104,15 @@ async fn connection(
         source: peer,
         detected,
     });
-    match facts.and_then(|f| listener.filter_chain(f)) {
+    let chain = facts.and_then(|f| listener.filter_chain(f));
+    // What RBAC reads as the SNI is the TLS inspector's (Envoy's requested server name): none
+    // without the inspector, even when the chain terminates TLS.
+    let sni = chain
+        .filter(|c| reads_peer(c))
+        .and(detected.as_ref())
+        .filter(|d| !d.server_name.is_empty())
+        .map(|d| Arc::<str>::from(d.server_name.as_str()));
+    match chain {
         None => {
             if detected.is_some() {
                 stats::inc(&s.no_filter_chain_match);
@@ -127,11 +135,18 @@ async fn connection(
                 restored,
             };
             match &chain.tls {
-                None => serve_chain(stream, chain, &listener, &shared, ends, None).await,
+                None => {
+                    if authorized(chain, &ends, sni.as_deref(), None) {
+                        serve_chain(stream, chain, &listener, &shared, ends, sni, None).await;
+                    }
+                }
                 Some(tls) => {
                     if let Some(stream) = handshake(stream, tls, &listener).await {
                         let info = tls_info(&stream, chain, tls);
-                        serve_chain(stream, chain, &listener, &shared, ends, Some(info)).await;
+                        if authorized(chain, &ends, sni.as_deref(), Some(&info)) {
+                            serve_chain(stream, chain, &listener, &shared, ends, sni, Some(info))
+                                .await;
+                        }
                     }
                 }
             }
@@ -139,6 +154,35 @@ async fn connection(
     }
     stats::dec(&s.downstream_cx_active);
     stats::inc(&s.downstream_cx_destroy);
+}
+
+/// Whether the chain's network RBAC filters let the connection through (each counts its
+/// decision); the connection is closed otherwise.
+fn authorized(
+    chain: &FilterChain,
+    ends: &tcp::ConnectionAddresses,
+    sni: Option<&str>,
+    tls: Option<&TlsInfo>,
+) -> bool {
+    if chain.rbac.is_empty() {
+        return true;
+    }
+    let subject = crate::rbac::Subject {
+        request: None,
+        local: ends.local,
+        direct_remote: ends.peer,
+        remote: ends.peer,
+        sni,
+        tls: tls.is_some(),
+        peer: tls.and_then(|i| i.peer.as_deref()),
+    };
+    for filter in &chain.rbac {
+        if let Err(details) = filter.decide(&subject) {
+            tracing::debug!(peer = %ends.peer, details, "connection denied by network RBAC");
+            return false;
+        }
+    }
+    true
 }
 
 /// The TLS handshake of a chain that terminates TLS, counted as Envoy counts it. A listener
@@ -173,6 +217,13 @@ async fn handshake(
     }
 }
 
+/// Whether the chain's filters read who the peer is (RBAC): its certificate, its SNI.
+fn reads_peer(chain: &FilterChain) -> bool {
+    !chain.rbac.is_empty()
+        || matches!(&chain.filter, NetworkFilter::Http(hcm)
+            if hcm.filters.filters.iter().any(|f| f.filter.reads_peer()))
+}
+
 /// What the connection manager reads of a TLS connection, worked out once for every request
 /// it carries: the XFCC element when the client presented a certificate (empty when the
 /// manager writes none), and, for chains whose filters read them (RBAC), the SNI and the
@@ -180,7 +231,6 @@ async fn handshake(
 #[derive(Default)]
 pub(crate) struct TlsInfo {
     client_cert: Option<::http::HeaderValue>,
-    sni: Option<Arc<str>>,
     peer: Option<Arc<crate::rbac::PeerIdentity>>,
 }
 
@@ -190,13 +240,13 @@ fn tls_info(
     tls: &DownstreamTls,
 ) -> TlsInfo {
     use crate::http::xfcc;
-    let NetworkFilter::Http(hcm) = &chain.filter else {
-        return TlsInfo::default();
-    };
     let conn = stream.get_ref().1;
     let certs = conn.peer_certificates().filter(|c| !c.is_empty());
-    let reads_peer = hcm.filters.filters.iter().any(|f| f.filter.reads_peer());
-    let writes = hcm.forward_client_cert.writes();
+    let (writes, details) = match &chain.filter {
+        NetworkFilter::Http(hcm) => (hcm.forward_client_cert.writes(), hcm.client_cert_details),
+        NetworkFilter::Tcp(_) => (false, Default::default()),
+    };
+    let reads_peer = reads_peer(chain);
     let identity = certs
         .and_then(|c| c.first())
         .filter(|_| reads_peer || writes)
@@ -204,20 +254,12 @@ fn tls_info(
     let client_cert = certs.map(|c| match &identity {
         Some(id) if writes => {
             let ders: Vec<&[u8]> = c.iter().map(AsRef::as_ref).collect();
-            xfcc::value(&xfcc::element(
-                hcm.client_cert_details,
-                &tls.local_uris(),
-                &ders,
-                id,
-            ))
+            xfcc::value(&xfcc::element(details, &tls.local_uris(), &ders, id))
         }
         _ => ::http::HeaderValue::from_static(""),
     });
     TlsInfo {
         client_cert,
-        sni: reads_peer
-            .then(|| conn.server_name().map(Arc::from))
-            .flatten(),
         peer: identity.filter(|_| reads_peer),
     }
 }
@@ -230,6 +272,7 @@ async fn serve_chain<I>(
     listener: &Listener,
     shared: &Arc<ServerState>,
     ends: tcp::ConnectionAddresses,
+    sni: Option<Arc<str>>,
     tls: Option<TlsInfo>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -243,7 +286,7 @@ async fn serve_chain<I>(
                 local: ends.local,
                 restored: ends.restored,
                 tls: tls.is_some(),
-                sni: tls.as_ref().and_then(|i| i.sni.clone()),
+                sni,
                 peer_identity: tls.as_ref().and_then(|i| i.peer.clone()),
                 client_cert: tls.and_then(|i| i.client_cert),
                 idle: None,

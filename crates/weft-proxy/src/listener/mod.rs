@@ -41,6 +41,9 @@ pub struct FilterChain {
     pub tls: Option<Arc<tls::DownstreamTls>>,
     /// `envoy.filters.network.local_ratelimit` filters before the terminal one, in order.
     pub rate_limits: Vec<rate_limit::ConnectionRateLimit>,
+    /// `envoy.filters.network.rbac` filters before the terminal one: a connection any of them
+    /// denies is closed once its TLS (if any) is established, before anything is forwarded.
+    pub rbac: Vec<Arc<crate::rbac::Enforcer>>,
     pub filter: NetworkFilter,
 }
 

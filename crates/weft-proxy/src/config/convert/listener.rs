@@ -33,6 +33,7 @@ use std::time::Duration;
 const HCM: &str =
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 const TCP_PROXY: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
+const NETWORK_RBAC: &str = "envoy.extensions.filters.network.rbac.v3.RBAC";
 const NETWORK_RATE_LIMIT: &str =
     "envoy.extensions.filters.network.local_ratelimit.v3.LocalRateLimit";
 const ROUTER: &str = "envoy.extensions.filters.http.router.v3.Router";
@@ -186,6 +187,7 @@ fn filter_chain(fc: &pb::FilterChain, path: &str, store: &StatsStore) -> Result<
         ));
     };
     let mut rate_limits = Vec::new();
+    let mut rbac = Vec::new();
     for (i, f) in limits.iter().enumerate() {
         let tpath = format!("{path}.filters[{i}].typed_config");
         match &f.config_type {
@@ -198,11 +200,18 @@ fn filter_chain(fc: &pb::FilterChain, path: &str, store: &StatsStore) -> Result<
                     store,
                 )?);
             }
+            Some(pb::filter::ConfigType::TypedConfig(any)) if type_name(any) == NETWORK_RBAC => {
+                rbac.push(Arc::new(super::rbac::network(
+                    &decode_any(any, &tpath)?,
+                    &tpath,
+                    store,
+                )?));
+            }
             _ => {
                 return Err(FieldError::new(
                     tpath,
-                    "only envoy.filters.network.local_ratelimit may come before the terminal \
-                     network filter",
+                    "only envoy.filters.network.local_ratelimit and envoy.filters.network.rbac \
+                     may come before the terminal network filter",
                 ));
             }
         }
@@ -245,6 +254,7 @@ fn filter_chain(fc: &pb::FilterChain, path: &str, store: &StatsStore) -> Result<
         matcher,
         tls,
         rate_limits,
+        rbac,
         filter,
     })
 }

@@ -7,6 +7,106 @@ use envoy_types::pb::envoy::config::core::v3::CidrRange;
 use envoy_types::pb::envoy::config::rbac::v3 as pb;
 use envoy_types::pb::envoy::r#type::matcher::v3::{MetadataMatcher, PathMatcher, path_matcher};
 
+/// `envoy.filters.network.rbac`: its engines and its `<stat_prefix>rbac.` counters. Envoy
+/// decides on a connection's first byte; the Weft proxy decides once the connection is
+/// established, before it connects upstream, so a denied client never reaches the upstream.
+pub fn network(
+    r: &envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac,
+    path: &str,
+    store: &crate::server::StatsStore,
+) -> Result<crate::rbac::Enforcer> {
+    use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::rbac::EnforcementType;
+    if r.stat_prefix.is_empty() {
+        return Err(FieldError::new(
+            format!("{path}.stat_prefix"),
+            "is required",
+        ));
+    }
+    if r.enforcement_type != EnforcementType::OneTimeOnFirstByte as i32 {
+        return Err(FieldError::new(
+            format!("{path}.enforcement_type"),
+            "only ONE_TIME_ON_FIRST_BYTE is supported by the Weft proxy",
+        ));
+    }
+    if r.delay_deny.is_some() {
+        return Err(FieldError::new(
+            format!("{path}.delay_deny"),
+            "is not supported by the Weft proxy",
+        ));
+    }
+    if r.matcher.is_some() || r.shadow_matcher.is_some() {
+        return Err(FieldError::new(
+            format!("{path}.matcher"),
+            "matcher trees are not supported by the Weft proxy (rules and shadow_rules are)",
+        ));
+    }
+    for (field, rbac) in [("rules", &r.rules), ("shadow_rules", &r.shadow_rules)] {
+        for (name, p) in rbac.iter().flat_map(|x| x.policies.iter()) {
+            let ppath = format!("{path}.{field}.policies[\"{name}\"]");
+            for (i, x) in p.permissions.iter().enumerate() {
+                http_only_permission(x, &format!("{ppath}.permissions[{i}]"))?;
+            }
+            for (i, x) in p.principals.iter().enumerate() {
+                http_only_principal(x, &format!("{ppath}.principals[{i}]"))?;
+            }
+        }
+    }
+    let rules = r
+        .rules
+        .as_ref()
+        .map(|x| engine(x, &format!("{path}.rules")))
+        .transpose()?;
+    let shadow = r
+        .shadow_rules
+        .as_ref()
+        .map(|x| engine(x, &format!("{path}.shadow_rules")))
+        .transpose()?;
+    let base = crate::rbac::join(&r.stat_prefix, "rbac.");
+    let stats = store.rbac(
+        &base,
+        &crate::rbac::join(&base, &r.shadow_rules_stat_prefix),
+    );
+    Ok(crate::rbac::Enforcer {
+        rules,
+        shadow,
+        stats,
+    })
+}
+
+const NOT_ON_TCP: &str =
+    "an HTTP rule is not supported by the network RBAC filter (Envoy refuses it)";
+
+/// A connection has no headers or path: Envoy refuses such rules in the network filter.
+fn http_only_permission(p: &pb::Permission, path: &str) -> Result<()> {
+    use pb::permission::Rule as R;
+    match &p.rule {
+        Some(R::Header(_) | R::UrlPath(_) | R::UriTemplate(_)) => {
+            Err(FieldError::new(path, NOT_ON_TCP))
+        }
+        Some(R::AndRules(set) | R::OrRules(set)) => set
+            .rules
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, r)| http_only_permission(r, &format!("{path}.rules[{i}]"))),
+        Some(R::NotRule(r)) => http_only_permission(r, &format!("{path}.not_rule")),
+        _ => Ok(()),
+    }
+}
+
+fn http_only_principal(p: &pb::Principal, path: &str) -> Result<()> {
+    use pb::principal::Identifier as I;
+    match &p.identifier {
+        Some(I::Header(_) | I::UrlPath(_)) => Err(FieldError::new(path, NOT_ON_TCP)),
+        Some(I::AndIds(set) | I::OrIds(set)) => set
+            .ids
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, r)| http_only_principal(r, &format!("{path}.ids[{i}]"))),
+        Some(I::NotId(r)) => http_only_principal(r, &format!("{path}.not_id")),
+        _ => Ok(()),
+    }
+}
+
 pub fn engine(rbac: &pb::Rbac, path: &str) -> Result<Engine> {
     let action = match pb::rbac::Action::try_from(rbac.action) {
         Ok(pb::rbac::Action::Allow) => Action::Allow,
@@ -83,6 +183,32 @@ fn metadata(m: &MetadataMatcher, path: &str) -> Result<bool> {
     Ok(m.invert)
 }
 
+const URI_TEMPLATE: &str = "envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig";
+
+fn uri_template(
+    ext: &envoy_types::pb::envoy::config::core::v3::TypedExtensionConfig,
+    path: &str,
+) -> Result<crate::rbac::UriTemplate> {
+    use envoy_types::pb::envoy::extensions::path::r#match::uri_template::v3::UriTemplateMatchConfig;
+    let tpath = format!("{path}.typed_config");
+    let any = ext
+        .typed_config
+        .as_ref()
+        .ok_or_else(|| FieldError::new(&tpath, "is required"))?;
+    if super::type_name(any) != URI_TEMPLATE {
+        return Err(FieldError::new(
+            tpath,
+            format!(
+                "{} is not supported (only {URI_TEMPLATE} is)",
+                super::type_name(any)
+            ),
+        ));
+    }
+    let config: UriTemplateMatchConfig = super::decode_any(any, &tpath)?;
+    crate::rbac::UriTemplate::new(&config.path_template)
+        .map_err(|e| FieldError::new(format!("{tpath}.path_template"), e))
+}
+
 fn permission(p: &pb::Permission, path: &str) -> Result<Permission> {
     use pb::permission::Rule as R;
     // `metadata` is deprecated for `sourced_metadata`, and is what istiod writes.
@@ -121,6 +247,9 @@ fn permission(p: &pb::Permission, path: &str) -> Result<Permission> {
             &format!("{path}.header"),
         )?),
         Some(R::UrlPath(u)) => Permission::UrlPath(url_path(u, &format!("{path}.url_path"))?),
+        Some(R::UriTemplate(ext)) => {
+            Permission::UriTemplate(uri_template(ext, &format!("{path}.uri_template"))?)
+        }
         Some(R::DestinationIp(c)) => {
             Permission::DestinationIp(cidr(c, &format!("{path}.destination_ip"))?)
         }
@@ -148,7 +277,7 @@ fn permission(p: &pb::Permission, path: &str) -> Result<Permission> {
         _ => {
             return Err(FieldError::new(
                 path,
-                "this permission is not supported by the Weft proxy (any, and_rules, or_rules, not_rule, header, url_path, destination_ip, destination_port, destination_port_range and requested_server_name are)",
+                "this permission is not supported by the Weft proxy (any, and_rules, or_rules, not_rule, header, url_path, uri_template, destination_ip, destination_port, destination_port_range, requested_server_name and metadata are)",
             ));
         }
     })

@@ -3,19 +3,14 @@
 //! is Envoy's 403 `RBAC: access denied`. Without `rules` the filter enforces nothing.
 
 use crate::http::local_reply::LocalReply;
-use crate::rbac::{Engine, RbacStats, Subject};
+use crate::rbac::{Enforcer, Subject};
 use crate::route::RequestView;
-use crate::stats;
 use std::sync::Arc;
 
 pub const TYPE: &str = "envoy.extensions.filters.http.rbac.v3.RBAC";
 
 #[derive(Debug)]
-pub struct RbacFilter {
-    rules: Option<Engine>,
-    shadow: Option<Engine>,
-    stats: Arc<RbacStats>,
-}
+pub struct RbacFilter(Enforcer);
 
 pub static FACTORY: super::Factory = super::Factory {
     type_name: TYPE,
@@ -37,11 +32,11 @@ pub static FACTORY: super::Factory = super::Factory {
         let enforced = crate::rbac::join(&base, &pb.rules_stat_prefix);
         let shadow_prefix = crate::rbac::join(&base, &pb.shadow_rules_stat_prefix);
         let stats = cx.store.rbac(&enforced, &shadow_prefix);
-        Ok(Arc::new(RbacFilter {
+        Ok(Arc::new(RbacFilter(Enforcer {
             rules,
             shadow,
             stats,
-        }))
+        })))
     },
     build_per_route: |_, cx| {
         Err(crate::config::FieldError::new(
@@ -61,8 +56,16 @@ pub static FACTORY: super::Factory = super::Factory {
         ("envoy.config.rbac.v3.Policy", "permissions principals"),
         (
             "envoy.config.rbac.v3.Permission",
-            "any and_rules or_rules not_rule header url_path destination_ip destination_port \
-             destination_port_range requested_server_name metadata",
+            "any and_rules or_rules not_rule header url_path uri_template destination_ip \
+             destination_port destination_port_range requested_server_name metadata",
+        ),
+        (
+            "envoy.config.core.v3.TypedExtensionConfig",
+            "name typed_config",
+        ),
+        (
+            "envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig",
+            "path_template",
         ),
         ("envoy.config.rbac.v3.Permission.Set", "rules"),
         (
@@ -138,25 +141,9 @@ impl super::HttpFilter for RbacFilter {
             tls: cx.conn.tls,
             peer: cx.conn.peer_identity.as_deref(),
         };
-        let s = &self.stats;
-        if let Some(shadow) = &self.shadow {
-            let (allowed, _) = shadow.check(&subject);
-            stats::inc(if allowed {
-                &s.shadow_allowed
-            } else {
-                &s.shadow_denied
-            });
+        match self.0.decide(&subject) {
+            Ok(()) => super::Decode::Continue,
+            Err(details) => super::Decode::Reply(LocalReply::RbacDenied { details }),
         }
-        let Some(rules) = &self.rules else {
-            return super::Decode::Continue;
-        };
-        let (allowed, matched) = rules.check(&subject);
-        if allowed {
-            stats::inc(&s.allowed);
-            return super::Decode::Continue;
-        }
-        stats::inc(&s.denied);
-        let details = matched.map_or_else(|| crate::rbac::details(None), |p| p.details);
-        super::Decode::Reply(LocalReply::RbacDenied { details })
     }
 }

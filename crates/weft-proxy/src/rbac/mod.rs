@@ -9,6 +9,10 @@
 //! trusted after `x-forwarded-for` (`remote_ip`), the SNI, and the identity of the client's
 //! certificate (`authenticated`: every URI SAN, then every DNS SAN, then the subject).
 
+mod uri_template;
+
+pub use uri_template::UriTemplate;
+
 use crate::listener::Cidr;
 use crate::route::{HeaderMatch, RequestView, StringMatch};
 use std::net::SocketAddr;
@@ -22,6 +26,8 @@ pub enum Permission {
     Not(Box<Permission>),
     Header(HeaderMatch),
     UrlPath(StringMatch),
+    /// `uri_template`: the path against a URI template.
+    UriTemplate(UriTemplate),
     DestinationIp(Cidr),
     DestinationPort(u16),
     /// Half-open: `start <= port < end`.
@@ -104,6 +110,7 @@ impl Permission {
             Permission::Not(p) => !p.matches(s),
             Permission::Header(h) => s.request.is_some_and(|r| h.matches(r)),
             Permission::UrlPath(m) => s.request.is_some_and(|r| m.matches(r.path)),
+            Permission::UriTemplate(t) => s.request.is_some_and(|r| t.matches(r.path)),
             Permission::DestinationIp(c) => c.contains(s.local.ip()),
             Permission::DestinationPort(p) => s.local.port() == *p,
             Permission::DestinationPortRange(start, end) => {
@@ -149,6 +156,42 @@ impl Engine {
             Action::Log => true,
         };
         (allowed, matched)
+    }
+}
+
+/// One RBAC filter's engines and counters, HTTP or network: the shadow engine is evaluated
+/// and counted first and never blocks; then the enforced one decides. Without enforced rules
+/// everything is allowed (and nothing counted as allowed or denied).
+#[derive(Debug)]
+pub struct Enforcer {
+    pub rules: Option<Engine>,
+    pub shadow: Option<Engine>,
+    pub stats: Arc<RbacStats>,
+}
+
+impl Enforcer {
+    /// `Err` carries the denial's details (`rbac_access_denied_matched_policy[...]`).
+    pub fn decide(&self, subject: &Subject<'_>) -> Result<(), &'static str> {
+        use crate::stats::inc;
+        let s = &self.stats;
+        if let Some(shadow) = &self.shadow {
+            let (allowed, _) = shadow.check(subject);
+            inc(if allowed {
+                &s.shadow_allowed
+            } else {
+                &s.shadow_denied
+            });
+        }
+        let Some(rules) = &self.rules else {
+            return Ok(());
+        };
+        let (allowed, matched) = rules.check(subject);
+        if allowed {
+            inc(&s.allowed);
+            return Ok(());
+        }
+        inc(&s.denied);
+        Err(matched.map_or_else(|| details(None), |p| p.details))
     }
 }
 
