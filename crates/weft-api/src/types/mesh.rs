@@ -16,6 +16,10 @@ use super::sidecar::OutboundTrafficPolicyMode;
 pub struct MeshConfig {
     pub root_namespace: Option<String>,
     pub trust_domain: Option<String>,
+    /// Other trust domains whose workloads count as this mesh's (AuthorizationPolicy
+    /// principals of `cluster.local` or of one of these stand for every one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trust_domain_aliases: Vec<String>,
     pub outbound_traffic_policy: Option<MeshOutboundTrafficPolicy>,
     pub connect_timeout: Option<Duration>,
     /// How often DNS clusters resolve again (istiod's `dns_refresh_rate`, 60 s by default).
@@ -71,6 +75,7 @@ pub struct ProxyConfig {
 pub struct Mesh {
     pub root_namespace: String,
     pub trust_domain: String,
+    pub trust_domain_aliases: Vec<String>,
     pub outbound_traffic_policy: OutboundTrafficPolicyMode,
     pub connect_timeout: Duration,
     pub dns_refresh_rate: Duration,
@@ -123,6 +128,7 @@ impl MeshConfig {
                 .clone()
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(|| "cluster.local".into()),
+            trust_domain_aliases: self.trust_domain_aliases.clone(),
             outbound_traffic_policy: self
                 .outbound_traffic_policy
                 .as_ref()

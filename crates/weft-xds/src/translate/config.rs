@@ -58,9 +58,15 @@ pub struct ConfigIndex {
     pub gateways: Vec<Obj<Gateway>>,
     pub sidecars: Vec<Obj<Sidecar>>,
     pub peer_authentications: Vec<Obj<PeerAuthentication>>,
+    pub authorization_policies: Vec<super::authz::Authorization>,
     /// Kubernetes Secrets by (namespace, name), decoded, for `credentialName`.
     pub secrets:
         std::collections::BTreeMap<(String, String), Result<super::credential::SecretData, String>>,
+}
+
+/// Go's `strconv.ParseBool`, as istiod reads boolean annotations.
+fn parse_bool(v: &str) -> bool {
+    matches!(v, "1" | "t" | "T" | "true" | "TRUE" | "True")
 }
 
 /// One version of everything translation needs.
@@ -115,6 +121,19 @@ impl Inputs {
                         .peer_authentications
                         .push(obj("PeerAuthentication", r, &o.spec))
                 }
+                Resource::AuthorizationPolicy(o) => {
+                    let dry_run = r
+                        .metadata()
+                        .annotations
+                        .get(super::authz::DRY_RUN)
+                        .is_some_and(|v| parse_bool(v));
+                    config
+                        .authorization_policies
+                        .push(super::authz::Authorization {
+                            obj: obj("AuthorizationPolicy", r, &o.spec),
+                            dry_run,
+                        });
+                }
                 Resource::Secret(o) => {
                     config.secrets.insert(
                         (r.namespace().to_string(), r.name().to_string()),
@@ -128,6 +147,9 @@ impl Inputs {
         by_name(&mut config.destination_rules);
         by_name(&mut config.gateways);
         by_name(&mut config.peer_authentications);
+        config
+            .authorization_policies
+            .sort_by(|a, b| (&a.obj.namespace, &a.obj.name).cmp(&(&b.obj.namespace, &b.obj.name)));
         Inputs {
             mesh,
             registry,
@@ -222,6 +244,8 @@ pub struct Scope<'a> {
     /// SDS secrets the proxy's config names on the ADS stream (`credentialName`).
     pub secrets:
         RefCell<Vec<envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret>>,
+    /// The RBAC filters of the AuthorizationPolicies that apply to this proxy.
+    pub authz: super::authz::Filters,
 }
 
 impl<'a> Scope<'a> {
@@ -265,7 +289,10 @@ impl<'a> Scope<'a> {
             inputs,
             problems: RefCell::new(Vec::new()),
             secrets: RefCell::new(Vec::new()),
+            authz: Default::default(),
         };
+        let authz = super::authz::filters(inputs, ns, &proxy.labels, &|m| scope.problem(m));
+        scope.authz = authz;
         scope.services = inputs
             .registry
             .services

@@ -234,7 +234,7 @@ fn https_chain(
         Routes::Rds(https.route_name.clone()),
         true,
     );
-    let mut chain = tls::sni_chain(names, hcm, Some(&https.provenance));
+    let mut chain = tls::sni_chain(names, vec![hcm], Some(&https.provenance));
     chain.name = https.route_name;
     chain.transport_socket = Some(https.tls);
     Some(chain)
@@ -299,7 +299,10 @@ fn passthrough_chains(
                 let prefix = format!("outbound|{}||{}", server.port, names[0]);
                 chains.push(tls::sni_chain(
                     names,
-                    super::listener::weighted_tcp_proxy(&prefix, clusters),
+                    super::listener::authorized_tcp(
+                        scope,
+                        super::listener::weighted_tcp_proxy(&prefix, clusters),
+                    ),
                     Some(&vs.config_path()),
                 ));
             }

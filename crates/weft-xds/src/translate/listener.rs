@@ -57,6 +57,10 @@ pub fn http_connection_manager(
     let mut http_filters = Vec::new();
     // Faults are injected by the client side (outbound and gateways), never inbound.
     let inbound = matches!(routes, Routes::Inline(_));
+    // Authorization is the server side's: a sidecar's inbound and gateways.
+    if inbound || gateway {
+        http_filters.extend(scope.authz.http.iter().cloned());
+    }
     let needs_fault = !inbound
         && scope
             .virtual_services
@@ -452,21 +456,22 @@ fn inbound_targets(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy) -> Vec<Inb
     out
 }
 
-/// The filter that hands one inbound port to the application, with the cluster it names.
+/// The network filters that hand one inbound port to the application (authorization first,
+/// for TCP), with the cluster they name.
 #[allow(deprecated)]
-fn inbound_filter(
+fn inbound_filters(
     inputs: &Inputs,
     scope: &Scope<'_>,
     t: &InboundTarget,
     out: &mut Generated,
-) -> Filter {
+) -> Vec<Filter> {
     let name = cluster::inbound_name(t.port);
     out.clusters.insert(
         name.clone(),
         cluster::inbound(inputs, t.port, &t.address, t.target),
     );
     if !t.http {
-        return tcp_proxy(&name, &name);
+        return authorized_tcp(scope, tcp_proxy(&name, &name));
     }
     let rc = RouteConfiguration {
         name: name.clone(),
@@ -489,13 +494,20 @@ fn inbound_filter(
         validate_clusters: Some(BoolValue { value: false }),
         ..Default::default()
     };
-    http_connection_manager(
+    vec![http_connection_manager(
         inputs,
         scope,
         format!("inbound_0.0.0.0_{}", t.port),
         Routes::Inline(Box::new(rc)),
         false,
-    )
+    )]
+}
+
+/// A server-side TCP chain's filters: the proxy's network RBAC filters, then `terminal`.
+pub fn authorized_tcp(scope: &Scope<'_>, terminal: Filter) -> Vec<Filter> {
+    let mut filters = scope.authz.tcp.clone();
+    filters.push(terminal);
+    filters
 }
 
 /// Without capture, a Sidecar's `ingress` ports are listeners of their own, bound where the
@@ -543,9 +555,9 @@ fn bound_inbound(
             }
         });
         let name = format!("{bind}_{}", t.listen);
-        let filter = inbound_filter(inputs, scope, &t, out);
+        let filters = inbound_filters(inputs, scope, &t, out);
         let Some(chains) =
-            peer_authn::inbound_chains(inputs, policy.for_port(t.port), t.http, "", None, filter)
+            peer_authn::inbound_chains(inputs, policy.for_port(t.port), t.http, "", None, filters)
         else {
             strict_without_ca(scope, proxy, t.port);
             continue;
@@ -643,10 +655,10 @@ fn inbound(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy, out: &mut Generate
     let mut chains = Vec::new();
     let policy = peer_authn::policy(inputs, &proxy.namespace, &proxy.labels);
     for t in inbound_targets(inputs, scope, proxy) {
-        let filter = inbound_filter(inputs, scope, &t, out);
+        let filters = inbound_filters(inputs, scope, &t, out);
         let name = format!("0.0.0.0_{}", t.port);
         let mode = policy.for_port(t.port);
-        match peer_authn::inbound_chains(inputs, mode, t.http, &name, Some(t.port), filter) {
+        match peer_authn::inbound_chains(inputs, mode, t.http, &name, Some(t.port), filters) {
             Some(c) => chains.extend(c),
             // No chain of its own would send the port to passthrough: one that closes instead.
             None => {
@@ -678,9 +690,10 @@ fn inbound(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy, out: &mut Generate
         INBOUND_PASSTHROUGH.into(),
         cluster::passthrough(inputs, INBOUND_PASSTHROUGH),
     );
+    // Ports no service declares are still the workload's: policy applies to them too.
     chains.push(chain(
         INBOUND_PASSTHROUGH,
-        vec![tcp_proxy(INBOUND_PASSTHROUGH, INBOUND_PASSTHROUGH)],
+        authorized_tcp(scope, tcp_proxy(INBOUND_PASSTHROUGH, INBOUND_PASSTHROUGH)),
         None,
     ));
     out.listeners.insert(

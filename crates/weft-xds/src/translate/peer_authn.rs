@@ -140,7 +140,7 @@ pub(super) const ISTIO_ALPNS: [&str; 5] = [
     "istio-h2",
 ];
 
-/// The filter chains of one inbound port under `mode`, each running `filter`; `None` when the
+/// The filter chains of one inbound port under `mode`, each running `filters`; `None` when the
 /// port must refuse everything (STRICT without the mesh's certificates). `port_match` is the
 /// destination port chains match on under capture (none for a listener of the port's own).
 pub fn inbound_chains(
@@ -149,7 +149,7 @@ pub fn inbound_chains(
     http: bool,
     name: &str,
     port_match: Option<u16>,
-    filter: Filter,
+    filters: Vec<Filter>,
 ) -> Option<Vec<FilterChain>> {
     let chain = |transport: Option<&str>, alpns: &[&str], tls: bool| {
         let mut m = FilterChainMatch {
@@ -166,7 +166,7 @@ pub fn inbound_chains(
         FilterChain {
             name: name.to_string(),
             filter_chain_match: (m != FilterChainMatch::default()).then_some(m),
-            filters: vec![filter.clone()],
+            filters: filters.clone(),
             transport_socket: tls.then(|| tls_socket(pb::any(&downstream_tls(inputs, http)))),
             ..Default::default()
         }

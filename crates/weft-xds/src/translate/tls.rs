@@ -24,14 +24,18 @@ pub fn tls_inspector() -> ListenerFilter {
 }
 
 /// A chain for connections whose SNI is one of `names`.
-pub fn sni_chain(names: Vec<String>, filter: Filter, provenance: Option<&str>) -> FilterChain {
+pub fn sni_chain(
+    names: Vec<String>,
+    filters: Vec<Filter>,
+    provenance: Option<&str>,
+) -> FilterChain {
     FilterChain {
         name: names.join(","),
         filter_chain_match: Some(FilterChainMatch {
             server_names: names,
             ..Default::default()
         }),
-        filters: vec![filter],
+        filters,
         metadata: provenance.map(pb::provenance),
         ..Default::default()
     }
@@ -121,7 +125,7 @@ pub fn sidecar_chains(scope: &Scope<'_>, port: u16) -> Vec<FilterChain> {
             let prefix = format!("outbound|{port}||{}", names[0]);
             chains.push(sni_chain(
                 names,
-                weighted_tcp_proxy(&prefix, clusters),
+                vec![weighted_tcp_proxy(&prefix, clusters)],
                 Some(&vs.config_path()),
             ));
         }
@@ -138,7 +142,7 @@ pub fn sidecar_chains(scope: &Scope<'_>, port: u16) -> Vec<FilterChain> {
         let cluster = outbound_name(port, "", &s.hostname);
         chains.push(sni_chain(
             vec![s.hostname.clone()],
-            tcp_proxy(&cluster, &cluster),
+            vec![tcp_proxy(&cluster, &cluster)],
             None,
         ));
     }

@@ -1,0 +1,238 @@
+//! AuthorizationPolicy → Envoy's RBAC filters, as istiod's authz builder
+//! (`pilot/pkg/security/authz/builder`) writes them for a sidecar's inbound listeners and for
+//! gateways: one filter per action (AUDIT, DENY, ALLOW, in that order), each a map of
+//! `ns[NS]-policy[NAME]-rule[I]` policies; dry-run policies (`istio.io/dry-run`) in
+//! `shadow_rules`. HTTP chains get `envoy.filters.http.rbac`, TCP chains
+//! `envoy.filters.network.rbac` (where rules naming HTTP attributes match nothing under
+//! ALLOW).
+
+mod matcher;
+mod model;
+
+use super::config::Obj;
+use super::pb;
+use envoy_types::pb::envoy::config::listener::v3::{Filter, filter};
+use envoy_types::pb::envoy::config::rbac::v3::{Policy, Rbac, rbac};
+use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac as HttpRbac;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpFilter, http_filter,
+};
+use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac as NetworkRbac;
+use std::collections::HashMap;
+use weft_api::types::common::Labels;
+use weft_api::types::security::{AuthorizationAction, AuthorizationPolicy};
+
+pub const HTTP_RBAC: &str = "envoy.filters.http.rbac";
+pub const NETWORK_RBAC: &str = "envoy.filters.network.rbac";
+/// The annotation that makes a policy counted, never enforced.
+pub const DRY_RUN: &str = "istio.io/dry-run";
+
+/// One AuthorizationPolicy with what translation reads of its metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Authorization {
+    pub obj: Obj<AuthorizationPolicy>,
+    pub dry_run: bool,
+}
+
+/// The RBAC filters of one proxy, for its HTTP and its TCP chains (empty: no policy applies).
+#[derive(Debug, Clone, Default)]
+pub struct Filters {
+    pub http: Vec<HttpFilter>,
+    pub tcp: Vec<Filter>,
+}
+
+/// The policies that apply to a workload of `namespace` with `labels`: the root namespace's
+/// and its own, each without a selector or with one its labels satisfy. Policies that name
+/// their targets (`targetRef`, `targetRefs`) are for Gateway API gateways and waypoints,
+/// which this mesh has none of: istiod leaves them out for every other workload.
+fn applicable<'a>(
+    inputs: &'a super::Inputs,
+    namespace: &str,
+    labels: &Labels,
+    problem: &dyn Fn(String),
+) -> Vec<&'a Authorization> {
+    let root = inputs.mesh.root_namespace.as_str();
+    let mut out = Vec::new();
+    for ns in [root, namespace] {
+        if ns == namespace && ns == root && !out.is_empty() {
+            break;
+        }
+        for a in inputs
+            .config
+            .authorization_policies
+            .iter()
+            .filter(|a| a.obj.namespace == ns)
+        {
+            let spec = &a.obj.spec;
+            if spec.target_ref.is_some() || !spec.target_refs.is_empty() {
+                problem(format!(
+                    "{}: targetRef(s) attach a policy to Gateway API gateways and waypoints only, which this mesh does not run; as in Istio, it applies to no sidecar or Istio gateway",
+                    a.obj.label()
+                ));
+                continue;
+            }
+            let selected = spec
+                .selector
+                .as_ref()
+                .is_none_or(|s| weft_registry::selects(&s.match_labels, labels));
+            if selected {
+                out.push(a);
+            }
+        }
+    }
+    out
+}
+
+/// The RBAC filters for a workload of `namespace` with `labels`.
+pub fn filters(
+    inputs: &super::Inputs,
+    namespace: &str,
+    labels: &Labels,
+    problem: &dyn Fn(String),
+) -> Filters {
+    let policies = applicable(inputs, namespace, labels, problem);
+    if policies.is_empty() {
+        return Filters::default();
+    }
+    let mut trust_domains = vec![inputs.mesh.trust_domain.clone()];
+    trust_domains.extend(inputs.mesh.trust_domain_aliases.iter().cloned());
+    let mut out = Filters::default();
+    for tcp in [false, true] {
+        for action in [
+            AuthorizationAction::Audit,
+            AuthorizationAction::Deny,
+            AuthorizationAction::Allow,
+        ] {
+            let Some((rules, shadow)) = build(&policies, action, tcp, &trust_domains, problem)
+            else {
+                continue;
+            };
+            let shadow_prefix = match shadow.as_ref().map(|s| s.action) {
+                None => "istio_dry_run_allow_",
+                Some(a) if a == rbac::Action::Allow as i32 => "istio_dry_run_allow_",
+                Some(a) if a == rbac::Action::Deny as i32 => "istio_dry_run_deny_",
+                Some(_) => "",
+            }
+            .to_string();
+            if tcp {
+                out.tcp.push(Filter {
+                    name: NETWORK_RBAC.into(),
+                    config_type: Some(filter::ConfigType::TypedConfig(pb::any(&NetworkRbac {
+                        rules,
+                        shadow_rules: shadow,
+                        stat_prefix: "tcp.".into(),
+                        shadow_rules_stat_prefix: shadow_prefix,
+                        ..Default::default()
+                    }))),
+                });
+            } else {
+                out.http.push(HttpFilter {
+                    name: HTTP_RBAC.into(),
+                    config_type: Some(http_filter::ConfigType::TypedConfig(pb::any(&HttpRbac {
+                        rules,
+                        shadow_rules: shadow,
+                        shadow_rules_stat_prefix: shadow_prefix,
+                        ..Default::default()
+                    }))),
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The enforced and the dry-run rules of one action; `None` when no policy has it.
+#[allow(clippy::type_complexity)]
+fn build(
+    policies: &[&Authorization],
+    action: AuthorizationAction,
+    tcp: bool,
+    trust_domains: &[String],
+    problem: &dyn Fn(String),
+) -> Option<(Option<Rbac>, Option<Rbac>)> {
+    let mut enforced: Option<HashMap<String, Policy>> = None;
+    let mut shadow: Option<HashMap<String, Policy>> = None;
+    let rbac_action = match action {
+        AuthorizationAction::Allow => rbac::Action::Allow,
+        AuthorizationAction::Deny => rbac::Action::Deny,
+        _ => rbac::Action::Log,
+    };
+    for a in policies {
+        let spec = &a.obj.spec;
+        let own = spec.action.unwrap_or_default();
+        // CUSTOM needs an external authorizer, which the mesh does not call yet: as istiod
+        // does for a CUSTOM policy whose provider it cannot use, its rules deny.
+        let custom = own == AuthorizationAction::Custom;
+        if !(own == action || custom && action == AuthorizationAction::Deny) {
+            continue;
+        }
+        if custom && !tcp {
+            problem(format!(
+                "{}: CUSTOM (provider {:?}) is not supported yet: what its rules match is denied, as istiod denies for a provider it cannot use",
+                a.obj.label(),
+                spec.provider
+                    .as_ref()
+                    .and_then(|p| p.name.as_deref())
+                    .unwrap_or("")
+            ));
+        }
+        let map = if a.dry_run {
+            shadow.get_or_insert_with(HashMap::new)
+        } else {
+            enforced.get_or_insert_with(HashMap::new)
+        };
+        let base = format!("ns[{}]-policy[{}]", a.obj.namespace, a.obj.name);
+        let suffix = if custom {
+            "-deny-due-to-bad-CUSTOM-action"
+        } else {
+            ""
+        };
+        let rules = spec.rules.as_deref().unwrap_or_default();
+        if rules.is_empty() {
+            map.insert(format!("{base}-rule[0]{suffix}"), model::never());
+            continue;
+        }
+        let target = model::Target {
+            tcp,
+            strict: action == AuthorizationAction::Allow,
+            namespace: &a.obj.namespace,
+            trust_domains,
+        };
+        for (i, rule) in rules.iter().enumerate() {
+            let mut skipped = Vec::new();
+            match model::policy(rule, target, &mut skipped) {
+                Ok(p) => {
+                    map.insert(format!("{base}-rule[{i}]{suffix}"), p);
+                }
+                Err(skip) => skipped.push(skip),
+            }
+            for s in skipped {
+                let (model::Skip::HttpOnly(why) | model::Skip::Invalid(why)) = &s;
+                let effect = if target.strict {
+                    "the rule is left out there (it allows nothing)"
+                } else {
+                    "that part of the rule is left out there (it matches more)"
+                };
+                let place = if matches!(s, model::Skip::HttpOnly(_)) {
+                    "is an HTTP attribute and this port is TCP"
+                } else {
+                    "cannot be matched"
+                };
+                problem(format!(
+                    "{}: rules[{i}]: {why} {place}: {effect}",
+                    a.obj.label()
+                ));
+            }
+        }
+    }
+    if enforced.is_none() && shadow.is_none() {
+        return None;
+    }
+    let rbac = |policies: HashMap<String, Policy>| Rbac {
+        action: rbac_action as i32,
+        policies,
+        ..Default::default()
+    };
+    Some((enforced.map(rbac), shadow.map(rbac)))
+}
