@@ -412,17 +412,20 @@ fn all_stats(shared: &ServerState) -> Vec<StatLine> {
             ));
         }
     }
-    for ((enforced, shadow), s) in lock(&shared.stats.rbac).iter() {
-        let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
-        for (prefix, stat, value) in [
-            (enforced, "allowed", get(&s.allowed)),
-            (enforced, "denied", get(&s.denied)),
-            (shadow, "shadow_allowed", get(&s.shadow_allowed)),
-            (shadow, "shadow_denied", get(&s.shadow_denied)),
-        ] {
-            let name = crate::rbac::join(prefix, stat);
-            let prometheus = format!("envoy_{}", name.replace('.', "_"));
-            out.push((name, value, true, Vec::new(), prometheus));
+    let get = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    for (counters, names) in [
+        (&shared.stats.rbac, ["allowed", "denied"]),
+        (
+            &shared.stats.rbac_shadow,
+            ["shadow_allowed", "shadow_denied"],
+        ),
+    ] {
+        for (prefix, c) in lock(counters).iter() {
+            for (stat, value) in names.into_iter().zip([get(&c.allowed), get(&c.denied)]) {
+                let name = crate::rbac::join(prefix, stat);
+                let prometheus = format!("envoy_{}", name.replace('.', "_"));
+                out.push((name, value, true, Vec::new(), prometheus));
+            }
         }
     }
     for (prefix, n) in lock(&shared.stats.connection_rate_limit).iter() {

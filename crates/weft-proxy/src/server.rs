@@ -66,7 +66,10 @@ pub struct StatsStore {
     pub tcp: Mutex<BTreeMap<String, Arc<TcpStats>>>,
     pub listener_workers: Mutex<BTreeMap<String, Arc<WorkerStats>>>,
     /// RBAC filters' counters, by (enforced prefix, shadow prefix).
-    pub rbac: Mutex<BTreeMap<(String, String), Arc<crate::rbac::RbacStats>>>,
+    /// RBAC counters by prefix: `allowed`/`denied` under the enforced ones.
+    pub rbac: Mutex<BTreeMap<String, Arc<crate::rbac::RbacCounters>>>,
+    /// `shadow_allowed`/`shadow_denied` under the shadow ones.
+    pub rbac_shadow: Mutex<BTreeMap<String, Arc<crate::rbac::RbacCounters>>>,
 }
 
 /// Locks a stats map. A panic while it was held cannot leave counters half-written, so a
@@ -110,11 +113,11 @@ impl StatsStore {
     pub fn tcp(&self, prefix: &str) -> Arc<TcpStats> {
         get_or_insert(&self.tcp, prefix)
     }
-    pub fn rbac(&self, enforced: &str, shadow: &str) -> Arc<crate::rbac::RbacStats> {
-        lock(&self.rbac)
-            .entry((enforced.to_string(), shadow.to_string()))
-            .or_default()
-            .clone()
+    pub fn rbac(&self, enforced: &str, shadow: &str) -> crate::rbac::RbacStats {
+        crate::rbac::RbacStats {
+            enforced: get_or_insert(&self.rbac, enforced),
+            shadow: get_or_insert(&self.rbac_shadow, shadow),
+        }
     }
 }
 

@@ -166,7 +166,7 @@ impl Engine {
 pub struct Enforcer {
     pub rules: Option<Engine>,
     pub shadow: Option<Engine>,
-    pub stats: Arc<RbacStats>,
+    pub stats: RbacStats,
 }
 
 impl Enforcer {
@@ -177,9 +177,9 @@ impl Enforcer {
         if let Some(shadow) = &self.shadow {
             let (allowed, _) = shadow.check(subject);
             inc(if allowed {
-                &s.shadow_allowed
+                &s.shadow.allowed
             } else {
-                &s.shadow_denied
+                &s.shadow.denied
             });
         }
         let Some(rules) = &self.rules else {
@@ -187,10 +187,10 @@ impl Enforcer {
         };
         let (allowed, matched) = rules.check(subject);
         if allowed {
-            inc(&s.allowed);
+            inc(&s.enforced.allowed);
             return Ok(());
         }
-        inc(&s.denied);
+        inc(&s.enforced.denied);
         Err(matched.map_or_else(|| details(None), |p| p.details))
     }
 }
@@ -219,20 +219,19 @@ pub fn details(policy: Option<&str>) -> &'static str {
     leaked
 }
 
-/// `rbac.*` counters of one filter (`http.<stat_prefix>.rbac.[<rules_stat_prefix>.]…`).
+/// Two counters under one prefix: `allowed`/`denied`, or `shadow_allowed`/`shadow_denied`.
+/// Filters whose prefixes are the same share them, as Envoy's stats of one name are one.
 #[derive(Debug, Default)]
-pub struct RbacStats {
+pub struct RbacCounters {
     pub allowed: std::sync::atomic::AtomicU64,
     pub denied: std::sync::atomic::AtomicU64,
-    pub shadow_allowed: std::sync::atomic::AtomicU64,
-    pub shadow_denied: std::sync::atomic::AtomicU64,
 }
 
-/// The counters' names, each under its own prefix (the enforced and shadow prefixes differ).
-pub struct RbacCounters {
-    pub enforced_prefix: String,
-    pub shadow_prefix: String,
-    pub stats: Arc<RbacStats>,
+/// `rbac.*` counters of one filter (`http.<stat_prefix>.rbac.[<rules_stat_prefix>.]…`).
+#[derive(Debug)]
+pub struct RbacStats {
+    pub enforced: Arc<RbacCounters>,
+    pub shadow: Arc<RbacCounters>,
 }
 
 /// Envoy's `statPrefixJoin`: a dot between, unless the left side is empty or ends in one.
