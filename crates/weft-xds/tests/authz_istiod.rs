@@ -141,3 +141,290 @@ spec:
     assert_eq!(policies(&t.tcp[0]), policies(&t.http[0]));
     assert_eq!(t.tcp[0]["statPrefix"], "tcp.");
 }
+
+#[test]
+fn audit_then_deny_then_allow_with_dry_run_in_shadow_rules() {
+    let t = translate(
+        r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: allow-get, namespace: foo }
+spec:
+  rules: [ { to: [ { operation: { methods: [GET] } } ] } ]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: deny-admin, namespace: foo }
+spec:
+  action: DENY
+  rules: [ { to: [ { operation: { paths: ["/admin"] } } ] } ]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: root-deny, namespace: istio-system }
+spec:
+  action: DENY
+  rules: [ { to: [ { operation: { ports: ["9000"] } } ] } ]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: maybe-deny
+  namespace: foo
+  annotations: { istio.io/dry-run: "true" }
+spec:
+  action: DENY
+  rules: [ {} ]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: audit-all, namespace: foo }
+spec:
+  action: AUDIT
+  rules: [ {} ]
+"#,
+        "",
+    );
+    let any_rule = json!({
+        "permissions": [{"andRules": {"rules": [{"any": true}]}}],
+        "principals": [{"andIds": {"ids": [{"any": true}]}}],
+    });
+    let names = |f: &Value| {
+        f["policies"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    assert_eq!(t.http.len(), 3, "{:#?}", t.http);
+    assert_eq!(t.http[0]["rules"]["action"], "LOG");
+    assert_eq!(
+        t.http[0]["rules"]["policies"]["ns[foo]-policy[audit-all]-rule[0]"],
+        any_rule
+    );
+    assert_eq!(t.http[1]["rules"]["action"], "DENY");
+    assert_eq!(
+        names(&t.http[1]["rules"]),
+        [
+            "ns[foo]-policy[deny-admin]-rule[0]",
+            "ns[istio-system]-policy[root-deny]-rule[0]"
+        ]
+    );
+    assert_eq!(t.http[1]["shadowRules"]["action"], "DENY");
+    assert_eq!(
+        t.http[1]["shadowRules"]["policies"]["ns[foo]-policy[maybe-deny]-rule[0]"],
+        any_rule
+    );
+    assert_eq!(t.http[1]["shadowRulesStatPrefix"], "istio_dry_run_deny_");
+    assert!(
+        t.http[2]["rules"]["action"].is_null(),
+        "ALLOW is the default"
+    );
+    assert_eq!(
+        names(&t.http[2]["rules"]),
+        ["ns[foo]-policy[allow-get]-rule[0]"]
+    );
+    // On TCP the ALLOW rule names a method: it is left out, so the ALLOW filter allows nothing.
+    assert_eq!(t.tcp.len(), 3);
+    assert_eq!(t.tcp[2]["rules"]["policies"], Value::Null);
+    assert!(
+        t.problems
+            .iter()
+            .any(|p| p.contains("allow-get") && p.contains("methods")),
+        "{:?}",
+        t.problems
+    );
+}
+
+#[test]
+fn request_principals_and_claims_read_the_jwt_payload() {
+    let t = translate(
+        r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: jwt, namespace: foo }
+spec:
+  rules:
+  - from: [ { source: { requestPrincipals: ["https://issuer.example/*"], notRequestPrincipals: ["*"] } } ]
+    when:
+    - { key: "request.auth.claims[groups]", values: ["admin", "dev-*"] }
+    - { key: "request.auth.claims[realm][role]", notValues: ["guest"] }
+    - { key: request.auth.audiences, values: ["api"] }
+"#,
+        "",
+    );
+    let claim = |path: &[&str], value: Value| {
+        let path: Vec<Value> = path.iter().map(|k| json!({"key": k})).collect();
+        json!({"metadata": {"filter": "envoy.filters.http.jwt_authn", "path": path, "value": value}})
+    };
+    let string_or_list =
+        |v: Value| json!({"orMatch": {"valueMatchers": [{"listMatch": {"oneOf": v.clone()}}, v]}});
+    let ids = &t.http[0]["rules"]["policies"]["ns[foo]-policy[jwt]-rule[0]"]["principals"][0]["andIds"]
+        ["ids"];
+    assert_eq!(
+        ids,
+        &json!([
+            {"andIds": {"ids": [
+                claim(&["payload", "iss"], json!({"stringMatch": {"exact": "https://issuer.example"}})),
+                claim(&["payload", "sub"], json!({"stringMatch": {"safeRegex": {"regex": ".+"}}})),
+            ]}},
+            {"notId": {"andIds": {"ids": [
+                claim(&["payload", "iss"], json!({"stringMatch": {"safeRegex": {"regex": ".+"}}})),
+                claim(&["payload", "sub"], json!({"stringMatch": {"safeRegex": {"regex": ".+"}}})),
+            ]}}},
+            claim(&["payload", "groups"], string_or_list(json!({"orMatch": {"valueMatchers": [
+                {"stringMatch": {"exact": "admin"}},
+                {"stringMatch": {"prefix": "dev-"}},
+            ]}}))),
+            {"notId": claim(&["payload", "realm", "role"], string_or_list(json!({"stringMatch": {"exact": "guest"}})))},
+            claim(&["payload", "aud"], string_or_list(json!({"stringMatch": {"exact": "api"}}))),
+        ])
+    );
+    // On TCP there is no JWT: under ALLOW the rule is left out.
+    assert_eq!(t.tcp[0]["rules"]["policies"], Value::Null);
+}
+
+#[test]
+fn operations_and_connection_keys() {
+    let t = translate(
+        r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: ops, namespace: foo }
+spec:
+  rules:
+  - to:
+    - operation:
+        hosts: ["*.example.com", "*"]
+        notMethods: ["DELETE"]
+        paths: ["/api/{*}/items/{**}", "/static/*"]
+        ports: ["8000"]
+    when:
+    - { key: connection.sni, values: ["outbound_.8000_._.httpbin.foo.svc.cluster.local"] }
+    - { key: destination.ip, notValues: ["10.0.0.0/8"] }
+    - { key: "experimental.envoy.filters.network.mysql_proxy[db.table]", values: ["[update]"] }
+"#,
+        "",
+    );
+    let template = |t: &str| {
+        json!({"uriTemplate": {"name": "uri-template", "typedConfig": {
+            "@type": "type.googleapis.com/envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig",
+            "pathTemplate": t,
+        }}})
+    };
+    let rules = &t.http[0]["rules"]["policies"]["ns[foo]-policy[ops]-rule[0]"]["permissions"][0]["andRules"]
+        ["rules"];
+    assert_eq!(
+        rules,
+        &json!([
+            {"orRules": {"rules": [
+                {"header": {"name": ":authority", "stringMatch": {"suffix": ".example.com", "ignoreCase": true}}},
+                {"header": {"name": ":authority", "presentMatch": true}},
+            ]}},
+            {"notRule": {"orRules": {"rules": [
+                {"header": {"name": ":method", "stringMatch": {"exact": "DELETE"}}},
+            ]}}},
+            {"orRules": {"rules": [
+                template("/api/*/items/**"),
+                {"urlPath": {"path": {"prefix": "/static/"}}},
+            ]}},
+            {"orRules": {"rules": [{"destinationPort": 8000}]}},
+            {"orRules": {"rules": [
+                {"requestedServerName": {"exact": "outbound_.8000_._.httpbin.foo.svc.cluster.local"}},
+            ]}},
+            {"notRule": {"orRules": {"rules": [
+                {"destinationIp": {"addressPrefix": "10.0.0.0", "prefixLen": 8}},
+            ]}}},
+            {"metadata": {"filter": "envoy.filters.network.mysql_proxy", "path": [{"key": "db.table"}],
+                "value": {"listMatch": {"oneOf": {"stringMatch": {"exact": "update"}}}}}},
+        ])
+    );
+}
+
+#[test]
+fn scope_root_namespace_selector_and_target_refs() {
+    let t = translate(
+        r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: mesh-wide, namespace: istio-system }
+spec: { action: DENY, rules: [ { to: [ { operation: { ports: ["1"] } } ] } ] }
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: other-app, namespace: foo }
+spec: { selector: { matchLabels: { app: other } }, action: DENY, rules: [ {} ] }
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: other-namespace, namespace: bar }
+spec: { action: DENY, rules: [ {} ] }
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: gateway-api, namespace: foo }
+spec:
+  targetRefs: [ { group: gateway.networking.k8s.io, kind: Gateway, name: gw } ]
+  action: DENY
+  rules: [ {} ]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: allow-nothing, namespace: foo }
+spec: { selector: { matchLabels: { app: httpbin } } }
+"#,
+        "rootNamespace: istio-system\n",
+    );
+    assert_eq!(t.http.len(), 2);
+    let names: Vec<&String> = t.http[0]["rules"]["policies"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(names, ["ns[istio-system]-policy[mesh-wide]-rule[0]"]);
+    // ALLOW without rules: a policy nothing matches, so everything is denied.
+    assert_eq!(
+        t.http[1]["rules"]["policies"]["ns[foo]-policy[allow-nothing]-rule[0]"],
+        json!({
+            "permissions": [{"notRule": {"any": true}}],
+            "principals": [{"notId": {"any": true}}],
+        })
+    );
+    assert!(
+        t.problems
+            .iter()
+            .any(|p| p.contains("foo/gateway-api") && p.contains("targetRef"))
+    );
+}
+
+#[test]
+fn trust_domain_aliases_stand_for_cluster_local() {
+    let t = translate(
+        r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: td, namespace: foo }
+spec:
+  rules:
+  - from: [ { source: { principals: ["cluster.local/ns/foo/sa/sleep", "old-td/ns/foo/sa/x", "elsewhere/ns/foo/sa/y"] } } ]
+"#,
+        "trustDomain: new-td\ntrustDomainAliases: [old-td]\n",
+    );
+    let ids = &t.http[0]["rules"]["policies"]["ns[foo]-policy[td]-rule[0]"]["principals"][0]["andIds"]
+        ["ids"][0]["orIds"]["ids"];
+    let names: Vec<&Value> = ids
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| &i["authenticated"]["principalName"]["exact"])
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "spiffe://new-td/ns/foo/sa/sleep",
+            "spiffe://old-td/ns/foo/sa/sleep",
+            "spiffe://new-td/ns/foo/sa/x",
+            "spiffe://old-td/ns/foo/sa/x",
+            "spiffe://elsewhere/ns/foo/sa/y",
+        ]
+    );
+}

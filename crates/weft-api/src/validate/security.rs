@@ -174,6 +174,44 @@ fn ips(f: &mut Findings, p: &FieldPath, field: &str, values: Option<&Vec<String>
     }
 }
 
+/// Istio's path templates: `{*}` (one segment) and `{**}` (the rest, last of the operators),
+/// each a whole segment of a path that starts with `/`.
+fn path_templates(f: &mut Findings, p: &FieldPath, field: &str, values: Option<&Vec<String>>) {
+    for (i, v) in values.into_iter().flatten().enumerate() {
+        if !v.contains(['{', '}']) {
+            continue;
+        }
+        let err = |f: &mut Findings, why: &str| {
+            f.err(
+                &p.key(field).index(i),
+                format!("invalid path template {v:?}: {why}"),
+            );
+        };
+        if !v.starts_with('/') {
+            err(f, "must start with `/`");
+            continue;
+        }
+        let mut after_rest = false;
+        for segment in v.split('/') {
+            if !segment.contains(['{', '}']) {
+                continue;
+            }
+            if segment != "{*}" && segment != "{**}" {
+                err(
+                    f,
+                    "`{*}` and `{**}` must each be a whole path segment, and are the only operators",
+                );
+                break;
+            }
+            if after_rest {
+                err(f, "`{**}` must be the last operator");
+                break;
+            }
+            after_rest = segment == "{**}";
+        }
+    }
+}
+
 fn ports(f: &mut Findings, p: &FieldPath, field: &str, values: Option<&Vec<String>>) {
     for (i, v) in values.into_iter().flatten().enumerate() {
         match v.parse::<i64>() {
@@ -263,12 +301,15 @@ pub(super) fn validate_authz(f: &mut Findings, spec: &FieldPath, ap: &Authorizat
             ] {
                 ips(f, &sp, name, l.as_ref());
             }
-            if (s.principals.is_some() || s.not_principals.is_some())
+            if (s.principals.is_some()
+                || s.not_principals.is_some()
+                || s.namespaces.is_some()
+                || s.not_namespaces.is_some())
                 && (s.service_accounts.is_some() || s.not_service_accounts.is_some())
             {
                 f.err(
                     &sp,
-                    "cannot set serviceAccounts with principals or notPrincipals",
+                    format!("cannot set serviceAccounts with namespaces or principals, found at rule {i}"),
                 );
             }
         }
@@ -299,6 +340,8 @@ pub(super) fn validate_authz(f: &mut Findings, spec: &FieldPath, ap: &Authorizat
                 ("notPaths", &op.not_paths),
             ];
             attribute_lists(f, &opp, &lists, "to.operation", i);
+            path_templates(f, &opp, "paths", op.paths.as_ref());
+            path_templates(f, &opp, "notPaths", op.not_paths.as_ref());
             ports(f, &opp, "ports", op.ports.as_ref());
             ports(f, &opp, "notPorts", op.not_ports.as_ref());
         }

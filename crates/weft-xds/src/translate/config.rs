@@ -291,7 +291,7 @@ impl<'a> Scope<'a> {
             secrets: RefCell::new(Vec::new()),
             authz: Default::default(),
         };
-        let authz = super::authz::filters(inputs, ns, &proxy.labels, &|m| scope.problem(m));
+        let authz = super::authz::filters(inputs, ns, &proxy.labels, &[], &|m| scope.problem(m));
         scope.authz = authz;
         scope.services = inputs
             .registry

@@ -152,6 +152,7 @@ pub fn listeners(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy, out: &mut Ge
             format!("outbound_0.0.0.0_{listen}"),
             Routes::Rds(route_name),
             true,
+            &scope.authz.http,
         );
         let chain = FilterChain {
             filters: vec![hcm],
@@ -233,6 +234,7 @@ fn https_chain(
         format!("outbound_0.0.0.0_{listen}"),
         Routes::Rds(https.route_name.clone()),
         true,
+        &scope.authz.http,
     );
     let mut chain = tls::sni_chain(names, vec![hcm], Some(&https.provenance));
     chain.name = https.route_name;
@@ -300,7 +302,7 @@ fn passthrough_chains(
                 chains.push(tls::sni_chain(
                     names,
                     super::listener::authorized_tcp(
-                        scope,
+                        &scope.authz,
                         super::listener::weighted_tcp_proxy(&prefix, clusters),
                     ),
                     Some(&vs.config_path()),

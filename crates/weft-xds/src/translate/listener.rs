@@ -4,6 +4,7 @@
 //! workload's own ports. Without capture (NONE): the HTTP proxy listener on 127.0.0.1, which
 //! applications name in `HTTP_PROXY`.
 
+use super::authz;
 use super::cluster::{self, BLACK_HOLE, INBOUND_PASSTHROUGH, PASSTHROUGH};
 use super::config::Scope;
 use super::http_route::{CORS_FILTER, FAULT_FILTER};
@@ -53,14 +54,12 @@ pub fn http_connection_manager(
     stat_prefix: String,
     routes: Routes,
     gateway: bool,
+    authz: &[HttpFilter],
 ) -> Filter {
-    let mut http_filters = Vec::new();
+    // Authorization is the server side's: a sidecar's inbound and gateways.
+    let mut http_filters = authz.to_vec();
     // Faults are injected by the client side (outbound and gateways), never inbound.
     let inbound = matches!(routes, Routes::Inline(_));
-    // Authorization is the server side's: a sidecar's inbound and gateways.
-    if inbound || gateway {
-        http_filters.extend(scope.authz.http.iter().cloned());
-    }
     let needs_fault = !inbound
         && scope
             .virtual_services
@@ -221,6 +220,7 @@ pub fn sidecar(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy, out: &mut Gene
             name.clone(),
             Routes::Rds("http_proxy".into()),
             false,
+            &[],
         );
         out.listeners.insert(
             name.clone(),
@@ -299,6 +299,7 @@ fn outbound(inputs: &Inputs, scope: &Scope<'_>, out: &mut Generated) {
             format!("outbound_0.0.0.0_{port}"),
             Routes::Rds(port.to_string()),
             false,
+            &[],
         );
         handoff(
             out,
@@ -463,6 +464,7 @@ fn inbound_filters(
     inputs: &Inputs,
     scope: &Scope<'_>,
     t: &InboundTarget,
+    authz: &authz::Filters,
     out: &mut Generated,
 ) -> Vec<Filter> {
     let name = cluster::inbound_name(t.port);
@@ -471,7 +473,7 @@ fn inbound_filters(
         cluster::inbound(inputs, t.port, &t.address, t.target),
     );
     if !t.http {
-        return authorized_tcp(scope, tcp_proxy(&name, &name));
+        return authorized_tcp(authz, tcp_proxy(&name, &name));
     }
     let rc = RouteConfiguration {
         name: name.clone(),
@@ -500,12 +502,13 @@ fn inbound_filters(
         format!("inbound_0.0.0.0_{}", t.port),
         Routes::Inline(Box::new(rc)),
         false,
+        &authz.http,
     )]
 }
 
-/// A server-side TCP chain's filters: the proxy's network RBAC filters, then `terminal`.
-pub fn authorized_tcp(scope: &Scope<'_>, terminal: Filter) -> Vec<Filter> {
-    let mut filters = scope.authz.tcp.clone();
+/// A server-side TCP chain's filters: the network RBAC filters, then `terminal`.
+pub fn authorized_tcp(authz: &authz::Filters, terminal: Filter) -> Vec<Filter> {
+    let mut filters = authz.tcp.clone();
     filters.push(terminal);
     filters
 }
@@ -555,7 +558,22 @@ fn bound_inbound(
             }
         });
         let name = format!("{bind}_{}", t.listen);
-        let filters = inbound_filters(inputs, scope, &t, out);
+        // The sidecar listens on a port of its own for the application's: what policy says of
+        // the application's port is said of this one.
+        let moved;
+        let authz = if t.listen == t.port {
+            &scope.authz
+        } else {
+            moved = authz::filters(
+                inputs,
+                &proxy.namespace,
+                &proxy.labels,
+                &[(t.port, t.listen)],
+                &|_| {},
+            );
+            &moved
+        };
+        let filters = inbound_filters(inputs, scope, &t, authz, out);
         let Some(chains) =
             peer_authn::inbound_chains(inputs, policy.for_port(t.port), t.http, "", None, filters)
         else {
@@ -616,7 +634,7 @@ fn egress_listeners(inputs: &Inputs, scope: &Scope<'_>, out: &mut Generated) {
             out.routes
                 .entry(table.clone())
                 .or_insert_with(|| route::sidecar(scope, number));
-            http_connection_manager(inputs, scope, name.clone(), Routes::Rds(table), false)
+            http_connection_manager(inputs, scope, name.clone(), Routes::Rds(table), false, &[])
         } else {
             let serving: Vec<&weft_registry::Service> = scope
                 .services
@@ -655,7 +673,7 @@ fn inbound(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy, out: &mut Generate
     let mut chains = Vec::new();
     let policy = peer_authn::policy(inputs, &proxy.namespace, &proxy.labels);
     for t in inbound_targets(inputs, scope, proxy) {
-        let filters = inbound_filters(inputs, scope, &t, out);
+        let filters = inbound_filters(inputs, scope, &t, &scope.authz, out);
         let name = format!("0.0.0.0_{}", t.port);
         let mode = policy.for_port(t.port);
         match peer_authn::inbound_chains(inputs, mode, t.http, &name, Some(t.port), filters) {
@@ -693,7 +711,10 @@ fn inbound(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy, out: &mut Generate
     // Ports no service declares are still the workload's: policy applies to them too.
     chains.push(chain(
         INBOUND_PASSTHROUGH,
-        authorized_tcp(scope, tcp_proxy(INBOUND_PASSTHROUGH, INBOUND_PASSTHROUGH)),
+        authorized_tcp(
+            &scope.authz,
+            tcp_proxy(INBOUND_PASSTHROUGH, INBOUND_PASSTHROUGH),
+        ),
         None,
     ));
     out.listeners.insert(

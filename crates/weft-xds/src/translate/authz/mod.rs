@@ -83,11 +83,13 @@ fn applicable<'a>(
     out
 }
 
-/// The RBAC filters for a workload of `namespace` with `labels`.
+/// The RBAC filters for a workload of `namespace` with `labels`, for a listener where each
+/// `(policy port, listener port)` of `ports` stands in for the policy's port.
 pub fn filters(
     inputs: &super::Inputs,
     namespace: &str,
     labels: &Labels,
+    ports: &[(u16, u16)],
     problem: &dyn Fn(String),
 ) -> Filters {
     let policies = applicable(inputs, namespace, labels, problem);
@@ -103,7 +105,8 @@ pub fn filters(
             AuthorizationAction::Deny,
             AuthorizationAction::Allow,
         ] {
-            let Some((rules, shadow)) = build(&policies, action, tcp, &trust_domains, problem)
+            let Some((rules, shadow)) =
+                build(&policies, action, tcp, &trust_domains, ports, problem)
             else {
                 continue;
             };
@@ -149,6 +152,7 @@ fn build(
     action: AuthorizationAction,
     tcp: bool,
     trust_domains: &[String],
+    ports: &[(u16, u16)],
     problem: &dyn Fn(String),
 ) -> Option<(Option<Rbac>, Option<Rbac>)> {
     let mut enforced: Option<HashMap<String, Policy>> = None;
@@ -198,6 +202,7 @@ fn build(
             strict: action == AuthorizationAction::Allow,
             namespace: &a.obj.namespace,
             trust_domains,
+            ports,
         };
         for (i, rule) in rules.iter().enumerate() {
             let mut skipped = Vec::new();

@@ -37,6 +37,9 @@ pub struct Target<'a> {
     pub namespace: &'a str,
     /// The mesh's trust domain, then its aliases.
     pub trust_domains: &'a [String],
+    /// `(policy port, listener port)`: where the listener the rule is for serves a port
+    /// under another number.
+    pub ports: &'a [(u16, u16)],
 }
 
 /// The policy of one rule, or why it is left out. `skipped` collects what was left out of it.
@@ -282,11 +285,17 @@ fn permission_key(
                 http_only(t, key)?;
                 path(v)
             }
-            "ports" | "destination.port" => permission::Rule::DestinationPort(
-                v.parse::<u16>()
-                    .map_err(|_| Skip::Invalid(format!("{key}: invalid port {v:?}")))?
-                    .into(),
-            ),
+            "ports" | "destination.port" => {
+                let port = v
+                    .parse::<u16>()
+                    .map_err(|_| Skip::Invalid(format!("{key}: invalid port {v:?}")))?;
+                let port = t
+                    .ports
+                    .iter()
+                    .find(|(from, _)| *from == port)
+                    .map_or(port, |(_, to)| *to);
+                permission::Rule::DestinationPort(port.into())
+            }
             "destination.ip" => permission::Rule::DestinationIp(
                 matcher::cidr(v).ok_or_else(|| Skip::Invalid(format!("{key}: {v:?}")))?,
             ),
