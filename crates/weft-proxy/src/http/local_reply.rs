@@ -112,6 +112,8 @@ pub enum LocalReply {
     RbacDenied {
         details: &'static str,
     },
+    /// `jwt_authn` refused the request's token (or its absence).
+    JwtDenied(crate::jwt::JwtError),
 }
 
 impl LocalReply {
@@ -120,6 +122,7 @@ impl LocalReply {
         match self {
             NoRoute => StatusCode::NOT_FOUND,
             RbacDenied { .. } => StatusCode::FORBIDDEN,
+            JwtDenied(e) => e.status(),
             ClusterNotFound(s) | RateLimited(s) => *s,
             NoHealthyUpstream | Overflow | ConnectFailure(_) | UpstreamReset => {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -174,7 +177,8 @@ impl LocalReply {
             | MaxStreamDuration { .. }
             | UpgradeRefused
             | BadRequest { .. }
-            | RbacDenied { .. } => 0,
+            | RbacDenied { .. }
+            | JwtDenied(_) => 0,
         }
     }
 
@@ -208,6 +212,7 @@ impl LocalReply {
             RateLimited(_) => "local_rate_limited",
             UpgradeRefused => "upgrade_failed",
             BadRequest { details } | RbacDenied { details } => details,
+            JwtDenied(e) => e.details(),
             Downstream(e) => match e {
                 DownstreamError::LowVersion => "low_version",
                 DownstreamError::Codec => "http1.codec_error",
@@ -229,6 +234,7 @@ impl LocalReply {
         match self {
             NoRoute | ClusterNotFound(_) | UpgradeRefused | BadRequest { .. } => "",
             RbacDenied { .. } => "RBAC: access denied",
+            JwtDenied(e) => e.message(),
             // Envoy's codec errors say the status's reason phrase.
             Downstream(e) if e.by_codec() => self.status().canonical_reason().unwrap_or(""),
             Downstream(_) => "",

@@ -175,6 +175,7 @@ fn authorized(
         sni,
         tls: tls.is_some(),
         peer: tls.and_then(|i| i.peer.as_deref()),
+        metadata: None,
     };
     for filter in &chain.rbac {
         if let Err(details) = filter.decide(&subject) {

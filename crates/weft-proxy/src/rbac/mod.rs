@@ -9,6 +9,7 @@
 //! trusted after `x-forwarded-for` (`remote_ip`), the SNI, and the identity of the client's
 //! certificate (`authenticated`: every URI SAN, then every DNS SAN, then the subject).
 
+pub mod metadata;
 mod uri_template;
 
 pub use uri_template::UriTemplate;
@@ -33,10 +34,8 @@ pub enum Permission {
     /// Half-open: `start <= port < end`.
     DestinationPortRange(u32, u32),
     RequestedServerName(StringMatch),
-    /// A dynamic metadata matcher, decided when the config is read: no filter of the Weft proxy
-    /// writes dynamic metadata yet (JWT will), so every lookup finds nothing, and the result is
-    /// what Envoy's matcher says of a missing value.
-    Metadata(bool),
+    /// A matcher of the request's dynamic metadata (what `jwt_authn` wrote).
+    Metadata(metadata::MetadataMatch),
 }
 
 #[derive(Debug, Clone)]
@@ -54,7 +53,7 @@ pub enum Principal {
     Header(HeaderMatch),
     UrlPath(StringMatch),
     /// As `Permission::Metadata`.
-    Metadata(bool),
+    Metadata(metadata::MetadataMatch),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +98,8 @@ pub struct Subject<'a> {
     /// The connection is TLS; with the client's certificate, when it gave one.
     pub tls: bool,
     pub peer: Option<&'a PeerIdentity>,
+    /// What filters before this one wrote (`jwt_authn`'s payload).
+    pub metadata: Option<&'a metadata::DynamicMetadata>,
 }
 
 impl Permission {
@@ -117,7 +118,7 @@ impl Permission {
                 (*start..*end).contains(&u32::from(s.local.port()))
             }
             Permission::RequestedServerName(m) => m.matches(s.sni.unwrap_or("")),
-            Permission::Metadata(m) => *m,
+            Permission::Metadata(m) => m.matches(s.metadata),
         }
     }
 }
@@ -139,7 +140,7 @@ impl Principal {
             Principal::RemoteIp(c) => c.contains(s.remote.ip()),
             Principal::Header(h) => s.request.is_some_and(|r| h.matches(r)),
             Principal::UrlPath(m) => s.request.is_some_and(|r| m.matches(r.path)),
-            Principal::Metadata(m) => *m,
+            Principal::Metadata(m) => m.matches(s.metadata),
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use super::Result;
 use crate::config::FieldError;
+use crate::rbac::metadata::{MetadataMatch, ValueMatch};
 use crate::rbac::{Action, Engine, Permission, Policy, Principal};
 use envoy_types::pb::envoy::config::core::v3::CidrRange;
 use envoy_types::pb::envoy::config::rbac::v3 as pb;
@@ -170,17 +171,100 @@ fn url_path(p: &PathMatcher, path: &str) -> Result<crate::route::StringMatch> {
     }
 }
 
-/// A metadata matcher as it decides with no dynamic metadata (see `Permission::Metadata`):
-/// no value matcher of Envoy's matches a missing value (not even `present_match: false`, as
-/// Envoy answers), so the answer is `invert`.
-fn metadata(m: &MetadataMatcher, path: &str) -> Result<bool> {
+fn metadata(m: &MetadataMatcher, path: &str) -> Result<MetadataMatch> {
+    use envoy_types::pb::envoy::r#type::matcher::v3::metadata_matcher::path_segment::Segment;
     if m.filter.is_empty() {
         return Err(FieldError::new(format!("{path}.filter"), "is required"));
     }
-    if m.value.as_ref().is_none_or(|v| v.match_pattern.is_none()) {
-        return Err(FieldError::new(format!("{path}.value"), "is required"));
+    if m.path.is_empty() {
+        return Err(FieldError::new(
+            format!("{path}.path"),
+            "needs at least one key",
+        ));
     }
-    Ok(m.invert)
+    let keys = m
+        .path
+        .iter()
+        .enumerate()
+        .map(|(i, s)| match &s.segment {
+            Some(Segment::Key(k)) if !k.is_empty() => Ok(k.clone()),
+            _ => Err(FieldError::new(
+                format!("{path}.path[{i}].key"),
+                "is required",
+            )),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let value = m
+        .value
+        .as_ref()
+        .ok_or_else(|| FieldError::new(format!("{path}.value"), "is required"))?;
+    Ok(MetadataMatch {
+        filter: m.filter.clone(),
+        path: keys,
+        value: value_match(value, &format!("{path}.value"))?,
+        invert: m.invert,
+    })
+}
+
+fn value_match(
+    v: &envoy_types::pb::envoy::r#type::matcher::v3::ValueMatcher,
+    path: &str,
+) -> Result<ValueMatch> {
+    use envoy_types::pb::envoy::r#type::matcher::v3::{
+        double_matcher, list_matcher, value_matcher::MatchPattern as P,
+    };
+    Ok(match &v.match_pattern {
+        Some(P::NullMatch(_)) => ValueMatch::Null,
+        Some(P::DoubleMatch(d)) => match &d.match_pattern {
+            Some(double_matcher::MatchPattern::Range(r)) => ValueMatch::Double {
+                range: Some((r.start, r.end)),
+                exact: None,
+            },
+            Some(double_matcher::MatchPattern::Exact(e)) => ValueMatch::Double {
+                range: None,
+                exact: Some(*e),
+            },
+            None => {
+                return Err(FieldError::new(
+                    format!("{path}.double_match"),
+                    "range or exact is required",
+                ));
+            }
+        },
+        Some(P::StringMatch(sm)) => ValueMatch::String(super::headers::string_match(
+            sm,
+            &format!("{path}.string_match"),
+        )?),
+        Some(P::BoolMatch(b)) => ValueMatch::Bool(*b),
+        Some(P::PresentMatch(p)) => ValueMatch::Present(*p),
+        Some(P::ListMatch(l)) => match &l.match_pattern {
+            Some(list_matcher::MatchPattern::OneOf(inner)) => ValueMatch::OneOf(Box::new(
+                value_match(inner, &format!("{path}.list_match.one_of"))?,
+            )),
+            None => {
+                return Err(FieldError::new(
+                    format!("{path}.list_match.one_of"),
+                    "is required",
+                ));
+            }
+        },
+        Some(P::OrMatch(o)) => {
+            if o.value_matchers.len() < 2 {
+                return Err(FieldError::new(
+                    format!("{path}.or_match.value_matchers"),
+                    "needs at least two matchers",
+                ));
+            }
+            ValueMatch::Or(
+                o.value_matchers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| value_match(m, &format!("{path}.or_match.value_matchers[{i}]")))
+                    .collect::<Result<_>>()?,
+            )
+        }
+        None => return Err(FieldError::new(path, "a match pattern is required")),
+    })
 }
 
 const URI_TEMPLATE: &str = "envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig";

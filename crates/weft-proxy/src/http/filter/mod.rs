@@ -17,6 +17,7 @@
 
 pub mod cors;
 pub mod fault;
+pub mod jwt_authn;
 pub mod local_ratelimit;
 pub mod rbac;
 
@@ -37,6 +38,7 @@ pub static FACTORIES: &[&Factory] = &[
     &cors::FACTORY,
     &local_ratelimit::FACTORY,
     &rbac::FACTORY,
+    &jwt_authn::FACTORY,
 ];
 
 /// How a filter type is built from config.
@@ -120,6 +122,8 @@ pub struct Stream {
     pub response_headers: Option<Box<http::HeaderMap>>,
     /// Whatever must live as long as the request (a fault's place under `max_active_faults`).
     pub held: Vec<Box<dyn Send + Sync>>,
+    /// Dynamic metadata filters wrote for later ones (`jwt_authn`'s payload, read by RBAC).
+    pub metadata: Option<Box<crate::rbac::metadata::DynamicMetadata>>,
 }
 
 impl Stream {

@@ -140,6 +140,7 @@ impl super::HttpFilter for RbacFilter {
             sni: cx.conn.sni.as_deref(),
             tls: cx.conn.tls,
             peer: cx.conn.peer_identity.as_deref(),
+            metadata: cx.stream.metadata.as_deref(),
         };
         match self.0.decide(&subject) {
             Ok(()) => super::Decode::Continue,
