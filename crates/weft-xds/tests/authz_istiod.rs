@@ -31,6 +31,7 @@ spec:
 "#;
 
 pub struct Translated {
+    pub jwt: Option<Value>,
     pub http: Vec<Value>,
     pub tcp: Vec<Value>,
     pub problems: Vec<String>,
@@ -75,6 +76,15 @@ pub fn translate(policies: &str, mesh: &str) -> Translated {
     };
     let hcm = typed(&chain("0.0.0.0_8000").filters[0]);
     let hcm = envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpConnectionManager::decode(hcm.value.as_slice()).unwrap();
+    let render_http = |f: &envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::HttpFilter| match &f.config_type {
+        Some(envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter::ConfigType::TypedConfig(a)) => render(a),
+        _ => panic!("untyped"),
+    };
+    let jwt = hcm
+        .http_filters
+        .iter()
+        .find(|f| f.name == "envoy.filters.http.jwt_authn")
+        .map(render_http);
     let http = hcm
         .http_filters
         .iter()
@@ -91,6 +101,7 @@ pub fn translate(policies: &str, mesh: &str) -> Translated {
         .map(|f| render(&typed(f)))
         .collect();
     Translated {
+        jwt,
         http,
         tcp,
         problems: g.problems,
@@ -427,4 +438,86 @@ spec:
             "spiffe://elsewhere/ns/foo/sa/y",
         ]
     );
+}
+
+#[test]
+fn request_authentication_becomes_istiods_jwt_authn() {
+    let t = translate(
+        r#"
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: { name: b, namespace: foo }
+spec:
+  selector: { matchLabels: { app: httpbin } }
+  jwtRules:
+  - issuer: https://second.example
+    jwks: '{"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}'
+    audiences: [api, web]
+    fromHeaders: [ { name: x-jwt, prefix: "Token " } ]
+    fromParams: [ tok ]
+    fromCookies: [ session ]
+    forwardOriginalToken: true
+    outputPayloadToHeader: x-payload
+    outputClaimToHeaders: [ { header: x-sub, claim: sub } ]
+    spaceDelimitedClaims: [ roles, scope ]
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: { name: a, namespace: istio-system }
+spec:
+  jwtRules:
+  - issuer: https://first.example
+    jwksUri: http://keys.example/jwks.json
+"#,
+        "",
+    );
+    let jwt = t.jwt.expect("a jwt_authn filter");
+    let keys = r#"{"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
+    // Sorted by issuer: first.example is origins-0. Its JWKS was never fetched here: its keys
+    // are a public key nobody can sign for, and the problem is said.
+    assert_eq!(
+        jwt["providers"]["origins-0"]["issuer"],
+        "https://first.example"
+    );
+    let placeholder = jwt["providers"]["origins-0"]["localJwks"]["inlineString"]
+        .as_str()
+        .unwrap();
+    assert!(placeholder.contains("weft-public-only"), "{placeholder}");
+    assert!(
+        t.problems
+            .iter()
+            .any(|p| p.contains("RequestAuthentication istio-system/a")
+                && p.contains("every token of this issuer is refused")),
+        "{:?}",
+        t.problems
+    );
+    assert_eq!(
+        jwt["providers"]["origins-1"],
+        json!({
+            "issuer": "https://second.example",
+            "audiences": ["api", "web"],
+            "forward": true,
+            "fromHeaders": [{"name": "x-jwt", "valuePrefix": "Token "}],
+            "fromParams": ["tok"],
+            "fromCookies": ["session"],
+            "forwardPayloadHeader": "x-payload",
+            "payloadInMetadata": "payload",
+            "normalizePayloadInMetadata": {"spaceDelimitedClaims": ["permission", "roles", "scope"]},
+            "claimToHeaders": [{"headerName": "x-sub", "claimName": "sub"}],
+            "localJwks": {"inlineString": keys},
+        })
+    );
+    let any_or_missing = |p: &str| json!({"requiresAny": {"requirements": [{"providerName": p}, {"allowMissing": {}}]}});
+    assert_eq!(
+        jwt["rules"],
+        json!([{
+            "match": {"prefix": "/"},
+            "requires": {"requiresAny": {"requirements": [
+                {"providerName": "origins-0"},
+                {"providerName": "origins-1"},
+                {"requiresAll": {"requirements": [any_or_missing("origins-0"), any_or_missing("origins-1")]}},
+            ]}},
+        }])
+    );
+    assert_eq!(jwt["bypassCorsPreflight"], true);
 }

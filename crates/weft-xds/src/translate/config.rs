@@ -8,7 +8,7 @@ use weft_api::types::common::Labels;
 use weft_api::types::destination_rule::DestinationRule;
 use weft_api::types::gateway::Gateway;
 use weft_api::types::mesh::Mesh;
-use weft_api::types::security::PeerAuthentication;
+use weft_api::types::security::{PeerAuthentication, RequestAuthentication};
 use weft_api::types::sidecar::{OutboundTrafficPolicyMode, Sidecar};
 use weft_api::types::virtual_service::VirtualService;
 use weft_registry::{Endpoint, Registry, Service, host, selects};
@@ -59,6 +59,7 @@ pub struct ConfigIndex {
     pub sidecars: Vec<Obj<Sidecar>>,
     pub peer_authentications: Vec<Obj<PeerAuthentication>>,
     pub authorization_policies: Vec<super::authz::Authorization>,
+    pub request_authentications: Vec<Obj<RequestAuthentication>>,
     /// Kubernetes Secrets by (namespace, name), decoded, for `credentialName`.
     pub secrets:
         std::collections::BTreeMap<(String, String), Result<super::credential::SecretData, String>>,
@@ -79,6 +80,8 @@ pub struct Inputs {
     /// can speak mTLS. Without, a STRICT port takes nothing and nothing originates mTLS on
     /// its own (auto mTLS).
     pub mesh_identity: bool,
+    /// JWKS documents the control plane fetched, by `jwksUri`: the text, or why there is none.
+    pub jwks: std::collections::BTreeMap<String, Result<String, String>>,
 }
 
 impl Inputs {
@@ -121,6 +124,11 @@ impl Inputs {
                         .peer_authentications
                         .push(obj("PeerAuthentication", r, &o.spec))
                 }
+                Resource::RequestAuthentication(o) => {
+                    config
+                        .request_authentications
+                        .push(obj("RequestAuthentication", r, &o.spec));
+                }
                 Resource::AuthorizationPolicy(o) => {
                     let dry_run = r
                         .metadata()
@@ -147,6 +155,7 @@ impl Inputs {
         by_name(&mut config.destination_rules);
         by_name(&mut config.gateways);
         by_name(&mut config.peer_authentications);
+        by_name(&mut config.request_authentications);
         config
             .authorization_policies
             .sort_by(|a, b| (&a.obj.namespace, &a.obj.name).cmp(&(&b.obj.namespace, &b.obj.name)));
@@ -155,6 +164,7 @@ impl Inputs {
             registry,
             config,
             mesh_identity: false,
+            jwks: Default::default(),
         }
     }
 }
@@ -291,7 +301,14 @@ impl<'a> Scope<'a> {
             secrets: RefCell::new(Vec::new()),
             authz: Default::default(),
         };
-        let authz = super::authz::filters(inputs, ns, &proxy.labels, &[], &|m| scope.problem(m));
+        let authz = super::authz::filters(
+            inputs,
+            ns,
+            &proxy.labels,
+            proxy.kind == ProxyKind::Router,
+            &[],
+            &|m| scope.problem(m),
+        );
         scope.authz = authz;
         scope.services = inputs
             .registry

@@ -568,6 +568,7 @@ fn bound_inbound(
                 inputs,
                 &proxy.namespace,
                 &proxy.labels,
+                false,
                 &[(t.port, t.listen)],
                 &|_| {},
             );

@@ -8,6 +8,7 @@
 //! gateways. Every resource carries, in `metadata.filter_metadata["istio"]["config"]`, the
 //! Istio objects it came from.
 
+mod authn;
 mod authz;
 mod cluster;
 mod config;

@@ -269,7 +269,10 @@ pub async fn start(
         }
     });
 
-    let (updates, received) = mpsc::unbounded_channel::<Inputs>();
+    // Each version of the config gets its JWKS documents on its way to translation.
+    let (updates, to_resolve) = mpsc::unbounded_channel::<Inputs>();
+    let (resolved, received) = mpsc::unbounded_channel::<Inputs>();
+    tokio::spawn(super::jwks::resolve(to_resolve, resolved));
     tokio::spawn(control.clone().run(received));
 
     let watch_status = status.clone();

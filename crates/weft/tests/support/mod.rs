@@ -4,6 +4,7 @@
 
 pub mod ca;
 pub mod certs;
+pub mod jwks;
 pub mod recorder;
 pub mod up;
 pub mod xds;

@@ -83,22 +83,27 @@ fn applicable<'a>(
     out
 }
 
-/// The RBAC filters for a workload of `namespace` with `labels`, for a listener where each
+/// The server-side security filters of a workload of `namespace` with `labels`: JWT
+/// authentication (RequestAuthentication), then RBAC, for a listener where each
 /// `(policy port, listener port)` of `ports` stands in for the policy's port.
 pub fn filters(
     inputs: &super::Inputs,
     namespace: &str,
     labels: &Labels,
+    gateway: bool,
     ports: &[(u16, u16)],
     problem: &dyn Fn(String),
 ) -> Filters {
+    let mut out = Filters::default();
+    out.http.extend(super::authn::jwt_filter(
+        inputs, namespace, labels, gateway, problem,
+    ));
     let policies = applicable(inputs, namespace, labels, problem);
     if policies.is_empty() {
-        return Filters::default();
+        return out;
     }
     let mut trust_domains = vec![inputs.mesh.trust_domain.clone()];
     trust_domains.extend(inputs.mesh.trust_domain_aliases.iter().cloned());
-    let mut out = Filters::default();
     for tcp in [false, true] {
         for action in [
             AuthorizationAction::Audit,
