@@ -531,7 +531,7 @@ async fn canary_tutorial_with_weft_proxies() {
 /// `weft demo`, as the README runs it, on free ports: the three steps, each checked by the
 /// distribution it prints, and the STRICT mTLS step.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn demo_walks_the_canary_steps_then_strict_mtls() {
+async fn demo_walks_the_canary_steps_then_strict_mtls_then_policy() {
     let dir = tempfile::tempdir().unwrap();
     let ports: Vec<String> = (0..4).map(|_| support::free_port().to_string()).collect();
     let out = tokio::task::spawn_blocking(move || {
@@ -619,4 +619,40 @@ async fn demo_walks_the_canary_steps_then_strict_mtls() {
             .ends_with(" spiffe://cluster.local/ns/default/sa/website"),
         "{stdout}"
     );
+    // Step 5, authorization: GET from the gateway only, and /admin with the demo's token.
+    let answer = |start: &str| {
+        line(start)
+            .split(':')
+            .nth(1)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    assert!(
+        answer("GET / through the gateway").starts_with("200 version-"),
+        "{stdout}"
+    );
+    assert!(
+        line("POST / through the gateway").ends_with("403 RBAC: access denied"),
+        "{stdout}"
+    );
+    assert!(
+        line("GET /admin without a token").ends_with("403 RBAC: access denied"),
+        "{stdout}"
+    );
+    assert!(
+        line("GET /admin with a bad token").ends_with("401 Jwt verification fails"),
+        "{stdout}"
+    );
+    assert!(
+        answer("GET /admin with the demo's token").starts_with("200 version-"),
+        "{stdout}"
+    );
+    let token = stdout
+        .lines()
+        .skip_while(|l| !l.contains("the demo's token (user demo-user"))
+        .nth(1)
+        .unwrap_or_default()
+        .trim();
+    assert_eq!(token.split('.').count(), 3, "{stdout}");
 }

@@ -669,6 +669,18 @@ pub fn decode_any(type_url: &str, value: &[u8]) -> Result<DynamicMessage, String
 mod tests {
     use super::*;
 
+    /// A message listed twice would have one list silently replace the other (a filter's
+    /// table once took `filename` from every DataSource).
+    #[test]
+    fn no_message_is_listed_twice() {
+        let mut seen = std::collections::BTreeSet::new();
+        let twice: Vec<&str> = entries()
+            .map(|(m, _)| *m)
+            .filter(|m| !seen.insert(*m))
+            .collect();
+        assert!(twice.is_empty(), "listed twice: {twice:?}");
+    }
+
     #[test]
     fn every_listed_message_and_field_exists_in_the_descriptors() {
         for (message, fields) in entries() {

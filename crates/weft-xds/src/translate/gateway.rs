@@ -302,6 +302,7 @@ fn passthrough_chains(
                 chains.push(tls::sni_chain(
                     names,
                     super::listener::authorized_tcp(
+                        scope,
                         &scope.authz,
                         super::listener::weighted_tcp_proxy(&prefix, clusters),
                     ),

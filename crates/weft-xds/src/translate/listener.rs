@@ -473,7 +473,7 @@ fn inbound_filters(
         cluster::inbound(inputs, t.port, &t.address, t.target),
     );
     if !t.http {
-        return authorized_tcp(authz, tcp_proxy(&name, &name));
+        return authorized_tcp(scope, authz, tcp_proxy(&name, &name));
     }
     let rc = RouteConfiguration {
         name: name.clone(),
@@ -507,7 +507,10 @@ fn inbound_filters(
 }
 
 /// A server-side TCP chain's filters: the network RBAC filters, then `terminal`.
-pub fn authorized_tcp(authz: &authz::Filters, terminal: Filter) -> Vec<Filter> {
+pub fn authorized_tcp(scope: &Scope<'_>, authz: &authz::Filters, terminal: Filter) -> Vec<Filter> {
+    for p in &authz.tcp_problems {
+        scope.problem(p.clone());
+    }
     let mut filters = authz.tcp.clone();
     filters.push(terminal);
     filters
@@ -713,6 +716,7 @@ fn inbound(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy, out: &mut Generate
     chains.push(chain(
         INBOUND_PASSTHROUGH,
         authorized_tcp(
+            scope,
             &scope.authz,
             tcp_proxy(INBOUND_PASSTHROUGH, INBOUND_PASSTHROUGH),
         ),

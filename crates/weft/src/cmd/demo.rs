@@ -5,8 +5,9 @@
 //! version-1, a 90/10 split, a header that reaches version-3 — and shows where the requests
 //! went after each edit. A fourth step turns STRICT mTLS on with one PeerAuthentication: a
 //! plaintext client is refused at a workload's sidecar, the gateway still gets through, and the
-//! identities both ends of that hop presented are shown. The mesh then keeps running for the
-//! user's own edits.
+//! identities both ends of that hop presented are shown. A fifth adds authorization
+//! (`demo_policy`): only the gateway may call, only to GET, and `/admin` wants a JWT. The mesh
+//! then keeps running for the user's own edits.
 
 use super::up::{self, Up};
 use anyhow::Context as _;
@@ -240,7 +241,7 @@ async fn until_serving(
     }
 }
 
-fn write(path: &Path, text: &str) -> anyhow::Result<()> {
+pub(super) fn write(path: &Path, text: &str) -> anyhow::Result<()> {
     std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
@@ -256,8 +257,9 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         .build()?;
     runtime.block_on(async {
         std::fs::create_dir_all(&args.dir)?;
-        // Step 4 writes it; a run before this one may have left it.
+        // Steps 4 and 5 write these; a run before this one may have left them.
         let _ = std::fs::remove_file(args.dir.join("security.yaml"));
+        let _ = std::fs::remove_file(args.dir.join("policy.yaml"));
         let routing = args.dir.join("website-routing.yaml");
         write(&args.dir.join("website.yaml"), &workloads(&args.website_ports))?;
         write(
@@ -324,6 +326,11 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
         if let Some(inbound) = inbound {
             println!("  curl http://{inbound}/    (version-1's sidecar: refused, mTLS only)");
         }
+        println!("  curl -X POST http://127.0.0.1:{}/    (403: only GET is allowed)", args.gateway_port);
+        println!(
+            "  curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:{}/admin    (TOKEN: the demo's token above)",
+            args.gateway_port
+        );
         println!("  weft proxy-status --control-plane http://{}", mesh.control.monitoring);
         if args.exit {
             mesh.stop();
@@ -376,7 +383,8 @@ async fn steps(
         }
     }
     let inbound = inbound.context("version-1 has no sidecar in front of it")?;
-    strict_mtls(args, gateway, inbound).await
+    strict_mtls(args, gateway, inbound).await?;
+    super::demo_policy::step(&args.dir, gateway).await
 }
 
 /// One PeerAuthentication turns STRICT mTLS on for the whole mesh.

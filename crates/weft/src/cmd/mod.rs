@@ -2,6 +2,7 @@ pub mod agent;
 pub mod analyze;
 pub mod control_plane;
 pub mod demo;
+pub mod demo_policy;
 pub mod jwks;
 pub mod monitor;
 pub mod proxy;

@@ -39,6 +39,8 @@ pub struct Authorization {
 pub struct Filters {
     pub http: Vec<HttpFilter>,
     pub tcp: Vec<Filter>,
+    /// What the TCP filters leave out of rules, said where a TCP chain uses them.
+    pub tcp_problems: Vec<String>,
 }
 
 /// The policies that apply to a workload of `namespace` with `labels`: the root namespace's
@@ -110,9 +112,12 @@ pub fn filters(
             AuthorizationAction::Deny,
             AuthorizationAction::Allow,
         ] {
-            let Some((rules, shadow)) =
-                build(&policies, action, tcp, &trust_domains, ports, problem)
-            else {
+            let tcp_problems = std::cell::RefCell::new(Vec::new());
+            let collect = |m: String| tcp_problems.borrow_mut().push(m);
+            let report: &dyn Fn(String) = if tcp { &collect } else { problem };
+            let built = build(&policies, action, tcp, &trust_domains, ports, report);
+            out.tcp_problems.extend(tcp_problems.into_inner());
+            let Some((rules, shadow)) = built else {
                 continue;
             };
             let shadow_prefix = match shadow.as_ref().map(|s| s.action) {

@@ -31,10 +31,6 @@ pub const SUPPORTED: &[(&str, &str)] = &[
         "header_name claim_name",
     ),
     (
-        "envoy.config.core.v3.DataSource",
-        "inline_string inline_bytes",
-    ),
-    (
         "envoy.extensions.filters.http.jwt_authn.v3.RequirementRule",
         "match requires",
     ),
@@ -50,7 +46,6 @@ pub const SUPPORTED: &[(&str, &str)] = &[
         "envoy.extensions.filters.http.jwt_authn.v3.JwtRequirementAndList",
         "requirements",
     ),
-    ("google.protobuf.Empty", ""),
 ];
 
 pub fn build(c: &pb::JwtAuthentication, path: &str) -> Result<JwtAuthn> {
