@@ -5,6 +5,7 @@ pub mod demo;
 pub mod demo_policy;
 pub mod jwks;
 pub mod monitor;
+pub mod offline;
 pub mod proxy;
 pub mod status;
 pub mod up;

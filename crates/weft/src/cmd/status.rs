@@ -1,7 +1,8 @@
 //! `weft proxy-status` and `weft proxy-config`, as istioctl's: where each proxy stands with the
-//! control plane, and the listeners, routes, clusters and endpoints of one proxy — as the
-//! control plane made them (with the Istio objects they came from), or as the proxy holds them
-//! (its admin `/config_dump`, Envoy's or Weft's).
+//! control plane, and the listeners, routes, clusters, endpoints and secrets of one proxy — as
+//! the control plane made them (with the Istio objects they came from), as the proxy holds them
+//! (its admin `/config_dump`, Envoy's or Weft's), or, with no mesh running, as a folder of YAML
+//! would make them (`-f DIR --workload NS/NAME`, see `offline`).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
@@ -24,6 +25,7 @@ pub enum Section {
     Routes,
     Clusters,
     Endpoints,
+    Secrets,
     All,
 }
 
@@ -38,7 +40,21 @@ pub struct ConfigArgs {
     #[arg(value_enum)]
     section: Section,
     /// The proxy: its node id, or a part of it (`web-v1.default`, `istio-ingressgateway`).
-    proxy: String,
+    /// Not with `-f`.
+    proxy: Option<String>,
+    /// With no mesh running: the folder of Istio YAML to translate (with `--workload` or
+    /// `--gateway`).
+    #[arg(short = 'f', long = "filename")]
+    dir: Option<std::path::PathBuf>,
+    /// With `-f`: MeshConfig YAML, as `weft up` takes it.
+    #[arg(long)]
+    mesh_config: Option<std::path::PathBuf>,
+    /// With `-f`: the WorkloadEntry or Pod whose sidecar to show, NAMESPACE/NAME.
+    #[arg(long)]
+    workload: Option<String>,
+    /// With `-f`: a gateway proxy with these labels (`istio=ingressgateway`).
+    #[arg(long)]
+    gateway: Option<String>,
     #[arg(long, default_value = "http://127.0.0.1:15014")]
     control_plane: String,
     /// Read the proxy's own admin `/config_dump` at this address instead (Envoy's or Weft's).
@@ -197,18 +213,29 @@ fn table(rows: &[Vec<String>]) -> String {
 
 pub fn proxy_config(args: &ConfigArgs) -> anyhow::Result<ExitCode> {
     block_on(async {
-        let resources = match &args.admin {
-            Some(admin) => {
+        let resources = match (&args.dir, &args.admin) {
+            (Some(dir), _) => super::offline::dump(
+                dir.clone(),
+                args.mesh_config.clone(),
+                args.workload.as_deref(),
+                args.gateway.as_deref(),
+            )?,
+            (None, Some(admin)) => {
                 let base = admin.trim_end_matches('/');
                 let dump: Value =
                     serde_json::from_str(&get(&format!("{base}/config_dump?include_eds")).await?)?;
                 from_admin(&dump)
             }
-            None => {
+            (None, None) => {
                 let base = args.control_plane.trim_end_matches('/');
                 let syncz: Value =
                     serde_json::from_str(&get(&format!("{base}/debug/syncz")).await?)?;
-                let id = resolve(&syncz, &args.proxy)?;
+                let wanted = args.proxy.as_deref().ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "name the proxy (or, with no mesh running, -f DIR --workload NS/NAME)"
+                    )
+                })?;
+                let id = resolve(&syncz, wanted)?;
                 let id_q = id.replace('~', "%7E");
                 serde_json::from_str(
                     &get(&format!("{base}/debug/config_dump?proxyID={id_q}")).await?,
@@ -220,13 +247,18 @@ pub fn proxy_config(args: &ConfigArgs) -> anyhow::Result<ExitCode> {
             Section::Routes => &["routes"],
             Section::Clusters => &["clusters"],
             Section::Endpoints => &["endpoints"],
-            Section::All => &["listeners", "routes", "clusters", "endpoints"],
+            Section::Secrets => &["secrets"],
+            Section::All => &["listeners", "routes", "clusters", "endpoints", "secrets"],
         };
+        let empty = Value::Object(serde_json::Map::new());
         match args.output {
             Output::Json => {
                 let mut out = serde_json::Map::new();
                 for s in sections {
-                    out.insert((*s).to_string(), resources[*s].clone());
+                    out.insert(
+                        (*s).to_string(),
+                        resources.get(*s).unwrap_or(&empty).clone(),
+                    );
                 }
                 println!("{}", serde_json::to_string_pretty(&out)?);
             }
@@ -235,7 +267,7 @@ pub fn proxy_config(args: &ConfigArgs) -> anyhow::Result<ExitCode> {
                     if i > 0 {
                         println!();
                     }
-                    print!("{}", short(s, &resources[*s]));
+                    print!("{}", short(s, resources.get(*s).unwrap_or(&empty)));
                 }
             }
         }
@@ -357,6 +389,30 @@ fn short(section: &str, items: &Value) -> String {
                     chains.to_string(),
                     provenance(l),
                 ]);
+                // What each chain runs before its terminal filter (RBAC, JWT), once per kind.
+                let mut seen = std::collections::BTreeSet::new();
+                for c in l["filter_chains"].as_array().into_iter().flatten() {
+                    for f in c["filters"].as_array().into_iter().flatten() {
+                        let http = f["typed_config"]["http_filters"].as_array();
+                        let names: Vec<&str> = http
+                            .into_iter()
+                            .flatten()
+                            .chain(std::iter::once(f))
+                            .filter_map(|h| h["name"].as_str())
+                            .filter(|n| n.contains("rbac") || n.contains("jwt_authn"))
+                            .collect();
+                        for n in names {
+                            if seen.insert(n.to_string()) {
+                                rows.push(vec![
+                                    format!("  + {n}"),
+                                    String::new(),
+                                    String::new(),
+                                    String::new(),
+                                ]);
+                            }
+                        }
+                    }
+                }
             }
         }
         "routes" => {
@@ -449,6 +505,16 @@ fn short(section: &str, items: &Value) -> String {
                     c["lb_policy"].as_str().unwrap_or("ROUND_ROBIN").to_string(),
                     provenance(c),
                 ]);
+            }
+        }
+        "secrets" => {
+            rows.push(vec!["NAME".into(), "TYPE".into()]);
+            for (name, secret) in items {
+                let kind = ["tls_certificate", "validation_context", "generic_secret"]
+                    .into_iter()
+                    .find(|k| secret.get(*k).is_some())
+                    .unwrap_or("-");
+                rows.push(vec![name.clone(), kind.to_string()]);
             }
         }
         _ => {
