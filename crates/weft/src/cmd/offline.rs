@@ -75,9 +75,9 @@ pub fn dump(
             }
             let mut p = Proxy::sidecar("istio-ingressgateway", "istio-system", "10.0.0.2", labels);
             p.kind = ProxyKind::Router;
-            p.id = format!(
+            p.id =
                 "router~10.0.0.2~istio-ingressgateway.istio-system~istio-system.svc.cluster.local"
-            );
+                    .to_string();
             p
         }
         _ => anyhow::bail!("with -f, name one --workload NAMESPACE/NAME or one --gateway LABELS"),
