@@ -22,3 +22,32 @@ write_nginx_conf() {
     echo "}"
   } > "$dir/nginx.conf"
 }
+
+# Process measures: resident memory, and CPU ticks (user + system) so far.
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICK=$(getconf CLK_TCK)
+
+
+# One measurement: prints "rps p50_us p90_us p99_us cpu_us_per_rq rss_kib".
+# PATH_SUFFIX (default /) is the path requested.
+measure_wrk() { # target_port pid conns [more wrk arguments, e.g. -H 'authorization: ...']
+  local port=$1 pid=$2 c=$3 before after out
+  shift 3
+  wrk -t1 -c"$c" -d1s "$@" "http://127.0.0.1:$port${PATH_SUFFIX:-/}" >/dev/null 2>&1 || true
+  [ "$pid" = - ] || before=$(cpu_ticks "$pid")
+  out=$(wrk -t1 -c"$c" -d"${DUR}s" --latency "$@" "http://127.0.0.1:$port${PATH_SUFFIX:-/}")
+  [ "$pid" = - ] || after=$(cpu_ticks "$pid")
+  python3 - "$out" "${before:-0}" "${after:-0}" "$TICK" "$( [ "$pid" = - ] && echo 0 || rss_kib "$pid")" <<'PY'
+import re, sys
+out, before, after, tick, rss = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+def us(s):
+    v, unit = re.match(r"([\d.]+)(us|ms|s)", s).groups()
+    return float(v) * {"us": 1, "ms": 1e3, "s": 1e6}[unit]
+lat = dict(re.findall(r"^\s+(50|90|99)%\s+(\S+)", out, re.M))
+total = int(re.search(r"(\d+) requests in", out).group(1))
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+cpu = (after - before) * 1e6 / tick / total if after else 0
+print(f"{rps:.0f} {us(lat['50']):.0f} {us(lat['90']):.0f} {us(lat['99']):.0f} {cpu:.1f} {rss}")
+PY
+}

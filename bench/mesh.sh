@@ -168,7 +168,6 @@ for k in envoy weft; do
   done
 done
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 TICK=$(getconf CLK_TCK)
 # One measurement: "rps p50_us p90_us p99_us cpu_us_per_rq" (CPU of the pids given, summed).
 measure() { # port conns pid...
