@@ -524,7 +524,11 @@ spec:
 
 #[test]
 fn unusable_inline_keys_refuse_every_token_instead_of_breaking_the_listener() {
-    for jwks in [r#"{"keys": [{"kty": "XYZ"}]}"#, "not json", r#"{"keys": []}"#] {
+    for jwks in [
+        r#"{"keys": [{"kty": "XYZ"}]}"#,
+        "not json",
+        r#"{"keys": []}"#,
+    ] {
         let t = translate(
             &format!(
                 "apiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{ name: bad, namespace: foo }}\nspec:\n  jwtRules:\n  - issuer: https://bad.example\n    jwks: '{jwks}'\n"
@@ -532,10 +536,15 @@ fn unusable_inline_keys_refuse_every_token_instead_of_breaking_the_listener() {
             "",
         );
         let jwt = t.jwt.expect("a jwt_authn filter");
-        let keys = jwt["providers"]["origins-0"]["localJwks"]["inlineString"].as_str().unwrap();
+        let keys = jwt["providers"]["origins-0"]["localJwks"]["inlineString"]
+            .as_str()
+            .unwrap();
         assert!(keys.contains("weft-public-only"), "{jwks}: {keys}");
         assert!(
-            t.problems.iter().any(|p| p.contains("RequestAuthentication foo/bad") && p.contains("no key the proxies can use")),
+            t.problems
+                .iter()
+                .any(|p| p.contains("RequestAuthentication foo/bad")
+                    && p.contains("no key the proxies can use")),
             "{jwks}: {:?}",
             t.problems
         );

@@ -110,9 +110,9 @@ fn allow_policy(port: u16) -> String {
     )
 }
 
-/// DENY before ALLOW, a root-namespace DENY for every workload, a dry-run DENY that only
-/// counts, and policies that must not apply: another workload's, and one attached by
-/// targetRef (Gateway API only).
+/// DENY before ALLOW, a root-namespace DENY for every workload, a gateway's own DENY, a
+/// dry-run DENY that only counts, and policies that must not apply: another workload's, and
+/// one attached by targetRef (Gateway API only).
 const OTHER_POLICIES: &str = r#"apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
 metadata: { name: web-deny, namespace: default }
@@ -142,6 +142,15 @@ spec:
   action: DENY
   rules:
   - to: [ { operation: { paths: ["/open"] } } ]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: at-the-gateway, namespace: istio-system }
+spec:
+  selector: { matchLabels: { istio: ingressgateway } }
+  action: DENY
+  rules:
+  - to: [ { operation: { paths: ["/open"], methods: ["DELETE"] } } ]
 ---
 apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -269,6 +278,9 @@ const CASES: &[Case] = {
         (D, "GET", "/open", "web", &[("x-block", "1")], 403),
         (G, "GET", "/open", "web.example", &[("x-block", "1")], 403),
         (D, "GET", "/root-denied", "web", &[], 403),
+        // The gateway's own policy: its DENY answers before the request leaves it.
+        (G, "DELETE", "/open", "web.example", &[], 403),
+        (D, "DELETE", "/open", "web", &[], 200),
         (D, "GET", "/", "web", &[], 403),
     ]
 };
@@ -372,9 +384,10 @@ async fn policies(envoy: bool) {
         .filter(|l| l.contains(".rbac.istio_dry_run_deny_.shadow_denied: "))
         .filter_map(|l| l.rsplit(": ").next()?.trim().parse::<u64>().ok())
         .sum();
+    // Four requests for /open reached the sidecar (the gateway's DENY kept the fifth).
     assert_eq!(
         shadow_denied,
-        3,
+        4,
         "{}",
         stats
             .lines()
