@@ -170,29 +170,51 @@ pub struct Enforcer {
     pub stats: RbacStats,
 }
 
+/// What the shadow engine said of a request: the filter writes it to the dynamic metadata
+/// (`shadow_effective_policy_id`, `shadow_engine_result`), where ext_authz reads it.
+pub struct ShadowOutcome<'a> {
+    pub allowed: bool,
+    pub policy: Option<&'a str>,
+}
+
 impl Enforcer {
     /// `Err` carries the denial's details (`rbac_access_denied_matched_policy[...]`).
     pub fn decide(&self, subject: &Subject<'_>) -> Result<(), &'static str> {
+        self.decide_with_shadow(subject).1
+    }
+
+    /// `decide`, with the shadow engine's outcome when there is one.
+    pub fn decide_with_shadow(
+        &self,
+        subject: &Subject<'_>,
+    ) -> (Option<ShadowOutcome<'_>>, Result<(), &'static str>) {
         use crate::stats::inc;
         let s = &self.stats;
-        if let Some(shadow) = &self.shadow {
-            let (allowed, _) = shadow.check(subject);
+        let shadow = self.shadow.as_ref().map(|shadow| {
+            let (allowed, matched) = shadow.check(subject);
             inc(if allowed {
                 &s.shadow.allowed
             } else {
                 &s.shadow.denied
             });
-        }
+            ShadowOutcome {
+                allowed,
+                policy: matched.map(|p| p.name.as_str()),
+            }
+        });
         let Some(rules) = &self.rules else {
-            return Ok(());
+            return (shadow, Ok(()));
         };
         let (allowed, matched) = rules.check(subject);
         if allowed {
             inc(&s.enforced.allowed);
-            return Ok(());
+            return (shadow, Ok(()));
         }
         inc(&s.enforced.denied);
-        Err(matched.map_or_else(|| details(None), |p| p.details))
+        (
+            shadow,
+            Err(matched.map_or_else(|| details(None), |p| p.details)),
+        )
     }
 }
 

@@ -17,8 +17,10 @@ mod route;
 mod tls;
 
 pub use cluster::{cluster, ip_socket_address, load_assignment};
+pub(crate) use headers::string_match as headers_string_match;
 pub use listener::listener;
 pub use rbac::engine as rbac_engine;
+pub use rbac::metadata as rbac_metadata;
 pub use route::route_configuration;
 pub use tls::secret;
 

@@ -171,7 +171,7 @@ fn url_path(p: &PathMatcher, path: &str) -> Result<crate::route::StringMatch> {
     }
 }
 
-fn metadata(m: &MetadataMatcher, path: &str) -> Result<MetadataMatch> {
+pub fn metadata(m: &MetadataMatcher, path: &str) -> Result<MetadataMatch> {
     use envoy_types::pb::envoy::r#type::matcher::v3::metadata_matcher::path_segment::Segment;
     if m.filter.is_empty() {
         return Err(FieldError::new(format!("{path}.filter"), "is required"));

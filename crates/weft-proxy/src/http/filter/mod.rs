@@ -16,6 +16,7 @@
 //! honours for `config::supported`, and how to build it), and one line in `FACTORIES`.
 
 pub mod cors;
+pub mod ext_authz;
 pub mod fault;
 pub mod jwt_authn;
 pub mod local_ratelimit;
@@ -39,6 +40,7 @@ pub static FACTORIES: &[&Factory] = &[
     &local_ratelimit::FACTORY,
     &rbac::FACTORY,
     &jwt_authn::FACTORY,
+    &ext_authz::FACTORY,
 ];
 
 /// How a filter type is built from config.
@@ -99,6 +101,8 @@ pub trait HttpFilter: Send + Sync + std::fmt::Debug {
 pub enum Decode {
     /// On to the next filter.
     Continue,
+    /// On to the next filter, with these request headers set (an authorization service's).
+    ContinueWith(http::HeaderMap),
     /// The proxy answers, for this cause.
     Reply(LocalReply),
     /// The filter answers with this response (a CORS preflight); `details` is Envoy's
@@ -282,6 +286,12 @@ impl FilterChain {
             };
             let answer = match decision {
                 Decode::Continue => continue,
+                Decode::ContinueWith(headers) => {
+                    for (name, value) in &headers {
+                        cx.head.headers.insert(name.clone(), value.clone());
+                    }
+                    continue;
+                }
                 Decode::Pause(wait) => {
                     return Step::Paused {
                         index: i,

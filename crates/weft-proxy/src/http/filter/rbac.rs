@@ -10,7 +10,15 @@ use std::sync::Arc;
 pub const TYPE: &str = "envoy.extensions.filters.http.rbac.v3.RBAC";
 
 #[derive(Debug)]
-pub struct RbacFilter(Enforcer);
+pub struct RbacFilter {
+    enforcer: Enforcer,
+    /// `shadow_rules_stat_prefix`: also the prefix of the metadata keys the shadow engine's
+    /// outcome is written under.
+    shadow_prefix: String,
+}
+
+/// The dynamic metadata namespace of the filter's shadow outcome.
+pub const NAMESPACE: &str = "envoy.filters.http.rbac";
 
 pub static FACTORY: super::Factory = super::Factory {
     type_name: TYPE,
@@ -32,11 +40,14 @@ pub static FACTORY: super::Factory = super::Factory {
         let enforced = crate::rbac::join(&base, &pb.rules_stat_prefix);
         let shadow_prefix = crate::rbac::join(&base, &pb.shadow_rules_stat_prefix);
         let stats = cx.store.rbac(&enforced, &shadow_prefix);
-        Ok(Arc::new(RbacFilter(Enforcer {
-            rules,
-            shadow,
-            stats,
-        })))
+        Ok(Arc::new(RbacFilter {
+            enforcer: Enforcer {
+                rules,
+                shadow,
+                stats,
+            },
+            shadow_prefix: pb.shadow_rules_stat_prefix.clone(),
+        }))
     },
     build_per_route: |_, cx| {
         Err(crate::config::FieldError::new(
@@ -142,7 +153,28 @@ impl super::HttpFilter for RbacFilter {
             peer: cx.conn.peer_identity.as_deref(),
             metadata: cx.stream.metadata.as_deref(),
         };
-        match self.0.decide(&subject) {
+        let (shadow, decision) = self.enforcer.decide_with_shadow(&subject);
+        if let Some(outcome) = shadow {
+            let mut fields = serde_json::Map::new();
+            if let Some(policy) = outcome.policy {
+                fields.insert(
+                    format!("{}shadow_effective_policy_id", self.shadow_prefix),
+                    policy.into(),
+                );
+            }
+            let result = if outcome.allowed { "allowed" } else { "denied" };
+            fields.insert(
+                format!("{}shadow_engine_result", self.shadow_prefix),
+                result.into(),
+            );
+            cx.stream
+                .metadata
+                .get_or_insert_with(Default::default)
+                .entry(NAMESPACE.to_string())
+                .or_default()
+                .extend(fields);
+        }
+        match decision {
             Ok(()) => super::Decode::Continue,
             Err(details) => super::Decode::Reply(LocalReply::RbacDenied { details }),
         }
