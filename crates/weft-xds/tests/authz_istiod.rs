@@ -31,6 +31,9 @@ spec:
 "#;
 
 pub struct Translated {
+    /// Every HTTP filter of the HTTP port, in order.
+    pub names: Vec<String>,
+    pub ext_authz: Option<Value>,
     pub jwt: Option<Value>,
     pub http: Vec<Value>,
     pub tcp: Vec<Value>,
@@ -80,6 +83,12 @@ pub fn translate(policies: &str, mesh: &str) -> Translated {
         Some(envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_filter::ConfigType::TypedConfig(a)) => render(a),
         _ => panic!("untyped"),
     };
+    let names = hcm.http_filters.iter().map(|f| f.name.clone()).collect();
+    let ext_authz = hcm
+        .http_filters
+        .iter()
+        .find(|f| f.name == "envoy.filters.http.ext_authz")
+        .map(render_http);
     let jwt = hcm
         .http_filters
         .iter()
@@ -101,6 +110,8 @@ pub fn translate(policies: &str, mesh: &str) -> Translated {
         .map(|f| render(&typed(f)))
         .collect();
     Translated {
+        names,
+        ext_authz,
         jwt,
         http,
         tcp,
@@ -549,4 +560,112 @@ fn unusable_inline_keys_refuse_every_token_instead_of_breaking_the_listener() {
             t.problems
         );
     }
+}
+
+#[test]
+fn custom_policies_ask_the_mesh_configs_provider() {
+    let t = translate(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: authz, namespace: foo }
+spec:
+  hosts: [ my-ext-authz.foo.svc.cluster.local ]
+  ports: [ { number: 9000, name: http, protocol: HTTP } ]
+  resolution: STATIC
+  endpoints: [ { address: 10.0.0.9 } ]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: ext, namespace: foo }
+spec:
+  action: CUSTOM
+  provider: { name: default }
+  rules: [ { to: [ { operation: { paths: ["/admin"] } } ] } ]
+---
+apiVersion: security.istio.io/v1
+kind: RequestAuthentication
+metadata: { name: jwt, namespace: foo }
+spec:
+  jwtRules: [ { issuer: x, jwks: '{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}' } ]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: { name: allow, namespace: foo }
+spec:
+  rules: [ {} ]
+"#,
+        r#"
+extensionProviders:
+- name: default
+  envoyExtAuthzHttp:
+    service: my-ext-authz.foo.svc.cluster.local
+    port: 9000
+    timeout: 10s
+    pathPrefix: /check
+    failOpen: true
+    statusOnError: "403"
+    includeRequestHeadersInCheck: ["x-custom-id", "x-prefix-*", "*-suffix"]
+    includeAdditionalHeadersInCheck: { x-header-2: value-2, x-header-1: value-1 }
+    headersToUpstreamOnAllow: ["x-user"]
+    headersToDownstreamOnDeny: ["x-reason"]
+"#,
+    );
+    // istiod's order: the CUSTOM pair, then JWT, then the other RBAC filters, then the rest.
+    assert_eq!(
+        t.names[..4],
+        [
+            "envoy.filters.http.rbac",
+            "envoy.filters.http.ext_authz",
+            "envoy.filters.http.jwt_authn",
+            "envoy.filters.http.rbac",
+        ]
+    );
+    let marker = &t.http[0];
+    assert_eq!(marker["shadowRulesStatPrefix"], "istio_ext_authz_");
+    assert_eq!(marker["shadowRules"]["action"], "DENY");
+    assert!(marker["rules"].is_null());
+    assert!(
+        marker["shadowRules"]["policies"]["istio-ext-authz-default-ns[foo]-policy[ext]-rule[0]"]
+            .is_object()
+    );
+    let ci = |m: Value| {
+        let mut m = m;
+        m["ignoreCase"] = json!(true);
+        m
+    };
+    assert_eq!(
+        t.ext_authz.expect("an ext_authz filter"),
+        json!({
+            "transportApiVersion": "V3",
+            "failureModeAllow": true,
+            "statusOnError": {"code": "Forbidden"},
+            "filterEnabledMetadata": {
+                "filter": "envoy.filters.http.rbac",
+                "path": [{"key": "istio_ext_authz_shadow_effective_policy_id"}],
+                "value": {"stringMatch": {"prefix": "istio-ext-authz-default"}},
+            },
+            "allowedHeaders": {"patterns": [
+                ci(json!({"exact": "x-custom-id"})),
+                ci(json!({"prefix": "x-prefix-"})),
+                ci(json!({"suffix": "-suffix"})),
+            ]},
+            "httpService": {
+                "serverUri": {
+                    "uri": "http://my-ext-authz.foo.svc.cluster.local",
+                    "cluster": "outbound|9000||my-ext-authz.foo.svc.cluster.local",
+                    "timeout": "10s",
+                },
+                "pathPrefix": "/check",
+                "authorizationRequest": {"headersToAdd": [
+                    {"key": "x-header-1", "value": "value-1"},
+                    {"key": "x-header-2", "value": "value-2"},
+                ]},
+                "authorizationResponse": {
+                    "allowedUpstreamHeaders": {"patterns": [ci(json!({"exact": "x-user"}))]},
+                    "allowedClientHeaders": {"patterns": [ci(json!({"exact": "x-reason"}))]},
+                },
+            },
+        })
+    );
 }

@@ -38,6 +38,9 @@ pub struct MeshConfig {
     pub default_destination_rule_export_to: Vec<String>,
     /// The mesh-wide locality load balancing a DestinationRule without its own uses.
     pub locality_lb_setting: Option<super::destination_rule::LocalityLbSetting>,
+    /// Services the mesh calls: external authorizers of CUSTOM AuthorizationPolicies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extension_providers: Vec<ExtensionProvider>,
     /// Fields Weft does not read.
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_json::Value>,
@@ -70,6 +73,45 @@ pub struct ProxyConfig {
     pub other: BTreeMap<String, serde_json::Value>,
 }
 
+/// One of `extensionProviders`: its name, and the one kind of provider it is.
+#[skip_serializing_none]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtensionProvider {
+    #[serde(default)]
+    pub name: String,
+    pub envoy_ext_authz_http: Option<ExtAuthzProvider>,
+    pub envoy_ext_authz_grpc: Option<ExtAuthzProvider>,
+    /// The other kinds (tracing, logging, metrics providers), kept as given.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_json::Value>,
+}
+
+/// `envoyExtAuthzHttp` and `envoyExtAuthzGrpc` (the HTTP-only fields unset for gRPC).
+#[skip_serializing_none]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExtAuthzProvider {
+    #[serde(default)]
+    pub service: String,
+    pub port: Option<u32>,
+    pub timeout: Option<Duration>,
+    pub path_prefix: Option<String>,
+    pub fail_open: Option<bool>,
+    pub status_on_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include_request_headers_in_check: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub include_additional_headers_in_check: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers_to_upstream_on_allow: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers_to_downstream_on_deny: Vec<String>,
+    /// Fields Weft does not read (`includeRequestBodyInCheck`...).
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_json::Value>,
+}
+
 /// A MeshConfig with Istio's defaults filled in, as translation reads it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mesh {
@@ -91,6 +133,7 @@ pub struct Mesh {
     /// `localityLbSetting`: on (`enabled: true`) unless the mesh config says otherwise, as
     /// Istio's default mesh config has it.
     pub locality_lb_setting: super::destination_rule::LocalityLbSetting,
+    pub extension_providers: Vec<ExtensionProvider>,
 }
 
 impl Default for Mesh {
@@ -150,6 +193,7 @@ impl MeshConfig {
                     ..Default::default()
                 },
             ),
+            extension_providers: self.extension_providers.clone(),
         }
     }
 }

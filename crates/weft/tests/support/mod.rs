@@ -2,6 +2,7 @@
 //! template, and a small HTTP/1.1 and h2c client.
 #![allow(dead_code)]
 
+pub mod authz;
 pub mod ca;
 pub mod certs;
 pub mod jwks;

@@ -6,6 +6,7 @@
 //! `envoy.filters.network.rbac` (where rules naming HTTP attributes match nothing under
 //! ALLOW).
 
+mod custom;
 mod matcher;
 mod model;
 
@@ -97,15 +98,23 @@ pub fn filters(
     problem: &dyn Fn(String),
 ) -> Filters {
     let mut out = Filters::default();
+    let policies = applicable(inputs, namespace, labels, problem);
+    let mut trust_domains = vec![inputs.mesh.trust_domain.clone()];
+    trust_domains.extend(inputs.mesh.trust_domain_aliases.iter().cloned());
+    // istiod's order: CUSTOM, then JWT authentication, then AUDIT, DENY and ALLOW.
+    out.http.extend(custom::http_filters(
+        inputs,
+        &policies,
+        &trust_domains,
+        ports,
+        problem,
+    ));
     out.http.extend(super::authn::jwt_filter(
         inputs, namespace, labels, gateway, problem,
     ));
-    let policies = applicable(inputs, namespace, labels, problem);
     if policies.is_empty() {
         return out;
     }
-    let mut trust_domains = vec![inputs.mesh.trust_domain.clone()];
-    trust_domains.extend(inputs.mesh.trust_domain_aliases.iter().cloned());
     for tcp in [false, true] {
         for action in [
             AuthorizationAction::Audit,
@@ -175,15 +184,16 @@ fn build(
     for a in policies {
         let spec = &a.obj.spec;
         let own = spec.action.unwrap_or_default();
-        // CUSTOM needs an external authorizer, which the mesh does not call yet: as istiod
-        // does for a CUSTOM policy whose provider it cannot use, its rules deny.
-        let custom = own == AuthorizationAction::Custom;
+        // On HTTP chains CUSTOM has filters of its own (`custom`). On TCP ones the proxies
+        // cannot ask a provider (no network ext_authz yet): its rules deny, as istiod denies
+        // for a provider it cannot use.
+        let custom = own == AuthorizationAction::Custom && tcp;
         if !(own == action || custom && action == AuthorizationAction::Deny) {
             continue;
         }
-        if custom && !tcp {
+        if custom {
             problem(format!(
-                "{}: CUSTOM (provider {:?}) is not supported yet: what its rules match is denied, as istiod denies for a provider it cannot use",
+                "{}: CUSTOM (provider {:?}) is not applied to TCP ports yet: what its rules match there is denied",
                 a.obj.label(),
                 spec.provider
                     .as_ref()

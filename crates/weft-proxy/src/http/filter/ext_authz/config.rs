@@ -23,7 +23,7 @@ pub const SUPPORTED: &[(&str, &str)] = &[
     ("envoy.config.core.v3.HttpUri", "uri cluster timeout"),
     (
         "envoy.extensions.filters.http.ext_authz.v3.AuthorizationRequest",
-        "allowed_headers",
+        "allowed_headers headers_to_add",
     ),
     (
         "envoy.extensions.filters.http.ext_authz.v3.AuthorizationResponse",
@@ -85,6 +85,21 @@ pub fn build(c: &pb::ExtAuthz, path: &str) -> Result<ExtAuthz> {
                     cluster: cluster.clone(),
                     path_prefix: h.path_prefix.clone(),
                     allowed_headers: list(allowed, &format!("{path}.allowed_headers"))?,
+                    headers_to_add: request
+                        .map(|r| &r.headers_to_add)
+                        .into_iter()
+                        .flatten()
+                        .enumerate()
+                        .map(|(i, h)| {
+                            let hpath =
+                                format!("{hpath}.authorization_request.headers_to_add[{i}]");
+                            let name = http::HeaderName::from_bytes(h.key.as_bytes())
+                                .map_err(|_| FieldError::new(&hpath, "not a header name"))?;
+                            let value = http::HeaderValue::from_str(&h.value)
+                                .map_err(|_| FieldError::new(&hpath, "not a header value"))?;
+                            Ok((name, value))
+                        })
+                        .collect::<Result<_>>()?,
                     upstream_headers: list(
                         response.and_then(|r| r.allowed_upstream_headers.as_ref()),
                         &format!("{hpath}.authorization_response.allowed_upstream_headers"),

@@ -29,8 +29,10 @@ pub enum Service {
     Http {
         cluster: String,
         path_prefix: String,
-        /// `authorization_request.allowed_headers` (besides those always sent).
+        /// `allowed_headers` (besides those always sent).
         allowed_headers: Vec<StringMatch>,
+        /// `authorization_request.headers_to_add`: set on every check.
+        headers_to_add: Vec<(HeaderName, HeaderValue)>,
         /// `authorization_response.allowed_upstream_headers`.
         upstream_headers: Vec<StringMatch>,
         /// `authorization_response.allowed_client_headers`; empty: all but `host`.
@@ -93,11 +95,13 @@ fn matches_any(list: &[StringMatch], name: &str) -> bool {
 }
 
 /// The HTTP check: the original method and path under the prefix, its allowed headers.
+#[allow(clippy::too_many_arguments)]
 async fn http_check(
     addr: SocketAddr,
     head: http::request::Parts,
     path_prefix: String,
     allowed: Vec<String>,
+    added: Vec<(HeaderName, HeaderValue)>,
     upstream_allowed: Vec<StringMatch>,
     client_allowed: Vec<StringMatch>,
 ) -> Result<Verdict, String> {
@@ -125,6 +129,9 @@ async fn http_check(
         if n != "host" && (ALWAYS.contains(&n) || allowed.iter().any(|a| a == n)) {
             req = req.header(name, value);
         }
+    }
+    for (name, value) in added {
+        req = req.header(name, value);
     }
     let req = req
         .header(http::header::CONTENT_LENGTH, "0")
@@ -194,6 +201,7 @@ impl super::HttpFilter for ExtAuthz {
             Service::Http {
                 path_prefix,
                 allowed_headers,
+                headers_to_add,
                 upstream_headers,
                 client_headers,
                 ..
@@ -215,6 +223,7 @@ impl super::HttpFilter for ExtAuthz {
                     head,
                     path_prefix.clone(),
                     allowed,
+                    headers_to_add.clone(),
                     upstream_headers.clone(),
                     client_headers.clone(),
                 ))
