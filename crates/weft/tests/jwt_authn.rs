@@ -1,8 +1,9 @@
 //! Envoy's jwt_authn filter in real Envoy and `weft proxy` from one bootstrap
 //! (tests/data/jwt_authn.yaml): tokens of every algorithm the proxy verifies, and every way a
 //! token fails (expired, not yet valid, another issuer, another audience, a bad signature, a
-//! key the JWKS lacks, a malformed token, a JWKS with no usable key, an oversized header),
-//! each answered the same by both: status, body, `www-authenticate`, and for a request let
+//! key the JWKS lacks, a malformed token, a JWKS with no usable key, an oversized header,
+//! keys fetched from a JWKS server through a cluster, and one that is down), each answered the
+//! same by both: status, body, `www-authenticate`, and for a request let
 //! through, what the upstream saw (the claim header, the forwarded or removed token). RBAC
 //! after it reads the payload from the dynamic metadata.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -87,7 +88,12 @@ async fn jwt_authn_verifies_and_fails_like_envoy() {
     let stranger = Issuer::new("RS256", "key-RS256").unwrap();
     let unknown_kid = Issuer::new("ES256", "nobody").unwrap();
     let echo = support::start_echo("echo").await;
-    let given = [("ECHO", echo.port())];
+    let keys = support::jwks::serve(set.clone()).await;
+    let given = [
+        ("ECHO", echo.port()),
+        ("JWKS", keys.port()),
+        ("JWKS_DOWN", support::free_port()),
+    ];
     let template = TEMPLATE.replace("@JWKS@", &set);
     let t = template.clone();
     let envoy = tokio::task::spawn_blocking(move || Proxy::start(Kind::Envoy, &t, &given));

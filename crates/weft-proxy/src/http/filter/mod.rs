@@ -103,6 +103,8 @@ pub enum Decode {
     Continue,
     /// On to the next filter, with these request headers set (an authorization service's).
     ContinueWith(http::HeaderMap),
+    /// Run this filter's request side again (what it waited for is now at hand).
+    Again,
     /// The proxy answers, for this cause.
     Reply(LocalReply),
     /// The filter answers with this response (a CORS preflight); `details` is Envoy's
@@ -271,6 +273,13 @@ impl FilterChain {
     ) -> Step {
         for (i, entry) in self.filters.iter().enumerate().skip(from) {
             let decision = match resumed.take() {
+                Some(Decode::Again) => entry.filter.on_request(
+                    cx,
+                    PerRoute {
+                        levels,
+                        name: &entry.name,
+                    },
+                ),
                 Some(d) => d,
                 None => {
                     if !levels.enabled(&entry.name, entry.disabled) {
@@ -286,6 +295,8 @@ impl FilterChain {
             };
             let answer = match decision {
                 Decode::Continue => continue,
+                // A filter asked to run again only when resumed; anything else goes on.
+                Decode::Again => continue,
                 Decode::ContinueWith(headers) => {
                     for (name, value) in &headers {
                         cx.head.headers.insert(name.clone(), value.clone());

@@ -16,7 +16,11 @@ pub const SUPPORTED: &[(&str, &str)] = &[
         "envoy.extensions.filters.http.jwt_authn.v3.JwtProvider",
         "issuer audiences forward from_headers from_params from_cookies forward_payload_header \
          pad_forward_payload_header payload_in_metadata normalize_payload_in_metadata \
-         clock_skew_seconds claim_to_headers clear_route_cache local_jwks",
+         clock_skew_seconds claim_to_headers clear_route_cache local_jwks remote_jwks",
+    ),
+    (
+        "envoy.extensions.filters.http.jwt_authn.v3.RemoteJwks",
+        "http_uri cache_duration",
     ),
     (
         "envoy.extensions.filters.http.jwt_authn.v3.JwtProvider.NormalizePayload",
@@ -161,18 +165,43 @@ fn provider(name: &str, p: &pb::JwtProvider, path: &str) -> Result<Provider> {
                     ));
                 }
             };
-            Jwks::parse(&text).map_err(|why| {
+            super::JwksSource::Local(Jwks::parse(&text).map_err(|why| {
                 FieldError::new(
                     format!("{path}.local_jwks"),
                     format!("Provider '{name}' in jwt_authn config has invalid local jwks: {why}"),
                 )
-            })?
+            })?)
         }
-        Some(J::RemoteJwks(_)) => {
-            return Err(FieldError::new(
-                format!("{path}.remote_jwks"),
-                "remote JWKS is not supported by the Weft proxy yet (local_jwks is)",
-            ));
+        Some(J::RemoteJwks(r)) => {
+            use envoy_types::pb::envoy::config::core::v3::http_uri::HttpUpstreamType;
+            let rpath = format!("{path}.remote_jwks.http_uri");
+            let u = r
+                .http_uri
+                .as_ref()
+                .ok_or_else(|| FieldError::new(&rpath, "is required"))?;
+            let Some(HttpUpstreamType::Cluster(cluster)) = &u.http_upstream_type else {
+                return Err(FieldError::new(format!("{rpath}.cluster"), "is required"));
+            };
+            let uri: http::Uri = u
+                .uri
+                .parse()
+                .map_err(|e| FieldError::new(format!("{rpath}.uri"), format!("{e}")))?;
+            if uri.scheme_str() != Some("http") {
+                return Err(FieldError::new(
+                    format!("{rpath}.uri"),
+                    "only http URIs are supported by the Weft proxy",
+                ));
+            }
+            let timeout = crate::config::convert::duration(u.timeout.as_ref())
+                .ok_or_else(|| FieldError::new(format!("{rpath}.timeout"), "is required"))?;
+            let cache = crate::config::convert::duration(r.cache_duration.as_ref())
+                .unwrap_or(std::time::Duration::from_secs(600));
+            super::JwksSource::Remote(std::sync::Arc::new(super::remote::RemoteJwks::new(
+                cluster.clone(),
+                uri,
+                timeout,
+                cache,
+            )))
         }
         None => return Err(FieldError::new(format!("{path}.jwks"), "is required")),
     };

@@ -5,10 +5,12 @@
 //! where RBAC reads it, and to headers if asked; a failure is Envoy's 401 (403 for an
 //! audience) with `www-authenticate`.
 //!
-//! The JWKS comes inline (`local_jwks`), as istiod writes it by default; a remote one is
-//! refused until the proxy fetches keys itself.
+//! The JWKS comes inline (`local_jwks`), as istiod writes it by default, or from its URI
+//! through a cluster (`remote_jwks`, see `remote`): a request that needs keys not fetched yet
+//! is held for the fetch, then the filter runs again.
 
 mod config;
+mod remote;
 
 use crate::http::local_reply::LocalReply;
 use crate::jwt::{self, Checks, Jwks, JwtError, Payload};
@@ -39,7 +41,13 @@ pub struct Provider {
     pub payload_in_metadata: Option<String>,
     pub claim_to_headers: Vec<(HeaderName, String)>,
     pub space_delimited_claims: Vec<String>,
-    pub jwks: Jwks,
+    pub jwks: JwksSource,
+}
+
+#[derive(Debug)]
+pub enum JwksSource {
+    Local(Jwks),
+    Remote(Arc<remote::RemoteJwks>),
 }
 
 #[derive(Debug, Clone)]
@@ -165,9 +173,23 @@ impl JwtAuthn {
         if tokens.is_empty() {
             return Outcome::Missing;
         }
+        let fetched;
+        let jwks = match &p.jwks {
+            JwksSource::Local(j) => j,
+            JwksSource::Remote(r) => match r.keys() {
+                remote::Keys::Fresh(k) => {
+                    fetched = k;
+                    &*fetched
+                }
+                // `on_request` fetched before it got here; what is left is a failure.
+                remote::Keys::Failed | remote::Keys::Stale => {
+                    return Outcome::Failed(JwtError::RemoteFetchFailed);
+                }
+            },
+        };
         let mut valid = Vec::new();
         for (from, token) in tokens {
-            match jwt::verify(&token, &p.checks, &p.jwks, now) {
+            match jwt::verify(&token, &p.checks, jwks, now) {
                 Ok(payload) => valid.push((from, payload)),
                 Err(e) => return Outcome::Failed(e),
             }
@@ -264,6 +286,36 @@ impl super::HttpFilter for JwtAuthn {
         let Some(requires) = &rule.requires else {
             return super::Decode::Continue;
         };
+        // Remote keys a token needs and that are not at hand: fetch them, then run again.
+        let stale: Vec<&Arc<remote::RemoteJwks>> = self
+            .providers
+            .iter()
+            .filter_map(|p| match &p.jwks {
+                JwksSource::Remote(r) if matches!(r.keys(), remote::Keys::Stale) => {
+                    (!self.tokens(p, head).is_empty()).then_some(r)
+                }
+                _ => None,
+            })
+            .collect();
+        if !stale.is_empty() {
+            let snapshot = cx.conn.shared.snapshot.load();
+            let fetches: Vec<_> = stale
+                .into_iter()
+                .map(|r| {
+                    let address = snapshot
+                        .clusters
+                        .get(&r.cluster)
+                        .and_then(|c| c.hosts.load().choose_hashed(None).map(|h| h.address));
+                    (r.clone(), address)
+                })
+                .collect();
+            return super::Decode::Pause(Box::pin(async move {
+                for (r, address) in fetches {
+                    r.refresh(address).await;
+                }
+                super::Decode::Again
+            }));
+        }
         let now = now();
         let outcomes: Vec<Outcome> = self
             .providers
