@@ -36,7 +36,10 @@ const TABLE: &[(&str, &str)] = &[
          set_node_on_first_message_only",
     ),
     ("envoy.config.core.v3.GrpcService", "envoy_grpc timeout"),
-    ("envoy.config.core.v3.GrpcService.EnvoyGrpc", "cluster_name"),
+    (
+        "envoy.config.core.v3.GrpcService.EnvoyGrpc",
+        "cluster_name authority",
+    ),
     (
         "envoy.config.bootstrap.v3.Bootstrap.StaticResources",
         "listeners clusters",

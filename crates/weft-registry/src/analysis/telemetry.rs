@@ -139,13 +139,10 @@ pub fn default_selectors(ctx: &Context, out: &mut Findings) {
 pub fn lightstep(ctx: &Context, out: &mut Findings) {
     let lightstep: BTreeSet<&str> = ctx
         .mesh
-        .other
-        .get("extensionProviders")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter(|p| p.get("lightstep").is_some_and(|l| !l.is_null()))
-        .map(|p| p.get("name").and_then(Value::as_str).unwrap_or(""))
+        .extension_providers
+        .iter()
+        .filter(|p| p.other.get("lightstep").is_some_and(|l| !l.is_null()))
+        .map(|p| p.name.as_str())
         .collect();
     if lightstep.is_empty() {
         return;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 type Result<T> = std::result::Result<T, FieldError>;
 
+/// (GrpcService, its EnvoyGrpc and HttpStatus are listed with the proxy's other uses of them.)
 pub const SUPPORTED: &[(&str, &str)] = &[
     (
         super::TYPE,
@@ -30,12 +31,6 @@ pub const SUPPORTED: &[(&str, &str)] = &[
         "allowed_upstream_headers allowed_client_headers",
     ),
     ("envoy.type.matcher.v3.ListStringMatcher", "patterns"),
-    ("envoy.config.core.v3.GrpcService", "envoy_grpc timeout"),
-    (
-        "envoy.config.core.v3.GrpcService.EnvoyGrpc",
-        "cluster_name authority",
-    ),
-    ("envoy.type.v3.HttpStatus", "code"),
 ];
 
 /// Envoy's gRPC default: a check that takes longer fails.
