@@ -44,6 +44,12 @@ fn allow_policy(port: u16) -> String {
         "/sa",
         "serviceAccounts: [istio-system/istio-ingressgateway-service-account]",
     );
+    rules += &from(
+        "/not-sa",
+        "notServiceAccounts: [istio-system/istio-ingressgateway-service-account]",
+    );
+    rules += &from("/trust-domain", "trustDomains: [cluster.local]");
+    rules += &from("/not-trust-domain", "notTrustDomains: [\"cluster.*\"]");
     rules += &from("/ip", "ipBlocks: [127.0.0.0/8]");
     rules += &from("/not-ip", "notIpBlocks: [127.0.0.1]");
     rules += &from("/remote-ip", "remoteIpBlocks: [10.9.9.0/24]");
@@ -198,6 +204,12 @@ const CASES: &[Case] = {
         (D, "GET", "/not-namespace", "web", &[], 200),
         (G, "GET", "/sa", "web.example", &[], 200),
         (D, "GET", "/sa", "web", &[], 403),
+        (G, "GET", "/not-sa", "web.example", &[], 403),
+        (D, "GET", "/not-sa", "web", &[], 200),
+        (G, "GET", "/trust-domain", "web.example", &[], 200),
+        (D, "GET", "/trust-domain", "web", &[], 403),
+        (G, "GET", "/not-trust-domain", "web.example", &[], 403),
+        (D, "GET", "/not-trust-domain", "web", &[], 200),
         (D, "GET", "/ip", "web", &[], 200),
         (D, "GET", "/not-ip", "web", &[], 403),
         (
