@@ -12,9 +12,10 @@ pub const TYPE: &str = "envoy.extensions.filters.http.rbac.v3.RBAC";
 #[derive(Debug)]
 pub struct RbacFilter {
     enforcer: Enforcer,
-    /// `shadow_rules_stat_prefix`: also the prefix of the metadata keys the shadow engine's
-    /// outcome is written under.
-    shadow_prefix: String,
+    /// The metadata keys the shadow engine's outcome is written under, made once:
+    /// `shadow_rules_stat_prefix` then `shadow_effective_policy_id` / `shadow_engine_result`.
+    policy_key: String,
+    result_key: String,
 }
 
 /// The dynamic metadata namespace of the filter's shadow outcome.
@@ -46,7 +47,8 @@ pub static FACTORY: super::Factory = super::Factory {
                 shadow,
                 stats,
             },
-            shadow_prefix: pb.shadow_rules_stat_prefix.clone(),
+            policy_key: format!("{}shadow_effective_policy_id", pb.shadow_rules_stat_prefix),
+            result_key: format!("{}shadow_engine_result", pb.shadow_rules_stat_prefix),
         }))
     },
     build_per_route: |_, cx| {
@@ -155,24 +157,17 @@ impl super::HttpFilter for RbacFilter {
         };
         let (shadow, decision) = self.enforcer.decide_with_shadow(&subject);
         if let Some(outcome) = shadow {
-            let mut fields = serde_json::Map::new();
-            if let Some(policy) = outcome.policy {
-                fields.insert(
-                    format!("{}shadow_effective_policy_id", self.shadow_prefix),
-                    policy.into(),
-                );
-            }
-            let result = if outcome.allowed { "allowed" } else { "denied" };
-            fields.insert(
-                format!("{}shadow_engine_result", self.shadow_prefix),
-                result.into(),
-            );
-            cx.stream
+            let fields = cx
+                .stream
                 .metadata
                 .get_or_insert_with(Default::default)
                 .entry(NAMESPACE.to_string())
-                .or_default()
-                .extend(fields);
+                .or_default();
+            if let Some(policy) = outcome.policy {
+                fields.insert(self.policy_key.clone(), policy.into());
+            }
+            let result = if outcome.allowed { "allowed" } else { "denied" };
+            fields.insert(self.result_key.clone(), result.into());
         }
         match decision {
             Ok(()) => super::Decode::Continue,
