@@ -14,6 +14,7 @@ mod redirect;
 pub mod replay;
 pub mod request_check;
 pub mod router;
+pub mod side;
 pub mod stream_timer;
 mod upgrade;
 mod upstream_head;

@@ -17,7 +17,6 @@ use crate::route::StringMatch;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,10 +82,7 @@ impl ExtAuthz {
         let cluster = match &self.service {
             Service::Http { cluster, .. } | Service::Grpc { cluster, .. } => cluster,
         };
-        let snapshot = cx.conn.shared.snapshot.load();
-        let c = snapshot.clusters.get(cluster)?;
-        let hosts = c.hosts.load();
-        hosts.choose_hashed(None).map(|h| h.address)
+        crate::http::side::endpoint(&cx.conn.shared, cluster)
     }
 }
 
@@ -105,13 +101,6 @@ async fn http_check(
     upstream_allowed: Vec<StringMatch>,
     client_allowed: Vec<StringMatch>,
 ) -> Result<Verdict, String> {
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| e.to_string())?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
     let path = head.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut req = http::Request::builder()
         .method(head.method.clone())
@@ -137,7 +126,7 @@ async fn http_check(
         .header(http::header::CONTENT_LENGTH, "0")
         .body(Empty::<Bytes>::new())
         .map_err(|e| e.to_string())?;
-    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+    let resp = crate::http::side::send(addr, req).await?;
     let (parts, body) = resp.into_parts();
     if parts.status == StatusCode::OK {
         let mut add = HeaderMap::new();

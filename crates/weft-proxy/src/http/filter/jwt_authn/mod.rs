@@ -298,14 +298,10 @@ impl super::HttpFilter for JwtAuthn {
             })
             .collect();
         if !stale.is_empty() {
-            let snapshot = cx.conn.shared.snapshot.load();
             let fetches: Vec<_> = stale
                 .into_iter()
                 .map(|r| {
-                    let address = snapshot
-                        .clusters
-                        .get(&r.cluster)
-                        .and_then(|c| c.hosts.load().choose_hashed(None).map(|h| h.address));
+                    let address = crate::http::side::endpoint(&cx.conn.shared, &r.cluster);
                     (r.clone(), address)
                 })
                 .collect();

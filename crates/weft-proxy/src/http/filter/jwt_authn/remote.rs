@@ -7,7 +7,6 @@
 use crate::jwt::Jwks;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::rt::TokioIo;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -70,7 +69,7 @@ impl RemoteJwks {
         Keys::Stale
     }
 
-    /// Fetches the keys through a host of the cluster in `snapshot`, and keeps the outcome.
+    /// Fetches the keys from `address` (an endpoint of the cluster), and keeps the outcome.
     pub async fn refresh(&self, address: Option<std::net::SocketAddr>) {
         let got = match address {
             Some(a) => tokio::time::timeout(self.timeout, self.fetch(a))
@@ -92,19 +91,12 @@ impl RemoteJwks {
     }
 
     async fn fetch(&self, address: std::net::SocketAddr) -> Result<Jwks, String> {
-        let stream = tokio::net::TcpStream::connect(address)
-            .await
-            .map_err(|e| e.to_string())?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
         let host = self.uri.authority().map_or("", |a| a.as_str()).to_string();
         let req = http::Request::get(self.uri.path_and_query().map_or("/", |p| p.as_str()))
             .header(http::header::HOST, host)
             .body(Empty::<Bytes>::new())
             .map_err(|e| e.to_string())?;
-        let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+        let resp = crate::http::side::send(address, req).await?;
         if resp.status() != http::StatusCode::OK {
             return Err(format!("answered {}", resp.status()));
         }
