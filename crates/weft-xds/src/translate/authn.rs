@@ -34,48 +34,6 @@ const PUBLIC_ONLY_JWKS: &str = concat!(
     r#""}]}"#
 );
 
-/// The RequestAuthentications of a workload of `namespace` with `labels`: the root
-/// namespace's and its own, without a selector or with one its labels satisfy; those naming
-/// targets are for Gateway API gateways and waypoints.
-fn applicable<'a>(
-    inputs: &'a super::Inputs,
-    namespace: &str,
-    labels: &Labels,
-    problem: &dyn Fn(String),
-) -> Vec<&'a Obj<RequestAuthentication>> {
-    let root = inputs.mesh.root_namespace.as_str();
-    let mut namespaces = vec![root];
-    if namespace != root {
-        namespaces.push(namespace);
-    }
-    let mut out = Vec::new();
-    for ns in namespaces {
-        for ra in inputs
-            .config
-            .request_authentications
-            .iter()
-            .filter(|r| r.namespace == ns)
-        {
-            if ra.spec.target_ref.is_some() || !ra.spec.target_refs.is_empty() {
-                problem(format!(
-                    "{}: targetRef(s) attach a policy to Gateway API gateways and waypoints only, which this mesh does not run; as in Istio, it applies to no sidecar or Istio gateway",
-                    ra.label()
-                ));
-                continue;
-            }
-            if ra
-                .spec
-                .selector
-                .as_ref()
-                .is_none_or(|s| weft_registry::selects(&s.match_labels, labels))
-            {
-                out.push(ra);
-            }
-        }
-    }
-    out
-}
-
 /// Whether `text` is a JWKS with a key the proxies can use: a key type they know.
 fn usable(text: &str) -> bool {
     let Ok(doc) = serde_json::from_str::<serde_json::Value>(text) else {
@@ -149,17 +107,24 @@ pub fn jwt_filter(
     gateway: bool,
     problem: &dyn Fn(String),
 ) -> Option<HttpFilter> {
-    let mut rules: Vec<(&Obj<RequestAuthentication>, usize, &JwtRule)> =
-        applicable(inputs, namespace, labels, problem)
-            .into_iter()
-            .flat_map(|ra| {
-                ra.spec
-                    .jwt_rules
-                    .iter()
-                    .enumerate()
-                    .map(move |(i, r)| (ra, i, r))
-            })
-            .collect();
+    let applying = super::authz::applicable(
+        inputs,
+        &inputs.config.request_authentications,
+        |ra| ra,
+        namespace,
+        labels,
+        problem,
+    );
+    let mut rules: Vec<(&Obj<RequestAuthentication>, usize, &JwtRule)> = applying
+        .into_iter()
+        .flat_map(|ra| {
+            ra.spec
+                .jwt_rules
+                .iter()
+                .enumerate()
+                .map(move |(i, r)| (ra, i, r))
+        })
+        .collect();
     if rules.is_empty() {
         return None;
     }

@@ -20,8 +20,8 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac as NetworkRbac;
 use std::collections::HashMap;
-use weft_api::types::common::Labels;
-use weft_api::types::security::{AuthorizationAction, AuthorizationPolicy};
+use weft_api::types::common::{Labels, WorkloadSelector};
+use weft_api::types::security::{AuthorizationAction, AuthorizationPolicy, RequestAuthentication};
 
 pub const HTTP_RBAC: &str = "envoy.filters.http.rbac";
 pub const NETWORK_RBAC: &str = "envoy.filters.network.rbac";
@@ -44,42 +44,63 @@ pub struct Filters {
     pub tcp_problems: Vec<String>,
 }
 
-/// The policies that apply to a workload of `namespace` with `labels`: the root namespace's
-/// and its own, each without a selector or with one its labels satisfy. Policies that name
-/// their targets (`targetRef`, `targetRefs`) are for Gateway API gateways and waypoints,
-/// which this mesh has none of: istiod leaves them out for every other workload.
-fn applicable<'a>(
-    inputs: &'a super::Inputs,
+/// A security policy's attachment: its selector, and whether it names targets instead.
+pub(super) trait Attached {
+    fn selector(&self) -> Option<&WorkloadSelector>;
+    fn names_targets(&self) -> bool;
+}
+
+impl Attached for AuthorizationPolicy {
+    fn selector(&self) -> Option<&WorkloadSelector> {
+        self.selector.as_ref()
+    }
+    fn names_targets(&self) -> bool {
+        self.target_ref.is_some() || !self.target_refs.is_empty()
+    }
+}
+
+impl Attached for RequestAuthentication {
+    fn selector(&self) -> Option<&WorkloadSelector> {
+        self.selector.as_ref()
+    }
+    fn names_targets(&self) -> bool {
+        self.target_ref.is_some() || !self.target_refs.is_empty()
+    }
+}
+
+/// The policies of `items` that apply to a workload of `namespace` with `labels`: the root
+/// namespace's and its own, each without a selector or with one its labels satisfy. Policies
+/// that name their targets (`targetRef`, `targetRefs`) are for Gateway API gateways and
+/// waypoints, which this mesh has none of: istiod leaves them out for every other workload.
+pub(super) fn applicable<'a, I, T: Attached + 'a>(
+    inputs: &super::Inputs,
+    items: &'a [I],
+    obj: impl Fn(&'a I) -> &'a Obj<T>,
     namespace: &str,
     labels: &Labels,
     problem: &dyn Fn(String),
-) -> Vec<&'a Authorization> {
+) -> Vec<&'a I> {
     let root = inputs.mesh.root_namespace.as_str();
+    let mut namespaces = vec![root];
+    if namespace != root {
+        namespaces.push(namespace);
+    }
     let mut out = Vec::new();
-    for ns in [root, namespace] {
-        if ns == namespace && ns == root && !out.is_empty() {
-            break;
-        }
-        for a in inputs
-            .config
-            .authorization_policies
-            .iter()
-            .filter(|a| a.obj.namespace == ns)
-        {
-            let spec = &a.obj.spec;
-            if spec.target_ref.is_some() || !spec.target_refs.is_empty() {
+    for ns in namespaces {
+        for item in items.iter().filter(|i| obj(i).namespace == ns) {
+            let o = obj(item);
+            if o.spec.names_targets() {
                 problem(format!(
                     "{}: targetRef(s) attach a policy to Gateway API gateways and waypoints only, which this mesh does not run; as in Istio, it applies to no sidecar or Istio gateway",
-                    a.obj.label()
+                    o.label()
                 ));
                 continue;
             }
-            let selected = spec
-                .selector
-                .as_ref()
-                .is_none_or(|s| weft_registry::selects(&s.match_labels, labels));
-            if selected {
-                out.push(a);
+            if o.spec
+                .selector()
+                .is_none_or(|s| weft_registry::selects(&s.match_labels, labels))
+            {
+                out.push(item);
             }
         }
     }
@@ -98,7 +119,14 @@ pub fn filters(
     problem: &dyn Fn(String),
 ) -> Filters {
     let mut out = Filters::default();
-    let policies = applicable(inputs, namespace, labels, problem);
+    let policies = applicable(
+        inputs,
+        &inputs.config.authorization_policies,
+        |a| &a.obj,
+        namespace,
+        labels,
+        problem,
+    );
     let mut trust_domains = vec![inputs.mesh.trust_domain.clone()];
     trust_domains.extend(inputs.mesh.trust_domain_aliases.iter().cloned());
     // istiod's order: CUSTOM, then JWT authentication, then AUDIT, DENY and ALLOW.
