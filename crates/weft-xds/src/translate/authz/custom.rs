@@ -170,18 +170,11 @@ fn headers(names: &[String]) -> Result<Option<ListStringMatcher>, String> {
     }
     let mut patterns = Vec::new();
     for n in names {
-        use string_matcher::MatchPattern as P;
-        let p = if n == "*" {
+        if n == "*" {
             return Err("a header may not be `*`".into());
-        } else if let Some(s) = n.strip_prefix('*') {
-            P::Suffix(s.into())
-        } else if let Some(s) = n.strip_suffix('*') {
-            P::Prefix(s.into())
-        } else {
-            P::Exact(n.clone())
-        };
+        }
         patterns.push(StringMatcher {
-            match_pattern: Some(p),
+            match_pattern: Some(super::matcher::wildcard(n)),
             ignore_case: true,
         });
     }

@@ -73,19 +73,11 @@ pub fn string(v: &str, prefix: &str) -> StringMatcher {
 /// A header matcher as istiod writes it for `request.headers[]` and methods (`*` is presence,
 /// else exact, prefix or suffix), and for hosts (the same, case-insensitive).
 pub fn header(name: &str, v: &str, ignore_case: bool) -> HeaderMatcher {
-    use string_matcher::MatchPattern as P;
     let specifier = if v == "*" {
         header_matcher::HeaderMatchSpecifier::PresentMatch(true)
     } else {
-        let p = if let Some(suffix) = v.strip_prefix('*') {
-            P::Suffix(suffix.into())
-        } else if let Some(start) = v.strip_suffix('*') {
-            P::Prefix(start.into())
-        } else {
-            P::Exact(v.into())
-        };
         header_matcher::HeaderMatchSpecifier::StringMatch(StringMatcher {
-            match_pattern: Some(p),
+            match_pattern: Some(wildcard(v)),
             ignore_case,
         })
     };
@@ -93,6 +85,18 @@ pub fn header(name: &str, v: &str, ignore_case: bool) -> HeaderMatcher {
         name: name.into(),
         header_match_specifier: Some(specifier),
         ..Default::default()
+    }
+}
+
+/// A value other than `*` with Istio's wildcard: `*x` a suffix, `x*` a prefix, else exact.
+pub fn wildcard(v: &str) -> string_matcher::MatchPattern {
+    use string_matcher::MatchPattern as P;
+    if let Some(suffix) = v.strip_prefix('*') {
+        P::Suffix(suffix.into())
+    } else if let Some(start) = v.strip_suffix('*') {
+        P::Prefix(start.into())
+    } else {
+        P::Exact(v.into())
     }
 }
 
