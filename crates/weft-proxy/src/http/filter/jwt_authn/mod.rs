@@ -361,8 +361,9 @@ impl JwtAuthn {
                     cx.head.headers.remove(h);
                 }
                 for (header, claim) in &p.claim_to_headers {
-                    let mut v = Some(&serde_json::Value::Object(payload.clone()));
-                    for key in claim.split('.') {
+                    let mut keys = claim.split('.');
+                    let mut v = keys.next().and_then(|k| payload.get(k));
+                    for key in keys {
                         v = v.and_then(|v| v.get(key));
                     }
                     let text = match v {
@@ -377,7 +378,7 @@ impl JwtAuthn {
                     }
                 }
                 if let Some(h) = &p.forward_payload_header {
-                    let json = serde_json::Value::Object(payload.clone()).to_string();
+                    let json = serde_json::to_string(&payload).unwrap_or_default();
                     let engine = if p.pad_forward_payload_header {
                         base64::engine::general_purpose::URL_SAFE
                     } else {
