@@ -166,11 +166,22 @@ async fn get(gateway: SocketAddr, header: Option<(&str, &str)>) -> Result<String
     get_with_caller(gateway, header).await.map(|(v, _)| v)
 }
 
-/// `get`, with the `x-forwarded-client-cert` the website was given.
-async fn get_with_caller(
+/// What a request through the gateway got: its status, the version that answered (if one
+/// did), who the website was told called it, and the body.
+pub(super) struct Answer {
+    pub status: u16,
+    pub version: Option<String>,
+    pub caller: Option<String>,
+    pub body: String,
+}
+
+/// A request to `website.example.com` at `gateway` on a new connection.
+pub(super) async fn request(
     gateway: SocketAddr,
-    header: Option<(&str, &str)>,
-) -> Result<(String, Option<String>), String> {
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Answer, String> {
     let stream = tokio::net::TcpStream::connect(gateway)
         .await
         .map_err(|e| e.to_string())?;
@@ -178,26 +189,48 @@ async fn get_with_caller(
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    let mut req = http::Request::get("/").header("host", "website.example.com");
-    if let Some((k, v)) = header {
-        req = req.header(k, v);
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "website.example.com");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
     }
     let req = req.body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
     let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-    let status = resp.status();
-    let version = resp
-        .headers()
-        .get("x-website-version")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| format!("version-{v}"));
-    let caller = resp
-        .headers()
-        .get("x-forwarded-client-cert")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let _ = resp.into_body().collect().await;
-    version
-        .map(|v| (v, caller))
+    let text = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let status = resp.status().as_u16();
+    let version = text("x-website-version").map(|v| format!("version-{v}"));
+    let caller = text("x-forwarded-client-cert");
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| String::from_utf8_lossy(&b.to_bytes()).trim().to_string())
+        .unwrap_or_default();
+    Ok(Answer {
+        status,
+        version,
+        caller,
+        body,
+    })
+}
+
+/// `get`, with the `x-forwarded-client-cert` the website was given.
+async fn get_with_caller(
+    gateway: SocketAddr,
+    header: Option<(&str, &str)>,
+) -> Result<(String, Option<String>), String> {
+    let headers: Vec<(&str, &str)> = header.into_iter().collect();
+    let a = request(gateway, "GET", "/", &headers).await?;
+    let status = a.status;
+    a.version
+        .map(|v| (v, a.caller))
         .ok_or_else(|| format!("HTTP {status}"))
 }
 

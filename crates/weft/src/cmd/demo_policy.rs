@@ -4,9 +4,6 @@
 //! what a POST, and `/admin` without a token, with a bad one and with the token it prints, get.
 
 use anyhow::Context as _;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
 use serde_json::json;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -36,35 +33,13 @@ async fn ask(
     path: &str,
     token: Option<&str>,
 ) -> Result<(u16, String), String> {
-    let stream = tokio::net::TcpStream::connect(gateway)
-        .await
-        .map_err(|e| e.to_string())?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
-    let mut req = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "website.example.com");
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let req = req.body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
-    let resp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let version = resp
-        .headers()
-        .get("x-website-version")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| format!("version-{v}"));
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map(|b| String::from_utf8_lossy(&b.to_bytes()).trim().to_string())
-        .unwrap_or_default();
-    Ok((status, version.unwrap_or(body)))
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = bearer
+        .iter()
+        .map(|b| ("authorization", b.as_str()))
+        .collect();
+    let a = super::demo::request(gateway, method, path, &headers).await?;
+    Ok((a.status, a.version.unwrap_or(a.body)))
 }
 
 pub async fn step(dir: &Path, gateway: SocketAddr) -> anyhow::Result<()> {
