@@ -90,17 +90,14 @@ fn matches_any(list: &[StringMatch], name: &str) -> bool {
     list.iter().any(|m| m.matches(name))
 }
 
-/// The HTTP check: the original method and path under the prefix, its allowed headers.
-#[allow(clippy::too_many_arguments)]
-async fn http_check(
-    addr: SocketAddr,
-    head: http::request::Parts,
-    path_prefix: String,
-    allowed: Vec<String>,
-    added: Vec<(HeaderName, HeaderValue)>,
-    upstream_allowed: Vec<StringMatch>,
-    client_allowed: Vec<StringMatch>,
-) -> Result<Verdict, String> {
+/// The HTTP check of a request: its method, and its path under the prefix, with its host,
+/// the headers always sent, those `allowed` names, and those `added`.
+fn check_request(
+    head: &http::request::Parts,
+    path_prefix: &str,
+    allowed: &[StringMatch],
+    added: &[(HeaderName, HeaderValue)],
+) -> Result<http::Request<Empty<Bytes>>, String> {
     let path = head.uri.path_and_query().map_or("/", |p| p.as_str());
     let mut req = http::Request::builder()
         .method(head.method.clone())
@@ -115,17 +112,26 @@ async fn http_check(
     }
     for (name, value) in &head.headers {
         let n = name.as_str();
-        if n != "host" && (ALWAYS.contains(&n) || allowed.iter().any(|a| a == n)) {
+        if n != "host" && (ALWAYS.contains(&n) || matches_any(allowed, n)) {
             req = req.header(name, value);
         }
     }
     for (name, value) in added {
         req = req.header(name, value);
     }
-    let req = req
-        .header(http::header::CONTENT_LENGTH, "0")
+    req.header(http::header::CONTENT_LENGTH, "0")
         .body(Empty::<Bytes>::new())
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())
+}
+
+/// Sends the HTTP check and reads the verdict: a 200 allows, with the upstream headers it
+/// may set; anything else denies with the service's status, body and client headers.
+async fn http_check(
+    addr: SocketAddr,
+    req: http::Request<Empty<Bytes>>,
+    upstream_allowed: Vec<StringMatch>,
+    client_allowed: Vec<StringMatch>,
+) -> Result<Verdict, String> {
     let resp = crate::http::side::send(addr, req).await?;
     let (parts, body) = resp.into_parts();
     if parts.status == StatusCode::OK {
@@ -195,27 +201,9 @@ impl super::HttpFilter for ExtAuthz {
                 client_headers,
                 ..
             } => {
-                let (mut head, ()) = http::Request::new(()).into_parts();
-                head.method = cx.head.method.clone();
-                head.uri = cx.head.uri.clone();
-                head.headers = cx.head.headers.clone();
-                let allowed: Vec<String> = cx
-                    .head
-                    .headers
-                    .keys()
-                    .map(HeaderName::as_str)
-                    .filter(|n| matches_any(allowed_headers, n))
-                    .map(str::to_string)
-                    .collect();
-                Box::pin(http_check(
-                    addr,
-                    head,
-                    path_prefix.clone(),
-                    allowed,
-                    headers_to_add.clone(),
-                    upstream_headers.clone(),
-                    client_headers.clone(),
-                ))
+                let req = check_request(cx.head, path_prefix, allowed_headers, headers_to_add);
+                let (upstream, client) = (upstream_headers.clone(), client_headers.clone());
+                Box::pin(async move { http_check(addr, req?, upstream, client).await })
             }
             Service::Grpc { authority, .. } => {
                 let request = grpc::check_request(cx);
