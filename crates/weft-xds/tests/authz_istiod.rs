@@ -611,10 +611,16 @@ extensionProviders:
     headersToDownstreamOnDeny: ["x-reason"]
 "#,
     );
-    // istiod's order: the CUSTOM pair, then JWT, then the other RBAC filters, then the rest.
+    // istiod's order: metadata exchange, the CUSTOM pair, then JWT, then the other RBAC
+    // filters, then the rest, with the stats filter just before the router.
     assert_eq!(
-        t.names[..4],
+        t.names[t.names.len() - 2..],
+        ["istio.stats", "envoy.filters.http.router"]
+    );
+    assert_eq!(
+        t.names[..5],
         [
+            "istio.metadata_exchange",
             "envoy.filters.http.rbac",
             "envoy.filters.http.ext_authz",
             "envoy.filters.http.jwt_authn",

@@ -134,6 +134,8 @@ pub struct Mesh {
     /// Istio's default mesh config has it.
     pub locality_lb_setting: super::destination_rule::LocalityLbSetting,
     pub extension_providers: Vec<ExtensionProvider>,
+    /// `defaultProviders.metrics`; `[prometheus]` when unset, as Istio's install sets it.
+    pub default_metrics_providers: Vec<String>,
 }
 
 impl Default for Mesh {
@@ -194,6 +196,19 @@ impl MeshConfig {
                 },
             ),
             extension_providers: self.extension_providers.clone(),
+            default_metrics_providers: self
+                .other
+                .get("defaultProviders")
+                .and_then(|d| d.get("metrics"))
+                .and_then(|m| m.as_array())
+                .map_or_else(
+                    || vec!["prometheus".to_string()],
+                    |list| {
+                        list.iter()
+                            .filter_map(|v| v.as_str().map(str::to_string))
+                            .collect()
+                    },
+                ),
         }
     }
 }

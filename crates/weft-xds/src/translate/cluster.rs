@@ -278,14 +278,7 @@ fn build(
             }
         }
     }
-    let mut meta = vec![(
-        "services",
-        pb::list(vec![pb::object([
-            ("host", pb::string(&service.hostname)),
-            ("name", pb::string(service_name(service))),
-            ("namespace", pb::string(&service.namespace)),
-        ])]),
-    )];
+    let mut meta = vec![services_metadata(service)];
     if let Some(dr) = dr {
         meta.push(("config", pb::string(&dr.config_path())));
     }
@@ -558,10 +551,31 @@ pub fn passthrough(inputs: &Inputs, name: &str) -> Cluster {
     }
 }
 
-/// A sidecar's cluster for one port of its own workload: the application on `address:port`.
-pub fn inbound(inputs: &Inputs, port: u16, address: &str, target: u16) -> Cluster {
+/// `filter_metadata.istio.services` of a service's clusters: where the stats filter reads
+/// `destination_service`, `_name` and `_namespace` from.
+fn services_metadata(service: &Service) -> (&'static str, envoy_types::pb::google::protobuf::Value) {
+    (
+        "services",
+        pb::list(vec![pb::object([
+            ("host", pb::string(&service.hostname)),
+            ("name", pb::string(service_name(service))),
+            ("namespace", pb::string(&service.namespace)),
+        ])]),
+    )
+}
+
+/// A sidecar's cluster for one port of its own workload: the application on `address:port`,
+/// with the service it is an endpoint of (for the stats filter), when there is one.
+pub fn inbound(
+    inputs: &Inputs,
+    port: u16,
+    address: &str,
+    target: u16,
+    service: Option<&Service>,
+) -> Cluster {
     let name = inbound_name(port);
     Cluster {
+        metadata: service.map(|s| pb::istio_metadata([services_metadata(s)])),
         name: name.clone(),
         cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
         connect_timeout: Some(pb::duration(inputs.mesh.connect_timeout)),

@@ -60,6 +60,7 @@ pub struct ConfigIndex {
     pub peer_authentications: Vec<Obj<PeerAuthentication>>,
     pub authorization_policies: Vec<super::authz::Authorization>,
     pub request_authentications: Vec<Obj<RequestAuthentication>>,
+    pub telemetries: Vec<Obj<weft_api::types::telemetry::Telemetry>>,
     /// Kubernetes Secrets by (namespace, name), decoded, for `credentialName`.
     pub secrets:
         std::collections::BTreeMap<(String, String), Result<super::credential::SecretData, String>>,
@@ -142,6 +143,9 @@ impl Inputs {
                             dry_run,
                         });
                 }
+                Resource::Telemetry(o) => {
+                    config.telemetries.push(obj("Telemetry", r, &o.spec));
+                }
                 Resource::Secret(o) => {
                     config.secrets.insert(
                         (r.namespace().to_string(), r.name().to_string()),
@@ -156,6 +160,7 @@ impl Inputs {
         by_name(&mut config.gateways);
         by_name(&mut config.peer_authentications);
         by_name(&mut config.request_authentications);
+        by_name(&mut config.telemetries);
         config
             .authorization_policies
             .sort_by(|a, b| (&a.obj.namespace, &a.obj.name).cmp(&(&b.obj.namespace, &b.obj.name)));
@@ -256,6 +261,8 @@ pub struct Scope<'a> {
         RefCell<Vec<envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret>>,
     /// The RBAC filters of the AuthorizationPolicies that apply to this proxy.
     pub authz: super::authz::Filters,
+    /// The stats filter's config for each side, from the Telemetry that applies.
+    pub metrics: super::telemetry::Metrics,
 }
 
 impl<'a> Scope<'a> {
@@ -300,6 +307,7 @@ impl<'a> Scope<'a> {
             problems: RefCell::new(Vec::new()),
             secrets: RefCell::new(Vec::new()),
             authz: Default::default(),
+            metrics: Default::default(),
         };
         let authz = super::authz::filters(
             inputs,
@@ -310,6 +318,8 @@ impl<'a> Scope<'a> {
             &|m| scope.problem(m),
         );
         scope.authz = authz;
+        scope.metrics =
+            super::telemetry::metrics(inputs, ns, &proxy.labels, &|m| scope.problem(m));
         scope.services = inputs
             .registry
             .services

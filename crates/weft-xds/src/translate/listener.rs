@@ -34,6 +34,7 @@ use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use std::collections::BTreeSet;
 use weft_api::types::sidecar::OutboundTrafficPolicyMode;
 use weft_registry::host;
+use super::telemetry;
 
 pub const VIRTUAL_OUTBOUND: &str = "virtualOutbound";
 pub const VIRTUAL_INBOUND: &str = "virtualInbound";
@@ -56,10 +57,19 @@ pub fn http_connection_manager(
     gateway: bool,
     authz: &[HttpFilter],
 ) -> Filter {
-    // Authorization is the server side's: a sidecar's inbound and gateways.
-    let mut http_filters = authz.to_vec();
-    // Faults are injected by the client side (outbound and gateways), never inbound.
     let inbound = matches!(routes, Routes::Inline(_));
+    let class = if gateway {
+        telemetry::Class::Gateway
+    } else if inbound {
+        telemetry::Class::SidecarInbound
+    } else {
+        telemetry::Class::SidecarOutbound
+    };
+    // Metadata exchange before authorization (istio/istio#41066), which is the server side's:
+    // a sidecar's inbound and gateways.
+    let mut http_filters = vec![telemetry::metadata_exchange(class)];
+    http_filters.extend_from_slice(authz);
+    // Faults are injected by the client side (outbound and gateways), never inbound.
     let needs_fault = !inbound
         && scope
             .virtual_services
@@ -69,6 +79,7 @@ pub fn http_connection_manager(
         http_filters.push(http_filter(FAULT_FILTER, pb::any(&HttpFault::default())));
     }
     http_filters.push(http_filter(CORS_FILTER, pb::any(&Cors {})));
+    http_filters.extend(telemetry::stats(&scope.metrics, class));
     http_filters.push(http_filter(
         "envoy.filters.http.router",
         pb::any(&Router::default()),
@@ -361,7 +372,7 @@ fn tcp_route(scope: &Scope<'_>, hostname: &str, port: u16) -> Option<Vec<(String
 }
 
 /// One port a sidecar serves its workload on.
-struct InboundTarget {
+struct InboundTarget<'a> {
     /// The workload's port as the mesh names it: the inbound cluster's, PeerAuthentication's.
     port: u16,
     /// Without capture, where the sidecar listens for it (`port` unless `weft up` fronts the
@@ -373,11 +384,17 @@ struct InboundTarget {
     http: bool,
     /// Sidecar `ingress[].bind`: where a listener without capture binds.
     bind: Option<String>,
+    /// The service whose endpoint the port is (none for a Sidecar `ingress` port).
+    service: Option<&'a weft_registry::Service>,
 }
 
 /// The ports a sidecar serves: its Sidecar resource's `ingress` when it has one (each to its
 /// `defaultEndpoint`), else every port of the services its workload is an endpoint of.
-fn inbound_targets(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy) -> Vec<InboundTarget> {
+fn inbound_targets<'a>(
+    inputs: &'a Inputs,
+    scope: &Scope<'_>,
+    proxy: &Proxy,
+) -> Vec<InboundTarget<'a>> {
     let mut out = Vec::new();
     if let Some(sc) = scope.sidecar.filter(|s| !s.spec.ingress.is_empty()) {
         for (i, ingress) in sc.spec.ingress.iter().enumerate() {
@@ -419,6 +436,7 @@ fn inbound_targets(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy) -> Vec<Inb
                 target,
                 http: is_http(protocol),
                 bind: ingress.bind.clone(),
+                service: None,
             });
         }
         return out;
@@ -442,6 +460,7 @@ fn inbound_targets(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy) -> Vec<Inb
                     target: *app_port,
                     http: protocol.is_some_and(is_http),
                     bind: Some(e.address.clone()),
+                    service: Some(s),
                 },
                 None => InboundTarget {
                     port: e.port,
@@ -450,6 +469,7 @@ fn inbound_targets(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy) -> Vec<Inb
                     target: e.port,
                     http: protocol.is_some_and(is_http),
                     bind: None,
+                    service: Some(s),
                 },
             });
         }
@@ -470,7 +490,7 @@ fn inbound_filters(
     let name = cluster::inbound_name(t.port);
     out.clusters.insert(
         name.clone(),
-        cluster::inbound(inputs, t.port, &t.address, t.target),
+        cluster::inbound(inputs, t.port, &t.address, t.target, t.service),
     );
     if !t.http {
         return authorized_tcp(scope, authz, tcp_proxy(&name, &name));

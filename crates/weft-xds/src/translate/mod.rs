@@ -25,6 +25,7 @@ mod peer_authn;
 mod proxy;
 mod route;
 mod sni_dnat;
+mod telemetry;
 mod tls;
 mod upstream_tls;
 

@@ -1,0 +1,280 @@
+//! Istio's standard metrics: the `istio.metadata_exchange` filter that tells each side of a
+//! request who the other is, and the `istio.stats` filter that counts requests under Istio's
+//! names, configured from the Telemetry API as istiod's `generateStatsConfig` does
+//! (`pilot/pkg/model/telemetry.go`, `pilot/pkg/xds/filters/filters.go`).
+//!
+//! One difference from istiod, on purpose: both filters are `is_optional`, so that stock Envoy
+//! (which has neither) still takes the config; istio-proxy and the Weft proxy run them.
+
+use super::Inputs;
+use super::pb;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpFilter, http_filter,
+};
+use std::collections::BTreeMap;
+use weft_api::types::common::Labels;
+use weft_api::types::telemetry::{Telemetry, WorkloadMode};
+use weft_proto::{MetricConfig, PluginConfig, TypedStruct};
+
+pub const METADATA_EXCHANGE: &str = "istio.metadata_exchange";
+pub const STATS: &str = "istio.stats";
+
+/// Which side of a request a connection manager is, for telemetry (istiod's listener class).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    SidecarInbound,
+    SidecarOutbound,
+    Gateway,
+}
+
+/// The metrics a proxy reports: the stats filter's config for each side, or `None` where a
+/// Telemetry turned every metric off.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    pub client: Option<PluginConfig>,
+    pub server: Option<PluginConfig>,
+}
+
+/// The Telemetry API's metric names, in the order istiod sorts them (by enum name), with the
+/// stats filter's name for each.
+const STANDARD: [(&str, &str); 10] = [
+    ("GRPC_REQUEST_MESSAGES", "request_messages_total"),
+    ("GRPC_RESPONSE_MESSAGES", "response_messages_total"),
+    ("REQUEST_COUNT", "requests_total"),
+    ("REQUEST_DURATION", "request_duration_milliseconds"),
+    ("REQUEST_SIZE", "request_bytes"),
+    ("RESPONSE_SIZE", "response_bytes"),
+    ("TCP_CLOSED_CONNECTIONS", "tcp_connections_closed_total"),
+    ("TCP_OPENED_CONNECTIONS", "tcp_connections_opened_total"),
+    ("TCP_RECEIVED_BYTES", "tcp_received_bytes_total"),
+    ("TCP_SENT_BYTES", "tcp_sent_bytes_total"),
+];
+
+impl super::authz::Attached for Telemetry {
+    fn selector(&self) -> Option<&weft_api::types::common::WorkloadSelector> {
+        self.selector.as_ref()
+    }
+    fn names_targets(&self) -> bool {
+        self.target_ref.is_some() || !self.target_refs.is_empty()
+    }
+}
+
+/// What one metric (by the stats filter's name) is told, for one mode.
+#[derive(Default, Clone)]
+struct Override {
+    drop: bool,
+    /// Tag to `Some(value expression)` (upsert) or `None` (remove).
+    tags: BTreeMap<String, Option<String>>,
+}
+
+/// The Telemetry resources of `namespace` and `labels`, root namespace first, then the
+/// namespace's own selector-less one, then those selecting the workload: later ones win.
+fn telemetries<'a>(
+    inputs: &'a Inputs,
+    namespace: &str,
+    labels: &Labels,
+    problem: &dyn Fn(String),
+) -> Vec<&'a super::config::Obj<Telemetry>> {
+    let mut list = super::authz::applicable(
+        inputs,
+        &inputs.config.telemetries,
+        |t| t,
+        namespace,
+        labels,
+        problem,
+    );
+    let root = inputs.mesh.root_namespace.as_str();
+    list.sort_by_key(|t| {
+        (
+            t.namespace != root,
+            t.spec.selector.as_ref().is_some_and(|s| !s.match_labels.is_empty()),
+        )
+    });
+    list
+}
+
+/// The stats filter's config for each side of a workload, from the Telemetry resources that
+/// apply to it.
+pub fn metrics(
+    inputs: &Inputs,
+    namespace: &str,
+    labels: &Labels,
+    problem: &dyn Fn(String),
+) -> Metrics {
+    let list = telemetries(inputs, namespace, labels, problem);
+    // The lowest level that names providers decides which ones report.
+    let mut providers = inputs.mesh.default_metrics_providers.clone();
+    let mut interval = None;
+    for t in &list {
+        for m in &t.spec.metrics {
+            if !m.providers.is_empty() {
+                providers = m.providers.iter().filter_map(|p| p.name.clone()).collect();
+            }
+            if let Some(d) = m.reporting_interval {
+                interval = Some(pb::duration(d));
+            }
+        }
+    }
+    if !providers.iter().any(|p| is_prometheus(inputs, p)) {
+        return Metrics::default();
+    }
+    for p in providers.iter().filter(|p| !is_prometheus(inputs, p)) {
+        problem(format!(
+            "Telemetry metrics provider {p:?}: only Prometheus providers are reported (istio_* metrics on /stats/prometheus); this one is not"
+        ));
+    }
+    // By mode: whether all metrics are off, and each metric's override.
+    let mut all_off = [false, false];
+    let mut per_metric: [BTreeMap<String, Override>; 2] = Default::default();
+    for t in &list {
+        for m in &t.spec.metrics {
+            let own = m.providers.is_empty()
+                || m.providers
+                    .iter()
+                    .any(|p| p.name.as_deref().is_some_and(|n| is_prometheus(inputs, n)));
+            if !own {
+                continue;
+            }
+            for o in &m.overrides {
+                let selector = o.match_.as_ref();
+                let modes: &[usize] = match selector.and_then(|s| s.mode) {
+                    Some(WorkloadMode::Client) => &[0],
+                    Some(WorkloadMode::Server) => &[1],
+                    _ => &[0, 1],
+                };
+                let custom = selector.and_then(|s| s.custom_metric.clone());
+                let metric = selector.and_then(|s| s.metric.clone());
+                let names: Vec<String> = match (&custom, metric.as_deref()) {
+                    (Some(c), _) => vec![c.clone()],
+                    (None, None | Some("ALL_METRICS")) => {
+                        STANDARD.iter().map(|(_, n)| (*n).to_string()).collect()
+                    }
+                    (None, Some(m)) => match STANDARD.iter().find(|(e, _)| *e == m) {
+                        Some((_, n)) => vec![(*n).to_string()],
+                        None => continue,
+                    },
+                };
+                let everything = custom.is_none() && matches!(metric.as_deref(), None | Some("ALL_METRICS"));
+                for &mode in modes {
+                    if everything {
+                        all_off[mode] = o.disabled == Some(true);
+                    }
+                    for name in &names {
+                        let entry = per_metric[mode].entry(name.clone()).or_default();
+                        if let Some(d) = o.disabled {
+                            entry.drop = d;
+                        }
+                        for (tag, change) in &o.tag_overrides {
+                            let value = match change.operation {
+                                Some(weft_api::types::telemetry::TagOperation::Remove) => None,
+                                _ => Some(change.value.clone().unwrap_or_default()),
+                            };
+                            entry.tags.insert(tag.clone(), value);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let config = |mode: usize| {
+        (!all_off[mode]).then(|| PluginConfig {
+            tcp_reporting_duration: interval,
+            metrics: per_metric[mode]
+                .iter()
+                .filter(|(_, o)| o.drop || !o.tags.is_empty())
+                .map(|(name, o)| MetricConfig {
+                    name: name.clone(),
+                    dimensions: o
+                        .tags
+                        .iter()
+                        .filter_map(|(k, v)| Some((k.clone(), v.clone()?)))
+                        .collect(),
+                    tags_to_remove: o
+                        .tags
+                        .iter()
+                        .filter(|(_, v)| v.is_none())
+                        .map(|(k, _)| k.clone())
+                        .collect(),
+                    drop: o.drop,
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+    };
+    let mut out = Metrics {
+        client: config(0),
+        server: config(1),
+    };
+    // istiod lists the metrics by their Telemetry enum name.
+    for c in [&mut out.client, &mut out.server].into_iter().flatten() {
+        c.metrics.sort_by_key(|m| {
+            STANDARD
+                .iter()
+                .position(|(_, n)| *n == m.name)
+                .unwrap_or(STANDARD.len())
+        });
+    }
+    out
+}
+
+/// A provider of `defaultProviders` or a Telemetry names Prometheus: Istio's built-in
+/// `prometheus`, or an extension provider of that kind.
+fn is_prometheus(inputs: &Inputs, name: &str) -> bool {
+    inputs
+        .mesh
+        .extension_providers
+        .iter()
+        .find(|p| p.name == name)
+        .map_or(name == "prometheus", |p| p.other.contains_key("prometheus"))
+}
+
+/// `istio.metadata_exchange` for a connection manager of `class`: the inbound side learns its
+/// caller from the request and answers with itself; every other side announces itself on the
+/// request and learns the upstream from the response.
+pub fn metadata_exchange(class: Class) -> HttpFilter {
+    let headers = || pb::object([("istio_headers", pb::object([]))]);
+    let discovery = || {
+        pb::list(vec![
+            headers(),
+            pb::object([("workload_discovery", pb::object([]))]),
+        ])
+    };
+    let fields = match class {
+        Class::SidecarInbound => [
+            ("downstream_discovery", discovery()),
+            ("downstream_propagation", pb::list(vec![headers()])),
+        ],
+        Class::SidecarOutbound | Class::Gateway => [
+            ("upstream_discovery", discovery()),
+            ("upstream_propagation", pb::list(vec![headers()])),
+        ],
+    };
+    let config = TypedStruct {
+        type_url: weft_proto::PEER_METADATA.into(),
+        value: Some(weft_proto::SortedStruct {
+            fields: fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+        }),
+    };
+    optional(METADATA_EXCHANGE, pb::any(&config))
+}
+
+/// `istio.stats` for a connection manager of `class`, unless Telemetry turned it off there.
+pub fn stats(metrics: &Metrics, class: Class) -> Option<HttpFilter> {
+    let mut config = match class {
+        Class::SidecarInbound => metrics.server.clone()?,
+        Class::SidecarOutbound | Class::Gateway => metrics.client.clone()?,
+    };
+    // The server side and gateways name the destination service from the cluster only.
+    config.disable_host_header_fallback = class != Class::SidecarOutbound;
+    Some(optional(STATS, pb::any(&config)))
+}
+
+fn optional(name: &str, config: envoy_types::pb::google::protobuf::Any) -> HttpFilter {
+    HttpFilter {
+        name: name.into(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(config)),
+        is_optional: true,
+        ..Default::default()
+    }
+}
