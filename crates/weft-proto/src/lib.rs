@@ -218,7 +218,12 @@ pub fn descriptors() -> Vec<prost_types::FileDescriptorProto> {
                         Type::Message,
                         Some(".google.protobuf.Duration"),
                     ),
-                    repeated(field("metrics", 8, Type::Message, Some(".stats.MetricConfig"))),
+                    repeated(field(
+                        "metrics",
+                        8,
+                        Type::Message,
+                        Some(".stats.MetricConfig"),
+                    )),
                     repeated(field(
                         "definitions",
                         9,
@@ -232,7 +237,10 @@ pub fn descriptors() -> Vec<prost_types::FileDescriptorProto> {
             definition,
         ],
         enum_type: vec![
-            enum_of("MetricType", &[("COUNTER", 0), ("GAUGE", 1), ("HISTOGRAM", 2)]),
+            enum_of(
+                "MetricType",
+                &[("COUNTER", 0), ("GAUGE", 1), ("HISTOGRAM", 2)],
+            ),
             enum_of("Reporter", &[("UNSPECIFIED", 0), ("SERVER_GATEWAY", 1)]),
         ],
         syntax: Some("proto3".into()),

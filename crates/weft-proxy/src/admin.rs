@@ -519,5 +519,6 @@ fn prometheus(shared: &ServerState) -> String {
         c.rq_time
             .prometheus("envoy_cluster_upstream_rq_time", &labels, &mut out);
     }
+    shared.stats.istio.prometheus(&mut out);
     out
 }

@@ -50,6 +50,7 @@ pub mod agent;
 pub mod cluster;
 pub mod config;
 pub mod http;
+pub mod istio;
 pub mod jwt;
 pub mod listener;
 pub mod rbac;

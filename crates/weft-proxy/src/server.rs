@@ -70,6 +70,8 @@ pub struct StatsStore {
     pub rbac: Mutex<BTreeMap<String, Arc<crate::rbac::RbacCounters>>>,
     /// `shadow_allowed`/`shadow_denied` under the shadow ones.
     pub rbac_shadow: Mutex<BTreeMap<String, Arc<crate::rbac::RbacCounters>>>,
+    /// Istio's standard metrics (`istio.stats` filters), and who this proxy is for them.
+    pub istio: Arc<crate::istio::metrics::Registry>,
 }
 
 /// Locks a stats map. A panic while it was held cannot leave counters half-written, so a
@@ -166,9 +168,11 @@ impl ServerState {
         drain_time: Duration,
     ) -> Arc<Self> {
         let (shutdown, _) = tokio::sync::watch::channel(false);
+        let stats = StatsStore::default();
+        stats.istio.set_local(&node);
         Arc::new(ServerState {
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
-            stats: StatsStore::default(),
+            stats,
             started: Instant::now(),
             concurrency,
             node,

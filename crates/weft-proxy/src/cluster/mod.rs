@@ -142,6 +142,8 @@ pub struct ClusterConfig {
     pub original_dst: OriginalDstConfig,
     /// `transport_socket` TLS.
     pub tls: Option<Arc<crate::upstream::tls::UpstreamTls>>,
+    /// `metadata.filter_metadata.istio.services[0]`: the service Istio's metrics name.
+    pub istio_service: Option<Arc<crate::istio::metrics::ServiceLabels>>,
     /// `transport_socket_matches`, in order: the first whose criteria an endpoint's metadata
     /// all carry gives its transport socket; one matching none gets `tls`.
     pub tls_matches: Vec<TransportSocketMatch>,

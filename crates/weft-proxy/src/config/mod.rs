@@ -23,7 +23,8 @@ pub fn pool() -> &'static DescriptorPool {
         // The bytes are a build artifact checked in with the source, not input; the
         // `descriptors_decode` test proves they decode.
         #[allow(clippy::expect_used)]
-        let mut pool = DescriptorPool::decode(DESCRIPTORS).expect("embedded Envoy descriptors decode");
+        let mut pool =
+            DescriptorPool::decode(DESCRIPTORS).expect("embedded Envoy descriptors decode");
         // Istio's own extension messages, written in `weft-proto`: as fixed as the bytes above.
         #[allow(clippy::expect_used)]
         pool.add_file_descriptor_protos(weft_proto::descriptors())

@@ -15,6 +15,9 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// Called once when a proxied stream ends: `complete` is true when the body reached its end.
 pub trait Finish: Send {
     fn finish(&mut self, complete: bool, bytes: u64);
+
+    /// The stream's trailers, as they pass.
+    fn trailers(&mut self, _trailers: &http::HeaderMap) {}
 }
 
 pub struct Guard {
@@ -165,8 +168,13 @@ impl Body for ProxyBody {
                     Poll::Pending
                 }
                 Poll::Ready(Some(Ok(frame))) => {
-                    if let (Some(g), Some(d)) = (guard.as_mut(), frame.data_ref()) {
-                        g.bytes += d.len() as u64;
+                    if let Some(g) = guard.as_mut() {
+                        if let Some(d) = frame.data_ref() {
+                            g.bytes += d.len() as u64;
+                        } else if let (Some(t), Some(f)) = (frame.trailers_ref(), g.finish.as_mut())
+                        {
+                            f.trailers(t);
+                        }
                     }
                     if let Some(t) = idle {
                         t.activity().touch();

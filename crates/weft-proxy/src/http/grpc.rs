@@ -92,6 +92,17 @@ fn percent_encode(s: &str) -> String {
     out
 }
 
+/// The `grpc-status` a header block carries (trailers, or a trailers-only response's headers).
+pub fn status(headers: &http::HeaderMap) -> Option<u16> {
+    headers
+        .get("grpc-status")?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

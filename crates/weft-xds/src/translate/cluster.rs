@@ -553,7 +553,9 @@ pub fn passthrough(inputs: &Inputs, name: &str) -> Cluster {
 
 /// `filter_metadata.istio.services` of a service's clusters: where the stats filter reads
 /// `destination_service`, `_name` and `_namespace` from.
-fn services_metadata(service: &Service) -> (&'static str, envoy_types::pb::google::protobuf::Value) {
+fn services_metadata(
+    service: &Service,
+) -> (&'static str, envoy_types::pb::google::protobuf::Value) {
     (
         "services",
         pb::list(vec![pb::object([

@@ -318,8 +318,7 @@ impl<'a> Scope<'a> {
             &|m| scope.problem(m),
         );
         scope.authz = authz;
-        scope.metrics =
-            super::telemetry::metrics(inputs, ns, &proxy.labels, &|m| scope.problem(m));
+        scope.metrics = super::telemetry::metrics(inputs, ns, &proxy.labels, &|m| scope.problem(m));
         scope.services = inputs
             .registry
             .services

@@ -12,6 +12,7 @@ use super::pb;
 use super::peer_authn;
 use super::proxy::{Interception, Proxy};
 use super::route::{self, is_http};
+use super::telemetry;
 use super::{Generated, Inputs};
 use envoy_types::pb::envoy::config::accesslog::v3::AccessLog;
 use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
@@ -34,7 +35,6 @@ use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
 use std::collections::BTreeSet;
 use weft_api::types::sidecar::OutboundTrafficPolicyMode;
 use weft_registry::host;
-use super::telemetry;
 
 pub const VIRTUAL_OUTBOUND: &str = "virtualOutbound";
 pub const VIRTUAL_INBOUND: &str = "virtualInbound";

@@ -87,7 +87,10 @@ fn telemetries<'a>(
     list.sort_by_key(|t| {
         (
             t.namespace != root,
-            t.spec.selector.as_ref().is_some_and(|s| !s.match_labels.is_empty()),
+            t.spec
+                .selector
+                .as_ref()
+                .is_some_and(|s| !s.match_labels.is_empty()),
         )
     });
     list
@@ -154,7 +157,8 @@ pub fn metrics(
                         None => continue,
                     },
                 };
-                let everything = custom.is_none() && matches!(metric.as_deref(), None | Some("ALL_METRICS"));
+                let everything =
+                    custom.is_none() && matches!(metric.as_deref(), None | Some("ALL_METRICS"));
                 for &mode in modes {
                     if everything {
                         all_off[mode] = o.disabled == Some(true);
@@ -253,7 +257,10 @@ pub fn metadata_exchange(class: Class) -> HttpFilter {
     let config = TypedStruct {
         type_url: weft_proto::PEER_METADATA.into(),
         value: Some(weft_proto::SortedStruct {
-            fields: fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
+            fields: fields
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
         }),
     };
     optional(METADATA_EXCHANGE, pb::any(&config))

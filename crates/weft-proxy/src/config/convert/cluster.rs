@@ -327,6 +327,7 @@ pub fn cluster(c: &pb::Cluster, path: &str) -> Result<ClusterConfig> {
                 Some(pb::cluster::common_lb_config::LocalityConfigSpecifier::LocalityWeightedLbConfig(_))
             )
         }),
+        istio_service: istio_service(c.metadata.as_ref()),
         name: c.name.clone(),
         stat_name: if c.alt_stat_name.is_empty() {
             c.name.clone()
@@ -581,4 +582,28 @@ pub(crate) fn socket_address(address: Option<&Address>, path: &str) -> Result<(S
         ));
     }
     Ok((sa.address.clone(), port))
+}
+
+/// `filter_metadata.istio.services[0]` (`host`, `name`, `namespace`), as istiod writes it on a
+/// service's clusters: the destination service of Istio's metrics.
+fn istio_service(
+    metadata: Option<&envoy_types::pb::envoy::config::core::v3::Metadata>,
+) -> Option<std::sync::Arc<crate::istio::metrics::ServiceLabels>> {
+    use envoy_types::pb::google::protobuf::value::Kind;
+    let istio = metadata?.filter_metadata.get("istio")?;
+    let Some(Kind::ListValue(list)) = istio.fields.get("services")?.kind.as_ref() else {
+        return None;
+    };
+    let Some(Kind::StructValue(first)) = list.values.first()?.kind.as_ref() else {
+        return None;
+    };
+    let get = |k: &str| match first.fields.get(k).and_then(|v| v.kind.as_ref()) {
+        Some(Kind::StringValue(s)) => s.clone(),
+        _ => String::new(),
+    };
+    Some(std::sync::Arc::new(crate::istio::metrics::ServiceLabels {
+        host: get("host"),
+        name: get("name"),
+        namespace: get("namespace"),
+    }))
 }

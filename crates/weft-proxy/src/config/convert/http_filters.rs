@@ -25,6 +25,7 @@ pub(super) fn filter_chain(
     path: &str,
     stat_prefix: &str,
     store: &StatsStore,
+    inbound: bool,
 ) -> Result<FilterChain> {
     let mut chain = FilterChain::default();
     for (i, f) in filters.iter().enumerate() {
@@ -35,18 +36,18 @@ pub(super) fn filter_chain(
                 format!("HTTP filter {} needs a typed_config", f.name),
             ));
         };
-        let Some(factory) = factory_for(type_name(any)).filter(|fa| fa.type_name == type_name(any))
-        else {
+        let inner = typed_struct_type(any);
+        let type_of = inner.as_deref().unwrap_or(type_name(any));
+        let Some(factory) = factory_for(type_of).filter(|fa| fa.type_name == type_of) else {
             if f.is_optional {
-                skipped_once(&f.name, type_name(any));
+                skipped_once(&f.name, type_of);
                 continue;
             }
             return Err(FieldError::new(
                 fpath,
                 format!(
-                    "HTTP filter {} ({}) is not supported by the Weft proxy",
-                    f.name,
-                    type_name(any)
+                    "HTTP filter {} ({type_of}) is not supported by the Weft proxy",
+                    f.name
                 ),
             ));
         };
@@ -54,6 +55,7 @@ pub(super) fn filter_chain(
             path: &format!("{fpath}.typed_config"),
             stat_prefix,
             store,
+            inbound,
         };
         chain.filters.push(FilterEntry {
             name: f.name.clone(),
@@ -61,6 +63,7 @@ pub(super) fn filter_chain(
             disabled: f.disabled,
         });
     }
+    chain.completes = chain.filters.iter().any(|f| f.filter.completes());
     if chain.filters.len() > crate::http::filter::MAX_FILTERS {
         return Err(FieldError::new(
             path,
@@ -150,8 +153,26 @@ fn route_config(
         path,
         stat_prefix: "",
         store,
+        inbound: false,
     };
     Ok(Some((factory.build_per_route)(any, &cx)?))
+}
+
+/// The type a `TypedStruct` config stands for (its `type_url`'s message name), as Envoy finds
+/// the factory of a `TypedStruct` by it.
+fn typed_struct_type(any: &Any) -> Option<String> {
+    let name = type_name(any);
+    if name != "udpa.type.v1.TypedStruct" && name != "xds.type.v3.TypedStruct" {
+        return None;
+    }
+    let ts = <weft_proto::TypedStruct as prost::Message>::decode(any.value.as_slice()).ok()?;
+    Some(
+        ts.type_url
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+    )
 }
 
 /// Says once per process that an optional filter (or per-filter config) is left out.

@@ -45,12 +45,16 @@ pub fn listener(l: &pb::Listener, path: &str, store: &StatsStore) -> Result<List
     } else {
         l.name.clone()
     };
+    // Istio's stats filter reports as the destination on inbound listeners.
+    let inbound = l.traffic_direction
+        == envoy_types::pb::envoy::config::core::v3::TrafficDirection::Inbound as i32;
     let mut filter_chains = Vec::new();
     for (i, fc) in l.filter_chains.iter().enumerate() {
         filter_chains.push(filter_chain(
             fc,
             &format!("{path}.filter_chains[{i}]"),
             store,
+            inbound,
         )?);
     }
     if filter_chains.is_empty() {
@@ -137,7 +141,12 @@ pub(super) fn cidrs(list: &[CidrRange], path: &str) -> Result<Vec<Cidr>> {
     Ok(out)
 }
 
-fn filter_chain(fc: &pb::FilterChain, path: &str, store: &StatsStore) -> Result<FilterChain> {
+fn filter_chain(
+    fc: &pb::FilterChain,
+    path: &str,
+    store: &StatsStore,
+    inbound: bool,
+) -> Result<FilterChain> {
     let mut matcher = FilterChainMatch::default();
     if let Some(m) = &fc.filter_chain_match {
         let mpath = format!("{path}.filter_chain_match");
@@ -229,6 +238,7 @@ fn filter_chain(fc: &pb::FilterChain, path: &str, store: &StatsStore) -> Result<
             &decode_any(any, &tpath)?,
             &tpath,
             store,
+            inbound,
         )?)),
         TCP_PROXY => NetworkFilter::Tcp(Arc::new(tcp_proxy(
             &decode_any(any, &tpath)?,
@@ -263,6 +273,7 @@ fn connection_manager(
     h: &hcm::HttpConnectionManager,
     path: &str,
     store: &StatsStore,
+    inbound: bool,
 ) -> Result<HttpConnectionManager> {
     let codec = match h.codec_type {
         0 => Codec::Auto,
@@ -320,6 +331,7 @@ fn connection_manager(
         &format!("{path}.http_filters"),
         &h.stat_prefix,
         store,
+        inbound,
     )?;
     let rpath = format!("{path}.http_filters[{}]", h.http_filters.len() - 1);
     let suppress_envoy_headers = match &last.config_type {

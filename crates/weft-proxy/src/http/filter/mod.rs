@@ -18,8 +18,10 @@
 pub mod cors;
 pub mod ext_authz;
 pub mod fault;
+pub mod istio_stats;
 pub mod jwt_authn;
 pub mod local_ratelimit;
+pub mod metadata_exchange;
 pub mod rbac;
 
 use super::Connection;
@@ -41,6 +43,8 @@ pub static FACTORIES: &[&Factory] = &[
     &rbac::FACTORY,
     &jwt_authn::FACTORY,
     &ext_authz::FACTORY,
+    &metadata_exchange::FACTORY,
+    &istio_stats::FACTORY,
 ];
 
 /// How a filter type is built from config.
@@ -71,6 +75,8 @@ pub struct BuildContext<'a> {
     /// The connection manager's `stat_prefix` (empty for per-route configs, as in Envoy).
     pub stat_prefix: &'a str,
     pub store: &'a crate::server::StatsStore,
+    /// The listener is inbound (`traffic_direction: INBOUND`).
+    pub inbound: bool,
 }
 
 /// The factory for a config type, as the filter's own config or as a per-route config.
@@ -95,6 +101,33 @@ pub trait HttpFilter: Send + Sync + std::fmt::Debug {
     fn reads_peer(&self) -> bool {
         false
     }
+
+    /// Whether it wants `on_complete`.
+    fn completes(&self) -> bool {
+        false
+    }
+
+    /// When the response is done (Envoy's access log callback): every filter of the chain
+    /// that `completes`, whether its request side ran or an earlier filter answered.
+    fn on_complete(&self, _done: &Completed<'_>) {}
+}
+
+/// A finished request, as filters that count it see it.
+pub struct Completed<'a> {
+    pub conn: &'a Connection,
+    pub stream: &'a Stream,
+    pub status: u16,
+    /// `grpc-status` of a gRPC response (trailers, or the headers of a trailers-only one).
+    pub grpc_status: Option<u16>,
+    pub duration: std::time::Duration,
+    /// Body bytes from the client, and to it.
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub cluster: Option<&'a Arc<crate::cluster::Cluster>>,
+    pub host: Option<&'a Arc<crate::cluster::Host>>,
+    pub route_name: &'a str,
+    /// The request's `:authority` / `Host`.
+    pub authority: Option<&'a http::HeaderValue>,
 }
 
 /// What a filter's request side decided.
@@ -130,6 +163,8 @@ pub struct Stream {
     pub held: Vec<Box<dyn Send + Sync>>,
     /// Dynamic metadata filters wrote for later ones (`jwt_authn`'s payload, read by RBAC).
     pub metadata: Option<Box<crate::rbac::metadata::DynamicMetadata>>,
+    /// Who the other side is, from Istio's metadata exchange.
+    pub exchange: Option<Box<metadata_exchange::Exchange>>,
 }
 
 impl Stream {
@@ -165,6 +200,8 @@ pub struct FilterEntry {
 #[derive(Debug, Default)]
 pub struct FilterChain {
     pub filters: Vec<FilterEntry>,
+    /// Some filter `completes`: the end of a request keeps what `Completed` needs.
+    pub completes: bool,
 }
 
 /// A `typed_per_filter_config` entry.
@@ -319,6 +356,15 @@ impl FilterChain {
             });
         }
         Step::Done(Decoded { ran, answer: None })
+    }
+
+    /// Tells every filter that `completes` that a request is done.
+    pub fn complete(&self, done: &Completed<'_>) {
+        for entry in &self.filters {
+            if entry.filter.completes() {
+                entry.filter.on_complete(done);
+            }
+        }
     }
 
     /// Runs the response sides of the filters in `ran`, last first.

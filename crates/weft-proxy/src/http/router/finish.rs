@@ -7,7 +7,7 @@ use crate::access_log::{Entry, RequestInfo, flags};
 use crate::cluster::circuit::Priority;
 use crate::cluster::{Cluster, Host};
 use crate::http::body::{Finish, ProxyBody};
-use crate::http::filter::Stream;
+use crate::http::filter::{Completed, Stream};
 use crate::http::local_reply::LocalReply;
 use crate::http::{Connection, headers, local_reply};
 use crate::stats;
@@ -51,6 +51,10 @@ pub(super) struct Finisher {
     pub close_connection: bool,
     /// Keeps the connection from idling out until the response is done.
     pub _active: Option<crate::http::conn_idle::Active>,
+    /// For filters that count finished requests: the request's authority, and the
+    /// response's `grpc-status`.
+    pub authority: Option<HeaderValue>,
+    pub grpc_status: Option<u16>,
 }
 
 impl Finisher {
@@ -98,6 +102,21 @@ impl Finish for Finisher {
         if !complete && self.cluster.is_some() {
             self.stream.flags |= flags::DC;
         }
+        if hcm.filters.completes {
+            hcm.filters.complete(&Completed {
+                conn: &self.conn,
+                stream: &self.stream,
+                status: self.status,
+                grpc_status: self.grpc_status,
+                duration: self.start.elapsed(),
+                bytes_received: self.bytes_received,
+                bytes_sent: bytes,
+                cluster: self.cluster.as_ref(),
+                host: self.host.as_ref(),
+                route_name: &self.route_name,
+                authority: self.authority.as_ref(),
+            });
+        }
         if hcm.access_logs.is_empty() {
             return;
         }
@@ -120,6 +139,12 @@ impl Finish for Finisher {
         };
         for log in &hcm.access_logs {
             log.log(&entry);
+        }
+    }
+
+    fn trailers(&mut self, trailers: &http::HeaderMap) {
+        if self.stream.grpc {
+            self.grpc_status = crate::http::grpc::status(trailers).or(self.grpc_status);
         }
     }
 }
@@ -185,6 +210,9 @@ pub(super) fn finish_local(
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
     finisher.status = rparts.status.as_u16();
+    if finisher.stream.grpc {
+        finisher.grpc_status = crate::http::grpc::status(&rparts.headers);
+    }
     if let Some(parts) = parts {
         finisher.keep_request(parts);
     }

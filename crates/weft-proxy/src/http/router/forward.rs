@@ -338,6 +338,9 @@ pub(super) async fn forward_request(
     }
     rparts.version = http::Version::default();
     finisher.status = rparts.status.as_u16();
+    if finisher.stream.grpc {
+        finisher.grpc_status = crate::http::grpc::status(&rparts.headers);
+    }
     finisher.details = "via_upstream";
     finisher.release = release;
     if !hcm.access_logs.is_empty() {

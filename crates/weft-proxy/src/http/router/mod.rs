@@ -93,6 +93,18 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
         filters_ran: 0,
         close_connection: parts.method == http::Method::CONNECT,
         _active: conn.idle.as_ref().map(|t| t.begin()),
+        authority: conn
+            .hcm
+            .filters
+            .completes
+            .then(|| {
+                parts.headers.get(http::header::HOST).cloned().or_else(|| {
+                    let a = parts.uri.authority()?;
+                    HeaderValue::from_str(a.as_str()).ok()
+                })
+            })
+            .flatten(),
+        grpc_status: None,
     };
     let authority = match checked {
         Ok(authority) => authority,

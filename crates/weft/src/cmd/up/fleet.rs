@@ -370,7 +370,10 @@ fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
 
 /// One line on where a proxy listens, for people.
 pub fn describe(m: &Managed, gateway_address: &str, fronts: &Fronts) -> String {
-    let mut line = format!("admin http://127.0.0.1:{}", m.ports.admin);
+    let mut line = format!(
+        "admin http://127.0.0.1:{}  metrics http://127.0.0.1:{}/stats/prometheus",
+        m.ports.admin, m.ports.stats
+    );
     if let Some(port) = m.ports.http_proxy {
         line.push_str(&format!("  HTTP_PROXY=http://127.0.0.1:{port}"));
     }

@@ -49,6 +49,8 @@ pub struct ProxyPlan {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProxyPorts {
     pub admin: u16,
+    /// Istio's 15090: `/stats/prometheus`, what Prometheus scrapes.
+    pub stats: u16,
     /// Sidecars: the HTTP proxy port applications use.
     pub http_proxy: Option<u16>,
 }
@@ -110,6 +112,7 @@ impl Ports {
     pub fn for_plan(&mut self, plan: &ProxyPlan) -> anyhow::Result<ProxyPorts> {
         Ok(ProxyPorts {
             admin: self.take()?,
+            stats: self.take()?,
             http_proxy: match plan.kind {
                 Kind::Sidecar => Some(self.take()?),
                 Kind::Gateway => None,
@@ -292,8 +295,12 @@ pub fn bootstrap(
     sds_socket: Option<&std::path::Path>,
 ) -> serde_json::Value {
     let mut metadata = json!({
+        "NAME": p.workload,
         "NAMESPACE": p.namespace,
-        "LABELS": p.labels,
+        "WORKLOAD_NAME": p.workload,
+        "SERVICE_ACCOUNT": p.service_account,
+        "CLUSTER_ID": CLUSTER_ID,
+        "LABELS": canonical_labels(p),
         "INTERCEPTION_MODE": "NONE",
     });
     if let Some(port) = ports.http_proxy {
@@ -318,10 +325,13 @@ pub fn bootstrap(
             "sub_zone": parts.next().unwrap_or(""),
         });
     }
-    let mut clusters = vec![grpc_cluster(
-        "xds-grpc",
-        json!({ "socket_address": { "address": xds.ip().to_string(), "port_value": xds.port() } }),
-    )];
+    let mut clusters = vec![
+        prometheus_stats_cluster(ports.admin),
+        grpc_cluster(
+            "xds-grpc",
+            json!({ "socket_address": { "address": xds.ip().to_string(), "port_value": xds.port() } }),
+        ),
+    ];
     // Istio's `sds-grpc`: where Envoy reads secrets `default` and `ROOTCA` from its agent.
     if let Some(socket) = sds_socket {
         clusters.push(grpc_cluster(
@@ -341,7 +351,76 @@ pub fn bootstrap(
             "cds_config": { "ads": {}, "resource_api_version": "V3" },
             "lds_config": { "ads": {}, "resource_api_version": "V3" }
         },
-        "static_resources": { "clusters": clusters }
+        "static_resources": {
+            "listeners": [prometheus_stats_listener(ports.stats)],
+            "clusters": clusters
+        }
+    })
+}
+
+/// Istio's cluster id when there is one cluster: what `source_cluster` and
+/// `destination_cluster` say.
+pub const CLUSTER_ID: &str = "Kubernetes";
+
+/// The workload's labels with the canonical service and revision Istio's injector adds: the
+/// labels if set, else the app's name and version labels, else the workload's name and
+/// `latest`.
+fn canonical_labels(p: &ProxyPlan) -> BTreeMap<String, String> {
+    let mut labels: BTreeMap<String, String> = p.labels.clone().into_iter().collect();
+    let first = |keys: &[&str]| keys.iter().find_map(|k| labels.get(*k).cloned());
+    let name = first(&[
+        "service.istio.io/canonical-name",
+        "app.kubernetes.io/name",
+        "app",
+    ])
+    .unwrap_or_else(|| p.workload.clone());
+    let revision = first(&[
+        "service.istio.io/canonical-revision",
+        "app.kubernetes.io/version",
+        "version",
+    ])
+    .unwrap_or_else(|| "latest".into());
+    labels.insert("service.istio.io/canonical-name".into(), name);
+    labels.insert("service.istio.io/canonical-revision".into(), revision);
+    labels
+}
+
+/// Istio's `prometheus_stats` listener (15090): `/stats/prometheus` from the admin, and
+/// nothing else of it, as Istio's bootstrap has it.
+fn prometheus_stats_listener(port: u16) -> serde_json::Value {
+    json!({
+        "name": "prometheus_stats",
+        "address": { "socket_address": { "address": "127.0.0.1", "port_value": port } },
+        "filter_chains": [ { "filters": [ {
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": "stats",
+                "route_config": { "virtual_hosts": [ {
+                    "name": "backend",
+                    "domains": ["*"],
+                    "routes": [ {
+                        "match": { "prefix": "/stats/prometheus" },
+                        "route": { "cluster": "prometheus_stats" }
+                    } ]
+                } ] },
+                "http_filters": [ {
+                    "name": "envoy.filters.http.router",
+                    "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" }
+                } ]
+            }
+        } ] } ]
+    })
+}
+
+fn prometheus_stats_cluster(admin: u16) -> serde_json::Value {
+    json!({
+        "name": "prometheus_stats",
+        "type": "STATIC",
+        "connect_timeout": "0.250s",
+        "load_assignment": { "cluster_name": "prometheus_stats", "endpoints": [ { "lb_endpoints": [ {
+            "endpoint": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": admin } } }
+        } ] } ] }
     })
 }
 

@@ -112,6 +112,7 @@ pub fn render(
                 "restarts": m.restarts,
                 "last_exit": m.last_exit,
                 "admin": join("127.0.0.1", m.ports.admin),
+                "stats": join("127.0.0.1", m.ports.stats),
                 "http_proxy": m.ports.http_proxy.map(|port| join("127.0.0.1", port)),
                 "inbound": match p.kind {
                     Kind::Sidecar => inbound

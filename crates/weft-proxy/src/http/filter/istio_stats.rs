@@ -1,0 +1,234 @@
+//! `istio.stats` (istio-proxy's `stats.PluginConfig`): Istio's standard request metrics,
+//! counted when a request is done (`crate::istio::metrics`). The reporter is the listener's
+//! direction: `destination` on inbound listeners, `source` elsewhere (outbound, gateways).
+//!
+//! Telemetry overrides: `drop`, `tags_to_remove`, and `dimensions` whose value is a string
+//! literal (`"'canary'"`); any other expression is refused, naming it, rather than reported as
+//! `unknown` on every request.
+
+use crate::config::FieldError;
+use crate::istio::metrics::{
+    Destination, Key, MetricOverride, Principal, Registry, Sample, StatsConfig,
+};
+use std::sync::Arc;
+
+pub const TYPE: &str = "stats.PluginConfig";
+
+#[derive(Debug)]
+pub struct IstioStats {
+    config: Arc<StatsConfig>,
+    registry: Arc<Registry>,
+}
+
+const METRICS: [&str; 10] = [
+    "requests_total",
+    "request_duration_milliseconds",
+    "request_bytes",
+    "response_bytes",
+    "request_messages_total",
+    "response_messages_total",
+    "tcp_sent_bytes_total",
+    "tcp_received_bytes_total",
+    "tcp_connections_opened_total",
+    "tcp_connections_closed_total",
+];
+
+/// A CEL string literal, single- or double-quoted.
+fn literal(expr: &str) -> Option<String> {
+    let e = expr.trim();
+    let inner = e
+        .strip_prefix('\'')
+        .and_then(|r| r.strip_suffix('\''))
+        .or_else(|| e.strip_prefix('"').and_then(|r| r.strip_suffix('"')))?;
+    (!inner.contains(['\'', '"', '\\'])).then(|| inner.to_string())
+}
+
+pub static FACTORY: super::Factory = super::Factory {
+    type_name: TYPE,
+    per_route_type: None,
+    build: |any, cx| {
+        let pb: weft_proto::PluginConfig = crate::config::convert::decode_any(any, cx.path)?;
+        if !pb.definitions.is_empty() {
+            return Err(FieldError::new(
+                format!("{}.definitions", cx.path),
+                "custom metrics are not supported by the Weft proxy",
+            ));
+        }
+        if pb.reporter != 0 {
+            return Err(FieldError::new(
+                format!("{}.reporter", cx.path),
+                "SERVER_GATEWAY (waypoints) is not supported by the Weft proxy",
+            ));
+        }
+        let mut overrides = Vec::new();
+        for (i, m) in pb.metrics.iter().enumerate() {
+            let path = format!("{}.metrics[{i}]", cx.path);
+            if !m.name.is_empty() && !METRICS.contains(&m.name.as_str()) {
+                return Err(FieldError::new(
+                    format!("{path}.name"),
+                    format!("{:?} is not one of Istio's standard metrics", m.name),
+                ));
+            }
+            if !m.r#match.is_empty() {
+                return Err(FieldError::new(
+                    format!("{path}.match"),
+                    "is not supported by the Weft proxy",
+                ));
+            }
+            let mut dimensions = Vec::new();
+            for (tag, expr) in &m.dimensions {
+                let Some(value) = literal(expr) else {
+                    return Err(FieldError::new(
+                        format!("{path}.dimensions[{tag}]"),
+                        format!(
+                            "{expr:?}: the Weft proxy takes string literals only (e.g. \"'v1'\") as tag values"
+                        ),
+                    ));
+                };
+                dimensions.push((tag.clone(), value));
+            }
+            overrides.push((
+                m.name.clone(),
+                MetricOverride {
+                    drop: m.drop,
+                    remove: m.tags_to_remove.clone(),
+                    dimensions,
+                },
+            ));
+        }
+        Ok(Arc::new(IstioStats {
+            config: Arc::new(StatsConfig {
+                server: cx.inbound,
+                disable_host_header_fallback: pb.disable_host_header_fallback,
+                overrides,
+            }),
+            registry: cx.store.istio.clone(),
+        }))
+    },
+    build_per_route: |_, cx| {
+        Err(FieldError::new(
+            cx.path,
+            "per-route stats config is not supported by the Weft proxy",
+        ))
+    },
+    supported: &[
+        (
+            TYPE,
+            "disable_host_header_fallback tcp_reporting_duration metrics definitions reporter",
+        ),
+        (
+            "stats.MetricConfig",
+            "dimensions name tags_to_remove match drop",
+        ),
+    ],
+};
+
+/// Clusters whose name is the service name (istio-proxy's list).
+const SPECIAL_CLUSTERS: [&str; 5] = [
+    "BlackHoleCluster",
+    "PassthroughCluster",
+    "InboundPassthroughCluster",
+    "InboundPassthroughClusterIpv4",
+    "InboundPassthroughClusterIpv6",
+];
+
+impl super::HttpFilter for IstioStats {
+    fn on_request(
+        &self,
+        _: &mut super::RequestContext<'_>,
+        _: super::PerRoute<'_>,
+    ) -> super::Decode {
+        super::Decode::Continue
+    }
+
+    fn reads_peer(&self) -> bool {
+        self.config.server
+    }
+
+    fn completes(&self) -> bool {
+        true
+    }
+
+    fn on_complete(&self, done: &super::Completed<'_>) {
+        let c = &self.config;
+        let host = (!c.disable_host_header_fallback)
+            .then(|| done.authority.cloned())
+            .flatten();
+        let cluster_name = done.cluster.map(|cl| cl.config.name.as_str());
+        let special = match (done.route_name, cluster_name) {
+            ("block_all", _) => Some("BlackHoleCluster"),
+            ("allow_any", _) => Some("PassthroughCluster"),
+            (_, Some(n)) => SPECIAL_CLUSTERS.iter().copied().find(|s| *s == n),
+            _ => None,
+        };
+        let destination = match (
+            special,
+            done.cluster.and_then(|cl| cl.config.istio_service.clone()),
+        ) {
+            (Some(name), _) => Destination::Special(name, host),
+            (None, Some(s)) => Destination::Cluster(s),
+            (None, None) => host.map_or(Destination::None, Destination::Host),
+        };
+        let peer = done.stream.exchange.as_ref().and_then(|x| x.peer.clone());
+        let (peer_principal, local_principal) = if c.server {
+            let peer_id = done
+                .conn
+                .peer_identity
+                .clone()
+                .filter(|p| !p.uris.is_empty())
+                .map_or(Principal::None, Principal::Cert);
+            (peer_id, done.conn.tls.then(local_identity).flatten())
+        } else {
+            // The upstream spoke the mesh's mTLS: this proxy's identity on its side, the one
+            // the peer announced on the other.
+            let mtls =
+                matches!((done.cluster, done.host), (Some(cl), Some(h)) if cl.tls_for(h).is_some());
+            let peer_id = peer
+                .clone()
+                .filter(|p| mtls && !p.identity.is_empty())
+                .map_or(Principal::None, Principal::Announced);
+            (peer_id, mtls.then(local_identity).flatten())
+        };
+        let key = Key {
+            config: c.clone(),
+            peer,
+            destination,
+            peer_principal,
+            local_principal,
+            grpc: done.stream.grpc,
+            code: done.status,
+            grpc_status: done.grpc_status,
+            flags: done.stream.flags,
+        };
+        self.registry.record(
+            key,
+            &Sample {
+                duration_ms: done.duration.as_millis() as u64,
+                request_bytes: done.bytes_received,
+                response_bytes: done.bytes_sent,
+            },
+        );
+    }
+}
+
+/// This proxy's SPIFFE identity: its workload certificate's, when it has one. Kept per thread
+/// until the certificate changes, so a request copies no string for it.
+fn local_identity() -> Option<Arc<str>> {
+    thread_local! {
+        static IDENTITY: std::cell::RefCell<(usize, Option<Arc<str>>)> =
+            const { std::cell::RefCell::new((0, None)) };
+    }
+    let cert = crate::agent::secrets().current.load();
+    let at = cert.as_ref().map_or(0, |c| Arc::as_ptr(c) as usize);
+    IDENTITY.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != at {
+            let id = cert
+                .as_ref()
+                .and_then(|c| c.identities.first())
+                .map(|s| Arc::from(s.as_str()));
+            *cached = (at, id);
+        }
+        cached.1.clone()
+    })
+}
