@@ -86,6 +86,11 @@ pub enum Token {
     Duration,
     UpstreamHost,
     UpstreamCluster,
+    UpstreamLocalAddress,
+    RequestedServerName,
+    /// Operators Envoy fills only in cases the Weft proxy does not report (a connection's
+    /// termination details, an upstream TLS failure's reason): `-`.
+    NotRecorded,
     DownstreamRemoteAddress,
     DownstreamRemoteAddressNoPort,
     DownstreamLocalAddress,
@@ -110,6 +115,8 @@ pub enum Sink {
 pub struct AccessLog {
     pub format: Format,
     pub sender: mpsc::Sender<String>,
+    /// Only entries it matches are written.
+    pub filter: Option<crate::access_log_filter::Filter>,
 }
 
 /// Parses a format string into tokens; unknown operators are an error naming them.
@@ -178,7 +185,12 @@ fn parse_operator(op: &str) -> Result<Token, String> {
         "BYTES_SENT" => Token::BytesSent,
         "DURATION" => Token::Duration,
         "UPSTREAM_HOST" => Token::UpstreamHost,
-        "UPSTREAM_CLUSTER" => Token::UpstreamCluster,
+        "UPSTREAM_CLUSTER" | "UPSTREAM_CLUSTER_RAW" => Token::UpstreamCluster,
+        "UPSTREAM_LOCAL_ADDRESS" => Token::UpstreamLocalAddress,
+        "REQUESTED_SERVER_NAME" => Token::RequestedServerName,
+        "CONNECTION_TERMINATION_DETAILS" | "UPSTREAM_TRANSPORT_FAILURE_REASON" => {
+            Token::NotRecorded
+        }
         "DOWNSTREAM_REMOTE_ADDRESS" => Token::DownstreamRemoteAddress,
         "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT" => Token::DownstreamRemoteAddressNoPort,
         "DOWNSTREAM_LOCAL_ADDRESS" => Token::DownstreamLocalAddress,
@@ -215,9 +227,12 @@ pub struct Entry<'a> {
     pub duration: Duration,
     pub upstream_host: Option<SocketAddr>,
     pub upstream_cluster: &'a str,
+    pub upstream_local: Option<SocketAddr>,
     pub downstream_remote: SocketAddr,
     pub downstream_local: SocketAddr,
     pub route_name: &'a str,
+    /// The TLS SNI the client asked for.
+    pub requested_server_name: Option<&'a str>,
 }
 
 impl Entry<'_> {
@@ -274,6 +289,9 @@ impl Entry<'_> {
             Token::UpstreamCluster => {
                 (!self.upstream_cluster.is_empty()).then(|| self.upstream_cluster.to_string())
             }
+            Token::UpstreamLocalAddress => self.upstream_local.map(|a| a.to_string()),
+            Token::RequestedServerName => self.requested_server_name.map(str::to_string),
+            Token::NotRecorded => None,
             Token::DownstreamRemoteAddress => Some(self.downstream_remote.to_string()),
             Token::DownstreamRemoteAddressNoPort => Some(self.downstream_remote.ip().to_string()),
             Token::DownstreamLocalAddress => Some(self.downstream_local.to_string()),
@@ -327,6 +345,9 @@ impl Entry<'_> {
 
 impl AccessLog {
     pub fn log(&self, entry: &Entry<'_>) {
+        if self.filter.as_ref().is_some_and(|f| !f.matches(entry)) {
+            return;
+        }
         // The writer thread only stops at exit; a failed send loses one line, never a request.
         let _ = self.sender.send(entry.render(&self.format));
     }

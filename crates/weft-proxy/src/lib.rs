@@ -45,6 +45,7 @@
 //! counter are decided with the others.
 
 pub mod access_log;
+pub mod access_log_filter;
 pub mod admin;
 pub mod agent;
 pub mod cluster;

@@ -62,6 +62,7 @@ pub async fn serve<I>(
         .pick_cluster()
         .and_then(|name| shared.snapshot.load().clusters.get(name).cloned());
     let mut upstream_host = None;
+    let mut upstream_local = None;
     let (mut rx, mut tx) = (0u64, 0u64);
     let cluster_name = cluster
         .as_ref()
@@ -89,6 +90,7 @@ pub async fn serve<I>(
                     let connect = upstream::open(cluster, &host, upstream::Purpose::Tcp);
                     match connect.await {
                         Ok(mut upstream) => {
+                            upstream_local = upstream.local_addr();
                             stats::inc(&cluster.stats.upstream_cx_active);
                             let (r, t, idle) =
                                 copy_both(&mut downstream, &mut upstream, proxy.idle_timeout).await;
@@ -131,9 +133,11 @@ pub async fn serve<I>(
         duration: start.elapsed(),
         upstream_host,
         upstream_cluster: &cluster_name,
+        upstream_local,
         downstream_remote: peer,
         downstream_local: local,
         route_name: "",
+        requested_server_name: None,
     };
     for log in &proxy.access_logs {
         log.log(&entry);

@@ -38,6 +38,9 @@ enum Command {
     ProxyStatus(cmd::status::StatusArgs),
     /// A proxy's listeners, routes, clusters or endpoints, from the control plane or its admin.
     ProxyConfig(cmd::status::ConfigArgs),
+    /// What a proxy of `weft up` wrote (its messages and stdout access log), as
+    /// `kubectl logs POD -c istio-proxy`; `-f` follows it.
+    Logs(cmd::logs::Args),
     /// Benchmark tool: many simulated sidecars on one control plane (bench/control-plane.sh).
     XdsLoad(cmd::xds_load::Args),
     /// How `weft up` starts a proxy: becomes PROGRAM, to be killed when process PARENT goes.
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => cmd::demo::run(&args),
         Command::ProxyStatus(args) => cmd::status::proxy_status(&args),
         Command::ProxyConfig(args) => cmd::status::proxy_config(&args),
+        Command::Logs(args) => cmd::logs::run(&args),
         Command::XdsLoad(args) => cmd::xds_load::run(&args),
         Command::ExecWithParent { parent, program } => {
             cmd::up::fleet::exec_with_parent(parent, &program).map(|()| ExitCode::SUCCESS)

@@ -31,6 +31,9 @@ const ROOTS: &[&str] = &[
     "envoy/extensions/filters/http/ext_authz/v3/ext_authz.proto",
     "envoy/extensions/access_loggers/file/v3/file.proto",
     "envoy/extensions/access_loggers/stream/v3/stream.proto",
+    "envoy/extensions/access_loggers/filters/cel/v3/cel.proto",
+    "envoy/config/trace/v3/zipkin.proto",
+    "envoy/config/trace/v3/opentelemetry.proto",
 ];
 
 /// Compiled apart from `ROOTS`: their relative reference `common.ratelimit.v3…` would resolve

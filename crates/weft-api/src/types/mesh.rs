@@ -136,6 +136,8 @@ pub struct Mesh {
     pub extension_providers: Vec<ExtensionProvider>,
     /// `defaultProviders.metrics`; `[prometheus]` when unset, as Istio's install sets it.
     pub default_metrics_providers: Vec<String>,
+    /// `defaultProviders.accessLogging` (none by default).
+    pub default_access_log_providers: Vec<String>,
 }
 
 impl Default for Mesh {
@@ -196,6 +198,17 @@ impl MeshConfig {
                 },
             ),
             extension_providers: self.extension_providers.clone(),
+            default_access_log_providers: self
+                .other
+                .get("defaultProviders")
+                .and_then(|d| d.get("accessLogging"))
+                .and_then(|m| m.as_array())
+                .map(|list| {
+                    list.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
             default_metrics_providers: self
                 .other
                 .get("defaultProviders")

@@ -162,7 +162,32 @@ const TABLE: &[(&str, &str)] = &[
         "name weight",
     ),
     // Access logs
-    ("envoy.config.accesslog.v3.AccessLog", "name typed_config"),
+    (
+        "envoy.config.accesslog.v3.AccessLog",
+        "name typed_config filter",
+    ),
+    (
+        "envoy.config.accesslog.v3.AccessLogFilter",
+        "status_code_filter response_flag_filter and_filter or_filter extension_filter",
+    ),
+    ("envoy.config.accesslog.v3.StatusCodeFilter", "comparison"),
+    ("envoy.config.accesslog.v3.ComparisonFilter", "op value"),
+    (
+        "envoy.config.core.v3.RuntimeUInt32",
+        "default_value runtime_key",
+    ),
+    ("envoy.config.accesslog.v3.ResponseFlagFilter", "flags"),
+    ("envoy.config.accesslog.v3.AndFilter", "filters"),
+    ("envoy.config.accesslog.v3.OrFilter", "filters"),
+    (
+        "envoy.config.accesslog.v3.ExtensionFilter",
+        "name typed_config",
+    ),
+    (
+        "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+        "expression",
+    ),
+    ("envoy.config.core.v3.JsonFormatOptions", "sort_properties"),
     (
         "envoy.extensions.access_loggers.file.v3.FileAccessLog",
         "path log_format",
@@ -177,7 +202,7 @@ const TABLE: &[(&str, &str)] = &[
     ),
     (
         "envoy.config.core.v3.SubstitutionFormatString",
-        "text_format_source json_format",
+        "text_format_source json_format json_format_options",
     ),
     (
         "envoy.config.core.v3.DataSource",

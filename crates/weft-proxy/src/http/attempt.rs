@@ -101,15 +101,21 @@ async fn exchange(
         .map_err(Failure::Connect)?
     {
         Sender::Http1(mut c) => {
-            let resp = c
+            let mut resp = c
                 .sender
                 .send_request(request)
                 .await
                 .map_err(Failure::Exchange)?;
+            if let Some(local) = c.local {
+                resp.extensions_mut().insert(upstream::UpstreamLocal(local));
+            }
             Ok((resp, Some(c)))
         }
-        Sender::Http2(mut s) => {
-            let resp = s.send_request(request).await.map_err(Failure::Exchange)?;
+        Sender::Http2(mut s, local) => {
+            let mut resp = s.send_request(request).await.map_err(Failure::Exchange)?;
+            if let Some(local) = local {
+                resp.extensions_mut().insert(upstream::UpstreamLocal(local));
+            }
             Ok((resp, None))
         }
     }

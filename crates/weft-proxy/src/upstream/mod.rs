@@ -23,14 +23,21 @@ pub enum Version {
 /// A connection ready to carry one request.
 pub enum Sender {
     Http1(Http1),
-    Http2(http2::SendRequest<ProxyBody>),
+    /// With the connection's local address.
+    Http2(http2::SendRequest<ProxyBody>, Option<std::net::SocketAddr>),
 }
+
+/// The local address of the connection a response came over, in the response's extensions:
+/// `%UPSTREAM_LOCAL_ADDRESS%`.
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamLocal(pub std::net::SocketAddr);
 
 /// An HTTP/1.1 connection, with how many requests it has been given
 /// (`max_requests_per_connection`).
 pub struct Http1 {
     pub sender: http1::SendRequest<ProxyBody>,
     uses: u32,
+    pub local: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]

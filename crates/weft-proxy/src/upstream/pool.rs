@@ -31,7 +31,11 @@ struct Idle {
 struct Pool {
     idle_http1: Vec<Idle>,
     /// The HTTP/2 connection, with the streams it has been given.
-    http2: Option<(http2::SendRequest<ProxyBody>, u32)>,
+    http2: Option<(
+        http2::SendRequest<ProxyBody>,
+        u32,
+        Option<std::net::SocketAddr>,
+    )>,
     /// An HTTP/2 connection is being opened: requests wait for it rather than open another.
     h2_connecting: bool,
     /// Connections of this pool, open or opening.
@@ -160,7 +164,8 @@ async fn pooled(cluster: &Cluster, key: &PoolKey) -> Option<Sender> {
                     pool.idle_http1.pop().map(|i| Sender::Http1(i.conn))
                 }
                 Version::Http2 => {
-                    let (sender, uses) = pool.http2.as_mut()?;
+                    let (sender, uses, local) = pool.http2.as_mut()?;
+                    let local = *local;
                     if sender.is_closed() {
                         pool.http2 = None;
                         return None;
@@ -173,7 +178,7 @@ async fn pooled(cluster: &Cluster, key: &PoolKey) -> Option<Sender> {
                         pool.http2 = None;
                         stats::inc(&cluster.stats.upstream_cx_max_requests);
                     }
-                    Some(Sender::Http2(s))
+                    Some(Sender::Http2(s, local))
                 }
             }
         })?;
@@ -284,10 +289,10 @@ async fn connect(
         done: false,
     };
     let made = handshake(cluster, host, key).await?;
-    if let Sender::Http2(s) = &made {
+    if let Sender::Http2(s, local) = &made {
         POOLS.with(|p| {
             if let Some(pool) = p.borrow_mut().get_mut(&key) {
-                pool.http2 = Some((s.clone(), 1));
+                pool.http2 = Some((s.clone(), 1, *local));
             }
         });
     }
@@ -316,6 +321,7 @@ async fn handshake(
             return Err(e);
         }
     };
+    let local = stream.local_addr();
     let io = TokioIo::new(stream);
     let cluster_for_task = cluster.clone();
     // The connection task runs on this worker (a current-thread runtime), so it may reach this
@@ -339,7 +345,11 @@ async fn handshake(
                 let _ = conn.with_upgrades().await;
                 on_close();
             });
-            Ok(Sender::Http1(Http1 { sender, uses: 1 }))
+            Ok(Sender::Http1(Http1 {
+                sender,
+                uses: 1,
+                local,
+            }))
         }
         Version::Http2 => {
             stats::inc(&s.upstream_cx_http2_total);
@@ -356,7 +366,7 @@ async fn handshake(
                 let _ = conn.await;
                 on_close();
             });
-            Ok(Sender::Http2(sender))
+            Ok(Sender::Http2(sender, local))
         }
     }
 }

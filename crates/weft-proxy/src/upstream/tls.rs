@@ -237,6 +237,17 @@ pub enum UpstreamStream {
     Memory(tokio::io::DuplexStream),
 }
 
+impl UpstreamStream {
+    /// This end's address (`%UPSTREAM_LOCAL_ADDRESS%`); none in memory.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            UpstreamStream::Plain(s) => s.local_addr().ok(),
+            UpstreamStream::Tls(s) => s.get_ref().0.local_addr().ok(),
+            UpstreamStream::Memory(_) => None,
+        }
+    }
+}
+
 impl AsyncRead for UpstreamStream {
     fn poll_read(
         self: Pin<&mut Self>,

@@ -263,6 +263,8 @@ pub struct Scope<'a> {
     pub authz: super::authz::Filters,
     /// The stats filter's config for each side, from the Telemetry that applies.
     pub metrics: super::telemetry::Metrics,
+    /// Telemetry's access logging for each side (the mesh's `accessLogFile` when silent).
+    pub logging: super::access_log::Logging,
 }
 
 impl<'a> Scope<'a> {
@@ -308,6 +310,7 @@ impl<'a> Scope<'a> {
             secrets: RefCell::new(Vec::new()),
             authz: Default::default(),
             metrics: Default::default(),
+            logging: Default::default(),
         };
         let authz = super::authz::filters(
             inputs,
@@ -319,6 +322,8 @@ impl<'a> Scope<'a> {
         );
         scope.authz = authz;
         scope.metrics = super::telemetry::metrics(inputs, ns, &proxy.labels, &|m| scope.problem(m));
+        scope.logging =
+            super::access_log::logging(inputs, ns, &proxy.labels, &|m| scope.problem(m));
         scope.services = inputs
             .registry
             .services

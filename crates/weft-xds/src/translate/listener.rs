@@ -14,7 +14,6 @@ use super::proxy::{Interception, Proxy};
 use super::route::{self, is_http};
 use super::telemetry;
 use super::{Generated, Inputs};
-use envoy_types::pb::envoy::config::accesslog::v3::AccessLog;
 use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
 use envoy_types::pb::envoy::config::listener::v3::{
     Filter, FilterChain, FilterChainMatch, Listener, ListenerFilter, filter, listener_filter,
@@ -22,7 +21,6 @@ use envoy_types::pb::envoy::config::listener::v3::{
 use envoy_types::pb::envoy::config::route::v3::{
     Route, RouteAction, RouteConfiguration, VirtualHost, route as envoy_route, route_action,
 };
-use envoy_types::pb::envoy::extensions::access_loggers::file::v3::FileAccessLog;
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
@@ -100,7 +98,9 @@ pub fn http_connection_manager(
             upgrade_type: "websocket".into(),
             ..Default::default()
         }],
-        access_log: access_log(inputs),
+        access_log: super::access_log::access_logs(inputs, &scope.logging, class, &|m| {
+            scope.problem(m)
+        }),
         // A sidecar tells its application who called it over mTLS (istiod's
         // `buildSidecarInboundHTTPOpts`), a gateway who its mTLS client is, certificate included
         // (`buildGatewayConnectionManager`); a plaintext caller's own header is dropped.
@@ -138,39 +138,6 @@ fn network_filter(name: &str, config: envoy_types::pb::google::protobuf::Any) ->
         name: name.into(),
         config_type: Some(filter::ConfigType::TypedConfig(config)),
     }
-}
-
-/// The mesh's `accessLogFile`, in Envoy's default format unless `accessLogFormat` is set.
-fn access_log(inputs: &Inputs) -> Vec<AccessLog> {
-    let mesh = &inputs.mesh;
-    if mesh.access_log_file.is_empty() {
-        return Vec::new();
-    }
-    let log = FileAccessLog {
-        path: mesh.access_log_file.clone(),
-        access_log_format: mesh.access_log_format.as_ref().map(|f| {
-            envoy_types::pb::envoy::extensions::access_loggers::file::v3::file_access_log::AccessLogFormat::LogFormat(
-                envoy_types::pb::envoy::config::core::v3::SubstitutionFormatString {
-                    format: Some(envoy_types::pb::envoy::config::core::v3::substitution_format_string::Format::TextFormatSource(
-                        envoy_types::pb::envoy::config::core::v3::DataSource {
-                            specifier: Some(envoy_types::pb::envoy::config::core::v3::data_source::Specifier::InlineString(f.clone())),
-                            ..Default::default()
-                        },
-                    )),
-                    ..Default::default()
-                },
-            )
-        }),
-    };
-    vec![AccessLog {
-        name: "envoy.access_loggers.file".into(),
-        config_type: Some(
-            envoy_types::pb::envoy::config::accesslog::v3::access_log::ConfigType::TypedConfig(
-                pb::any(&log),
-            ),
-        ),
-        ..Default::default()
-    }]
 }
 
 /// A TCP proxy to one cluster.

@@ -8,6 +8,7 @@
 //! gateways. Every resource carries, in `metadata.filter_metadata["istio"]["config"]`, the
 //! Istio objects it came from.
 
+mod access_log;
 mod authn;
 mod authz;
 mod cluster;

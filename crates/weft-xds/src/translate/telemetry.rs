@@ -69,7 +69,7 @@ struct Override {
 
 /// The Telemetry resources of `namespace` and `labels`, root namespace first, then the
 /// namespace's own selector-less one, then those selecting the workload: later ones win.
-fn telemetries<'a>(
+pub(super) fn telemetries<'a>(
     inputs: &'a Inputs,
     namespace: &str,
     labels: &Labels,
@@ -148,7 +148,13 @@ pub fn metrics(
                 let custom = selector.and_then(|s| s.custom_metric.clone());
                 let metric = selector.and_then(|s| s.metric.clone());
                 let names: Vec<String> = match (&custom, metric.as_deref()) {
-                    (Some(c), _) => vec![c.clone()],
+                    (Some(c), _) => {
+                        problem(format!(
+                            "{}: customMetric {c:?}: custom metrics are not supported by the Weft proxy; the override is left out",
+                            t.label()
+                        ));
+                        continue;
+                    }
                     (None, None | Some("ALL_METRICS")) => {
                         STANDARD.iter().map(|(_, n)| (*n).to_string()).collect()
                     }

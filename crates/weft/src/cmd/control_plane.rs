@@ -206,6 +206,8 @@ pub struct Running {
     pub status: Arc<Mutex<ConfigStatus>>,
     /// Where each connected proxy stands (`/debug/syncz` reads the same).
     pub control: ControlPlane,
+    /// What each proxy `weft up` runs writes (`/debug/logs`, `weft logs`).
+    pub logs: super::monitor::Logs,
     stop: watch::Sender<bool>,
 }
 
@@ -246,6 +248,7 @@ pub async fn start(
         .await
         .with_context(|| format!("cannot listen for monitoring on {monitoring}"))?;
     let status = Arc::new(Mutex::new(ConfigStatus::default()));
+    let logs = super::monitor::Logs::default();
     let (config_tx, config) = watch::channel(Arc::new(Config::default()));
     let running = Running {
         xds: xds_listener.local_addr()?,
@@ -255,6 +258,7 @@ pub async fn start(
         config,
         status: status.clone(),
         control: control.clone(),
+        logs: logs.clone(),
         stop,
     };
 
@@ -301,7 +305,11 @@ pub async fn start(
         }
     });
 
-    let monitor = monitor::Monitor { control, status };
+    let monitor = monitor::Monitor {
+        control,
+        status,
+        logs,
+    };
     let mut until = stopped;
     tokio::spawn(async move {
         monitor

@@ -4,6 +4,7 @@ pub mod control_plane;
 pub mod demo;
 pub mod demo_policy;
 pub mod jwks;
+pub mod logs;
 pub mod monitor;
 pub mod offline;
 pub mod proxy;

@@ -1,6 +1,7 @@
 //! The control plane's status port (istiod's 15014): `/debug/syncz` (where each proxy stands,
 //! per resource type), `/debug/config_dump?proxyID=ID` (what translation made for it, with the
-//! Istio objects each resource came from), `/debug/problems`, and `/ready`.
+//! Istio objects each resource came from), `/debug/problems`, `/debug/logs?proxy=NAME` (what a
+//! proxy `weft up` runs wrote), and `/ready`.
 
 use super::control_plane::ConfigStatus;
 use bytes::Bytes;
@@ -19,6 +20,51 @@ use weft_xds::type_url;
 pub struct Monitor {
     pub control: ControlPlane,
     pub status: Arc<Mutex<ConfigStatus>>,
+    pub logs: Logs,
+}
+
+/// The proxies whose output is kept: by name (`sidecar default/web-v1`), their node id and the
+/// file their stdout and stderr go to. `weft up` keeps it current.
+pub type Logs = Arc<Mutex<BTreeMap<String, (String, std::path::PathBuf)>>>;
+
+/// The one proxy `name` stands for: its name, node id, workload (`web-v1`), `NS/NAME`, or a part
+/// of its node id that no other proxy's has. Else why not.
+pub fn find_proxy(
+    logs: &BTreeMap<String, (String, std::path::PathBuf)>,
+    name: &str,
+) -> Result<(String, std::path::PathBuf), String> {
+    if let Some((_, path)) = logs.get(name) {
+        return Ok((name.to_string(), path.clone()));
+    }
+    let workload = |label: &str| label.split_once(' ').map_or(label, |(_, w)| w).to_string();
+    let exact: Vec<_> = logs
+        .iter()
+        .filter(|(label, (id, _))| {
+            let w = workload(label);
+            id == name || w == name || w.rsplit_once('/').is_some_and(|(_, n)| n == name)
+        })
+        .collect();
+    let found = if exact.is_empty() {
+        logs.iter()
+            .filter(|(_, (id, _))| id.contains(name))
+            .collect()
+    } else {
+        exact
+    };
+    match found.as_slice() {
+        [(label, (_, path))] => Ok(((*label).clone(), path.clone())),
+        [] => Err(format!(
+            "no proxy {name:?}; the mesh runs: {}",
+            logs.keys().cloned().collect::<Vec<_>>().join(", ")
+        )),
+        many => Err(format!(
+            "{name:?} names several proxies: {}",
+            many.iter()
+                .map(|(l, _)| l.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
 }
 
 /// xDS type URLs by the short names istioctl prints.
@@ -69,6 +115,7 @@ impl Monitor {
             "/ready" => reply(StatusCode::OK, json!("ready")),
             "/debug/syncz" => reply(StatusCode::OK, syncz(&self.control)),
             "/debug/problems" => reply(StatusCode::OK, self.problems()),
+            "/debug/logs" => self.log(&query),
             "/debug/config_dump" => match query.get("proxyID") {
                 Some(id) => match self.control.proxies().get(id) {
                     Some(p) => reply(StatusCode::OK, dump(&p.snapshot, &p.problems)),
@@ -84,6 +131,46 @@ impl Monitor {
             },
             _ => reply(StatusCode::NOT_FOUND, json!({"error": "not found"})),
         }
+    }
+
+    /// `?proxy=NAME[&offset=N]`: what the proxy wrote from byte `offset` on, as text, with
+    /// where the next read starts in `x-weft-log-offset`.
+    fn log(&self, query: &BTreeMap<String, String>) -> Response<Full<Bytes>> {
+        let Some(name) = query.get("proxy") else {
+            return reply(
+                StatusCode::BAD_REQUEST,
+                json!({"error": "proxy is required"}),
+            );
+        };
+        let name = name
+            .replace("%2F", "/")
+            .replace("%2f", "/")
+            .replace("%20", " ");
+        let found = {
+            let logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
+            find_proxy(&logs, &name)
+        };
+        let (label, path) = match found {
+            Ok(f) => f,
+            Err(e) => return reply(StatusCode::NOT_FOUND, json!({ "error": e })),
+        };
+        let offset: u64 = query
+            .get("offset")
+            .and_then(|o| o.parse().ok())
+            .unwrap_or(0);
+        let text = read_from(&path, offset).unwrap_or_default();
+        let next = offset + text.len() as u64;
+        let mut resp = Response::new(Full::new(Bytes::from(text)));
+        let h = resp.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        h.insert("x-weft-log-offset", http::HeaderValue::from(next));
+        if let Ok(v) = http::HeaderValue::from_str(&label) {
+            h.insert("x-weft-proxy", v);
+        }
+        resp
     }
 
     /// Everything the operator should know is wrong: the refused edit, each proxy's translation
@@ -211,4 +298,18 @@ fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
         http::HeaderValue::from_static("application/json"),
     );
     r
+}
+
+/// The bytes of `path` from `offset` on (none when the file is shorter, as after a restart
+/// that started it again).
+fn read_from(path: &std::path::Path, offset: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    if f.metadata()?.len() < offset {
+        return Ok(Vec::new());
+    }
+    f.seek(SeekFrom::Start(offset))?;
+    let mut out = Vec::new();
+    f.read_to_end(&mut out)?;
+    Ok(out)
 }

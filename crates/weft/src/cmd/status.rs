@@ -66,6 +66,12 @@ pub struct ConfigArgs {
 
 /// A GET, its body as text; anything but 200 is an error carrying the body.
 async fn get(url: &str) -> anyhow::Result<String> {
+    let body = get_bytes(url).await?;
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// A GET, its body as it came; anything but 200 is an error carrying the body.
+pub(crate) async fn get_bytes(url: &str) -> anyhow::Result<Bytes> {
     let uri: http::Uri = url.parse()?;
     let authority = uri
         .authority()
@@ -83,12 +89,20 @@ async fn get(url: &str) -> anyhow::Result<String> {
     let resp = sender.send_request(req).await?;
     let status = resp.status();
     let body = resp.into_body().collect().await?.to_bytes();
-    let text = String::from_utf8_lossy(&body).into_owned();
-    anyhow::ensure!(status == http::StatusCode::OK, "{url}: {status}: {text}");
-    Ok(text)
+    if status != http::StatusCode::OK {
+        let text = String::from_utf8_lossy(&body);
+        let why = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or_else(|| text.into_owned());
+        anyhow::bail!("{url}: {status}: {why}");
+    }
+    Ok(body)
 }
 
-fn block_on<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+pub(crate) fn block_on<T>(
+    f: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?

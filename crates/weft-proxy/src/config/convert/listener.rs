@@ -573,11 +573,102 @@ fn access_logs(list: &[PbAccessLog], path: &str) -> Result<Vec<AccessLog>> {
             }
         };
         let format = log_format(format.as_ref(), &format!("{lpath}.log_format"))?;
+        let filter = match &log.filter {
+            Some(f) => Some(log_filter(f, &format!("{path}[{i}].filter"))?),
+            None => None,
+        };
         let sender = access_log::open(&sink)
             .map_err(|e| FieldError::new(&lpath, format!("cannot open {sink:?}: {e}")))?;
-        out.push(AccessLog { format, sender });
+        out.push(AccessLog {
+            format,
+            sender,
+            filter,
+        });
     }
     Ok(out)
+}
+
+/// An access log's `filter`, of the kinds `access_log_filter` knows.
+fn log_filter(
+    f: &envoy_types::pb::envoy::config::accesslog::v3::AccessLogFilter,
+    path: &str,
+) -> Result<crate::access_log_filter::Filter> {
+    use crate::access_log_filter::{Filter, Op};
+    use envoy_types::pb::envoy::config::accesslog::v3::{
+        access_log_filter::FilterSpecifier as S, comparison_filter::Op as PbOp,
+    };
+    let list = |filters: &[envoy_types::pb::envoy::config::accesslog::v3::AccessLogFilter],
+                what: &str| {
+        filters
+            .iter()
+            .enumerate()
+            .map(|(i, f)| log_filter(f, &format!("{path}.{what}.filters[{i}]")))
+            .collect::<Result<Vec<_>>>()
+    };
+    Ok(match &f.filter_specifier {
+        Some(S::StatusCodeFilter(s)) => {
+            let c = s.comparison.clone().unwrap_or_default();
+            let value = c.value.map_or(0, |v| v.default_value);
+            Filter::Status {
+                op: match PbOp::try_from(c.op).unwrap_or(PbOp::Eq) {
+                    PbOp::Eq => Op::Eq,
+                    PbOp::Ge => Op::Ge,
+                    PbOp::Le => Op::Le,
+                    PbOp::Ne => Op::Ne,
+                },
+                value: u16::try_from(value).map_err(|_| {
+                    FieldError::new(
+                        format!("{path}.status_code_filter.comparison.value"),
+                        "is not a status code",
+                    )
+                })?,
+            }
+        }
+        Some(S::ResponseFlagFilter(r)) => {
+            let mut bits = 0;
+            for (i, name) in r.flags.iter().enumerate() {
+                let Some((bit, _)) = access_log::flags::NAMES.iter().find(|(_, n)| n == name)
+                else {
+                    return Err(FieldError::new(
+                        format!("{path}.response_flag_filter.flags[{i}]"),
+                        format!("{name:?} is not a response flag the Weft proxy sets"),
+                    ));
+                };
+                bits |= bit;
+            }
+            Filter::Flags(bits)
+        }
+        Some(S::AndFilter(a)) => Filter::And(list(&a.filters, "and_filter")?),
+        Some(S::OrFilter(o)) => Filter::Or(list(&o.filters, "or_filter")?),
+        Some(S::ExtensionFilter(x)) => {
+            let tpath = format!("{path}.extension_filter.typed_config");
+            let any = match &x.config_type {
+                Some(envoy_types::pb::envoy::config::accesslog::v3::extension_filter::ConfigType::TypedConfig(a)) => a,
+                None => return Err(FieldError::new(tpath, "is required")),
+            };
+            if type_name(any) != "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter" {
+                return Err(FieldError::new(
+                    tpath,
+                    format!(
+                        "access log filter {} is not supported by the Weft proxy",
+                        type_name(any)
+                    ),
+                ));
+            }
+            let cel: envoy_types::pb::envoy::extensions::access_loggers::filters::cel::v3::ExpressionFilter =
+                decode_any(any, &tpath)?;
+            Filter::Cel(
+                crate::access_log_filter::parse(&cel.expression)
+                    .map_err(|e| FieldError::new(format!("{tpath}.expression"), e))?,
+            )
+        }
+        _ => {
+            return Err(FieldError::new(
+                path,
+                "only status_code_filter, response_flag_filter, and_filter, or_filter and the CEL extension_filter are supported",
+            ));
+        }
+    })
 }
 
 fn log_format(f: Option<&SubstitutionFormatString>, path: &str) -> Result<Format> {

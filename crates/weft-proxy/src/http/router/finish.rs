@@ -55,6 +55,8 @@ pub(super) struct Finisher {
     /// response's `grpc-status`.
     pub authority: Option<HeaderValue>,
     pub grpc_status: Option<u16>,
+    /// This end of the upstream connection (`%UPSTREAM_LOCAL_ADDRESS%`).
+    pub upstream_local: Option<std::net::SocketAddr>,
 }
 
 impl Finisher {
@@ -133,9 +135,11 @@ impl Finish for Finisher {
             duration: self.start.elapsed(),
             upstream_host: self.host.as_ref().map(|h| h.address),
             upstream_cluster: self.cluster.as_ref().map_or("", |c| c.config.name.as_str()),
+            upstream_local: self.upstream_local,
             downstream_remote: self.remote,
             downstream_local: self.conn.local,
             route_name: &self.route_name,
+            requested_server_name: self.conn.sni.as_deref(),
         };
         for log in &hcm.access_logs {
             log.log(&entry);

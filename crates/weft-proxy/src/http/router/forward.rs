@@ -309,6 +309,10 @@ pub(super) async fn forward_request(
         );
     }
     let (mut rparts, rbody) = resp.into_parts();
+    finisher.upstream_local = rparts
+        .extensions
+        .get::<crate::upstream::UpstreamLocal>()
+        .map(|l| l.0);
     cs.count_status(rparts.status.as_u16());
     stats::inc(&host.stats.rq_success);
     headers::strip_hop_by_hop(&mut rparts.headers);

@@ -105,6 +105,7 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
             })
             .flatten(),
         grpc_status: None,
+        upstream_local: None,
     };
     let authority = match checked {
         Ok(authority) => authority,

@@ -25,6 +25,8 @@ pub struct Options {
     pub gateway_address: String,
     /// With the secure port: what Weft proxies need to get their workload certificates.
     pub identity: Option<Identities>,
+    /// Where the control plane finds each proxy's output (`weft logs`).
+    pub logs: crate::cmd::monitor::Logs,
 }
 
 /// The mesh CA as proxies reach it, and the credentials `weft up` hands them.
@@ -93,6 +95,11 @@ impl Fleet {
         }
     }
 
+    /// Where the proxies' bootstraps and logs are.
+    pub fn run_dir(&self) -> &std::path::Path {
+        &self.opts.run_dir
+    }
+
     /// Makes the running proxies those of `plans`: new ones start, changed ones restart (keeping
     /// their ports), and those no longer called for stop. `quiet` for the first round, which the
     /// banner shows instead.
@@ -153,6 +160,19 @@ impl Fleet {
                 }
             }
         }
+        *self.opts.logs.lock().unwrap_or_else(|p| p.into_inner()) = self
+            .proxies
+            .values()
+            .map(|m| {
+                (
+                    m.plan.label.clone(),
+                    (
+                        m.plan.node_id.clone(),
+                        log_file(&self.opts.run_dir, &m.plan),
+                    ),
+                )
+            })
+            .collect();
         Ok(())
     }
 
@@ -297,9 +317,11 @@ fn spawn(m: &Managed, opts: &Options) -> anyhow::Result<Child> {
             cmd.arg("-c");
         }
     }
+    // Both streams to one file, as `kubectl logs` shows a container's: a proxy's access log
+    // to /dev/stdout lands there too.
     cmd.arg(&file)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(log.try_clone()?)
         .stderr(log);
     cmd.spawn()
         .with_context(|| format!("cannot start the proxy for {}", p.label))

@@ -150,6 +150,7 @@ pub async fn start(args: &Args) -> anyhow::Result<Up> {
             xds: control.xds,
             gateway_address: args.gateway_address.clone(),
             identity: identities(&control, &run_dir)?,
+            logs: control.logs.clone(),
         },
         ports,
         fronts,

@@ -113,6 +113,7 @@ pub fn render(
                 "last_exit": m.last_exit,
                 "admin": join("127.0.0.1", m.ports.admin),
                 "stats": join("127.0.0.1", m.ports.stats),
+                "log": super::fleet::log_file(fleet.run_dir(), p).display().to_string(),
                 "http_proxy": m.ports.http_proxy.map(|port| join("127.0.0.1", port)),
                 "inbound": match p.kind {
                     Kind::Sidecar => inbound
