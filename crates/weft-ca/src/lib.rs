@@ -47,6 +47,12 @@ pub struct Refusals {
     pub malformed: AtomicU64,
     pub foreign_identity: AtomicU64,
     pub ttl: AtomicU64,
+    /// Every CSR the CA was asked to sign (istiod's `citadel_server_csr_count`), those it
+    /// signed (`citadel_server_success_cert_issuance_count`), and callers whose credential
+    /// was refused before that (`citadel_server_authentication_failure_count`).
+    pub csr: AtomicU64,
+    pub issued: AtomicU64,
+    pub authentication_failures: AtomicU64,
 }
 
 impl Refusals {

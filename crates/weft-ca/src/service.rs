@@ -108,10 +108,13 @@ impl CaService {
         &self,
         req: &Request<IstioCertificateRequest>,
     ) -> Result<IstioCertificateResponse, Status> {
-        let proved = self
-            .auth
-            .authenticate(req.metadata())
-            .map_err(Status::unauthenticated)?;
+        let proved = self.auth.authenticate(req.metadata()).map_err(|e| {
+            self.ca
+                .refusals()
+                .authentication_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Status::unauthenticated(e)
+        })?;
         let msg = req.get_ref();
         let ttl = u64::try_from(msg.validity_duration)
             .ok()

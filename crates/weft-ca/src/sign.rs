@@ -60,7 +60,11 @@ impl Ca {
         proved: &[Identity],
         ttl: Option<Duration>,
     ) -> Result<Signed, SignError> {
+        self.refusals.csr.fetch_add(1, Ordering::Relaxed);
         let r = self.check_and_sign(csr_pem, proved, ttl);
+        if r.is_ok() {
+            self.refusals.issued.fetch_add(1, Ordering::Relaxed);
+        }
         if let Err(e) = &r {
             let counter = match e {
                 SignError::TooLarge { .. } => &self.refusals.too_large,

@@ -211,6 +211,9 @@ impl ControlPlane {
                     Ok(None) | Err(_) => break,
                 }
             }
+            self.server
+                .metrics()
+                .push_started("config", started.into_std());
             let pushed = self.apply(latest);
             tracing::info!(pushed, "configuration pushed");
         }

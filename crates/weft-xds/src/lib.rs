@@ -4,6 +4,7 @@
 
 pub mod ads;
 pub mod control;
+pub mod metrics;
 pub mod translate;
 
 /// Type URLs of the resources ADS carries.

@@ -65,11 +65,35 @@ fn label_order(text: &str, metric: &str) -> Vec<String> {
 }
 
 async fn scrape(addr: SocketAddr) -> String {
-    let r = try_request(addr, &Req::get("stats", "/stats/prometheus"))
-        .await
+    scrape_path(addr, "/stats/prometheus").await
+}
+
+/// The control plane's `/metrics` (istiod's 15014).
+async fn control_metrics(up: &Up) -> String {
+    let status = up.status().unwrap();
+    let addr: SocketAddr = status["control_plane"]["monitoring"]
+        .as_str()
+        .unwrap()
+        .parse()
         .unwrap();
+    scrape_path(addr, "/metrics").await
+}
+
+async fn scrape_path(addr: SocketAddr, path: &str) -> String {
+    let r = try_request(addr, &Req::get("cp", path)).await.unwrap();
     assert_eq!(r.status, 200);
     String::from_utf8_lossy(&r.body).into_owned()
+}
+
+/// The value of the series `name{labels}` (exactly as printed), if there is one.
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 fn stats_address(up: &Up, name: &str) -> SocketAddr {
@@ -170,6 +194,32 @@ async fn run(envoy: bool) {
     }
     let gw = scrape(gw_stats).await;
     let web = scrape(web_stats).await;
+    // The control plane's own metrics, under istiod's names: both proxies connected, each
+    // type pushed to each, certificates signed for both (the CA is on).
+    let cp = control_metrics(&up).await;
+    assert_eq!(
+        value(&cp, "pilot_xds{version=\"unknown\"}"),
+        Some(2.0),
+        "{cp}"
+    );
+    for t in ["cds", "eds", "lds", "rds"] {
+        let n = value(&cp, &format!("pilot_xds_pushes{{type=\"{t}\"}}")).unwrap_or(0.0);
+        assert!(n >= 2.0, "{t}: {n}\n{cp}");
+    }
+    assert!(cp.contains("# TYPE pilot_xds_pushes counter"), "{cp}");
+    assert_eq!(value(&cp, "pilot_services"), Some(1.0), "{cp}");
+    assert_eq!(value(&cp, "pilot_virt_services"), Some(1.0), "{cp}");
+    let csr = value(&cp, "citadel_server_csr_count").unwrap();
+    assert!(csr >= 2.0, "{cp}");
+    assert_eq!(
+        value(&cp, "citadel_server_success_cert_issuance_count"),
+        Some(csr)
+    );
+    assert_eq!(
+        value(&cp, "pilot_total_xds_rejects{type=\"lds\"}"),
+        None,
+        "{cp}"
+    );
     if envoy {
         // Stock Envoy skips the optional Istio filters: the config is taken, no istio_ series.
         assert!(!gw.contains("istio_requests_total"), "{gw}");
@@ -357,6 +407,48 @@ async fn run(envoy: bool) {
         .filter(|l| l.starts_with("istio_requests_total{") && l.contains("team="))
         .all(|l| l.contains(",team=\"checkout\"} "));
     assert!(last, "the added tag comes last\n{gw}");
+
+    // The edit was a push: counted, and each proxy's convergence observed.
+    let cp = control_metrics(&up).await;
+    assert!(
+        value(&cp, "pilot_push_triggers{type=\"config\"}").unwrap_or(0.0) >= 1.0,
+        "{cp}"
+    );
+    assert!(
+        value(&cp, "pilot_proxy_convergence_time_count").unwrap_or(0.0) >= 2.0,
+        "{cp}"
+    );
+    // A tag value the Weft proxy cannot evaluate is refused by every proxy that gets it, and
+    // the control plane counts the rejections.
+    let before = up.generation();
+    std::fs::write(
+        dir.path().join("telemetry.yaml"),
+        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: { name: mesh-default, namespace: istio-system }\n\
+         spec:\n  metrics:\n  - overrides:\n    - tagOverrides:\n        host: { value: \"request.host\" }\n",
+    )
+    .unwrap();
+    tokio::task::block_in_place(|| {
+        up.wait_status("the refused Telemetry", |s| {
+            s["config"]["generation"].as_u64() > Some(before)
+        })
+    });
+    eventually("the rejections to be counted", || async {
+        let cp = control_metrics(&up).await;
+        let total = value(&cp, "pilot_total_xds_rejects{type=\"lds\"}").unwrap_or(0.0);
+        let standing = cp
+            .lines()
+            .filter(|l| l.starts_with("pilot_xds_lds_reject{"))
+            .count();
+        (total >= 2.0 && standing == 2)
+            .then_some(())
+            .ok_or(format!("{total} {standing}"))
+    })
+    .await;
+    // The proxies keep serving what they had.
+    let r = try_request(gateway, &Req::get("web.example", "/still"))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -158,6 +158,8 @@ impl Hash for Key {
     }
 }
 
+/// Counts per bucket, each value in the first bucket whose bound it is at or under (made
+/// cumulative when printed): one increment per value.
 #[derive(Debug, Default, Clone)]
 struct Histogram {
     buckets: [u64; BUCKETS.len()],
@@ -167,10 +169,9 @@ struct Histogram {
 
 impl Histogram {
     fn record(&mut self, v: f64) {
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if v <= *b {
-                self.buckets[i] += 1;
-            }
+        let i = BUCKETS.partition_point(|b| *b < v);
+        if let Some(slot) = self.buckets.get_mut(i) {
+            *slot += 1;
         }
         self.count += 1;
         self.sum += v;
@@ -297,9 +298,10 @@ impl Registry {
             }
             let _ = writeln!(out, "# TYPE {name} histogram");
             for (l, h) in series {
-                // Each bucket already counts every value at or under its bound.
+                let mut cumulative = 0;
                 for (b, n) in BUCKETS.iter().zip(h.buckets.iter()) {
-                    let _ = writeln!(out, "{name}_bucket{{{l},le=\"{b}\"}} {n}");
+                    cumulative += n;
+                    let _ = writeln!(out, "{name}_bucket{{{l},le=\"{b}\"}} {cumulative}");
                 }
                 let _ = writeln!(out, "{name}_bucket{{{l},le=\"+Inf\"}} {}", h.count);
                 let _ = writeln!(out, "{name}_sum{{{l}}} {}", h.sum);

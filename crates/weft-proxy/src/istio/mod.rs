@@ -197,10 +197,33 @@ const PEER_CACHE: usize = 500;
 
 thread_local! {
     static PEERS: RefCell<HashMap<bytes::Bytes, Arc<Workload>>> = RefCell::new(HashMap::new());
+    /// The last peer seen: a connection's requests all carry the same header, and comparing
+    /// it costs less than hashing it.
+    static LAST: RefCell<Option<(bytes::Bytes, Arc<Workload>)>> = const { RefCell::new(None) };
 }
 
 /// The peer a header names, from this thread's cache when it was seen before.
 pub fn peer(header: &HeaderValue) -> Option<Arc<Workload>> {
+    let last = LAST.with(|l| {
+        l.borrow()
+            .as_ref()
+            .filter(|(k, _)| k.as_ref() == header.as_bytes())
+            .map(|(_, p)| p.clone())
+    });
+    if last.is_some() {
+        return last;
+    }
+    let found = peer_cached(header)?;
+    LAST.with(|l| {
+        *l.borrow_mut() = Some((
+            bytes::Bytes::copy_from_slice(header.as_bytes()),
+            found.clone(),
+        ));
+    });
+    Some(found)
+}
+
+fn peer_cached(header: &HeaderValue) -> Option<Arc<Workload>> {
     PEERS.with(|cache| {
         let mut cache = cache.borrow_mut();
         if let Some(p) = cache.get(header.as_bytes()) {

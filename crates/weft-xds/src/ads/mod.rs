@@ -204,6 +204,8 @@ pub struct ConnectionStatus {
 pub(crate) struct Tracker {
     next: AtomicU64,
     connections: Mutex<BTreeMap<u64, ConnectionStatus>>,
+    /// istiod's `pilot_*` metrics of what the streams sent and heard back.
+    pub(crate) metrics: crate::metrics::XdsMetrics,
 }
 
 impl Tracker {
@@ -292,6 +294,11 @@ impl AdsServer {
         &self.cache
     }
 
+    /// istiod's `pilot_xds_pushes`, rejections and convergence times.
+    pub fn metrics(&self) -> &crate::metrics::XdsMetrics {
+        &self.tracker.metrics
+    }
+
     /// The connected proxies, in connection order.
     pub fn status(&self) -> Vec<ConnectionStatus> {
         lock(&self.tracker.connections).values().cloned().collect()
@@ -357,6 +364,7 @@ impl Stream<'_> {
     pub(crate) fn next_nonce(&mut self, type_url: &str, version: &str) -> String {
         self.nonce += 1;
         self.pending.insert(type_url.to_string());
+        self.tracker.metrics.pushed(type_url);
         let version = version.to_string();
         self.tracker
             .type_status(self.id, type_url, |s| s.sent = version);
@@ -383,15 +391,20 @@ impl Stream<'_> {
             });
             // An error, not a warning: the proxy serves config older than the folder's, and
             // the message (Envoy's and Weft's both) names the resource it refused.
+            self.tracker.metrics.rejected(type_url, &node, &message);
             let kind = type_url.rsplit('.').next().unwrap_or(type_url);
             tracing::error!(
                 "NACK: proxy {node} rejected {kind} version {sent}: {message} (it keeps serving what it last accepted)"
             );
         } else if let Some(version) = version {
-            self.tracker.type_status(self.id, type_url, |s| {
+            let mut node = String::new();
+            self.tracker.update(self.id, |c| {
+                node.clone_from(&c.node);
+                let s = c.types.entry(type_url.to_string()).or_default();
                 s.acked = Some(version);
                 s.nack = None;
             });
+            self.tracker.metrics.accepted(type_url, &node);
         }
     }
 }
@@ -486,6 +499,9 @@ async fn run<P: Protocol>(
                     if clusters {
                         responses.extend(protocol.after_clusters(&snapshot, &mut stream));
                     }
+                }
+                if !responses.is_empty() {
+                    server.tracker.metrics.converged();
                 }
             }
             () = async {

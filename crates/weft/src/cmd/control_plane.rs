@@ -309,6 +309,8 @@ pub async fn start(
         control,
         status,
         logs,
+        ca: running.ca.as_ref().map(|(ca, _)| ca.clone()),
+        started: std::time::Instant::now(),
     };
     let mut until = stopped;
     tokio::spawn(async move {

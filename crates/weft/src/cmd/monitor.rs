@@ -21,6 +21,9 @@ pub struct Monitor {
     pub control: ControlPlane,
     pub status: Arc<Mutex<ConfigStatus>>,
     pub logs: Logs,
+    /// The mesh CA, when it runs: its `citadel_server_*` counters.
+    pub ca: Option<Arc<weft_ca::Ca>>,
+    pub started: std::time::Instant,
 }
 
 /// The proxies whose output is kept: by name (`sidecar default/web-v1`), their node id and the
@@ -116,6 +119,14 @@ impl Monitor {
             "/debug/syncz" => reply(StatusCode::OK, syncz(&self.control)),
             "/debug/problems" => reply(StatusCode::OK, self.problems()),
             "/debug/logs" => self.log(&query),
+            "/metrics" | "/stats/prometheus" => {
+                let mut resp = Response::new(Full::new(Bytes::from(self.metrics())));
+                resp.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                resp
+            }
             "/debug/config_dump" => match query.get("proxyID") {
                 Some(id) => match self.control.proxies().get(id) {
                     Some(p) => reply(StatusCode::OK, dump(&p.snapshot, &p.problems)),
@@ -131,6 +142,53 @@ impl Monitor {
             },
             _ => reply(StatusCode::NOT_FOUND, json!({"error": "not found"})),
         }
+    }
+
+    /// istiod's metrics (`pilot_*`, `citadel_server_*`) in Prometheus' text format.
+    fn metrics(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        self.control.server().metrics().render(&mut out);
+        let connected = self.control.connections().len();
+        // istiod labels connections by the proxy's Istio version; Weft's and Envoy's nodes do
+        // not say theirs.
+        let _ = writeln!(
+            out,
+            "# TYPE pilot_xds gauge\npilot_xds{{version=\"unknown\"}} {connected}"
+        );
+        let inputs = self.control.inputs();
+        let _ = writeln!(
+            out,
+            "# TYPE pilot_services gauge\npilot_services {}",
+            inputs.registry.services.len()
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE pilot_virt_services gauge\npilot_virt_services {}",
+            inputs.config.virtual_services.len()
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE istiod_uptime_seconds gauge\nistiod_uptime_seconds {}",
+            self.started.elapsed().as_secs_f64()
+        );
+        if let Some(ca) = &self.ca {
+            let r = ca.refusals();
+            let get =
+                |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+            for (name, value) in [
+                ("citadel_server_csr_count", get(&r.csr)),
+                ("citadel_server_success_cert_issuance_count", get(&r.issued)),
+                (
+                    "citadel_server_authentication_failure_count",
+                    get(&r.authentication_failures),
+                ),
+                ("citadel_server_csr_parsing_err_count", get(&r.malformed)),
+            ] {
+                let _ = writeln!(out, "# TYPE {name} counter\n{name} {value}");
+            }
+        }
+        out
     }
 
     /// `?proxy=NAME[&offset=N]`: what the proxy wrote from byte `offset` on, as text, with

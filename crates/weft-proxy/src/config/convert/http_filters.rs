@@ -57,9 +57,13 @@ pub(super) fn filter_chain(
             store,
             inbound,
         };
+        let unwrapped = match &inner {
+            Some(_) => typed_struct_message(any, cx.path)?,
+            None => None,
+        };
         chain.filters.push(FilterEntry {
             name: f.name.clone(),
-            filter: (factory.build)(any, &cx)?,
+            filter: (factory.build)(unwrapped.as_ref().unwrap_or(any), &cx)?,
             disabled: f.disabled,
         });
     }
@@ -156,6 +160,34 @@ fn route_config(
         inbound: false,
     };
     Ok(Some((factory.build_per_route)(any, &cx)?))
+}
+
+/// A `TypedStruct` as the message it stands for, when the proxy knows that message's schema
+/// (`stats.PluginConfig`); `None` leaves it to the filter (the metadata exchange reads its
+/// `Struct` itself).
+fn typed_struct_message(any: &Any, path: &str) -> Result<Option<Any>> {
+    use prost::Message;
+    let ts = <weft_proto::TypedStruct as Message>::decode(any.value.as_slice())
+        .map_err(|e| FieldError::new(path, format!("cannot decode TypedStruct: {e}")))?;
+    let name = ts.type_url.rsplit('/').next().unwrap_or_default();
+    let Some(descriptor) = crate::config::pool().get_message_by_name(name) else {
+        return Ok(None);
+    };
+    let json = match ts.value {
+        Some(v) => serde_json::Value::Object(
+            v.fields
+                .into_iter()
+                .map(|(k, v)| (k, crate::config::convert::struct_value_json(&v)))
+                .collect(),
+        ),
+        None => serde_json::json!({}),
+    };
+    let message = prost_reflect::DynamicMessage::deserialize(descriptor, json)
+        .map_err(|e| FieldError::new(format!("{path}.value"), e.to_string()))?;
+    Ok(Some(Any {
+        type_url: ts.type_url.clone(),
+        value: message.encode_to_vec(),
+    }))
 }
 
 /// The type a `TypedStruct` config stands for (its `type_url`'s message name), as Envoy finds
