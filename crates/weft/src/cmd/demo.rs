@@ -54,6 +54,11 @@ pub struct Args {
     pub website_ports: Vec<u16>,
     #[arg(short = 'l', long = "log-level", default_value = "warn")]
     pub log_level: String,
+    /// Scrape the mesh with Debian's `prometheus` (as `weft up --prometheus`).
+    #[arg(long)]
+    pub prometheus: bool,
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub prometheus_address: String,
 }
 
 /// The workloads: the tutorial's `website` Service, with its three Deployments as
@@ -323,6 +328,8 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
             envoy: None,
             keep_logs: false,
             status_file: None,
+            prometheus: args.prometheus,
+            prometheus_address: args.prometheus_address.clone(),
         };
         let mut mesh: Up = up::start(&up_args).await?;
         let gateway = SocketAddr::from(([127, 0, 0, 1], args.gateway_port));

@@ -27,6 +27,8 @@ pub struct Options {
     pub identity: Option<Identities>,
     /// Where the control plane finds each proxy's output (`weft logs`).
     pub logs: crate::cmd::monitor::Logs,
+    /// `--prometheus`: the file of scrape targets to keep current.
+    pub prometheus_targets: Option<PathBuf>,
 }
 
 /// The mesh CA as proxies reach it, and the credentials `weft up` hands them.
@@ -173,6 +175,21 @@ impl Fleet {
                 )
             })
             .collect();
+        if let Some(path) = &self.opts.prometheus_targets {
+            let targets: Vec<serde_json::Value> = self
+                .proxies
+                .values()
+                .map(|m| {
+                    super::prometheus::target(
+                        std::net::SocketAddr::from(([127, 0, 0, 1], m.ports.stats)),
+                        &m.plan,
+                    )
+                })
+                .collect();
+            if let Err(e) = super::prometheus::write_targets(path, &targets) {
+                tracing::error!("cannot write {}: {e}", path.display());
+            }
+        }
         Ok(())
     }
 

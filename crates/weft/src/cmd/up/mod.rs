@@ -12,6 +12,7 @@
 
 pub mod fleet;
 pub mod plan;
+pub mod prometheus;
 mod status_file;
 
 use super::control_plane::{self, ConfigStatus, Running};
@@ -51,6 +52,13 @@ pub struct Args {
     /// schema is in the README); removed when the mesh stops.
     #[arg(long, value_name = "PATH")]
     pub status_file: Option<PathBuf>,
+    /// Write a Prometheus configuration scraping the control plane and every proxy (Istio's
+    /// `istiod` and `envoy-stats` jobs) and start Debian's `prometheus` on it, if installed.
+    #[arg(long)]
+    pub prometheus: bool,
+    /// Where that Prometheus serves.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub prometheus_address: String,
 }
 
 pub struct Up {
@@ -60,6 +68,7 @@ pub struct Up {
     pub keep_logs: bool,
     status_file: Option<PathBuf>,
     stop: watch::Sender<bool>,
+    pub prometheus: Option<prometheus::Prometheus>,
 }
 
 /// What the status file shows besides the fleet, cloned for the task that keeps it.
@@ -70,6 +79,8 @@ pub struct View {
     pub monitoring: SocketAddr,
     pub gateway_address: String,
     pub folder: PathBuf,
+    /// `--prometheus`: its address (when started) and configuration.
+    pub prometheus: Option<(Option<String>, PathBuf)>,
 }
 
 fn lock(fleet: &Mutex<Fleet>) -> std::sync::MutexGuard<'_, Fleet> {
@@ -81,6 +92,7 @@ impl Up {
     /// keep it, and the status file.
     pub fn stop(&mut self) {
         self.stop.send_replace(true);
+        self.prometheus = None;
         lock(&self.fleet).stop_all();
         self.control.stop();
         if !self.keep_logs
@@ -107,6 +119,15 @@ impl Up {
                 m.plan.label,
                 fleet::describe(m, gateway_address, &fleet.fronts)
             ));
+        }
+        if let Some(p) = &self.prometheus {
+            match &p.url {
+                Some(url) => out.push_str(&format!("prometheus     {url}\n")),
+                None => out.push_str(&format!(
+                    "prometheus     not installed (apt-get install prometheus); its configuration: prometheus --config.file={}\n",
+                    p.config.display()
+                )),
+            }
         }
         out.push_str(&format!("logs           {}\n", self.run_dir.display()));
         out
@@ -143,6 +164,15 @@ pub async fn start(args: &Args) -> anyhow::Result<Up> {
     if !args.keep_logs {
         std::fs::write(run_dir.join(RUNNING_MARK), "")?;
     }
+    let prometheus = if args.prometheus {
+        Some(prometheus::start(
+            &run_dir,
+            control.monitoring,
+            &args.prometheus_address,
+        )?)
+    } else {
+        None
+    };
     let mut fleet = Fleet::new(
         fleet::Options {
             run_dir: run_dir.clone(),
@@ -151,6 +181,7 @@ pub async fn start(args: &Args) -> anyhow::Result<Up> {
             gateway_address: args.gateway_address.clone(),
             identity: identities(&control, &run_dir)?,
             logs: control.logs.clone(),
+            prometheus_targets: prometheus.as_ref().map(|p| p.targets.clone()),
         },
         ports,
         fronts,
@@ -165,6 +196,9 @@ pub async fn start(args: &Args) -> anyhow::Result<Up> {
         monitoring: control.monitoring,
         gateway_address: args.gateway_address.clone(),
         folder: c.dir.clone(),
+        prometheus: prometheus
+            .as_ref()
+            .map(|p| (p.url.clone(), p.config.clone())),
     };
     let writer = args.status_file.clone().map(status_file::Writer::new);
     tokio::spawn(supervise(
@@ -182,6 +216,7 @@ pub async fn start(args: &Args) -> anyhow::Result<Up> {
         keep_logs: args.keep_logs,
         status_file: args.status_file.clone(),
         stop,
+        prometheus,
     })
 }
 

@@ -141,6 +141,10 @@ pub fn render(
             "kept_last_good": status.kept,
         },
         "proxies": proxies,
+        "prometheus": up.prometheus.as_ref().map(|(url, config)| json!({
+            "url": url,
+            "config": config.display().to_string(),
+        })),
     })
 }
 
