@@ -61,5 +61,6 @@ pub mod server;
 pub mod stats;
 pub mod tcp;
 pub mod testing;
+pub mod trace;
 pub mod upstream;
 pub mod xds;

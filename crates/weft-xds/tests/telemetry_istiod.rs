@@ -309,3 +309,120 @@ fn telemetry_access_logging_by_mode_with_filters_and_disabling() {
         json!({"code": "%RESPONSE_CODE%", "peer": "%DOWNSTREAM_REMOTE_ADDRESS%"})
     );
 }
+
+/// The HCM `tracing` of each side (inbound, outbound).
+fn tracing_of(objects: &str, mesh: &str) -> (Value, Value) {
+    let mut loaded = LoadResult::default();
+    loaded.load_str("telemetry.yaml", &format!("{WORKLOAD}---\n{objects}"));
+    assert!(!loaded.has_errors(), "{:?}", loaded.problems);
+    let resources: Vec<_> = loaded.objects.into_iter().map(|o| o.resource).collect();
+    let inputs = Inputs::new(&resources, MeshConfig::from_yaml(mesh).unwrap().resolve());
+    let labels = [
+        ("app", "httpbin"),
+        ("version", "v1"),
+        ("service.istio.io/canonical-name", "httpbin"),
+        ("service.istio.io/canonical-revision", "v1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let g = generate(
+        &inputs,
+        &Proxy::sidecar("httpbin-v1", "foo", "10.0.0.1", labels),
+    );
+    let hcm = |l: &envoy_types::pb::envoy::config::listener::v3::Listener, chain: Option<&str>| {
+        let c = match chain {
+            Some(n) => l.filter_chains.iter().find(|c| c.name == n).unwrap(),
+            None => &l.filter_chains[0],
+        };
+        let Some(envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(a)) =
+            &c.filters[0].config_type
+        else {
+            panic!("untyped")
+        };
+        let v = render(a);
+        v["tracing"].clone()
+    };
+    (
+        hcm(&g.listeners["virtualInbound"], Some("0.0.0.0_8000")),
+        hcm(&g.listeners["0.0.0.0_8000"], None),
+    )
+}
+
+#[test]
+fn tracing_from_telemetry_as_istiod_writes_it() {
+    let mesh = "extensionProviders:\n- name: zipkin\n  zipkin: { service: zipkin.istio-system.svc.cluster.local, port: 9411, maxTagLength: 100 }\n";
+    let service = "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: { name: zipkin, namespace: istio-system }\nspec:\n  hosts: [ zipkin.istio-system.svc.cluster.local ]\n  ports: [ { number: 9411, name: http, protocol: HTTP } ]\n  resolution: DNS\n";
+    // No provider anywhere: no tracing.
+    let (inbound, outbound) = tracing_of(service.trim_start_matches("---\n"), mesh);
+    assert!(inbound.is_null() && outbound.is_null());
+    let (inbound, outbound) = tracing_of(
+        &format!(
+            "{TELEMETRY}metadata: {{ name: mesh, namespace: istio-system }}\nspec:\n  tracing:\n  - providers: [ {{ name: zipkin }} ]\n    randomSamplingPercentage: 10\n    customTags:\n      env: {{ environment: {{ name: POD_NAME, defaultValue: none }} }}\n---\n\
+             {TELEMETRY}metadata: {{ name: quiet-server, namespace: foo }}\nspec:\n  tracing:\n  - match: {{ mode: SERVER }}\n    disableSpanReporting: true\n{service}"
+        ),
+        mesh,
+    );
+    // The server side reports nothing; the client side traces to Zipkin as istiod configures it.
+    assert!(inbound.is_null(), "{inbound}");
+    assert_eq!(
+        outbound["provider"],
+        json!({
+            "name": "envoy.tracers.zipkin",
+            "typedConfig": {
+                "@type": "type.googleapis.com/envoy.config.trace.v3.ZipkinConfig",
+                "collectorCluster": "outbound|9411||zipkin.istio-system.svc.cluster.local",
+                "collectorEndpoint": "/api/v2/spans",
+                "traceId128bit": true,
+                "sharedSpanContext": false,
+                "collectorEndpointVersion": "HTTP_JSON",
+                "collectorHostname": "zipkin.istio-system.svc.cluster.local"
+            }
+        })
+    );
+    assert_eq!(outbound["randomSampling"], json!({"value": 10.0}));
+    assert_eq!(outbound["clientSampling"], json!({"value": 100.0}));
+    assert_eq!(outbound["overallSampling"], json!({"value": 100.0}));
+    assert_eq!(outbound["maxPathTagLength"], 100);
+    let tags: Vec<&str> = outbound["customTags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["tag"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        tags,
+        [
+            "env",
+            "istio.canonical_revision",
+            "istio.canonical_service",
+            "istio.cluster_id",
+            "istio.mesh_id",
+            "istio.namespace"
+        ]
+    );
+    assert_eq!(
+        outbound["customTags"][1]["literal"]["value"], "v1",
+        "{}",
+        outbound["customTags"]
+    );
+    assert_eq!(
+        outbound["customTags"][0]["environment"],
+        json!({"name": "POD_NAME", "defaultValue": "none"})
+    );
+    // Without randomSamplingPercentage: the mesh's defaultConfig.tracing.sampling, else 1%.
+    let (_, outbound) = tracing_of(
+        &format!(
+            "{TELEMETRY}metadata: {{ name: mesh, namespace: istio-system }}\nspec:\n  tracing:\n  - providers: [ {{ name: zipkin }} ]\n{service}"
+        ),
+        mesh,
+    );
+    assert_eq!(outbound["randomSampling"], json!({"value": 1.0}));
+    let (_, outbound) = tracing_of(
+        &format!(
+            "{TELEMETRY}metadata: {{ name: mesh, namespace: istio-system }}\nspec:\n  tracing:\n  - providers: [ {{ name: zipkin }} ]\n{service}"
+        ),
+        &format!("{mesh}defaultConfig:\n  tracing: {{ sampling: 25 }}\n"),
+    );
+    assert_eq!(outbound["randomSampling"], json!({"value": 25.0}));
+}

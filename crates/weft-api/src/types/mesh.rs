@@ -138,6 +138,12 @@ pub struct Mesh {
     pub default_metrics_providers: Vec<String>,
     /// `defaultProviders.accessLogging` (none by default).
     pub default_access_log_providers: Vec<String>,
+    /// `defaultProviders.tracing` (none by default).
+    pub default_tracing_providers: Vec<String>,
+    /// `defaultConfig.tracing.sampling`, a percentage.
+    pub default_tracing_sampling: Option<f64>,
+    /// `meshId`.
+    pub mesh_id: Option<String>,
 }
 
 impl Default for Mesh {
@@ -209,6 +215,28 @@ impl MeshConfig {
                         .collect()
                 })
                 .unwrap_or_default(),
+            default_tracing_providers: self
+                .other
+                .get("defaultProviders")
+                .and_then(|d| d.get("tracing"))
+                .and_then(|m| m.as_array())
+                .map(|list| {
+                    list.iter()
+                        .filter_map(|v| v.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            default_tracing_sampling: self
+                .default_config
+                .as_ref()
+                .and_then(|c| c.other.get("tracing"))
+                .and_then(|t| t.get("sampling"))
+                .and_then(serde_json::Value::as_f64),
+            mesh_id: self
+                .other
+                .get("meshId")
+                .and_then(|m| m.as_str())
+                .map(str::to_string),
             default_metrics_providers: self
                 .other
                 .get("defaultProviders")

@@ -99,7 +99,36 @@ const TABLE: &[(&str, &str)] = &[
          upgrade_configs http2_protocol_options common_http_protocol_options max_request_headers_kb \
          server_header_transformation=OVERWRITE|APPEND_IF_ABSENT|PASS_THROUGH \
          forward_client_cert_details=SANITIZE|FORWARD_ONLY|APPEND_FORWARD|SANITIZE_SET|ALWAYS_FORWARD_ONLY \
-         set_current_client_cert_details",
+         set_current_client_cert_details tracing",
+    ),
+    (
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.Tracing",
+        "client_sampling random_sampling overall_sampling max_path_tag_length custom_tags provider \
+         spawn_upstream_span",
+    ),
+    ("envoy.config.trace.v3.Tracing.Http", "name typed_config"),
+    (
+        "envoy.config.trace.v3.ZipkinConfig",
+        "collector_cluster collector_endpoint trace_id_128bit shared_span_context \
+         collector_endpoint_version=HTTP_JSON collector_hostname",
+    ),
+    (
+        "envoy.config.trace.v3.OpenTelemetryConfig",
+        "grpc_service http_service service_name sampler",
+    ),
+    ("envoy.config.core.v3.HttpService", "http_uri"),
+    (
+        "envoy.type.tracing.v3.CustomTag",
+        "tag literal environment request_header",
+    ),
+    ("envoy.type.tracing.v3.CustomTag.Literal", "value"),
+    (
+        "envoy.type.tracing.v3.CustomTag.Environment",
+        "name default_value",
+    ),
+    (
+        "envoy.type.tracing.v3.CustomTag.Header",
+        "name default_value",
     ),
     (
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.SetCurrentClientCertDetails",

@@ -62,6 +62,8 @@ pub enum ServerHeader {
 #[derive(Debug)]
 pub struct HttpConnectionManager {
     pub stat_prefix: String,
+    /// `tracing` with a provider: each request's span.
+    pub tracer: Option<Arc<crate::trace::Tracer>>,
     pub codec: Codec,
     pub route: RouteSource,
     pub access_logs: Vec<AccessLog>,

@@ -265,6 +265,8 @@ pub struct Scope<'a> {
     pub metrics: super::telemetry::Metrics,
     /// Telemetry's access logging for each side (the mesh's `accessLogFile` when silent).
     pub logging: super::access_log::Logging,
+    /// The connection managers' `tracing`, for each side.
+    pub tracing: super::tracing::Tracings,
 }
 
 impl<'a> Scope<'a> {
@@ -311,6 +313,7 @@ impl<'a> Scope<'a> {
             authz: Default::default(),
             metrics: Default::default(),
             logging: Default::default(),
+            tracing: Default::default(),
         };
         let authz = super::authz::filters(
             inputs,
@@ -324,6 +327,9 @@ impl<'a> Scope<'a> {
         scope.metrics = super::telemetry::metrics(inputs, ns, &proxy.labels, &|m| scope.problem(m));
         scope.logging =
             super::access_log::logging(inputs, ns, &proxy.labels, &|m| scope.problem(m));
+        scope.tracing = super::tracing::tracings(inputs, ns, &proxy.labels, &proxy.name, &|m| {
+            scope.problem(m)
+        });
         scope.services = inputs
             .registry
             .services

@@ -98,6 +98,7 @@ pub fn http_connection_manager(
             upgrade_type: "websocket".into(),
             ..Default::default()
         }],
+        tracing: scope.tracing.for_class(class),
         access_log: super::access_log::access_logs(inputs, &scope.logging, class, &|m| {
             scope.problem(m)
         }),

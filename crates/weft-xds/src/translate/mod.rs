@@ -28,6 +28,7 @@ mod route;
 mod sni_dnat;
 mod telemetry;
 mod tls;
+mod tracing;
 mod upstream_tls;
 
 pub(crate) use config::find_sidecar;

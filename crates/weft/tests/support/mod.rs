@@ -6,6 +6,7 @@ pub mod authz;
 pub mod ca;
 pub mod certs;
 mod client;
+pub mod collector;
 pub mod jwks;
 pub mod recorder;
 pub mod up;

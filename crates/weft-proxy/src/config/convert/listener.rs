@@ -420,7 +420,12 @@ fn connection_manager(
                 uri: d.uri,
                 dns: d.dns,
             });
+    let tracer = match &h.tracing {
+        Some(t) => super::tracing::tracer(t, &format!("{path}.tracing"), inbound)?,
+        None => None,
+    };
     Ok(HttpConnectionManager {
+        tracer,
         forward_client_cert,
         client_cert_details,
         max_request_headers_bytes: max_request_headers_kb as usize * 1024,

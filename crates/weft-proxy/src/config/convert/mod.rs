@@ -15,6 +15,7 @@ mod resilience;
 mod retry;
 mod route;
 mod tls;
+mod tracing;
 
 pub use cluster::{cluster, ip_socket_address, load_assignment};
 pub(crate) use headers::string_match as headers_string_match;

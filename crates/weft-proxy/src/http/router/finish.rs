@@ -57,6 +57,8 @@ pub(super) struct Finisher {
     pub grpc_status: Option<u16>,
     /// This end of the upstream connection (`%UPSTREAM_LOCAL_ADDRESS%`).
     pub upstream_local: Option<std::net::SocketAddr>,
+    /// The request's span, when the connection manager traces.
+    pub span: Option<Box<crate::trace::Span>>,
 }
 
 impl Finisher {
@@ -103,6 +105,16 @@ impl Finish for Finisher {
         }
         if !complete && self.cluster.is_some() {
             self.stream.flags |= flags::DC;
+        }
+        if let Some(span) = self.span.take() {
+            (*span).finish(&crate::trace::Finished {
+                status: self.status,
+                flags: self.stream.flags,
+                bytes_received: self.bytes_received,
+                bytes_sent: bytes,
+                cluster: self.cluster.as_ref().map(|c| c.config.name.as_str()),
+                shared: &self.conn.shared,
+            });
         }
         if hcm.filters.completes {
             hcm.filters.complete(&Completed {

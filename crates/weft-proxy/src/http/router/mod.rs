@@ -106,6 +106,7 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
             .flatten(),
         grpc_status: None,
         upstream_local: None,
+        span: None,
     };
     let authority = match checked {
         Ok(authority) => authority,
@@ -141,6 +142,17 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
         Some("https") => "https".into(),
         Some(other) => other.to_string().into(),
     };
+    if let Some(tracer) = &hcm.tracer {
+        let line = crate::trace::RequestLine {
+            method: parts.method.as_str(),
+            scheme: &scheme,
+            authority: &authority,
+            path: &path_and_query,
+            protocol,
+            peer: finisher.remote,
+        };
+        finisher.span = tracer.start(&mut parts.headers, &line);
+    }
     let selected = match route_config.as_deref() {
         None => Selected::None,
         Some(rc) => {

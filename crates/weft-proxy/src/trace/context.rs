@@ -1,0 +1,284 @@
+//! Trace context on the wire: B3 (Zipkin's `x-b3-*` headers, and the single `b3` header
+//! Envoy reads but never writes) and W3C Trace Context (`traceparent`, `tracestate`), read and
+//! written as Envoy's Zipkin and OpenTelemetry tracers do.
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+pub static B3: HeaderName = HeaderName::from_static("b3");
+pub static B3_TRACE_ID: HeaderName = HeaderName::from_static("x-b3-traceid");
+pub static B3_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-spanid");
+pub static B3_PARENT_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-parentspanid");
+pub static B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
+pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// What a request says about the trace it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incoming {
+    pub trace_id: u128,
+    /// 128-bit ids are written back as 32 hex digits, 64-bit ones as 16.
+    pub trace_id_128: bool,
+    pub span_id: u64,
+    pub parent_id: Option<u64>,
+    /// `None` when the request leaves it to this proxy.
+    pub sampled: Option<bool>,
+    pub tracestate: Option<HeaderValue>,
+}
+
+/// Why a request's trace headers are not usable: Envoy then makes no span at all.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Malformed;
+
+fn hex64(s: &str) -> Option<u64> {
+    (s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| u64::from_str_radix(s, 16).ok())
+        .flatten()
+}
+
+fn trace_id(s: &str) -> Option<(u128, bool)> {
+    if !matches!(s.len(), 16 | 32) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some((u128::from_str_radix(s, 16).ok()?, s.len() == 32))
+}
+
+fn text(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    headers.get(name)?.to_str().ok().map(str::to_string)
+}
+
+/// B3, the single `b3` header first (`traceid-spanid[-sampled[-parentid]]`, or only the
+/// sampling flag), else `x-b3-traceid` and `x-b3-spanid` (both needed) with the optional
+/// parent and `x-b3-sampled`. `Ok(None)`: no context; a sampling flag alone is returned as
+/// a flag with no ids.
+pub fn b3(headers: &HeaderMap) -> Result<(Option<Incoming>, Option<bool>), Malformed> {
+    let flag = |s: &str| match s {
+        "1" | "d" | "true" => Ok(Some(true)),
+        "0" | "false" => Ok(Some(false)),
+        _ => Err(Malformed),
+    };
+    if let Some(single) = text(headers, &B3) {
+        let parts: Vec<&str> = single.split('-').collect();
+        return match parts.as_slice() {
+            [s] => Ok((None, flag(s)?)),
+            [t, s, rest @ ..] if rest.len() <= 2 => {
+                let (trace_id, trace_id_128) = trace_id(t).ok_or(Malformed)?;
+                let span_id = hex64(s).ok_or(Malformed)?;
+                let sampled = match rest.first() {
+                    Some(f) => flag(f)?,
+                    None => None,
+                };
+                let parent_id = match rest.get(1) {
+                    Some(p) => Some(hex64(p).ok_or(Malformed)?),
+                    None => None,
+                };
+                Ok((
+                    Some(Incoming {
+                        trace_id,
+                        trace_id_128,
+                        span_id,
+                        parent_id,
+                        sampled,
+                        tracestate: None,
+                    }),
+                    sampled,
+                ))
+            }
+            _ => Err(Malformed),
+        };
+    }
+    let sampled = match text(headers, &B3_SAMPLED) {
+        Some(s) => flag(&s)?,
+        None => None,
+    };
+    let (Some(t), Some(s)) = (text(headers, &B3_TRACE_ID), text(headers, &B3_SPAN_ID)) else {
+        return Ok((None, sampled));
+    };
+    let (trace_id, trace_id_128) = trace_id(&t).ok_or(Malformed)?;
+    let span_id = hex64(&s).ok_or(Malformed)?;
+    let parent_id = match text(headers, &B3_PARENT_SPAN_ID) {
+        Some(p) => Some(hex64(&p).ok_or(Malformed)?),
+        None => None,
+    };
+    Ok((
+        Some(Incoming {
+            trace_id,
+            trace_id_128,
+            span_id,
+            parent_id,
+            sampled,
+            tracestate: None,
+        }),
+        sampled,
+    ))
+}
+
+/// W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex flags>`), with `tracestate` passed on.
+pub fn w3c(headers: &HeaderMap) -> Result<Option<Incoming>, Malformed> {
+    let Some(tp) = text(headers, &TRACEPARENT) else {
+        return Ok(None);
+    };
+    let parts: Vec<&str> = tp.split('-').collect();
+    let [version, t, s, flags] = parts.as_slice() else {
+        return Err(Malformed);
+    };
+    if tp.len() != 55 || version.len() != 2 || t.len() != 32 || flags.len() != 2 {
+        return Err(Malformed);
+    }
+    let (trace_id, _) = trace_id(t).ok_or(Malformed)?;
+    let span_id = hex64(s).ok_or(Malformed)?;
+    let flags = u8::from_str_radix(flags, 16).map_err(|_| Malformed)?;
+    if trace_id == 0 || span_id == 0 {
+        return Err(Malformed);
+    }
+    let states: Vec<&str> = headers
+        .get_all(&TRACESTATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    Ok(Some(Incoming {
+        trace_id,
+        trace_id_128: true,
+        span_id,
+        parent_id: None,
+        sampled: Some(flags & 1 == 1),
+        tracestate: (!states.is_empty())
+            .then(|| HeaderValue::from_str(&states.join(",")).ok())
+            .flatten(),
+    }))
+}
+
+/// The trace id as written: 32 hex digits, or 16 for a 64-bit id.
+pub fn trace_id_hex(id: u128, wide: bool) -> String {
+    if wide {
+        format!("{id:032x}")
+    } else {
+        format!("{:016x}", id as u64)
+    }
+}
+
+/// Writes B3 headers for a span (Envoy writes the multi-header form only).
+pub fn inject_b3(
+    headers: &mut HeaderMap,
+    trace_id: u128,
+    wide: bool,
+    span_id: u64,
+    parent_id: Option<u64>,
+    sampled: bool,
+) {
+    headers.remove(&B3);
+    let put = |h: &mut HeaderMap, n: &HeaderName, v: String| {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            h.insert(n.clone(), v);
+        }
+    };
+    put(headers, &B3_TRACE_ID, trace_id_hex(trace_id, wide));
+    put(headers, &B3_SPAN_ID, format!("{span_id:016x}"));
+    match parent_id {
+        Some(p) => put(headers, &B3_PARENT_SPAN_ID, format!("{p:016x}")),
+        None => {
+            headers.remove(&B3_PARENT_SPAN_ID);
+        }
+    }
+    headers.insert(
+        B3_SAMPLED.clone(),
+        HeaderValue::from_static(if sampled { "1" } else { "0" }),
+    );
+}
+
+/// Writes `traceparent` (and the `tracestate` passed on) for a span.
+pub fn inject_w3c(
+    headers: &mut HeaderMap,
+    trace_id: u128,
+    span_id: u64,
+    sampled: bool,
+    tracestate: Option<&HeaderValue>,
+) {
+    let v = format!(
+        "00-{trace_id:032x}-{span_id:016x}-{}",
+        if sampled { "01" } else { "00" }
+    );
+    if let Ok(v) = HeaderValue::from_str(&v) {
+        headers.insert(TRACEPARENT.clone(), v);
+    }
+    if let Some(ts) = tracestate {
+        headers.insert(TRACESTATE.clone(), ts.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn b3_multi_single_and_flag_only() {
+        let (c, s) = b3(&headers(&[
+            ("x-b3-traceid", "463ac35c9f6413ad48485a3953bb6124"),
+            ("x-b3-spanid", "a2fb4a1d1a96d312"),
+            ("x-b3-parentspanid", "0020000000000001"),
+            ("x-b3-sampled", "1"),
+        ]))
+        .unwrap();
+        let c = c.unwrap();
+        assert_eq!(c.trace_id, 0x463ac35c9f6413ad48485a3953bb6124);
+        assert!(c.trace_id_128);
+        assert_eq!(c.span_id, 0xa2fb4a1d1a96d312);
+        assert_eq!(c.parent_id, Some(0x20000000000001));
+        assert_eq!(s, Some(true));
+        let (c, s) = b3(&headers(&[(
+            "b3",
+            "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-d-05e3ac9a4f6e3b90",
+        )]))
+        .unwrap();
+        assert_eq!(c.unwrap().parent_id, Some(0x05e3ac9a4f6e3b90));
+        assert_eq!(s, Some(true));
+        assert_eq!(b3(&headers(&[("b3", "0")])).unwrap(), (None, Some(false)));
+        assert_eq!(b3(&headers(&[("b3", "xyz-1")])), Err(Malformed));
+        // A trace id without a span id is no context.
+        assert_eq!(
+            b3(&headers(&[("x-b3-traceid", "463ac35c9f6413ad")])).unwrap(),
+            (None, None)
+        );
+    }
+
+    #[test]
+    fn traceparent_round_trip() {
+        let h = headers(&[
+            (
+                "traceparent",
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            ),
+            ("tracestate", "congo=t61rcWkgMzE"),
+            ("tracestate", "rojo=00f067aa0ba902b7"),
+        ]);
+        let c = w3c(&h).unwrap().unwrap();
+        assert_eq!(c.sampled, Some(true));
+        assert_eq!(
+            c.tracestate.as_ref().unwrap(),
+            "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"
+        );
+        let mut out = HeaderMap::new();
+        inject_w3c(&mut out, c.trace_id, 0x1234, true, c.tracestate.as_ref());
+        assert_eq!(
+            out["traceparent"],
+            "00-0af7651916cd43dd8448eb211c80319c-0000000000001234-01"
+        );
+        assert_eq!(
+            w3c(&headers(&[(
+                "traceparent",
+                "00-00000000000000000000000000000000-b7ad6b7169203331-01"
+            )])),
+            Err(Malformed)
+        );
+    }
+}
