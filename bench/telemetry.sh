@@ -5,9 +5,11 @@
 # One bootstrap (bench/telemetry.yaml) in Envoy 1.40 and in `weft proxy` (release build), both
 # at --concurrency 1, in front of nginx: the same route with no telemetry ("plain"), as a
 # sidecar's outbound side with Istio's metadata exchange and stats filter ("client",
-# reporter=source), and as its inbound side, the caller's x-envoy-peer-metadata on every
-# request ("server", reporter=destination). Stock Envoy has neither Istio filter and skips
-# them (they are optional), so its rows are a proxy doing none of this work: the acceptance
+# reporter=source), as its inbound side, the caller's x-envoy-peer-metadata on every
+# request ("server", reporter=destination), and the outbound side with tracing too, 1% of
+# requests sampled and reported to a Zipkin collector ("full": metrics, tracing, no access log).
+# Stock Envoy has neither Istio filter and skips them (they are optional), so its rows do the
+# tracing only, not the metrics: the acceptance
 # bar is Weft's own telemetry routes over its plain one (>= 0.90). wrk (HTTP/1.1 keep-alive)
 # at CONNS connections, REPS rounds, medians reported.
 #
@@ -37,12 +39,12 @@ WEFT=${WEFT:-$ROOT/target/release/weft}
 . bench/lib.sh
 write_nginx_conf "$WORK/nginx" "$UP"
 
-render() { # plain client server admin
-  sed -e "s/{PLAIN}/$1/; s/{CLIENT}/$2/; s/{SERVER}/$3/; s/{ADMIN}/$4/; s/{UPSTREAM}/$UP/" bench/telemetry.yaml
+render() { # plain client server admin full
+  sed -e "s/{PLAIN}/$1/; s/{CLIENT}/$2/; s/{SERVER}/$3/; s/{ADMIN}/$4/; s/{FULL}/$5/; s/{UPSTREAM}/$UP/" bench/telemetry.yaml
 }
-E=$((PORT_BASE + 1)) W=$((PORT_BASE + 5))
-render $E $((E + 1)) $((E + 2)) $((E + 3)) > "$WORK/envoy.yaml"
-render $W $((W + 1)) $((W + 2)) $((W + 3)) > "$WORK/weft.yaml"
+E=$((PORT_BASE + 1)) W=$((PORT_BASE + 6))
+render $E $((E + 1)) $((E + 2)) $((E + 3)) $((E + 4)) > "$WORK/envoy.yaml"
+render $W $((W + 1)) $((W + 2)) $((W + 3)) $((W + 4)) > "$WORK/weft.yaml"
 
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
@@ -80,7 +82,7 @@ PY
 PEER_H=(-H "x-envoy-peer-metadata: $PEER" -H "x-envoy-peer-metadata-id: sidecar~127.0.0.2~caller-v2.bench~bench.svc.cluster.local")
 status() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
 for base in $E $W; do
-  for port in $base $((base + 1)) $((base + 2)); do
+  for port in $base $((base + 1)) $((base + 2)) $((base + 4)); do
     [ "$(status "${PEER_H[@]}" "http://127.0.0.1:$port/")" = 200 ]
   done
 done
@@ -98,8 +100,9 @@ for c in $CONNS; do
       echo "c=$c $proxy plain $(measure_wrk $base $pid "$c")" >> "$RESULTS"
       echo "c=$c $proxy client $(measure_wrk $((base + 1)) $pid "$c")" >> "$RESULTS"
       echo "c=$c $proxy server $(measure_wrk $((base + 2)) $pid "$c" "${PEER_H[@]}")" >> "$RESULTS"
+      echo "c=$c $proxy full $(measure_wrk $((base + 4)) $pid "$c")" >> "$RESULTS"
     done
-    tail -6 "$RESULTS"
+    tail -8 "$RESULTS"
   done
 done
 echo "series on Weft after the run: $(curl -s "http://127.0.0.1:$((W + 3))/stats/prometheus" | grep -c '^istio_requests_total{')"
@@ -116,7 +119,7 @@ print("| load | proxy | route | req/s | ratio to Envoy | over plain | p50 µs | 
 print("|---|---|---|---|---|---|---|---|---|---|")
 for load, t in groups.items():
     for proxy in ("envoy", "weft"):
-        for route in ("plain", "client", "server"):
+        for route in ("plain", "client", "server", "full"):
             v = t.get((proxy, route))
             if not v: continue
             e = t.get(("envoy", route)); p = t.get((proxy, "plain"))

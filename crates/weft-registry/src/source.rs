@@ -17,6 +17,8 @@ use weft_api::validate::check_loaded;
 #[derive(Debug, Clone, Default)]
 pub struct Config {
     pub resources: Vec<Resource>,
+    /// Where each of `resources` is written, in the same order.
+    pub origins: Vec<weft_api::load::Origin>,
     pub mesh: MeshConfig,
     /// Each refused an object, a file or the mesh config.
     pub errors: Vec<Problem>,
@@ -183,6 +185,7 @@ impl Folder {
         };
         let loaded: Vec<&Loaded> = order.iter().filter_map(|id| accepted.get(id)).collect();
         out.resources = loaded.iter().map(|o| o.resource.clone()).collect();
+        out.origins = loaded.iter().map(|o| o.origin.clone()).collect();
         out.warnings.extend(references::missing(&loaded));
         let found = crate::analysis::live_problems(&loaded, &out.mesh);
         out.warnings.extend(found);

@@ -41,6 +41,9 @@ enum Command {
     /// What a proxy of `weft up` wrote (its messages and stdout access log), as
     /// `kubectl logs POD -c istio-proxy`; `-f` follows it.
     Logs(cmd::logs::Args),
+    /// The mesh dashboard the control plane serves (service graph, proxies, config): prints its
+    /// address and opens it, as `istioctl dashboard`.
+    Dashboard(cmd::dashboard::Args),
     /// Benchmark tool: many simulated sidecars on one control plane (bench/control-plane.sh).
     XdsLoad(cmd::xds_load::Args),
     /// How `weft up` starts a proxy: becomes PROGRAM, to be killed when process PARENT goes.
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
         Command::ProxyStatus(args) => cmd::status::proxy_status(&args),
         Command::ProxyConfig(args) => cmd::status::proxy_config(&args),
         Command::Logs(args) => cmd::logs::run(&args),
+        Command::Dashboard(args) => cmd::dashboard::run(&args),
         Command::XdsLoad(args) => cmd::xds_load::run(&args),
         Command::ExecWithParent { parent, program } => {
             cmd::up::fleet::exec_with_parent(parent, &program).map(|()| ExitCode::SUCCESS)

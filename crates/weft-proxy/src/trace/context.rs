@@ -156,6 +156,16 @@ pub fn trace_id_hex(id: u128, wide: bool) -> String {
     }
 }
 
+/// `value` as lowercase hex, `digits` long, in `buf`: what every request's trace headers
+/// are made of, without a string of their own.
+fn hex_into(value: u128, digits: usize, buf: &mut [u8; 32]) -> &[u8] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for i in 0..digits {
+        buf[digits - 1 - i] = HEX[((value >> (4 * i)) & 0xf) as usize];
+    }
+    &buf[..digits]
+}
+
 /// Writes B3 headers for a span (Envoy writes the multi-header form only).
 pub fn inject_b3(
     headers: &mut HeaderMap,
@@ -166,15 +176,21 @@ pub fn inject_b3(
     sampled: bool,
 ) {
     headers.remove(&B3);
-    let put = |h: &mut HeaderMap, n: &HeaderName, v: String| {
-        if let Ok(v) = HeaderValue::from_str(&v) {
+    let mut buf = [0u8; 32];
+    let mut put = |h: &mut HeaderMap, n: &HeaderName, value: u128, digits: usize| {
+        if let Ok(v) = HeaderValue::from_bytes(hex_into(value, digits, &mut buf)) {
             h.insert(n.clone(), v);
         }
     };
-    put(headers, &B3_TRACE_ID, trace_id_hex(trace_id, wide));
-    put(headers, &B3_SPAN_ID, format!("{span_id:016x}"));
+    let (id, digits) = if wide {
+        (trace_id, 32)
+    } else {
+        (u128::from(trace_id as u64), 16)
+    };
+    put(headers, &B3_TRACE_ID, id, digits);
+    put(headers, &B3_SPAN_ID, u128::from(span_id), 16);
     match parent_id {
-        Some(p) => put(headers, &B3_PARENT_SPAN_ID, format!("{p:016x}")),
+        Some(p) => put(headers, &B3_PARENT_SPAN_ID, u128::from(p), 16),
         None => {
             headers.remove(&B3_PARENT_SPAN_ID);
         }

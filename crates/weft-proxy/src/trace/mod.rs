@@ -148,9 +148,12 @@ impl Tracer {
         if reason.is_some() && result >= self.overall_sampling {
             reason = None;
         }
-        if uuid {
-            let mut bytes = rid.as_bytes().to_vec();
-            bytes[TRACE_BYTE] = reason.unwrap_or(b'4');
+        let marked = reason.unwrap_or(b'4');
+        // Most requests are not traced and already say so (`4`, the UUID's version).
+        if uuid && mark != Some(marked) {
+            let mut bytes = [0u8; 36];
+            bytes.copy_from_slice(rid.as_bytes());
+            bytes[TRACE_BYTE] = marked;
             if let Ok(v) = HeaderValue::from_bytes(&bytes) {
                 headers.insert(X_REQUEST_ID.clone(), v);
             }
@@ -214,7 +217,12 @@ impl Tracer {
                     parent,
                     sampled,
                     None,
-                    authority.to_string(),
+                    // Only a sampled span is reported: the others need no name.
+                    if sampled {
+                        authority.to_string()
+                    } else {
+                        String::new()
+                    },
                 )
             }
             Provider::OpenTelemetry { .. } => {
@@ -235,10 +243,10 @@ impl Tracer {
                 };
                 let id = random_u64();
                 context::inject_w3c(headers, trace_id, id, sampled, tracestate.as_ref());
-                let name = if server {
-                    "ingress".to_string()
-                } else {
-                    format!("egress {authority}")
+                let name = match (sampled, server) {
+                    (false, _) => String::new(),
+                    (true, true) => "ingress".to_string(),
+                    (true, false) => format!("egress {authority}"),
                 };
                 (trace_id, true, id, parent, sampled, tracestate, name)
             }

@@ -311,6 +311,8 @@ pub async fn start(
         logs,
         ca: running.ca.as_ref().map(|(ca, _)| ca.clone()),
         started: std::time::Instant::now(),
+        config: running.config.clone(),
+        graph: Default::default(),
     };
     let mut until = stopped;
     tokio::spawn(async move {

@@ -1,6 +1,7 @@
 pub mod agent;
 pub mod analyze;
 pub mod control_plane;
+pub mod dashboard;
 pub mod demo;
 pub mod demo_policy;
 pub mod jwks;

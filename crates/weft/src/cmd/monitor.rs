@@ -24,38 +24,50 @@ pub struct Monitor {
     /// The mesh CA, when it runs: its `citadel_server_*` counters.
     pub ca: Option<Arc<weft_ca::Ca>>,
     pub started: std::time::Instant,
+    /// The folder's config as last loaded: the dashboard's objects.
+    pub config: tokio::sync::watch::Receiver<Arc<weft_registry::source::Config>>,
+    /// The proxies' Istio metrics, scraped for the dashboard's graph.
+    pub graph: super::dashboard::Shared,
 }
 
-/// The proxies whose output is kept: by name (`sidecar default/web-v1`), their node id and the
-/// file their stdout and stderr go to. `weft up` keeps it current.
-pub type Logs = Arc<Mutex<BTreeMap<String, (String, std::path::PathBuf)>>>;
+/// A proxy `weft up` runs: its node id, the file its stdout and stderr go to, and where its
+/// Prometheus stats are.
+#[derive(Debug, Clone)]
+pub struct Known {
+    pub node_id: String,
+    pub log: std::path::PathBuf,
+    pub stats: std::net::SocketAddr,
+}
+
+/// The proxies `weft up` runs, by name (`sidecar default/web-v1`); it keeps this current.
+pub type Logs = Arc<Mutex<BTreeMap<String, Known>>>;
 
 /// The one proxy `name` stands for: its name, node id, workload (`web-v1`), `NS/NAME`, or a part
 /// of its node id that no other proxy's has. Else why not.
 pub fn find_proxy(
-    logs: &BTreeMap<String, (String, std::path::PathBuf)>,
+    logs: &BTreeMap<String, Known>,
     name: &str,
 ) -> Result<(String, std::path::PathBuf), String> {
-    if let Some((_, path)) = logs.get(name) {
-        return Ok((name.to_string(), path.clone()));
+    if let Some(k) = logs.get(name) {
+        return Ok((name.to_string(), k.log.clone()));
     }
     let workload = |label: &str| label.split_once(' ').map_or(label, |(_, w)| w).to_string();
     let exact: Vec<_> = logs
         .iter()
-        .filter(|(label, (id, _))| {
+        .filter(|(label, k)| {
             let w = workload(label);
-            id == name || w == name || w.rsplit_once('/').is_some_and(|(_, n)| n == name)
+            k.node_id == name || w == name || w.rsplit_once('/').is_some_and(|(_, n)| n == name)
         })
         .collect();
     let found = if exact.is_empty() {
         logs.iter()
-            .filter(|(_, (id, _))| id.contains(name))
+            .filter(|(_, k)| k.node_id.contains(name))
             .collect()
     } else {
         exact
     };
     match found.as_slice() {
-        [(label, (_, path))] => Ok(((*label).clone(), path.clone())),
+        [(label, k)] => Ok(((*label).clone(), k.log.clone())),
         [] => Err(format!(
             "no proxy {name:?}; the mesh runs: {}",
             logs.keys().cloned().collect::<Vec<_>>().join(", ")
@@ -85,6 +97,8 @@ impl Monitor {
         shutdown: impl std::future::Future<Output = ()>,
     ) {
         let me = Arc::new(self);
+        let scraper = tokio::spawn(super::dashboard::scrape(me.logs.clone(), me.graph.clone()));
+        let _stop_scraper = AbortOnDrop(scraper);
         tokio::pin!(shutdown);
         loop {
             let accepted = tokio::select! {
@@ -119,6 +133,17 @@ impl Monitor {
             "/debug/syncz" => reply(StatusCode::OK, syncz(&self.control)),
             "/debug/problems" => reply(StatusCode::OK, self.problems()),
             "/debug/logs" => self.log(&query),
+            "/dashboard" => {
+                let mut resp = Response::new(Full::new(Bytes::from_static(
+                    super::dashboard::PAGE.as_bytes(),
+                )));
+                resp.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/html; charset=utf-8"),
+                );
+                resp
+            }
+            "/dashboard/data" => reply(StatusCode::OK, self.dashboard()),
             "/metrics" | "/stats/prometheus" => {
                 let mut resp = Response::new(Full::new(Bytes::from(self.metrics())));
                 resp.headers_mut().insert(
@@ -142,6 +167,92 @@ impl Monitor {
             },
             _ => reply(StatusCode::NOT_FOUND, json!({"error": "not found"})),
         }
+    }
+
+    /// The dashboard's data: the graph's edges, each proxy's sync state, and every object of
+    /// the folder with its state and problems.
+    fn dashboard(&self) -> Value {
+        let edges = {
+            let g = self.graph.lock().unwrap_or_else(|p| p.into_inner());
+            super::dashboard::edges(&g)
+        };
+        let config = self.config.borrow().clone();
+        let of = |list: &[weft_api::load::Problem], o: &weft_api::load::ObjectRef| -> Vec<String> {
+            list.iter()
+                .filter(|p| p.object.as_ref() == Some(o))
+                .map(ToString::to_string)
+                .collect()
+        };
+        let mut objects = Vec::new();
+        for (r, origin) in config.resources.iter().zip(config.origins.iter()) {
+            let o = weft_api::load::ObjectRef {
+                group: weft_api::resource::split_api_version(r.api_version())
+                    .0
+                    .to_string(),
+                kind: r.kind().to_string(),
+                namespace: r.namespace().to_string(),
+                name: r.name().to_string(),
+            };
+            let errors = of(&config.errors, &o);
+            let warnings = of(&config.warnings, &o);
+            let state = if !errors.is_empty() {
+                "kept last good"
+            } else if !warnings.is_empty() {
+                "warning"
+            } else {
+                "ok"
+            };
+            objects.push(json!({
+                "object": o.to_string(),
+                "file": std::path::Path::new(&origin.file).file_name().map_or_else(|| origin.file.clone(), |f| f.to_string_lossy().into_owned()),
+                "path": origin.file,
+                "line": origin.line,
+                "state": state,
+                "problems": errors.into_iter().chain(warnings).collect::<Vec<_>>(),
+            }));
+        }
+        // What was refused outright, with nothing serving for it.
+        for p in &config.errors {
+            let serving = p.object.as_ref().is_some_and(|o| {
+                config.resources.iter().any(|r| {
+                    r.kind() == o.kind && r.namespace() == o.namespace && r.name() == o.name
+                })
+            });
+            if !serving {
+                objects.push(json!({
+                    "object": p.object.as_ref().map_or_else(|| "(file)".to_string(), ToString::to_string),
+                    "file": std::path::Path::new(&p.file).file_name().map_or_else(|| p.file.clone(), |f| f.to_string_lossy().into_owned()),
+                    "path": p.file,
+                    "line": p.line,
+                    "state": "refused",
+                    "problems": [p.to_string()],
+                }));
+            }
+        }
+        let proxies: Vec<Value> = syncz(&self.control)
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|mut p| {
+                let verdicts: Vec<String> = p["types"]
+                    .as_object()
+                    .into_iter()
+                    .flat_map(|t| t.values())
+                    .filter_map(|t| t["status"].as_str().map(str::to_string))
+                    .collect();
+                let state = if verdicts.iter().any(|v| v == "NACKED") {
+                    "NACKED"
+                } else if verdicts.iter().any(|v| v == "STALE") {
+                    "STALE"
+                } else {
+                    "SYNCED"
+                };
+                p["state"] = json!(state);
+                p
+            })
+            .collect();
+        json!({ "edges": edges, "proxies": proxies, "config": objects })
     }
 
     /// istiod's metrics (`pilot_*`, `citadel_server_*`) in Prometheus' text format.
@@ -370,4 +481,13 @@ fn read_from(path: &std::path::Path, offset: u64) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::new();
     f.read_to_end(&mut out)?;
     Ok(out)
+}
+
+/// Aborts the task when dropped: the dashboard's scraper lives as long as the server.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

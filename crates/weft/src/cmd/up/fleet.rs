@@ -168,10 +168,11 @@ impl Fleet {
             .map(|m| {
                 (
                     m.plan.label.clone(),
-                    (
-                        m.plan.node_id.clone(),
-                        log_file(&self.opts.run_dir, &m.plan),
-                    ),
+                    crate::cmd::monitor::Known {
+                        node_id: m.plan.node_id.clone(),
+                        log: log_file(&self.opts.run_dir, &m.plan),
+                        stats: std::net::SocketAddr::from(([127, 0, 0, 1], m.ports.stats)),
+                    },
                 )
             })
             .collect();

@@ -120,6 +120,10 @@ impl Up {
                 fleet::describe(m, gateway_address, &fleet.fronts)
             ));
         }
+        out.push_str(&format!(
+            "dashboard      http://{}/dashboard\n",
+            self.control.monitoring
+        ));
         if let Some(p) = &self.prometheus {
             match &p.url {
                 Some(url) => out.push_str(&format!("prometheus     {url}\n")),
