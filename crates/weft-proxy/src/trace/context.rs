@@ -176,24 +176,31 @@ pub fn inject_b3(
     sampled: bool,
 ) {
     headers.remove(&B3);
-    let mut buf = [0u8; 32];
-    let mut put = |h: &mut HeaderMap, n: &HeaderName, value: u128, digits: usize| {
-        if let Ok(v) = HeaderValue::from_bytes(hex_into(value, digits, &mut buf)) {
-            h.insert(n.clone(), v);
-        }
-    };
+    // One buffer for the three ids, each header a slice of it: one allocation per request.
     let (id, digits) = if wide {
         (trace_id, 32)
     } else {
         (u128::from(trace_id as u64), 16)
     };
-    put(headers, &B3_TRACE_ID, id, digits);
-    put(headers, &B3_SPAN_ID, u128::from(span_id), 16);
-    match parent_id {
-        Some(p) => put(headers, &B3_PARENT_SPAN_ID, u128::from(p), 16),
-        None => {
-            headers.remove(&B3_PARENT_SPAN_ID);
+    let mut hex = bytes::BytesMut::with_capacity(64);
+    let mut buf = [0u8; 32];
+    hex.extend_from_slice(hex_into(id, digits, &mut buf));
+    hex.extend_from_slice(hex_into(u128::from(span_id), 16, &mut buf));
+    if let Some(p) = parent_id {
+        hex.extend_from_slice(hex_into(u128::from(p), 16, &mut buf));
+    }
+    let hex = hex.freeze();
+    let mut put = |n: &HeaderName, range: std::ops::Range<usize>| {
+        if let Ok(v) = HeaderValue::from_maybe_shared(hex.slice(range)) {
+            headers.insert(n.clone(), v);
         }
+    };
+    put(&B3_TRACE_ID, 0..digits);
+    put(&B3_SPAN_ID, digits..digits + 16);
+    if parent_id.is_some() {
+        put(&B3_PARENT_SPAN_ID, digits + 16..digits + 32);
+    } else {
+        headers.remove(&B3_PARENT_SPAN_ID);
     }
     headers.insert(
         B3_SAMPLED.clone(),

@@ -162,7 +162,8 @@ impl Tracer {
     }
 
     /// The span of a request starting now, its context written into the request for the
-    /// upstream; `None` when the request's trace headers are malformed.
+    /// upstream; `None` when the request's trace headers are malformed, or when it is not
+    /// sampled (its context is still propagated, as Envoy does).
     pub fn start(
         self: &Arc<Self>,
         headers: &mut HeaderMap,
@@ -252,8 +253,12 @@ impl Tracer {
             }
         };
         let _ = tracestate;
+        // An unsampled span is propagated (above) and never reported: it needs nothing more.
+        if !sampled {
+            return None;
+        }
         let mut tags = Vec::new();
-        if sampled {
+        {
             let header = |n: &str| {
                 headers
                     .get(n)
