@@ -205,7 +205,7 @@ impl Monitor {
             objects.push(json!({
                 "object": o.to_string(),
                 "file": std::path::Path::new(&origin.file).file_name().map_or_else(|| origin.file.clone(), |f| f.to_string_lossy().into_owned()),
-                "path": origin.file,
+                "path": absolute(&origin.file),
                 "line": origin.line,
                 "state": state,
                 "problems": errors.into_iter().chain(warnings).collect::<Vec<_>>(),
@@ -222,7 +222,7 @@ impl Monitor {
                 objects.push(json!({
                     "object": p.object.as_ref().map_or_else(|| "(file)".to_string(), ToString::to_string),
                     "file": std::path::Path::new(&p.file).file_name().map_or_else(|| p.file.clone(), |f| f.to_string_lossy().into_owned()),
-                    "path": p.file,
+                    "path": absolute(&p.file),
                     "line": p.line,
                     "state": "refused",
                     "problems": [p.to_string()],
@@ -490,4 +490,9 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
     }
+}
+
+/// A file's absolute path, for the dashboard's links (the folder may be given relative).
+fn absolute(file: &str) -> String {
+    std::path::absolute(file).map_or_else(|_| file.to_string(), |p| p.display().to_string())
 }
