@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::up::Up;
-use support::xds::eventually;
+use support::xds::{eventually, eventually_within};
 use support::{Req, try_request};
 
 const MESH: &str = "apiVersion: v1\nkind: ConfigMap\nmetadata: { name: istio, namespace: istio-system }\n\
@@ -189,56 +189,67 @@ async fn run(envoy: bool) {
             .unwrap()
             .parse()
             .unwrap();
+    // Each round sends a 200 and a 503 of its own, then looks through every round so far for
+    // one whose 503 was logged in JSON and whose 200 was not: Envoy writes its log file out
+    // every few seconds, so a round's lines may show up rounds later.
     let mut n = 0;
     let up_ref = &up;
-    eventually("JSON lines for errors only", || {
-        n += 1;
-        let key = format!("{key}-json-{n}");
-        async move {
-            let ok = try_request(
-                sidecar_addr,
-                &Req::get("web.example", &format!("/ok-{key}")),
-            )
-            .await?;
-            let bad = try_request(
-                sidecar_addr,
-                &Req::get("web.example", &format!("/flaky/{key}/1")),
-            )
-            .await?;
-            if (ok.status, bad.status) != (200, 503) {
-                return Err(format!("{} {}", ok.status, bad.status));
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let text = tokio::task::block_in_place(|| weft_logs(up_ref, &["web-v1"]))?;
-            let lines = json_lines(&text);
-            let failed = lines
-                .iter()
-                .find(|v| v["path"] == format!("/flaky/{key}/1"))
-                .ok_or_else(|| {
-                    let tail: Vec<&str> = text.lines().rev().take(4).collect();
-                    format!("no JSON line for the 503; last lines: {tail:#?}")
-                })?;
-            if lines.iter().any(|v| v["path"] == format!("/ok-{key}")) {
-                return Err("the 200 was logged".into());
-            }
-            // Istio's JSON keys, with numbers as numbers.
-            for k in [
-                "start_time",
-                "method",
-                "authority",
-                "upstream_cluster",
-                "response_flags",
-                "requested_server_name",
-            ] {
-                if failed.get(k).is_none() {
-                    return Err(format!("no {k} in {failed}"));
+    let base_key = key.clone();
+    eventually_within(
+        "JSON lines for errors only",
+        Duration::from_secs(45),
+        || {
+            n += 1;
+            let rounds = n;
+            let base_key = base_key.clone();
+            async move {
+                let key = format!("{base_key}-json-{rounds}");
+                let ok = try_request(
+                    sidecar_addr,
+                    &Req::get("web.example", &format!("/ok-{key}")),
+                )
+                .await?;
+                let bad = try_request(
+                    sidecar_addr,
+                    &Req::get("web.example", &format!("/flaky/{key}/1")),
+                )
+                .await?;
+                if (ok.status, bad.status) != (200, 503) {
+                    return Err(format!("{} {}", ok.status, bad.status));
                 }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let text = tokio::task::block_in_place(|| weft_logs(up_ref, &["web-v1"]))?;
+                let lines = json_lines(&text);
+                let logged = |path: &str| lines.iter().find(|v| v["path"] == path);
+                let failed = (1..=rounds)
+                    .map(|r| format!("{base_key}-json-{r}"))
+                    .find_map(|k| {
+                        let failed = logged(&format!("/flaky/{k}/1"))?;
+                        logged(&format!("/ok-{k}")).is_none().then_some(failed)
+                    })
+                    .ok_or_else(|| {
+                        let tail: Vec<&str> = text.lines().rev().take(4).collect();
+                        format!("no round with only its 503 in JSON; last lines: {tail:#?}")
+                    })?;
+                // Istio's JSON keys, with numbers as numbers.
+                for k in [
+                    "start_time",
+                    "method",
+                    "authority",
+                    "upstream_cluster",
+                    "response_flags",
+                    "requested_server_name",
+                ] {
+                    if failed.get(k).is_none() {
+                        return Err(format!("no {k} in {failed}"));
+                    }
+                }
+                (failed["response_code"] == 503 && failed["method"] == "GET")
+                    .then_some(())
+                    .ok_or(format!("{failed}"))
             }
-            (failed["response_code"] == 503 && failed["method"] == "GET")
-                .then_some(())
-                .ok_or(format!("{failed}"))
-        }
-    })
+        },
+    )
     .await;
 
     // `-f` prints what comes after it started.
