@@ -161,6 +161,17 @@ impl MeshConfig {
         serde_saphyr::from_str(text).map_err(|e| e.to_string())
     }
 
+    /// `defaultProviders.<kind>` (`metrics`, `tracing`, `accessLogging`), when it is set: the
+    /// names of the providers, kept among the fields Weft does not type.
+    fn default_providers(&self, kind: &str) -> Option<Vec<String>> {
+        let list = self.other.get("defaultProviders")?.get(kind)?.as_array()?;
+        Some(
+            list.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+        )
+    }
+
     /// Istio's defaults where a field is unset.
     pub fn resolve(&self) -> Mesh {
         let export = |v: &Vec<String>| {
@@ -205,27 +216,9 @@ impl MeshConfig {
             ),
             extension_providers: self.extension_providers.clone(),
             default_access_log_providers: self
-                .other
-                .get("defaultProviders")
-                .and_then(|d| d.get("accessLogging"))
-                .and_then(|m| m.as_array())
-                .map(|list| {
-                    list.iter()
-                        .filter_map(|v| v.as_str().map(str::to_string))
-                        .collect()
-                })
+                .default_providers("accessLogging")
                 .unwrap_or_default(),
-            default_tracing_providers: self
-                .other
-                .get("defaultProviders")
-                .and_then(|d| d.get("tracing"))
-                .and_then(|m| m.as_array())
-                .map(|list| {
-                    list.iter()
-                        .filter_map(|v| v.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            default_tracing_providers: self.default_providers("tracing").unwrap_or_default(),
             default_tracing_sampling: self
                 .default_config
                 .as_ref()
@@ -238,18 +231,8 @@ impl MeshConfig {
                 .and_then(|m| m.as_str())
                 .map(str::to_string),
             default_metrics_providers: self
-                .other
-                .get("defaultProviders")
-                .and_then(|d| d.get("metrics"))
-                .and_then(|m| m.as_array())
-                .map_or_else(
-                    || vec!["prometheus".to_string()],
-                    |list| {
-                        list.iter()
-                            .filter_map(|v| v.as_str().map(str::to_string))
-                            .collect()
-                    },
-                ),
+                .default_providers("metrics")
+                .unwrap_or_else(|| vec!["prometheus".to_string()]),
         }
     }
 }
