@@ -77,10 +77,6 @@ pub struct Logging {
     pub server: Option<Vec<Provider>>,
 }
 
-fn default_providers(inputs: &Inputs) -> Vec<String> {
-    inputs.mesh.default_access_log_providers.clone()
-}
-
 /// Telemetry's access logging for a workload: root namespace, namespace, then workload
 /// Telemetry, the last to name providers deciding which log (istiod's `mergeLogs`).
 pub fn logging(
@@ -90,7 +86,7 @@ pub fn logging(
     problem: &dyn Fn(String),
 ) -> Logging {
     let list = super::telemetry::telemetries(inputs, namespace, labels, problem);
-    let defaults = default_providers(inputs);
+    let defaults = &inputs.mesh.default_access_log_providers;
     if defaults.is_empty() && list.iter().all(|t| t.spec.access_logging.is_empty()) {
         return Logging::default();
     }
@@ -100,15 +96,10 @@ pub fn logging(
         let mut filters: BTreeMap<String, String> = BTreeMap::new();
         for t in &list {
             for entry in &t.spec.access_logging {
-                let m = entry.match_.as_ref().and_then(|m| m.mode);
-                if !matches!(m, None | Some(WorkloadMode::ClientAndServer)) && m != Some(mode) {
+                if !super::telemetry::applies_to(entry.match_.as_ref().and_then(|m| m.mode), mode) {
                     continue;
                 }
-                let named: Vec<String> = entry
-                    .providers
-                    .iter()
-                    .filter_map(|p| p.name.clone())
-                    .collect();
+                let named = super::telemetry::provider_names(&entry.providers);
                 if !named.is_empty() {
                     providers = named.clone();
                 }

@@ -111,7 +111,7 @@ pub fn metrics(
     for t in &list {
         for m in &t.spec.metrics {
             if !m.providers.is_empty() {
-                providers = m.providers.iter().filter_map(|p| p.name.clone()).collect();
+                providers = provider_names(&m.providers);
             }
             if let Some(d) = m.reporting_interval {
                 interval = Some(pb::duration(d));
@@ -226,6 +226,17 @@ pub fn metrics(
         });
     }
     out
+}
+
+/// The names of a Telemetry entry's `providers`.
+pub(super) fn provider_names(refs: &[weft_api::types::telemetry::ProviderRef]) -> Vec<String> {
+    refs.iter().filter_map(|p| p.name.clone()).collect()
+}
+
+/// Whether a Telemetry entry whose `match.mode` is `selected` applies to the `mode` side; no
+/// mode, or CLIENT_AND_SERVER, applies to both.
+pub(super) fn applies_to(selected: Option<WorkloadMode>, mode: WorkloadMode) -> bool {
+    matches!(selected, None | Some(WorkloadMode::ClientAndServer)) || selected == Some(mode)
 }
 
 /// A provider of `defaultProviders` or a Telemetry names Prometheus: Istio's built-in

@@ -68,15 +68,10 @@ pub fn tracings(
         };
         for t in &list {
             for entry in &t.spec.tracing {
-                let em = entry.match_.as_ref().and_then(|m| m.mode);
-                if !matches!(em, None | Some(WorkloadMode::ClientAndServer)) && em != Some(mode) {
+                if !super::telemetry::applies_to(entry.match_.as_ref().and_then(|m| m.mode), mode) {
                     continue;
                 }
-                let named: Vec<String> = entry
-                    .providers
-                    .iter()
-                    .filter_map(|p| p.name.clone())
-                    .collect();
+                let named = super::telemetry::provider_names(&entry.providers);
                 if !named.is_empty() {
                     m.providers = named;
                 }
