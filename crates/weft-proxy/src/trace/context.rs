@@ -61,25 +61,12 @@ pub fn b3(headers: &HeaderMap) -> Result<(Option<Incoming>, Option<bool>), Malfo
         return match parts.as_slice() {
             [s] => Ok((None, flag(s)?)),
             [t, s, rest @ ..] if rest.len() <= 2 => {
-                let (trace_id, trace_id_128) = trace_id(t).ok_or(Malformed)?;
-                let span_id = hex64(s).ok_or(Malformed)?;
                 let sampled = match rest.first() {
                     Some(f) => flag(f)?,
                     None => None,
                 };
-                let parent_id = match rest.get(1) {
-                    Some(p) => Some(hex64(p).ok_or(Malformed)?),
-                    None => None,
-                };
                 Ok((
-                    Some(Incoming {
-                        trace_id,
-                        trace_id_128,
-                        span_id,
-                        parent_id,
-                        sampled,
-                        tracestate: None,
-                    }),
+                    Some(b3_context(t, s, rest.get(1).copied(), sampled)?),
                     sampled,
                 ))
             }
@@ -93,23 +80,32 @@ pub fn b3(headers: &HeaderMap) -> Result<(Option<Incoming>, Option<bool>), Malfo
     let (Some(t), Some(s)) = (text(headers, &B3_TRACE_ID), text(headers, &B3_SPAN_ID)) else {
         return Ok((None, sampled));
     };
-    let (trace_id, trace_id_128) = trace_id(&t).ok_or(Malformed)?;
-    let span_id = hex64(&s).ok_or(Malformed)?;
-    let parent_id = match text(headers, &B3_PARENT_SPAN_ID) {
-        Some(p) => Some(hex64(&p).ok_or(Malformed)?),
-        None => None,
-    };
+    let parent = text(headers, &B3_PARENT_SPAN_ID);
     Ok((
-        Some(Incoming {
-            trace_id,
-            trace_id_128,
-            span_id,
-            parent_id,
-            sampled,
-            tracestate: None,
-        }),
+        Some(b3_context(&t, &s, parent.as_deref(), sampled)?),
         sampled,
     ))
+}
+
+/// A B3 context from its trace id, span id and optional parent id, in hex.
+fn b3_context(
+    trace: &str,
+    span: &str,
+    parent: Option<&str>,
+    sampled: Option<bool>,
+) -> Result<Incoming, Malformed> {
+    let (trace_id, trace_id_128) = trace_id(trace).ok_or(Malformed)?;
+    Ok(Incoming {
+        trace_id,
+        trace_id_128,
+        span_id: hex64(span).ok_or(Malformed)?,
+        parent_id: match parent {
+            Some(p) => Some(hex64(p).ok_or(Malformed)?),
+            None => None,
+        },
+        sampled,
+        tracestate: None,
+    })
 }
 
 /// W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex flags>`), with `tracestate` passed on.

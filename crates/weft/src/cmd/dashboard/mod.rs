@@ -20,11 +20,8 @@ pub const PAGE: &str = include_str!("page.html");
 /// How often the proxies are scraped.
 const SCRAPE_INTERVAL: Duration = Duration::from_secs(2);
 
-/// Istio's duration buckets, in milliseconds.
-const BUCKETS: [f64; 19] = [
-    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
-    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
-];
+/// The duration buckets the proxies print (Envoy's defaults, in milliseconds).
+use weft_proxy::istio::metrics::BUCKETS;
 
 /// Cumulative counts of one edge at one scrape.
 #[derive(Debug, Clone, Default, PartialEq)]
