@@ -118,13 +118,20 @@ async fn run(envoy: bool) {
 
     // The sidecar's lines, by workload name; the gateway's, by a part of its node id.
     let wanted = |text: &str, path: &str| text.lines().filter_map(parse).find(|l| l.path == path);
-    let mut sidecar = String::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while wanted(&sidecar, "/logged?x=1").is_none() {
-        assert!(Instant::now() < deadline, "no line in\n{sidecar}");
-        std::thread::sleep(Duration::from_millis(100));
-        sidecar = weft_logs(&up, &["web-v1"]).unwrap();
-    }
+    // A proxy's log once it holds the line for `path`: Envoy writes its file out every 10 s
+    // (`--file-flush-interval-msec`).
+    let logged = |proxy: &str, path: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = weft_logs(&up, &[proxy]).unwrap();
+            if wanted(&text, path).is_some() {
+                return text;
+            }
+            assert!(Instant::now() < deadline, "no line for {path} in\n{text}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let sidecar = logged("web-v1", "/logged?x=1");
     let line = wanted(&sidecar, "/logged?x=1").unwrap();
     assert_eq!(
         (line.method.as_str(), line.protocol.as_str(), line.code),
@@ -146,7 +153,7 @@ async fn run(envoy: bool) {
     );
     let failed = wanted(&sidecar, &format!("/flaky/{key}/1")).unwrap();
     assert_eq!(failed.code, 503);
-    let gateway_log = weft_logs(&up, &["istio-ingressgateway"]).unwrap();
+    let gateway_log = logged("istio-ingressgateway", "/logged?x=1");
     let at_gateway = wanted(&gateway_log, "/logged?x=1").unwrap_or_else(|| panic!("{gateway_log}"));
     assert_eq!(
         at_gateway.upstream_cluster,
