@@ -111,10 +111,19 @@ pub enum Sink {
     File(String),
 }
 
+/// Where an access log's entries go.
+#[derive(Debug)]
+pub enum Output {
+    /// Lines for a file or stream, written by its thread.
+    Lines(mpsc::Sender<String>),
+    /// Records for an OpenTelemetry collector; `format` is their body.
+    Otel(std::sync::Arc<crate::access_log_otel::OtelLog>),
+}
+
 #[derive(Debug)]
 pub struct AccessLog {
     pub format: Format,
-    pub sender: mpsc::Sender<String>,
+    pub output: Output,
     /// Only entries it matches are written.
     pub filter: Option<crate::access_log_filter::Filter>,
 }
@@ -344,12 +353,24 @@ impl Entry<'_> {
 }
 
 impl AccessLog {
-    pub fn log(&self, entry: &Entry<'_>) {
+    pub fn log(&self, entry: &Entry<'_>, shared: &crate::server::ServerState) {
         if self.filter.as_ref().is_some_and(|f| !f.matches(entry)) {
             return;
         }
-        // The writer thread only stops at exit; a failed send loses one line, never a request.
-        let _ = self.sender.send(entry.render(&self.format));
+        match &self.output {
+            // The writer thread only stops at exit; a failed send loses one line, never a
+            // request.
+            Output::Lines(sender) => {
+                let _ = sender.send(entry.render(&self.format));
+            }
+            Output::Otel(otel) => match crate::http::side::endpoint(shared, &otel.cluster) {
+                Some(addr) => crate::access_log_otel::log(otel, addr, entry, &self.format),
+                None => tracing::debug!(
+                    cluster = %otel.cluster,
+                    "access log record dropped: the collector's cluster has no endpoint"
+                ),
+            },
+        }
     }
 }
 

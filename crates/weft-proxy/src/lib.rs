@@ -46,10 +46,12 @@
 
 pub mod access_log;
 pub mod access_log_filter;
+pub mod access_log_otel;
 pub mod admin;
 pub mod agent;
 pub mod cluster;
 pub mod config;
+pub mod grpc_client;
 pub mod http;
 pub mod istio;
 pub mod jwt;

@@ -140,7 +140,7 @@ pub async fn serve<I>(
         requested_server_name: None,
     };
     for log in &proxy.access_logs {
-        log.log(&entry);
+        log.log(&entry, &shared);
     }
 }
 

@@ -426,3 +426,53 @@ fn tracing_from_telemetry_as_istiod_writes_it() {
     );
     assert_eq!(outbound["randomSampling"], json!({"value": 25.0}));
 }
+
+/// `envoyOtelAls` as istiod's `buildOpenTelemetryAccessLogConfig` writes it: gRPC to the
+/// collector's outbound cluster with its host as authority, the deprecated `common_config`,
+/// the text as body (Istio's format by default), labels as sorted string attributes, and no
+/// built-in resource labels.
+#[test]
+fn otel_access_log_provider_as_istiod_writes_it() {
+    let telemetry = format!(
+        "{TELEMETRY}metadata: {{ name: mesh, namespace: istio-system }}\nspec:\n  accessLogging:\n  - providers: [ {{ name: otel }} ]\n"
+    );
+    let mesh = "extensionProviders:\n- name: otel\n  envoyOtelAls:\n    service: opentelemetry-collector.observability.svc.cluster.local\n    port: 4317\n    logFormat:\n      text: \"%REQ(:METHOD)% %RESPONSE_CODE%\"\n      labels: { zz: \"%RESPONSE_FLAGS%\", aa: \"%REQ(:PATH)%\" }\n";
+    let (inbound, outbound, problems) = translate(&telemetry, mesh);
+    assert!(problems.is_empty(), "{problems:?}");
+    let expected = json!({
+        "@type": "type.googleapis.com/envoy.extensions.access_loggers.open_telemetry.v3.OpenTelemetryAccessLogConfig",
+        "commonConfig": {
+            "logName": "otel_envoy_accesslog",
+            "grpcService": {"envoyGrpc": {
+                "clusterName": "outbound|4317||opentelemetry-collector.observability.svc.cluster.local",
+                "authority": "opentelemetry-collector.observability.svc.cluster.local"
+            }},
+            "transportApiVersion": "V3",
+            "filterStateObjectsToLog": [
+                "upstream_peer", "downstream_peer", "wasm.upstream_peer",
+                "wasm.upstream_peer_id", "wasm.downstream_peer", "wasm.downstream_peer_id"
+            ]
+        },
+        "disableBuiltinLabels": true,
+        "body": {"stringValue": "%REQ(:METHOD)% %RESPONSE_CODE%"},
+        "attributes": {"values": [
+            {"key": "aa", "value": {"stringValue": "%REQ(:PATH)%"}},
+            {"key": "zz", "value": {"stringValue": "%RESPONSE_FLAGS%"}}
+        ]}
+    });
+    for side in [&inbound, &outbound] {
+        assert_eq!(side.logs.len(), 1, "{:?}", side.logs);
+        assert_eq!(side.logs[0]["typedConfig"], expected);
+    }
+    // Without a text, the body is Istio's own text format, its newline included.
+    let (_, outbound, _) = translate(
+        &telemetry,
+        "extensionProviders:\n- name: otel\n  envoyOtelAls: { service: otel.observability.svc.cluster.local, port: 4317, logName: mine }\n",
+    );
+    let c = &outbound.logs[0]["typedConfig"];
+    assert_eq!(c["commonConfig"]["logName"], "mine");
+    let body = c["body"]["stringValue"].as_str().unwrap();
+    assert!(body.starts_with("[%START_TIME%] \"%REQ(:METHOD)%"), "{body}");
+    assert!(body.ends_with("%ROUTE_NAME%\n"), "{body}");
+    assert!(c.get("attributes").is_none(), "{c}");
+}

@@ -1,6 +1,7 @@
 //! Distributed tracing through `weft up` (ingress gateway → sidecar → application), with Weft
 //! proxies and with Envoy: for each propagation format (B3 headers, the single `b3` header,
-//! W3C `traceparent`) and each exporter (Zipkin v2 JSON, OTLP over HTTP), the collector here
+//! W3C `traceparent`) and each exporter (Zipkin v2 JSON, OTLP over HTTP and over gRPC), the
+//! collector here
 //! receives the gateway's CLIENT span and the sidecar's SERVER span of the same trace, the
 //! sidecar's a child of the gateway's and the gateway's a child of the caller's; the
 //! application sees the sidecar's span as its parent.
@@ -31,15 +32,19 @@ data:
         service: zipkin.istio-system.svc.cluster.local
         port: 9411
         http: {{ path: /v1/traces }}
+    - name: otel-grpc
+      opentelemetry: {{ service: zipkin.istio-system.svc.cluster.local, port: 4317 }}
 ---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {{ name: zipkin, namespace: istio-system }}
 spec:
   hosts: [ zipkin.istio-system.svc.cluster.local ]
-  ports: [ {{ number: 9411, name: http, protocol: HTTP }} ]
+  ports:
+  - {{ number: 9411, name: http, protocol: HTTP }}
+  - {{ number: 4317, name: grpc, protocol: GRPC }}
   resolution: STATIC
-  endpoints: [ {{ address: 127.0.0.1, ports: {{ http: {collector} }} }} ]
+  endpoints: [ {{ address: 127.0.0.1, ports: {{ http: {collector}, grpc: {collector} }} }} ]
 "#
     )
 }
@@ -204,53 +209,67 @@ async fn run(envoy: bool) {
     // OpenTelemetry, W3C Trace Context, in a mesh of its own (Envoy keeps a connection on the
     // listener config it was accepted under, so an edit would reach the sidecar only as the
     // gateway's pooled connections drain).
-    let (_dir, _up, gateway, spans) = mesh_with(envoy, "otel").await;
+    // OpenTelemetry, W3C Trace Context, each exporter in a mesh of its own (Envoy keeps a
+    // connection on the listener config it was accepted under, so an edit would reach the
+    // sidecar only as the gateway's pooled connections drain).
+    for (provider, via) in [("otel", "otlp"), ("otel-grpc", "otlp-grpc")] {
+        let (_dir, up, gateway, spans) = mesh_with(envoy, provider).await;
+        w3c(gateway, &spans, via).await;
+        drop(up);
+    }
+}
+
+/// A W3C trace through both hops, exported as `via` says.
+async fn w3c(gateway: SocketAddr, spans: &Spans, via: &'static str) {
     let caller = "00f067aa0ba902b7";
     let trace = random_hex(32);
     let mut n = 0;
-    eventually("a W3C trace through both hops", || {
-        n += 1;
-        let trace = trace.clone();
-        let spans = spans.clone();
-        async move {
-            let mut req = Req::get("web.example", &format!("/w3c-{n}"));
-            req.headers = vec![
-                ("traceparent".into(), format!("00-{trace}-{caller}-01")),
-                ("tracestate".into(), "congo=t61rcWkgMzE".into()),
-            ];
-            let r = try_request(gateway, &req).await?;
-            let tp = seen(&r, "traceparent").ok_or("no traceparent at the application")?;
-            if !tp.contains(&trace) {
-                return Err(format!("the application saw {tp}"));
+    eventually(
+        &format!("a W3C trace through both hops, sent by {via}"),
+        || {
+            n += 1;
+            let trace = trace.clone();
+            let spans = spans.clone();
+            async move {
+                let mut req = Req::get("web.example", &format!("/w3c-{n}"));
+                req.headers = vec![
+                    ("traceparent".into(), format!("00-{trace}-{caller}-01")),
+                    ("tracestate".into(), "congo=t61rcWkgMzE".into()),
+                ];
+                let r = try_request(gateway, &req).await?;
+                let tp = seen(&r, "traceparent").ok_or("no traceparent at the application")?;
+                if !tp.contains(&trace) {
+                    return Err(format!("the application saw {tp}"));
+                }
+                if seen(&r, "tracestate").as_deref() != Some("congo=t61rcWkgMzE") {
+                    return Err("tracestate not passed on".into());
+                }
+                tokio::time::sleep(Duration::from_secs(6)).await;
+                let got: Vec<Span> = spans
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|s| s.trace_id == trace && s.via == via)
+                    .cloned()
+                    .collect();
+                let client = got
+                    .iter()
+                    .find(|s| s.kind == "CLIENT")
+                    .ok_or("no CLIENT span")?;
+                let server = got
+                    .iter()
+                    .find(|s| s.kind == "SERVER")
+                    .ok_or("no SERVER span")?;
+                if client.parent.as_deref() != Some(caller)
+                    || server.parent.as_deref() != Some(client.id.as_str())
+                    || !tp.contains(&server.id)
+                {
+                    return Err(format!("{client:#?} {server:#?} {tp}"));
+                }
+                Ok(())
             }
-            if seen(&r, "tracestate").as_deref() != Some("congo=t61rcWkgMzE") {
-                return Err("tracestate not passed on".into());
-            }
-            tokio::time::sleep(Duration::from_secs(6)).await;
-            let got: Vec<Span> = spans
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|s| s.trace_id == trace && s.via == "otlp")
-                .cloned()
-                .collect();
-            let client = got
-                .iter()
-                .find(|s| s.kind == "CLIENT")
-                .ok_or("no CLIENT span")?;
-            let server = got
-                .iter()
-                .find(|s| s.kind == "SERVER")
-                .ok_or("no SERVER span")?;
-            if client.parent.as_deref() != Some(caller)
-                || server.parent.as_deref() != Some(client.id.as_str())
-                || !tp.contains(&server.id)
-            {
-                return Err(format!("{client:#?} {server:#?} {tp}"));
-            }
-            Ok(())
-        }
-    })
+        },
+    )
     .await;
 }
 

@@ -31,6 +31,8 @@ const ROOTS: &[&str] = &[
     "envoy/extensions/filters/http/ext_authz/v3/ext_authz.proto",
     "envoy/extensions/access_loggers/file/v3/file.proto",
     "envoy/extensions/access_loggers/stream/v3/stream.proto",
+    "envoy/extensions/access_loggers/open_telemetry/v3/logs_service.proto",
+    "envoy/extensions/filters/http/grpc_stats/v3/config.proto",
     "envoy/extensions/access_loggers/filters/cel/v3/cel.proto",
     "envoy/config/trace/v3/zipkin.proto",
     "envoy/config/trace/v3/opentelemetry.proto",

@@ -221,6 +221,21 @@ const TABLE: &[(&str, &str)] = &[
         "envoy.extensions.access_loggers.file.v3.FileAccessLog",
         "path log_format",
     ),
+    // `common_config.filter_state_objects_to_log` is what istiod sets; Envoy's OpenTelemetry
+    // logger reads only its own field of that name, so neither proxy logs those objects.
+    (
+        "envoy.extensions.access_loggers.open_telemetry.v3.OpenTelemetryAccessLogConfig",
+        "common_config grpc_service disable_builtin_labels resource_attributes body attributes \
+         log_name buffer_flush_interval buffer_size_bytes",
+    ),
+    (
+        "envoy.extensions.access_loggers.grpc.v3.CommonGrpcAccessLogConfig",
+        "log_name grpc_service transport_api_version=V3 buffer_flush_interval buffer_size_bytes \
+         filter_state_objects_to_log",
+    ),
+    ("opentelemetry.proto.common.v1.AnyValue", "string_value"),
+    ("opentelemetry.proto.common.v1.KeyValueList", "values"),
+    ("opentelemetry.proto.common.v1.KeyValue", "key value"),
     (
         "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
         "log_format",

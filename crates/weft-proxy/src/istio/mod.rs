@@ -51,6 +51,9 @@ pub struct Workload {
 pub struct LocalNode {
     pub workload: Workload,
     pub id: String,
+    /// The node's `cluster` and `locality.zone` (Envoy's service cluster and zone).
+    pub service_cluster: String,
+    pub zone: String,
     /// `x-envoy-peer-metadata` and `x-envoy-peer-metadata-id`, ready to send, before the
     /// proxy has a workload certificate.
     pub headers: Option<(HeaderValue, HeaderValue)>,
@@ -113,6 +116,8 @@ impl LocalNode {
         LocalNode {
             workload,
             id,
+            service_cluster: text(node.get("cluster")),
+            zone: text(node.get("locality").and_then(|l| l.get("zone"))),
             headers,
             with_identity: std::sync::OnceLock::new(),
             fields,

@@ -1,6 +1,7 @@
 //! Reporting finished spans: one thread for the process (never a worker's time), which batches
 //! spans per collector and posts them as Envoy's tracers do: Zipkin v2 JSON (POST, `202`
-//! expected), or OTLP over HTTP (protobuf, POST). A batch goes out at 5 spans or after 5 s,
+//! expected), or OTLP over HTTP (protobuf, POST) or over gRPC (`TraceService/Export` on an
+//! HTTP/2 connection, as `envoy_grpc` makes it). A batch goes out at 5 spans or after 5 s,
 //! Envoy's `min_flush_spans` and `flush_interval_ms` defaults.
 
 use super::Collector;
@@ -14,7 +15,10 @@ use std::time::{Duration, Instant, SystemTime};
 pub enum Format {
     ZipkinJson,
     OtlpHttp,
+    OtlpGrpc,
 }
+
+const OTLP_TRACE_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
 const MIN_FLUSH_SPANS: usize = 5;
 const FLUSH_INTERVAL: Duration = Duration::from_secs(5);
@@ -107,7 +111,31 @@ fn run(rx: &mpsc::Receiver<Report>) {
 async fn post(collector: &Collector, addr: SocketAddr, spans: Vec<Finished>) {
     let (content_type, body) = match collector.format {
         Format::ZipkinJson => ("application/json", zipkin_json(&spans).into_bytes()),
-        Format::OtlpHttp => ("application/x-protobuf", otlp(&spans)),
+        Format::OtlpHttp => (
+            "application/x-protobuf",
+            prost::Message::encode_to_vec(&otlp(&spans)),
+        ),
+        Format::OtlpGrpc => {
+            let sent = tokio::time::timeout(
+                Duration::from_secs(5),
+                crate::grpc_client::unary::<_, weft_proto::otlp::ExportTraceServiceResponse>(
+                    addr,
+                    &collector.host,
+                    OTLP_TRACE_EXPORT,
+                    otlp(&spans),
+                ),
+            );
+            match sent.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(collector = %collector.cluster, "{} spans not sent: {e}", spans.len())
+                }
+                Err(_) => {
+                    tracing::warn!(collector = %collector.cluster, "spans not sent: timed out")
+                }
+            }
+            return;
+        }
     };
     let req = http::Request::post(collector.path.as_str())
         .header(http::header::HOST, collector.host.as_str())
@@ -169,8 +197,8 @@ pub fn zipkin_json(spans: &[Finished]) -> String {
     serde_json::Value::Array(list).to_string()
 }
 
-/// OTLP's `ExportTraceServiceRequest`, protobuf.
-pub fn otlp(spans: &[Finished]) -> Vec<u8> {
+/// OTLP's `ExportTraceServiceRequest`.
+pub fn otlp(spans: &[Finished]) -> weft_proto::otlp::ExportTraceServiceRequest {
     use weft_proto::otlp;
     let kv = |k: &str, v: &str| otlp::KeyValue {
         key: k.to_string(),
@@ -183,7 +211,7 @@ pub fn otlp(spans: &[Finished]) -> Vec<u8> {
         t.duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
     };
-    let request = otlp::ExportTraceServiceRequest {
+    otlp::ExportTraceServiceRequest {
         resource_spans: vec![otlp::ResourceSpans {
             resource: Some(otlp::Resource {
                 attributes: vec![kv("service.name", service)],
@@ -223,6 +251,5 @@ pub fn otlp(spans: &[Finished]) -> Vec<u8> {
                     .collect(),
             }],
         }],
-    };
-    prost::Message::encode_to_vec(&request)
+    }
 }

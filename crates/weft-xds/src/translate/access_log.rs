@@ -137,6 +137,7 @@ pub fn access_logs(
     inputs: &Inputs,
     logging: &Logging,
     class: Class,
+    namespace: &str,
     problem: &dyn Fn(String),
 ) -> Vec<AccessLog> {
     let side = match class {
@@ -166,10 +167,18 @@ pub fn access_logs(
                 "access log provider {:?} is not one of the mesh's extensionProviders; nothing is logged for it",
                 p.name
             )),
-            Some(e) => match e.other.get("envoyFileAccessLog") {
-                Some(file) => out.push(file_from_provider(inputs, &e.name, file, filter)),
-                None => problem(format!(
-                    "access log provider {:?}: only envoyFileAccessLog providers are applied yet; nothing is logged for it",
+            Some(e) => match (
+                e.other.get("envoyFileAccessLog"),
+                e.other.get("envoyOtelAls"),
+            ) {
+                (Some(file), _) => out.push(file_from_provider(inputs, &e.name, file, filter)),
+                (None, Some(otel)) => {
+                    if let Some(log) = otel_log(&e.name, otel, namespace, filter, problem) {
+                        out.push(log);
+                    }
+                }
+                _ => problem(format!(
+                    "access log provider {:?}: only envoyFileAccessLog and envoyOtelAls providers are applied; nothing is logged for it",
                     e.name
                 )),
             },
@@ -296,6 +305,111 @@ fn file_from_mesh(inputs: &Inputs, path: &str, filter: Option<AccessLogFilter>) 
         }
     };
     file_log(path, format, filter)
+}
+
+/// istiod's filter-state objects for its OpenTelemetry logs (`buildOpenTelemetryAccessLogConfig`).
+const OTEL_FILTER_STATE: [&str; 6] = [
+    "upstream_peer",
+    "downstream_peer",
+    "wasm.upstream_peer",
+    "wasm.upstream_peer_id",
+    "wasm.downstream_peer",
+    "wasm.downstream_peer_id",
+];
+
+/// An `envoyOtelAls` provider, as istiod's `openTelemetryLog` builds it: gRPC to the
+/// collector's outbound cluster, the text format (Istio's by default) as the body, `labels` as
+/// attributes, and no built-in resource labels.
+fn otel_log(
+    name: &str,
+    provider: &serde_json::Value,
+    namespace: &str,
+    filter: Option<AccessLogFilter>,
+    problem: &dyn Fn(String),
+) -> Option<AccessLog> {
+    use envoy_types::pb::envoy::config::core::v3::{GrpcService, grpc_service};
+    use envoy_types::pb::envoy::extensions::access_loggers::grpc::v3::CommonGrpcAccessLogConfig;
+    use envoy_types::pb::envoy::extensions::access_loggers::open_telemetry::v3::OpenTelemetryAccessLogConfig;
+    use envoy_types::pb::opentelemetry::proto::common::v1::{
+        AnyValue, KeyValue, KeyValueList, any_value,
+    };
+    let get = |k: &str| provider.get(k).and_then(serde_json::Value::as_str);
+    let (Some(service), Some(port)) = (
+        get("service"),
+        provider.get("port").and_then(serde_json::Value::as_u64),
+    ) else {
+        problem(format!(
+            "access log provider {name:?}: envoyOtelAls needs service and port; nothing is logged for it"
+        ));
+        return None;
+    };
+    let (cluster_name, host) = super::telemetry::provider_cluster(service, port, namespace);
+    let log_format = provider.get("logFormat");
+    let text = log_format
+        .and_then(|f| f.get("text"))
+        .and_then(serde_json::Value::as_str)
+        .filter(|t| !t.is_empty())
+        .unwrap_or(ISTIO_TEXT_FORMAT);
+    let string = |s: &str| AnyValue {
+        value: Some(any_value::Value::StringValue(s.to_string())),
+    };
+    let labels: BTreeMap<String, String> = log_format
+        .and_then(|f| f.get("labels"))
+        .and_then(serde_json::Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if text.contains("%REQ_WITHOUT_QUERY")
+        || labels.values().any(|v| v.contains("%REQ_WITHOUT_QUERY"))
+    {
+        problem(format!(
+            "access log provider {name:?}: %REQ_WITHOUT_QUERY% (istiod's formatter extension) is not applied; nothing is logged for it"
+        ));
+        return None;
+    }
+    #[allow(deprecated)] // `common_config` is what istiod still sets.
+    let config = OpenTelemetryAccessLogConfig {
+        common_config: Some(CommonGrpcAccessLogConfig {
+            log_name: get("logName")
+                .filter(|n| !n.is_empty())
+                .unwrap_or("otel_envoy_accesslog")
+                .to_string(),
+            grpc_service: Some(GrpcService {
+                target_specifier: Some(grpc_service::TargetSpecifier::EnvoyGrpc(
+                    grpc_service::EnvoyGrpc {
+                        cluster_name,
+                        authority: host,
+                        ..Default::default()
+                    },
+                )),
+                ..Default::default()
+            }),
+            transport_api_version: envoy_types::pb::envoy::config::core::v3::ApiVersion::V3 as i32,
+            filter_state_objects_to_log: OTEL_FILTER_STATE.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }),
+        disable_builtin_labels: true,
+        body: Some(string(text)),
+        attributes: (!labels.is_empty()).then(|| KeyValueList {
+            values: labels
+                .iter()
+                .map(|(k, v)| KeyValue {
+                    key: k.clone(),
+                    value: Some(string(v)),
+                    ..Default::default()
+                })
+                .collect(),
+        }),
+        ..Default::default()
+    };
+    Some(AccessLog {
+        name: "envoy.access_loggers.open_telemetry".into(),
+        filter,
+        config_type: Some(access_log::ConfigType::TypedConfig(pb::any(&config))),
+    })
 }
 
 fn json_value(v: &serde_json::Value) -> Value {

@@ -99,9 +99,13 @@ pub fn http_connection_manager(
             ..Default::default()
         }],
         tracing: scope.tracing.for_class(class),
-        access_log: super::access_log::access_logs(inputs, &scope.logging, class, &|m| {
-            scope.problem(m)
-        }),
+        access_log: super::access_log::access_logs(
+            inputs,
+            &scope.logging,
+            class,
+            scope.namespace,
+            &|m| scope.problem(m),
+        ),
         // A sidecar tells its application who called it over mTLS (istiod's
         // `buildSidecarInboundHTTPOpts`), a gateway who its mTLS client is, certificate included
         // (`buildGatewayConnectionManager`); a plaintext caller's own header is dropped.

@@ -302,3 +302,17 @@ fn optional(name: &str, config: envoy_types::pb::google::protobuf::Any) -> HttpF
         ..Default::default()
     }
 }
+
+/// The outbound cluster of an extension provider's `service` (`host` or `namespace/host`) and
+/// `port`, and the host's full name: where istiod's `LookupCluster` sends a collector's data.
+pub fn provider_cluster(service: &str, port: u64, namespace: &str) -> (String, String) {
+    let (host, ns) = match service.split_once('/') {
+        Some((ns, host)) => (host.to_string(), ns.to_string()),
+        None => (service.to_string(), namespace.to_string()),
+    };
+    let host = weft_registry::host::fqdn(&host, &ns, super::config::DOMAIN_SUFFIX);
+    (
+        super::cluster::outbound_name(u16::try_from(port).unwrap_or(0), "", &host),
+        host,
+    )
+}

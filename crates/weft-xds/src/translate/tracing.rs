@@ -200,17 +200,8 @@ fn provider(
     let get =
         |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_string);
     let port = |v: &serde_json::Value| v.get("port").and_then(serde_json::Value::as_u64);
-    let cluster = |service: &str, port: u64| {
-        let (host, ns) = match service.split_once('/') {
-            Some((ns, host)) => (host.to_string(), ns.to_string()),
-            None => (service.to_string(), namespace.to_string()),
-        };
-        let host = weft_registry::host::fqdn(&host, &ns, super::config::DOMAIN_SUFFIX);
-        (
-            super::cluster::outbound_name(u16::try_from(port).unwrap_or(0), "", &host),
-            host,
-        )
-    };
+    let cluster =
+        |service: &str, port: u64| super::telemetry::provider_cluster(service, port, namespace);
     if let Some(z) = p.other.get("zipkin") {
         let (Some(service), Some(port)) = (get(z, "service"), port(z)) else {
             problem(format!(

@@ -2,7 +2,6 @@
 
 use super::cluster::ip_socket_address;
 use super::{Result, decode_any, duration, route_configuration, type_name};
-use crate::access_log::{self, AccessLog, Format, Sink};
 use crate::config::FieldError;
 use crate::http::{Codec, HttpConnectionManager, RouteSource, ServerHeader};
 use crate::listener::{
@@ -10,19 +9,8 @@ use crate::listener::{
 };
 use crate::server::StatsStore;
 use crate::tcp::TcpProxy;
-use envoy_types::pb::envoy::config::accesslog::v3::{
-    AccessLog as PbAccessLog, access_log as pb_access_log,
-};
-use envoy_types::pb::envoy::config::core::v3::{
-    CidrRange, SubstitutionFormatString, data_source, substitution_format_string,
-};
+use envoy_types::pb::envoy::config::core::v3::CidrRange;
 use envoy_types::pb::envoy::config::listener::v3 as pb;
-use envoy_types::pb::envoy::extensions::access_loggers::file::v3::{
-    FileAccessLog, file_access_log,
-};
-use envoy_types::pb::envoy::extensions::access_loggers::stream::v3::{
-    StderrAccessLog, StdoutAccessLog, stderr_access_log, stdout_access_log,
-};
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3 as tcp;
@@ -436,7 +424,11 @@ fn connection_manager(
         stat_prefix: h.stat_prefix.clone(),
         codec,
         route,
-        access_logs: access_logs(&h.access_log, &format!("{path}.access_log"))?,
+        access_logs: super::access_log::access_logs(
+            &h.access_log,
+            &format!("{path}.access_log"),
+            store,
+        )?,
         generate_request_id: h.generate_request_id.as_ref().is_none_or(|b| b.value),
         use_remote_address: h.use_remote_address.as_ref().is_some_and(|b| b.value),
         xff_num_trusted_hops: h.xff_num_trusted_hops,
@@ -524,197 +516,11 @@ fn tcp_proxy(t: &tcp::TcpProxy, path: &str, store: &StatsStore) -> Result<TcpPro
         stat_prefix: t.stat_prefix.clone(),
         clusters,
         idle_timeout,
-        access_logs: access_logs(&t.access_log, &format!("{path}.access_log"))?,
+        access_logs: super::access_log::access_logs(
+            &t.access_log,
+            &format!("{path}.access_log"),
+            store,
+        )?,
         stats: store.tcp(&t.stat_prefix),
     })
-}
-
-fn access_logs(list: &[PbAccessLog], path: &str) -> Result<Vec<AccessLog>> {
-    let mut out = Vec::new();
-    for (i, log) in list.iter().enumerate() {
-        let lpath = format!("{path}[{i}].typed_config");
-        let Some(pb_access_log::ConfigType::TypedConfig(any)) = &log.config_type else {
-            return Err(FieldError::new(lpath, "is required"));
-        };
-        let (sink, format) = match type_name(any) {
-            "envoy.extensions.access_loggers.file.v3.FileAccessLog" => {
-                let f: FileAccessLog = decode_any(any, &lpath)?;
-                let format = match &f.access_log_format {
-                    Some(file_access_log::AccessLogFormat::LogFormat(s)) => Some(s.clone()),
-                    Some(_) => return Err(FieldError::new(&lpath, "only log_format is supported")),
-                    None => None,
-                };
-                let sink = match f.path.as_str() {
-                    "/dev/stdout" => Sink::Stdout,
-                    "/dev/stderr" => Sink::Stderr,
-                    "" => return Err(FieldError::new(format!("{lpath}.path"), "is required")),
-                    p => Sink::File(p.to_string()),
-                };
-                (sink, format)
-            }
-            "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog" => {
-                let f: StdoutAccessLog = decode_any(any, &lpath)?;
-                let stdout_access_log::AccessLogFormat::LogFormat(s) = f
-                    .access_log_format
-                    .unwrap_or(stdout_access_log::AccessLogFormat::LogFormat(
-                        SubstitutionFormatString::default(),
-                    ));
-                (Sink::Stdout, Some(s))
-            }
-            "envoy.extensions.access_loggers.stream.v3.StderrAccessLog" => {
-                let f: StderrAccessLog = decode_any(any, &lpath)?;
-                let stderr_access_log::AccessLogFormat::LogFormat(s) = f
-                    .access_log_format
-                    .unwrap_or(stderr_access_log::AccessLogFormat::LogFormat(
-                        SubstitutionFormatString::default(),
-                    ));
-                (Sink::Stderr, Some(s))
-            }
-            other => {
-                return Err(FieldError::new(
-                    lpath,
-                    format!("access logger {other} is not supported by the Weft proxy"),
-                ));
-            }
-        };
-        let format = log_format(format.as_ref(), &format!("{lpath}.log_format"))?;
-        let filter = match &log.filter {
-            Some(f) => Some(log_filter(f, &format!("{path}[{i}].filter"))?),
-            None => None,
-        };
-        let sender = access_log::open(&sink)
-            .map_err(|e| FieldError::new(&lpath, format!("cannot open {sink:?}: {e}")))?;
-        out.push(AccessLog {
-            format,
-            sender,
-            filter,
-        });
-    }
-    Ok(out)
-}
-
-/// An access log's `filter`, of the kinds `access_log_filter` knows.
-fn log_filter(
-    f: &envoy_types::pb::envoy::config::accesslog::v3::AccessLogFilter,
-    path: &str,
-) -> Result<crate::access_log_filter::Filter> {
-    use crate::access_log_filter::{Filter, Op};
-    use envoy_types::pb::envoy::config::accesslog::v3::{
-        access_log_filter::FilterSpecifier as S, comparison_filter::Op as PbOp,
-    };
-    let list = |filters: &[envoy_types::pb::envoy::config::accesslog::v3::AccessLogFilter],
-                what: &str| {
-        filters
-            .iter()
-            .enumerate()
-            .map(|(i, f)| log_filter(f, &format!("{path}.{what}.filters[{i}]")))
-            .collect::<Result<Vec<_>>>()
-    };
-    Ok(match &f.filter_specifier {
-        Some(S::StatusCodeFilter(s)) => {
-            let c = s.comparison.clone().unwrap_or_default();
-            let value = c.value.map_or(0, |v| v.default_value);
-            Filter::Status {
-                op: match PbOp::try_from(c.op).unwrap_or(PbOp::Eq) {
-                    PbOp::Eq => Op::Eq,
-                    PbOp::Ge => Op::Ge,
-                    PbOp::Le => Op::Le,
-                    PbOp::Ne => Op::Ne,
-                },
-                value: u16::try_from(value).map_err(|_| {
-                    FieldError::new(
-                        format!("{path}.status_code_filter.comparison.value"),
-                        "is not a status code",
-                    )
-                })?,
-            }
-        }
-        Some(S::ResponseFlagFilter(r)) => {
-            let mut bits = 0;
-            for (i, name) in r.flags.iter().enumerate() {
-                let Some((bit, _)) = access_log::flags::NAMES.iter().find(|(_, n)| n == name)
-                else {
-                    return Err(FieldError::new(
-                        format!("{path}.response_flag_filter.flags[{i}]"),
-                        format!("{name:?} is not a response flag the Weft proxy sets"),
-                    ));
-                };
-                bits |= bit;
-            }
-            Filter::Flags(bits)
-        }
-        Some(S::AndFilter(a)) => Filter::And(list(&a.filters, "and_filter")?),
-        Some(S::OrFilter(o)) => Filter::Or(list(&o.filters, "or_filter")?),
-        Some(S::ExtensionFilter(x)) => {
-            let tpath = format!("{path}.extension_filter.typed_config");
-            let any = match &x.config_type {
-                Some(envoy_types::pb::envoy::config::accesslog::v3::extension_filter::ConfigType::TypedConfig(a)) => a,
-                None => return Err(FieldError::new(tpath, "is required")),
-            };
-            if type_name(any) != "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter" {
-                return Err(FieldError::new(
-                    tpath,
-                    format!(
-                        "access log filter {} is not supported by the Weft proxy",
-                        type_name(any)
-                    ),
-                ));
-            }
-            let cel: envoy_types::pb::envoy::extensions::access_loggers::filters::cel::v3::ExpressionFilter =
-                decode_any(any, &tpath)?;
-            Filter::Cel(
-                crate::access_log_filter::parse(&cel.expression)
-                    .map_err(|e| FieldError::new(format!("{tpath}.expression"), e))?,
-            )
-        }
-        _ => {
-            return Err(FieldError::new(
-                path,
-                "only status_code_filter, response_flag_filter, and_filter, or_filter and the CEL extension_filter are supported",
-            ));
-        }
-    })
-}
-
-fn log_format(f: Option<&SubstitutionFormatString>, path: &str) -> Result<Format> {
-    let text = |s: &str| {
-        access_log::parse_format(s)
-            .map(Format::Text)
-            .map_err(|e| FieldError::new(path, e))
-    };
-    let Some(f) = f else {
-        return text(access_log::DEFAULT_FORMAT);
-    };
-    match &f.format {
-        None => text(access_log::DEFAULT_FORMAT),
-        Some(substitution_format_string::Format::TextFormatSource(ds)) => match &ds.specifier {
-            Some(data_source::Specifier::InlineString(s)) => text(s),
-            Some(data_source::Specifier::InlineBytes(b)) => text(&String::from_utf8_lossy(b)),
-            _ => Err(FieldError::new(
-                format!("{path}.text_format_source"),
-                "only inline_string is supported",
-            )),
-        },
-        Some(substitution_format_string::Format::JsonFormat(s)) => {
-            let mut fields = Vec::new();
-            for (k, v) in &s.fields {
-                let Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(t)) = &v.kind
-                else {
-                    return Err(FieldError::new(
-                        format!("{path}.json_format.{k}"),
-                        "only string values are supported",
-                    ));
-                };
-                let tokens = access_log::parse_format(t)
-                    .map_err(|e| FieldError::new(format!("{path}.json_format.{k}"), e))?;
-                fields.push((k.clone(), tokens));
-            }
-            fields.sort_by(|a, b| a.0.cmp(&b.0));
-            Ok(Format::Json(fields))
-        }
-        Some(_) => Err(FieldError::new(
-            path,
-            "only text_format_source and json_format are supported",
-        )),
-    }
 }

@@ -2,6 +2,7 @@
 //! supported (`supported::check`); what is left to reject here are values: a bad regex, a
 //! missing cluster name, a listener without an address.
 
+mod access_log;
 mod cluster;
 mod cors;
 mod fault;

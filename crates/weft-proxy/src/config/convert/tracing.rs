@@ -1,11 +1,12 @@
 //! An HCM's `tracing` → `trace::Tracer`: the Zipkin tracer (HTTP JSON v2 to a collector
-//! cluster) and the OpenTelemetry tracer (OTLP over HTTP), with Envoy's sampling settings and
-//! custom tags. What the proxy does not do (gRPC export, samplers, spawned upstream spans,
+//! cluster) and the OpenTelemetry tracer (OTLP over HTTP or gRPC), with Envoy's sampling settings and
+//! custom tags. What the proxy does not do (samplers, spawned upstream spans,
 //! metadata tags) is refused, naming the field.
 
 use super::{Result, decode_any, type_name};
 use crate::config::FieldError;
 use crate::trace::{Collector, Provider, TagValue, Tracer, export::Format};
+use envoy_types::pb::envoy::config::core::v3::{grpc_service, http_uri};
 use envoy_types::pb::envoy::config::trace::v3::{OpenTelemetryConfig, ZipkinConfig};
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::http_connection_manager::Tracing;
 use envoy_types::pb::envoy::r#type::tracing::v3::custom_tag;
@@ -73,53 +74,70 @@ pub(super) fn tracer(t: &Tracing, path: &str, inbound: bool) -> Result<Option<Ar
         }
         OPENTELEMETRY => {
             let o: OpenTelemetryConfig = decode_any(any, &ppath)?;
-            if o.grpc_service.is_some() {
-                return Err(FieldError::new(
-                    format!("{ppath}.grpc_service"),
-                    "OTLP over gRPC is not supported by the Weft proxy yet; use http_service",
-                ));
-            }
             if o.sampler.is_some() {
                 return Err(FieldError::new(
                     format!("{ppath}.sampler"),
                     "samplers are not supported by the Weft proxy",
                 ));
             }
-            let Some(uri) = o.http_service.as_ref().and_then(|h| h.http_uri.as_ref()) else {
-                return Err(FieldError::new(
-                    format!("{ppath}.http_service"),
-                    "is required",
-                ));
+            let collector = match (&o.grpc_service, &o.http_service) {
+                (Some(_), Some(_)) => {
+                    return Err(FieldError::new(
+                        ppath,
+                        "only one of grpc_service and http_service may be set",
+                    ));
+                }
+                (Some(g), None) => {
+                    let Some(grpc_service::TargetSpecifier::EnvoyGrpc(e)) = &g.target_specifier
+                    else {
+                        return Err(FieldError::new(
+                            format!("{ppath}.grpc_service.envoy_grpc"),
+                            "is required (google_grpc is not supported by the Weft proxy)",
+                        ));
+                    };
+                    Collector {
+                        cluster: e.cluster_name.clone(),
+                        path: String::new(),
+                        host: e.authority.clone(),
+                        format: Format::OtlpGrpc,
+                    }
+                }
+                (None, http_service) => {
+                    let Some(uri) = http_service.as_ref().and_then(|h| h.http_uri.as_ref()) else {
+                        return Err(FieldError::new(
+                            format!("{ppath}.http_service"),
+                            "is required",
+                        ));
+                    };
+                    let Some(http_uri::HttpUpstreamType::Cluster(cluster)) =
+                        &uri.http_upstream_type
+                    else {
+                        return Err(FieldError::new(
+                            format!("{ppath}.http_service.http_uri.cluster"),
+                            "is required",
+                        ));
+                    };
+                    let parsed: http::Uri = uri.uri.parse().map_err(|_| {
+                        FieldError::new(
+                            format!("{ppath}.http_service.http_uri.uri"),
+                            format!("{:?} is not a URI", uri.uri),
+                        )
+                    })?;
+                    Collector {
+                        cluster: cluster.clone(),
+                        path: parsed.path().to_string(),
+                        host: parsed
+                            .authority()
+                            .map_or_else(|| cluster.clone(), |a| a.to_string()),
+                        format: Format::OtlpHttp,
+                    }
+                }
             };
-            let Some(
-                envoy_types::pb::envoy::config::core::v3::http_uri::HttpUpstreamType::Cluster(
-                    cluster,
-                ),
-            ) = &uri.http_upstream_type
-            else {
-                return Err(FieldError::new(
-                    format!("{ppath}.http_service.http_uri.cluster"),
-                    "is required",
-                ));
-            };
-            let parsed: http::Uri = uri.uri.parse().map_err(|_| {
-                FieldError::new(
-                    format!("{ppath}.http_service.http_uri.uri"),
-                    format!("{:?} is not a URI", uri.uri),
-                )
-            })?;
             (
                 Provider::OpenTelemetry {
                     service_name: o.service_name,
                 },
-                Collector {
-                    cluster: cluster.clone(),
-                    path: parsed.path().to_string(),
-                    host: parsed
-                        .authority()
-                        .map_or_else(|| cluster.clone(), |a| a.to_string()),
-                    format: Format::OtlpHttp,
-                },
+                collector,
             )
         }
         other => {

@@ -154,7 +154,7 @@ impl Finish for Finisher {
             requested_server_name: self.conn.sni.as_deref(),
         };
         for log in &hcm.access_logs {
-            log.log(&entry);
+            log.log(&entry, &self.conn.shared);
         }
     }
 

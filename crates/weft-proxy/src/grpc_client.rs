@@ -1,0 +1,40 @@
+//! The proxy's own unary gRPC calls to a service of the mesh (a trace or log collector), as
+//! `envoy_grpc` makes them: HTTP/2 to an endpoint of the cluster, with the configured
+//! authority. A new connection per call: these calls are batched and seconds apart, and
+//! keeping one open would tie a collector's restart to a stale connection.
+
+use std::net::SocketAddr;
+
+pub async fn unary<Req, Resp>(
+    addr: SocketAddr,
+    authority: &str,
+    path: &'static str,
+    request: Req,
+) -> Result<Resp, String>
+where
+    Req: prost::Message + Send + Sync + 'static,
+    Resp: prost::Message + Default + Send + Sync + 'static,
+{
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?;
+    let endpoint = if authority.is_empty() {
+        endpoint
+    } else {
+        let uri: http::Uri = format!("http://{authority}")
+            .parse()
+            .map_err(|e| format!("authority {authority:?}: {e}"))?;
+        endpoint.origin(uri)
+    };
+    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.map_err(|e| e.to_string())?;
+    let response = grpc
+        .unary(
+            tonic::Request::new(request),
+            http::uri::PathAndQuery::from_static(path),
+            tonic_prost::ProstCodec::<Req, Resp>::default(),
+        )
+        .await
+        .map_err(|s| format!("grpc-status {:?}: {}", s.code(), s.message()))?;
+    Ok(response.into_inner())
+}
