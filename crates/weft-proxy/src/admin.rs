@@ -339,6 +339,15 @@ fn all_stats(shared: &ServerState) -> Vec<StatLine> {
                 "envoy_cluster_upstream_rq".to_string(),
             ));
         }
+        for (stat, value) in c.stats.grpc.seen() {
+            breaker_lines.push((
+                format!("cluster.{}.grpc.{stat}", c.config.stat_name),
+                value,
+                true,
+                vec![("envoy_cluster_name", c.config.stat_name.clone())],
+                format!("envoy_cluster_grpc_{stat}"),
+            ));
+        }
         for (stat, value) in c.breakers.open_gauges(&c.config.circuit_breakers) {
             breaker_lines.push((
                 format!("cluster.{}.{stat}", c.config.stat_name),

@@ -48,7 +48,7 @@ stat_block!(
             upstream_cx_active, upstream_rq_active, upstream_rq_pending_active,
             membership_healthy, membership_total,
         ],
-        extra: [codes: StatusCodes]
+        extra: [codes: StatusCodes, grpc: GrpcStats]
     }
 );
 
@@ -275,6 +275,56 @@ fn count_class(families: [&AtomicU64; 5], code: u16) {
         _ => 4,
     };
     inc(families[index]);
+}
+
+/// `cluster.<name>.grpc.*`: what the `grpc_stats` filter counts for requests routed to the
+/// cluster, without per-method names (`stats_for_all_methods: false`): a counter per
+/// `grpc-status`, `success`, `failure`, `total`, and the messages each way. Shown once used, as
+/// Envoy makes them on first use.
+#[derive(Debug, Default)]
+pub struct GrpcStats {
+    /// By `grpc-status` 0 to 16.
+    pub statuses: [AtomicU64; 17],
+    pub success: AtomicU64,
+    pub failure: AtomicU64,
+    pub total: AtomicU64,
+    pub request_message_count: AtomicU64,
+    pub response_message_count: AtomicU64,
+}
+
+impl GrpcStats {
+    /// (name under `grpc.`, value) of the stats used so far.
+    pub fn seen(&self) -> Vec<(String, u64)> {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut out: Vec<(String, u64)> = self
+            .statuses
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| get(c) > 0)
+            .map(|(i, c)| (i.to_string(), get(c)))
+            .collect();
+        let used = get(&self.total) > 0;
+        for (name, c, shown) in [
+            ("success", &self.success, used),
+            ("failure", &self.failure, used),
+            ("total", &self.total, used),
+            (
+                "request_message_count",
+                &self.request_message_count,
+                get(&self.request_message_count) > 0,
+            ),
+            (
+                "response_message_count",
+                &self.response_message_count,
+                get(&self.response_message_count) > 0,
+            ),
+        ] {
+            if shown {
+                out.push((name.to_string(), get(c)));
+            }
+        }
+        out
+    }
 }
 
 /// `upstream_rq_<code>`: a counter per status code, shown once it counted something (Envoy makes

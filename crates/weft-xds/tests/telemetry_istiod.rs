@@ -166,6 +166,19 @@ fn every_side_exchanges_metadata_and_counts_by_default() {
         inbound.config("istio.stats").unwrap(),
         &json!({"disableHostHeaderFallback": true})
     );
+    // gRPC message counts for `istio.stats`, right after the exchange (no authorization
+    // here), as istiod's `xdsfilters.GrpcStats`: not optional, Envoy has the filter.
+    for s in [&inbound, &outbound] {
+        assert_eq!(s.names()[1], "envoy.filters.http.grpc_stats");
+        assert!(!s.filters[1].1);
+        assert_eq!(
+            s.config("envoy.filters.http.grpc_stats").unwrap(),
+            &json!({
+                "emitFilterState": true,
+                "statsForAllMethods": false
+            })
+        );
+    }
     // No access log unless the mesh or a Telemetry asks for one.
     assert!(inbound.logs.is_empty() && outbound.logs.is_empty());
 }
@@ -472,7 +485,10 @@ fn otel_access_log_provider_as_istiod_writes_it() {
     let c = &outbound.logs[0]["typedConfig"];
     assert_eq!(c["commonConfig"]["logName"], "mine");
     let body = c["body"]["stringValue"].as_str().unwrap();
-    assert!(body.starts_with("[%START_TIME%] \"%REQ(:METHOD)%"), "{body}");
+    assert!(
+        body.starts_with("[%START_TIME%] \"%REQ(:METHOD)%"),
+        "{body}"
+    );
     assert!(body.ends_with("%ROUTE_NAME%\n"), "{body}");
     assert!(c.get("attributes").is_none(), "{c}");
 }

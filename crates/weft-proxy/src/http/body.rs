@@ -58,6 +58,8 @@ pub enum ProxyBody {
         idle: Option<ResponseTimer>,
         /// A request body's copies for its mirrors.
         tee: Option<crate::http::mirror::Tee>,
+        /// A gRPC stream's messages, counted as they pass (the `grpc_stats` filter).
+        frames: Option<Box<crate::http::grpc::FrameCounter>>,
     },
     /// A mirrored request's body: the copies of the original's frames.
     Mirrored(crate::http::mirror::Copies),
@@ -82,6 +84,7 @@ impl ProxyBody {
             activity: None,
             idle: None,
             tee: None,
+            frames: None,
         }
     }
 
@@ -98,6 +101,7 @@ impl ProxyBody {
             activity,
             idle: None,
             tee,
+            frames: None,
         }
     }
 
@@ -114,6 +118,16 @@ impl ProxyBody {
             activity: None,
             idle,
             tee: None,
+            frames: None,
+        }
+    }
+}
+
+impl ProxyBody {
+    /// Counts the gRPC messages of this body (a streamed one; others carry none to count).
+    pub fn count_grpc(&mut self, counter: crate::http::grpc::FrameCounter) {
+        if let ProxyBody::Stream { frames, .. } = self {
+            *frames = Some(Box::new(counter));
         }
     }
 }
@@ -152,6 +166,7 @@ impl Body for ProxyBody {
                 activity,
                 idle,
                 tee,
+                frames,
             } => match Pin::new(&mut *inner).poll_frame(cx) {
                 Poll::Pending => {
                     if let Some(expired) = idle.as_mut().and_then(|t| t.poll_expired(cx)) {
@@ -168,6 +183,9 @@ impl Body for ProxyBody {
                     Poll::Pending
                 }
                 Poll::Ready(Some(Ok(frame))) => {
+                    if let (Some(f), Some(d)) = (frames.as_mut(), frame.data_ref()) {
+                        f.inspect(d);
+                    }
                     if let Some(g) = guard.as_mut() {
                         if let Some(d) = frame.data_ref() {
                             g.bytes += d.len() as u64;

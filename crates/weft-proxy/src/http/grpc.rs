@@ -134,3 +134,125 @@ mod tests {
         assert_eq!(percent_encode("50% ü"), "50%25 %C3%BC");
     }
 }
+
+/// Messages of a gRPC stream so far, each way (Envoy's `GrpcStatsObject` filter state): the
+/// request body counts into `request`, the response body into `response`.
+#[derive(Debug, Default)]
+pub struct MessageCounts {
+    pub request: std::sync::atomic::AtomicU64,
+    pub response: std::sync::atomic::AtomicU64,
+    /// `emit_filter_state`: later filters (Istio's stats) may read the counts.
+    pub emitted: bool,
+}
+
+/// Counts the length-prefixed messages of one direction of a gRPC stream as its bytes pass,
+/// however the frames split them: a message counts when its 5-byte prefix begins, as Envoy's
+/// frame inspector counts it.
+#[derive(Debug)]
+pub struct FrameCounter {
+    counts: std::sync::Arc<MessageCounts>,
+    response: bool,
+    /// Bytes of the current prefix read so far (0 when between messages).
+    prefix_read: u8,
+    length: [u8; 4],
+    /// Bytes of the current message still to pass.
+    body_left: u64,
+}
+
+impl FrameCounter {
+    pub fn new(counts: std::sync::Arc<MessageCounts>, response: bool) -> Self {
+        FrameCounter {
+            counts,
+            response,
+            prefix_read: 0,
+            length: [0; 4],
+            body_left: 0,
+        }
+    }
+
+    pub fn inspect(&mut self, mut data: &[u8]) {
+        let mut started = 0;
+        while !data.is_empty() {
+            if self.body_left > 0 {
+                let n = self.body_left.min(data.len() as u64);
+                self.body_left -= n;
+                data = data.get(n as usize..).unwrap_or_default();
+                continue;
+            }
+            if self.prefix_read == 0 {
+                started += 1;
+            }
+            let Some((&b, rest)) = data.split_first() else {
+                break;
+            };
+            data = rest;
+            if let Some(slot) = self
+                .length
+                .get_mut(usize::from(self.prefix_read).wrapping_sub(1))
+            {
+                *slot = b;
+            }
+            self.prefix_read += 1;
+            if self.prefix_read == 5 {
+                self.prefix_read = 0;
+                self.body_left = u64::from(u32::from_be_bytes(self.length));
+            }
+        }
+        if started > 0 {
+            let counter = if self.response {
+                &self.counts.response
+            } else {
+                &self.counts.request
+            };
+            counter.fetch_add(started, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod frame_tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    fn message(len: usize) -> Vec<u8> {
+        let mut m = vec![0];
+        m.extend_from_slice(&(len as u32).to_be_bytes());
+        m.extend(std::iter::repeat_n(7u8, len));
+        m
+    }
+
+    #[test]
+    fn counts_messages_however_the_bytes_are_split() {
+        let mut stream = Vec::new();
+        for len in [0, 3, 300, 1] {
+            stream.extend(message(len));
+        }
+        for chunk in [1, 2, 5, 7, 64, stream.len()] {
+            let counts = Arc::new(MessageCounts::default());
+            let mut c = FrameCounter::new(counts.clone(), true);
+            for piece in stream.chunks(chunk) {
+                c.inspect(piece);
+            }
+            assert_eq!(
+                counts.response.load(Ordering::Relaxed),
+                4,
+                "chunks of {chunk}"
+            );
+            assert_eq!(counts.request.load(Ordering::Relaxed), 0);
+        }
+    }
+
+    #[test]
+    fn a_message_counts_when_its_prefix_begins() {
+        let counts = Arc::new(MessageCounts::default());
+        let mut c = FrameCounter::new(counts.clone(), false);
+        c.inspect(&[0, 0]);
+        assert_eq!(counts.request.load(Ordering::Relaxed), 1);
+        c.inspect(&[0, 0, 2, 1]);
+        assert_eq!(counts.request.load(Ordering::Relaxed), 1);
+        c.inspect(&[1]);
+        c.inspect(&[0]);
+        assert_eq!(counts.request.load(Ordering::Relaxed), 2);
+    }
+}

@@ -189,6 +189,8 @@ impl Histogram {
 #[derive(Debug, Default, Clone)]
 struct Values {
     requests: u64,
+    /// gRPC messages each way, for requests the `grpc_stats` filter counted.
+    messages: Option<(u64, u64)>,
     duration: Histogram,
     request_bytes: Histogram,
     response_bytes: Histogram,
@@ -200,6 +202,8 @@ pub struct Sample {
     pub duration_ms: u64,
     pub request_bytes: u64,
     pub response_bytes: u64,
+    /// A gRPC request's messages (request, response), from the `grpc_stats` filter's state.
+    pub messages: Option<(u64, u64)>,
 }
 
 /// Every series of one proxy.
@@ -233,6 +237,11 @@ impl Registry {
         let mut map = crate::server::lock(&self.shards[shard]);
         let v = map.entry(key).or_default();
         v.requests += 1;
+        if let Some((rq, rs)) = sample.messages {
+            let m = v.messages.get_or_insert((0, 0));
+            m.0 += rq;
+            m.1 += rs;
+        }
         v.duration.record(sample.duration_ms as f64);
         v.request_bytes.record(sample.request_bytes as f64);
         v.response_bytes.record(sample.response_bytes as f64);
@@ -242,6 +251,7 @@ impl Registry {
     pub fn prometheus(&self, out: &mut String) {
         let local = self.local();
         let mut requests: BTreeMap<String, u64> = BTreeMap::new();
+        let mut messages: [BTreeMap<String, u64>; 2] = Default::default();
         let mut histograms: [BTreeMap<String, Histogram>; 3] = Default::default();
         for shard in &self.shards {
             let map = crate::server::lock(shard);
@@ -269,6 +279,19 @@ impl Registry {
                 if let Some(l) = add("requests_total") {
                     *requests.entry(l).or_default() += v.requests;
                 }
+                if let Some((rq, rs)) = v.messages {
+                    for (i, (metric, n)) in [
+                        ("request_messages_total", rq),
+                        ("response_messages_total", rs),
+                    ]
+                    .into_iter()
+                    .enumerate()
+                    {
+                        if let Some(l) = add(metric) {
+                            *messages[i].entry(l).or_default() += n;
+                        }
+                    }
+                }
                 let hists = [
                     ("request_duration_milliseconds", &v.duration),
                     ("request_bytes", &v.request_bytes),
@@ -285,6 +308,21 @@ impl Registry {
             let _ = writeln!(out, "# TYPE istio_requests_total counter");
             for (l, n) in &requests {
                 let _ = writeln!(out, "istio_requests_total{{{l}}} {n}");
+            }
+        }
+        for (name, series) in [
+            "istio_request_messages_total",
+            "istio_response_messages_total",
+        ]
+        .iter()
+        .zip(messages.iter())
+        {
+            if series.is_empty() {
+                continue;
+            }
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for (l, n) in series {
+                let _ = writeln!(out, "{name}{{{l}}} {n}");
             }
         }
         let names = [

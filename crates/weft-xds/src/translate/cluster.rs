@@ -567,16 +567,19 @@ fn services_metadata(
 }
 
 /// A sidecar's cluster for one port of its own workload: the application on `address:port`,
-/// with the service it is an endpoint of (for the stats filter), when there is one.
+/// with the service it is an endpoint of (for the stats filter), when there is one. HTTP/2 and
+/// gRPC ports reach the application over HTTP/2, as istiod's `setUpstreamProtocol` sets for
+/// either direction.
 pub fn inbound(
     inputs: &Inputs,
     port: u16,
     address: &str,
     target: u16,
     service: Option<&Service>,
+    protocol: Protocol,
 ) -> Cluster {
     let name = inbound_name(port);
-    Cluster {
+    let mut c = Cluster {
         metadata: service.map(|s| pb::istio_metadata([services_metadata(s)])),
         name: name.clone(),
         cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
@@ -584,5 +587,12 @@ pub fn inbound(
         load_assignment: Some(endpoint::single(&name, address, target)),
         circuit_breakers: Some(default_circuit_breakers()),
         ..Default::default()
+    };
+    if matches!(
+        protocol,
+        Protocol::Http2 | Protocol::Grpc | Protocol::GrpcWeb
+    ) {
+        protocol_options(&mut c, protocol, None);
     }
+    c
 }

@@ -23,6 +23,9 @@ use envoy_types::pb::envoy::config::route::v3::{
 };
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
+use envoy_types::pb::envoy::extensions::filters::http::grpc_stats::v3::{
+    FilterConfig as GrpcStatsConfig, filter_config as grpc_stats_config,
+};
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
@@ -38,6 +41,7 @@ pub const VIRTUAL_OUTBOUND: &str = "virtualOutbound";
 pub const VIRTUAL_INBOUND: &str = "virtualInbound";
 const HCM: &str = "envoy.filters.network.http_connection_manager";
 const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
+const GRPC_STATS_FILTER: &str = "envoy.filters.http.grpc_stats";
 
 /// Where an HCM's routes come from.
 pub enum Routes {
@@ -67,6 +71,20 @@ pub fn http_connection_manager(
     // a sidecar's inbound and gateways.
     let mut http_filters = vec![telemetry::metadata_exchange(class)];
     http_filters.extend_from_slice(authz);
+    // Every connection manager counts gRPC messages and leaves the counts for `istio.stats`
+    // (istiod's `xdsfilters.GrpcStats`, after authorization).
+    http_filters.push(http_filter(
+        GRPC_STATS_FILTER,
+        pb::any(&GrpcStatsConfig {
+            emit_filter_state: true,
+            per_method_stat_specifier: Some(
+                grpc_stats_config::PerMethodStatSpecifier::StatsForAllMethods(BoolValue {
+                    value: false,
+                }),
+            ),
+            ..Default::default()
+        }),
+    ));
     // Faults are injected by the client side (outbound and gateways), never inbound.
     let needs_fault = !inbound
         && scope
@@ -353,7 +371,8 @@ struct InboundTarget<'a> {
     /// Where the application listens.
     address: String,
     target: u16,
-    http: bool,
+    /// The port's protocol (`Unsupported` when no service says it).
+    protocol: weft_registry::Protocol,
     /// Sidecar `ingress[].bind`: where a listener without capture binds.
     bind: Option<String>,
     /// The service whose endpoint the port is (none for a Sidecar `ingress` port).
@@ -406,7 +425,7 @@ fn inbound_targets<'a>(
                 listen: number,
                 address,
                 target,
-                http: is_http(protocol),
+                protocol,
                 bind: ingress.bind.clone(),
                 service: None,
             });
@@ -423,14 +442,14 @@ fn inbound_targets<'a>(
                 .ports
                 .iter()
                 .find(|p| p.number == e.service_port)
-                .map(|p| p.protocol);
+                .map_or(weft_registry::Protocol::Unsupported, |p| p.protocol);
             out.push(match &e.application {
                 Some((address, app_port)) => InboundTarget {
                     port: *app_port,
                     listen: e.port,
                     address: address.clone(),
                     target: *app_port,
-                    http: protocol.is_some_and(is_http),
+                    protocol,
                     bind: Some(e.address.clone()),
                     service: Some(s),
                 },
@@ -439,7 +458,7 @@ fn inbound_targets<'a>(
                     listen: e.port,
                     address: "127.0.0.1".into(),
                     target: e.port,
-                    http: protocol.is_some_and(is_http),
+                    protocol,
                     bind: None,
                     service: Some(s),
                 },
@@ -462,9 +481,9 @@ fn inbound_filters(
     let name = cluster::inbound_name(t.port);
     out.clusters.insert(
         name.clone(),
-        cluster::inbound(inputs, t.port, &t.address, t.target, t.service),
+        cluster::inbound(inputs, t.port, &t.address, t.target, t.service, t.protocol),
     );
-    if !t.http {
+    if !is_http(t.protocol) {
         return authorized_tcp(scope, authz, tcp_proxy(&name, &name));
     }
     let rc = RouteConfiguration {
@@ -570,9 +589,14 @@ fn bound_inbound(
             &moved
         };
         let filters = inbound_filters(inputs, scope, &t, authz, out);
-        let Some(chains) =
-            peer_authn::inbound_chains(inputs, policy.for_port(t.port), t.http, "", None, filters)
-        else {
+        let Some(chains) = peer_authn::inbound_chains(
+            inputs,
+            policy.for_port(t.port),
+            is_http(t.protocol),
+            "",
+            None,
+            filters,
+        ) else {
             strict_without_ca(scope, proxy, t.port);
             continue;
         };
@@ -672,7 +696,14 @@ fn inbound(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy, out: &mut Generate
         let filters = inbound_filters(inputs, scope, &t, &scope.authz, out);
         let name = format!("0.0.0.0_{}", t.port);
         let mode = policy.for_port(t.port);
-        match peer_authn::inbound_chains(inputs, mode, t.http, &name, Some(t.port), filters) {
+        match peer_authn::inbound_chains(
+            inputs,
+            mode,
+            is_http(t.protocol),
+            &name,
+            Some(t.port),
+            filters,
+        ) {
             Some(c) => chains.extend(c),
             // No chain of its own would send the port to passthrough: one that closes instead.
             None => {

@@ -206,6 +206,17 @@ impl super::HttpFilter for IstioStats {
                 duration_ms: done.duration.as_millis() as u64,
                 request_bytes: done.bytes_received,
                 response_bytes: done.bytes_sent,
+                messages: done
+                    .stream
+                    .grpc_messages
+                    .as_ref()
+                    .filter(|m| m.emitted)
+                    .map(|m| {
+                        (
+                            m.request.load(std::sync::atomic::Ordering::Relaxed),
+                            m.response.load(std::sync::atomic::Ordering::Relaxed),
+                        )
+                    }),
             },
         );
     }

@@ -18,6 +18,7 @@
 pub mod cors;
 pub mod ext_authz;
 pub mod fault;
+pub mod grpc_stats;
 pub mod istio_stats;
 pub mod jwt_authn;
 pub mod local_ratelimit;
@@ -45,6 +46,7 @@ pub static FACTORIES: &[&Factory] = &[
     &ext_authz::FACTORY,
     &metadata_exchange::FACTORY,
     &istio_stats::FACTORY,
+    &grpc_stats::FACTORY,
 ];
 
 /// How a filter type is built from config.
@@ -165,6 +167,8 @@ pub struct Stream {
     pub metadata: Option<Box<crate::rbac::metadata::DynamicMetadata>>,
     /// Who the other side is, from Istio's metadata exchange.
     pub exchange: Option<Box<metadata_exchange::Exchange>>,
+    /// A gRPC request's messages each way, once the `grpc_stats` filter counts them.
+    pub grpc_messages: Option<Arc<crate::http::grpc::MessageCounts>>,
 }
 
 impl Stream {

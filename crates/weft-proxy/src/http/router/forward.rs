@@ -224,6 +224,9 @@ pub(super) async fn forward_request(
         mirror::start(&forward.mirrors, clusters, &original)
     };
     let mut body = ProxyBody::request(body, activity.clone(), tee);
+    if let Some(counts) = &finisher.stream.grpc_messages {
+        body.count_grpc(crate::http::grpc::FrameCounter::new(counts.clone(), false));
+    }
     // A retry resends the head and, for a request with a body, what was kept of it.
     let retry = match forward.retry.as_deref() {
         Some(policy) if upgrade.is_none() => {
@@ -354,8 +357,14 @@ pub(super) async fn forward_request(
         a.touch();
         ResponseTimer::new(a, hcm.stream_idle_timeout, deadline, hcm.stats.clone())
     });
-    Response::from_parts(
-        rparts,
-        ProxyBody::response(rbody, Guard::new(Box::new(finisher)), idle),
-    )
+    let counter = finisher
+        .stream
+        .grpc_messages
+        .as_ref()
+        .map(|c| crate::http::grpc::FrameCounter::new(c.clone(), true));
+    let mut body = ProxyBody::response(rbody, Guard::new(Box::new(finisher)), idle);
+    if let Some(counter) = counter {
+        body.count_grpc(counter);
+    }
+    Response::from_parts(rparts, body)
 }
