@@ -201,7 +201,15 @@ fn ads_config(
     options: &Options,
     origin: &str,
 ) -> Result<Option<AdsConfig>, ConfigError> {
-    let node = bootstrap.node.clone().unwrap_or_default();
+    let mut node = bootstrap.node.clone().unwrap_or_default();
+    // Envoy names itself `envoy` here; the control plane sends istio-proxy's network filters
+    // (TCP metadata exchange and stats) only to a proxy that has them.
+    node.user_agent_name = "weft".into();
+    node.user_agent_version_type = Some(
+        envoy_types::pb::envoy::config::core::v3::node::UserAgentVersionType::UserAgentVersion(
+            env!("CARGO_PKG_VERSION").into(),
+        ),
+    );
     // `api_config_source` passes the field check for SDS only (see `supported`).
     if let Some(d) = &bootstrap.dynamic_resources {
         for (name, source) in [("lds_config", &d.lds_config), ("cds_config", &d.cds_config)] {

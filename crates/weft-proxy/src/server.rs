@@ -170,6 +170,7 @@ impl ServerState {
         let (shutdown, _) = tokio::sync::watch::channel(false);
         let stats = StatsStore::default();
         stats.istio.set_local(&node);
+        crate::istio::exchange::register(stats.istio.clone());
         Arc::new(ServerState {
             snapshot: ArcSwap::from_pointee(Snapshot::default()),
             stats,

@@ -492,3 +492,90 @@ fn otel_access_log_provider_as_istiod_writes_it() {
     assert!(body.ends_with("%ROUTE_NAME%\n"), "{body}");
     assert!(c.get("attributes").is_none(), "{c}");
 }
+
+/// istio-proxy's network filters (istiod's `xdsfilters.TCPListenerMx`, `TCPClusterMx` and the
+/// TCP `istio.stats`), for a proxy that runs them: the exchange first on every inbound chain,
+/// `istio.stats` just before each `tcp_proxy`, the exchange on every outbound cluster. A
+/// proxy without them (stock Envoy) gets none.
+#[test]
+fn tcp_exchange_and_stats_for_proxies_that_have_them() {
+    let objects = "apiVersion: v1\nkind: Service\nmetadata: { name: db, namespace: foo }\nspec:\n  selector: { app: httpbin }\n  ports:\n  - { name: tcp, port: 5432 }\n";
+    let mut loaded = LoadResult::default();
+    loaded.load_str("tcp.yaml", &format!("{WORKLOAD}---\n{objects}"));
+    let resources: Vec<_> = loaded.objects.into_iter().map(|o| o.resource).collect();
+    let inputs = Inputs::new(&resources, MeshConfig::from_yaml("").unwrap().resolve());
+    let labels = [("app", "httpbin"), ("version", "v1")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut proxy = Proxy::sidecar("httpbin-v1", "foo", "10.0.0.1", labels);
+    let plain = generate(&inputs, &proxy);
+    proxy.istio_extensions = true;
+    let g = generate(&inputs, &proxy);
+    let names = |c: &envoy_types::pb::envoy::config::listener::v3::FilterChain| -> Vec<String> {
+        c.filters.iter().map(|f| f.name.clone()).collect()
+    };
+    let typed = |f: &envoy_types::pb::envoy::config::listener::v3::Filter| match &f.config_type {
+        Some(envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(a)) => {
+            render(a)
+        }
+        _ => panic!("untyped"),
+    };
+    let inbound = &g.listeners["virtualInbound"];
+    let tcp = inbound
+        .filter_chains
+        .iter()
+        .find(|c| c.name == "0.0.0.0_5432")
+        .unwrap();
+    assert_eq!(
+        names(tcp),
+        [
+            "istio.metadata_exchange",
+            "istio.stats",
+            "envoy.filters.network.tcp_proxy"
+        ]
+    );
+    assert_eq!(
+        typed(&tcp.filters[0]),
+        json!({
+            "typeUrl": "type.googleapis.com/envoy.tcp.metadataexchange.config.MetadataExchange",
+            "value": {"enable_discovery": true, "protocol": "istio-peer-exchange"}
+        })
+    );
+    assert_eq!(
+        typed(&tcp.filters[1]),
+        json!({"disableHostHeaderFallback": true})
+    );
+    // HTTP inbound chains get the exchange ahead of the connection manager, no TCP stats.
+    let http = inbound
+        .filter_chains
+        .iter()
+        .find(|c| c.name == "0.0.0.0_8000")
+        .unwrap();
+    assert_eq!(
+        names(http),
+        [
+            "istio.metadata_exchange",
+            "envoy.filters.network.http_connection_manager"
+        ]
+    );
+    // Outbound TCP (here the passthrough chain): stats before the proxy, no exchange on the
+    // listener; the clusters have it.
+    let outbound = &g.listeners["virtualOutbound"];
+    assert!(outbound.filter_chains.iter().any(|c| names(c)
+        == ["istio.stats", "envoy.filters.network.tcp_proxy"]));
+    let cluster = &g.clusters["outbound|5432||db.foo.svc.cluster.local"];
+    assert_eq!(cluster.filters.len(), 1);
+    assert_eq!(cluster.filters[0].name, "istio.metadata_exchange");
+    assert_eq!(g.clusters["PassthroughCluster"].filters.len(), 1);
+    assert!(
+        g.clusters["inbound|5432||"].filters.is_empty(),
+        "inbound clusters have no exchange"
+    );
+    // Without them: none of it.
+    assert!(plain.listeners.values().all(|l| l
+        .filter_chains
+        .iter()
+        .all(|c| c.filters.iter().all(|f| !f.name.starts_with("istio.")))));
+    assert!(plain.clusters.values().all(|c| c.filters.is_empty()));
+}

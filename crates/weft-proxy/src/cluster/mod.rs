@@ -144,6 +144,9 @@ pub struct ClusterConfig {
     pub tls: Option<Arc<crate::upstream::tls::UpstreamTls>>,
     /// `metadata.filter_metadata.istio.services[0]`: the service Istio's metrics name.
     pub istio_service: Option<Arc<crate::istio::metrics::ServiceLabels>>,
+    /// `filters`' `istio.metadata_exchange`: on TLS connections that agreed on its protocol,
+    /// this proxy's header is written and the peer's read.
+    pub exchange: Option<crate::istio::exchange::ExchangeConfig>,
     /// `transport_socket_matches`, in order: the first whose criteria an endpoint's metadata
     /// all carry gives its transport socket; one matching none gets `tls`.
     pub tls_matches: Vec<TransportSocketMatch>,

@@ -434,8 +434,9 @@ const TABLE: &[(&str, &str)] = &[
          typed_extension_protocol_options http2_protocol_options http_protocol_options \
          dns_lookup_family=AUTO|V4_ONLY|V6_ONLY|V4_PREFERRED|ALL dns_refresh_rate respect_dns_ttl metadata circuit_breakers \
          common_http_protocol_options max_requests_per_connection outlier_detection \
-         common_lb_config health_checks transport_socket_matches",
+         common_lb_config health_checks transport_socket_matches filters",
     ),
+    ("envoy.config.cluster.v3.Filter", "name typed_config"),
     (
         "envoy.config.core.v3.HealthCheck",
         "timeout interval no_traffic_interval unhealthy_threshold healthy_threshold \

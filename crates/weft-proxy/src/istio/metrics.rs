@@ -28,6 +28,23 @@ pub const BUCKETS: [f64; 19] = [
 
 const SHARDS: usize = 8;
 
+/// Istio's TCP metrics, in the order `Values::tcp` keeps them.
+const TCP_METRICS: [&str; 4] = [
+    "istio_tcp_connections_opened_total",
+    "istio_tcp_connections_closed_total",
+    "istio_tcp_sent_bytes_total",
+    "istio_tcp_received_bytes_total",
+];
+
+/// `istio.stats` as a network filter before a `tcp_proxy`: its config, and how often a
+/// long-lived connection reports (`tcp_reporting_duration`, 5 s by default).
+#[derive(Debug)]
+pub struct TcpStatsFilter {
+    pub config: Arc<StatsConfig>,
+    pub registry: Arc<Registry>,
+    pub reporting: std::time::Duration,
+}
+
 /// The cluster's `filter_metadata.istio.services[0]`: the service a request went to.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Hash)]
 pub struct ServiceLabels {
@@ -121,6 +138,8 @@ pub struct Key {
     pub destination: Destination,
     pub peer_principal: Principal,
     pub local_principal: Option<Arc<str>>,
+    /// A TCP connection's series (`request_protocol="tcp"`, no response code).
+    pub tcp: bool,
     pub grpc: bool,
     pub code: u16,
     pub grpc_status: Option<u16>,
@@ -138,6 +157,7 @@ impl PartialEq for Key {
             && self.destination == o.destination
             && self.peer_principal.as_str() == o.peer_principal.as_str()
             && self.local_principal == o.local_principal
+            && self.tcp == o.tcp
             && self.grpc == o.grpc
             && self.code == o.code
             && self.grpc_status == o.grpc_status
@@ -191,6 +211,8 @@ struct Values {
     requests: u64,
     /// gRPC messages each way, for requests the `grpc_stats` filter counted.
     messages: Option<(u64, u64)>,
+    /// TCP: connections opened and closed, bytes sent and received.
+    tcp: [u64; 4],
     duration: Histogram,
     request_bytes: Histogram,
     response_bytes: Histogram,
@@ -232,6 +254,16 @@ impl Registry {
             .unwrap_or_else(|| EMPTY.get_or_init(LocalNode::default))
     }
 
+    /// Adds a TCP connection's news: `opened`/`closed` (0 or 1) and bytes since the last report.
+    pub fn record_tcp(&self, key: Key, opened: u64, closed: u64, sent: u64, received: u64) {
+        let shard = SHARD.with(|s| *s);
+        let mut map = crate::server::lock(&self.shards[shard]);
+        let v = map.entry(key).or_default();
+        for (slot, n) in v.tcp.iter_mut().zip([opened, closed, sent, received]) {
+            *slot += n;
+        }
+    }
+
     pub fn record(&self, key: Key, sample: &Sample) {
         let shard = SHARD.with(|s| *s);
         let mut map = crate::server::lock(&self.shards[shard]);
@@ -252,6 +284,7 @@ impl Registry {
         let local = self.local();
         let mut requests: BTreeMap<String, u64> = BTreeMap::new();
         let mut messages: [BTreeMap<String, u64>; 2] = Default::default();
+        let mut tcp: [BTreeMap<String, u64>; 4] = Default::default();
         let mut histograms: [BTreeMap<String, Histogram>; 3] = Default::default();
         for shard in &self.shards {
             let map = crate::server::lock(shard);
@@ -276,6 +309,14 @@ impl Registry {
                     }
                     Some(render_labels(&l))
                 };
+                if key.tcp {
+                    for (i, (metric, n)) in TCP_METRICS.iter().zip(v.tcp).enumerate() {
+                        if let Some(l) = add(metric.trim_start_matches("istio_")) {
+                            *tcp[i].entry(l).or_default() += n;
+                        }
+                    }
+                    continue;
+                }
                 if let Some(l) = add("requests_total") {
                     *requests.entry(l).or_default() += v.requests;
                 }
@@ -315,7 +356,8 @@ impl Registry {
             "istio_response_messages_total",
         ]
         .iter()
-        .zip(messages.iter())
+        .chain(TCP_METRICS.iter())
+        .zip(messages.iter().chain(tcp.iter()))
         {
             if series.is_empty() {
                 continue;
@@ -510,18 +552,22 @@ fn labels(key: &Key, local: &LocalNode) -> Vec<(String, String)> {
         );
         put("destination_cluster", or(&peer.cluster, u));
     }
-    put(
-        "request_protocol",
-        if key.grpc { "grpc" } else { "http" }.into(),
-    );
-    put("response_code", key.code.to_string());
-    put(
-        "grpc_response_status",
-        match (key.grpc, key.grpc_status) {
-            (true, Some(s)) => s.to_string(),
-            _ => String::new(),
-        },
-    );
+    if key.tcp {
+        put("request_protocol", "tcp".into());
+    } else {
+        put(
+            "request_protocol",
+            if key.grpc { "grpc" } else { "http" }.into(),
+        );
+        put("response_code", key.code.to_string());
+        put(
+            "grpc_response_status",
+            match (key.grpc, key.grpc_status) {
+                (true, Some(s)) => s.to_string(),
+                _ => String::new(),
+            },
+        );
+    }
     put(
         "response_flags",
         crate::access_log::flags::render(key.flags),

@@ -7,6 +7,7 @@
 //! server side strips them, and answers with its own on the response only when the request
 //! carried them; the client side strips those in turn.
 
+pub mod exchange;
 pub mod metrics;
 
 use base64::Engine as _;
@@ -124,6 +125,16 @@ impl LocalNode {
         }
     }
 
+    /// What this proxy announces of itself, with its SPIFFE identity once it has one.
+    pub fn announced(&self) -> std::collections::BTreeMap<String, Value> {
+        let mut fields = self.fields.clone();
+        let cert = crate::agent::secrets().current.load_full();
+        if let Some(identity) = cert.as_ref().and_then(|c| c.identities.first()) {
+            fields.insert("IDENTITY".into(), string(identity.clone()));
+        }
+        fields
+    }
+
     /// The exchange headers to send now: with this proxy's SPIFFE identity once it has a
     /// workload certificate, so that the peer can name it (istio-proxy's `IDENTITY`).
     pub fn headers(&self) -> Option<&(HeaderValue, HeaderValue)> {
@@ -166,8 +177,12 @@ fn string(s: String) -> Value {
 /// A peer's `x-envoy-peer-metadata`, decoded. `None` for a value that is not base64 of a
 /// `Struct`.
 pub fn decode(header: &[u8]) -> Option<Workload> {
-    let bytes = BASE64.decode(header).ok()?;
-    let s: SortedStruct = prost::Message::decode(bytes.as_slice()).ok()?;
+    decode_struct(&BASE64.decode(header).ok()?)
+}
+
+/// A peer's metadata from its serialized `Struct`.
+pub fn decode_struct(bytes: &[u8]) -> Option<Workload> {
+    let s: SortedStruct = prost::Message::decode(bytes).ok()?;
     let get = |k: &str| match s.fields.get(k).and_then(|v| v.kind.as_ref()) {
         Some(Kind::StringValue(v)) => v.clone(),
         _ => String::new(),

@@ -137,15 +137,40 @@ async fn connection(
             match &chain.tls {
                 None => {
                     if authorized(chain, &ends, sni.as_deref(), None) {
-                        serve_chain(stream, chain, &listener, &shared, ends, sni, None).await;
+                        let served = Served {
+                            sni,
+                            tls: None,
+                            peer: None,
+                        };
+                        serve_chain(stream, chain, &listener, &shared, ends, served).await;
                     }
                 }
                 Some(tls) => {
                     if let Some(stream) = handshake(stream, tls, &listener).await {
                         let info = tls_info(&stream, chain, tls);
-                        if authorized(chain, &ends, sni.as_deref(), Some(&info)) {
-                            serve_chain(stream, chain, &listener, &shared, ends, sni, Some(info))
-                                .await;
+                        if !authorized(chain, &ends, sni.as_deref(), Some(&info)) {
+                            // Closed.
+                        } else if chain.exchange.as_ref().is_some_and(|x| {
+                            stream.get_ref().1.alpn_protocol() == Some(x.protocol.as_bytes())
+                        }) {
+                            let local = shared.stats.istio.local();
+                            if let Ok((stream, slot)) =
+                                crate::istio::exchange::start(stream, local).await
+                            {
+                                let served = Served {
+                                    sni,
+                                    tls: Some(info),
+                                    peer: Some(slot),
+                                };
+                                serve_chain(stream, chain, &listener, &shared, ends, served).await;
+                            }
+                        } else {
+                            let served = Served {
+                                sni,
+                                tls: Some(info),
+                                peer: None,
+                            };
+                            serve_chain(stream, chain, &listener, &shared, ends, served).await;
                         }
                     }
                 }
@@ -221,6 +246,7 @@ async fn handshake(
 /// Whether the chain's filters read who the peer is (RBAC): its certificate, its SNI.
 fn reads_peer(chain: &FilterChain) -> bool {
     !chain.rbac.is_empty()
+        || chain.istio_stats.is_some()
         || matches!(&chain.filter, NetworkFilter::Http(hcm)
             if hcm.filters.filters.iter().any(|f| f.filter.reads_peer()))
 }
@@ -265,19 +291,26 @@ fn tls_info(
     }
 }
 
-/// Hands the connection (plain or decrypted) to the chain's network filter; `tls` is None for
-/// plaintext.
+/// What is known of a connection when its network filter gets it: the SNI RBAC reads, its
+/// TLS (None for plaintext), and who the peer said it is in Istio's exchange.
+struct Served {
+    sni: Option<Arc<str>>,
+    tls: Option<TlsInfo>,
+    peer: Option<Arc<crate::istio::exchange::PeerSlot>>,
+}
+
+/// Hands the connection (plain or decrypted) to the chain's network filter.
 async fn serve_chain<I>(
     io: I,
     chain: &FilterChain,
     listener: &Listener,
     shared: &Arc<ServerState>,
     ends: tcp::ConnectionAddresses,
-    sni: Option<Arc<str>>,
-    tls: Option<TlsInfo>,
+    served: Served,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let Served { sni, tls, peer } = served;
     match &chain.filter {
         NetworkFilter::Http(hcm) => {
             let conn = http::Connection {
@@ -296,8 +329,14 @@ async fn serve_chain<I>(
         }
         NetworkFilter::Tcp(proxy) => {
             let drain = listener.drain.subscribe();
+            let telemetry = chain.istio_stats.as_ref().map(|filter| tcp::TcpTelemetry {
+                filter: filter.clone(),
+                downstream_peer: peer,
+                peer_identity: tls.as_ref().and_then(|i| i.peer.clone()),
+                tls: tls.is_some(),
+            });
             tokio::select! {
-                () = tcp::serve(io, proxy.clone(), shared.clone(), ends) => {}
+                () = tcp::serve(io, proxy.clone(), shared.clone(), ends, telemetry) => {}
                 () = drained(drain, shared.drain_time) => {}
             }
         }

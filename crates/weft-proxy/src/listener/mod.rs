@@ -44,6 +44,11 @@ pub struct FilterChain {
     /// `envoy.filters.network.rbac` filters before the terminal one: a connection any of them
     /// denies is closed once its TLS (if any) is established, before anything is forwarded.
     pub rbac: Vec<Arc<crate::rbac::Enforcer>>,
+    /// `istio.metadata_exchange`: the peer's header is read (and ours written) once TLS agreed
+    /// on its protocol.
+    pub exchange: Option<crate::istio::exchange::ExchangeConfig>,
+    /// `istio.stats` before a `tcp_proxy`: Istio's TCP metrics.
+    pub istio_stats: Option<Arc<crate::istio::metrics::TcpStatsFilter>>,
     pub filter: NetworkFilter,
 }
 

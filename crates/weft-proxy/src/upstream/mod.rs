@@ -74,6 +74,31 @@ pub trait Connector: Send + Sync + std::fmt::Debug {
     >;
 }
 
+/// The cluster's metadata exchange, when it has one and the TLS handshake agreed on its
+/// protocol: this proxy's header goes first, the server's is read before anything else.
+async fn exchange(
+    cluster: &Cluster,
+    stream: tls::UpstreamStream,
+) -> Result<tls::UpstreamStream, ConnectError> {
+    let (Some(config), Some(local), tls::UpstreamStream::Tls(tls)) = (
+        cluster.config.exchange.as_ref(),
+        crate::istio::exchange::local(),
+        &stream,
+    ) else {
+        return Ok(stream);
+    };
+    if tls.get_ref().1.alpn_protocol() != Some(config.protocol.as_bytes()) {
+        return Ok(stream);
+    }
+    let tls::UpstreamStream::Tls(tls) = stream else {
+        return Ok(stream);
+    };
+    let (wrapped, slot) = crate::istio::exchange::start(*tls, local)
+        .await
+        .map_err(ConnectError::Tls)?;
+    Ok(tls::UpstreamStream::Exchanged(Box::new(wrapped), slot))
+}
+
 /// Opens a connection to `host`: TCP, then TLS when the cluster has a transport socket, both
 /// within the cluster's `connect_timeout` (Envoy counts a connection as made after its
 /// handshake). Counting is left to the caller.
@@ -107,9 +132,11 @@ pub async fn open(
                     Purpose::Http(Version::Http2) => &t.http2,
                     Purpose::Tcp => &t.raw,
                 };
-                t.connect(config, host.address, stream)
+                let stream = t
+                    .connect(config, host.address, stream)
                     .await
-                    .map_err(ConnectError::Tls)
+                    .map_err(ConnectError::Tls)?;
+                exchange(cluster, stream).await
             }
         }
     };

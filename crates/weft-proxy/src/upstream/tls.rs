@@ -234,6 +234,11 @@ impl ServerCertVerifier for EnvoyVerifier {
 pub enum UpstreamStream {
     Plain(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// TLS with Istio's metadata exchange: who the server said it is fills the slot.
+    Exchanged(
+        Box<crate::istio::exchange::ExchangeStream<tokio_rustls::client::TlsStream<TcpStream>>>,
+        Arc<crate::istio::exchange::PeerSlot>,
+    ),
     Memory(tokio::io::DuplexStream),
 }
 
@@ -243,7 +248,16 @@ impl UpstreamStream {
         match self {
             UpstreamStream::Plain(s) => s.local_addr().ok(),
             UpstreamStream::Tls(s) => s.get_ref().0.local_addr().ok(),
+            UpstreamStream::Exchanged(s, _) => s.get_ref().get_ref().0.local_addr().ok(),
             UpstreamStream::Memory(_) => None,
+        }
+    }
+
+    /// The server's exchange, when the connection has one.
+    pub fn peer_slot(&self) -> Option<&Arc<crate::istio::exchange::PeerSlot>> {
+        match self {
+            UpstreamStream::Exchanged(_, slot) => Some(slot),
+            _ => None,
         }
     }
 }
@@ -257,6 +271,7 @@ impl AsyncRead for UpstreamStream {
         match self.get_mut() {
             UpstreamStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            UpstreamStream::Exchanged(s, _) => Pin::new(s.as_mut()).poll_read(cx, buf),
             UpstreamStream::Memory(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
@@ -271,6 +286,7 @@ impl AsyncWrite for UpstreamStream {
         match self.get_mut() {
             UpstreamStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            UpstreamStream::Exchanged(s, _) => Pin::new(s.as_mut()).poll_write(cx, buf),
             UpstreamStream::Memory(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
@@ -279,6 +295,7 @@ impl AsyncWrite for UpstreamStream {
         match self.get_mut() {
             UpstreamStream::Plain(s) => Pin::new(s).poll_flush(cx),
             UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            UpstreamStream::Exchanged(s, _) => Pin::new(s.as_mut()).poll_flush(cx),
             UpstreamStream::Memory(s) => Pin::new(s).poll_flush(cx),
         }
     }
@@ -287,6 +304,7 @@ impl AsyncWrite for UpstreamStream {
         match self.get_mut() {
             UpstreamStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            UpstreamStream::Exchanged(s, _) => Pin::new(s.as_mut()).poll_shutdown(cx),
             UpstreamStream::Memory(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
@@ -299,6 +317,7 @@ impl AsyncWrite for UpstreamStream {
         match self.get_mut() {
             UpstreamStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            UpstreamStream::Exchanged(s, _) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
             UpstreamStream::Memory(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
@@ -307,6 +326,7 @@ impl AsyncWrite for UpstreamStream {
         match self {
             UpstreamStream::Plain(s) => s.is_write_vectored(),
             UpstreamStream::Tls(s) => s.is_write_vectored(),
+            UpstreamStream::Exchanged(s, _) => s.is_write_vectored(),
             UpstreamStream::Memory(s) => s.is_write_vectored(),
         }
     }

@@ -38,6 +38,8 @@ pub fn listeners(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy, out: &mut Ge
     let mut https: BTreeMap<u16, Vec<Https<'_>>> = BTreeMap::new();
     // AUTO_PASSTHROUGH servers: their hosts and Gateway, by listening port.
     let mut auto: BTreeMap<u16, Vec<(&[String], String)>> = BTreeMap::new();
+    // Plain TCP servers: their Gateway, by listening port, with the server's port.
+    let mut tcp: BTreeMap<u16, Vec<(String, u16)>> = BTreeMap::new();
     let mut provenance: BTreeMap<u16, String> = BTreeMap::new();
     for gw in &inputs.config.gateways {
         let selector = &gw.spec.selector;
@@ -73,6 +75,15 @@ pub fn listeners(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy, out: &mut Ge
                     https_redirect: tls.and_then(|t| t.https_redirect) == Some(true),
                     tls: false,
                 });
+            } else if matches!(
+                protocol,
+                Protocol::Tcp | Protocol::Mongo | Protocol::Redis | Protocol::Mysql
+            ) && mode.is_none()
+            {
+                provenance.entry(listen).or_insert_with(|| gw.config_path());
+                tcp.entry(listen)
+                    .or_default()
+                    .push((format!("{}/{}", gw.namespace, gw.name), number));
             } else if tls::is_tls(protocol) && mode == Some(ServerTlsMode::Passthrough) {
                 provenance.entry(listen).or_insert_with(|| gw.config_path());
                 passthrough.entry(listen).or_default().push(Passthrough {
@@ -122,13 +133,14 @@ pub fn listeners(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy, out: &mut Ge
                 }
             } else {
                 scope.problem(format!(
-                    "{field}: port.protocol {}{}: not translated yet (plain HTTP, HTTPS with tls.mode SIMPLE, MUTUAL, OPTIONAL_MUTUAL or ISTIO_MUTUAL, and TLS PASSTHROUGH or AUTO_PASSTHROUGH are); this server is left out",
+                    "{field}: port.protocol {}{}: not translated yet (plain HTTP and TCP, HTTPS with tls.mode SIMPLE, MUTUAL, OPTIONAL_MUTUAL or ISTIO_MUTUAL, and TLS PASSTHROUGH or AUTO_PASSTHROUGH are); this server is left out",
                     port.protocol.as_deref().unwrap_or("(unset)"),
                     mode.map(|m| format!(" with tls.mode {}", pb::istio_name(&m))).unwrap_or_default(),
                 ));
             }
         }
     }
+    let http_ports: std::collections::BTreeSet<u16> = http.keys().copied().collect();
     for (listen, servers) in http {
         if passthrough.contains_key(&listen)
             || https.contains_key(&listen)
@@ -167,6 +179,25 @@ pub fn listeners(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy, out: &mut Ge
             false,
         );
     }
+    for (listen, servers) in tcp {
+        if http_ports.contains(&listen)
+            || passthrough.contains_key(&listen)
+            || https.contains_key(&listen)
+            || auto.contains_key(&listen)
+        {
+            scope.problem(format!(
+                "gateway port {listen}: TCP and HTTP or TLS servers on one port are not translated; the TCP servers are left out"
+            ));
+            continue;
+        }
+        match tcp_chain(scope, &servers) {
+            Some(chain) => insert(out, proxy, listen, vec![chain], provenance.get(&listen), false),
+            None => scope.problem(format!(
+                "gateway port {listen}: no VirtualService bound to its Gateway has a tcp route for port {}; nothing is forwarded from it",
+                servers[0].1
+            )),
+        }
+    }
     let tls_ports: std::collections::BTreeSet<u16> = passthrough
         .keys()
         .chain(https.keys())
@@ -185,6 +216,44 @@ pub fn listeners(inputs: &Inputs, scope: &Scope<'_>, proxy: &Proxy, out: &mut Ge
         chains.extend(super::sni_dnat::chains(scope, &servers, &mut taken, out));
         insert(out, proxy, listen, chains, provenance.get(&listen), true);
     }
+}
+
+/// The chain of a port's plain TCP servers (istiod's `buildGatewayNetworkFiltersFromTCPRoutes`):
+/// the first `tcp` route of a VirtualService bound to one of their Gateways whose match takes
+/// the server's port (and names the Gateway, when it names any).
+fn tcp_chain(scope: &Scope<'_>, servers: &[(String, u16)]) -> Option<FilterChain> {
+    for (gw, port) in servers {
+        for (vs, _) in &scope.virtual_services {
+            if !super::config::binds(&vs.spec.gateways, &vs.namespace, gw) {
+                continue;
+            }
+            for route in &vs.spec.tcp {
+                let applies = route.matches.is_empty()
+                    || route.matches.iter().any(|m| {
+                        m.port.is_none_or(|p| p == i64::from(*port))
+                            && (m.gateways.is_empty()
+                                || super::config::binds(&m.gateways, &vs.namespace, gw))
+                    });
+                if !applies {
+                    continue;
+                }
+                let clusters = tls::weighted(vs, &route.route, *port);
+                let Some((first, _)) = clusters.first() else {
+                    continue;
+                };
+                let prefix = first.clone();
+                return Some(FilterChain {
+                    filters: super::listener::authorized_tcp(
+                        scope,
+                        &scope.authz,
+                        super::listener::weighted_tcp_proxy(&prefix, clusters),
+                    ),
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    None
 }
 
 /// The filter chain of an HTTPS server: TLS terminated for the SNI names of its hosts (any

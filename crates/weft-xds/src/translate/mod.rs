@@ -86,6 +86,9 @@ pub fn generate(inputs: &Inputs, proxy: &Proxy) -> Generated {
             gateway::listeners(inputs, &scope, proxy, &mut out);
         }
     }
+    if proxy.istio_extensions {
+        telemetry::tcp(&scope.metrics, proxy.kind == ProxyKind::Router, &mut out);
+    }
     out.problems.extend(scope.problems.into_inner());
     for secret in scope.secrets.into_inner() {
         out.secrets.insert(secret.name.clone(), secret);

@@ -57,6 +57,12 @@ pub fn string(s: &str) -> Value {
     }
 }
 
+pub fn boolean(b: bool) -> Value {
+    Value {
+        kind: Some(Kind::BoolValue(b)),
+    }
+}
+
 pub fn list(items: Vec<Value>) -> Value {
     Value {
         kind: Some(Kind::ListValue(ListValue { values: items })),

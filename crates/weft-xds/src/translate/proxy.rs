@@ -46,6 +46,9 @@ pub struct Proxy {
     pub gateway_ports: BTreeMap<u16, u16>,
     /// `region/zone/subzone`: from the topology labels, else the node's `locality`.
     pub locality: Option<String>,
+    /// The proxy runs istio-proxy's network filters (TCP metadata exchange and stats): a Weft
+    /// proxy (`user_agent_name: weft`) or Istio's own (`ISTIO_VERSION` in its metadata).
+    pub istio_extensions: bool,
 }
 
 impl Proxy {
@@ -63,6 +66,7 @@ impl Proxy {
             gateway_address: "0.0.0.0".into(),
             gateway_ports: BTreeMap::new(),
             locality: None,
+            istio_extensions: false,
         }
     }
 
@@ -156,6 +160,8 @@ impl Proxy {
             gateway_address: string(meta, "WEFT_GATEWAY_ADDRESS")
                 .unwrap_or_else(|| "0.0.0.0".into()),
             gateway_ports,
+            istio_extensions: node.user_agent_name == "weft"
+                || string(meta, "ISTIO_VERSION").is_some(),
         })
     }
 

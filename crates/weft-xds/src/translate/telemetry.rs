@@ -316,3 +316,74 @@ pub fn provider_cluster(service: &str, port: u64, namespace: &str) -> (String, S
         host,
     )
 }
+
+/// `envoy.tcp.metadataexchange.config.MetadataExchange`, as istiod's `xdsfilters.tcpMx`.
+fn tcp_exchange_config() -> envoy_types::pb::google::protobuf::Any {
+    pb::any(&TypedStruct {
+        type_url: "type.googleapis.com/envoy.tcp.metadataexchange.config.MetadataExchange".into(),
+        value: Some(weft_proto::SortedStruct {
+            fields: [
+                ("enable_discovery".to_string(), pb::boolean(true)),
+                ("protocol".to_string(), pb::string("istio-peer-exchange")),
+            ]
+            .into_iter()
+            .collect(),
+        }),
+    })
+}
+
+/// istio-proxy's network filters, for a proxy that has them (Weft's, or Istio's own): the
+/// metadata exchange on every inbound filter chain (first, as istiod's
+/// `buildInboundNetworkFilters` and `buildInboundNetworkFiltersForHTTP` put it) and on every
+/// outbound cluster (`applyMetadataExchange`), and `istio.stats` just before each `tcp_proxy`
+/// (`buildCompleteNetworkFilters`, the passthrough and black hole chains too). Stock Envoy
+/// has neither, and a network filter cannot be optional, so it gets none of them.
+pub fn tcp(metrics: &Metrics, gateway: bool, out: &mut super::Generated) {
+    use envoy_types::pb::envoy::config::cluster::v3::Filter as ClusterFilter;
+    use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
+    use envoy_types::pb::envoy::config::listener::v3::{Filter, filter};
+    let network = |name: &str, any| Filter {
+        name: name.into(),
+        config_type: Some(filter::ConfigType::TypedConfig(any)),
+    };
+    for listener in out.listeners.values_mut() {
+        let inbound = listener.traffic_direction == TrafficDirection::Inbound as i32;
+        let class = if inbound {
+            Class::SidecarInbound
+        } else if gateway {
+            Class::Gateway
+        } else {
+            Class::SidecarOutbound
+        };
+        let stats = match class {
+            Class::SidecarInbound => metrics.server.clone(),
+            _ => metrics.client.clone(),
+        }
+        .map(|mut c| {
+            c.disable_host_header_fallback = class != Class::SidecarOutbound;
+            network(STATS, pb::any(&c))
+        });
+        for chain in &mut listener.filter_chains {
+            let last = chain.filters.len().saturating_sub(1);
+            if let (Some(stats), Some(terminal)) = (&stats, chain.filters.last())
+                && terminal.name == "envoy.filters.network.tcp_proxy"
+            {
+                chain.filters.insert(last, stats.clone());
+            }
+            if inbound {
+                chain
+                    .filters
+                    .insert(0, network(METADATA_EXCHANGE, tcp_exchange_config()));
+            }
+        }
+    }
+    for (name, cluster) in &mut out.clusters {
+        if name.starts_with("outbound|") || name == "PassthroughCluster" {
+            cluster.filters.push(ClusterFilter {
+                name: METADATA_EXCHANGE.into(),
+                typed_config: Some(tcp_exchange_config()),
+                ..Default::default()
+            });
+        }
+    }
+}

@@ -328,6 +328,7 @@ pub fn cluster(c: &pb::Cluster, path: &str) -> Result<ClusterConfig> {
             )
         }),
         istio_service: istio_service(c.metadata.as_ref()),
+        exchange: upstream_filters(&c.filters, &format!("{path}.filters"))?,
         name: c.name.clone(),
         stat_name: if c.alt_stat_name.is_empty() {
             c.name.clone()
@@ -586,6 +587,34 @@ pub(crate) fn socket_address(address: Option<&Address>, path: &str) -> Result<(S
 
 /// `filter_metadata.istio.services[0]` (`host`, `name`, `namespace`), as istiod writes it on a
 /// service's clusters: the destination service of Istio's metrics.
+/// A cluster's `filters`: istio-proxy's metadata exchange is the one the Weft proxy has.
+fn upstream_filters(
+    filters: &[pb::Filter],
+    path: &str,
+) -> Result<Option<crate::istio::exchange::ExchangeConfig>> {
+    let mut exchange = None;
+    for (i, f) in filters.iter().enumerate() {
+        let tpath = format!("{path}[{i}].typed_config");
+        let Some(any) = &f.typed_config else {
+            return Err(FieldError::new(tpath, "is required"));
+        };
+        if super::type_name(any) != "udpa.type.v1.TypedStruct" {
+            return Err(FieldError::new(
+                tpath,
+                format!(
+                    "upstream network filter {} is not supported by the Weft proxy",
+                    super::type_name(any)
+                ),
+            ));
+        }
+        exchange = Some(super::listener::metadata_exchange(
+            &super::decode_any(any, &tpath)?,
+            &tpath,
+        )?);
+    }
+    Ok(exchange)
+}
+
 fn istio_service(
     metadata: Option<&envoy_types::pb::envoy::config::core::v3::Metadata>,
 ) -> Option<std::sync::Arc<crate::istio::metrics::ServiceLabels>> {

@@ -185,30 +185,50 @@ fn filter_chain(
     };
     let mut rate_limits = Vec::new();
     let mut rbac = Vec::new();
+    let mut exchange = None;
+    let mut istio_stats = None;
     for (i, f) in limits.iter().enumerate() {
         let tpath = format!("{path}.filters[{i}].typed_config");
-        match &f.config_type {
-            Some(pb::filter::ConfigType::TypedConfig(any))
-                if type_name(any) == NETWORK_RATE_LIMIT =>
-            {
+        let Some(pb::filter::ConfigType::TypedConfig(any)) = &f.config_type else {
+            return Err(FieldError::new(tpath, "is required"));
+        };
+        match type_name(any) {
+            NETWORK_RATE_LIMIT => {
                 rate_limits.push(super::local_ratelimit::connection_rate_limit(
                     &decode_any(any, &tpath)?,
                     &tpath,
                     store,
                 )?);
             }
-            Some(pb::filter::ConfigType::TypedConfig(any)) if type_name(any) == NETWORK_RBAC => {
+            NETWORK_RBAC => {
                 rbac.push(Arc::new(super::rbac::network(
                     &decode_any(any, &tpath)?,
                     &tpath,
                     store,
                 )?));
             }
+            TYPED_STRUCT => {
+                exchange = Some(metadata_exchange(&decode_any(any, &tpath)?, &tpath)?);
+            }
+            crate::http::filter::istio_stats::TYPE => {
+                let pb: weft_proto::PluginConfig = decode_any(any, &tpath)?;
+                let reporting = super::duration(pb.tcp_reporting_duration.as_ref())
+                    .filter(|d| !d.is_zero())
+                    .unwrap_or(std::time::Duration::from_secs(5));
+                istio_stats = Some(Arc::new(crate::istio::metrics::TcpStatsFilter {
+                    config: Arc::new(crate::http::filter::istio_stats::stats_config(
+                        &pb, &tpath, inbound,
+                    )?),
+                    registry: store.istio.clone(),
+                    reporting,
+                }));
+            }
             _ => {
                 return Err(FieldError::new(
                     tpath,
-                    "only envoy.filters.network.local_ratelimit and envoy.filters.network.rbac \
-                     may come before the terminal network filter",
+                    "only envoy.filters.network.local_ratelimit, envoy.filters.network.rbac, \
+                     istio.metadata_exchange and istio.stats may come before the terminal \
+                     network filter",
                 ));
             }
         }
@@ -253,8 +273,55 @@ fn filter_chain(
         tls,
         rate_limits,
         rbac,
+        exchange,
+        istio_stats,
         filter,
     })
+}
+
+const TYPED_STRUCT: &str = "udpa.type.v1.TypedStruct";
+const EXCHANGE_TYPE: &str =
+    "type.googleapis.com/envoy.tcp.metadataexchange.config.MetadataExchange";
+
+/// istio-proxy's `MetadataExchange` (`protocol`, `enable_discovery`, `additional_labels`), as
+/// a `TypedStruct`. `enable_discovery` asks istio-proxy to look a peer without the exchange up
+/// in its workload discovery, which the Weft proxy does not have: such a peer is `unknown`,
+/// as it is to istio-proxy when discovery finds nothing.
+pub(super) fn metadata_exchange(
+    t: &weft_proto::TypedStruct,
+    path: &str,
+) -> Result<crate::istio::exchange::ExchangeConfig> {
+    use envoy_types::pb::google::protobuf::value::Kind;
+    if t.type_url != EXCHANGE_TYPE {
+        return Err(FieldError::new(
+            format!("{path}.type_url"),
+            format!(
+                "{:?} is not a network filter the Weft proxy has",
+                t.type_url
+            ),
+        ));
+    }
+    let mut protocol = String::new();
+    for (k, v) in t.value.iter().flat_map(|s| s.fields.iter()) {
+        match (k.as_str(), &v.kind) {
+            ("protocol", Some(Kind::StringValue(p))) => protocol = p.clone(),
+            ("enable_discovery", Some(Kind::BoolValue(_))) => {}
+            ("additional_labels", Some(Kind::ListValue(l))) if l.values.is_empty() => {}
+            _ => {
+                return Err(FieldError::new(
+                    format!("{path}.value.{k}"),
+                    "is not supported by the Weft proxy",
+                ));
+            }
+        }
+    }
+    if protocol.is_empty() {
+        return Err(FieldError::new(
+            format!("{path}.value.protocol"),
+            "is required",
+        ));
+    }
+    Ok(crate::istio::exchange::ExchangeConfig { protocol })
 }
 
 fn connection_manager(

@@ -48,60 +48,8 @@ pub static FACTORY: super::Factory = super::Factory {
     per_route_type: None,
     build: |any, cx| {
         let pb: weft_proto::PluginConfig = crate::config::convert::decode_any(any, cx.path)?;
-        if !pb.definitions.is_empty() {
-            return Err(FieldError::new(
-                format!("{}.definitions", cx.path),
-                "custom metrics are not supported by the Weft proxy",
-            ));
-        }
-        if pb.reporter != 0 {
-            return Err(FieldError::new(
-                format!("{}.reporter", cx.path),
-                "SERVER_GATEWAY (waypoints) is not supported by the Weft proxy",
-            ));
-        }
-        let mut overrides = Vec::new();
-        for (i, m) in pb.metrics.iter().enumerate() {
-            let path = format!("{}.metrics[{i}]", cx.path);
-            if !m.name.is_empty() && !METRICS.contains(&m.name.as_str()) {
-                return Err(FieldError::new(
-                    format!("{path}.name"),
-                    format!("{:?} is not one of Istio's standard metrics", m.name),
-                ));
-            }
-            if !m.r#match.is_empty() {
-                return Err(FieldError::new(
-                    format!("{path}.match"),
-                    "is not supported by the Weft proxy",
-                ));
-            }
-            let mut dimensions = Vec::new();
-            for (tag, expr) in &m.dimensions {
-                let Some(value) = literal(expr) else {
-                    return Err(FieldError::new(
-                        format!("{path}.dimensions[{tag}]"),
-                        format!(
-                            "{expr:?}: the Weft proxy takes string literals only (e.g. \"'v1'\") as tag values"
-                        ),
-                    ));
-                };
-                dimensions.push((tag.clone(), value));
-            }
-            overrides.push((
-                m.name.clone(),
-                MetricOverride {
-                    drop: m.drop,
-                    remove: m.tags_to_remove.clone(),
-                    dimensions,
-                },
-            ));
-        }
         Ok(Arc::new(IstioStats {
-            config: Arc::new(StatsConfig {
-                server: cx.inbound,
-                disable_host_header_fallback: pb.disable_host_header_fallback,
-                overrides,
-            }),
+            config: Arc::new(stats_config(&pb, cx.path, cx.inbound)?),
             registry: cx.store.istio.clone(),
         }))
     },
@@ -123,6 +71,68 @@ pub static FACTORY: super::Factory = super::Factory {
     ],
 };
 
+/// A `PluginConfig` (the HTTP filter's or the network filter's) on a listener that is
+/// inbound or not.
+pub fn stats_config(
+    pb: &weft_proto::PluginConfig,
+    path: &str,
+    inbound: bool,
+) -> Result<StatsConfig, FieldError> {
+    if !pb.definitions.is_empty() {
+        return Err(FieldError::new(
+            format!("{path}.definitions"),
+            "custom metrics are not supported by the Weft proxy",
+        ));
+    }
+    if pb.reporter != 0 {
+        return Err(FieldError::new(
+            format!("{path}.reporter"),
+            "SERVER_GATEWAY (waypoints) is not supported by the Weft proxy",
+        ));
+    }
+    let mut overrides = Vec::new();
+    for (i, m) in pb.metrics.iter().enumerate() {
+        let mpath = format!("{path}.metrics[{i}]");
+        if !m.name.is_empty() && !METRICS.contains(&m.name.as_str()) {
+            return Err(FieldError::new(
+                format!("{mpath}.name"),
+                format!("{:?} is not one of Istio's standard metrics", m.name),
+            ));
+        }
+        if !m.r#match.is_empty() {
+            return Err(FieldError::new(
+                format!("{mpath}.match"),
+                "is not supported by the Weft proxy",
+            ));
+        }
+        let mut dimensions = Vec::new();
+        for (tag, expr) in &m.dimensions {
+            let Some(value) = literal(expr) else {
+                return Err(FieldError::new(
+                    format!("{mpath}.dimensions[{tag}]"),
+                    format!(
+                        "{expr:?}: the Weft proxy takes string literals only (e.g. \"'v1'\") as tag values"
+                    ),
+                ));
+            };
+            dimensions.push((tag.clone(), value));
+        }
+        overrides.push((
+            m.name.clone(),
+            MetricOverride {
+                drop: m.drop,
+                remove: m.tags_to_remove.clone(),
+                dimensions,
+            },
+        ));
+    }
+    Ok(StatsConfig {
+        server: inbound,
+        disable_host_header_fallback: pb.disable_host_header_fallback,
+        overrides,
+    })
+}
+
 /// Clusters whose name is the service name (istio-proxy's list).
 const SPECIAL_CLUSTERS: [&str; 5] = [
     "BlackHoleCluster",
@@ -131,6 +141,11 @@ const SPECIAL_CLUSTERS: [&str; 5] = [
     "InboundPassthroughClusterIpv4",
     "InboundPassthroughClusterIpv6",
 ];
+
+/// The name a special cluster (passthrough, black hole) gives `destination_service_name`.
+pub(crate) fn special_cluster(name: &str) -> Option<&'static str> {
+    SPECIAL_CLUSTERS.iter().copied().find(|s| *s == name)
+}
 
 impl super::HttpFilter for IstioStats {
     fn on_request(
@@ -195,6 +210,7 @@ impl super::HttpFilter for IstioStats {
             destination,
             peer_principal,
             local_principal,
+            tcp: false,
             grpc: done.stream.grpc,
             code: done.status,
             grpc_status: done.grpc_status,
@@ -224,7 +240,7 @@ impl super::HttpFilter for IstioStats {
 
 /// This proxy's SPIFFE identity: its workload certificate's, when it has one. Kept per thread
 /// until the certificate changes, so a request copies no string for it.
-fn local_identity() -> Option<Arc<str>> {
+pub(crate) fn local_identity() -> Option<Arc<str>> {
     thread_local! {
         static IDENTITY: std::cell::RefCell<(usize, Option<Arc<str>>)> =
             const { std::cell::RefCell::new((0, None)) };
