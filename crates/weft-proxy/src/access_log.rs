@@ -285,7 +285,8 @@ impl Entry<'_> {
                 header(self.request.map(|r| &r.headers), name, alt, max)
             }
             Token::Resp { name, alt, max } => header(self.response, name, alt, max),
-            Token::Protocol => Some(self.protocol.to_string()),
+            // A TCP connection has none: `-`, as Envoy prints it.
+            Token::Protocol => (!self.protocol.is_empty()).then(|| self.protocol.to_string()),
             Token::ResponseCode => Some(self.status.to_string()),
             Token::ResponseFlags => Some(flags::render(self.flags)),
             Token::ResponseCodeDetails => {

@@ -40,6 +40,8 @@ struct Shape {
     http_proxy_port: Option<u16>,
     gateway: (String, Vec<(u16, u16)>),
     instance: Option<(String, String)>,
+    /// It runs istio-proxy's network filters (a Weft proxy): stock Envoy gets none.
+    istio_extensions: bool,
 }
 
 fn shape(inputs: &Inputs, p: &Proxy) -> Shape {
@@ -67,6 +69,7 @@ fn shape(inputs: &Inputs, p: &Proxy) -> Shape {
             p.gateway_ports.iter().map(|(a, b)| (*a, *b)).collect(),
         ),
         instance: serves.then(|| (p.name.clone(), p.ip.clone())),
+        istio_extensions: p.istio_extensions,
     }
 }
 

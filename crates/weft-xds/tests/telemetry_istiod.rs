@@ -562,8 +562,12 @@ fn tcp_exchange_and_stats_for_proxies_that_have_them() {
     // Outbound TCP (here the passthrough chain): stats before the proxy, no exchange on the
     // listener; the clusters have it.
     let outbound = &g.listeners["virtualOutbound"];
-    assert!(outbound.filter_chains.iter().any(|c| names(c)
-        == ["istio.stats", "envoy.filters.network.tcp_proxy"]));
+    assert!(
+        outbound
+            .filter_chains
+            .iter()
+            .any(|c| names(c) == ["istio.stats", "envoy.filters.network.tcp_proxy"])
+    );
     let cluster = &g.clusters["outbound|5432||db.foo.svc.cluster.local"];
     assert_eq!(cluster.filters.len(), 1);
     assert_eq!(cluster.filters[0].name, "istio.metadata_exchange");
@@ -573,9 +577,10 @@ fn tcp_exchange_and_stats_for_proxies_that_have_them() {
         "inbound clusters have no exchange"
     );
     // Without them: none of it.
-    assert!(plain.listeners.values().all(|l| l
-        .filter_chains
-        .iter()
-        .all(|c| c.filters.iter().all(|f| !f.name.starts_with("istio.")))));
+    assert!(plain.listeners.values().all(|l| {
+        l.filter_chains
+            .iter()
+            .all(|c| c.filters.iter().all(|f| !f.name.starts_with("istio.")))
+    }));
     assert!(plain.clusters.values().all(|c| c.filters.is_empty()));
 }

@@ -5,6 +5,8 @@
 //! both reporters count exactly 3 connections opened and closed and 300 bytes each way. Envoy
 //! has no such network filters and cannot skip them (they cannot be optional), so the control
 //! plane sends it none: the same mesh with Envoy carries the bytes and reports no `istio_tcp_*`.
+//! With `accessLogFile`, both data planes log each TCP connection on both sides, as istiod
+//! configures the TCP proxies.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -20,6 +22,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 fn mesh(echo: u16) -> String {
     format!(
         r#"apiVersion: v1
+kind: ConfigMap
+metadata: {{ name: istio, namespace: istio-system }}
+data:
+  mesh: |
+    accessLogFile: /dev/stdout
+---
+apiVersion: v1
 kind: Service
 metadata: {{ name: db }}
 spec:
@@ -95,6 +104,22 @@ fn sum(text: &str, metric: &str, want: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// `weft logs NAME`: what the proxy wrote.
+fn weft_logs(up: &Up, name: &str) -> String {
+    let status = up.status().unwrap();
+    let monitoring = status["control_plane"]["monitoring"].as_str().unwrap();
+    let out = std::process::Command::new(support::weft_binary())
+        .args([
+            "logs",
+            name,
+            "--control-plane",
+            &format!("http://{monitoring}"),
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 async fn scrape(addr: SocketAddr) -> String {
     let r = try_request(addr, &Req::get("stats", "/stats/prometheus"))
         .await
@@ -137,6 +162,35 @@ async fn run(envoy: bool) {
     .await;
     for _ in 0..2 {
         exchange(gateway).await.unwrap();
+    }
+    // Each side logs the connections (Envoy writes its log file out every 10 s).
+    for (proxy, cluster) in [
+        (
+            "istio-ingressgateway",
+            "outbound|5432||db.default.svc.cluster.local".to_string(),
+        ),
+        ("db-v1", format!("inbound|{}||", echo.port())),
+    ] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let logs = weft_logs(&up, proxy);
+            let lines: Vec<&str> = logs
+                .lines()
+                .filter(|l| l.contains(&cluster) && l.contains(" 100 100 "))
+                .collect();
+            if lines.len() >= 3 {
+                assert!(
+                    lines.iter().all(|l| l.contains("\"- - -\" 0 ")),
+                    "{lines:#?}"
+                );
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{proxy}: no 3 lines for {cluster} in\n{logs}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
     if envoy {
         let gw = scrape(gw_stats).await;

@@ -448,3 +448,47 @@ fn file_from_provider(
     };
     file_log(path, format, filter)
 }
+
+/// Every `tcp_proxy` of the generated listeners gets the access logs of its side, as istiod's
+/// `setTCPAccessLog` gives them (outbound, inbound, gateway, passthrough and black hole).
+pub fn tcp_access_logs(
+    inputs: &Inputs,
+    logging: &Logging,
+    namespace: &str,
+    gateway: bool,
+    out: &mut super::Generated,
+    problem: &dyn Fn(String),
+) {
+    use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
+    use envoy_types::pb::envoy::config::listener::v3::filter;
+    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
+    use prost::Message;
+    for listener in out.listeners.values_mut() {
+        let class = if listener.traffic_direction == TrafficDirection::Inbound as i32 {
+            Class::SidecarInbound
+        } else if gateway {
+            Class::Gateway
+        } else {
+            Class::SidecarOutbound
+        };
+        let logs = access_logs(inputs, logging, class, namespace, problem);
+        if logs.is_empty() {
+            continue;
+        }
+        for chain in &mut listener.filter_chains {
+            for f in &mut chain.filters {
+                let Some(filter::ConfigType::TypedConfig(any)) = &mut f.config_type else {
+                    continue;
+                };
+                if any.type_url != <TcpProxy as prost::Name>::type_url() {
+                    continue;
+                }
+                let Ok(mut tcp) = TcpProxy::decode(any.value.as_slice()) else {
+                    continue;
+                };
+                tcp.access_log = logs.clone();
+                any.value = tcp.encode_to_vec();
+            }
+        }
+    }
+}

@@ -86,6 +86,14 @@ pub fn generate(inputs: &Inputs, proxy: &Proxy) -> Generated {
             gateway::listeners(inputs, &scope, proxy, &mut out);
         }
     }
+    access_log::tcp_access_logs(
+        inputs,
+        &scope.logging,
+        scope.namespace,
+        proxy.kind == ProxyKind::Router,
+        &mut out,
+        &|m| scope.problem(m),
+    );
     if proxy.istio_extensions {
         telemetry::tcp(&scope.metrics, proxy.kind == ProxyKind::Router, &mut out);
     }

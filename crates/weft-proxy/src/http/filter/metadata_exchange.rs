@@ -128,7 +128,7 @@ impl super::HttpFilter for MetadataExchange {
                 x.echo_metadata = true;
             }
             x.echo_id = headers.remove(&PEER_METADATA_ID).is_some();
-            cx.stream.exchange = Some(Box::new(x));
+            cx.stream.exchange = Some(x);
         }
         if self.upstream_propagation
             && let Some((meta, id)) = self.registry.local().headers()
@@ -146,10 +146,10 @@ impl super::HttpFilter for MetadataExchange {
                 .remove(&PEER_METADATA)
                 .and_then(|v| crate::istio::peer(&v));
             headers.remove(&PEER_METADATA_ID);
-            stream.exchange = Some(Box::new(Exchange {
+            stream.exchange = Some(Exchange {
                 peer,
                 ..Exchange::default()
-            }));
+            });
         }
         if self.downstream_propagation
             && let (Some((meta, id)), Some(x)) = (self.registry.local().headers(), &stream.exchange)

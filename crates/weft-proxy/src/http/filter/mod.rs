@@ -165,8 +165,9 @@ pub struct Stream {
     pub held: Vec<Box<dyn Send + Sync>>,
     /// Dynamic metadata filters wrote for later ones (`jwt_authn`'s payload, read by RBAC).
     pub metadata: Option<Box<crate::rbac::metadata::DynamicMetadata>>,
-    /// Who the other side is, from Istio's metadata exchange.
-    pub exchange: Option<Box<metadata_exchange::Exchange>>,
+    /// Who the other side is, from Istio's metadata exchange (inline: an `Arc` and two flags,
+    /// not worth an allocation per request).
+    pub exchange: Option<metadata_exchange::Exchange>,
     /// A gRPC request's messages each way, once the `grpc_stats` filter counts them.
     pub grpc_messages: Option<Arc<crate::http::grpc::MessageCounts>>,
 }
