@@ -24,6 +24,8 @@ pub struct ProxyState {
     pub snapshot: Arc<Snapshot>,
     /// Translation's problems for this proxy.
     pub problems: Arc<Vec<String>>,
+    /// Its listeners that conflicted (`pilot_conflict_*`, address).
+    pub conflicts: Arc<Vec<(&'static str, String)>>,
     /// What translation read of it, under the inputs of the last push.
     shape: Shape,
 }
@@ -74,7 +76,14 @@ fn shape(inputs: &Inputs, p: &Proxy) -> Shape {
 }
 
 /// Translations made during one push, by shape.
-type Made = std::collections::HashMap<Shape, (Arc<Snapshot>, Arc<Vec<String>>)>;
+type Made = std::collections::HashMap<Shape, Translated>;
+
+/// One translation: the snapshot, its problems and its conflicts.
+type Translated = (
+    Arc<Snapshot>,
+    Arc<Vec<String>>,
+    Arc<Vec<(&'static str, String)>>,
+);
 
 /// The snapshot for `proxy`: shared with an alike proxy already done in this push, else made.
 fn translate_once(
@@ -84,13 +93,17 @@ fn translate_once(
     proxy: &Proxy,
     previous: Option<&Snapshot>,
     generation: u64,
-) -> (Arc<Snapshot>, Arc<Vec<String>>) {
+) -> Translated {
     if let Some(done) = made.get(key) {
         return done.clone();
     }
     let generated = translate::generate(inputs, proxy);
     let snapshot = Arc::new(versioned(&generated, previous, generation));
-    let done = (snapshot, Arc::new(generated.problems));
+    let done = (
+        snapshot,
+        Arc::new(generated.problems),
+        Arc::new(generated.conflicts),
+    );
     made.insert(key.clone(), done.clone());
     done
 }
@@ -160,7 +173,7 @@ impl ControlPlane {
         let mut pushed = 0;
         for (id, p) in state.proxies.iter_mut() {
             p.shape = shape(&inputs, &p.proxy);
-            let (snapshot, problems) = translate_once(
+            let (snapshot, problems, conflicts) = translate_once(
                 &mut made,
                 &inputs,
                 &p.shape,
@@ -168,6 +181,7 @@ impl ControlPlane {
                 Some(&p.snapshot),
                 generation,
             );
+            p.conflicts = conflicts;
             if !same_versions(&snapshot, &p.snapshot) {
                 cache.set_node_shared(id, snapshot.clone());
                 pushed += 1;
@@ -245,8 +259,8 @@ fn connect(state: &Mutex<State>, cache: &Cache, node: &Node) {
         .proxies
         .values()
         .find(|p| p.shape == key)
-        .map(|p| (p.snapshot.clone(), p.problems.clone()));
-    let (snapshot, problems) = match alike {
+        .map(|p| (p.snapshot.clone(), p.problems.clone(), p.conflicts.clone()));
+    let (snapshot, problems, conflicts) = match alike {
         Some(done) => done,
         None => translate_once(
             &mut made,
@@ -267,6 +281,7 @@ fn connect(state: &Mutex<State>, cache: &Cache, node: &Node) {
             proxy,
             snapshot,
             problems,
+            conflicts,
             shape: key,
         },
     );

@@ -584,3 +584,44 @@ fn tcp_exchange_and_stats_for_proxies_that_have_them() {
     }));
     assert!(plain.clusters.values().all(|c| c.filters.is_empty()));
 }
+
+/// Two services give one workload port different protocols: the inbound listener keeps the
+/// first's (by host name), and the other is reported and counted as istiod's
+/// `pilot_conflict_inbound_listener`. A TCP service without a virtual IP on a port another
+/// service serves as HTTP is `pilot_conflict_outbound_listener_tcp_over_current_http`.
+#[test]
+fn conflicting_listeners_are_reported_and_counted() {
+    let objects = "apiVersion: v1\nkind: Service\nmetadata: { name: httpbin-raw, namespace: foo }\nspec:\n  selector: { app: httpbin }\n  ports:\n  - { name: tcp, port: 8000 }\n";
+    let mut loaded = LoadResult::default();
+    loaded.load_str("c.yaml", &format!("{WORKLOAD}---\n{objects}"));
+    let resources: Vec<_> = loaded.objects.into_iter().map(|o| o.resource).collect();
+    let inputs = Inputs::new(&resources, MeshConfig::from_yaml("").unwrap().resolve());
+    let labels = [("app", "httpbin"), ("version", "v1")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let g = generate(
+        &inputs,
+        &Proxy::sidecar("httpbin-v1", "foo", "10.0.0.1", labels),
+    );
+    assert!(
+        g.problems
+            .iter()
+            .any(|p| p.contains("port 8000 of the workload") && p.contains("keeps")),
+        "{:?}",
+        g.problems
+    );
+    assert_eq!(
+        g.conflicts,
+        [
+            (
+                "pilot_conflict_inbound_listener",
+                "10.0.0.1:8000".to_string()
+            ),
+            (
+                "pilot_conflict_outbound_listener_tcp_over_current_http",
+                "0.0.0.0:8000".to_string()
+            )
+        ]
+    );
+}

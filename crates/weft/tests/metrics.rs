@@ -220,6 +220,15 @@ async fn run(envoy: bool) {
         None,
         "{cp}"
     );
+    // istiod's conflict gauges, none here.
+    for g in [
+        "pilot_conflict_inbound_listener",
+        "pilot_conflict_outbound_listener_http_over_current_tcp",
+        "pilot_conflict_outbound_listener_tcp_over_current_http",
+        "pilot_conflict_outbound_listener_tcp_over_current_tcp",
+    ] {
+        assert_eq!(value(&cp, g), Some(0.0), "{g}\n{cp}");
+    }
     if envoy {
         // Stock Envoy skips the optional Istio filters: the config is taken, no istio_ series.
         assert!(!gw.contains("istio_requests_total"), "{gw}");

@@ -256,6 +256,8 @@ pub struct Scope<'a> {
     pub virtual_services: Vec<(&'a Obj<VirtualService>, Vec<String>)>,
     inputs: &'a Inputs,
     pub problems: RefCell<Vec<String>>,
+    /// Listeners that conflicted: istiod's `pilot_conflict_*` metric, and the address.
+    pub conflicts: RefCell<Vec<(&'static str, String)>>,
     /// SDS secrets the proxy's config names on the ADS stream (`credentialName`).
     pub secrets:
         RefCell<Vec<envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::Secret>>,
@@ -309,6 +311,7 @@ impl<'a> Scope<'a> {
             virtual_services: Vec::new(),
             inputs,
             problems: RefCell::new(Vec::new()),
+            conflicts: RefCell::new(Vec::new()),
             secrets: RefCell::new(Vec::new()),
             authz: Default::default(),
             metrics: Default::default(),
@@ -443,6 +446,13 @@ impl<'a> Scope<'a> {
 
     pub fn problem(&self, message: String) {
         self.problems.borrow_mut().push(message);
+    }
+
+    /// A listener left out for another on the same address: reported, and counted under
+    /// istiod's `metric`.
+    pub fn conflict(&self, metric: &'static str, address: String, message: String) {
+        self.problem(message);
+        self.conflicts.borrow_mut().push((metric, address));
     }
 }
 

@@ -33,7 +33,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{TcpProxy, tcp_proxy};
 use envoy_types::pb::google::protobuf::{BoolValue, UInt32Value};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use weft_api::types::sidecar::OutboundTrafficPolicyMode;
 use weft_registry::host;
 
@@ -270,6 +270,23 @@ fn outbound(inputs: &Inputs, scope: &Scope<'_>, out: &mut Generated) {
                 http_ports.insert(p.number);
             } else if super::tls::is_tls(p.protocol) {
                 tls_ports.insert(p.number);
+            } else if s.addresses.is_empty()
+                && scope.services.iter().any(|o| {
+                    o.ports
+                        .iter()
+                        .any(|q| q.number == p.number && is_http(q.protocol))
+                })
+            {
+                // Without a virtual IP a TCP service needs the port's wildcard listener, which
+                // is HTTP's: istiod keeps the HTTP listener and counts the TCP one.
+                scope.conflict(
+                    super::CONFLICT_TCP_OVER_HTTP,
+                    format!("0.0.0.0:{}", p.number),
+                    format!(
+                        "{}: TCP port {} has no virtual IP and port {} is HTTP for another service; its connections reach the HTTP listener",
+                        s.hostname, p.number, p.number
+                    ),
+                );
             } else if let Some(vip) = s.addresses.first() {
                 // A TCP service is told apart by its virtual IP; without one it is reached
                 // through the passthrough chain.
@@ -432,10 +449,10 @@ fn inbound_targets<'a>(
         }
         return out;
     }
-    let mut seen = BTreeSet::new();
+    let mut seen: BTreeMap<u16, (weft_registry::Protocol, &str)> = BTreeMap::new();
     for s in &inputs.registry.services {
         for e in &s.endpoints {
-            if !proxy.is_instance(e) || !seen.insert(e.port) {
+            if !proxy.is_instance(e) {
                 continue;
             }
             let protocol = s
@@ -443,6 +460,21 @@ fn inbound_targets<'a>(
                 .iter()
                 .find(|p| p.number == e.service_port)
                 .map_or(weft_registry::Protocol::Unsupported, |p| p.protocol);
+            if let Some((first, by)) = seen.get(&e.port) {
+                // istiod keeps the first service's protocol for the port and counts the rest.
+                if is_http(*first) != is_http(protocol) {
+                    scope.conflict(
+                        super::CONFLICT_INBOUND,
+                        format!("{}:{}", proxy.ip, e.port),
+                        format!(
+                            "{}: port {} of the workload is {:?} here but {:?} for {by}; the inbound listener keeps {by}'s",
+                            s.hostname, e.port, protocol, first
+                        ),
+                    );
+                }
+                continue;
+            }
+            seen.insert(e.port, (protocol, s.hostname.as_str()));
             out.push(match &e.application {
                 Some((address, app_port)) => InboundTarget {
                     port: *app_port,

@@ -56,7 +56,20 @@ pub struct Generated {
     /// Each names the Istio object, the field and the reason; the rest of the config is still
     /// generated, as istiod does.
     pub problems: Vec<String>,
+    /// Listeners that conflicted (istiod's `pilot_conflict_*` metric, and the listener's
+    /// address): one of them was left out.
+    pub conflicts: Vec<(&'static str, String)>,
 }
+
+/// istiod's conflict gauges (`pilot/pkg/model/push_context.go`).
+pub const CONFLICT_INBOUND: &str = "pilot_conflict_inbound_listener";
+pub const CONFLICT_TCP_OVER_HTTP: &str = "pilot_conflict_outbound_listener_tcp_over_current_http";
+pub const CONFLICT_METRICS: [&str; 4] = [
+    CONFLICT_INBOUND,
+    "pilot_conflict_outbound_listener_http_over_current_tcp",
+    CONFLICT_TCP_OVER_HTTP,
+    "pilot_conflict_outbound_listener_tcp_over_current_tcp",
+];
 
 impl Generated {
     /// The resources as an ADS snapshot, every type at `version`.
@@ -98,6 +111,9 @@ pub fn generate(inputs: &Inputs, proxy: &Proxy) -> Generated {
         telemetry::tcp(&scope.metrics, proxy.kind == ProxyKind::Router, &mut out);
     }
     out.problems.extend(scope.problems.into_inner());
+    out.conflicts = scope.conflicts.into_inner();
+    out.conflicts.sort();
+    out.conflicts.dedup();
     for secret in scope.secrets.into_inner() {
         out.secrets.insert(secret.name.clone(), secret);
     }

@@ -278,6 +278,17 @@ impl Monitor {
             "# TYPE pilot_virt_services gauge\npilot_virt_services {}",
             inputs.config.virtual_services.len()
         );
+        // Distinct conflicting listeners over every proxy, as istiod's push counts them.
+        let proxies = self.control.proxies();
+        for metric in weft_xds::translate::CONFLICT_METRICS {
+            let keys: std::collections::BTreeSet<&str> = proxies
+                .values()
+                .flat_map(|p| p.conflicts.iter())
+                .filter(|(m, _)| *m == metric)
+                .map(|(_, k)| k.as_str())
+                .collect();
+            let _ = writeln!(out, "# TYPE {metric} gauge\n{metric} {}", keys.len());
+        }
         let _ = writeln!(
             out,
             "# TYPE istiod_uptime_seconds gauge\nistiod_uptime_seconds {}",
