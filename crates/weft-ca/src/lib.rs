@@ -87,6 +87,19 @@ impl Ca {
         self
     }
 
+    /// When the first of the trusted roots expires, Unix seconds (istiod's
+    /// `citadel_server_root_cert_expiry_timestamp`).
+    pub fn root_expiry(&self) -> Option<i64> {
+        pem::parse_many(self.roots.as_bytes())
+            .ok()?
+            .iter()
+            .filter_map(|p| {
+                let (_, cert) = x509_parser::parse_x509_certificate(p.contents()).ok()?;
+                Some(cert.validity().not_after.timestamp())
+            })
+            .min()
+    }
+
     pub fn refusals(&self) -> &Refusals {
         &self.refusals
     }

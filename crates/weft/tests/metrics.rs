@@ -220,6 +220,19 @@ async fn run(envoy: bool) {
         None,
         "{cp}"
     );
+    // The mesh root's expiry (weft's CA makes a 10-year root), and the build.
+    let expiry = value(&cp, "citadel_server_root_cert_expiry_timestamp").unwrap();
+    let left = value(&cp, "citadel_server_root_cert_expiry_seconds").unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!((expiry - now - left).abs() < 60.0, "{cp}");
+    assert!(left > 300.0 * 86_400.0, "{cp}");
+    assert!(
+        cp.contains("istio_build{component=\"pilot\",tag=\"weft-"),
+        "{cp}"
+    );
     // istiod's conflict gauges, none here.
     for g in [
         "pilot_conflict_inbound_listener",

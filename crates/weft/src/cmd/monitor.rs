@@ -294,7 +294,23 @@ impl Monitor {
             "# TYPE istiod_uptime_seconds gauge\nistiod_uptime_seconds {}",
             self.started.elapsed().as_secs_f64()
         );
+        let _ = writeln!(
+            out,
+            "# TYPE istio_build gauge\nistio_build{{component=\"pilot\",tag=\"weft-{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
         if let Some(ca) = &self.ca {
+            if let Some(expiry) = ca.root_expiry() {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64);
+                let _ = writeln!(
+                    out,
+                    "# TYPE citadel_server_root_cert_expiry_timestamp gauge\ncitadel_server_root_cert_expiry_timestamp {expiry}\n\
+                     # TYPE citadel_server_root_cert_expiry_seconds gauge\ncitadel_server_root_cert_expiry_seconds {}",
+                    expiry - now
+                );
+            }
             let r = ca.refusals();
             let get =
                 |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
