@@ -121,6 +121,7 @@ impl TcpReport<'_> {
             code: 0,
             grpc_status: None,
             flags,
+            attributes: None,
         }
     }
 

@@ -362,12 +362,13 @@ async fn run(envoy: bool) {
         "{web}"
     );
 
-    // Telemetry, live: no `destination_version`, a `team` tag, no request size histogram.
+    // Telemetry, live: no `destination_version`, a `team` tag, tags from the request's host,
+    // a header and the response code, no request size histogram.
     let before = up.generation();
     std::fs::write(
         dir.path().join("telemetry.yaml"),
         "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: { name: mesh-default, namespace: istio-system }\n\
-         spec:\n  metrics:\n  - providers: [ { name: prometheus } ]\n    overrides:\n    - match: { metric: REQUEST_COUNT }\n      tagOverrides:\n        destination_version: { operation: REMOVE }\n        team: { value: \"'checkout'\" }\n    - match: { metric: REQUEST_SIZE }\n      disabled: true\n",
+         spec:\n  metrics:\n  - providers: [ { name: prometheus } ]\n    overrides:\n    - match: { metric: REQUEST_COUNT }\n      tagOverrides:\n        destination_version: { operation: REMOVE }\n        team: { value: \"'checkout'\" }\n        host: { value: \"request.host\" }\n        caller: { value: \"request.headers['x-caller']\" }\n        code: { value: \"string(response.code)\" }\n    - match: { metric: REQUEST_SIZE }\n      disabled: true\n",
     )
     .unwrap();
     tokio::task::block_in_place(|| {
@@ -401,8 +402,25 @@ async fn run(envoy: bool) {
             .unwrap();
         assert_eq!(r.status, 200);
     }
+    let mut req = Req::get("web.example", "/after");
+    req.headers = vec![("x-caller".into(), "alice".into())];
+    let r = try_request(gateway, &req).await.unwrap();
+    assert_eq!(r.status, 200);
     let gw = scrape(gw_stats).await;
-    assert_eq!(team(&gw) - team(&before), 5.0);
+    assert_eq!(team(&gw) - team(&before), 6.0);
+    let tagged = |t: &str, caller: &str| -> f64 {
+        series(t, "istio_requests_total")
+            .iter()
+            .filter(|s| {
+                s.labels.get("host").map(String::as_str) == Some("web.example")
+                    && s.labels.get("code").map(String::as_str) == Some("200")
+                    && s.labels.get("caller").map(String::as_str) == Some(caller)
+            })
+            .map(|s| s.value)
+            .sum()
+    };
+    assert_eq!(tagged(&gw, "alice") - tagged(&before, "alice"), 1.0, "{gw}");
+    assert_eq!(tagged(&gw, "unknown") - tagged(&before, "unknown"), 5.0);
     assert_eq!(
         observations(&gw, "istio_request_bytes_count"),
         observations(&before, "istio_request_bytes_count")
@@ -410,7 +428,7 @@ async fn run(envoy: bool) {
     assert_eq!(
         observations(&gw, "istio_response_bytes_count")
             - observations(&before, "istio_response_bytes_count"),
-        5.0
+        6.0
     );
     for s in series(&gw, "istio_requests_total") {
         if s.labels.contains_key("team") {
@@ -446,7 +464,7 @@ async fn run(envoy: bool) {
     std::fs::write(
         dir.path().join("telemetry.yaml"),
         "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: { name: mesh-default, namespace: istio-system }\n\
-         spec:\n  metrics:\n  - overrides:\n    - tagOverrides:\n        host: { value: \"request.host\" }\n",
+         spec:\n  metrics:\n  - overrides:\n    - tagOverrides:\n        peer_app: { value: \"upstream_peer.labels['app'].value\" }\n",
     )
     .unwrap();
     tokio::task::block_in_place(|| {

@@ -120,6 +120,8 @@ pub struct StatsConfig {
     pub disable_host_header_fallback: bool,
     /// By metric name without `istio_` (`requests_total`); `""` for every metric.
     pub overrides: Vec<(String, MetricOverride)>,
+    /// The request attributes the overrides' tags read, each once.
+    pub attributes: Vec<Attribute>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -127,7 +129,64 @@ pub struct MetricOverride {
     pub drop: bool,
     pub remove: Vec<String>,
     /// Tag to its value: replaces a standard tag in place, or is added at the end.
-    pub dimensions: Vec<(String, String)>,
+    pub dimensions: Vec<(String, Dimension)>,
+}
+
+/// A tag's value from a Telemetry override: a literal, or an attribute of the request
+/// (`StatsConfig::attributes[i]`, its value in `Key::attributes[i]`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Dimension {
+    Literal(String),
+    Attribute(usize),
+}
+
+/// The request attributes a tag may name (Istio's attribute vocabulary, the part a proxy
+/// knows of a finished request).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attribute {
+    RequestHost,
+    RequestMethod,
+    RequestPath,
+    RequestUrlPath,
+    RequestScheme,
+    RequestProtocol,
+    RequestHeader(http::HeaderName),
+    ResponseCode,
+    DestinationPort,
+    SourceAddress,
+}
+
+impl Attribute {
+    /// `request.host`, `request.headers['x-user']`, `string(destination.port)`...
+    pub fn parse(expr: &str) -> Option<Attribute> {
+        let e = expr.trim();
+        let e = e
+            .strip_prefix("string(")
+            .and_then(|r| r.strip_suffix(')'))
+            .map_or(e, str::trim);
+        Some(match e {
+            "request.host" => Attribute::RequestHost,
+            "request.method" => Attribute::RequestMethod,
+            "request.path" => Attribute::RequestPath,
+            "request.url_path" => Attribute::RequestUrlPath,
+            "request.scheme" => Attribute::RequestScheme,
+            "request.protocol" => Attribute::RequestProtocol,
+            "response.code" => Attribute::ResponseCode,
+            "destination.port" => Attribute::DestinationPort,
+            "source.address" => Attribute::SourceAddress,
+            other => {
+                let name = other
+                    .strip_prefix("request.headers[")?
+                    .strip_suffix(']')?
+                    .trim();
+                let name = name
+                    .strip_prefix('\'')
+                    .and_then(|n| n.strip_suffix('\''))
+                    .or_else(|| name.strip_prefix('"').and_then(|n| n.strip_suffix('"')))?;
+                Attribute::RequestHeader(http::HeaderName::from_bytes(name.as_bytes()).ok()?)
+            }
+        })
+    }
 }
 
 /// One series: everything its labels are made of.
@@ -144,6 +203,9 @@ pub struct Key {
     pub code: u16,
     pub grpc_status: Option<u16>,
     pub flags: u32,
+    /// The values of `config.attributes` for this request (only when overrides read any:
+    /// what a client sends then becomes a label, as the override asked).
+    pub attributes: Option<Box<[Box<str>]>>,
 }
 
 impl PartialEq for Key {
@@ -162,6 +224,7 @@ impl PartialEq for Key {
             && self.code == o.code
             && self.grpc_status == o.grpc_status
             && self.flags == o.flags
+            && self.attributes == o.attributes
     }
 }
 
@@ -175,6 +238,7 @@ impl Hash for Key {
         self.peer_principal.as_str().hash(state);
         self.code.hash(state);
         self.flags.hash(state);
+        self.attributes.hash(state);
     }
 }
 
@@ -301,6 +365,14 @@ impl Registry {
                         }
                         l.retain(|(k, _)| !o.remove.iter().any(|r| r == k));
                         for (tag, value) in &o.dimensions {
+                            let value = match value {
+                                Dimension::Literal(v) => v.clone(),
+                                Dimension::Attribute(i) => key
+                                    .attributes
+                                    .as_ref()
+                                    .and_then(|a| a.get(*i))
+                                    .map_or_else(|| "unknown".to_string(), |v| v.to_string()),
+                            };
                             match l.iter_mut().find(|(k, _)| k == tag) {
                                 Some(slot) => slot.1 = value.clone(),
                                 None => l.push((tag.clone(), value.clone())),

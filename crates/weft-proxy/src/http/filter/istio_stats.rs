@@ -3,12 +3,16 @@
 //! direction: `destination` on inbound listeners, `source` elsewhere (outbound, gateways).
 //!
 //! Telemetry overrides: `drop`, `tags_to_remove`, and `dimensions` whose value is a string
-//! literal (`"'canary'"`); any other expression is refused, naming it, rather than reported as
-//! `unknown` on every request.
+//! literal (`"'canary'"`) or a request attribute (`request.host`, `request.method`,
+//! `request.path`, `request.url_path`, `request.scheme`, `request.protocol`,
+//! `request.headers['NAME']`, `response.code`, `destination.port`, `source.address`, bare or
+//! in `string(...)`); any other expression is refused, naming it, rather than reported as
+//! `unknown` on every request. A missing attribute (a header not sent) is `unknown`.
 
 use crate::config::FieldError;
 use crate::istio::metrics::{
-    Destination, Key, MetricOverride, Principal, Registry, Sample, StatsConfig,
+    Attribute, Destination, Dimension, Key, MetricOverride, Principal, Registry, Sample,
+    StatsConfig,
 };
 use std::sync::Arc;
 
@@ -91,6 +95,7 @@ pub fn stats_config(
         ));
     }
     let mut overrides = Vec::new();
+    let mut attributes = Vec::new();
     for (i, m) in pb.metrics.iter().enumerate() {
         let mpath = format!("{path}.metrics[{i}]");
         if !m.name.is_empty() && !METRICS.contains(&m.name.as_str()) {
@@ -107,13 +112,26 @@ pub fn stats_config(
         }
         let mut dimensions = Vec::new();
         for (tag, expr) in &m.dimensions {
-            let Some(value) = literal(expr) else {
-                return Err(FieldError::new(
-                    format!("{mpath}.dimensions[{tag}]"),
-                    format!(
-                        "{expr:?}: the Weft proxy takes string literals only (e.g. \"'v1'\") as tag values"
-                    ),
-                ));
+            let value = match (literal(expr), Attribute::parse(expr)) {
+                (Some(v), _) => Dimension::Literal(v),
+                (None, Some(a)) => {
+                    let i = match attributes.iter().position(|x| *x == a) {
+                        Some(i) => i,
+                        None => {
+                            attributes.push(a);
+                            attributes.len() - 1
+                        }
+                    };
+                    Dimension::Attribute(i)
+                }
+                (None, None) => {
+                    return Err(FieldError::new(
+                        format!("{mpath}.dimensions[{tag}]"),
+                        format!(
+                            "{expr:?}: the Weft proxy takes string literals (\"'v1'\") and request attributes (request.host, request.headers['x'], response.code...) as tag values"
+                        ),
+                    ));
+                }
             };
             dimensions.push((tag.clone(), value));
         }
@@ -130,6 +148,7 @@ pub fn stats_config(
         server: inbound,
         disable_host_header_fallback: pb.disable_host_header_fallback,
         overrides,
+        attributes,
     })
 }
 
@@ -150,9 +169,48 @@ pub(crate) fn special_cluster(name: &str) -> Option<&'static str> {
 impl super::HttpFilter for IstioStats {
     fn on_request(
         &self,
-        _: &mut super::RequestContext<'_>,
+        cx: &mut super::RequestContext<'_>,
         _: super::PerRoute<'_>,
     ) -> super::Decode {
+        // The request's side of the attributes the overrides read, kept for when it is done.
+        if !self.config.attributes.is_empty() {
+            let head = &*cx.head;
+            let values: Vec<Box<str>> = self
+                .config
+                .attributes
+                .iter()
+                .map(|a| {
+                    let text = |v: Option<&http::HeaderValue>| {
+                        v.and_then(|v| v.to_str().ok())
+                            .map_or_else(|| "unknown".into(), Box::from)
+                    };
+                    match a {
+                        Attribute::RequestHost => head
+                            .uri
+                            .authority()
+                            .map(|a| Box::from(a.as_str()))
+                            .unwrap_or_else(|| text(head.headers.get(http::header::HOST))),
+                        Attribute::RequestMethod => head.method.as_str().into(),
+                        Attribute::RequestPath => {
+                            head.uri.path_and_query().map_or("/", |p| p.as_str()).into()
+                        }
+                        Attribute::RequestUrlPath => head.uri.path().into(),
+                        Attribute::RequestScheme => head
+                            .uri
+                            .scheme_str()
+                            .unwrap_or(if cx.conn.tls { "https" } else { "http" })
+                            .into(),
+                        Attribute::RequestProtocol => format!("{:?}", head.version).into(),
+                        Attribute::RequestHeader(name) => text(head.headers.get(name)),
+                        Attribute::DestinationPort => cx.conn.local.port().to_string().into(),
+                        Attribute::SourceAddress => cx.remote.ip().to_string().into(),
+                        // Filled in when the response is done.
+                        Attribute::ResponseCode => "".into(),
+                    }
+                })
+                .collect();
+            cx.stream.stats_attributes = Some(values.into_boxed_slice());
+        }
         super::Decode::Continue
     }
 
@@ -215,6 +273,16 @@ impl super::HttpFilter for IstioStats {
             code: done.status,
             grpc_status: done.grpc_status,
             flags: done.stream.flags,
+            attributes: done.stream.stats_attributes.as_ref().map(|values| {
+                c.attributes
+                    .iter()
+                    .zip(values.iter())
+                    .map(|(a, v)| match a {
+                        Attribute::ResponseCode => done.status.to_string().into(),
+                        _ => v.clone(),
+                    })
+                    .collect()
+            }),
         };
         self.registry.record(
             key,

@@ -168,6 +168,8 @@ pub struct Stream {
     /// Who the other side is, from Istio's metadata exchange (inline: an `Arc` and two flags,
     /// not worth an allocation per request).
     pub exchange: Option<metadata_exchange::Exchange>,
+    /// The request attributes Istio's stats overrides read (`StatsConfig::attributes`).
+    pub stats_attributes: Option<Box<[Box<str>]>>,
     /// A gRPC request's messages each way, once the `grpc_stats` filter counts them.
     pub grpc_messages: Option<Arc<crate::http::grpc::MessageCounts>>,
 }
