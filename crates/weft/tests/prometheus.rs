@@ -114,23 +114,33 @@ async fn prometheus_scrapes_the_mesh_and_every_dashboard_query_has_series() {
         n += 1;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    // The counts Prometheus holds are the proxies'.
-    let total = api(
-        prometheus,
-        &format!(
-            "/api/v1/query?query={}",
-            encode("sum(istio_requests_total{reporter=\"destination\",destination_workload=\"web-v1\"})")
-        ),
+    // The counts Prometheus holds are the proxies': once a scrape after the traffic landed
+    // (a loaded machine may take a few scrape intervals).
+    let query = format!(
+        "/api/v1/query?query={}",
+        encode(
+            "sum(istio_requests_total{reporter=\"destination\",destination_workload=\"web-v1\"})"
+        )
+    );
+    let sent = f64::from(n);
+    support::xds::eventually_within(
+        "Prometheus to hold the sidecar's count of the traffic",
+        Duration::from_secs(30),
+        || {
+            let query = query.clone();
+            async move {
+                let total = api(prometheus, &query).await?;
+                let total: f64 = total["data"]["result"][0]["value"][1]
+                    .as_str()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or(format!("no series yet: {total}"))?;
+                (total >= sent - 1.0)
+                    .then_some(())
+                    .ok_or(format!("{total} of {sent}"))
+            }
+        },
     )
-    .await
-    .unwrap();
-    let total: f64 = total["data"]["result"][0]["value"][1]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(total >= f64::from(n) - 1.0, "{total} of {n}");
+    .await;
     let mut empty = Vec::new();
     let files = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../dashboards");
     let mut count = 0;
