@@ -62,10 +62,11 @@ async fn the_certificate_is_renewed_at_half_life_and_kept_while_renewal_fails() 
     assert_eq!(first.identities, [identity.to_string()]);
     assert!(first.key.contains("PRIVATE KEY"));
     assert_eq!(first.roots, ca.roots_pem());
-    // Four seconds of life: renewed about two seconds after receipt.
+    // Four seconds of life: renewed at half of what is left when it arrives, about two seconds
+    // (`not_after` is in whole seconds, and issuing takes a moment on a loaded machine).
     let renew_in = first.renew_at().duration_since(first.received).unwrap();
     assert!(
-        renew_in > Duration::from_millis(1500) && renew_in <= Duration::from_secs(2),
+        renew_in > Duration::from_secs(1) && renew_in <= Duration::from_secs(2),
         "{renew_in:?}"
     );
     let first_serial = first.serial.clone();
