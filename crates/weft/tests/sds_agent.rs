@@ -95,11 +95,17 @@ fn presented(dir: &Path, port: u16, root: &Path) -> Option<String> {
         .arg(&leaf)
         .output()
         .ok()?;
-    assert!(
-        verify.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verify.stdout)
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
     );
+    // A 4 s certificate can expire between the handshake and this check when the machine is
+    // loaded (a debug build renews slowly there): look again, the next one must verify.
+    if !verify.status.success() && said.contains("expired") {
+        return None;
+    }
+    assert!(verify.status.success(), "{said}");
     let x509 = Command::new("openssl")
         .args(["x509", "-noout", "-text", "-in"])
         .arg(&leaf)
