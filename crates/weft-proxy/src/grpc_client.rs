@@ -5,16 +5,11 @@
 
 use std::net::SocketAddr;
 
-pub async fn unary<Req, Resp>(
+/// A new HTTP/2 channel to `addr`, its requests carrying `authority` (the address's, if empty).
+pub async fn channel(
     addr: SocketAddr,
     authority: &str,
-    path: &'static str,
-    request: Req,
-) -> Result<Resp, String>
-where
-    Req: prost::Message + Send + Sync + 'static,
-    Resp: prost::Message + Default + Send + Sync + 'static,
-{
+) -> Result<tonic::transport::Channel, String> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| e.to_string())?;
     let endpoint = if authority.is_empty() {
@@ -25,8 +20,20 @@ where
             .map_err(|e| format!("authority {authority:?}: {e}"))?;
         endpoint.origin(uri)
     };
-    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
-    let mut grpc = tonic::client::Grpc::new(channel);
+    endpoint.connect().await.map_err(|e| e.to_string())
+}
+
+pub async fn unary<Req, Resp>(
+    addr: SocketAddr,
+    authority: &str,
+    path: &'static str,
+    request: Req,
+) -> Result<Resp, String>
+where
+    Req: prost::Message + Send + Sync + 'static,
+    Resp: prost::Message + Default + Send + Sync + 'static,
+{
+    let mut grpc = tonic::client::Grpc::new(channel(addr, authority).await?);
     grpc.ready().await.map_err(|e| e.to_string())?;
     let response = grpc
         .unary(

@@ -459,18 +459,11 @@ pub fn tcp_access_logs(
     out: &mut super::Generated,
     problem: &dyn Fn(String),
 ) {
-    use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
     use envoy_types::pb::envoy::config::listener::v3::filter;
     use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::TcpProxy;
     use prost::Message;
     for listener in out.listeners.values_mut() {
-        let class = if listener.traffic_direction == TrafficDirection::Inbound as i32 {
-            Class::SidecarInbound
-        } else if gateway {
-            Class::Gateway
-        } else {
-            Class::SidecarOutbound
-        };
+        let class = Class::of_listener(listener, gateway);
         let logs = access_logs(inputs, logging, class, namespace, problem);
         if logs.is_empty() {
             continue;

@@ -27,6 +27,24 @@ pub enum Class {
     Gateway,
 }
 
+impl Class {
+    /// The side a generated listener serves: inbound by its traffic direction, else a
+    /// gateway's or a sidecar's outbound side.
+    pub fn of_listener(
+        listener: &envoy_types::pb::envoy::config::listener::v3::Listener,
+        gateway: bool,
+    ) -> Class {
+        use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
+        if listener.traffic_direction == TrafficDirection::Inbound as i32 {
+            Class::SidecarInbound
+        } else if gateway {
+            Class::Gateway
+        } else {
+            Class::SidecarOutbound
+        }
+    }
+}
+
 /// The metrics a proxy reports: the stats filter's config for each side, or `None` where a
 /// Telemetry turned every metric off.
 #[derive(Debug, Clone, Default)]
@@ -340,21 +358,14 @@ fn tcp_exchange_config() -> envoy_types::pb::google::protobuf::Any {
 /// has neither, and a network filter cannot be optional, so it gets none of them.
 pub fn tcp(metrics: &Metrics, gateway: bool, out: &mut super::Generated) {
     use envoy_types::pb::envoy::config::cluster::v3::Filter as ClusterFilter;
-    use envoy_types::pb::envoy::config::core::v3::TrafficDirection;
     use envoy_types::pb::envoy::config::listener::v3::{Filter, filter};
     let network = |name: &str, any| Filter {
         name: name.into(),
         config_type: Some(filter::ConfigType::TypedConfig(any)),
     };
     for listener in out.listeners.values_mut() {
-        let inbound = listener.traffic_direction == TrafficDirection::Inbound as i32;
-        let class = if inbound {
-            Class::SidecarInbound
-        } else if gateway {
-            Class::Gateway
-        } else {
-            Class::SidecarOutbound
-        };
+        let class = Class::of_listener(listener, gateway);
+        let inbound = class == Class::SidecarInbound;
         let stats = match class {
             Class::SidecarInbound => metrics.server.clone(),
             _ => metrics.client.clone(),

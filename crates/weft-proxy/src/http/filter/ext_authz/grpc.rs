@@ -98,17 +98,7 @@ pub async fn check(
     authority: String,
     request: CheckRequest,
 ) -> Result<Verdict, String> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| e.to_string())?;
-    let endpoint = if authority.is_empty() {
-        endpoint
-    } else {
-        let uri: http::Uri = format!("http://{authority}")
-            .parse()
-            .map_err(|e| format!("{e}"))?;
-        endpoint.origin(uri)
-    };
-    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+    let channel = crate::grpc_client::channel(addr, &authority).await?;
     let response = AuthorizationClient::new(channel)
         .check(request)
         .await
