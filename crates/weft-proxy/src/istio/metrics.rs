@@ -15,7 +15,7 @@
 
 use super::{LocalNode, Workload};
 use http::HeaderValue;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -296,7 +296,9 @@ pub struct Sample {
 #[derive(Debug, Default)]
 pub struct Registry {
     local: OnceLock<LocalNode>,
-    shards: [Mutex<HashMap<Key, Values>>; SHARDS],
+    /// foldhash, not SipHash: a request's key is hashed on every request, and foldhash's
+    /// per-process seed still keeps a caller from choosing colliding keys ahead of time.
+    shards: [Mutex<foldhash::HashMap<Key, Values>>; SHARDS],
 }
 
 static NEXT_SHARD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

@@ -2,13 +2,18 @@
 //! spans per collector and posts them as Envoy's tracers do: Zipkin v2 JSON (POST, `202`
 //! expected), or OTLP over HTTP (protobuf, POST) or over gRPC (`TraceService/Export` on an
 //! HTTP/2 connection, as `envoy_grpc` makes it). A batch goes out at 5 spans or after 5 s,
-//! Envoy's `min_flush_spans` and `flush_interval_ms` defaults.
+//! Envoy's `min_flush_spans` and `flush_interval_ms` defaults; workers hold their spans until
+//! they have 5, and HTTP collectors are posted to over kept connections.
 
 use super::Collector;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -47,10 +52,24 @@ struct Report {
     span: Finished,
 }
 
-fn sender() -> &'static mpsc::SyncSender<Report> {
-    static SENDER: OnceLock<mpsc::SyncSender<Report>> = OnceLock::new();
+const SHARDS: usize = 8;
+
+/// Finished spans not yet handed to the exporter, per shard of threads. A worker adds to its
+/// own shard (a lock nobody else takes but the exporter, every few seconds) and wakes the
+/// exporter only once a batch is full: Envoy's tracers buffer spans per worker the same way,
+/// and a thread woken for every sampled request costs the workers more than the spans do.
+static PENDING: [Mutex<Vec<Report>>; SHARDS] = [const { Mutex::new(Vec::new()) }; SHARDS];
+
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
+}
+
+fn sender() -> &'static mpsc::SyncSender<Vec<Report>> {
+    static SENDER: OnceLock<mpsc::SyncSender<Vec<Report>>> = OnceLock::new();
     SENDER.get_or_init(|| {
-        let (tx, rx) = mpsc::sync_channel(MAX_PENDING);
+        let (tx, rx) = mpsc::sync_channel(MAX_PENDING / MIN_FLUSH_SPANS);
         let spawned = std::thread::Builder::new()
             .name("weft-trace-export".into())
             .spawn(move || run(&rx));
@@ -61,46 +80,72 @@ fn sender() -> &'static mpsc::SyncSender<Report> {
     })
 }
 
-/// Queues a span for `collector` at `addr`; never blocks (a full queue drops the span).
+/// Queues a span for `collector` at `addr`; never blocks (a full queue drops the batch).
 pub fn report(collector: Arc<Collector>, addr: SocketAddr, span: Finished) {
-    let _ = sender().try_send(Report {
-        collector,
-        addr,
-        span,
-    });
+    // Started with the first span, so that a lone span is still sent at the interval.
+    let tx = sender();
+    let shard = SHARD.with(|s| *s);
+    let batch = {
+        let mut pending = crate::server::lock(&PENDING[shard]);
+        pending.push(Report {
+            collector,
+            addr,
+            span,
+        });
+        if pending.len() < MIN_FLUSH_SPANS {
+            return;
+        }
+        std::mem::take(&mut *pending)
+    };
+    let _ = tx.try_send(batch);
 }
 
-fn run(rx: &mpsc::Receiver<Report>) {
+type Batches = HashMap<Arc<Collector>, (SocketAddr, Vec<Finished>)>;
+
+fn add(batches: &mut Batches, reports: Vec<Report>) {
+    for r in reports {
+        let entry = batches
+            .entry(r.collector)
+            .or_insert_with(|| (r.addr, Vec::new()));
+        entry.0 = r.addr;
+        entry.1.push(r.span);
+    }
+}
+
+fn run(rx: &mpsc::Receiver<Vec<Report>>) {
     let Ok(rt) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     else {
         return;
     };
-    let mut batches: HashMap<Arc<Collector>, (SocketAddr, Vec<Finished>)> = HashMap::new();
+    let mut batches = Batches::new();
+    let mut conns = Connections::default();
     let mut last_flush = Instant::now();
     loop {
         let wait = FLUSH_INTERVAL.saturating_sub(last_flush.elapsed());
         match rx.recv_timeout(wait) {
-            Ok(r) => {
-                let entry = batches
-                    .entry(r.collector.clone())
-                    .or_insert_with(|| (r.addr, Vec::new()));
-                entry.0 = r.addr;
-                entry.1.push(r.span);
-                if entry.1.len() >= MIN_FLUSH_SPANS {
-                    let spans = std::mem::take(&mut entry.1);
-                    rt.block_on(post(&r.collector, r.addr, spans));
+            Ok(reports) => {
+                add(&mut batches, reports);
+                for (collector, (addr, spans)) in &mut batches {
+                    if spans.len() >= MIN_FLUSH_SPANS {
+                        let spans = std::mem::take(spans);
+                        rt.block_on(post(&mut conns, collector, *addr, spans));
+                    }
                 }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
         if last_flush.elapsed() >= FLUSH_INTERVAL {
+            for shard in &PENDING {
+                let reports = std::mem::take(&mut *crate::server::lock(shard));
+                add(&mut batches, reports);
+            }
             for (collector, (addr, spans)) in &mut batches {
                 if !spans.is_empty() {
                     let spans = std::mem::take(spans);
-                    rt.block_on(post(collector, *addr, spans));
+                    rt.block_on(post(&mut conns, collector, *addr, spans));
                 }
             }
             last_flush = Instant::now();
@@ -108,7 +153,72 @@ fn run(rx: &mpsc::Receiver<Report>) {
     }
 }
 
-async fn post(collector: &Collector, addr: SocketAddr, spans: Vec<Finished>) {
+/// Open HTTP/1.1 connections to collectors, one per address, kept between batches as
+/// Envoy's cluster pool keeps them: under load a batch leaves every few milliseconds, and a
+/// connection each would cost the collector and this process more than the spans.
+#[derive(Default)]
+struct Connections(HashMap<SocketAddr, SendRequest<Full<Bytes>>>);
+
+impl Connections {
+    /// `POST path` with `body` to `addr`: the response's status, its body read so that the
+    /// connection can carry the next batch. A kept connection the collector has closed is only
+    /// found out on use: the batch is then sent once more, on a new connection.
+    async fn post(
+        &mut self,
+        addr: SocketAddr,
+        collector: &Collector,
+        content_type: &'static str,
+        body: Bytes,
+    ) -> Result<http::StatusCode, String> {
+        let mut kept = self.0.remove(&addr).filter(|s| !s.is_closed());
+        loop {
+            let reused = kept.is_some();
+            let mut sender = match kept.take() {
+                Some(s) => s,
+                None => connect(addr).await?,
+            };
+            let req = http::Request::post(collector.path.as_str())
+                .header(http::header::HOST, collector.host.as_str())
+                .header(http::header::CONTENT_TYPE, content_type)
+                .body(Full::new(body.clone()))
+                .map_err(|e| e.to_string())?;
+            let sent = match sender.ready().await {
+                Ok(()) => sender.send_request(req).await,
+                Err(e) => Err(e),
+            };
+            match sent {
+                Ok(resp) => {
+                    let status = resp.status();
+                    if resp.into_body().collect().await.is_ok() {
+                        self.0.insert(addr, sender);
+                    }
+                    return Ok(status);
+                }
+                Err(_) if reused => continue,
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+}
+
+async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, String> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+async fn post(
+    conns: &mut Connections,
+    collector: &Collector,
+    addr: SocketAddr,
+    spans: Vec<Finished>,
+) {
     let (content_type, body) = match collector.format {
         Format::ZipkinJson => ("application/json", zipkin_json(&spans).into_bytes()),
         Format::OtlpHttp => (
@@ -137,19 +247,15 @@ async fn post(collector: &Collector, addr: SocketAddr, spans: Vec<Finished>) {
             return;
         }
     };
-    let req = http::Request::post(collector.path.as_str())
-        .header(http::header::HOST, collector.host.as_str())
-        .header(http::header::CONTENT_TYPE, content_type)
-        .body(http_body_util::Full::new(bytes::Bytes::from(body)));
-    let Ok(req) = req else {
-        return;
-    };
-    let sent = tokio::time::timeout(Duration::from_secs(5), crate::http::side::send(addr, req));
+    let sent = tokio::time::timeout(
+        Duration::from_secs(5),
+        conns.post(addr, collector, content_type, Bytes::from(body)),
+    );
     match sent.await {
-        Ok(Ok(resp)) if resp.status().is_success() => {}
-        Ok(Ok(resp)) => tracing::warn!(
+        Ok(Ok(status)) if status.is_success() => {}
+        Ok(Ok(status)) => tracing::warn!(
             collector = %collector.cluster,
-            status = resp.status().as_u16(),
+            status = status.as_u16(),
             "the trace collector refused {} spans",
             spans.len()
         ),
@@ -251,5 +357,128 @@ pub fn otlp(spans: &[Finished]) -> weft_proto::otlp::ExportTraceServiceRequest {
                     .collect(),
             }],
         }],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    const ACCEPTED: &[u8] = b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n";
+
+    fn collector() -> Collector {
+        Collector {
+            cluster: "zipkin".into(),
+            path: "/api/v2/spans".into(),
+            host: "zipkin".into(),
+            format: Format::ZipkinJson,
+        }
+    }
+
+    /// Reads one request with a `content-length` body from `s`; false at the end of the
+    /// connection.
+    async fn read_request(s: &mut tokio::net::TcpStream) -> bool {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                if buf.len() >= end + 4 + len {
+                    return true;
+                }
+            }
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_share_one_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut requests = 0;
+            while read_request(&mut s).await {
+                requests += 1;
+                s.write_all(ACCEPTED).await.unwrap();
+            }
+            requests
+        });
+        let mut conns = Connections::default();
+        for _ in 0..3 {
+            let status = conns
+                .post(
+                    addr,
+                    &collector(),
+                    "application/json",
+                    Bytes::from_static(b"[]"),
+                )
+                .await
+                .unwrap();
+            assert_eq!(status, 202);
+        }
+        drop(conns);
+        assert_eq!(
+            server.await.unwrap(),
+            3,
+            "three batches on the first connection"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_collector_closed_is_replaced() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // Answers one request per connection, then closes it without saying so, as a
+        // collector whose keep-alive timeout ran out between two batches.
+        let server = tokio::spawn(async move {
+            let mut served = 0;
+            for _ in 0..4 {
+                let (mut s, _) = listener.accept().await.unwrap();
+                assert!(read_request(&mut s).await);
+                s.write_all(ACCEPTED).await.unwrap();
+                served += 1;
+            }
+            served
+        });
+        let mut conns = Connections::default();
+        for _ in 0..2 {
+            let status = conns
+                .post(
+                    addr,
+                    &collector(),
+                    "application/json",
+                    Bytes::from_static(b"[]"),
+                )
+                .await
+                .unwrap();
+            assert_eq!(status, 202);
+            // The close reaches this side before the next batch.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The next batch right after the answer, before the close is seen: the batch is
+        // sent again on a new connection.
+        for _ in 0..2 {
+            let status = conns
+                .post(
+                    addr,
+                    &collector(),
+                    "application/json",
+                    Bytes::from_static(b"[]"),
+                )
+                .await
+                .unwrap();
+            assert_eq!(status, 202);
+        }
+        assert_eq!(server.await.unwrap(), 4);
     }
 }

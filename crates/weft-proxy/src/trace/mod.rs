@@ -8,14 +8,16 @@
 pub mod context;
 pub mod export;
 
-use context::Incoming;
+/// What a request carries, read as its tracer's provider reads it.
+enum Incoming {
+    B3(Result<(Option<context::Incoming>, Option<bool>), context::Malformed>),
+    W3c(Result<Option<context::Incoming>, context::Malformed>),
+}
 use http::{HeaderMap, HeaderValue};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 static X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
-static X_CLIENT_TRACE_ID: http::HeaderName = http::HeaderName::from_static("x-client-trace-id");
-static X_ENVOY_FORCE_TRACE: http::HeaderName = http::HeaderName::from_static("x-envoy-force-trace");
 
 /// Where finished spans go, and in what form.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -117,13 +119,14 @@ impl Tracer {
     /// Envoy's decision for a request (`mutateTracingRequestHeader`): a request id already
     /// marked keeps its mark; else a client's `x-client-trace-id` (at `client_sampling`), else
     /// `x-envoy-force-trace`, else the request id's own number against `random_sampling`; and
-    /// `overall_sampling` over all. The decision is written back into the request id.
-    fn decide(&self, headers: &mut HeaderMap) -> bool {
-        let Some(rid) = headers.get(&X_REQUEST_ID).and_then(|v| v.to_str().ok()) else {
-            return false;
+    /// `overall_sampling` over all. Returns the decision and, when the request id must say
+    /// something else, the request id that says it.
+    fn decide(&self, scan: &context::Scan<'_>) -> (bool, Option<HeaderValue>) {
+        let Some(rid) = scan.request_id.and_then(|v| v.to_str().ok()) else {
+            return (false, None);
         };
         let Some(number) = rid.get(..8).and_then(|h| u32::from_str_radix(h, 16).ok()) else {
-            return false;
+            return (false, None);
         };
         let result = number % 10_000;
         let uuid = rid.len() == 36;
@@ -133,11 +136,9 @@ impl Tracer {
             _ => None,
         };
         if reason.is_none() {
-            reason = if headers.contains_key(&X_CLIENT_TRACE_ID)
-                && fastrand::u32(..10_000) < self.client_sampling
-            {
+            reason = if scan.client_trace_id && fastrand::u32(..10_000) < self.client_sampling {
                 Some(b'b')
-            } else if headers.contains_key(&X_ENVOY_FORCE_TRACE) {
+            } else if scan.force_trace {
                 Some(b'a')
             } else if result < self.random_sampling {
                 Some(b'9')
@@ -150,15 +151,15 @@ impl Tracer {
         }
         let marked = reason.unwrap_or(b'4');
         // Most requests are not traced and already say so (`4`, the UUID's version).
-        if uuid && mark != Some(marked) {
-            let mut bytes = [0u8; 36];
-            bytes.copy_from_slice(rid.as_bytes());
-            bytes[TRACE_BYTE] = marked;
-            if let Ok(v) = HeaderValue::from_bytes(&bytes) {
-                headers.insert(X_REQUEST_ID.clone(), v);
-            }
-        }
-        reason.is_some()
+        let rewritten = (uuid && mark != Some(marked))
+            .then(|| {
+                let mut bytes = [0u8; 36];
+                bytes.copy_from_slice(rid.as_bytes());
+                bytes[TRACE_BYTE] = marked;
+                HeaderValue::from_bytes(&bytes).ok()
+            })
+            .flatten();
+        (reason.is_some(), rewritten)
     }
 
     /// The span of a request starting now, its context written into the request for the
@@ -177,81 +178,97 @@ impl Tracer {
             protocol,
             peer,
         } = *request;
-        let decided = self.decide(headers);
-        let server = self.ingress;
-        let (trace_id, wide, id, parent, sampled, tracestate, name) = match &self.provider {
-            Provider::Zipkin {
-                trace_id_128bit,
-                shared_span_context,
-            } => {
-                let (incoming, flag) = context::b3(headers).ok()?;
-                let sampled = flag.unwrap_or(decided);
-                let (trace_id, wide, id, parent) = match incoming {
-                    None => {
-                        let id = random_u64();
-                        let high = if *trace_id_128bit {
-                            u128::from(random_u64()) << 64
-                        } else {
-                            0
-                        };
-                        (high | u128::from(id), *trace_id_128bit, id, None)
-                    }
-                    Some(Incoming {
-                        trace_id,
-                        trace_id_128,
-                        span_id,
-                        parent_id,
-                        ..
-                    }) => {
-                        if server && *shared_span_context {
-                            (trace_id, trace_id_128, span_id, parent_id)
-                        } else {
-                            (trace_id, trace_id_128, random_u64(), Some(span_id))
-                        }
-                    }
-                };
-                context::inject_b3(headers, trace_id, wide, id, parent, sampled);
-                (
-                    trace_id,
-                    wide,
-                    id,
-                    parent,
-                    sampled,
-                    None,
-                    // Only a sampled span is reported: the others need no name.
-                    if sampled {
-                        authority.to_string()
-                    } else {
-                        String::new()
-                    },
-                )
-            }
-            Provider::OpenTelemetry { .. } => {
-                let incoming = context::w3c(headers).ok()?;
-                let (trace_id, parent, sampled, tracestate) = match incoming {
-                    None => (
-                        (u128::from(random_u64()) << 64) | u128::from(random_u64()),
-                        None,
-                        decided,
-                        None,
-                    ),
-                    Some(c) => (
-                        c.trace_id,
-                        Some(c.span_id),
-                        c.sampled.unwrap_or(decided),
-                        c.tracestate,
-                    ),
-                };
-                let id = random_u64();
-                context::inject_w3c(headers, trace_id, id, sampled, tracestate.as_ref());
-                let name = match (sampled, server) {
-                    (false, _) => String::new(),
-                    (true, true) => "ingress".to_string(),
-                    (true, false) => format!("egress {authority}"),
-                };
-                (trace_id, true, id, parent, sampled, tracestate, name)
-            }
+        // What the request says is read in one pass, before anything is written.
+        let scan = context::Scan::of(headers);
+        let (decided, rewritten) = self.decide(&scan);
+        let incoming = match &self.provider {
+            Provider::Zipkin { .. } => Incoming::B3(context::b3(&scan)),
+            Provider::OpenTelemetry { .. } => Incoming::W3c(context::w3c(&scan, headers)),
         };
+        let leftovers = scan.b3_leftovers();
+        if let Some(rid) = rewritten {
+            headers.insert(X_REQUEST_ID.clone(), rid);
+        }
+        let server = self.ingress;
+        let (trace_id, wide, id, parent, sampled, tracestate, name) =
+            match (&self.provider, incoming) {
+                (
+                    Provider::Zipkin {
+                        trace_id_128bit,
+                        shared_span_context,
+                    },
+                    Incoming::B3(found),
+                ) => {
+                    let (incoming, flag) = found.ok()?;
+                    let sampled = flag.unwrap_or(decided);
+                    let (trace_id, wide, id, parent) = match incoming {
+                        None => {
+                            let id = random_u64();
+                            let high = if *trace_id_128bit {
+                                u128::from(random_u64()) << 64
+                            } else {
+                                0
+                            };
+                            (high | u128::from(id), *trace_id_128bit, id, None)
+                        }
+                        Some(context::Incoming {
+                            trace_id,
+                            trace_id_128,
+                            span_id,
+                            parent_id,
+                            ..
+                        }) => {
+                            if server && *shared_span_context {
+                                (trace_id, trace_id_128, span_id, parent_id)
+                            } else {
+                                (trace_id, trace_id_128, random_u64(), Some(span_id))
+                            }
+                        }
+                    };
+                    context::inject_b3(headers, trace_id, wide, id, parent, sampled, leftovers);
+                    (
+                        trace_id,
+                        wide,
+                        id,
+                        parent,
+                        sampled,
+                        None,
+                        // Only a sampled span is reported: the others need no name.
+                        if sampled {
+                            authority.to_string()
+                        } else {
+                            String::new()
+                        },
+                    )
+                }
+                (Provider::OpenTelemetry { .. }, Incoming::W3c(found)) => {
+                    let incoming = found.ok()?;
+                    let (trace_id, parent, sampled, tracestate) = match incoming {
+                        None => (
+                            (u128::from(random_u64()) << 64) | u128::from(random_u64()),
+                            None,
+                            decided,
+                            None,
+                        ),
+                        Some(c) => (
+                            c.trace_id,
+                            Some(c.span_id),
+                            c.sampled.unwrap_or(decided),
+                            c.tracestate,
+                        ),
+                    };
+                    let id = random_u64();
+                    context::inject_w3c(headers, trace_id, id, sampled, tracestate.as_ref());
+                    let name = match (sampled, server) {
+                        (false, _) => String::new(),
+                        (true, true) => "ingress".to_string(),
+                        (true, false) => format!("egress {authority}"),
+                    };
+                    (trace_id, true, id, parent, sampled, tracestate, name)
+                }
+                // Read above for this provider.
+                _ => return None,
+            };
         let _ = tracestate;
         // An unsampled span is propagated (above) and never reported: it needs nothing more.
         if !sampled {
