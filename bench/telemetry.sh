@@ -11,16 +11,22 @@
 # Stock Envoy has neither Istio filter and skips them (they are optional), so its rows do the
 # tracing only, not the metrics: the acceptance
 # bar is Weft's own telemetry routes over its plain one (>= 0.90). wrk (HTTP/1.1 keep-alive)
-# at CONNS connections, REPS rounds, medians reported.
+# at CONNS connections, REPS rounds.
 #
-# Knobs: DUR=10 REPS=3 CONNS="1 16" SKIP_INSTALL=0 SKIP_BUILD=0 PORT_BASE=28200
+# Rounds are short and many, and the ratio to plain is taken inside each round, then the
+# median over rounds: this machine's speed drifts by 10% and more over minutes, so the ratio
+# of two medians taken minutes apart measures the drift as much as the telemetry. Each round
+# also starts at a different proxy and route (rotated), so that no route always runs first
+# or last.
+#
+# Knobs: DUR=3 REPS=9 CONNS="1 16" SKIP_INSTALL=0 SKIP_BUILD=0 PORT_BASE=28200
 #        WORK=${TMPDIR:-/tmp}/weft-bench-telemetry  WEFT=target/release/weft
 # Not a test: it prints a table; nothing here asserts timings (it does check the counts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 WORK=${WORK:-${TMPDIR:-/tmp}/weft-bench-telemetry}
-DUR=${DUR:-10} REPS=${REPS:-3} CONNS=${CONNS:-"1 16"}
+DUR=${DUR:-3} REPS=${REPS:-9} CONNS=${CONNS:-"1 16"}
 PORT_BASE=${PORT_BASE:-28200}
 UP=$PORT_BASE
 mkdir -p "$WORK/runs"
@@ -93,29 +99,40 @@ grep -q 'istio_requests_total{reporter="destination",source_workload="caller-v2"
 echo "both proxies answer 200 on every route; Weft reports both sides (source and destination)"
 
 RESULTS=$WORK/runs/results.txt; : > "$RESULTS"
+ROUTES=(plain client server full)
 for c in $CONNS; do
   for rep in $(seq "$REPS"); do
-    for proxy in envoy weft; do
+    proxies=(envoy weft); [ $((rep % 2)) = 0 ] && proxies=(weft envoy)
+    for proxy in "${proxies[@]}"; do
       if [ $proxy = envoy ]; then base=$E pid=$ENVOY_PID; else base=$W pid=$WEFT_PID; fi
-      echo "c=$c $proxy plain $(measure_wrk $base $pid "$c")" >> "$RESULTS"
-      echo "c=$c $proxy client $(measure_wrk $((base + 1)) $pid "$c")" >> "$RESULTS"
-      echo "c=$c $proxy server $(measure_wrk $((base + 2)) $pid "$c" "${PEER_H[@]}")" >> "$RESULTS"
-      echo "c=$c $proxy full $(measure_wrk $((base + 4)) $pid "$c")" >> "$RESULTS"
+      for i in 0 1 2 3; do
+        route=${ROUTES[$(( (i + rep) % 4 ))]}
+        case $route in
+          plain) echo "c=$c $rep $proxy plain $(measure_wrk $base $pid "$c")" ;;
+          client) echo "c=$c $rep $proxy client $(measure_wrk $((base + 1)) $pid "$c")" ;;
+          server) echo "c=$c $rep $proxy server $(measure_wrk $((base + 2)) $pid "$c" "${PEER_H[@]}")" ;;
+          full) echo "c=$c $rep $proxy full $(measure_wrk $((base + 4)) $pid "$c")" ;;
+        esac >> "$RESULTS"
+      done
     done
     tail -8 "$RESULTS"
   done
 done
 echo "series on Weft after the run: $(curl -s "http://127.0.0.1:$((W + 3))/stats/prometheus" | grep -c '^istio_requests_total{')"
 
+# "over plain": the median over rounds of route/plain within the round. The other columns are
+# medians over rounds of the measures themselves.
 python3 - "$RESULTS" <<'PY'
 import sys, statistics
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 groups = {}
 for r in rows:
-    groups.setdefault(r[0], {}).setdefault((r[1], r[2]), []).append([float(x) for x in r[3:]])
-med = lambda vs, i: statistics.median(v[i] for v in vs)
+    groups.setdefault(r[0], {}).setdefault((r[2], r[3]), {})[r[1]] = [float(x) for x in r[4:]]
+med = lambda vs, i: statistics.median(v[i] for v in vs.values())
+def paired(a, b):
+    return statistics.median(a[k][0] / b[k][0] for k in a if k in b)
 print()
-print("| load | proxy | route | req/s | ratio to Envoy | over plain | p50 µs | p99 µs | proxy CPU µs/req | RSS MiB |")
+print("| load | proxy | route | req/s | ratio to Envoy | over plain (paired) | p50 µs | p99 µs | proxy CPU µs/req | RSS MiB |")
 print("|---|---|---|---|---|---|---|---|---|---|")
 for load, t in groups.items():
     for proxy in ("envoy", "weft"):
@@ -123,5 +140,5 @@ for load, t in groups.items():
             v = t.get((proxy, route))
             if not v: continue
             e = t.get(("envoy", route)); p = t.get((proxy, "plain"))
-            print(f"| {load} | {proxy} | {route} | {med(v,0):.0f} | {med(v,0)/med(e,0):.2f} | {med(v,0)/med(p,0):.3f} | {med(v,1):.0f} | {med(v,3):.0f} | {med(v,4):.1f} | {med(v,5)/1024:.0f} |")
+            print(f"| {load} | {proxy} | {route} | {med(v,0):.0f} | {paired(v,e):.2f} | {paired(v,p):.3f} | {med(v,1):.0f} | {med(v,3):.0f} | {med(v,4):.1f} | {med(v,5)/1024:.0f} |")
 PY

@@ -1,7 +1,8 @@
 //! The proxy's own unary gRPC calls to a service of the mesh (a trace or log collector), as
 //! `envoy_grpc` makes them: HTTP/2 to an endpoint of the cluster, with the configured
-//! authority. A new connection per call: these calls are batched and seconds apart, and
-//! keeping one open would tie a collector's restart to a stale connection.
+//! authority. `unary` opens a connection per call, for callers whose calls are seconds apart;
+//! the trace exporter, whose batches leave every few milliseconds under load, keeps a
+//! [`channel`] and calls `unary_on` (tonic reconnects a channel whose connection broke).
 
 use std::net::SocketAddr;
 
@@ -33,7 +34,20 @@ where
     Req: prost::Message + Send + Sync + 'static,
     Resp: prost::Message + Default + Send + Sync + 'static,
 {
-    let mut grpc = tonic::client::Grpc::new(channel(addr, authority).await?);
+    unary_on(channel(addr, authority).await?, path, request).await
+}
+
+/// A unary call on an open channel.
+pub async fn unary_on<Req, Resp>(
+    channel: tonic::transport::Channel,
+    path: &'static str,
+    request: Req,
+) -> Result<Resp, String>
+where
+    Req: prost::Message + Send + Sync + 'static,
+    Resp: prost::Message + Default + Send + Sync + 'static,
+{
+    let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.map_err(|e| e.to_string())?;
     let response = grpc
         .unary(

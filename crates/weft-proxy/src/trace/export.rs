@@ -153,11 +153,14 @@ fn run(rx: &mpsc::Receiver<Vec<Report>>) {
     }
 }
 
-/// Open HTTP/1.1 connections to collectors, one per address, kept between batches as
-/// Envoy's cluster pool keeps them: under load a batch leaves every few milliseconds, and a
+/// Open HTTP/1.1 connections and gRPC channels to collectors, one per address, kept between
+/// batches as Envoy's cluster pool keeps them: under load a batch leaves every few milliseconds, and a
 /// connection each would cost the collector and this process more than the spans.
 #[derive(Default)]
-struct Connections(HashMap<SocketAddr, SendRequest<Full<Bytes>>>);
+struct Connections {
+    http: HashMap<SocketAddr, SendRequest<Full<Bytes>>>,
+    grpc: HashMap<(SocketAddr, String), tonic::transport::Channel>,
+}
 
 impl Connections {
     /// `POST path` with `body` to `addr`: the response's status, its body read so that the
@@ -170,7 +173,7 @@ impl Connections {
         content_type: &'static str,
         body: Bytes,
     ) -> Result<http::StatusCode, String> {
-        let mut kept = self.0.remove(&addr).filter(|s| !s.is_closed());
+        let mut kept = self.http.remove(&addr).filter(|s| !s.is_closed());
         loop {
             let reused = kept.is_some();
             let mut sender = match kept.take() {
@@ -190,7 +193,7 @@ impl Connections {
                 Ok(resp) => {
                     let status = resp.status();
                     if resp.into_body().collect().await.is_ok() {
-                        self.0.insert(addr, sender);
+                        self.http.insert(addr, sender);
                     }
                     return Ok(status);
                 }
@@ -198,6 +201,29 @@ impl Connections {
                 Err(e) => return Err(e.to_string()),
             }
         }
+    }
+
+    /// An OTLP export on the channel kept for `addr` and `authority`; a channel whose call
+    /// failed is not kept.
+    async fn export_grpc(
+        &mut self,
+        addr: SocketAddr,
+        authority: &str,
+        request: weft_proto::otlp::ExportTraceServiceRequest,
+    ) -> Result<(), String> {
+        let key = (addr, authority.to_string());
+        let channel = match self.grpc.remove(&key) {
+            Some(c) => c,
+            None => crate::grpc_client::channel(addr, authority).await?,
+        };
+        crate::grpc_client::unary_on::<_, weft_proto::otlp::ExportTraceServiceResponse>(
+            channel.clone(),
+            OTLP_TRACE_EXPORT,
+            request,
+        )
+        .await?;
+        self.grpc.insert(key, channel);
+        Ok(())
     }
 }
 
@@ -228,12 +254,7 @@ async fn post(
         Format::OtlpGrpc => {
             let sent = tokio::time::timeout(
                 Duration::from_secs(5),
-                crate::grpc_client::unary::<_, weft_proto::otlp::ExportTraceServiceResponse>(
-                    addr,
-                    &collector.host,
-                    OTLP_TRACE_EXPORT,
-                    otlp(&spans),
-                ),
+                conns.export_grpc(addr, &collector.host, otlp(&spans)),
             );
             match sent.await {
                 Ok(Ok(_)) => {}
