@@ -19,14 +19,14 @@
 # also starts at a different proxy and route (rotated), so that no route always runs first
 # or last.
 #
-# Knobs: DUR=3 REPS=9 CONNS="1 16" SKIP_INSTALL=0 SKIP_BUILD=0 PORT_BASE=28200
+# Knobs: DUR=3 REPS=11 CONNS="1 16" SKIP_INSTALL=0 SKIP_BUILD=0 PORT_BASE=28200
 #        WORK=${TMPDIR:-/tmp}/weft-bench-telemetry  WEFT=target/release/weft
 # Not a test: it prints a table; nothing here asserts timings (it does check the counts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 WORK=${WORK:-${TMPDIR:-/tmp}/weft-bench-telemetry}
-DUR=${DUR:-3} REPS=${REPS:-9} CONNS=${CONNS:-"1 16"}
+DUR=${DUR:-3} REPS=${REPS:-11} CONNS=${CONNS:-"1 16"}
 PORT_BASE=${PORT_BASE:-28200}
 UP=$PORT_BASE
 mkdir -p "$WORK/runs"
