@@ -88,6 +88,8 @@ pub enum Token {
     UpstreamCluster,
     UpstreamLocalAddress,
     RequestedServerName,
+    /// `%TRACE_ID%`: the active span's trace id.
+    TraceId,
     /// Operators Envoy fills only in cases the Weft proxy does not report (a connection's
     /// termination details, an upstream TLS failure's reason): `-`.
     NotRecorded,
@@ -197,6 +199,7 @@ fn parse_operator(op: &str) -> Result<Token, String> {
         "UPSTREAM_CLUSTER" | "UPSTREAM_CLUSTER_RAW" => Token::UpstreamCluster,
         "UPSTREAM_LOCAL_ADDRESS" => Token::UpstreamLocalAddress,
         "REQUESTED_SERVER_NAME" => Token::RequestedServerName,
+        "TRACE_ID" => Token::TraceId,
         "CONNECTION_TERMINATION_DETAILS" | "UPSTREAM_TRANSPORT_FAILURE_REASON" => {
             Token::NotRecorded
         }
@@ -242,6 +245,8 @@ pub struct Entry<'a> {
     pub route_name: &'a str,
     /// The TLS SNI the client asked for.
     pub requested_server_name: Option<&'a str>,
+    /// The request's trace ids, when its connection manager traces.
+    pub trace: Option<crate::trace::Ids>,
 }
 
 impl Entry<'_> {
@@ -301,6 +306,9 @@ impl Entry<'_> {
             }
             Token::UpstreamLocalAddress => self.upstream_local.map(|a| a.to_string()),
             Token::RequestedServerName => self.requested_server_name.map(str::to_string),
+            Token::TraceId => self
+                .trace
+                .map(|t| crate::trace::context::trace_id_hex(t.trace_id, t.wide)),
             Token::NotRecorded => None,
             Token::DownstreamRemoteAddress => Some(self.downstream_remote.to_string()),
             Token::DownstreamRemoteAddressNoPort => Some(self.downstream_remote.ip().to_string()),

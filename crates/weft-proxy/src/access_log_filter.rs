@@ -410,6 +410,7 @@ mod tests {
             downstream_local: "127.0.0.1:2".parse().unwrap(),
             route_name: "",
             requested_server_name: None,
+            trace: None,
         }
     }
 

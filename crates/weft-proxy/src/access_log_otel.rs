@@ -80,7 +80,14 @@ pub fn log(log: &Arc<OtelLog>, addr: SocketAddr, entry: &Entry<'_>, body: &Forma
             .iter()
             .map(|(k, format)| kv(k, entry.render(format)))
             .collect(),
-        ..Default::default()
+        // As Envoy's logger: the active span's trace id, and its span id where the tracer
+        // gives one (OpenTelemetry's does, Zipkin's does not).
+        trace_id: entry.trace.map(|t| t.trace_id_bytes()).unwrap_or_default(),
+        span_id: entry
+            .trace
+            .and_then(|t| t.span_id)
+            .map(|s| s.to_be_bytes().to_vec())
+            .unwrap_or_default(),
     };
     let _ = sender().try_send(Record {
         log: log.clone(),

@@ -271,6 +271,7 @@ pub async fn serve<I>(
         downstream_local: local,
         route_name: "",
         requested_server_name: None,
+        trace: None,
     };
     for log in &proxy.access_logs {
         log.log(&entry, &shared);

@@ -1,7 +1,9 @@
 //! The OpenTelemetry access-log provider (`envoyOtelAls`) through `weft up`, with Weft proxies
 //! and with Envoy: a Telemetry that logs `response.code >= 400` to it, with a text format and
 //! labels; the collector here receives one OTLP log record per failed request from the
-//! gateway and from the sidecar, body and attributes formatted, and none for a success.
+//! gateway and from the sidecar, body and attributes formatted, and none for a success. With
+//! OpenTelemetry tracing on (sampling nothing, as Envoy still keeps a trace context then),
+//! each record carries the trace id both hops share and its own hop's span id, as Envoy's do.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -22,6 +24,10 @@ metadata: {{ name: istio, namespace: istio-system }}
 data:
   mesh: |
     extensionProviders:
+    - name: otel-tracing
+      opentelemetry:
+        service: otel-collector.istio-system.svc.cluster.local
+        port: 4317
     - name: otel-als
       envoyOtelAls:
         service: otel-collector.istio-system.svc.cluster.local
@@ -31,6 +37,7 @@ data:
           labels:
             path: "%REQ(:PATH)%"
             flags: "%RESPONSE_FLAGS%"
+            trace: "%TRACE_ID%"
 ---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -45,6 +52,9 @@ apiVersion: telemetry.istio.io/v1
 kind: Telemetry
 metadata: {{ name: mesh-default, namespace: istio-system }}
 spec:
+  tracing:
+  - providers: [ {{ name: otel-tracing }} ]
+    randomSamplingPercentage: 0
   accessLogging:
   - providers: [ {{ name: otel-als }} ]
     filter: {{ expression: "response.code >= 400" }}
@@ -110,8 +120,16 @@ async fn run(envoy: bool) {
     .await;
     for r in &records {
         assert_eq!(r.body, format!("GET {failed} 503"), "{r:#?}");
-        assert_eq!(r.attributes.len(), 2, "{r:#?}");
+        assert_eq!(r.attributes.len(), 3, "{r:#?}");
         assert!(r.attributes.contains_key("flags"), "{r:#?}");
+        let hex = |s: &str, len: usize| {
+            s.len() == len
+                && s.bytes().all(|b| b.is_ascii_hexdigit())
+                && s.bytes().any(|b| b != b'0')
+        };
+        assert!(hex(&r.trace_id, 32), "{r:#?}");
+        assert!(hex(&r.span_id, 16), "{r:#?}");
+        assert_eq!(r.attributes["trace"], r.trace_id, "{r:#?}");
         // istiod turns the built-in resource labels off.
         assert!(r.resource.is_empty(), "{r:#?}");
         let now = std::time::SystemTime::now()
@@ -120,6 +138,9 @@ async fn run(envoy: bool) {
             .as_nanos() as u64;
         assert!(r.time_unix_nano <= now && now - r.time_unix_nano < 120_000_000_000);
     }
+    // One trace through both hops, a span each.
+    assert_eq!(records[0].trace_id, records[1].trace_id, "{records:#?}");
+    assert_ne!(records[0].span_id, records[1].span_id, "{records:#?}");
     // The success was not logged by either: Envoy flushes every second, so two seconds after
     // the 503s arrived a logged 200 would be there too.
     tokio::time::sleep(Duration::from_secs(2)).await;

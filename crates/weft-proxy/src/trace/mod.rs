@@ -80,6 +80,29 @@ pub struct Span {
     tags: Vec<(String, String)>,
 }
 
+/// The ids of a request's trace context as this proxy propagated it, sampled or not: what
+/// Envoy's active span gives the access loggers (`getTraceId`, `getSpanId`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ids {
+    pub trace_id: u128,
+    /// A 128-bit trace id (a 64-bit one is written as 16 hex digits, 8 bytes).
+    pub wide: bool,
+    /// This proxy's span: Envoy's OpenTelemetry spans say it, its Zipkin spans do not.
+    pub span_id: Option<u64>,
+}
+
+impl Ids {
+    /// The trace id's bytes, big-endian: 16, or 8 for a 64-bit id.
+    pub fn trace_id_bytes(&self) -> Vec<u8> {
+        let b = self.trace_id.to_be_bytes();
+        if self.wide {
+            b.to_vec()
+        } else {
+            b[8..].to_vec()
+        }
+    }
+}
+
 /// What a span reads of its request besides the headers.
 #[derive(Clone, Copy)]
 pub struct RequestLine<'a> {
@@ -164,11 +187,13 @@ impl Tracer {
 
     /// The span of a request starting now, its context written into the request for the
     /// upstream; `None` when the request's trace headers are malformed, or when it is not
-    /// sampled (its context is still propagated, as Envoy does).
+    /// sampled (its context is still propagated, as Envoy does). `ids` is set to the context's
+    /// ids whenever there is one, sampled or not.
     pub fn start(
         self: &Arc<Self>,
         headers: &mut HeaderMap,
         request: &RequestLine<'_>,
+        ids: &mut Option<Ids>,
     ) -> Option<Box<Span>> {
         let RequestLine {
             method,
@@ -270,6 +295,11 @@ impl Tracer {
                 _ => return None,
             };
         let _ = tracestate;
+        *ids = Some(Ids {
+            trace_id,
+            wide,
+            span_id: matches!(self.provider, Provider::OpenTelemetry { .. }).then_some(id),
+        });
         // An unsampled span is propagated (above) and never reported: it needs nothing more.
         if !sampled {
             return None;
@@ -394,5 +424,76 @@ impl Span {
             return;
         };
         export::report(tracer.collector.clone(), addr, span);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tracer(provider: Provider) -> Arc<Tracer> {
+        Arc::new(Tracer {
+            provider,
+            collector: Arc::new(Collector {
+                cluster: "c".into(),
+                path: "/".into(),
+                host: "c".into(),
+                format: export::Format::ZipkinJson,
+            }),
+            ingress: false,
+            random_sampling: 0,
+            client_sampling: 10_000,
+            overall_sampling: 10_000,
+            max_path_tag_length: 256,
+            custom_tags: Vec::new(),
+        })
+    }
+
+    fn start(t: &Arc<Tracer>, headers: &mut HeaderMap) -> Option<Ids> {
+        let line = RequestLine {
+            method: "GET",
+            scheme: "http",
+            authority: "a",
+            path: "/",
+            protocol: "HTTP/1.1",
+            peer: ([127, 0, 0, 1], 1).into(),
+        };
+        let mut ids = None;
+        assert!(
+            t.start(headers, &line, &mut ids).is_none(),
+            "nothing is sampled"
+        );
+        ids
+    }
+
+    /// The ids an access log reads are those written upstream, sampled or not: the span id
+    /// only from OpenTelemetry, as Envoy's Zipkin spans give none.
+    #[test]
+    fn unsampled_requests_keep_the_ids_they_propagate() {
+        let mut h = HeaderMap::new();
+        let zipkin = tracer(Provider::Zipkin {
+            trace_id_128bit: true,
+            shared_span_context: false,
+        });
+        let ids = start(&zipkin, &mut h).unwrap();
+        assert_eq!(
+            context::trace_id_hex(ids.trace_id, ids.wide),
+            h["x-b3-traceid"]
+        );
+        assert_eq!(ids.trace_id_bytes().len(), 16);
+        assert_eq!(ids.span_id, None);
+
+        let mut h = HeaderMap::new();
+        let otel = tracer(Provider::OpenTelemetry {
+            service_name: String::new(),
+        });
+        let ids = start(&otel, &mut h).unwrap();
+        let expected = format!("00-{:032x}-{:016x}-00", ids.trace_id, ids.span_id.unwrap());
+        assert_eq!(h["traceparent"], expected.as_str());
+
+        // Malformed trace headers: no span, no ids (Envoy makes no span either).
+        let mut h = HeaderMap::new();
+        h.insert("traceparent", HeaderValue::from_static("00-zz-1-01"));
+        assert_eq!(start(&otel, &mut h), None);
     }
 }

@@ -33,6 +33,9 @@ pub struct LogRecord {
     pub body: String,
     pub attributes: std::collections::BTreeMap<String, String>,
     pub resource: std::collections::BTreeMap<String, String>,
+    /// Hex, empty when the record has none.
+    pub trace_id: String,
+    pub span_id: String,
 }
 
 pub type Logs = Arc<Mutex<Vec<LogRecord>>>;
@@ -71,6 +74,8 @@ fn logs(body: &[u8]) -> Vec<LogRecord> {
                     body: r.body.map(|b| b.string_value).unwrap_or_default(),
                     attributes: kv(r.attributes),
                     resource: resource.clone(),
+                    trace_id: r.trace_id.iter().map(|b| format!("{b:02x}")).collect(),
+                    span_id: r.span_id.iter().map(|b| format!("{b:02x}")).collect(),
                 });
             }
         }

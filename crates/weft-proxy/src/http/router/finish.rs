@@ -59,6 +59,8 @@ pub(super) struct Finisher {
     pub upstream_local: Option<std::net::SocketAddr>,
     /// The request's span, when the connection manager traces.
     pub span: Option<Box<crate::trace::Span>>,
+    /// The request's trace ids, sampled or not, for the access logs.
+    pub trace: Option<crate::trace::Ids>,
 }
 
 impl Finisher {
@@ -152,6 +154,7 @@ impl Finish for Finisher {
             downstream_local: self.conn.local,
             route_name: &self.route_name,
             requested_server_name: self.conn.sni.as_deref(),
+            trace: self.trace,
         };
         for log in &hcm.access_logs {
             log.log(&entry, &self.conn.shared);

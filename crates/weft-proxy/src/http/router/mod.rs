@@ -107,6 +107,7 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
         grpc_status: None,
         upstream_local: None,
         span: None,
+        trace: None,
     };
     let authority = match checked {
         Ok(authority) => authority,
@@ -151,7 +152,7 @@ pub async fn handle(req: Request<Incoming>, conn: Connection) -> Response<ProxyB
             protocol,
             peer: finisher.remote,
         };
-        finisher.span = tracer.start(&mut parts.headers, &line);
+        finisher.span = tracer.start(&mut parts.headers, &line, &mut finisher.trace);
     }
     let selected = match route_config.as_deref() {
         None => Selected::None,
