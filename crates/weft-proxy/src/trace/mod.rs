@@ -8,11 +8,6 @@
 pub mod context;
 pub mod export;
 
-/// What a request carries, read as its tracer's provider reads it.
-enum Incoming {
-    B3(Result<(Option<context::Incoming>, Option<bool>), context::Malformed>),
-    W3c(Result<Option<context::Incoming>, context::Malformed>),
-}
 use http::{HeaderMap, HeaderValue};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -206,95 +201,78 @@ impl Tracer {
         // What the request says is read in one pass, before anything is written.
         let scan = context::Scan::of(headers);
         let (decided, rewritten) = self.decide(&scan);
-        let incoming = match &self.provider {
-            Provider::Zipkin { .. } => Incoming::B3(context::b3(&scan)),
-            Provider::OpenTelemetry { .. } => Incoming::W3c(context::w3c(&scan, headers)),
+        // The incoming context as the provider reads it, and the sampling flag it carries.
+        let found = match &self.provider {
+            Provider::Zipkin { .. } => context::b3(&scan),
+            Provider::OpenTelemetry { .. } => context::w3c(&scan, headers).map(|c| {
+                let flag = c.as_ref().and_then(|c| c.sampled);
+                (c, flag)
+            }),
         };
         let leftovers = scan.b3_leftovers();
         if let Some(rid) = rewritten {
             headers.insert(X_REQUEST_ID.clone(), rid);
         }
+        let (incoming, flag) = found.ok()?;
+        let sampled = flag.unwrap_or(decided);
         let server = self.ingress;
-        let (trace_id, wide, id, parent, sampled, tracestate, name) =
-            match (&self.provider, incoming) {
-                (
-                    Provider::Zipkin {
-                        trace_id_128bit,
-                        shared_span_context,
-                    },
-                    Incoming::B3(found),
-                ) => {
-                    let (incoming, flag) = found.ok()?;
-                    let sampled = flag.unwrap_or(decided);
-                    let (trace_id, wide, id, parent) = match incoming {
-                        None => {
-                            let id = random_u64();
-                            let high = if *trace_id_128bit {
-                                u128::from(random_u64()) << 64
-                            } else {
-                                0
-                            };
-                            (high | u128::from(id), *trace_id_128bit, id, None)
-                        }
-                        Some(context::Incoming {
-                            trace_id,
-                            trace_id_128,
-                            span_id,
-                            parent_id,
-                            ..
-                        }) => {
-                            if server && *shared_span_context {
-                                (trace_id, trace_id_128, span_id, parent_id)
-                            } else {
-                                (trace_id, trace_id_128, random_u64(), Some(span_id))
-                            }
-                        }
-                    };
-                    context::inject_b3(headers, trace_id, wide, id, parent, sampled, leftovers);
-                    (
-                        trace_id,
-                        wide,
-                        id,
-                        parent,
-                        sampled,
-                        None,
-                        // Only a sampled span is reported: the others need no name.
-                        if sampled {
-                            authority.to_string()
+        let (trace_id, wide, id, parent, name) = match &self.provider {
+            Provider::Zipkin {
+                trace_id_128bit,
+                shared_span_context,
+            } => {
+                let (trace_id, wide, id, parent) = match incoming {
+                    None => {
+                        let id = random_u64();
+                        let high = if *trace_id_128bit {
+                            u128::from(random_u64()) << 64
                         } else {
-                            String::new()
-                        },
-                    )
-                }
-                (Provider::OpenTelemetry { .. }, Incoming::W3c(found)) => {
-                    let incoming = found.ok()?;
-                    let (trace_id, parent, sampled, tracestate) = match incoming {
-                        None => (
-                            (u128::from(random_u64()) << 64) | u128::from(random_u64()),
-                            None,
-                            decided,
-                            None,
-                        ),
-                        Some(c) => (
-                            c.trace_id,
-                            Some(c.span_id),
-                            c.sampled.unwrap_or(decided),
-                            c.tracestate,
-                        ),
-                    };
-                    let id = random_u64();
-                    context::inject_w3c(headers, trace_id, id, sampled, tracestate.as_ref());
-                    let name = match (sampled, server) {
-                        (false, _) => String::new(),
-                        (true, true) => "ingress".to_string(),
-                        (true, false) => format!("egress {authority}"),
-                    };
-                    (trace_id, true, id, parent, sampled, tracestate, name)
-                }
-                // Read above for this provider.
-                _ => return None,
-            };
-        let _ = tracestate;
+                            0
+                        };
+                        (high | u128::from(id), *trace_id_128bit, id, None)
+                    }
+                    Some(context::Incoming {
+                        trace_id,
+                        trace_id_128,
+                        span_id,
+                        parent_id,
+                        ..
+                    }) => {
+                        if server && *shared_span_context {
+                            (trace_id, trace_id_128, span_id, parent_id)
+                        } else {
+                            (trace_id, trace_id_128, random_u64(), Some(span_id))
+                        }
+                    }
+                };
+                context::inject_b3(headers, trace_id, wide, id, parent, sampled, leftovers);
+                // Only a sampled span is reported: the others need no name.
+                let name = if sampled {
+                    authority.to_string()
+                } else {
+                    String::new()
+                };
+                (trace_id, wide, id, parent, name)
+            }
+            Provider::OpenTelemetry { .. } => {
+                let (trace_id, parent, tracestate) = match incoming {
+                    None => (
+                        (u128::from(random_u64()) << 64) | u128::from(random_u64()),
+                        None,
+                        None,
+                    ),
+                    Some(c) => (c.trace_id, Some(c.span_id), c.tracestate),
+                };
+                let id = random_u64();
+                context::inject_w3c(headers, trace_id, id, sampled, tracestate.as_ref());
+                let name = match (sampled, server) {
+                    (false, _) => String::new(),
+                    (true, true) => "ingress".to_string(),
+                    (true, false) => format!("egress {authority}"),
+                };
+                (trace_id, true, id, parent, name)
+            }
+        };
         *ids = Some(Ids {
             trace_id,
             wide,
