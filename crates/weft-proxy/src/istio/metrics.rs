@@ -301,12 +301,6 @@ pub struct Registry {
     shards: [Mutex<foldhash::HashMap<Key, Values>>; SHARDS],
 }
 
-static NEXT_SHARD: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-thread_local! {
-    static SHARD: usize = NEXT_SHARD.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % SHARDS;
-}
-
 impl Registry {
     /// Who this proxy is; set once, from the bootstrap's node.
     pub fn set_local(&self, node: &serde_json::Value) {
@@ -322,7 +316,7 @@ impl Registry {
 
     /// Adds a TCP connection's news: `opened`/`closed` (0 or 1) and bytes since the last report.
     pub fn record_tcp(&self, key: Key, opened: u64, closed: u64, sent: u64, received: u64) {
-        let shard = SHARD.with(|s| *s);
+        let shard = crate::server::thread_index() % SHARDS;
         let mut map = crate::server::lock(&self.shards[shard]);
         let v = map.entry(key).or_default();
         for (slot, n) in v.tcp.iter_mut().zip([opened, closed, sent, received]) {
@@ -331,7 +325,7 @@ impl Registry {
     }
 
     pub fn record(&self, key: Key, sample: &Sample) {
-        let shard = SHARD.with(|s| *s);
+        let shard = crate::server::thread_index() % SHARDS;
         let mut map = crate::server::lock(&self.shards[shard]);
         let v = map.entry(key).or_default();
         v.requests += 1;

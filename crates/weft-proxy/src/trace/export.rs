@@ -11,7 +11,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -60,12 +59,6 @@ const SHARDS: usize = 8;
 /// and a thread woken for every sampled request costs the workers more than the spans do.
 static PENDING: [Mutex<Vec<Report>>; SHARDS] = [const { Mutex::new(Vec::new()) }; SHARDS];
 
-static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
-}
-
 fn sender() -> &'static mpsc::SyncSender<Vec<Report>> {
     static SENDER: OnceLock<mpsc::SyncSender<Vec<Report>>> = OnceLock::new();
     SENDER.get_or_init(|| {
@@ -84,7 +77,7 @@ fn sender() -> &'static mpsc::SyncSender<Vec<Report>> {
 pub fn report(collector: Arc<Collector>, addr: SocketAddr, span: Finished) {
     // Started with the first span, so that a lone span is still sent at the interval.
     let tx = sender();
-    let shard = SHARD.with(|s| *s);
+    let shard = crate::server::thread_index() % SHARDS;
     let batch = {
         let mut pending = crate::server::lock(&PENDING[shard]);
         pending.push(Report {
@@ -178,7 +171,7 @@ impl Connections {
             let reused = kept.is_some();
             let mut sender = match kept.take() {
                 Some(s) => s,
-                None => connect(addr).await?,
+                None => crate::http::side::connect(addr).await?,
             };
             let req = http::Request::post(collector.path.as_str())
                 .header(http::header::HOST, collector.host.as_str())
@@ -225,18 +218,6 @@ impl Connections {
         self.grpc.insert(key, channel);
         Ok(())
     }
-}
-
-async fn connect(addr: SocketAddr) -> Result<SendRequest<Full<Bytes>>, String> {
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| e.to_string())?;
-    let (sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
-    Ok(sender)
 }
 
 async fn post(
@@ -398,6 +379,15 @@ mod tests {
         }
     }
 
+    /// An empty batch posted over `conns`: the collector's status.
+    async fn post_empty(conns: &mut Connections, addr: SocketAddr) -> http::StatusCode {
+        let body = Bytes::from_static(b"[]");
+        conns
+            .post(addr, &collector(), "application/json", body)
+            .await
+            .unwrap()
+    }
+
     /// Reads one request with a `content-length` body from `s`; false at the end of the
     /// connection.
     async fn read_request(s: &mut tokio::net::TcpStream) -> bool {
@@ -436,16 +426,7 @@ mod tests {
         });
         let mut conns = Connections::default();
         for _ in 0..3 {
-            let status = conns
-                .post(
-                    addr,
-                    &collector(),
-                    "application/json",
-                    Bytes::from_static(b"[]"),
-                )
-                .await
-                .unwrap();
-            assert_eq!(status, 202);
+            assert_eq!(post_empty(&mut conns, addr).await, 202);
         }
         drop(conns);
         assert_eq!(
@@ -473,32 +454,14 @@ mod tests {
         });
         let mut conns = Connections::default();
         for _ in 0..2 {
-            let status = conns
-                .post(
-                    addr,
-                    &collector(),
-                    "application/json",
-                    Bytes::from_static(b"[]"),
-                )
-                .await
-                .unwrap();
-            assert_eq!(status, 202);
+            assert_eq!(post_empty(&mut conns, addr).await, 202);
             // The close reaches this side before the next batch.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         // The next batch right after the answer, before the close is seen: the batch is
         // sent again on a new connection.
         for _ in 0..2 {
-            let status = conns
-                .post(
-                    addr,
-                    &collector(),
-                    "application/json",
-                    Bytes::from_static(b"[]"),
-                )
-                .await
-                .unwrap();
-            assert_eq!(status, 202);
+            assert_eq!(post_empty(&mut conns, addr).await, 202);
         }
         assert_eq!(server.await.unwrap(), 4);
     }
